@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Set up everything devaipod and its tests need on a bare Debian 12 machine:
+# podman + runc, a containers.conf drop-in where this host needs one, the podman API
+# service, the local base image (no registry is reachable) and opencode from npm.
+# Idempotent: every step checks first and does nothing when its result is already there.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+OPENCODE_VERSION="${DEVAIPOD_OPENCODE_VERSION:-1.18.33}"
+BASE_IMAGE="${DEVAIPOD_BASE_IMAGE:-localhost/devaipod-base:latest}"
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/devaipod"
+SOCK_DIR=/run/podman
+SOCK="$SOCK_DIR/podman.sock"
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || die "run as root or install sudo"
+  SUDO="sudo"
+fi
+
+# 1. Packages from Debian.
+need_pkgs=()
+for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
+done
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing ${need_pkgs[*]} from Debian"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# 2. containers.conf: crun and the default rlimits fail on hosts without a unified cgroup v2
+#    hierarchy. Only there, write a drop-in of our own (never the user's containers.conf).
+DROPIN=/etc/containers/containers.conf.d/50-devaipod.conf
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] && [ ! -f "$DROPIN" ]; then
+  log "writing $DROPIN (runc + cgroupfs: this host has no unified cgroup v2)"
+  $SUDO mkdir -p "$(dirname "$DROPIN")"
+  $SUDO tee "$DROPIN" >/dev/null <<'CONF'
+# Written by devaipod's scripts/setup.sh: crun fails on hybrid cgroups on this host.
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+fi
+
+# 3. The podman API service.
+ping() { curl -fsS --max-time 2 --unix-socket "$SOCK" http://d/v4.0.0/libpod/_ping >/dev/null 2>&1; }
+if [ -n "${CONTAINER_HOST:-}" ]; then
+  log "CONTAINER_HOST is set ($CONTAINER_HOST): not starting a podman service"
+elif ! ping; then
+  log "starting the podman API service on $SOCK"
+  $SUDO mkdir -p "$SOCK_DIR"
+  $SUDO rm -f "$SOCK"
+  # setsid + nohup: the service outlives this script and the shell that ran it.
+  $SUDO setsid nohup podman system service --time=0 "unix://$SOCK" \
+    >"${TMPDIR:-/tmp}/devaipod-podman-service.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 100); do ping && break; sleep 0.1; done
+  ping || die "the podman API service did not answer on $SOCK; see ${TMPDIR:-/tmp}/devaipod-podman-service.log"
+fi
+
+# 4. The local base image: Debian minimal + git, bash, ca-certificates, ripgrep.
+if ! podman image exists "$BASE_IMAGE"; then
+  mirror=""
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    mirror=$(awk '/^URIs:/ {print $2; exit}' "$f")
+    [ -n "$mirror" ] && break
+  done
+  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+    mirror=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
+  log "building $BASE_IMAGE with mmdebstrap (takes about half a minute)"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  mmdebstrap --quiet --variant=minbase --include=git,bash,ca-certificates,ripgrep \
+    --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --format=tar bookworm "$work/rootfs.tar" "$mirror" >&2
+  podman import --quiet --change 'CMD ["/bin/bash"]' "$work/rootfs.tar" "$BASE_IMAGE" >/dev/null
+  rm -rf "$work"
+  trap - EXIT
+fi
+
+# 5. opencode from npm into the cache.
+OPENCODE_BIN="$CACHE_DIR/opencode/node_modules/opencode-linux-x64/bin/opencode"
+if [ ! -x "$OPENCODE_BIN" ] || ! grep -q "\"version\": \"$OPENCODE_VERSION\"" \
+    "$CACHE_DIR/opencode/node_modules/opencode-ai/package.json" 2>/dev/null; then
+  log "installing opencode-ai@$OPENCODE_VERSION into $CACHE_DIR/opencode"
+  mkdir -p "$CACHE_DIR/opencode"
+  npm install --silent --no-audit --no-fund --prefix "$CACHE_DIR/opencode" "opencode-ai@$OPENCODE_VERSION" >&2
+  [ -x "$OPENCODE_BIN" ] || die "opencode binary missing after npm install: $OPENCODE_BIN"
+fi
+
+log "ready: podman $(podman --version | awk '{print $3}'), image $BASE_IMAGE, opencode $OPENCODE_VERSION"

@@ -1,0 +1,134 @@
+//! The typed shape of `devaipod.toml`. Every section has `deny_unknown_fields` so that a
+//! typo is an error, and every field has a default so that a missing key is not.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{EnvName, InstanceId, RepoPattern, SecretRef};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Image for workspaces whose repository has no devcontainer.json.
+    pub default_image: String,
+    /// Label value that separates this devaipod's pods from another's (and from test runs).
+    pub instance: InstanceId,
+    /// Environment for both containers (workspace and agent).
+    pub env: EnvSection,
+    /// Credentials for the human's side only; never given to an agent.
+    pub trusted: Trusted,
+    #[serde(rename = "service-gator")]
+    pub service_gator: ServiceGator,
+    pub orchestration: Orchestration,
+    pub ssh: Ssh,
+    pub network: Network,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_image: super::DEFAULT_IMAGE.to_owned(),
+            instance: InstanceId::default(),
+            env: EnvSection::default(),
+            trusted: Trusted::default(),
+            service_gator: ServiceGator::default(),
+            orchestration: Orchestration::default(),
+            ssh: Ssh::default(),
+            network: Network::default(),
+        }
+    }
+}
+
+/// `[env]` and `[trusted.env]`: host variables passed through by name, plus fixed values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvSection {
+    /// Names of host environment variables copied in when set on the host.
+    pub allowlist: Vec<EnvName>,
+    /// Fixed variables.
+    pub vars: BTreeMap<EnvName, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trusted {
+    /// Environment for the workspace container only.
+    pub env: EnvSection,
+    /// `ENV=podman_secret_name`: podman secrets exposed as `ENV` in the workspace container.
+    pub secrets: Vec<SecretRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceGator {
+    pub gh: ServiceGatorGh,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceGatorGh {
+    /// Read access to every repository the token can see.
+    pub read: bool,
+    /// Per-repository permissions, keyed by `owner/repo` or `owner/*`.
+    pub repos: BTreeMap<RepoPattern, RepoPermissions>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepoPermissions {
+    pub read: bool,
+    pub create_draft: bool,
+    pub push_new_branch: bool,
+    pub pending_review: bool,
+    pub write: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Orchestration {
+    /// Lets a task-owner agent delegate sub-tasks to worker containers.
+    pub enabled: bool,
+    /// Upper bound of worker containers per workspace (1 to 8).
+    #[serde(deserialize_with = "super::values::workers")]
+    pub max_workers: u8,
+}
+
+impl Default for Orchestration {
+    fn default() -> Self {
+        Orchestration { enabled: false, max_workers: 2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ssh {
+    /// Serve ssh into workspaces.
+    pub enabled: bool,
+    /// Address of the ssh server; loopback unless you mean otherwise.
+    #[serde(deserialize_with = "super::values::socket_addr")]
+    pub listen: String,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh { enabled: false, listen: "127.0.0.1:2222".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Network {
+    /// `open` (default) or `allowlist`: agents reach only the LLM endpoint and `allow-hosts`.
+    pub egress: NetworkEgress,
+    /// Host names an agent may reach when `egress = "allowlist"`.
+    pub allow_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkEgress {
+    #[default]
+    Open,
+    Allowlist,
+}

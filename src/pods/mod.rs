@@ -1,0 +1,5 @@
+//! Everything that talks to podman, and the pure plan of what a workspace's pod is.
+//!
+//! `pods` knows nothing of MCP, HTTP, SSH or SQL; nothing outside `pods` talks to podman.
+
+pub mod naming;

@@ -1,0 +1,202 @@
+//! Names and labels of everything devaipod creates (DESIGN §3).
+//!
+//! Pod `devaipod-<name>`; containers `devaipod-<name>-workspace|-agent`; volumes
+//! `devaipod-<name>-workspace|-agent-workspace|-agent-home`. Every object carries the
+//! labels below, so a daemon (or a test run) only ever touches objects of its own instance.
+
+use std::collections::BTreeMap;
+
+pub const PREFIX: &str = "devaipod-";
+pub const LABEL_INSTANCE: &str = "io.devaipod.instance";
+pub const LABEL_WORKSPACE: &str = "io.devaipod.workspace";
+pub const LABEL_ROLE: &str = "io.devaipod.role";
+pub const LABEL_VERSION: &str = "io.devaipod.version";
+/// Where the workspace came from (a path or a URL without credentials), for `list`.
+pub const LABEL_SOURCE: &str = "io.devaipod.source";
+
+/// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
+pub const MAX_NAME_LEN: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Workspace,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Workspace => "workspace",
+            Role::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "workspace" => Some(Role::Workspace),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// A workspace name that is a valid DNS label of at most [`MAX_NAME_LEN`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct WorkspaceName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter and not ending with `-`"
+)]
+pub struct InvalidName(pub String);
+
+impl WorkspaceName {
+    pub fn new(s: &str) -> Result<Self, InvalidName> {
+        let ok = is_dns_label(s)
+            && s.len() <= MAX_NAME_LEN
+            && s.starts_with(|c: char| c.is_ascii_lowercase());
+        if ok { Ok(WorkspaceName(s.to_owned())) } else { Err(InvalidName(s.to_owned())) }
+    }
+
+    /// Derives a name from free text (a repository's directory or URL basename): lowercase,
+    /// anything else becomes `-`, trimmed to the limit. Never fails.
+    pub fn derive(text: &str) -> Self {
+        let mut out = String::new();
+        for c in text.chars() {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('-') && !out.is_empty() {
+                out.push('-');
+            }
+        }
+        if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+            out.insert_str(0, "ws-");
+        }
+        out.truncate(MAX_NAME_LEN - 3); // leave room for a `-NN` suffix
+        while out.ends_with('-') {
+            out.pop();
+        }
+        WorkspaceName(out)
+    }
+
+    /// The `n`th alternative when the name is taken: `name-2`, `name-3`, …
+    pub fn with_suffix(&self, n: u32) -> Self {
+        let suffix = format!("-{n}");
+        let mut base = self.0.clone();
+        base.truncate(MAX_NAME_LEN - suffix.len());
+        while base.ends_with('-') {
+            base.pop();
+        }
+        WorkspaceName(base + &suffix)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn pod(&self) -> String {
+        format!("{PREFIX}{}", self.0)
+    }
+
+    pub fn container(&self, role: Role) -> String {
+        format!("{PREFIX}{}-{}", self.0, role.as_str())
+    }
+
+    pub fn workspace_volume(&self) -> String {
+        format!("{PREFIX}{}-workspace", self.0)
+    }
+
+    pub fn agent_workspace_volume(&self) -> String {
+        format!("{PREFIX}{}-agent-workspace", self.0)
+    }
+
+    pub fn agent_home_volume(&self) -> String {
+        format!("{PREFIX}{}-agent-home", self.0)
+    }
+}
+
+impl std::fmt::Display for WorkspaceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// RFC 1123 label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The labels every object of a workspace carries. `role` is `None` for the pod and
+/// volumes shared by the pod.
+pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        (LABEL_INSTANCE.to_owned(), instance.to_owned()),
+        (LABEL_WORKSPACE.to_owned(), name.as_str().to_owned()),
+        (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ]);
+    if let Some(role) = role {
+        l.insert(LABEL_ROLE.to_owned(), role.as_str().to_owned());
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() {
+        let n = WorkspaceName::new("hello").unwrap();
+        assert_eq!(n.pod(), "devaipod-hello");
+        assert_eq!(n.container(Role::Workspace), "devaipod-hello-workspace");
+        assert_eq!(n.container(Role::Agent), "devaipod-hello-agent");
+        assert_eq!(n.workspace_volume(), "devaipod-hello-workspace");
+        assert_eq!(n.agent_workspace_volume(), "devaipod-hello-agent-workspace");
+        assert_eq!(n.agent_home_volume(), "devaipod-hello-agent-home");
+    }
+
+    #[test]
+    fn derive_makes_valid_labels() {
+        for (input, want) in [
+            ("My_Repo.git", "my-repo-git"),
+            ("hello", "hello"),
+            ("42things", "ws-42things"),
+            ("--weird--", "weird"),
+            ("", "ws"),
+            ("a".repeat(80).as_str(), &"a".repeat(37)),
+        ] {
+            let got = WorkspaceName::derive(input);
+            assert_eq!(got.as_str(), want, "derive({input:?})");
+            assert!(WorkspaceName::new(got.as_str()).is_ok(), "{got} must be valid");
+        }
+        let long = WorkspaceName::derive(&"b".repeat(80));
+        assert_eq!(long.with_suffix(12).as_str().len(), 40);
+        assert_eq!(WorkspaceName::derive("x").with_suffix(2).as_str(), "x-2");
+    }
+
+    #[test]
+    fn invalid_names_are_rejected_with_the_rule() {
+        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41)] {
+            let e = WorkspaceName::new(bad).unwrap_err().to_string();
+            assert!(e.contains("lowercase letters, digits and `-`"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn labels_carry_instance_workspace_role_version() {
+        let n = WorkspaceName::new("w").unwrap();
+        let l = labels("run-1", &n, Some(Role::Agent));
+        assert_eq!(l[LABEL_INSTANCE], "run-1");
+        assert_eq!(l[LABEL_WORKSPACE], "w");
+        assert_eq!(l[LABEL_ROLE], "agent");
+        assert_eq!(l[LABEL_VERSION], env!("CARGO_PKG_VERSION"));
+        assert!(!labels("run-1", &n, None).contains_key(LABEL_ROLE));
+    }
+}
