@@ -229,4 +229,4 @@ fn line_at(text: &str, segs: &[Seg<'_>]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

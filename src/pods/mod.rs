@@ -3,3 +3,10 @@
 //! `pods` knows nothing of MCP, HTTP, SSH or SQL; nothing outside `pods` talks to podman.
 
 pub mod naming;
+pub mod engine;
+pub mod plan;
+pub mod libpod;
+pub mod podman;
+
+pub use engine::{Engine, EngineError};
+pub use podman::Podman;

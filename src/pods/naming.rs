@@ -13,6 +13,10 @@ pub const LABEL_ROLE: &str = "io.devaipod.role";
 pub const LABEL_VERSION: &str = "io.devaipod.version";
 /// Where the workspace came from (a path or a URL without credentials), for `list`.
 pub const LABEL_SOURCE: &str = "io.devaipod.source";
+/// The repository's path inside the containers.
+pub const LABEL_FOLDER: &str = "io.devaipod.workspace-folder";
+/// The user commands run as in the workspace container (`remoteUser`), when not the image's.
+pub const LABEL_USER: &str = "io.devaipod.user";
 
 /// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
 pub const MAX_NAME_LEN: usize = 40;

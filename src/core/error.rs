@@ -1,0 +1,47 @@
+use crate::config::ConfigError;
+use crate::devcontainer::DevContainerError;
+use crate::pods::EngineError;
+use crate::pods::naming::InvalidName;
+use crate::pods::plan::PlanError;
+
+use super::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    DevContainer(#[from] DevContainerError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error("workspace `{0}` already exists (pod devaipod-{0}): choose another --name, or `devaipod delete {0}`")]
+    NameTaken(String),
+    #[error("no workspace named `{0}` (see `devaipod list`)")]
+    NotFound(String),
+    #[error(
+        "image {image} does not exist locally and could not be pulled ({reason}); build it, pass another --image, or run scripts/setup.sh for the default image"
+    )]
+    ImageMissing { image: String, reason: String },
+    #[error(
+        "podman secret `{secret}` (for {env} in [trusted] secrets) does not exist: create it with `printf %s VALUE | podman secret create {secret} -`"
+    )]
+    SecretMissing { secret: String, env: String },
+    #[error("opencode is not installed at {0}: run scripts/setup.sh (or set DEVAIPOD_OPENCODE_DIR)")]
+    OpencodeMissing(String),
+    #[error("{phase} failed{}: {command}", exit_text(*.code))]
+    Lifecycle { phase: &'static str, command: String, code: Option<i64> },
+    #[error("workspace `{name}`: its {role} container is not running (pod status {status}); try `devaipod start {name}`")]
+    NotRunning { name: String, role: &'static str, status: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+fn exit_text(code: Option<i64>) -> String {
+    code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+}

@@ -1,0 +1,131 @@
+//! The `Engine` contract: what devaipod needs from a container engine, in its own types.
+//! Engines report state; `core` decides what it means. The podman implementation is in
+//! `podman.rs`; a Kubernetes one could follow behind the same trait.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use serde::Serialize;
+
+use super::naming::Role;
+use super::plan::{BuildPlan, ContainerPlan, PodSpec, VolumePlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "cannot reach podman at {socket}: {reason}\n  start it with `scripts/setup.sh`, or: mkdir -p /run/podman && podman system service --time=0 unix://{socket} &\n  (or point CONTAINER_HOST at a running podman socket)"
+    )]
+    Unavailable { socket: PathBuf, reason: String },
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("podman could not {op}: {message}")]
+    Api { op: String, status: u16, message: String },
+    #[error("podman did not finish {op} within {secs} s")]
+    Timeout { op: String, secs: u64 },
+    #[error("image {image} is not here and could not be pulled: {message}")]
+    Pull { image: String, message: String },
+    #[error("building the image failed: {message}")]
+    Build { message: String },
+}
+
+/// A pod as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    /// Podman's pod status: Running, Degraded, Exited, Created, Stopped, …
+    pub status: String,
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+    pub containers: Vec<ContainerInfo>,
+    /// Published ports; filled by `inspect_pod` only (listing does not report them).
+    pub ports: Vec<PublishedPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    /// `None` for the pod's infra container.
+    pub role: Option<Role>,
+    /// running, exited, created, …
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+/// A command to run in a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdin: bool,
+    pub tty: bool,
+}
+
+/// Output of a running exec or a log stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+pub struct ExecSession {
+    pub id: String,
+    pub output: BoxStream<'static, Result<Output, EngineError>>,
+    pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// What a workspace needs from a container engine. Every call has a timeout.
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's version; fails with [`EngineError::Unavailable`] when it is not running.
+    fn ping(&self) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn image_exists(&self, reference: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Builds an image from a context directory; `progress` receives the build's output lines.
+    fn build_image(
+        &self,
+        build: &BuildPlan,
+        labels: &BTreeMap<String, String>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn secret_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn pod_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn create_volume(&self, volume: &VolumePlan) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_pod(&self, pod: &PodSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_container(&self, pod: &str, c: &ContainerPlan) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn start_container(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn start_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stops a pod, killing what has not exited after `grace_secs`.
+    fn stop_pod(&self, name: &str, grace_secs: u32) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes a pod and its containers at once (no grace period).
+    fn remove_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Unpacks a tar archive into `dest_dir` of a running container (volumes included),
+    /// owned by the container's user.
+    fn upload_archive(
+        &self,
+        container: &str,
+        dest_dir: &str,
+        tar: Vec<u8>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Pods whose labels match all of `labels`, with their containers: one round trip.
+    fn list_pods(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<PodInfo>, EngineError>> + Send;
+    fn inspect_pod(&self, name: &str) -> impl Future<Output = Result<PodInfo, EngineError>> + Send;
+    fn list_volumes(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn exec(&self, container: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecSession, EngineError>> + Send;
+    /// The exit code of a finished exec.
+    fn exec_exit_code(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
+    fn logs(&self, container: &str, follow: bool, tail: Option<u32>) -> BoxStream<'static, Result<Output, EngineError>>;
+}

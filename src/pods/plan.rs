@@ -1,0 +1,425 @@
+//! `PodPlan`: a pure function of (config, devcontainer.json, request) → everything the pod
+//! of a workspace is: image, volumes, pod, both containers, their env, mounts and security
+//! options, and the lifecycle commands. The engine only executes plans; `up --dry-run`
+//! prints one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::naming::{self, Role, WorkspaceName};
+use crate::config::Config;
+use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunArgs, Vars};
+
+/// Where opencode and other injected tools appear inside the agent container.
+pub const INJECT_DIR: &str = "/opt/devaipod/bin";
+/// Where the human's workspace appears, read-only, in the agent container.
+pub const MAIN_WORKSPACE: &str = "/mnt/main-workspace";
+pub const AGENT_HOME: &str = "/home/agent";
+/// The agent runs as this uid/gid (numeric, so the image needs no such user).
+pub const AGENT_USER: &str = "1000:1000";
+/// The idle process of both containers until an agent runs: podman's init (catatonit,
+/// static, injected by podman with `init: true`) in pause mode. It needs nothing from the
+/// image, not even a shell.
+pub const IDLE_COMMAND: [&str; 2] = ["/run/podman-init", "-P"];
+
+/// What the caller asks for; everything host-specific is passed in so that planning stays pure.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub name: WorkspaceName,
+    pub instance: String,
+    /// Where the workspace came from, for labels (never with credentials).
+    pub source: String,
+    pub image_override: Option<String>,
+    /// The host's environment, for `[env] allowlist` and `[trusted.env] allowlist`.
+    pub host_env: BTreeMap<String, String>,
+    /// Host directory holding the `opencode` binary.
+    pub opencode_dir: PathBuf,
+    /// The checkout on the host (`${localWorkspaceFolder}`).
+    pub checkout_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(
+        "{path}: dockerComposeFile is not supported yet (devaipod runs one pod per workspace); use `image` or `build` in devcontainer.json, or pass --image"
+    )]
+    ComposeUnsupported { path: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodPlan {
+    pub name: WorkspaceName,
+    pub instance: String,
+    pub image: ImagePlan,
+    pub volumes: Vec<VolumePlan>,
+    pub pod: PodSpec,
+    pub workspace: ContainerPlan,
+    pub agent: ContainerPlan,
+    /// The repository's path in both containers.
+    pub workspace_folder: String,
+    pub lifecycle: Lifecycle,
+    /// devcontainer features, kept but not installed.
+    pub features: BTreeMap<String, serde_json::Value>,
+    /// Things the user should know: parts of devcontainer.json devaipod does not apply.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ImagePlan {
+    /// An image that must exist locally or be pullable.
+    Existing { reference: String },
+    /// An image built from a Containerfile/Dockerfile, tagged `tag`.
+    Build(BuildPlan),
+}
+
+impl ImagePlan {
+    pub fn reference(&self) -> &str {
+        match self {
+            ImagePlan::Existing { reference } => reference,
+            ImagePlan::Build(b) => &b.tag,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildPlan {
+    pub context_dir: PathBuf,
+    /// Absolute path of the Containerfile/Dockerfile on the host.
+    pub dockerfile: PathBuf,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumePlan {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodSpec {
+    pub name: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    /// Container ports published on 127.0.0.1 at a free host port.
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub role: Role,
+    pub image: String,
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: String,
+    pub env: BTreeMap<String, String>,
+    /// Trusted variables: values are shown as `<redacted>` in a printed plan.
+    pub trusted_env: BTreeMap<String, Redacted>,
+    /// Variable name → podman secret name (`type=env`).
+    pub secret_env: BTreeMap<String, String>,
+    pub mounts: Vec<MountPlan>,
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub no_new_privileges: bool,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    pub devices: Vec<String>,
+    pub shm_size: Option<u64>,
+    pub init: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MountPlan {
+    Volume { name: String, target: String, readonly: bool },
+    Bind { source: PathBuf, target: String, readonly: bool },
+    Tmpfs { target: String },
+}
+
+impl MountPlan {
+    pub fn target(&self) -> &str {
+        match self {
+            MountPlan::Volume { target, .. } | MountPlan::Bind { target, .. } | MountPlan::Tmpfs { target } => target,
+        }
+    }
+}
+
+/// A value that is used but never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl Serialize for Redacted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Lifecycle {
+    /// Runs on the host, in the checkout, before anything is created.
+    pub initialize: Option<LifecycleCommand>,
+    pub on_create: Option<LifecycleCommand>,
+    pub update_content: Option<LifecycleCommand>,
+    pub post_create: Option<LifecycleCommand>,
+    pub post_start: Option<LifecycleCommand>,
+    /// User the in-container commands run as (`remoteUser`, else the container's user).
+    pub user: Option<String>,
+    /// `remoteEnv`, with `${containerEnv:…}` resolved; `None` unsets.
+    pub env: BTreeMap<String, Option<String>>,
+}
+
+pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<PodPlan, PlanError> {
+    let empty = devcontainer::DevContainer::default();
+    let (c, dc_path) = match dc {
+        Some(l) => (&l.config, l.path.clone()),
+        None => (&empty, PathBuf::new()),
+    };
+    let invalid = |message: String| PlanError::Invalid { path: dc_path.clone(), message };
+    let mut warnings = Vec::new();
+    let name = &req.name;
+
+    // The image.
+    let image = if let Some(reference) = &req.image_override {
+        ImagePlan::Existing { reference: reference.clone() }
+    } else if c.docker_compose_file.is_some() {
+        return Err(PlanError::ComposeUnsupported { path: dc_path });
+    } else if let Some(reference) = &c.image {
+        ImagePlan::Existing { reference: reference.clone() }
+    } else if let Some(dockerfile) = c.build.as_ref().and_then(|b| b.dockerfile.clone()).or(c.docker_file.clone()) {
+        let dir = dc.map(Loaded::dir).unwrap_or(Path::new("."));
+        let build = c.build.clone().unwrap_or_default();
+        let context = build.context.or(c.context.clone()).unwrap_or_else(|| ".".into());
+        ImagePlan::Build(BuildPlan {
+            context_dir: normalize(&dir.join(context)),
+            dockerfile: normalize(&dir.join(dockerfile)),
+            args: build.args,
+            target: build.target,
+            tag: format!("localhost/devaipod-build/{name}:latest"),
+        })
+    } else {
+        if c.build.is_some() {
+            return Err(invalid("`build` needs `dockerfile`".into()));
+        }
+        ImagePlan::Existing { reference: config.default_image.clone() }
+    };
+    let image_ref = image.reference().to_owned();
+
+    let run_args: RunArgs = devcontainer::run_args::parse(&c.run_args).map_err(invalid)?;
+
+    // Where the repository lives in the containers.
+    let checkout = req.checkout_dir.to_string_lossy().into_owned();
+    let workspace_folder = match (&c.workspace_folder, &c.workspace_mount) {
+        (Some(f), _) => f.clone(),
+        (None, Some(m)) => Mount::parse_str(m).map_err(invalid)?.target,
+        (None, None) => devcontainer::default_workspace_folder(&checkout),
+    };
+    if c.workspace_mount.is_some() {
+        warnings.push(format!(
+            "workspaceMount: only its target is used; the repository lives in volume {}",
+            name.workspace_volume()
+        ));
+    }
+
+    // Environment, partitioned: common (both), workspace-only, trusted (workspace only, redacted).
+    let mut common = BTreeMap::new();
+    for var in &config.env.allowlist {
+        if let Some(v) = req.host_env.get(var.as_str()) {
+            common.insert(var.to_string(), v.clone());
+        }
+    }
+    for (k, v) in &config.env.vars {
+        common.insert(k.to_string(), v.clone());
+    }
+    let mut trusted_env = BTreeMap::new();
+    for var in &config.trusted.env.allowlist {
+        if let Some(v) = req.host_env.get(var.as_str()) {
+            trusted_env.insert(var.to_string(), Redacted(v.clone()));
+        }
+    }
+    for (k, v) in &config.trusted.env.vars {
+        trusted_env.insert(k.to_string(), Redacted(v.clone()));
+    }
+    let mut workspace_env = c.container_env.clone();
+    workspace_env.extend(run_args.env.clone());
+    workspace_env.extend(common.clone());
+    let secret_env: BTreeMap<String, String> =
+        config.trusted.secrets.iter().map(|s| (s.env.to_string(), s.secret.clone())).collect();
+
+    // Mounts of the workspace container: the repository volume, then devcontainer.json's.
+    let mut volumes = vec![
+        VolumePlan { name: name.workspace_volume(), labels: naming::labels(&req.instance, name, None) },
+        VolumePlan { name: name.agent_workspace_volume(), labels: naming::labels(&req.instance, name, None) },
+        VolumePlan { name: name.agent_home_volume(), labels: naming::labels(&req.instance, name, None) },
+    ];
+    let mut ws_mounts = vec![MountPlan::Volume {
+        name: name.workspace_volume(),
+        target: workspace_folder.clone(),
+        readonly: false,
+    }];
+    let dc_mounts = c.mounts.iter().enumerate().map(|(i, m)| m.parse().map_err(|e| invalid(format!("mounts[{i}]: {e}"))));
+    let extra: Vec<Mount> = dc_mounts.collect::<Result<Vec<_>, _>>()?.into_iter().chain(run_args.mounts.clone()).collect();
+    for (i, m) in extra.into_iter().enumerate() {
+        if m.target == workspace_folder || m.target == MAIN_WORKSPACE {
+            return Err(invalid(format!("mount target {} is where devaipod puts the repository", m.target)));
+        }
+        ws_mounts.push(match (m.kind, m.source) {
+            (MountKind::Bind, Some(source)) => MountPlan::Bind { source: source.into(), target: m.target, readonly: m.readonly },
+            (MountKind::Bind, None) => unreachable!("bind mounts are checked to have a source"),
+            (MountKind::Volume, Some(source)) => MountPlan::Volume { name: source, target: m.target, readonly: m.readonly },
+            (MountKind::Volume, None) => {
+                // An anonymous volume: ours, named and labelled so that delete removes it.
+                let vol = format!("{}-mount-{i}", name.pod());
+                volumes.push(VolumePlan { name: vol.clone(), labels: naming::labels(&req.instance, name, None) });
+                MountPlan::Volume { name: vol, target: m.target, readonly: m.readonly }
+            }
+            (MountKind::Tmpfs, _) => MountPlan::Tmpfs { target: m.target },
+        });
+    }
+
+    let mut ws_labels = run_args.labels.clone();
+    ws_labels.extend(naming::labels(&req.instance, name, Some(Role::Workspace)));
+    let workspace = ContainerPlan {
+        name: name.container(Role::Workspace),
+        role: Role::Workspace,
+        image: image_ref.clone(),
+        command: IDLE_COMMAND.map(String::from).to_vec(),
+        user: run_args.user.clone().or(c.container_user.clone()),
+        workdir: workspace_folder.clone(),
+        env: workspace_env.clone(),
+        trusted_env,
+        secret_env,
+        mounts: ws_mounts,
+        cap_drop: run_args.cap_drop.clone(),
+        cap_add: c.cap_add.iter().chain(&run_args.cap_add).cloned().collect(),
+        no_new_privileges: false,
+        privileged: c.privileged.unwrap_or(false) || run_args.privileged,
+        security_opt: c.security_opt.iter().chain(&run_args.security_opt).cloned().collect(),
+        devices: run_args.devices.clone(),
+        shm_size: run_args.shm_size,
+        init: true,
+        labels: ws_labels,
+    };
+    if c.init == Some(false) || run_args.init == Some(false) {
+        warnings.push("init: false is ignored; devaipod always runs an init so that stop is quick".into());
+    }
+
+    // The agent: same image, hardened, its own clone, the human's workspace read-only.
+    let mut agent_env = common;
+    agent_env.insert("HOME".into(), AGENT_HOME.into());
+    let agent = ContainerPlan {
+        name: name.container(Role::Agent),
+        role: Role::Agent,
+        image: image_ref,
+        command: IDLE_COMMAND.map(String::from).to_vec(),
+        user: Some(AGENT_USER.into()),
+        workdir: workspace_folder.clone(),
+        env: agent_env,
+        trusted_env: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
+        mounts: vec![
+            MountPlan::Volume { name: name.agent_workspace_volume(), target: workspace_folder.clone(), readonly: false },
+            MountPlan::Volume { name: name.workspace_volume(), target: MAIN_WORKSPACE.into(), readonly: true },
+            MountPlan::Volume { name: name.agent_home_volume(), target: AGENT_HOME.into(), readonly: false },
+            MountPlan::Bind { source: req.opencode_dir.clone(), target: INJECT_DIR.into(), readonly: true },
+        ],
+        cap_drop: vec!["ALL".into()],
+        cap_add: vec!["NET_BIND_SERVICE".into()],
+        no_new_privileges: true,
+        privileged: false,
+        security_opt: Vec::new(),
+        devices: Vec::new(),
+        shm_size: None,
+        init: true,
+        labels: naming::labels(&req.instance, name, Some(Role::Agent)),
+    };
+
+    // The pod: ports published on loopback only.
+    let mut ports = Vec::new();
+    for p in &c.forward_ports {
+        match p.local_port() {
+            Some(port) if !ports.contains(&port) => ports.push(port),
+            Some(_) => {}
+            None => warnings.push(format!("forwardPorts {p:?}: ports of other services are not forwarded")),
+        }
+    }
+    let mut pod_labels = naming::labels(&req.instance, name, None);
+    pod_labels.insert(naming::LABEL_SOURCE.into(), req.source.clone());
+    pod_labels.insert(naming::LABEL_FOLDER.into(), workspace_folder.clone());
+
+    // Lifecycle commands, with remoteEnv's `${containerEnv:…}` resolved against the
+    // workspace container's environment.
+    let no_local = BTreeMap::new();
+    let vars = Vars {
+        local_env: &no_local,
+        local_workspace_folder: &checkout,
+        container_workspace_folder: Some(&workspace_folder),
+        devcontainer_id: "",
+        container_env: Some(&workspace_env),
+    };
+    let lifecycle = Lifecycle {
+        initialize: c.initialize_command.clone(),
+        on_create: c.on_create_command.clone(),
+        update_content: c.update_content_command.clone(),
+        post_create: c.post_create_command.clone(),
+        post_start: c.post_start_command.clone(),
+        user: c.remote_user.clone().or(workspace.user.clone()),
+        env: c.remote_env.iter().map(|(k, v)| (k.clone(), v.as_deref().map(|v| vars.substitute(v)))).collect(),
+    };
+    if let Some(user) = &lifecycle.user {
+        pod_labels.insert(naming::LABEL_USER.into(), user.clone());
+    }
+    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
+    if c.post_attach_command.is_some() {
+        warnings.push("postAttachCommand is not run: devaipod has no attach step yet".into());
+    }
+    if !c.features.is_empty() {
+        let ids: Vec<&str> = c.features.keys().map(String::as_str).collect();
+        warnings.push(format!("features are kept but not installed (no registry access): {}", ids.join(", ")));
+    }
+
+    Ok(PodPlan {
+        name: name.clone(),
+        instance: req.instance.clone(),
+        image,
+        volumes,
+        pod,
+        workspace,
+        agent,
+        workspace_folder,
+        lifecycle,
+        features: c.features.clone(),
+        warnings,
+    })
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in p.components() {
+        match comp {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::config;
+use crate::devcontainer::HostContext;
+
+fn request() -> PlanRequest {
+    PlanRequest {
+        name: WorkspaceName::new("hello").unwrap(),
+        instance: "t1".into(),
+        source: "/src/hello".into(),
+        image_override: None,
+        host_env: BTreeMap::from([
+            ("TERM".to_owned(), "xterm".to_owned()),
+            ("GH_TOKEN".to_owned(), "ghp_supersecret".to_owned()),
+            ("UNLISTED".to_owned(), "x".to_owned()),
+        ]),
+        opencode_dir: "/cache/opencode/bin".into(),
+        checkout_dir: "/tmp/checkout/hello".into(),
+    }
+}
+
+fn config(text: &str) -> Config {
+    config::parse(text, Path::new("t.toml")).unwrap()
+}
+
+fn loaded(json: &str) -> Loaded {
+    let path = PathBuf::from("/tmp/checkout/hello/.devcontainer/devcontainer.json");
+    let host = HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/checkout/hello".into(), devcontainer_id: "id".into() };
+    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path }
+}
+
+const TRUSTED: &str = r#"
+[env]
+allowlist = ["TERM", "NOT_SET_ON_HOST"]
+vars = { EDITOR = "vi" }
+[trusted.env]
+allowlist = ["GH_TOKEN"]
+vars = { NPM_TOKEN = "npm_secret" }
+[trusted]
+secrets = ["API_KEY=my_api_key"]
+"#;
+
+#[test]
+fn plan_without_devcontainer_uses_default_image_and_design_names() {
+    let p = plan(&Config::default(), None, &request()).unwrap();
+    assert_eq!(p.image, ImagePlan::Existing { reference: config::DEFAULT_IMAGE.into() });
+    assert_eq!(p.pod.name, "devaipod-hello");
+    assert_eq!(p.pod.hostname, "hello");
+    assert_eq!(p.workspace.name, "devaipod-hello-workspace");
+    assert_eq!(p.agent.name, "devaipod-hello-agent");
+    assert_eq!(p.workspace_folder, "/workspaces/hello");
+    let vols: Vec<&str> = p.volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(vols, ["devaipod-hello-workspace", "devaipod-hello-agent-workspace", "devaipod-hello-agent-home"]);
+    for labels in p.volumes.iter().map(|v| &v.labels).chain([&p.pod.labels, &p.workspace.labels, &p.agent.labels]) {
+        assert_eq!(labels[naming::LABEL_INSTANCE], "t1");
+        assert_eq!(labels[naming::LABEL_WORKSPACE], "hello");
+    }
+    assert_eq!(p.workspace.labels[naming::LABEL_ROLE], "workspace");
+    assert_eq!(p.agent.labels[naming::LABEL_ROLE], "agent");
+    assert_eq!(p.pod.labels[naming::LABEL_SOURCE], "/src/hello");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.workspace.command, IDLE_COMMAND);
+    assert!(p.workspace.init && p.agent.init);
+}
+
+#[test]
+fn agent_is_hardened_and_sees_the_workspace_read_only() {
+    let p = plan(&config(TRUSTED), Some(&loaded(r#"{"capAdd": ["SYS_PTRACE"], "privileged": true, "runArgs": ["--device=/dev/fuse"]}"#)), &request()).unwrap();
+    let a = &p.agent;
+    assert_eq!(a.cap_drop, ["ALL"]);
+    assert_eq!(a.cap_add, ["NET_BIND_SERVICE"]);
+    assert!(a.no_new_privileges && !a.privileged);
+    assert!(a.devices.is_empty() && a.security_opt.is_empty());
+    assert_eq!(a.user.as_deref(), Some(AGENT_USER));
+    assert_eq!(
+        a.mounts,
+        [
+            MountPlan::Volume { name: "devaipod-hello-agent-workspace".into(), target: "/workspaces/hello".into(), readonly: false },
+            MountPlan::Volume { name: "devaipod-hello-workspace".into(), target: MAIN_WORKSPACE.into(), readonly: true },
+            MountPlan::Volume { name: "devaipod-hello-agent-home".into(), target: AGENT_HOME.into(), readonly: false },
+            MountPlan::Bind { source: "/cache/opencode/bin".into(), target: INJECT_DIR.into(), readonly: true },
+        ]
+    );
+    // The devcontainer's privileges go to the human's container only.
+    assert_eq!(p.workspace.cap_add, ["SYS_PTRACE"]);
+    assert!(p.workspace.privileged);
+    assert_eq!(p.workspace.devices, ["/dev/fuse"]);
+}
+
+#[test]
+fn env_is_partitioned_and_trusted_values_never_print() {
+    let p = plan(&config(TRUSTED), Some(&loaded(r#"{"containerEnv": {"FROM_REPO": "1"}}"#)), &request()).unwrap();
+    let agent_env: Vec<&str> = p.agent.env.keys().map(String::as_str).collect();
+    assert_eq!(agent_env, ["EDITOR", "HOME", "TERM"], "agent: allowlisted env, fixed vars and HOME only");
+    assert!(p.agent.trusted_env.is_empty() && p.agent.secret_env.is_empty());
+    assert_eq!(p.workspace.env["FROM_REPO"], "1");
+    assert_eq!(p.workspace.env["TERM"], "xterm");
+    assert!(!p.workspace.env.contains_key("UNLISTED"));
+    assert_eq!(p.workspace.trusted_env["GH_TOKEN"].0, "ghp_supersecret");
+    assert_eq!(p.workspace.trusted_env["NPM_TOKEN"].0, "npm_secret");
+    assert_eq!(p.workspace.secret_env["API_KEY"], "my_api_key");
+    let printed = serde_json::to_string(&p).unwrap();
+    assert!(!printed.contains("ghp_supersecret") && !printed.contains("npm_secret"), "{printed}");
+    assert!(printed.contains(r#""GH_TOKEN":"<redacted>""#));
+    assert!(!format!("{p:?}").contains("ghp_supersecret"));
+    for labels in [&p.pod.labels, &p.workspace.labels, &p.agent.labels] {
+        assert!(!labels.values().any(|v| v.contains("secret")), "{labels:?}");
+    }
+}
+
+#[test]
+fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
+    let p = plan(
+        &Config::default(),
+        Some(&loaded(
+            r#"{
+            "build": {"dockerfile": "Containerfile", "context": "..", "args": {"V": "2"}, "target": "dev"},
+            "workspaceFolder": "/src",
+            "forwardPorts": [3000, 3000, "db:5432"],
+            "mounts": [{"type": "volume", "target": "/cache"}, "type=bind,source=/etc/hosts,target=/h,readonly", "type=tmpfs,target=/scratch"],
+            "containerUser": "vscode",
+            "remoteUser": "dev",
+            "containerEnv": {"PATH": "/usr/bin"},
+            "remoteEnv": {"PATH": "${containerEnv:PATH}:/extra", "GONE": null},
+            "postCreateCommand": {"a": "make", "b": ["npm", "ci"]},
+            "features": {"ghcr.io/devcontainers/features/go:1": {}}
+        }"#,
+        )),
+        &request(),
+    )
+    .unwrap();
+    let ImagePlan::Build(b) = &p.image else { panic!("build plan") };
+    assert_eq!(b.context_dir, Path::new("/tmp/checkout/hello"));
+    assert_eq!(b.dockerfile, Path::new("/tmp/checkout/hello/.devcontainer/Containerfile"));
+    assert_eq!((b.args["V"].as_str(), b.target.as_deref()), ("2", Some("dev")));
+    assert_eq!(p.workspace.image, b.tag);
+    assert_eq!(p.agent.image, b.tag);
+    assert_eq!(p.pod.ports, [3000]);
+    assert_eq!(p.workspace_folder, "/src");
+    assert_eq!(p.agent.workdir, "/src");
+    assert_eq!(p.workspace.user.as_deref(), Some("vscode"));
+    assert_eq!(p.lifecycle.user.as_deref(), Some("dev"));
+    assert_eq!(p.lifecycle.env["PATH"].as_deref(), Some("/usr/bin:/extra"));
+    assert_eq!(p.lifecycle.env["GONE"], None);
+    assert_eq!(p.workspace.mounts[1], MountPlan::Volume { name: "devaipod-hello-mount-0".into(), target: "/cache".into(), readonly: false });
+    assert_eq!(p.workspace.mounts[2], MountPlan::Bind { source: "/etc/hosts".into(), target: "/h".into(), readonly: true });
+    assert_eq!(p.workspace.mounts[3], MountPlan::Tmpfs { target: "/scratch".into() });
+    assert!(p.volumes.iter().any(|v| v.name == "devaipod-hello-mount-0" && v.labels[naming::LABEL_INSTANCE] == "t1"));
+    assert!(p.warnings.iter().any(|w| w.contains("db:5432")));
+    assert!(p.warnings.iter().any(|w| w.contains("features are kept but not installed") && w.contains("features/go:1")));
+    assert_eq!(p.features.len(), 1);
+}
+
+#[test]
+fn image_override_wins_and_compose_says_it_is_unsupported() {
+    let compose = loaded(r#"{"dockerComposeFile": "c.yml", "service": "app"}"#);
+    let e = plan(&Config::default(), Some(&compose), &request()).unwrap_err();
+    assert!(e.to_string().contains("dockerComposeFile is not supported yet"), "{e}");
+    let mut req = request();
+    req.image_override = Some("localhost/other:1".into());
+    let p = plan(&Config::default(), Some(&compose), &req).unwrap();
+    assert_eq!(p.image.reference(), "localhost/other:1");
+}
+
+#[test]
+fn a_mount_over_the_repository_is_refused() {
+    let e = plan(&Config::default(), Some(&loaded(r#"{"mounts": ["type=volume,target=/workspaces/hello"]}"#)), &request()).unwrap_err();
+    assert!(e.to_string().contains("where devaipod puts the repository"), "{e}");
+}
+
+#[test]
+fn every_conformance_file_plans_or_gives_a_clear_error() {
+    let root = crate::devcontainer::tests::conformance_root();
+    for rel in crate::devcontainer::tests::conformance_files(&root) {
+        let host = HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/r".into(), devcontainer_id: "x".into() };
+        let l = devcontainer::load(&root.join(&rel), &host).unwrap();
+        match plan(&Config::default(), Some(&l), &request()) {
+            Ok(p) => assert!(!p.image.reference().is_empty(), "{rel}"),
+            Err(PlanError::ComposeUnsupported { path }) => assert_eq!(path, root.join(&rel)),
+            Err(e) => panic!("{rel}: {e}"),
+        }
+    }
+}
