@@ -18,7 +18,11 @@ use crate::pods::engine::Output;
 use crate::pods::podman::default_socket;
 
 #[derive(Debug, Parser)]
-#[command(name = "devaipod", version, about = "Run AI coding agents in sandboxed podman pods, one pod per workspace")]
+#[command(
+    name = "devaipod",
+    version,
+    about = "Run AI coding agents in sandboxed podman pods, one pod per workspace"
+)]
 pub struct Cli {
     /// Config file (default: $XDG_CONFIG_HOME/devaipod.toml or ~/.config/devaipod.toml).
     #[arg(long, global = true, env = "DEVAIPOD_CONFIG")]
@@ -108,8 +112,12 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
             None => Config::default(),
         },
     };
-    if let Some(i) = std::env::var("DEVAIPOD_INSTANCE").ok().filter(|s| !s.is_empty()) {
-        config.instance = InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?;
+    if let Some(i) = std::env::var("DEVAIPOD_INSTANCE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        config.instance =
+            InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?;
     }
     Ok(config)
 }
@@ -121,13 +129,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let progress = output::StderrProgress;
     match cli.command {
         Command::Up(a) => {
-            let req = UpRequest { source: a.source, name: a.name, image: a.image, devcontainer: a.devcontainer, dry_run: a.dry_run };
+            let req = UpRequest {
+                source: a.source,
+                name: a.name,
+                image: a.image,
+                devcontainer: a.devcontainer,
+                dry_run: a.dry_run,
+            };
             match ws.up(&req, &progress).await? {
                 UpOutcome::Planned(plan) => output::plan(&plan, cli.json)?,
                 UpOutcome::Created(status) => {
                     output::status(&status, cli.json)?;
                     if !cli.json {
-                        eprintln!("\nready: `devaipod exec {0} -- bash` for a shell, `devaipod delete {0}` when done", status.name);
+                        eprintln!(
+                            "\nready: `devaipod exec {0} -- bash` for a shell, `devaipod delete {0}` when done",
+                            status.name
+                        );
                     }
                 }
             }
@@ -135,8 +152,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::List => output::list(&ws.list().await?, cli.json)?,
         Command::Status { workspace } => output::status(&ws.status(&workspace).await?, cli.json)?,
         Command::Exec(a) => return exec(&ws, a).await,
-        Command::Logs { workspace, agent, follow, tail } => {
-            let target = if agent { ExecTarget::Agent } else { ExecTarget::Workspace };
+        Command::Logs {
+            workspace,
+            agent,
+            follow,
+            tail,
+        } => {
+            let target = if agent {
+                ExecTarget::Agent
+            } else {
+                ExecTarget::Workspace
+            };
             let mut stream = ws.logs(&workspace, target, follow, tail).await?;
             let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
             while let Some(chunk) = stream.next().await {
@@ -155,7 +181,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             ws.start(&workspace).await?;
             output::done("started", &workspace, cli.json)?;
         }
-        Command::Delete { workspace, keep_volumes } => {
+        Command::Delete {
+            workspace,
+            keep_volumes,
+        } => {
             ws.delete(&workspace, keep_volumes).await?;
             output::done("deleted", &workspace, cli.json)?;
         }
@@ -164,9 +193,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn exec(ws: &Workspaces<Podman>, a: ExecArgs) -> Result<ExitCode> {
-    let target = if a.agent { ExecTarget::Agent } else { ExecTarget::Workspace };
+    let target = if a.agent {
+        ExecTarget::Agent
+    } else {
+        ExecTarget::Workspace
+    };
     let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
-    let mut session = ws.exec(&a.workspace, target, a.command, attach_stdin, false).await?;
+    let mut session = ws
+        .exec(&a.workspace, target, a.command, attach_stdin, false)
+        .await?;
     let mut input = session.input;
     let pump = attach_stdin.then(|| {
         tokio::spawn(async move {
@@ -189,5 +224,7 @@ async fn exec(ws: &Workspaces<Podman>, a: ExecArgs) -> Result<ExitCode> {
         p.abort();
     }
     let code = ws.exit_code(&session.id).await?;
-    Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
 }

@@ -32,26 +32,45 @@ pub fn plan(plan: &PodPlan, as_json: bool) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "workspace {} (instance {})", plan.name, plan.instance)?;
     writeln!(o, "image     {}", plan.image.reference())?;
-    writeln!(o, "pod       {} (hostname {}, ports on 127.0.0.1: {:?})", plan.pod.name, plan.pod.hostname, plan.pod.ports)?;
+    writeln!(
+        o,
+        "pod       {} (hostname {}, ports on 127.0.0.1: {:?})",
+        plan.pod.name, plan.pod.hostname, plan.pod.ports
+    )?;
     writeln!(o, "folder    {}", plan.workspace_folder)?;
     for v in &plan.volumes {
         writeln!(o, "volume    {}", v.name)?;
     }
     for c in [&plan.workspace, &plan.agent] {
         writeln!(o, "container {} ({})", c.name, c.role.as_str())?;
-        writeln!(o, "  user {}  caps -{:?} +{:?}  no-new-privileges {}  privileged {}", c.user.as_deref().unwrap_or("(image default)"), c.cap_drop, c.cap_add, c.no_new_privileges, c.privileged)?;
+        writeln!(
+            o,
+            "  user {}  caps -{:?} +{:?}  no-new-privileges {}  privileged {}",
+            c.user.as_deref().unwrap_or("(image default)"),
+            c.cap_drop,
+            c.cap_add,
+            c.no_new_privileges,
+            c.privileged
+        )?;
         for m in &c.mounts {
             writeln!(o, "  mount {}", serde_json::to_string(m)?)?;
         }
         let mut env: Vec<String> = c.env.keys().cloned().collect();
         env.extend(c.trusted_env.keys().map(|k| format!("{k} (trusted)")));
-        env.extend(c.secret_env.iter().map(|(k, s)| format!("{k} (secret {s})")));
+        env.extend(
+            c.secret_env
+                .iter()
+                .map(|(k, s)| format!("{k} (secret {s})")),
+        );
         writeln!(o, "  env {}", env.join(" "))?;
     }
     for w in &plan.warnings {
         writeln!(o, "warning: {w}")?;
     }
-    writeln!(o, "(dry run: nothing was created; --json prints the full plan)")?;
+    writeln!(
+        o,
+        "(dry run: nothing was created; --json prints the full plan)"
+    )?;
     Ok(())
 }
 
@@ -62,13 +81,25 @@ pub fn status(s: &WorkspaceStatus, as_json: bool) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "name       {}", s.name)?;
     writeln!(o, "pod        {} ({})", s.pod, s.status)?;
-    writeln!(o, "workspace  {}", s.workspace.as_deref().unwrap_or("missing"))?;
+    writeln!(
+        o,
+        "workspace  {}",
+        s.workspace.as_deref().unwrap_or("missing")
+    )?;
     writeln!(o, "agent      {}", s.agent.as_deref().unwrap_or("missing"))?;
     writeln!(o, "source     {}", s.source.as_deref().unwrap_or("-"))?;
-    writeln!(o, "folder     {}", s.workspace_folder.as_deref().unwrap_or("-"))?;
+    writeln!(
+        o,
+        "folder     {}",
+        s.workspace_folder.as_deref().unwrap_or("-")
+    )?;
     writeln!(o, "created    {}", s.created)?;
     for p in &s.ports {
-        writeln!(o, "port       {}:{} -> {}", p.host_ip, p.host_port, p.container_port)?;
+        writeln!(
+            o,
+            "port       {}:{} -> {}",
+            p.host_ip, p.host_port, p.container_port
+        )?;
     }
     Ok(())
 }
@@ -79,10 +110,17 @@ pub fn list(items: &[WorkspaceStatus], as_json: bool) -> Result<()> {
     }
     let mut o = std::io::stdout().lock();
     if items.is_empty() {
-        writeln!(o, "no workspaces (create one with `devaipod up <path or git URL>`)")?;
+        writeln!(
+            o,
+            "no workspaces (create one with `devaipod up <path or git URL>`)"
+        )?;
         return Ok(());
     }
-    writeln!(o, "{:<24} {:<10} {:<10} {:<10} SOURCE", "NAME", "POD", "WORKSPACE", "AGENT")?;
+    writeln!(
+        o,
+        "{:<24} {:<10} {:<10} {:<10} SOURCE",
+        "NAME", "POD", "WORKSPACE", "AGENT"
+    )?;
     for s in items {
         writeln!(
             o,

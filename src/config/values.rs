@@ -20,7 +20,9 @@ impl TryFrom<String> for EnvName {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let mut chars = s.chars();
-        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if ok {
             Ok(EnvName(s))
@@ -60,13 +62,18 @@ impl TryFrom<String> for SecretRef {
         };
         let env = EnvName::try_from(env.to_owned())?;
         let valid_secret = !secret.is_empty()
-            && secret.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !valid_secret {
             return Err(format!(
                 "`{secret}` is not a podman secret name (letters, digits, `.`, `_`, `-`)"
             ));
         }
-        Ok(SecretRef { env, secret: secret.to_owned() })
+        Ok(SecretRef {
+            env,
+            secret: secret.to_owned(),
+        })
     }
 }
 
@@ -131,15 +138,19 @@ impl TryFrom<String> for RepoPattern {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let part_ok = |p: &str| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         };
         match s.split_once('/') {
-            Some((owner, "*")) if part_ok(owner) => {
-                Ok(RepoPattern { owner: owner.to_owned(), repo: None })
-            }
-            Some((owner, repo)) if part_ok(owner) && part_ok(repo) => {
-                Ok(RepoPattern { owner: owner.to_owned(), repo: Some(repo.to_owned()) })
-            }
+            Some((owner, "*")) if part_ok(owner) => Ok(RepoPattern {
+                owner: owner.to_owned(),
+                repo: None,
+            }),
+            Some((owner, repo)) if part_ok(owner) && part_ok(repo) => Ok(RepoPattern {
+                owner: owner.to_owned(),
+                repo: Some(repo.to_owned()),
+            }),
             _ => Err(format!("`{s}` is not `owner/repo` or `owner/*`")),
         }
     }
@@ -155,13 +166,16 @@ pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let n = i64::deserialize(d)?;
     match u8::try_from(n) {
         Ok(n @ 1..=8) => Ok(n),
-        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 1 to 8"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is out of range: use 1 to 8"
+        ))),
     }
 }
 
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse::<std::net::SocketAddr>()
-        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:2222")))?;
+    s.parse::<std::net::SocketAddr>().map_err(|_| {
+        serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:2222"))
+    })?;
     Ok(s)
 }

@@ -20,7 +20,9 @@ pub enum CoreError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
-    #[error("workspace `{0}` already exists (pod devaipod-{0}): choose another --name, or `devaipod delete {0}`")]
+    #[error(
+        "workspace `{0}` already exists (pod devaipod-{0}): choose another --name, or `devaipod delete {0}`"
+    )]
     NameTaken(String),
     #[error("no workspace named `{0}` (see `devaipod list`)")]
     NotFound(String),
@@ -32,16 +34,29 @@ pub enum CoreError {
         "podman secret `{secret}` (for {env} in [trusted] secrets) does not exist: create it with `printf %s VALUE | podman secret create {secret} -`"
     )]
     SecretMissing { secret: String, env: String },
-    #[error("opencode is not installed at {0}: run scripts/setup.sh (or set DEVAIPOD_OPENCODE_DIR)")]
+    #[error(
+        "opencode is not installed at {0}: run scripts/setup.sh (or set DEVAIPOD_OPENCODE_DIR)"
+    )]
     OpencodeMissing(String),
     #[error("{phase} failed{}: {command}", exit_text(*.code))]
-    Lifecycle { phase: &'static str, command: String, code: Option<i64> },
-    #[error("workspace `{name}`: its {role} container is not running (pod status {status}); try `devaipod start {name}`")]
-    NotRunning { name: String, role: &'static str, status: String },
+    Lifecycle {
+        phase: &'static str,
+        command: String,
+        code: Option<i64>,
+    },
+    #[error(
+        "workspace `{name}`: its {role} container is not running (pod status {status}); try `devaipod start {name}`"
+    )]
+    NotRunning {
+        name: String,
+        role: &'static str,
+        status: String,
+    },
     #[error("{0}")]
     Io(String),
 }
 
 fn exit_text(code: Option<i64>) -> String {
-    code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+    code.map(|c| format!(" (exit code {c})"))
+        .unwrap_or_default()
 }

@@ -39,7 +39,7 @@ pub struct UpRequest {
 #[derive(Debug)]
 pub enum UpOutcome {
     Planned(Box<PodPlan>),
-    Created(WorkspaceStatus),
+    Created(Box<WorkspaceStatus>),
 }
 
 /// A workspace as `list` and `status` show it.
@@ -62,7 +62,12 @@ pub struct WorkspaceStatus {
 impl WorkspaceStatus {
     fn from_pod(p: PodInfo) -> Option<Self> {
         let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
-        let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
+        let state = |role| {
+            p.containers
+                .iter()
+                .find(|c| c.role == Some(role))
+                .map(|c| c.state.to_lowercase())
+        };
         Some(WorkspaceStatus {
             workspace: state(Role::Workspace),
             agent: state(Role::Agent),
@@ -112,21 +117,32 @@ struct Created {
 
 impl<E: Engine> Workspaces<E> {
     pub fn new(config: Config, engine: E) -> Self {
-        Workspaces { config, engine, opencode_dir: opencode_dir() }
+        Workspaces {
+            config,
+            engine,
+            opencode_dir: opencode_dir(),
+        }
     }
 
     fn instance(&self) -> &str {
         self.config.instance.as_str()
     }
 
-    pub async fn up(&self, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
+    pub async fn up(
+        &self,
+        req: &UpRequest,
+        progress: &dyn Progress,
+    ) -> Result<UpOutcome, CoreError> {
         let source = Source::parse(&req.source)?;
         let explicit = req.name.as_deref().map(WorkspaceName::new).transpose()?;
         if !req.dry_run {
             self.engine.ping().await?;
         }
 
-        let tmp = tempfile::Builder::new().prefix("devaipod-checkout-").tempdir().map_err(|e| CoreError::Io(format!("cannot create a temporary directory: {e}")))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("devaipod-checkout-")
+            .tempdir()
+            .map_err(|e| CoreError::Io(format!("cannot create a temporary directory: {e}")))?;
         progress.step(&format!("cloning {}", source.label()));
         let checkout = source::checkout(&source, tmp.path()).await?;
 
@@ -134,20 +150,29 @@ impl<E: Engine> Workspaces<E> {
         let name = match explicit {
             Some(n) => n,
             None if req.dry_run => WorkspaceName::derive(&source.basename()),
-            None => self.free_name(WorkspaceName::derive(&source.basename())).await?,
+            None => {
+                self.free_name(WorkspaceName::derive(&source.basename()))
+                    .await?
+            }
         };
         let host = HostContext {
             env: host_env.clone(),
             local_workspace_folder: checkout.to_string_lossy().into_owned(),
             devcontainer_id: devcontainer_id(self.instance(), &name),
         };
-        let dc: Option<Loaded> = match devcontainer::discover(&checkout, req.devcontainer.as_deref()).map_err(devcontainer::DevContainerError::from)? {
-            Some(path) => {
-                progress.step(&format!("reading {}", path.strip_prefix(&checkout).unwrap_or(&path).display()));
-                Some(devcontainer::load(&path, &host)?)
-            }
-            None => None,
-        };
+        let dc: Option<Loaded> =
+            match devcontainer::discover(&checkout, req.devcontainer.as_deref())
+                .map_err(devcontainer::DevContainerError::from)?
+            {
+                Some(path) => {
+                    progress.step(&format!(
+                        "reading {}",
+                        path.strip_prefix(&checkout).unwrap_or(&path).display()
+                    ));
+                    Some(devcontainer::load(&path, &host)?)
+                }
+                None => None,
+            };
         let plan_req = PlanRequest {
             name: name.clone(),
             instance: self.instance().to_owned(),
@@ -179,8 +204,9 @@ impl<E: Engine> Workspaces<E> {
             }
         }
         let pod = self.engine.inspect_pod(&plan.pod.name).await?;
-        let status = WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_string()))?;
-        Ok(UpOutcome::Created(status))
+        let status =
+            WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_string()))?;
+        Ok(UpOutcome::Created(Box::new(status)))
     }
 
     /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any instance).
@@ -203,11 +229,16 @@ impl<E: Engine> Workspaces<E> {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
         if !self.opencode_dir.join("opencode").is_file() {
-            return Err(CoreError::OpencodeMissing(self.opencode_dir.join("opencode").display().to_string()));
+            return Err(CoreError::OpencodeMissing(
+                self.opencode_dir.join("opencode").display().to_string(),
+            ));
         }
         for (env, secret) in &plan.workspace.secret_env {
             if !self.engine.secret_exists(secret).await? {
-                return Err(CoreError::SecretMissing { secret: secret.clone(), env: env.clone() });
+                return Err(CoreError::SecretMissing {
+                    secret: secret.clone(),
+                    env: env.clone(),
+                });
             }
         }
         Ok(())
@@ -220,13 +251,23 @@ impl<E: Engine> Workspaces<E> {
                     return Ok(());
                 }
                 progress.step(&format!("pulling {reference}"));
-                self.engine.pull_image(reference).await.map_err(|e| match e {
-                    EngineError::Pull { image, message } => CoreError::ImageMissing { image, reason: message },
-                    other => other.into(),
-                })
+                self.engine
+                    .pull_image(reference)
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::Pull { image, message } => CoreError::ImageMissing {
+                            image,
+                            reason: message,
+                        },
+                        other => other.into(),
+                    })
             }
             ImagePlan::Build(build) => {
-                progress.step(&format!("building {} from {}", build.tag, build.dockerfile.display()));
+                progress.step(&format!(
+                    "building {} from {}",
+                    build.tag,
+                    build.dockerfile.display()
+                ));
                 let labels = naming::labels(self.instance(), &plan.name, None);
                 let detail = |line: &str| progress.detail(line);
                 Ok(self.engine.build_image(build, &labels, &detail).await?)
@@ -234,7 +275,13 @@ impl<E: Engine> Workspaces<E> {
         }
     }
 
-    async fn create(&self, plan: &PodPlan, checkout: &Path, created: &mut Created, progress: &dyn Progress) -> Result<(), CoreError> {
+    async fn create(
+        &self,
+        plan: &PodPlan,
+        checkout: &Path,
+        created: &mut Created,
+        progress: &dyn Progress,
+    ) -> Result<(), CoreError> {
         self.ensure_image(plan, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
         for v in &plan.volumes {
@@ -243,8 +290,12 @@ impl<E: Engine> Workspaces<E> {
         }
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
-        self.engine.create_container(&plan.pod.name, &plan.workspace).await?;
-        self.engine.create_container(&plan.pod.name, &plan.agent).await?;
+        self.engine
+            .create_container(&plan.pod.name, &plan.workspace)
+            .await?;
+        self.engine
+            .create_container(&plan.pod.name, &plan.agent)
+            .await?;
 
         progress.step("copying the repository into the workspace");
         let dir = checkout.to_owned();
@@ -253,8 +304,12 @@ impl<E: Engine> Workspaces<E> {
             .map_err(|e| CoreError::Io(e.to_string()))??;
         // The workspace first, so that its volume is filled before the agent mounts it.
         self.engine.start_pod(&plan.pod.name).await?;
-        self.engine.upload_archive(&plan.workspace.name, &plan.workspace_folder, tar.clone()).await?;
-        self.engine.upload_archive(&plan.agent.name, &plan.workspace_folder, tar).await?;
+        self.engine
+            .upload_archive(&plan.workspace.name, &plan.workspace_folder, tar.clone())
+            .await?;
+        self.engine
+            .upload_archive(&plan.agent.name, &plan.workspace_folder, tar)
+            .await?;
 
         let l = &plan.lifecycle;
         let runner = InContainer {
@@ -262,7 +317,11 @@ impl<E: Engine> Workspaces<E> {
             container: &plan.workspace.name,
             user: l.user.clone(),
             workdir: plan.workspace_folder.clone(),
-            env: l.env.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect(),
+            env: l
+                .env
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect(),
         };
         for (phase, cmd) in [
             ("onCreateCommand", &l.on_create),
@@ -278,9 +337,16 @@ impl<E: Engine> Workspaces<E> {
         progress.step("checking that both containers run");
         let pod = self.engine.inspect_pod(&plan.pod.name).await?;
         for role in [Role::Workspace, Role::Agent] {
-            let running = pod.containers.iter().any(|c| c.role == Some(role) && c.state.eq_ignore_ascii_case("running"));
+            let running = pod
+                .containers
+                .iter()
+                .any(|c| c.role == Some(role) && c.state.eq_ignore_ascii_case("running"));
             if !running {
-                return Err(CoreError::NotRunning { name: plan.name.to_string(), role: role.as_str(), status: pod.status.clone() });
+                return Err(CoreError::NotRunning {
+                    name: plan.name.to_string(),
+                    role: role.as_str(),
+                    status: pod.status.clone(),
+                });
             }
         }
         Ok(())
@@ -301,8 +367,14 @@ impl<E: Engine> Workspaces<E> {
 
     /// All workspaces of this instance: one engine round trip.
     pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
-        let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
-        let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
+        let pods = self
+            .engine
+            .list_pods(&[(naming::LABEL_INSTANCE, self.instance())])
+            .await?;
+        let mut out: Vec<WorkspaceStatus> = pods
+            .into_iter()
+            .filter_map(WorkspaceStatus::from_pod)
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -310,8 +382,16 @@ impl<E: Engine> Workspaces<E> {
     /// The pod of workspace `name` of this instance, or `NotFound`.
     async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
-        let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())]).await?;
-        pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
+        let pods = self
+            .engine
+            .list_pods(&[
+                (naming::LABEL_INSTANCE, self.instance()),
+                (naming::LABEL_WORKSPACE, n.as_str()),
+            ])
+            .await?;
+        pods.into_iter()
+            .next()
+            .ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
     pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
@@ -338,7 +418,12 @@ impl<E: Engine> Workspaces<E> {
         let volumes = if keep_volumes {
             Vec::new()
         } else {
-            self.engine.list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)]).await?
+            self.engine
+                .list_volumes(&[
+                    (naming::LABEL_INSTANCE, self.instance()),
+                    (naming::LABEL_WORKSPACE, name),
+                ])
+                .await?
         };
         match pod {
             Ok(p) => self.engine.remove_pod(&p.name).await?,
@@ -353,7 +438,14 @@ impl<E: Engine> Workspaces<E> {
 
     /// Starts a command in a workspace's container; the caller pumps its streams and then
     /// asks [`Workspaces::exit_code`].
-    pub async fn exec(&self, name: &str, target: ExecTarget, argv: Vec<String>, stdin: bool, tty: bool) -> Result<ExecSession, CoreError> {
+    pub async fn exec(
+        &self,
+        name: &str,
+        target: ExecTarget,
+        argv: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<ExecSession, CoreError> {
         let pod = self.find(name).await?;
         let role = match target {
             ExecTarget::Workspace => Role::Workspace,
@@ -361,13 +453,24 @@ impl<E: Engine> Workspaces<E> {
         };
         let container = pod.containers.iter().find(|c| c.role == Some(role));
         let Some(container) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
-            return Err(CoreError::NotRunning { name: name.to_owned(), role: role.as_str(), status: pod.status.clone() });
+            return Err(CoreError::NotRunning {
+                name: name.to_owned(),
+                role: role.as_str(),
+                status: pod.status.clone(),
+            });
         };
         let user = match role {
             Role::Agent => Some(plan::AGENT_USER.to_owned()),
             Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
         };
-        let spec = ExecSpec { argv, user, workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(), env: BTreeMap::new(), stdin, tty };
+        let spec = ExecSpec {
+            argv,
+            user,
+            workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
+            env: BTreeMap::new(),
+            stdin,
+            tty,
+        };
         Ok(self.engine.exec(&container.name, &spec).await?)
     }
 
@@ -375,10 +478,24 @@ impl<E: Engine> Workspaces<E> {
         Ok(self.engine.exec_exit_code(session_id).await?)
     }
 
-    pub async fn logs(&self, name: &str, target: ExecTarget, follow: bool, tail: Option<u32>) -> Result<BoxStream<'static, Result<Output, EngineError>>, CoreError> {
+    pub async fn logs(
+        &self,
+        name: &str,
+        target: ExecTarget,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> Result<BoxStream<'static, Result<Output, EngineError>>, CoreError> {
         let pod = self.find(name).await?;
-        let role = if target == ExecTarget::Agent { Role::Agent } else { Role::Workspace };
-        let container = pod.containers.iter().find(|c| c.role == Some(role)).ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let role = if target == ExecTarget::Agent {
+            Role::Agent
+        } else {
+            Role::Workspace
+        };
+        let container = pod
+            .containers
+            .iter()
+            .find(|c| c.role == Some(role))
+            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
         Ok(self.engine.logs(&container.name, follow, tail))
     }
 }
@@ -394,6 +511,7 @@ fn devcontainer_id(instance: &str, name: &WorkspaceName) -> String {
 fn repo_archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir).map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
+    tar.append_dir_all(".", dir)
+        .map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
     tar.into_inner().map_err(|e| CoreError::Io(e.to_string()))
 }

@@ -171,7 +171,9 @@ pub struct Mount {
 impl MountSpec {
     pub fn parse(&self) -> Result<Mount, String> {
         match self {
-            MountSpec::Object(o) => Mount::checked(o.kind, o.source.clone(), o.target.clone(), o.readonly),
+            MountSpec::Object(o) => {
+                Mount::checked(o.kind, o.source.clone(), o.target.clone(), o.readonly)
+            }
             MountSpec::String(s) => Mount::parse_str(s),
         }
     }
@@ -189,7 +191,11 @@ impl Mount {
                         "bind" => MountKind::Bind,
                         "volume" => MountKind::Volume,
                         "tmpfs" => MountKind::Tmpfs,
-                        other => return Err(format!("mount type `{other}` is not bind, volume or tmpfs")),
+                        other => {
+                            return Err(format!(
+                                "mount type `{other}` is not bind, volume or tmpfs"
+                            ));
+                        }
                     })
                 }
                 "source" | "src" => source = Some(v.to_owned()),
@@ -204,7 +210,12 @@ impl Mount {
         Mount::checked(kind.unwrap_or(MountKind::Volume), source, target, readonly)
     }
 
-    fn checked(kind: MountKind, source: Option<String>, target: String, readonly: bool) -> Result<Mount, String> {
+    fn checked(
+        kind: MountKind,
+        source: Option<String>,
+        target: String,
+        readonly: bool,
+    ) -> Result<Mount, String> {
         if !target.starts_with('/') {
             return Err(format!("mount target `{target}` must be an absolute path"));
         }
@@ -212,10 +223,19 @@ impl Mount {
         if kind == MountKind::Bind {
             match &source {
                 Some(s) if s.starts_with('/') => {}
-                Some(s) => return Err(format!("bind mount source `{s}` must be an absolute host path")),
+                Some(s) => {
+                    return Err(format!(
+                        "bind mount source `{s}` must be an absolute host path"
+                    ));
+                }
                 None => return Err(format!("bind mount to `{target}` has no source")),
             }
         }
-        Ok(Mount { kind, source, target, readonly })
+        Ok(Mount {
+            kind,
+            source,
+            target,
+            readonly,
+        })
     }
 }

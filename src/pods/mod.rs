@@ -2,10 +2,10 @@
 //!
 //! `pods` knows nothing of MCP, HTTP, SSH or SQL; nothing outside `pods` talks to podman.
 
-pub mod naming;
 pub mod engine;
-pub mod plan;
 pub mod libpod;
+pub mod naming;
+pub mod plan;
 pub mod podman;
 
 pub use engine::{Engine, EngineError};

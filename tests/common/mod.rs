@@ -16,16 +16,27 @@ pub fn podman_available() -> bool {
         .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
         .unwrap_or_else(|| "/run/podman/podman.sock".to_owned());
     let ok = Command::new("curl")
-        .args(["-fsS", "--max-time", "3", "--unix-socket", &socket, "http://d/v4.0.0/libpod/_ping"])
+        .args([
+            "-fsS",
+            "--max-time",
+            "3",
+            "--unix-socket",
+            &socket,
+            "http://d/v4.0.0/libpod/_ping",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         if std::env::var("DEVAIPOD_REQUIRE_PODMAN").as_deref() == Ok("1") {
-            panic!("podman's API does not answer on {socket}, and DEVAIPOD_REQUIRE_PODMAN=1: run scripts/setup.sh");
+            panic!(
+                "podman's API does not answer on {socket}, and DEVAIPOD_REQUIRE_PODMAN=1: run scripts/setup.sh"
+            );
         }
-        eprintln!("\n*** SKIPPED: podman's API does not answer on {socket}; run scripts/setup.sh to run this test ***\n");
+        eprintln!(
+            "\n*** SKIPPED: podman's API does not answer on {socket}; run scripts/setup.sh to run this test ***\n"
+        );
     }
     ok
 }
@@ -41,10 +52,18 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new(config_toml: &str) -> TestEnv {
         let instance = format!("it-{}-{:08x}", std::process::id(), rand_u32());
-        let dir = tempfile::Builder::new().prefix("devaipod-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("devaipod-it-")
+            .tempdir()
+            .unwrap();
         let config = dir.path().join("devaipod.toml");
         std::fs::write(&config, config_toml).unwrap();
-        TestEnv { instance, dir, config, extra_env: Vec::new() }
+        TestEnv {
+            instance,
+            dir,
+            config,
+            extra_env: Vec::new(),
+        }
     }
 
     pub fn with_env(mut self, k: &str, v: &str) -> Self {
@@ -72,14 +91,22 @@ impl TestEnv {
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "devaipod {args:?} failed:\n{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "devaipod {args:?} failed:\n{}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "devaipod {args:?} should fail; stdout:\n{}", text(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "devaipod {args:?} should fail; stdout:\n{}",
+            text(&out.stdout)
+        );
         text(&out.stderr)
     }
 
@@ -105,9 +132,30 @@ pub fn leftovers(instance: &str) -> Vec<String> {
     let filter = format!("label={LABEL_INSTANCE}={instance}");
     let mut out = Vec::new();
     for args in [
-        vec!["pod", "ps", "--filter", &filter, "--format", "pod {{.Name}}"],
-        vec!["ps", "-a", "--filter", &filter, "--format", "container {{.Names}}"],
-        vec!["volume", "ls", "--filter", &filter, "--format", "volume {{.Name}}"],
+        vec![
+            "pod",
+            "ps",
+            "--filter",
+            &filter,
+            "--format",
+            "pod {{.Name}}",
+        ],
+        vec![
+            "ps",
+            "-a",
+            "--filter",
+            &filter,
+            "--format",
+            "container {{.Names}}",
+        ],
+        vec![
+            "volume",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "volume {{.Name}}",
+        ],
     ] {
         out.extend(podman(&args).lines().map(str::to_owned));
     }
@@ -132,7 +180,10 @@ pub fn cleanup(instance: &str) {
 
 /// The podman CLI, for checking from outside what devaipod did (tests only).
 pub fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman").args(args).output().expect("podman CLI");
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .expect("podman CLI");
     text(&out.stdout)
 }
 
@@ -143,7 +194,12 @@ pub fn text(b: &[u8]) -> String {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish() as u32
 }
 
@@ -159,7 +215,14 @@ pub fn fixture_repo(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBu
     }
     let git = |args: &[&str]| {
         let s = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args)
             .current_dir(&repo)
             .output()

@@ -27,8 +27,15 @@ fn config(text: &str) -> Config {
 
 fn loaded(json: &str) -> Loaded {
     let path = PathBuf::from("/tmp/checkout/hello/.devcontainer/devcontainer.json");
-    let host = HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/checkout/hello".into(), devcontainer_id: "id".into() };
-    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path }
+    let host = HostContext {
+        env: BTreeMap::new(),
+        local_workspace_folder: "/tmp/checkout/hello".into(),
+        devcontainer_id: "id".into(),
+    };
+    Loaded {
+        config: devcontainer::parse(json, &path, &host).unwrap(),
+        path,
+    }
 }
 
 const TRUSTED: &str = r#"
@@ -45,15 +52,31 @@ secrets = ["API_KEY=my_api_key"]
 #[test]
 fn plan_without_devcontainer_uses_default_image_and_design_names() {
     let p = plan(&Config::default(), None, &request()).unwrap();
-    assert_eq!(p.image, ImagePlan::Existing { reference: config::DEFAULT_IMAGE.into() });
+    assert_eq!(
+        p.image,
+        ImagePlan::Existing {
+            reference: config::DEFAULT_IMAGE.into()
+        }
+    );
     assert_eq!(p.pod.name, "devaipod-hello");
     assert_eq!(p.pod.hostname, "hello");
     assert_eq!(p.workspace.name, "devaipod-hello-workspace");
     assert_eq!(p.agent.name, "devaipod-hello-agent");
     assert_eq!(p.workspace_folder, "/workspaces/hello");
     let vols: Vec<&str> = p.volumes.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(vols, ["devaipod-hello-workspace", "devaipod-hello-agent-workspace", "devaipod-hello-agent-home"]);
-    for labels in p.volumes.iter().map(|v| &v.labels).chain([&p.pod.labels, &p.workspace.labels, &p.agent.labels]) {
+    assert_eq!(
+        vols,
+        [
+            "devaipod-hello-workspace",
+            "devaipod-hello-agent-workspace",
+            "devaipod-hello-agent-home"
+        ]
+    );
+    for labels in p.volumes.iter().map(|v| &v.labels).chain([
+        &p.pod.labels,
+        &p.workspace.labels,
+        &p.agent.labels,
+    ]) {
         assert_eq!(labels[naming::LABEL_INSTANCE], "t1");
         assert_eq!(labels[naming::LABEL_WORKSPACE], "hello");
     }
@@ -67,7 +90,14 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
 
 #[test]
 fn agent_is_hardened_and_sees_the_workspace_read_only() {
-    let p = plan(&config(TRUSTED), Some(&loaded(r#"{"capAdd": ["SYS_PTRACE"], "privileged": true, "runArgs": ["--device=/dev/fuse"]}"#)), &request()).unwrap();
+    let p = plan(
+        &config(TRUSTED),
+        Some(&loaded(
+            r#"{"capAdd": ["SYS_PTRACE"], "privileged": true, "runArgs": ["--device=/dev/fuse"]}"#,
+        )),
+        &request(),
+    )
+    .unwrap();
     let a = &p.agent;
     assert_eq!(a.cap_drop, ["ALL"]);
     assert_eq!(a.cap_add, ["NET_BIND_SERVICE"]);
@@ -77,10 +107,26 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
     assert_eq!(
         a.mounts,
         [
-            MountPlan::Volume { name: "devaipod-hello-agent-workspace".into(), target: "/workspaces/hello".into(), readonly: false },
-            MountPlan::Volume { name: "devaipod-hello-workspace".into(), target: MAIN_WORKSPACE.into(), readonly: true },
-            MountPlan::Volume { name: "devaipod-hello-agent-home".into(), target: AGENT_HOME.into(), readonly: false },
-            MountPlan::Bind { source: "/cache/opencode/bin".into(), target: INJECT_DIR.into(), readonly: true },
+            MountPlan::Volume {
+                name: "devaipod-hello-agent-workspace".into(),
+                target: "/workspaces/hello".into(),
+                readonly: false
+            },
+            MountPlan::Volume {
+                name: "devaipod-hello-workspace".into(),
+                target: MAIN_WORKSPACE.into(),
+                readonly: true
+            },
+            MountPlan::Volume {
+                name: "devaipod-hello-agent-home".into(),
+                target: AGENT_HOME.into(),
+                readonly: false
+            },
+            MountPlan::Bind {
+                source: "/cache/opencode/bin".into(),
+                target: INJECT_DIR.into(),
+                readonly: true
+            },
         ]
     );
     // The devcontainer's privileges go to the human's container only.
@@ -91,9 +137,18 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
 
 #[test]
 fn env_is_partitioned_and_trusted_values_never_print() {
-    let p = plan(&config(TRUSTED), Some(&loaded(r#"{"containerEnv": {"FROM_REPO": "1"}}"#)), &request()).unwrap();
+    let p = plan(
+        &config(TRUSTED),
+        Some(&loaded(r#"{"containerEnv": {"FROM_REPO": "1"}}"#)),
+        &request(),
+    )
+    .unwrap();
     let agent_env: Vec<&str> = p.agent.env.keys().map(String::as_str).collect();
-    assert_eq!(agent_env, ["EDITOR", "HOME", "TERM"], "agent: allowlisted env, fixed vars and HOME only");
+    assert_eq!(
+        agent_env,
+        ["EDITOR", "HOME", "TERM"],
+        "agent: allowlisted env, fixed vars and HOME only"
+    );
     assert!(p.agent.trusted_env.is_empty() && p.agent.secret_env.is_empty());
     assert_eq!(p.workspace.env["FROM_REPO"], "1");
     assert_eq!(p.workspace.env["TERM"], "xterm");
@@ -102,7 +157,10 @@ fn env_is_partitioned_and_trusted_values_never_print() {
     assert_eq!(p.workspace.trusted_env["NPM_TOKEN"].0, "npm_secret");
     assert_eq!(p.workspace.secret_env["API_KEY"], "my_api_key");
     let printed = serde_json::to_string(&p).unwrap();
-    assert!(!printed.contains("ghp_supersecret") && !printed.contains("npm_secret"), "{printed}");
+    assert!(
+        !printed.contains("ghp_supersecret") && !printed.contains("npm_secret"),
+        "{printed}"
+    );
     assert!(printed.contains(r#""GH_TOKEN":"<redacted>""#));
     assert!(!format!("{p:?}").contains("ghp_supersecret"));
     for labels in [&p.pod.labels, &p.workspace.labels, &p.agent.labels] {
@@ -131,10 +189,18 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
         &request(),
     )
     .unwrap();
-    let ImagePlan::Build(b) = &p.image else { panic!("build plan") };
+    let ImagePlan::Build(b) = &p.image else {
+        panic!("build plan")
+    };
     assert_eq!(b.context_dir, Path::new("/tmp/checkout/hello"));
-    assert_eq!(b.dockerfile, Path::new("/tmp/checkout/hello/.devcontainer/Containerfile"));
-    assert_eq!((b.args["V"].as_str(), b.target.as_deref()), ("2", Some("dev")));
+    assert_eq!(
+        b.dockerfile,
+        Path::new("/tmp/checkout/hello/.devcontainer/Containerfile")
+    );
+    assert_eq!(
+        (b.args["V"].as_str(), b.target.as_deref()),
+        ("2", Some("dev"))
+    );
     assert_eq!(p.workspace.image, b.tag);
     assert_eq!(p.agent.image, b.tag);
     assert_eq!(p.pod.ports, [3000]);
@@ -144,12 +210,36 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
     assert_eq!(p.lifecycle.user.as_deref(), Some("dev"));
     assert_eq!(p.lifecycle.env["PATH"].as_deref(), Some("/usr/bin:/extra"));
     assert_eq!(p.lifecycle.env["GONE"], None);
-    assert_eq!(p.workspace.mounts[1], MountPlan::Volume { name: "devaipod-hello-mount-0".into(), target: "/cache".into(), readonly: false });
-    assert_eq!(p.workspace.mounts[2], MountPlan::Bind { source: "/etc/hosts".into(), target: "/h".into(), readonly: true });
-    assert_eq!(p.workspace.mounts[3], MountPlan::Tmpfs { target: "/scratch".into() });
+    assert_eq!(
+        p.workspace.mounts[1],
+        MountPlan::Volume {
+            name: "devaipod-hello-mount-0".into(),
+            target: "/cache".into(),
+            readonly: false
+        }
+    );
+    assert_eq!(
+        p.workspace.mounts[2],
+        MountPlan::Bind {
+            source: "/etc/hosts".into(),
+            target: "/h".into(),
+            readonly: true
+        }
+    );
+    assert_eq!(
+        p.workspace.mounts[3],
+        MountPlan::Tmpfs {
+            target: "/scratch".into()
+        }
+    );
     assert!(p.volumes.iter().any(|v| v.name == "devaipod-hello-mount-0" && v.labels[naming::LABEL_INSTANCE] == "t1"));
     assert!(p.warnings.iter().any(|w| w.contains("db:5432")));
-    assert!(p.warnings.iter().any(|w| w.contains("features are kept but not installed") && w.contains("features/go:1")));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("features are kept but not installed")
+                && w.contains("features/go:1"))
+    );
     assert_eq!(p.features.len(), 1);
 }
 
@@ -157,7 +247,11 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
 fn image_override_wins_and_compose_says_it_is_unsupported() {
     let compose = loaded(r#"{"dockerComposeFile": "c.yml", "service": "app"}"#);
     let e = plan(&Config::default(), Some(&compose), &request()).unwrap_err();
-    assert!(e.to_string().contains("dockerComposeFile is not supported yet"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("dockerComposeFile is not supported yet"),
+        "{e}"
+    );
     let mut req = request();
     req.image_override = Some("localhost/other:1".into());
     let p = plan(&Config::default(), Some(&compose), &req).unwrap();
@@ -166,15 +260,29 @@ fn image_override_wins_and_compose_says_it_is_unsupported() {
 
 #[test]
 fn a_mount_over_the_repository_is_refused() {
-    let e = plan(&Config::default(), Some(&loaded(r#"{"mounts": ["type=volume,target=/workspaces/hello"]}"#)), &request()).unwrap_err();
-    assert!(e.to_string().contains("where devaipod puts the repository"), "{e}");
+    let e = plan(
+        &Config::default(),
+        Some(&loaded(
+            r#"{"mounts": ["type=volume,target=/workspaces/hello"]}"#,
+        )),
+        &request(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("where devaipod puts the repository"),
+        "{e}"
+    );
 }
 
 #[test]
 fn every_conformance_file_plans_or_gives_a_clear_error() {
     let root = crate::devcontainer::tests::conformance_root();
     for rel in crate::devcontainer::tests::conformance_files(&root) {
-        let host = HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/r".into(), devcontainer_id: "x".into() };
+        let host = HostContext {
+            env: BTreeMap::new(),
+            local_workspace_folder: "/tmp/r".into(),
+            devcontainer_id: "x".into(),
+        };
         let l = devcontainer::load(&root.join(&rel), &host).unwrap();
         match plan(&Config::default(), Some(&l), &request()) {
             Ok(p) => assert!(!p.image.reference().is_empty(), "{rel}"),
