@@ -284,32 +284,41 @@ impl<E: Engine> Workspaces<E> {
     ) -> Result<(), CoreError> {
         self.ensure_image(plan, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
-        for v in &plan.volumes {
-            self.engine.create_volume(v).await?;
-            created.volumes.push(v.name.clone());
+        // Independent engine calls run concurrently; `created` records each as it succeeds.
+        let vols =
+            futures_util::future::join_all(plan.volumes.iter().map(|v| async move {
+                self.engine.create_volume(v).await.map(|()| v.name.clone())
+            }))
+            .await;
+        let mut first_err = None;
+        for v in vols {
+            match v {
+                Ok(name) => created.volumes.push(name),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e.into());
         }
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
-        self.engine
-            .create_container(&plan.pod.name, &plan.workspace)
-            .await?;
-        self.engine
-            .create_container(&plan.pod.name, &plan.agent)
-            .await?;
+        let dir = checkout.to_owned();
+        let archive = tokio::task::spawn_blocking(move || repo_archive(&dir));
+        tokio::try_join!(
+            self.engine
+                .create_container(&plan.pod.name, &plan.workspace),
+            self.engine.create_container(&plan.pod.name, &plan.agent),
+        )?;
 
         progress.step("copying the repository into the workspace");
-        let dir = checkout.to_owned();
-        let tar = tokio::task::spawn_blocking(move || repo_archive(&dir))
-            .await
-            .map_err(|e| CoreError::Io(e.to_string()))??;
-        // The workspace first, so that its volume is filled before the agent mounts it.
         self.engine.start_pod(&plan.pod.name).await?;
-        self.engine
-            .upload_archive(&plan.workspace.name, &plan.workspace_folder, tar.clone())
-            .await?;
-        self.engine
-            .upload_archive(&plan.agent.name, &plan.workspace_folder, tar)
-            .await?;
+        let tar = archive.await.map_err(|e| CoreError::Io(e.to_string()))??;
+        tokio::try_join!(
+            self.engine
+                .upload_archive(&plan.workspace.name, &plan.workspace_folder, tar.clone()),
+            self.engine
+                .upload_archive(&plan.agent.name, &plan.workspace_folder, tar),
+        )?;
 
         let l = &plan.lifecycle;
         let runner = InContainer {

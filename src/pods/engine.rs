@@ -93,8 +93,8 @@ pub struct ExecSession {
 
 /// What a workspace needs from a container engine. Every call has a timeout.
 pub trait Engine: Send + Sync + 'static {
-    /// The engine's version; fails with [`EngineError::Unavailable`] when it is not running.
-    fn ping(&self) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Fails with [`EngineError::Unavailable`] when the engine is not running.
+    fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn image_exists(
         &self,
         reference: &str,
