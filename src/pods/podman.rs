@@ -270,7 +270,15 @@ impl Engine for Podman {
     async fn ping(&self) -> Result<(), EngineError> {
         // `_ping`, not `/version`: the latter asks the OCI runtime and conmon for their
         // versions and costs ~100 ms.
-        self.api.call_with_timeout("answer", Method::GET, "/_ping", Body::Empty, Duration::from_secs(5)).await?;
+        self.api
+            .call_with_timeout(
+                "answer",
+                Method::GET,
+                "/_ping",
+                Body::Empty,
+                Duration::from_secs(5),
+            )
+            .await?;
         Ok(())
     }
 
