@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""A scripted OpenAI-compatible chat-completions server, for running real opencode offline.
+
+    scripted_llm.py --script script.json [--port 0] [--host 0.0.0.0] [--log requests.jsonl]
+
+Prints "listening on PORT" once it serves. The script:
+
+    {"rules": [
+       {"match": "write the greeting",                      # substring of the latest user message
+        "steps": [{"tool": "write", "args": {"filePath": "/w/hello.txt", "content": "hi\\n"}},
+                  {"tool": "bash", "args": {"command": "make", "description": "build"}},
+                  {"text": "Wrote hello.txt"}],
+        "delay": 0},                                        # seconds before each answer
+       {"match": "provider says no", "error": {"status": 400, "message": "model not allowed"}}
+     ],
+     "default": {"text": "ok"}}
+
+The step answered is the number of tool results after the latest user message, so a
+tool call is followed by the next step once opencode sends its result. Requests without
+tools (opencode's title generation) get a short text. Every request is appended to the log
+as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool}.
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+
+
+def text_of(content):
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    script = {}
+    log_path = None
+    counter = 0
+
+    def log_message(self, *_):
+        pass
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models"):
+            body = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_error(404)
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        req = json.loads(self.rfile.read(length) or b"{}")
+        messages = req.get("messages", [])
+        last_user_idx = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        last_user = text_of(messages[last_user_idx].get("content")) if last_user_idx >= 0 else ""
+        tool_results = sum(1 for m in messages[last_user_idx + 1:] if m.get("role") == "tool")
+        has_tools = bool(req.get("tools"))
+        if self.log_path:
+            with LOCK, open(self.log_path, "a") as f:
+                f.write(json.dumps({"last_user": last_user, "tool_results": tool_results, "tools": has_tools}) + "\n")
+
+        if not has_tools:
+            return self.stream(req, {"text": "Scripted task"})
+        rule = next((r for r in self.script.get("rules", []) if r.get("match", "") in last_user), None)
+        if rule is None:
+            return self.stream(req, self.script.get("default", {"text": "ok"}))
+        if rule.get("delay"):
+            time.sleep(float(rule["delay"]))
+        if "error" in rule:
+            err = rule["error"]
+            body = json.dumps({"error": {"message": err.get("message", "error"), "type": "invalid_request_error", "code": None}}).encode()
+            self.send_response(int(err.get("status", 400)))
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        steps = rule.get("steps", [{"text": "ok"}])
+        self.stream(req, steps[min(tool_results, len(steps) - 1)])
+
+    def chunk(self, delta, finish=None):
+        Handler.counter += 1
+        obj = {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": "scripted",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def stream(self, req, step):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        if "tool" in step:
+            call = {
+                "index": 0,
+                "id": "call_%d" % Handler.counter,
+                "type": "function",
+                "function": {"name": step["tool"], "arguments": json.dumps(step.get("args", {}))},
+            }
+            self.chunk({"role": "assistant", "content": None, "tool_calls": [call]})
+            self.chunk({}, "tool_calls")
+        else:
+            self.chunk({"role": "assistant", "content": step.get("text", "")})
+            self.chunk({}, "stop")
+        usage = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": "scripted", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        data = b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--script", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--log")
+    a = ap.parse_args()
+    with open(a.script) as f:
+        Handler.script = json.load(f)
+    Handler.log_path = a.log
+    server = ThreadingHTTPServer((a.host, a.port), Handler)
+    print("listening on %d" % server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
