@@ -2,8 +2,13 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of modules and their invariants.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod devcontainer;
+pub mod git;
 pub mod pods;
+pub mod store;
+pub mod web;

@@ -18,11 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(devaipod::cli::run(cli)) {
+    let code = match runtime.block_on(devaipod::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Do not wait for a blocking read of stdin (exec) that will never finish.
+    runtime.shutdown_background();
+    code
 }

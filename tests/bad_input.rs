@@ -170,9 +170,9 @@ fn engine_side_errors_and_failed_up_leave_nothing_behind() {
     // Without --name a free name is chosen.
     let second = env.ok(&["--json", "up", path]);
     let second: serde_json::Value = serde_json::from_str(&second).unwrap();
-    assert_eq!(second["name"], "r");
+    assert_eq!(second["workspace"]["name"], "r");
     let third: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "up", path])).unwrap();
-    assert_eq!(third["name"], "r-2");
+    assert_eq!(third["workspace"]["name"], "r-2");
 
     for args in [
         &["status", "nope"][..],

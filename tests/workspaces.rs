@@ -278,7 +278,10 @@ fn devcontainer_build_lifecycle_mounts_and_git_url_source() {
     let stderr = text(&up.stderr);
     assert!(up.status.success(), "up failed:\n{stderr}");
     assert!(
-        stderr.contains("==> building localhost/devaipod-build/bld:latest"),
+        stderr.contains(&format!(
+            "==> building localhost/devaipod-build/{}-bld:latest",
+            env.instance
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("==> postCreateCommand [a]"), "{stderr}");
@@ -351,7 +354,7 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
         plan["image"],
         serde_json::json!({"kind": "existing", "reference": "localhost/some:img"})
     );
-    assert_eq!(plan["pod"]["ports"], serde_json::json!([8000]));
+    assert_eq!(plan["pod"]["ports"], serde_json::json!([4096, 8000]));
     assert_eq!(plan["agent"]["cap_drop"], serde_json::json!(["ALL"]));
     assert_eq!(
         plan["workspace"]["cap_add"],

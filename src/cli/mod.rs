@@ -1,21 +1,27 @@
-//! The command line: parses arguments, calls `core`, prints. No policy lives here.
+//! The command line: parses arguments, talks to the daemon (`client.rs`), prints
+//! (`output.rs`). No policy lives here. `exec` and `logs` ask the daemon where to run and
+//! then stream through podman themselves; they change no state.
 
+pub mod client;
 mod output;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
+use hyper::Method;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{self, Config, InstanceId};
-use crate::core::{ExecTarget, UpOutcome, UpRequest, Workspaces};
-use crate::pods::Podman;
+use crate::core::{ExecPlace, Paths};
 use crate::pods::engine::Output;
 use crate::pods::podman::default_socket;
+use crate::pods::{Engine, Podman};
+use client::{Client, enc};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,8 +42,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon (API on a unix socket and on 127.0.0.1:8080). Other commands start it when needed.
+    Serve {
+        /// TCP address of the API.
+        #[arg(long, env = "DEVAIPOD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Print the API token (for `Authorization: Bearer …` on the TCP API).
+    Token,
     /// Create a workspace from a local git repository or a git URL and start its pod.
     Up(UpArgs),
+    /// Create a workspace (or use one, with -w), run a task in it and follow it until it ends.
+    Run(RunArgs),
     /// List this instance's workspaces.
     List,
     /// Show one workspace: pod and container states, source, ports.
@@ -59,14 +75,41 @@ pub enum Command {
     },
     /// Stop a workspace's pod (volumes and containers stay).
     Stop { workspace: String },
-    /// Start a stopped workspace's pod.
+    /// Start a stopped workspace's pod and wait for its agent.
     Start { workspace: String },
-    /// Remove a workspace: its pod, containers and volumes.
+    /// Remove a workspace: its pod, containers, secrets, volumes and repository copy.
     Delete {
         workspace: String,
         /// Keep the volumes (the repositories and the agent's home).
         #[arg(long)]
         keep_volumes: bool,
+    },
+    /// List tasks, newest first.
+    Tasks {
+        #[arg(short, long)]
+        workspace: Option<String>,
+    },
+    /// Show a task and its progress events.
+    Task { id: String },
+    /// Cancel a running task (its agent session is aborted).
+    Cancel { id: String },
+    /// List proposals, newest first.
+    Proposals {
+        #[arg(short, long)]
+        workspace: Option<String>,
+        /// open, applied, pushed or rejected.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Print a proposal's unified diff.
+    Diff { id: String },
+    /// Approve a proposal: --apply puts its branch into the workspace's repository, --push pushes it.
+    Approve(ApproveArgs),
+    /// Reject a proposal; with -m, the feedback goes to the same agent as a follow-up task.
+    Reject {
+        id: String,
+        #[arg(short = 'm', long = "message")]
+        feedback: Option<String>,
     },
 }
 
@@ -86,6 +129,26 @@ pub struct UpArgs {
     /// Print the plan (pod, containers, mounts, env, security options) and create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also start a task with this prompt (without following it).
+    #[arg(short = 'c', long = "command")]
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A local git repository or a git URL (omit with -w).
+    #[arg(required_unless_present = "workspace")]
+    pub source: Option<String>,
+    /// Run in this existing workspace instead of creating one.
+    #[arg(short, long, conflicts_with = "source")]
+    pub workspace: Option<String>,
+    /// What the agent should do.
+    #[arg(short = 'c', long = "command", required = true)]
+    pub task: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +163,21 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["apply", "push", "draft_pr"])))]
+pub struct ApproveArgs {
+    pub id: String,
+    /// Fetch the branch into the human's workspace repository.
+    #[arg(long)]
+    pub apply: bool,
+    /// Push the branch to the source's remote.
+    #[arg(long)]
+    pub push: bool,
+    /// Push and open a draft pull request (with gator).
+    #[arg(long)]
+    pub draft_pr: bool,
 }
 
 /// Loads the config: `--config`/`DEVAIPOD_CONFIG` must exist, the default location may not.
@@ -124,46 +202,110 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(cli.config.as_deref())?;
-    let engine = Podman::new(&default_socket())?;
-    let ws = Workspaces::new(config, engine);
-    let progress = output::StderrProgress;
+    let paths = Paths::for_instance(config.instance.as_str());
+    let json = cli.json;
+    let connect = || Client::connect(&paths, cli.config.as_deref());
     match cli.command {
-        Command::Up(a) => {
-            let req = UpRequest {
-                source: a.source,
-                name: a.name,
-                image: a.image,
-                devcontainer: a.devcontainer,
-                dry_run: a.dry_run,
-            };
-            match ws.up(&req, &progress).await? {
-                UpOutcome::Planned(plan) => output::plan(&plan, cli.json)?,
-                UpOutcome::Created(status) => {
-                    output::status(&status, cli.json)?;
-                    if !cli.json {
-                        eprintln!(
-                            "\nready: `devaipod exec {0} -- bash` for a shell, `devaipod delete {0}` when done",
-                            status.name
-                        );
-                    }
-                }
+        Command::Serve { listen } => {
+            crate::daemon::run(config, &listen).await?;
+        }
+        Command::Token => {
+            let token = crate::web::auth::load_or_create(&paths.token())?;
+            if json {
+                output::json(&json!({ "token": token }))?;
+            } else {
+                println!("{token}");
             }
         }
-        Command::List => output::list(&ws.list().await?, cli.json)?,
-        Command::Status { workspace } => output::status(&ws.status(&workspace).await?, cli.json)?,
-        Command::Exec(a) => return exec(&ws, a).await,
+        Command::Up(a) => {
+            let c = connect().await?;
+            let body = json!({ "source": a.source, "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run });
+            let result = up(&c, &body).await?;
+            if a.dry_run {
+                output::plan(&result, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let name = result["name"].as_str().unwrap_or_default().to_owned();
+            let task = match a.task {
+                Some(prompt) => Some(
+                    c.post(
+                        "/api/v1/tasks",
+                        &json!({ "workspace": name, "prompt": prompt }),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            if json {
+                output::json(&json!({ "workspace": result, "task": task }))?;
+            } else {
+                output::status(&result)?;
+                if let Some(t) = task {
+                    println!(
+                        "task       {} (follow with `devaipod task {}`)",
+                        t["id"].as_str().unwrap_or(""),
+                        t["id"].as_str().unwrap_or("")
+                    );
+                }
+                eprintln!(
+                    "\nready: `devaipod exec {name} -- git status`, `devaipod run -w {name} -c \"…\"`, `devaipod delete {name}`"
+                );
+            }
+        }
+        Command::Run(a) => {
+            let c = connect().await?;
+            let workspace = match (a.workspace, a.source) {
+                (Some(w), _) => w,
+                (None, Some(source)) => {
+                    let r = up(
+                        &c,
+                        &json!({ "source": source, "name": a.name, "image": a.image }),
+                    )
+                    .await?;
+                    r["name"].as_str().unwrap_or_default().to_owned()
+                }
+                (None, None) => bail!("give a source or -w <workspace>"),
+            };
+            let task = c
+                .post(
+                    "/api/v1/tasks",
+                    &json!({ "workspace": workspace, "prompt": a.task }),
+                )
+                .await?;
+            let id = task["id"].as_str().unwrap_or_default().to_owned();
+            eprintln!("==> task {id} in workspace {workspace}");
+            return follow(&c, &id, json).await;
+        }
+        Command::List => output::list(&connect().await?.get("/api/v1/workspaces").await?, json)?,
+        Command::Status { workspace } => {
+            let v = connect()
+                .await?
+                .get(&format!("/api/v1/workspaces/{}", enc(&workspace)))
+                .await?;
+            if json {
+                output::json(&v)?
+            } else {
+                output::status(&v)?
+            }
+        }
+        Command::Exec(a) => return exec(&connect().await?, a).await,
         Command::Logs {
             workspace,
             agent,
             follow,
             tail,
         } => {
-            let target = if agent {
-                ExecTarget::Agent
+            let c = connect().await?;
+            c.get(&format!("/api/v1/workspaces/{}", enc(&workspace)))
+                .await?; // exists in this instance
+            let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
+            let role = if agent {
+                crate::pods::naming::Role::Agent
             } else {
-                ExecTarget::Workspace
+                crate::pods::naming::Role::Workspace
             };
-            let mut stream = ws.logs(&workspace, target, follow, tail).await?;
+            let engine = Podman::new(&default_socket())?;
+            let mut stream = engine.logs(&name.container(role), follow, tail);
             let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
             while let Some(chunk) = stream.next().await {
                 match chunk.context("reading logs")? {
@@ -174,42 +316,241 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Stop { workspace } => {
-            ws.stop(&workspace).await?;
-            output::done("stopped", &workspace, cli.json)?;
+            let v = connect()
+                .await?
+                .post(
+                    &format!("/api/v1/workspaces/{}/stop", enc(&workspace)),
+                    &json!({}),
+                )
+                .await?;
+            output::done(&v, json)?;
         }
         Command::Start { workspace } => {
-            ws.start(&workspace).await?;
-            output::done("started", &workspace, cli.json)?;
+            let v = connect()
+                .await?
+                .post(
+                    &format!("/api/v1/workspaces/{}/start", enc(&workspace)),
+                    &json!({}),
+                )
+                .await?;
+            output::done(&v, json)?;
         }
         Command::Delete {
             workspace,
             keep_volumes,
         } => {
-            ws.delete(&workspace, keep_volumes).await?;
-            output::done("deleted", &workspace, cli.json)?;
+            let path = format!(
+                "/api/v1/workspaces/{}?keep_volumes={keep_volumes}",
+                enc(&workspace)
+            );
+            let v = connect().await?.call(Method::DELETE, &path, None).await?;
+            output::done(&v, json)?;
+        }
+        Command::Tasks { workspace } => {
+            let q = workspace
+                .map(|w| format!("?workspace={}", enc(&w)))
+                .unwrap_or_default();
+            output::tasks(
+                &connect().await?.get(&format!("/api/v1/tasks{q}")).await?,
+                json,
+            )?;
+        }
+        Command::Task { id } => output::task(
+            &connect()
+                .await?
+                .get(&format!("/api/v1/tasks/{}", enc(&id)))
+                .await?,
+            json,
+        )?,
+        Command::Cancel { id } => {
+            let v = connect()
+                .await?
+                .post(&format!("/api/v1/tasks/{}/cancel", enc(&id)), &json!({}))
+                .await?;
+            if json {
+                output::json(&v)?
+            } else {
+                println!("task {} {}", id, v["state"].as_str().unwrap_or(""))
+            }
+        }
+        Command::Proposals { workspace, state } => {
+            let mut q = Vec::new();
+            if let Some(w) = workspace {
+                q.push(format!("workspace={}", enc(&w)));
+            }
+            if let Some(s) = state {
+                q.push(format!("state={}", enc(&s)));
+            }
+            let q = if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            };
+            output::proposals(
+                &connect()
+                    .await?
+                    .get(&format!("/api/v1/proposals{q}"))
+                    .await?,
+                json,
+            )?;
+        }
+        Command::Diff { id } => {
+            let diff = connect()
+                .await?
+                .text(
+                    Method::GET,
+                    &format!("/api/v1/proposals/{}/diff", enc(&id)),
+                    None,
+                )
+                .await?;
+            if json {
+                output::json(&json!({ "proposal": id, "diff": diff }))?
+            } else {
+                print!("{diff}")
+            }
+        }
+        Command::Approve(a) => {
+            let action = if a.apply {
+                "apply"
+            } else if a.push {
+                "push"
+            } else {
+                "draft_pr"
+            };
+            let v = connect()
+                .await?
+                .post(
+                    &format!("/api/v1/proposals/{}/approve", enc(&a.id)),
+                    &json!({ "action": action }),
+                )
+                .await?;
+            if json {
+                output::json(&v)?
+            } else {
+                println!(
+                    "proposal {} {} ({})",
+                    a.id,
+                    v["state"].as_str().unwrap_or(""),
+                    v["branch"].as_str().unwrap_or("")
+                )
+            }
+        }
+        Command::Reject { id, feedback } => {
+            let v = connect()
+                .await?
+                .post(
+                    &format!("/api/v1/proposals/{}/reject", enc(&id)),
+                    &json!({ "feedback": feedback }),
+                )
+                .await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!("proposal {id} rejected");
+                if let Some(t) = v["follow_up_task"]["id"].as_str() {
+                    println!(
+                        "feedback sent to the agent as task {t} (follow with `devaipod task {t}`)"
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn exec(ws: &Workspaces<Podman>, a: ExecArgs) -> Result<ExitCode> {
-    let target = if a.agent {
-        ExecTarget::Agent
+/// Creates a workspace, printing the daemon's progress on stderr; returns the result.
+async fn up(c: &Client, body: &Value) -> Result<Value> {
+    let mut result = None;
+    c.lines(Method::POST, "/api/v1/workspaces", Some(body), |v| {
+        if let Some(p) = v.get("progress").and_then(Value::as_str) {
+            eprintln!("==> {p}");
+        } else if let Some(d) = v.get("detail").and_then(Value::as_str) {
+            eprintln!("    {d}");
+        } else {
+            result = Some(v);
+            return false;
+        }
+        true
+    })
+    .await?;
+    let v = result.context("the daemon ended the answer before `up` finished")?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("{e}");
+    }
+    Ok(v["result"].clone())
+}
+
+/// Follows a task's events until it ends; prints the outcome. Exit code 1 unless completed.
+async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
+    c.lines(
+        Method::GET,
+        &format!("/api/v1/events?task={}", enc(id)),
+        None,
+        |e| {
+            let msg = e["message"].as_str().unwrap_or_default();
+            match e["state"].as_str() {
+                Some(state) => {
+                    eprintln!("==> {state}: {msg}");
+                    !matches!(state, "completed" | "failed" | "cancelled")
+                }
+                None => {
+                    eprintln!("    {msg}");
+                    true
+                }
+            }
+        },
+    )
+    .await?;
+    let v = c.get(&format!("/api/v1/tasks/{}", enc(id))).await?;
+    if json {
+        output::json(&v)?;
     } else {
-        ExecTarget::Workspace
-    };
+        output::task_summary(&v)?;
+    }
+    Ok(if v["task"]["state"] == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
+    let target = if a.agent { "agent" } else { "workspace" };
+    let place: ExecPlace = serde_json::from_value(
+        c.get(&format!(
+            "/api/v1/workspaces/{}/exec?target={target}",
+            enc(&a.workspace)
+        ))
+        .await?,
+    )?;
     let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
-    let mut session = ws
-        .exec(&a.workspace, target, a.command, attach_stdin, false)
+    let engine = Podman::new(&default_socket())?;
+    let mut session = engine
+        .exec(&place.container, &place.spec(a.command, attach_stdin))
         .await?;
     let mut input = session.input;
-    let pump = attach_stdin.then(|| {
+    if attach_stdin {
+        // A plain thread: a blocking read of stdin must not hold the runtime at exit.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 16 * 1024];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
         tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let _ = tokio::io::copy(&mut stdin, &mut input).await;
+            while let Some(chunk) = rx.recv().await {
+                if input.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
             let _ = input.shutdown().await;
-        })
-    });
+        });
+    }
     let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(chunk) = session.output.next().await {
         match chunk? {
@@ -220,11 +561,10 @@ async fn exec(ws: &Workspaces<Podman>, a: ExecArgs) -> Result<ExitCode> {
             Output::Stderr(b) => err.write_all(&b).await?,
         }
     }
-    if let Some(p) = pump {
-        p.abort();
-    }
-    let code = ws.exit_code(&session.id).await?;
-    Ok(ExitCode::from(
-        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
-    ))
+    let code = engine.exec_exit_code(&session.id).await?;
+    Ok(ExitCode::from(if (0..=255).contains(&code) {
+        code as u8
+    } else {
+        1
+    }))
 }

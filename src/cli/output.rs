@@ -3,69 +3,81 @@
 use std::io::Write;
 
 use anyhow::Result;
+use serde_json::Value;
 
-use crate::core::{Progress, WorkspaceStatus};
-use crate::pods::plan::PodPlan;
-
-pub struct StderrProgress;
-
-impl Progress for StderrProgress {
-    fn step(&self, message: &str) {
-        eprintln!("==> {message}");
-    }
-    fn detail(&self, line: &str) {
-        eprintln!("    {line}");
-    }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub fn json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
     Ok(())
 }
 
-pub fn plan(plan: &PodPlan, as_json: bool) -> Result<()> {
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
     if as_json {
         return json(plan);
     }
     let mut o = std::io::stdout().lock();
-    writeln!(o, "workspace {} (instance {})", plan.name, plan.instance)?;
-    writeln!(o, "image     {}", plan.image.reference())?;
     writeln!(
         o,
-        "pod       {} (hostname {}, ports on 127.0.0.1: {:?})",
-        plan.pod.name, plan.pod.hostname, plan.pod.ports
+        "workspace {} (instance {})",
+        s(&plan["name"]),
+        s(&plan["instance"])
     )?;
-    writeln!(o, "folder    {}", plan.workspace_folder)?;
-    for v in &plan.volumes {
-        writeln!(o, "volume    {}", v.name)?;
+    writeln!(
+        o,
+        "image     {}",
+        plan["image"]["reference"]
+            .as_str()
+            .or(plan["image"]["tag"].as_str())
+            .unwrap_or("-")
+    )?;
+    writeln!(
+        o,
+        "pod       {} (ports on 127.0.0.1: {})",
+        s(&plan["pod"]["name"]),
+        plan["pod"]["ports"]
+    )?;
+    writeln!(o, "folder    {}", s(&plan["workspace_folder"]))?;
+    for v in plan["volumes"].as_array().into_iter().flatten() {
+        writeln!(o, "volume    {}", s(&v["name"]))?;
     }
-    for c in [&plan.workspace, &plan.agent] {
-        writeln!(o, "container {} ({})", c.name, c.role.as_str())?;
+    for c in [&plan["workspace"], &plan["agent"]] {
+        writeln!(o, "container {} ({})", s(&c["name"]), s(&c["role"]))?;
         writeln!(
             o,
-            "  user {}  caps -{:?} +{:?}  no-new-privileges {}  privileged {}",
-            c.user.as_deref().unwrap_or("(image default)"),
-            c.cap_drop,
-            c.cap_add,
-            c.no_new_privileges,
-            c.privileged
+            "  user {}  caps -{} +{}  no-new-privileges {}  privileged {}",
+            c["user"].as_str().unwrap_or("(image default)"),
+            c["cap_drop"],
+            c["cap_add"],
+            c["no_new_privileges"],
+            c["privileged"]
         )?;
-        for m in &c.mounts {
-            writeln!(o, "  mount {}", serde_json::to_string(m)?)?;
+        writeln!(o, "  command {}", c["command"])?;
+        for m in c["mounts"].as_array().into_iter().flatten() {
+            writeln!(o, "  mount {m}")?;
         }
-        let mut env: Vec<String> = c.env.keys().cloned().collect();
-        env.extend(c.trusted_env.keys().map(|k| format!("{k} (trusted)")));
+        let keys = |v: &Value| {
+            v.as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let mut env = keys(&c["env"]);
         env.extend(
-            c.secret_env
-                .iter()
-                .map(|(k, s)| format!("{k} (secret {s})")),
+            keys(&c["trusted_env"])
+                .into_iter()
+                .map(|k| format!("{k} (trusted)")),
         );
+        if let Some(m) = c["secret_env"].as_object() {
+            env.extend(m.iter().map(|(k, v)| format!("{k} (secret {})", s(v))));
+        }
         writeln!(o, "  env {}", env.join(" "))?;
     }
-    for w in &plan.warnings {
-        writeln!(o, "warning: {w}")?;
+    for w in plan["warnings"].as_array().into_iter().flatten() {
+        writeln!(o, "warning: {}", s(w))?;
     }
     writeln!(
         o,
@@ -74,41 +86,37 @@ pub fn plan(plan: &PodPlan, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn status(s: &WorkspaceStatus, as_json: bool) -> Result<()> {
-    if as_json {
-        return json(s);
-    }
+pub fn status(v: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
-    writeln!(o, "name       {}", s.name)?;
-    writeln!(o, "pod        {} ({})", s.pod, s.status)?;
+    writeln!(o, "name       {}", s(&v["name"]))?;
+    writeln!(o, "pod        {} ({})", s(&v["pod"]), s(&v["status"]))?;
     writeln!(
         o,
         "workspace  {}",
-        s.workspace.as_deref().unwrap_or("missing")
+        v["workspace"].as_str().unwrap_or("missing")
     )?;
-    writeln!(o, "agent      {}", s.agent.as_deref().unwrap_or("missing"))?;
-    writeln!(o, "source     {}", s.source.as_deref().unwrap_or("-"))?;
-    writeln!(
-        o,
-        "folder     {}",
-        s.workspace_folder.as_deref().unwrap_or("-")
-    )?;
-    writeln!(o, "created    {}", s.created)?;
-    for p in &s.ports {
+    writeln!(o, "agent      {}", v["agent"].as_str().unwrap_or("missing"))?;
+    writeln!(o, "source     {}", s(&v["source"]))?;
+    writeln!(o, "folder     {}", s(&v["workspace_folder"]))?;
+    writeln!(o, "created    {}", s(&v["created"]))?;
+    for p in v["ports"].as_array().into_iter().flatten() {
         writeln!(
             o,
             "port       {}:{} -> {}",
-            p.host_ip, p.host_port, p.container_port
+            s(&p["host_ip"]),
+            p["host_port"],
+            p["container_port"]
         )?;
     }
     Ok(())
 }
 
-pub fn list(items: &[WorkspaceStatus], as_json: bool) -> Result<()> {
+pub fn list(items: &Value, as_json: bool) -> Result<()> {
     if as_json {
-        return json(&items);
+        return json(items);
     }
     let mut o = std::io::stdout().lock();
+    let items = items.as_array().cloned().unwrap_or_default();
     if items.is_empty() {
         writeln!(
             o,
@@ -121,24 +129,126 @@ pub fn list(items: &[WorkspaceStatus], as_json: bool) -> Result<()> {
         "{:<24} {:<10} {:<10} {:<10} SOURCE",
         "NAME", "POD", "WORKSPACE", "AGENT"
     )?;
-    for s in items {
+    for w in &items {
         writeln!(
             o,
             "{:<24} {:<10} {:<10} {:<10} {}",
-            s.name,
-            s.status,
-            s.workspace.as_deref().unwrap_or("missing"),
-            s.agent.as_deref().unwrap_or("missing"),
-            s.source.as_deref().unwrap_or("-")
+            s(&w["name"]),
+            s(&w["status"]),
+            w["workspace"].as_str().unwrap_or("missing"),
+            w["agent"].as_str().unwrap_or("missing"),
+            s(&w["source"])
         )?;
     }
     Ok(())
 }
 
-pub fn done(what: &str, name: &str, as_json: bool) -> Result<()> {
+pub fn done(v: &Value, as_json: bool) -> Result<()> {
     if as_json {
-        return json(&serde_json::json!({ "workspace": name, "result": what }));
+        return json(v);
     }
-    println!("{what} {name}");
+    println!("{} {}", s(&v["result"]), s(&v["workspace"]));
+    Ok(())
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+pub fn tasks(v: &Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut o = std::io::stdout().lock();
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(
+            o,
+            "no tasks (start one with `devaipod run -w <workspace> -c \"…\"`)"
+        )?;
+        return Ok(());
+    }
+    writeln!(o, "{:<14} {:<20} {:<12} PROMPT", "ID", "WORKSPACE", "STATE")?;
+    for t in &items {
+        writeln!(
+            o,
+            "{:<14} {:<20} {:<12} {}",
+            s(&t["id"]),
+            s(&t["workspace"]),
+            s(&t["state"]),
+            one_line(s(&t["prompt"]), 60)
+        )?;
+    }
+    Ok(())
+}
+
+pub fn task(v: &Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(v);
+    }
+    task_summary(v)?;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "events:")?;
+    for e in v["events"].as_array().into_iter().flatten() {
+        writeln!(o, "  [{}] {}", s(&e["kind"]), s(&e["message"]))?;
+    }
+    Ok(())
+}
+
+pub fn task_summary(v: &Value) -> Result<()> {
+    let t = &v["task"];
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "task       {}", s(&t["id"]))?;
+    writeln!(o, "workspace  {}", s(&t["workspace"]))?;
+    writeln!(o, "state      {}", s(&t["state"]))?;
+    writeln!(o, "prompt     {}", one_line(s(&t["prompt"]), 100))?;
+    if let Some(e) = t["error"].as_str() {
+        writeln!(o, "error      {e}")?;
+    }
+    if let Some(sm) = t["summary"].as_str() {
+        writeln!(o, "summary    {}", one_line(sm, 100))?;
+    }
+    if let Some(p) = v["proposal"].as_str() {
+        writeln!(
+            o,
+            "proposal   {p} (see `devaipod diff {p}`, then `devaipod approve {p} --apply`)"
+        )?;
+    }
+    Ok(())
+}
+
+pub fn proposals(v: &Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut o = std::io::stdout().lock();
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(o, "no proposals")?;
+        return Ok(());
+    }
+    writeln!(
+        o,
+        "{:<14} {:<20} {:<9} {:>5} {:>7} {:>7}  SUMMARY",
+        "ID", "WORKSPACE", "STATE", "FILES", "ADDED", "REMOVED"
+    )?;
+    for p in &items {
+        writeln!(
+            o,
+            "{:<14} {:<20} {:<9} {:>5} {:>7} {:>7}  {}",
+            s(&p["id"]),
+            s(&p["workspace"]),
+            s(&p["state"]),
+            p["files"].as_array().map_or(0, Vec::len),
+            p["added"],
+            p["removed"],
+            one_line(s(&p["summary"]), 50)
+        )?;
+    }
     Ok(())
 }

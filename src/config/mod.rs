@@ -10,8 +10,8 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions, ServiceGator,
-    ServiceGatorGh, Ssh, Trusted,
+    AgentConfig, Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions,
+    ServiceGator, ServiceGatorGh, Ssh, Trusted,
 };
 pub use values::{EnvName, InstanceId, RepoPattern, SecretRef};
 

@@ -23,6 +23,8 @@ pub struct Config {
     pub orchestration: Orchestration,
     pub ssh: Ssh,
     pub network: Network,
+    /// The coding agent and its LLM provider.
+    pub agent: AgentConfig,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             orchestration: Orchestration::default(),
             ssh: Ssh::default(),
             network: Network::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -137,4 +140,36 @@ pub enum NetworkEgress {
     #[default]
     Open,
     Allowlist,
+}
+
+/// `[agent]`: the LLM provider opencode uses (any OpenAI-compatible endpoint, reached from
+/// inside the agent container) and task limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentConfig {
+    /// Base URL of an OpenAI-compatible API, as the agent container reaches it.
+    #[serde(deserialize_with = "super::values::http_url")]
+    pub base_url: String,
+    pub model: String,
+    /// Host environment variable holding the API key; given to the agent only.
+    pub api_key_env: Option<EnvName>,
+    /// Podman secret holding the API key; given to the agent only.
+    pub api_key_secret: Option<String>,
+    /// A task still running after this many seconds fails.
+    pub task_timeout_secs: u64,
+    /// How long to wait for the agent's API after the pod starts.
+    pub ready_timeout_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            base_url: "http://host.containers.internal:11434/v1".into(),
+            model: "qwen2.5-coder".into(),
+            api_key_env: None,
+            api_key_secret: None,
+            task_timeout_secs: 1800,
+            ready_timeout_secs: 120,
+        }
+    }
 }

@@ -179,3 +179,15 @@ pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::
     })?;
     Ok(s)
 }
+
+pub(super) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len();
+    if ok {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "`{s}` is not an http:// or https:// URL"
+        )))
+    }
+}

@@ -1,8 +1,11 @@
+use crate::agent::AgentError;
 use crate::config::ConfigError;
 use crate::devcontainer::DevContainerError;
+use crate::git::GitError;
 use crate::pods::EngineError;
 use crate::pods::naming::InvalidName;
 use crate::pods::plan::PlanError;
+use crate::store::StoreError;
 
 use super::source::SourceError;
 
@@ -54,6 +57,32 @@ pub enum CoreError {
     },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(
+        "volume {volume} of an earlier workspace `{name}` is still here (deleted with --keep-volumes?): remove it with `podman volume rm {volume}`, or choose another --name"
+    )]
+    VolumesLeft { name: String, volume: String },
+    #[error(
+        "the agent of `{name}` did not answer within {secs} s; see `devaipod logs {name} --agent` (and [agent] ready-timeout-secs)"
+    )]
+    AgentNotReady { name: String, secs: u64 },
+    #[error("no task `{0}` (see `devaipod tasks`)")]
+    TaskNotFound(String),
+    #[error("no proposal `{0}` (see `devaipod proposals`)")]
+    ProposalNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("proposal {id} was already {state}{}", .hint)]
+    ProposalClosed {
+        id: String,
+        state: String,
+        hint: String,
+    },
 }
 
 fn exit_text(code: Option<i64>) -> String {

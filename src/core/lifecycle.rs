@@ -65,6 +65,7 @@ pub(super) struct InContainer<'a, E> {
     pub user: Option<String>,
     pub workdir: String,
     pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
 }
 
 impl<E: Engine> InContainer<'_, E> {
@@ -89,20 +90,34 @@ impl<E: Engine> InContainer<'_, E> {
                 tty: false,
             };
             let mut session = self.engine.exec(self.container, &spec).await?;
-            let mut pending = String::new();
-            while let Some(chunk) = session.output.next().await {
-                let bytes = match chunk? {
-                    Output::Stdout(b) | Output::Stderr(b) => b,
-                };
-                pending.push_str(&String::from_utf8_lossy(&bytes));
-                while let Some(pos) = pending.find('\n') {
-                    progress.detail(&pending[..pos]);
-                    pending.drain(..=pos);
+            let pump = async {
+                let mut pending = String::new();
+                while let Some(chunk) = session.output.next().await {
+                    let bytes = match chunk? {
+                        Output::Stdout(b) | Output::Stderr(b) => b,
+                    };
+                    pending.push_str(&String::from_utf8_lossy(&bytes));
+                    while let Some(pos) = pending.find('\n') {
+                        progress.detail(&pending[..pos]);
+                        pending.drain(..=pos);
+                    }
                 }
-            }
-            if !pending.is_empty() {
-                progress.detail(&pending);
-            }
+                if !pending.is_empty() {
+                    progress.detail(&pending);
+                }
+                Ok::<(), CoreError>(())
+            };
+            tokio::time::timeout(self.timeout, pump)
+                .await
+                .map_err(|_| CoreError::Lifecycle {
+                    phase,
+                    command: format!(
+                        "{} (no end after {} s)",
+                        argv.join(" "),
+                        self.timeout.as_secs()
+                    ),
+                    code: None,
+                })??;
             let code = self.engine.exec_exit_code(&session.id).await?;
             if code == 0 {
                 Ok(())

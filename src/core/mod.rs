@@ -1,12 +1,143 @@
-//! The service layer: workspaces (and, later, tasks and proposals). The only place with
-//! policy; adapters (`cli`, later `mcp` and `web`) call it and print what it returns.
+//! The service layer: workspaces, tasks and proposals, and the event bus. The only place
+//! with policy; adapters (`cli`, `web`, later `mcp`) call it and serialize what it returns.
+//!
+//! `Core` is shared (`Arc`) between the daemon's request handlers and the task drivers it
+//! spawns; the store is the single writer of state.
 
 mod error;
 mod lifecycle;
+mod proposals;
 pub mod source;
+mod tasks;
 mod workspaces;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
 pub use error::CoreError;
+
+/// A random 256-bit token, hex.
+pub fn random_token() -> String {
+    workspaces::random_hex(32)
+}
+pub use proposals::ApproveAction;
 pub use workspaces::{
-    ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, Workspaces, opencode_dir,
+    ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
 };
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// One event on the bus: a task's progress or state, a proposal, a workspace change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusEvent {
+    /// The task event's sequence number in the store (0 for events not stored).
+    pub seq: i64,
+    pub workspace: String,
+    pub task_id: Option<String>,
+    pub kind: String,
+    pub message: String,
+    /// The task's state after this event, for state changes.
+    pub state: Option<String>,
+}
+
+/// Where an instance keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `state.db`, `token`, `repos/`: `$DEVAIPOD_DATA_DIR`, else `$XDG_DATA_HOME/devaipod/<instance>`.
+    pub data: PathBuf,
+    /// `api.sock`, `daemon.pid`: `$DEVAIPOD_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/devaipod/<instance>`
+    /// (`/run/devaipod/<instance>` for root).
+    pub runtime: PathBuf,
+}
+
+impl Paths {
+    pub fn for_instance(instance: &str) -> Paths {
+        let env_dir = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let home = env_dir("HOME").unwrap_or_else(|| PathBuf::from("/root"));
+        let data = env_dir("DEVAIPOD_DATA_DIR").unwrap_or_else(|| {
+            env_dir("XDG_DATA_HOME")
+                .unwrap_or_else(|| home.join(".local/share"))
+                .join("devaipod")
+                .join(instance)
+        });
+        let runtime = env_dir("DEVAIPOD_RUNTIME_DIR").unwrap_or_else(|| {
+            let base = if crate::pods::podman::is_root() {
+                PathBuf::from("/run")
+            } else {
+                env_dir("XDG_RUNTIME_DIR").unwrap_or_else(std::env::temp_dir)
+            };
+            base.join("devaipod").join(instance)
+        });
+        Paths { data, runtime }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data.join("state.db")
+    }
+
+    pub fn token(&self) -> PathBuf {
+        self.data.join("token")
+    }
+
+    pub fn repo(&self, workspace: &str) -> PathBuf {
+        self.data.join("repos").join(format!("{workspace}.git"))
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.join("api.sock")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.runtime.join("daemon.pid")
+    }
+}
+
+pub struct Core<E> {
+    pub config: Config,
+    pub engine: E,
+    pub store: Store,
+    pub paths: Paths,
+    pub opencode_dir: PathBuf,
+    bus: broadcast::Sender<BusEvent>,
+    /// Cancellation handles of the tasks being driven, by task id.
+    running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
+    /// Approvals run one at a time, so that an action is never done twice.
+    approve_lock: tokio::sync::Mutex<()>,
+}
+
+impl<E: crate::pods::Engine> Core<E> {
+    pub fn new(config: Config, engine: E, store: Store, paths: Paths) -> Arc<Self> {
+        let (bus, _) = broadcast::channel(1024);
+        Arc::new(Core {
+            config,
+            engine,
+            store,
+            paths,
+            opencode_dir: opencode_dir(),
+            bus,
+            running: dashmap::DashMap::new(),
+            approve_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        self.config.instance.as_str()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.bus.subscribe()
+    }
+
+    fn publish(&self, event: BusEvent) {
+        // No subscribers is fine.
+        let _ = self.bus.send(event);
+    }
+}

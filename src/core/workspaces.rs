@@ -1,21 +1,26 @@
-//! Workspaces: `up` (source → checkout → devcontainer.json → plan → pod), `list`, `status`,
-//! `stop`, `start`, `delete`, `exec`, `logs`. A failed `up` removes what it created.
+//! Workspaces: `up` (source → checkout → devcontainer.json → plan → pod → agent ready),
+//! `list`, `status`, `stop`, `start`, `delete`, `exec`, `logs`. A failed `up` removes what
+//! it created.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_util::stream::BoxStream;
 use serde::Serialize;
 
-use super::CoreError;
 use super::lifecycle::{InContainer, run_on_host};
 use super::source::{self, Source};
-use crate::config::Config;
-use crate::devcontainer::{self, HostContext, Loaded};
+use super::{BusEvent, Core, CoreError};
+use crate::agent::opencode::Opencode;
+use crate::agent::{Agent, config as agent_config};
+use crate::devcontainer::{self, HostContext, Loaded, Vars};
+use crate::git::BareRepo;
 use crate::pods::engine::{ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
 use crate::pods::naming::{self, Role, WorkspaceName};
-use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan};
+use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted};
 use crate::pods::{Engine, EngineError};
+use crate::store::{WorkspaceRecord, now};
 
 /// Receives progress of long steps (the CLI prints it on stderr).
 pub trait Progress: Send + Sync {
@@ -25,7 +30,7 @@ pub trait Progress: Send + Sync {
     fn detail(&self, line: &str);
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct UpRequest {
     /// A local path or a git URL.
     pub source: String,
@@ -33,17 +38,19 @@ pub struct UpRequest {
     pub image: Option<String>,
     /// `.devcontainer/<name>/devcontainer.json` to use when there are several.
     pub devcontainer: Option<String>,
+    #[serde(default)]
     pub dry_run: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
 pub enum UpOutcome {
     Planned(Box<PodPlan>),
     Created(Box<WorkspaceStatus>),
 }
 
 /// A workspace as `list` and `status` show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WorkspaceStatus {
     pub name: String,
     pub pod: String,
@@ -55,7 +62,7 @@ pub struct WorkspaceStatus {
     pub workspace_folder: Option<String>,
     pub created: String,
     /// Published ports (`status` only).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
 }
 
@@ -82,10 +89,41 @@ impl WorkspaceStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where `exec` runs: a container, as a user, in a folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExecPlace {
+    pub container: String,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+}
+
+impl ExecPlace {
+    pub fn spec(&self, argv: Vec<String>, stdin: bool) -> ExecSpec {
+        ExecSpec {
+            argv,
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            env: BTreeMap::new(),
+            stdin,
+            tty: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExecTarget {
     Workspace,
     Agent,
+}
+
+impl ExecTarget {
+    fn role(self) -> Role {
+        match self {
+            ExecTarget::Workspace => Role::Workspace,
+            ExecTarget::Agent => Role::Agent,
+        }
+    }
 }
 
 /// Host directory of the opencode binary: `DEVAIPOD_OPENCODE_DIR`, else where
@@ -102,34 +140,29 @@ pub fn opencode_dir() -> PathBuf {
     cache.join("devaipod/opencode/node_modules/opencode-linux-x64/bin")
 }
 
-pub struct Workspaces<E> {
-    pub config: Config,
-    pub engine: E,
-    pub opencode_dir: PathBuf,
-}
-
 /// What a failing `up` must remove.
 #[derive(Default)]
 struct Created {
+    secrets: Vec<String>,
     volumes: Vec<String>,
     pod: Option<String>,
+    image: Option<String>,
+    repo: Option<PathBuf>,
 }
 
-impl<E: Engine> Workspaces<E> {
-    pub fn new(config: Config, engine: E) -> Self {
-        Workspaces {
-            config,
-            engine,
-            opencode_dir: opencode_dir(),
-        }
-    }
+/// What `up` puts into the pod.
+struct Payload {
+    workspace_tar: Vec<u8>,
+    agent_tar: Vec<u8>,
+    password: String,
+}
 
-    fn instance(&self) -> &str {
-        self.config.instance.as_str()
-    }
+/// A lifecycle command that runs longer than this fails `up`.
+const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
 
+impl<E: Engine> Core<E> {
     pub async fn up(
-        &self,
+        self: &Arc<Self>,
         req: &UpRequest,
         progress: &dyn Progress,
     ) -> Result<UpOutcome, CoreError> {
@@ -155,9 +188,15 @@ impl<E: Engine> Workspaces<E> {
                     .await?
             }
         };
+        // `${localWorkspaceFolder}` is the user's folder for a local source (so that bind
+        // mounts under it point at it), the checkout for a URL.
+        let local_folder = match &source {
+            Source::Local(p) => p.clone(),
+            Source::Remote(_) => checkout.clone(),
+        };
         let host = HostContext {
             env: host_env.clone(),
-            local_workspace_folder: checkout.to_string_lossy().into_owned(),
+            local_workspace_folder: local_folder.to_string_lossy().into_owned(),
             devcontainer_id: devcontainer_id(self.instance(), &name),
         };
         let dc: Option<Loaded> =
@@ -180,7 +219,8 @@ impl<E: Engine> Workspaces<E> {
             image_override: req.image.clone(),
             host_env,
             opencode_dir: self.opencode_dir.clone(),
-            checkout_dir: checkout.clone(),
+            checkout_dir: local_folder,
+            agent_password: Redacted(random_hex(32)),
         };
         let plan = plan::plan(&self.config, dc.as_ref(), &plan_req)?;
         for w in &plan.warnings {
@@ -191,36 +231,69 @@ impl<E: Engine> Workspaces<E> {
         }
 
         self.preflight(&plan).await?;
+        // The agent gets the committed state only: archive it before initializeCommand,
+        // which may write host secrets into the checkout for the human's side.
+        let agent_tar = archive(&checkout).await?;
         if let Some(cmd) = &plan.lifecycle.initialize {
             run_on_host("initializeCommand", cmd, &checkout, progress).await?;
         }
+        let workspace_tar = if plan.lifecycle.initialize.is_some() {
+            archive(&checkout).await?
+        } else {
+            agent_tar.clone()
+        };
         let mut created = Created::default();
-        match self.create(&plan, &checkout, &mut created, progress).await {
-            Ok(()) => {}
-            Err(e) => {
-                progress.step(&format!("up failed; removing what it created for `{name}`"));
-                self.rollback(&created).await;
-                return Err(e);
-            }
+        let payload = Payload {
+            workspace_tar,
+            agent_tar,
+            password: plan_req.agent_password.0.clone(),
+        };
+        let result = self
+            .create(&plan, &checkout, payload, &mut created, progress)
+            .await;
+        if let Err(e) = result {
+            progress.step(&format!("up failed; removing what it created for `{name}`"));
+            self.rollback(&created).await;
+            return Err(e);
         }
-        let pod = self.engine.inspect_pod(&plan.pod.name).await?;
-        let status =
-            WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_string()))?;
+        self.store
+            .put_workspace(WorkspaceRecord {
+                name: name.to_string(),
+                source: req.source.clone(),
+                agent_password: plan_req.agent_password.0.clone(),
+                created_at: now(),
+            })
+            .await?;
+        self.publish(BusEvent {
+            seq: 0,
+            workspace: name.to_string(),
+            task_id: None,
+            kind: "workspace".into(),
+            message: "created".into(),
+            state: None,
+        });
+        let status = self.status(name.as_str()).await?;
         Ok(UpOutcome::Created(Box::new(status)))
     }
 
-    /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any instance).
+    /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any
+    /// instance): one listing, then a lookup per candidate.
     async fn free_name(&self, base: WorkspaceName) -> Result<WorkspaceName, CoreError> {
-        if !self.engine.pod_exists(&base.pod()).await? {
+        let taken: Vec<String> = self
+            .engine
+            .list_pods(&[])
+            .await?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let free = |n: &WorkspaceName| !taken.contains(&n.pod());
+        if free(&base) {
             return Ok(base);
         }
-        for n in 2..100 {
-            let candidate = base.with_suffix(n);
-            if !self.engine.pod_exists(&candidate.pod()).await? {
-                return Ok(candidate);
-            }
-        }
-        Err(CoreError::NameTaken(base.to_string()))
+        (2..100)
+            .map(|n| base.with_suffix(n))
+            .find(free)
+            .ok_or_else(|| CoreError::NameTaken(base.to_string()))
     }
 
     /// Everything that can be checked before creating anything.
@@ -228,12 +301,33 @@ impl<E: Engine> Workspaces<E> {
         if self.engine.pod_exists(&plan.pod.name).await? {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
+        let leftover = self
+            .engine
+            .list_volumes(&[(naming::LABEL_WORKSPACE, plan.name.as_str())])
+            .await?;
+        if let Some(v) = leftover
+            .iter()
+            .find(|v| plan.volumes.iter().any(|p| &p.name == *v))
+        {
+            return Err(CoreError::VolumesLeft {
+                name: plan.name.to_string(),
+                volume: v.clone(),
+            });
+        }
         if !self.opencode_dir.join("opencode").is_file() {
             return Err(CoreError::OpencodeMissing(
                 self.opencode_dir.join("opencode").display().to_string(),
             ));
         }
-        for (env, secret) in &plan.workspace.secret_env {
+        let needed = plan
+            .workspace
+            .secret_env
+            .iter()
+            .chain(&plan.agent.secret_env);
+        for (env, secret) in needed {
+            if plan.secrets.iter().any(|s| &s.name == secret) {
+                continue; // devaipod creates it
+            }
             if !self.engine.secret_exists(secret).await? {
                 return Err(CoreError::SecretMissing {
                     secret: secret.clone(),
@@ -244,7 +338,12 @@ impl<E: Engine> Workspaces<E> {
         Ok(())
     }
 
-    async fn ensure_image(&self, plan: &PodPlan, progress: &dyn Progress) -> Result<(), CoreError> {
+    async fn ensure_image(
+        &self,
+        plan: &PodPlan,
+        created: &mut Created,
+        progress: &dyn Progress,
+    ) -> Result<(), CoreError> {
         match &plan.image {
             ImagePlan::Existing { reference } => {
                 if self.engine.image_exists(reference).await? {
@@ -270,7 +369,9 @@ impl<E: Engine> Workspaces<E> {
                 ));
                 let labels = naming::labels(self.instance(), &plan.name, None);
                 let detail = |line: &str| progress.detail(line);
-                Ok(self.engine.build_image(build, &labels, &detail).await?)
+                self.engine.build_image(build, &labels, &detail).await?;
+                created.image = Some(build.tag.clone());
+                Ok(())
             }
         }
     }
@@ -279,12 +380,17 @@ impl<E: Engine> Workspaces<E> {
         &self,
         plan: &PodPlan,
         checkout: &Path,
+        payload: Payload,
         created: &mut Created,
         progress: &dyn Progress,
     ) -> Result<(), CoreError> {
-        self.ensure_image(plan, progress).await?;
+        self.ensure_image(plan, created, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
-        // Independent engine calls run concurrently; `created` records each as it succeeds.
+        for s in &plan.secrets {
+            self.engine.create_secret(&s.name, &s.value.0).await?;
+            created.secrets.push(s.name.clone());
+        }
+        // Independent engine calls run concurrently; `created` records each that succeeded.
         let vols =
             futures_util::future::join_all(plan.volumes.iter().map(|v| async move {
                 self.engine.create_volume(v).await.map(|()| v.name.clone())
@@ -302,8 +408,6 @@ impl<E: Engine> Workspaces<E> {
         }
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
-        let dir = checkout.to_owned();
-        let archive = tokio::task::spawn_blocking(move || repo_archive(&dir));
         tokio::try_join!(
             self.engine
                 .create_container(&plan.pod.name, &plan.workspace),
@@ -312,15 +416,30 @@ impl<E: Engine> Workspaces<E> {
 
         progress.step("copying the repository into the workspace");
         self.engine.start_pod(&plan.pod.name).await?;
-        let tar = archive.await.map_err(|e| CoreError::Io(e.to_string()))??;
         tokio::try_join!(
+            self.engine.upload_archive(
+                &plan.workspace.name,
+                &plan.workspace_folder,
+                payload.workspace_tar
+            ),
             self.engine
-                .upload_archive(&plan.workspace.name, &plan.workspace_folder, tar.clone()),
-            self.engine
-                .upload_archive(&plan.agent.name, &plan.workspace_folder, tar),
+                .upload_archive(&plan.agent.name, &plan.workspace_folder, payload.agent_tar),
         )?;
+        let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
+        created.repo = Some(repo.path.clone());
+        repo.fetch_source(checkout).await?;
 
+        // remoteEnv's `${containerEnv:…}` resolves against the running container's env.
         let l = &plan.lifecycle;
+        let container_env = self.engine.container_env(&plan.workspace.name).await?;
+        let no_env = BTreeMap::new();
+        let vars = Vars {
+            local_env: &no_env,
+            local_workspace_folder: "",
+            container_workspace_folder: Some(&plan.workspace_folder),
+            devcontainer_id: "",
+            container_env: Some(&container_env),
+        };
         let runner = InContainer {
             engine: &self.engine,
             container: &plan.workspace.name,
@@ -329,8 +448,9 @@ impl<E: Engine> Workspaces<E> {
             env: l
                 .env
                 .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .filter_map(|(k, v)| Some((k.clone(), vars.substitute(v.as_ref()?))))
                 .collect(),
+            timeout: LIFECYCLE_TIMEOUT,
         };
         for (phase, cmd) in [
             ("onCreateCommand", &l.on_create),
@@ -343,22 +463,42 @@ impl<E: Engine> Workspaces<E> {
             }
         }
 
-        progress.step("checking that both containers run");
-        let pod = self.engine.inspect_pod(&plan.pod.name).await?;
-        for role in [Role::Workspace, Role::Agent] {
-            let running = pod
+        progress.step("waiting for the agent's API");
+        self.wait_for_agent(plan.name.as_str(), &plan.pod.name, &payload.password)
+            .await
+    }
+
+    /// Polls the agent's HTTP API (not a TCP probe) until it serves, with a deadline.
+    async fn wait_for_agent(&self, name: &str, pod: &str, password: &str) -> Result<(), CoreError> {
+        let deadline = Instant::now() + Duration::from_secs(self.config.agent.ready_timeout_secs);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let info = self.engine.inspect_pod(pod).await?;
+            let agent_running = info
                 .containers
                 .iter()
-                .any(|c| c.role == Some(role) && c.state.eq_ignore_ascii_case("running"));
-            if !running {
+                .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+            if !agent_running {
                 return Err(CoreError::NotRunning {
-                    name: plan.name.to_string(),
-                    role: role.as_str(),
-                    status: pod.status.clone(),
+                    name: name.into(),
+                    role: "agent",
+                    status: info.status,
                 });
             }
+            if let Some(url) = agent_url(&info)
+                && Opencode::new(url, password.to_owned()).ready().await
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CoreError::AgentNotReady {
+                    name: name.into(),
+                    secs: self.config.agent.ready_timeout_secs,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
-        Ok(())
     }
 
     async fn rollback(&self, created: &Created) {
@@ -371,6 +511,19 @@ impl<E: Engine> Workspaces<E> {
             if let Err(e) = self.engine.remove_volume(v).await {
                 tracing::warn!("cleanup: cannot remove volume {v}: {e}");
             }
+        }
+        for s in &created.secrets {
+            if let Err(e) = self.engine.remove_secret(s).await {
+                tracing::warn!("cleanup: cannot remove secret {s}: {e}");
+            }
+        }
+        if let Some(image) = &created.image
+            && let Err(e) = self.engine.remove_image(image).await
+        {
+            tracing::warn!("cleanup: cannot remove image {image}: {e}");
+        }
+        if let Some(repo) = &created.repo {
+            let _ = tokio::fs::remove_dir_all(repo).await;
         }
     }
 
@@ -389,7 +542,7 @@ impl<E: Engine> Workspaces<E> {
     }
 
     /// The pod of workspace `name` of this instance, or `NotFound`.
-    async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
+    pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let pods = self
             .engine
@@ -409,19 +562,50 @@ impl<E: Engine> Workspaces<E> {
         WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
+    /// A client for the workspace's agent, once its API serves.
+    pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
+        let record = self
+            .store
+            .workspace(name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let pod = self.find(name).await?;
+        let info = self.engine.inspect_pod(&pod.name).await?;
+        let running = info
+            .containers
+            .iter()
+            .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+        let url = agent_url(&info)
+            .filter(|_| running)
+            .ok_or_else(|| CoreError::NotRunning {
+                name: name.to_owned(),
+                role: "agent",
+                status: info.status.clone(),
+            })?;
+        Ok(Opencode::new(url, record.agent_password))
+    }
+
     pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
         Ok(self.engine.stop_pod(&pod.name, 5).await?)
     }
 
-    /// Starts a stopped workspace.
+    /// Starts a stopped workspace and waits for its agent.
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
-        Ok(self.engine.start_pod(&pod.name).await?)
+        self.engine.start_pod(&pod.name).await?;
+        let record = self
+            .store
+            .workspace(name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        self.wait_for_agent(name, &pod.name, &record.agent_password)
+            .await
     }
 
-    /// Removes the pod, its containers and (unless `keep_volumes`) its volumes. Only objects
-    /// labelled with this instance and this workspace are touched.
+    /// Removes the pod, its containers, its secrets, its built image and (unless
+    /// `keep_volumes`) its volumes and repository. Only objects labelled with this instance
+    /// and this workspace are touched. Running tasks are cancelled first.
     pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
         let pod = self.find(name).await;
         let volumes = if keep_volumes {
@@ -434,32 +618,65 @@ impl<E: Engine> Workspaces<E> {
                 ])
                 .await?
         };
+        let record = self.store.workspace(name).await?;
         match pod {
-            Ok(p) => self.engine.remove_pod(&p.name).await?,
-            Err(CoreError::NotFound(_)) if !volumes.is_empty() => {}
+            Ok(p) => {
+                for t in self.store.tasks(Some(name)).await? {
+                    if let Some(token) = self.running.get(&t.id) {
+                        token.cancel();
+                    }
+                }
+                self.engine.remove_pod(&p.name).await?
+            }
+            Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
             Err(e) => return Err(e),
         }
         for v in volumes {
             self.engine.remove_volume(&v).await?;
         }
+        if let Ok(n) = WorkspaceName::new(name) {
+            for secret in [
+                format!("{}-agent-password", n.pod()),
+                format!("{}-llm-key", n.pod()),
+            ] {
+                match self.engine.remove_secret(&secret).await {
+                    Ok(()) | Err(EngineError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match self
+                .engine
+                .remove_image(&plan::build_tag(self.instance(), &n))
+                .await
+            {
+                Ok(()) | Err(EngineError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
+            }
+        }
+        if !keep_volumes {
+            let _ = tokio::fs::remove_dir_all(self.paths.repo(name)).await;
+            self.store.delete_workspace(name).await?;
+        }
+        self.publish(BusEvent {
+            seq: 0,
+            workspace: name.to_owned(),
+            task_id: None,
+            kind: "workspace".into(),
+            message: "deleted".into(),
+            state: None,
+        });
         Ok(())
     }
 
-    /// Starts a command in a workspace's container; the caller pumps its streams and then
-    /// asks [`Workspaces::exit_code`].
-    pub async fn exec(
+    /// Where commands run in a workspace's container: the running container, its user and
+    /// the repository's folder.
+    pub async fn exec_target(
         &self,
         name: &str,
         target: ExecTarget,
-        argv: Vec<String>,
-        stdin: bool,
-        tty: bool,
-    ) -> Result<ExecSession, CoreError> {
+    ) -> Result<ExecPlace, CoreError> {
         let pod = self.find(name).await?;
-        let role = match target {
-            ExecTarget::Workspace => Role::Workspace,
-            ExecTarget::Agent => Role::Agent,
-        };
+        let role = target.role();
         let container = pod.containers.iter().find(|c| c.role == Some(role));
         let Some(container) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
             return Err(CoreError::NotRunning {
@@ -472,41 +689,67 @@ impl<E: Engine> Workspaces<E> {
             Role::Agent => Some(plan::AGENT_USER.to_owned()),
             Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
         };
-        let spec = ExecSpec {
-            argv,
+        Ok(ExecPlace {
+            container: container.name.clone(),
             user,
             workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
-            env: BTreeMap::new(),
-            stdin,
-            tty,
-        };
-        Ok(self.engine.exec(&container.name, &spec).await?)
+        })
     }
 
-    pub async fn exit_code(&self, session_id: &str) -> Result<i64, CoreError> {
-        Ok(self.engine.exec_exit_code(session_id).await?)
-    }
-
-    pub async fn logs(
+    /// Starts a command in a workspace's container; the caller pumps its streams and then
+    /// asks the engine for the exit code.
+    pub(super) async fn exec(
         &self,
         name: &str,
         target: ExecTarget,
-        follow: bool,
-        tail: Option<u32>,
-    ) -> Result<BoxStream<'static, Result<Output, EngineError>>, CoreError> {
-        let pod = self.find(name).await?;
-        let role = if target == ExecTarget::Agent {
-            Role::Agent
-        } else {
-            Role::Workspace
-        };
-        let container = pod
-            .containers
-            .iter()
-            .find(|c| c.role == Some(role))
-            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        Ok(self.engine.logs(&container.name, follow, tail))
+        argv: Vec<String>,
+    ) -> Result<ExecSession, CoreError> {
+        let place = self.exec_target(name, target).await?;
+        Ok(self
+            .engine
+            .exec(&place.container, &place.spec(argv, false))
+            .await?)
     }
+
+    /// Runs an argv in the agent container as the agent; returns (exit code, stdout, stderr).
+    pub(super) async fn agent_exec(
+        &self,
+        name: &str,
+        argv: &[&str],
+    ) -> Result<(i64, Vec<u8>, String), CoreError> {
+        use futures_util::StreamExt;
+        let mut s = self
+            .exec(
+                name,
+                ExecTarget::Agent,
+                argv.iter().map(|s| s.to_string()).collect(),
+            )
+            .await?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = s.output.next().await {
+            match chunk? {
+                Output::Stdout(b) => out.extend_from_slice(&b),
+                Output::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        let code = self.engine.exec_exit_code(&s.id).await?;
+        Ok((code, out, String::from_utf8_lossy(&err).into_owned()))
+    }
+}
+
+/// `http://127.0.0.1:<port>` of the agent's published API port.
+fn agent_url(info: &PodInfo) -> Option<String> {
+    info.ports
+        .iter()
+        .find(|p| p.container_port == agent_config::PORT)
+        .map(|p| format!("http://127.0.0.1:{}", p.host_port))
+}
+
+pub(super) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stable id for `${devcontainerId}`: hex of sha256(instance, name), 32 characters.
@@ -517,10 +760,15 @@ fn devcontainer_id(instance: &str, name: &WorkspaceName) -> String {
 }
 
 /// A tar of the checkout (with its `.git`), paths relative to the repository root.
-fn repo_archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir)
-        .map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
-    tar.into_inner().map_err(|e| CoreError::Io(e.to_string()))
+async fn archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", &dir)
+            .map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
+        tar.into_inner().map_err(|e| CoreError::Io(e.to_string()))
+    })
+    .await
+    .map_err(|e| CoreError::Io(e.to_string()))?
 }

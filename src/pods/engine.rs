@@ -60,7 +60,7 @@ pub struct ContainerInfo {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PublishedPort {
     pub container_port: u16,
     pub host_ip: String,
@@ -108,6 +108,20 @@ pub trait Engine: Send + Sync + 'static {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn secret_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Creates a podman secret; its value travels in the request body only.
+    fn create_secret(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_secret(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_image(&self, reference: &str)
+    -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// The environment a container runs with (the image's and the container's own).
+    fn container_env(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
     fn pod_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn create_volume(
         &self,

@@ -27,6 +27,7 @@ pub enum Body {
     Empty,
     Json(serde_json::Value),
     Tar(Vec<u8>),
+    Raw(Vec<u8>),
 }
 
 impl Libpod {
@@ -59,6 +60,9 @@ impl Libpod {
             Body::Tar(t) => builder
                 .header("content-type", "application/x-tar")
                 .body(Full::new(Bytes::from(t))),
+            Body::Raw(b) => builder
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(Bytes::from(b))),
         }
         .map_err(|e| EngineError::Api {
             op: path.to_owned(),

@@ -52,17 +52,22 @@ impl Role {
 #[serde(transparent)]
 pub struct WorkspaceName(String);
 
+/// Endings that would make a workspace's object names collide with another's.
+const RESERVED_SUFFIXES: [&str; 2] = ["-agent", "-workspace"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter and not ending with `-`"
+    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter, not ending with `-`, `-agent` or `-workspace`"
 )]
 pub struct InvalidName(pub String);
 
 impl WorkspaceName {
     pub fn new(s: &str) -> Result<Self, InvalidName> {
+        // `foo-agent` would own `devaipod-foo-agent-workspace`, which is `foo`'s agent volume.
         let ok = is_dns_label(s)
             && s.len() <= MAX_NAME_LEN
-            && s.starts_with(|c: char| c.is_ascii_lowercase());
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !RESERVED_SUFFIXES.iter().any(|r| s.ends_with(r));
         if ok {
             Ok(WorkspaceName(s.to_owned()))
         } else {
@@ -88,6 +93,10 @@ impl WorkspaceName {
         out.truncate(MAX_NAME_LEN - 3); // leave room for a `-NN` suffix
         while out.ends_with('-') {
             out.pop();
+        }
+        if RESERVED_SUFFIXES.iter().any(|r| out.ends_with(r)) {
+            out.truncate(MAX_NAME_LEN - 6);
+            out.push_str("-ws");
         }
         WorkspaceName(out)
     }
@@ -188,6 +197,8 @@ mod tests {
             ("42things", "ws-42things"),
             ("--weird--", "weird"),
             ("", "ws"),
+            ("foo-agent", "foo-agent-ws"),
+            ("my-workspace", "my-workspace-ws"),
             ("a".repeat(80).as_str(), &"a".repeat(37)),
         ] {
             let got = WorkspaceName::derive(input);
@@ -204,7 +215,17 @@ mod tests {
 
     #[test]
     fn invalid_names_are_rejected_with_the_rule() {
-        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41)] {
+        for bad in [
+            "",
+            "Upper",
+            "-a",
+            "a-",
+            "a_b",
+            "1abc",
+            &"a".repeat(41),
+            "foo-agent",
+            "x-workspace",
+        ] {
             let e = WorkspaceName::new(bad).unwrap_err().to_string();
             assert!(
                 e.contains("lowercase letters, digits and `-`"),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::naming::{self, Role, WorkspaceName};
+use crate::agent::config as agent_config;
 use crate::config::Config;
 use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunArgs, Vars};
 
@@ -19,9 +20,9 @@ pub const MAIN_WORKSPACE: &str = "/mnt/main-workspace";
 pub const AGENT_HOME: &str = "/home/agent";
 /// The agent runs as this uid/gid (numeric, so the image needs no such user).
 pub const AGENT_USER: &str = "1000:1000";
-/// The idle process of both containers until an agent runs: podman's init (catatonit,
-/// static, injected by podman with `init: true`) in pause mode. It needs nothing from the
-/// image, not even a shell.
+/// The idle process of the workspace container: podman's init (catatonit, static,
+/// injected by podman with `init: true`) in pause mode. It needs nothing from the image,
+/// not even a shell.
 pub const IDLE_COMMAND: [&str; 2] = ["/run/podman-init", "-P"];
 
 /// What the caller asks for; everything host-specific is passed in so that planning stays pure.
@@ -38,6 +39,8 @@ pub struct PlanRequest {
     pub opencode_dir: PathBuf,
     /// The checkout on the host (`${localWorkspaceFolder}`).
     pub checkout_dir: PathBuf,
+    /// The password of the agent's API (random per pod).
+    pub agent_password: Redacted,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -62,6 +65,8 @@ pub struct PodPlan {
     /// The repository's path in both containers.
     pub workspace_folder: String,
     pub lifecycle: Lifecycle,
+    /// Podman secrets devaipod creates for this pod (and removes with it).
+    pub secrets: Vec<SecretPlan>,
     /// devcontainer features, kept but not installed.
     pub features: BTreeMap<String, serde_json::Value>,
     /// Things the user should know: parts of devcontainer.json devaipod does not apply.
@@ -100,6 +105,12 @@ pub struct BuildPlan {
 pub struct VolumePlan {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretPlan {
+    pub name: String,
+    pub value: Redacted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -235,7 +246,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             dockerfile: normalize(&dir.join(dockerfile)),
             args: build.args,
             target: build.target,
-            tag: format!("localhost/devaipod-build/{name}:latest"),
+            tag: build_tag(&req.instance, name),
         })
     } else {
         if c.build.is_some() {
@@ -392,19 +403,60 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         );
     }
 
-    // The agent: same image, hardened, its own clone, the human's workspace read-only.
+    // The agent: same image, hardened, its own clone, the human's workspace read-only,
+    // running opencode's server with a per-pod password and the LLM key only.
     let mut agent_env = common;
     agent_env.insert("HOME".into(), AGENT_HOME.into());
+    agent_env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
+    agent_env.insert(
+        "OPENCODE_CONFIG_CONTENT".into(),
+        agent_config::opencode_config(&config.agent).to_string(),
+    );
+    let password_secret = format!("{}-agent-password", name.pod());
+    let mut secrets = vec![SecretPlan {
+        name: password_secret.clone(),
+        value: req.agent_password.clone(),
+    }];
+    let mut agent_secret_env =
+        BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
+    match (&config.agent.api_key_secret, &config.agent.api_key_env) {
+        (Some(secret), _) => {
+            agent_secret_env.insert(agent_config::API_KEY_ENV.into(), secret.clone());
+        }
+        (None, Some(var)) => {
+            let value = req.host_env.get(var.as_str()).ok_or_else(|| {
+                invalid(format!(
+                    "[agent] api-key-env names {var}, which is not set in devaipod's environment"
+                ))
+            })?;
+            let key_secret = format!("{}-llm-key", name.pod());
+            secrets.push(SecretPlan {
+                name: key_secret.clone(),
+                value: Redacted(value.clone()),
+            });
+            agent_secret_env.insert(agent_config::API_KEY_ENV.into(), key_secret);
+        }
+        (None, None) => {
+            agent_env.insert(agent_config::API_KEY_ENV.into(), "none".into());
+        }
+    }
     let agent = ContainerPlan {
         name: name.container(Role::Agent),
         role: Role::Agent,
         image: image_ref,
-        command: IDLE_COMMAND.map(String::from).to_vec(),
+        command: vec![
+            format!("{INJECT_DIR}/opencode"),
+            "serve".into(),
+            "--port".into(),
+            agent_config::PORT.to_string(),
+            "--hostname".into(),
+            "0.0.0.0".into(),
+        ],
         user: Some(AGENT_USER.into()),
         workdir: workspace_folder.clone(),
         env: agent_env,
         trusted_env: BTreeMap::new(),
-        secret_env: BTreeMap::new(),
+        secret_env: agent_secret_env,
         mounts: vec![
             MountPlan::Volume {
                 name: name.agent_workspace_volume(),
@@ -439,7 +491,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     };
 
     // The pod: ports published on loopback only.
-    let mut ports = Vec::new();
+    // The agent's API first: published on 127.0.0.1 for the daemon.
+    let mut ports = vec![agent_config::PORT];
     for p in &c.forward_ports {
         match p.local_port() {
             Some(port) if !ports.contains(&port) => ports.push(port),
@@ -506,9 +559,15 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         agent,
         workspace_folder,
         lifecycle,
+        secrets,
         features: c.features.clone(),
         warnings,
     })
+}
+
+/// The tag of a workspace's built image (per instance, so that instances never share one).
+pub fn build_tag(instance: &str, name: &WorkspaceName) -> String {
+    format!("localhost/devaipod-build/{instance}-{name}:latest")
 }
 
 /// Removes `.` and `..` components without touching the file system.

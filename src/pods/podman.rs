@@ -31,12 +31,18 @@ pub fn default_socket() -> PathBuf {
             return PathBuf::from(path);
         }
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc_geteuid() } == 0;
-    if !root && let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if !is_root()
+        && let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR")
+    {
         return PathBuf::from(dir).join("podman/podman.sock");
     }
     PathBuf::from("/run/podman/podman.sock")
+}
+
+/// Whether devaipod runs as root (rootful podman, `/run` paths).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() == 0 }
 }
 
 unsafe extern "C" {
@@ -150,7 +156,9 @@ fn container_spec(pod: &str, c: &ContainerPlan) -> Result<Value, EngineError> {
         "name": c.name,
         "pod": pod,
         "image": c.image,
-        "command": c.command,
+        // The plan's argv replaces the image's ENTRYPOINT and CMD both.
+        "entrypoint": c.command.first().map(|e| vec![e.clone()]).unwrap_or_default(),
+        "command": c.command.get(1..).unwrap_or_default(),
         "work_dir": c.workdir,
         "env": env,
         "secret_env": c.secret_env,
@@ -365,6 +373,67 @@ impl Engine for Podman {
             &format!("/secrets/{}/json", enc(name)),
         )
         .await
+    }
+
+    async fn create_secret(&self, name: &str, value: &str) -> Result<(), EngineError> {
+        let op = format!("create secret {name}");
+        let path = format!("/secrets/create?name={}", enc(name));
+        self.api
+            .call(
+                &op,
+                Method::POST,
+                &path,
+                Body::Raw(value.as_bytes().to_vec()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_secret(&self, name: &str) -> Result<(), EngineError> {
+        let op = format!("remove secret {name}");
+        self.api
+            .call(
+                &op,
+                Method::DELETE,
+                &format!("/secrets/{}", enc(name)),
+                Body::Empty,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        let op = format!("remove image {reference}");
+        self.api
+            .call(
+                &op,
+                Method::DELETE,
+                &format!("/images/{}?force=true", enc(reference)),
+                Body::Empty,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {
+        let v: Value = self
+            .api
+            .get_json(
+                &format!("inspect container {name}"),
+                &format!("/containers/{}/json", enc(name)),
+            )
+            .await?;
+        let env = v
+            .pointer("/Config/Env")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(env
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
     }
 
     async fn pod_exists(&self, name: &str) -> Result<bool, EngineError> {

@@ -58,11 +58,56 @@ impl TestEnv {
             .unwrap();
         let config = dir.path().join("devaipod.toml");
         std::fs::write(&config, config_toml).unwrap();
+        let (data, run) = (dir.path().join("data"), dir.path().join("run"));
+        let extra_env = vec![
+            ("DEVAIPOD_DATA_DIR".to_owned(), data.display().to_string()),
+            ("DEVAIPOD_RUNTIME_DIR".to_owned(), run.display().to_string()),
+            ("DEVAIPOD_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ];
         TestEnv {
             instance,
             dir,
             config,
-            extra_env: Vec::new(),
+            extra_env,
+        }
+    }
+
+    /// The daemon's pid, when one runs for this test.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("run/daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The daemon's TCP address (`127.0.0.1:<port>`).
+    pub fn daemon_addr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("run/listen"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops this test's daemon with `signal` (e.g. "KILL") and waits until it is gone.
+    pub fn kill_daemon(&self, signal: &str) {
+        if let Some(pid) = self.daemon_pid() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status();
+            for _ in 0..100 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
 
@@ -124,6 +169,7 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        self.kill_daemon("TERM");
         cleanup(&self.instance);
     }
 }
@@ -164,8 +210,11 @@ pub fn leftovers(instance: &str) -> Vec<String> {
 
 pub fn cleanup(instance: &str) {
     let filter = format!("label={LABEL_INSTANCE}={instance}");
-    for pod in podman(&["pod", "ps", "-q", "--filter", &filter]).lines() {
+    for pod in podman(&["pod", "ps", "--filter", &filter, "--format", "{{.Name}}"]).lines() {
         podman(&["pod", "rm", "-f", "-t", "0", pod]);
+        for suffix in ["-agent-password", "-llm-key"] {
+            podman(&["secret", "rm", &format!("{pod}{suffix}")]);
+        }
     }
     for c in podman(&["ps", "-aq", "--filter", &filter]).lines() {
         podman(&["rm", "-f", "-t", "0", c]);
@@ -175,6 +224,73 @@ pub fn cleanup(instance: &str) {
     }
     for i in podman(&["images", "-q", "--filter", &filter]).lines() {
         podman(&["rmi", "-f", i]);
+    }
+}
+
+/// The scripted OpenAI-compatible LLM (`tests/support/scripted_llm.py`), listening on all
+/// addresses of this host so that agent containers reach it as `host.containers.internal`.
+pub struct ScriptedLlm {
+    child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ScriptedLlm {
+    pub fn start(script: &serde_json::Value) -> ScriptedLlm {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let script_path = dir.path().join("script.json");
+        std::fs::write(&script_path, script.to_string()).unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
+            .args(["--host", "0.0.0.0", "--port", "0", "--script"])
+            .arg(&script_path)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the scripted LLM");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .expect("scripted LLM port");
+        ScriptedLlm {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The `[agent]` section that points the agent at this LLM.
+    pub fn agent_config(&self) -> String {
+        format!(
+            "[agent]\nbase-url = \"http://host.containers.internal:{}/v1\"\nmodel = \"scripted\"\n",
+            self.port
+        )
+    }
+
+    /// Every request the LLM received, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for ScriptedLlm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

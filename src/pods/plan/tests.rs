@@ -18,6 +18,7 @@ fn request() -> PlanRequest {
         ]),
         opencode_dir: "/cache/opencode/bin".into(),
         checkout_dir: "/tmp/checkout/hello".into(),
+        agent_password: Redacted("pw-123".into()),
     }
 }
 
@@ -85,6 +86,25 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
     assert_eq!(p.pod.labels[naming::LABEL_SOURCE], "/src/hello");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.workspace.command, IDLE_COMMAND);
+    assert_eq!(
+        p.agent.command,
+        [
+            "/opt/devaipod/bin/opencode",
+            "serve",
+            "--port",
+            "4096",
+            "--hostname",
+            "0.0.0.0"
+        ]
+    );
+    assert_eq!(p.pod.ports, [4096], "the agent's API, on 127.0.0.1");
+    assert_eq!(p.secrets.len(), 1);
+    assert_eq!(p.secrets[0].name, "devaipod-hello-agent-password");
+    assert_eq!(
+        p.agent.secret_env["OPENCODE_SERVER_PASSWORD"],
+        "devaipod-hello-agent-password"
+    );
+    assert_eq!(p.agent.env["DEVAIPOD_LLM_API_KEY"], "none");
     assert!(p.workspace.init && p.agent.init);
 }
 
@@ -146,10 +166,23 @@ fn env_is_partitioned_and_trusted_values_never_print() {
     let agent_env: Vec<&str> = p.agent.env.keys().map(String::as_str).collect();
     assert_eq!(
         agent_env,
-        ["EDITOR", "HOME", "TERM"],
-        "agent: allowlisted env, fixed vars and HOME only"
+        [
+            "DEVAIPOD_LLM_API_KEY",
+            "EDITOR",
+            "HOME",
+            "OPENCODE_CONFIG_CONTENT",
+            "OPENCODE_DISABLE_MODELS_FETCH",
+            "TERM"
+        ],
+        "agent: allowlisted env, fixed vars and its own settings only"
     );
-    assert!(p.agent.trusted_env.is_empty() && p.agent.secret_env.is_empty());
+    assert!(p.agent.trusted_env.is_empty());
+    let agent_secrets: Vec<&str> = p.agent.secret_env.keys().map(String::as_str).collect();
+    assert_eq!(
+        agent_secrets,
+        ["OPENCODE_SERVER_PASSWORD"],
+        "no trusted secret reaches the agent"
+    );
     assert_eq!(p.workspace.env["FROM_REPO"], "1");
     assert_eq!(p.workspace.env["TERM"], "xterm");
     assert!(!p.workspace.env.contains_key("UNLISTED"));
@@ -158,7 +191,9 @@ fn env_is_partitioned_and_trusted_values_never_print() {
     assert_eq!(p.workspace.secret_env["API_KEY"], "my_api_key");
     let printed = serde_json::to_string(&p).unwrap();
     assert!(
-        !printed.contains("ghp_supersecret") && !printed.contains("npm_secret"),
+        !printed.contains("ghp_supersecret")
+            && !printed.contains("npm_secret")
+            && !printed.contains("pw-123"),
         "{printed}"
     );
     assert!(printed.contains(r#""GH_TOKEN":"<redacted>""#));
@@ -203,7 +238,7 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
     );
     assert_eq!(p.workspace.image, b.tag);
     assert_eq!(p.agent.image, b.tag);
-    assert_eq!(p.pod.ports, [3000]);
+    assert_eq!(p.pod.ports, [4096, 3000]);
     assert_eq!(p.workspace_folder, "/src");
     assert_eq!(p.agent.workdir, "/src");
     assert_eq!(p.workspace.user.as_deref(), Some("vscode"));
@@ -290,4 +325,37 @@ fn every_conformance_file_plans_or_gives_a_clear_error() {
             Err(e) => panic!("{rel}: {e}"),
         }
     }
+}
+
+#[test]
+fn the_llm_key_goes_to_the_agent_only_as_a_secret() {
+    let c = config(
+        "[agent]\nbase-url = \"http://llm.test/v1\"\nmodel = \"m\"\napi-key-env = \"GH_TOKEN\"\n",
+    );
+    let p = plan(&c, None, &request()).unwrap();
+    assert_eq!(
+        p.agent.secret_env["DEVAIPOD_LLM_API_KEY"],
+        "devaipod-hello-llm-key"
+    );
+    assert_eq!(p.secrets[1].value.0, "ghp_supersecret");
+    assert!(!p.workspace.secret_env.contains_key("DEVAIPOD_LLM_API_KEY"));
+    assert!(!p.agent.env.contains_key("DEVAIPOD_LLM_API_KEY"));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+    assert_eq!(
+        cfg["provider"]["devaipod"]["options"]["baseURL"],
+        "http://llm.test/v1"
+    );
+
+    let c = config("[agent]\napi-key-secret = \"my_llm_key\"\n");
+    let p = plan(&c, None, &request()).unwrap();
+    assert_eq!(p.agent.secret_env["DEVAIPOD_LLM_API_KEY"], "my_llm_key");
+    assert_eq!(p.secrets.len(), 1);
+
+    let c = config("[agent]\napi-key-env = \"NOT_SET_ANYWHERE\"\n");
+    let e = plan(&c, None, &request()).unwrap_err().to_string();
+    assert!(
+        e.contains("api-key-env names NOT_SET_ANYWHERE, which is not set"),
+        "{e}"
+    );
 }

@@ -1,0 +1,57 @@
+//! The opencode configuration devaipod starts the agent with: an OpenAI-compatible
+//! provider from `[agent]`, offline model list, unattended permissions, no secrets inline
+//! (the API key is referenced as `{env:DEVAIPOD_LLM_API_KEY}`).
+
+use serde_json::{Value, json};
+
+use crate::config::AgentConfig;
+
+/// The agent's API key variable inside the agent container.
+pub const API_KEY_ENV: &str = "DEVAIPOD_LLM_API_KEY";
+/// The port opencode serves on inside the pod.
+pub const PORT: u16 = 4096;
+
+pub fn opencode_config(agent: &AgentConfig) -> Value {
+    json!({
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            "devaipod": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "devaipod provider",
+                "options": { "baseURL": agent.base_url, "apiKey": format!("{{env:{API_KEY_ENV}}}") },
+                "models": { agent.model.clone(): { "name": agent.model } }
+            }
+        },
+        "model": format!("devaipod/{}", agent.model),
+        "small_model": format!("devaipod/{}", agent.model),
+        "enabled_providers": ["devaipod"],
+        "permission": { "*": "allow", "external_directory": "allow", "doom_loop": "allow", "question": "deny" },
+        "autoupdate": false,
+        "share": "disabled"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_points_at_the_provider_without_secrets() {
+        let a = AgentConfig {
+            base_url: "http://llm.test/v1".into(),
+            model: "m1".into(),
+            ..AgentConfig::default()
+        };
+        let c = opencode_config(&a);
+        assert_eq!(
+            c["provider"]["devaipod"]["options"]["baseURL"],
+            "http://llm.test/v1"
+        );
+        assert_eq!(
+            c["provider"]["devaipod"]["options"]["apiKey"],
+            "{env:DEVAIPOD_LLM_API_KEY}"
+        );
+        assert_eq!(c["model"], "devaipod/m1");
+        assert_eq!(c["permission"]["question"], "deny");
+    }
+}

@@ -1,0 +1,98 @@
+//! Agent backends. Nothing outside `agent` talks to an agent's API. opencode is the first
+//! backend: `opencode.rs` is its HTTP client and event parser, `config.rs` the
+//! configuration it is started with.
+
+pub mod config;
+pub mod opencode;
+mod sse;
+
+use std::future::Future;
+
+use futures_util::stream::BoxStream;
+
+/// What happened in an agent, reduced to what a task needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The session started working.
+    Busy { session: String },
+    /// The session finished its turn.
+    Idle { session: String },
+    /// The session failed (provider error, abort, …).
+    Error { session: String, message: String },
+    /// A tool call changed state; `key` identifies the call and its state.
+    Tool {
+        session: String,
+        key: String,
+        tool: String,
+        status: String,
+        title: String,
+    },
+    /// The agent asks for input (a permission or a question).
+    NeedsInput {
+        session: String,
+        key: String,
+        what: String,
+    },
+}
+
+impl AgentEvent {
+    pub fn session(&self) -> &str {
+        match self {
+            AgentEvent::Busy { session }
+            | AgentEvent::Idle { session }
+            | AgentEvent::Error { session, .. }
+            | AgentEvent::Tool { session, .. }
+            | AgentEvent::NeedsInput { session, .. } => session,
+        }
+    }
+}
+
+/// What a finished turn left: the final text and the error, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the prompt reached the session (a user message exists).
+    pub delivered: bool,
+    pub final_text: Option<String>,
+    pub error: Option<String>,
+    /// How many user turns the session has (a follow-up adds one).
+    pub user_turns: usize,
+    /// Whether the latest turn has a finished answer (or an error).
+    pub answered: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the agent does not answer at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the agent answered {status} to {what}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("unexpected answer from the agent to {what}: {message}")]
+    Protocol { what: String, message: String },
+}
+
+/// A coding agent with sessions that take prompts and report events.
+pub trait Agent: Send + Sync {
+    /// Whether the agent's API serves (not merely accepts connections).
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+    fn create_session(
+        &self,
+        title: &str,
+    ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    /// Delivers a prompt; returns once the agent accepted it (it then works on its own).
+    fn prompt(
+        &self,
+        session: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<(), AgentError>> + Send;
+    fn is_busy(&self, session: &str) -> impl Future<Output = Result<bool, AgentError>> + Send;
+    fn outcome(&self, session: &str) -> impl Future<Output = Result<Outcome, AgentError>> + Send;
+    fn abort(&self, session: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
+    /// The agent's event stream (all sessions); ends when the connection does.
+    fn events(
+        &self,
+    ) -> impl Future<Output = Result<BoxStream<'static, AgentEvent>, AgentError>> + Send;
+}

@@ -1,0 +1,349 @@
+//! Proposals: an agent's finished work, committed inside the sandbox on `devaipod/<task>`,
+//! carried out as a git bundle through exec, fetched into the daemon-owned bare repository
+//! and measured there with hardened git. Approve applies it to the human's workspace or
+//! pushes it; reject can send feedback to the same agent session.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::workspaces::random_hex;
+use super::{Core, CoreError, ExecTarget};
+use crate::git::BareRepo;
+use crate::pods::Engine;
+use crate::pods::engine::Output;
+use crate::pods::naming;
+use crate::store::{Proposal, ProposalState, Task, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApproveAction {
+    /// Fetch the branch into the human's workspace repository.
+    Apply,
+    /// Push the branch to the source's remote.
+    Push,
+    /// Push and open a draft pull request (comes with gator).
+    DraftPr,
+}
+
+impl ApproveAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproveAction::Apply => "apply",
+            ApproveAction::Push => "push",
+            ApproveAction::DraftPr => "draft_pr",
+        }
+    }
+}
+
+const AGENT_IDENTITY: [&str; 4] = [
+    "-c",
+    "user.name=devaipod agent",
+    "-c",
+    "user.email=agent@devaipod.invalid",
+];
+
+impl<E: Engine> Core<E> {
+    /// Commits the agent's work on `devaipod/<task>` in the sandbox and brings it out.
+    /// `None`: the task changed nothing.
+    pub(super) async fn make_proposal(&self, task: &Task) -> Result<Option<Proposal>, CoreError> {
+        if let Some(p) = self.store.proposal_for_task(&task.id).await? {
+            return Ok(Some(p)); // made before a restart
+        }
+        let ws = task.workspace.as_str();
+        let branch = format!("devaipod/{}", task.id);
+        let git = |args: &[&str]| {
+            let mut v = vec![
+                "git",
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "commit.gpgSign=false",
+            ];
+            v.extend_from_slice(&AGENT_IDENTITY);
+            v.extend_from_slice(args);
+            v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+        };
+        let run = |argv: Vec<String>| async move {
+            let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let (code, out, err) = self.agent_exec(ws, &refs).await?;
+            if code != 0 {
+                return Err(CoreError::Io(format!(
+                    "`{}` in the agent container failed: {}",
+                    argv[5..].join(" "),
+                    err.trim()
+                )));
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        };
+        let base = match &task.base {
+            Some(b) => b.clone(),
+            None => {
+                return Err(CoreError::Io(
+                    "the task has no base commit (is the repository empty?)".into(),
+                ));
+            }
+        };
+        let dirty = !run(git(&["status", "--porcelain"]))
+            .await?
+            .trim()
+            .is_empty();
+        let head = run(git(&["rev-parse", "HEAD"])).await?.trim().to_owned();
+        if !dirty && head == base {
+            return Ok(None);
+        }
+        run(git(&["checkout", "-q", "-B", &branch])).await?;
+        if dirty {
+            run(git(&["add", "-A"])).await?;
+            let subject: String = task
+                .prompt
+                .lines()
+                .next()
+                .unwrap_or("agent work")
+                .chars()
+                .take(72)
+                .collect();
+            let message = format!("{subject}\n\ndevaipod task {}", task.id);
+            run(git(&["commit", "-q", "--no-verify", "-m", &message])).await?;
+        }
+
+        // The bundle leaves the sandbox through exec's stdout; thin when the base is known.
+        let repo = BareRepo::init(self.paths.repo(ws)).await?;
+        let range = if repo.has_commit(&base).await {
+            format!("{base}..{branch}")
+        } else {
+            branch.clone()
+        };
+        let argv = git(&["bundle", "create", "-q", "-", &range]);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let (code, bundle, err) = self.agent_exec(ws, &refs).await?;
+        if code != 0 || bundle.is_empty() {
+            return Err(CoreError::Io(format!(
+                "git bundle in the agent container failed: {}",
+                err.trim()
+            )));
+        }
+        let tmp = tempfile::NamedTempFile::new().map_err(|e| CoreError::Io(e.to_string()))?;
+        tokio::fs::write(tmp.path(), &bundle)
+            .await
+            .map_err(|e| CoreError::Io(e.to_string()))?;
+        let head = repo.fetch_bundle(tmp.path(), &branch).await?;
+        let stats = repo.stats(&base, &head).await?;
+        let proposal = Proposal {
+            id: format!("p-{}", random_hex(5)),
+            task_id: task.id.clone(),
+            workspace: ws.to_owned(),
+            branch,
+            base,
+            head,
+            commits: stats.commits,
+            files: stats.files,
+            added: stats.added,
+            removed: stats.removed,
+            summary: task.summary.clone().unwrap_or_default(),
+            state: ProposalState::Open,
+            created_at: now(),
+        };
+        if !self.store.insert_proposal(proposal.clone()).await? {
+            return Ok(self.store.proposal_for_task(&task.id).await?);
+        }
+        Ok(Some(proposal))
+    }
+
+    pub async fn proposals(
+        &self,
+        workspace: Option<&str>,
+        state: Option<ProposalState>,
+    ) -> Result<Vec<Proposal>, CoreError> {
+        Ok(self.store.proposals(workspace, state).await?)
+    }
+
+    pub async fn proposal(&self, id: &str) -> Result<Proposal, CoreError> {
+        self.store
+            .proposal(id)
+            .await?
+            .ok_or_else(|| CoreError::ProposalNotFound(id.to_owned()))
+    }
+
+    /// The unified diff of a proposal, from the daemon's repository.
+    pub async fn diff(&self, id: &str) -> Result<String, CoreError> {
+        let p = self.proposal(id).await?;
+        let repo = BareRepo::init(self.paths.repo(&p.workspace)).await?;
+        Ok(repo.diff(&p.base, &p.head).await?)
+    }
+
+    /// Applies or pushes a proposal, once per action.
+    pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<Proposal, CoreError> {
+        let _one_at_a_time = self.approve_lock.lock().await;
+        let p = self.proposal(id).await?;
+        if p.state == ProposalState::Rejected {
+            return Err(CoreError::ProposalClosed {
+                id: id.into(),
+                state: "rejected".into(),
+                hint: ": it cannot be approved".into(),
+            });
+        }
+        if self
+            .store
+            .approvals(id)
+            .await?
+            .iter()
+            .any(|a| a.action == action.as_str())
+        {
+            let hint = match action {
+                ApproveAction::Push => "; nothing was pushed again".to_owned(),
+                _ => String::new(),
+            };
+            return Err(CoreError::ProposalClosed {
+                id: id.into(),
+                state: format!("approved ({})", action.as_str()),
+                hint,
+            });
+        }
+        let repo = BareRepo::init(self.paths.repo(&p.workspace)).await?;
+        let (detail, state) = match action {
+            ApproveAction::Apply => (self.apply(&p, &repo).await?, ProposalState::Applied),
+            ApproveAction::Push => {
+                let record = self
+                    .store
+                    .workspace(&p.workspace)
+                    .await?
+                    .ok_or_else(|| CoreError::NotFound(p.workspace.clone()))?;
+                repo.push(&record.source, &p.branch).await?;
+                (
+                    format!("pushed {} to the source's remote", p.branch),
+                    ProposalState::Pushed,
+                )
+            }
+            ApproveAction::DraftPr => {
+                return Err(CoreError::Invalid(
+                    "draft pull requests come with gator (not built yet): use apply or push".into(),
+                ));
+            }
+        };
+        self.store
+            .record_approval(id, action.as_str(), &detail, state)
+            .await?;
+        self.proposal(id).await
+    }
+
+    /// Fetches the proposal's branch into the human's workspace repository.
+    async fn apply(&self, p: &Proposal, repo: &BareRepo) -> Result<String, CoreError> {
+        let pod = self.find(&p.workspace).await?;
+        let folder = pod
+            .labels
+            .get(naming::LABEL_FOLDER)
+            .cloned()
+            .unwrap_or_default();
+        let tmp = tempfile::tempdir().map_err(|e| CoreError::Io(e.to_string()))?;
+        let file = format!("devaipod-{}.bundle", p.id);
+        repo.bundle(&p.branch, &tmp.path().join(&file)).await?;
+        let dir = tmp.path().to_owned();
+        let name = file.clone();
+        let tar = tokio::task::spawn_blocking(move || {
+            let mut t = tar::Builder::new(Vec::new());
+            t.append_path_with_name(dir.join(&name), &name)?;
+            t.into_inner()
+        })
+        .await
+        .map_err(|e| CoreError::Io(e.to_string()))?
+        .map_err(|e| CoreError::Io(e.to_string()))?;
+        let container =
+            naming::WorkspaceName::new(&p.workspace)?.container(naming::Role::Workspace);
+        self.engine.upload_archive(&container, "/tmp", tar).await?;
+        let bundle = format!("/tmp/{file}");
+        let refspec = format!("+refs/heads/{0}:refs/heads/{0}", p.branch);
+        let argv = [
+            "git",
+            "-C",
+            &folder,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            &bundle,
+            &refspec,
+        ];
+        let (code, err) = self.workspace_exec(&p.workspace, &argv).await?;
+        let _ = self
+            .workspace_exec(&p.workspace, &["rm", "-f", &bundle])
+            .await;
+        if code != 0 {
+            return Err(CoreError::Io(format!(
+                "git fetch in the workspace container failed (is git installed in the image?): {}",
+                err.trim()
+            )));
+        }
+        Ok(format!(
+            "branch {} is in the workspace repository at {folder}",
+            p.branch
+        ))
+    }
+
+    async fn workspace_exec(&self, ws: &str, argv: &[&str]) -> Result<(i64, String), CoreError> {
+        use futures_util::StreamExt;
+        let mut s = self
+            .exec(
+                ws,
+                ExecTarget::Workspace,
+                argv.iter().map(|s| s.to_string()).collect(),
+            )
+            .await?;
+        let mut err = Vec::new();
+        while let Some(chunk) = s.output.next().await {
+            if let Output::Stderr(b) = chunk? {
+                err.extend_from_slice(&b);
+            }
+        }
+        Ok((
+            self.engine.exec_exit_code(&s.id).await?,
+            String::from_utf8_lossy(&err).into_owned(),
+        ))
+    }
+
+    /// Rejects a proposal; feedback goes to the same agent session as a follow-up task.
+    pub async fn reject(
+        self: &Arc<Self>,
+        id: &str,
+        feedback: Option<&str>,
+    ) -> Result<(Proposal, Option<Task>), CoreError> {
+        let p = self.proposal(id).await?;
+        match p.state {
+            ProposalState::Open => {}
+            ProposalState::Rejected => {
+                return Err(CoreError::ProposalClosed {
+                    id: id.into(),
+                    state: "rejected".into(),
+                    hint: String::new(),
+                });
+            }
+            other => {
+                return Err(CoreError::ProposalClosed {
+                    id: id.into(),
+                    state: other.as_str().into(),
+                    hint: ": it cannot be rejected".into(),
+                });
+            }
+        }
+        self.store
+            .set_proposal_state(id, ProposalState::Rejected)
+            .await?;
+        let follow_up = match feedback.map(str::trim).filter(|f| !f.is_empty()) {
+            Some(text) => {
+                let task = self
+                    .store
+                    .task(&p.task_id)
+                    .await?
+                    .ok_or_else(|| CoreError::TaskNotFound(p.task_id.clone()))?;
+                let session = task.session_id.ok_or_else(|| {
+                    CoreError::Invalid("the proposal's task has no agent session".into())
+                })?;
+                Some(
+                    self.new_task(&p.workspace, text, Some((p.id.clone(), session)))
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        Ok((self.proposal(id).await?, follow_up))
+    }
+}

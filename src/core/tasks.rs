@@ -1,0 +1,437 @@
+//! Tasks: a prompt delivered exactly once to a workspace's agent, followed over the agent's
+//! event stream until it finishes, fails, hits its deadline or is cancelled; its work then
+//! becomes a proposal. Drivers resume after a daemon restart from what the store and the
+//! agent's session say.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::workspaces::random_hex;
+use super::{BusEvent, Core, CoreError};
+use crate::agent::{Agent, AgentEvent, Outcome};
+use crate::pods::Engine;
+use crate::store::{Task, TaskEvent, TaskState, now};
+
+/// How often a driver asks the agent directly, in case an event was missed.
+const POLL: Duration = Duration::from_secs(2);
+
+/// How a driver ended.
+enum End {
+    Done(Outcome),
+    Failed(String),
+    Cancelled,
+}
+
+impl<E: Engine> Core<E> {
+    /// Creates a task and starts delivering it; returns at once with the queued task.
+    pub async fn run_task(
+        self: &Arc<Self>,
+        workspace: &str,
+        prompt: &str,
+    ) -> Result<Task, CoreError> {
+        self.new_task(workspace, prompt, None).await
+    }
+
+    /// `follows`: (proposal id, session id) of a rejected proposal whose feedback this is.
+    pub(super) async fn new_task(
+        self: &Arc<Self>,
+        workspace: &str,
+        prompt: &str,
+        follows: Option<(String, String)>,
+    ) -> Result<Task, CoreError> {
+        if prompt.trim().is_empty() {
+            return Err(CoreError::Invalid(
+                "the prompt is empty: say what the agent should do".into(),
+            ));
+        }
+        if self.store.workspace(workspace).await?.is_none() {
+            return Err(CoreError::NotFound(workspace.to_owned()));
+        }
+        // The agent must be there now (a removed pod is a clear error, not a queued task).
+        let agent = self.agent(workspace).await?;
+        let (follows_proposal, session_id, turns_before) = match follows {
+            Some((proposal, session)) => {
+                let turns = agent.outcome(&session).await?.user_turns as i64;
+                (Some(proposal), Some(session), turns)
+            }
+            None => (None, None, 0),
+        };
+        let t = now();
+        let task = Task {
+            id: format!("t-{}", random_hex(5)),
+            workspace: workspace.to_owned(),
+            prompt: prompt.to_owned(),
+            state: TaskState::Queued,
+            session_id,
+            delivered: false,
+            base: None,
+            follows_proposal,
+            error: None,
+            summary: None,
+            created_at: t,
+            updated_at: t,
+            deadline_at: t + self.config.agent.task_timeout_secs as i64,
+            turns_before,
+        };
+        self.store.insert_task(task.clone()).await?;
+        self.event(
+            &task,
+            "state:queued",
+            "state",
+            "queued",
+            Some(TaskState::Queued),
+        )
+        .await?;
+        self.spawn_driver(task.id.clone());
+        Ok(task)
+    }
+
+    pub async fn task(&self, id: &str) -> Result<(Task, Vec<TaskEvent>), CoreError> {
+        let task = self
+            .store
+            .task(id)
+            .await?
+            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        let events = self.store.events(id).await?;
+        Ok((task, events))
+    }
+
+    pub async fn tasks(&self, workspace: Option<&str>) -> Result<Vec<Task>, CoreError> {
+        Ok(self.store.tasks(workspace).await?)
+    }
+
+    /// Cancels a task: its agent session is aborted; the task ends `cancelled`.
+    pub async fn cancel_task(&self, id: &str) -> Result<Task, CoreError> {
+        let task = self
+            .store
+            .task(id)
+            .await?
+            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        if task.state.is_final() {
+            return Err(CoreError::Invalid(format!(
+                "task {id} already ended ({})",
+                task.state.as_str()
+            )));
+        }
+        match self.running.get(id) {
+            Some(token) => token.cancel(),
+            None => {
+                let mut task = task;
+                self.finish(&mut task, End::Cancelled).await?;
+            }
+        }
+        // Wait (briefly) for the driver to record it.
+        for _ in 0..100 {
+            let t = self
+                .store
+                .task(id)
+                .await?
+                .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+            if t.state.is_final() {
+                return Ok(t);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(CoreError::Invalid(format!(
+            "task {id} is being cancelled; see `devaipod task {id}`"
+        )))
+    }
+
+    /// After a start: follow every task that has not ended (their agents kept working).
+    pub async fn resume_tasks(self: &Arc<Self>) -> Result<usize, CoreError> {
+        let tasks = self.store.unfinished_tasks().await?;
+        let n = tasks.len();
+        for t in tasks {
+            self.spawn_driver(t.id);
+        }
+        Ok(n)
+    }
+
+    fn spawn_driver(self: &Arc<Self>, id: String) {
+        let token = CancellationToken::new();
+        if self.running.insert(id.clone(), token.clone()).is_some() {
+            return; // already driven
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.drive(&id, &token).await {
+                tracing::warn!("task {id}: {e}");
+                if let Ok(Some(mut t)) = core.store.task(&id).await
+                    && !t.state.is_final()
+                {
+                    let _ = core.finish(&mut t, End::Failed(e.to_string())).await;
+                }
+            }
+            core.running.remove(&id);
+        });
+    }
+
+    async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), CoreError> {
+        let mut task = self
+            .store
+            .task(id)
+            .await?
+            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        if task.state.is_final() {
+            return Ok(());
+        }
+        let agent = match self.agent(&task.workspace).await {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .finish(
+                        &mut task,
+                        End::Failed(format!("the agent is not available: {e}")),
+                    )
+                    .await;
+            }
+        };
+        // Subscribe before delivering, so that the end of a quick turn is not missed.
+        let mut events = agent.events().await?;
+
+        let session = match task.session_id.clone() {
+            Some(s) => s,
+            None => {
+                let title: String = task.prompt.chars().take(60).collect();
+                let s = agent.create_session(&title).await?;
+                task.session_id = Some(s.clone());
+                self.store.update_task(&task).await?;
+                s
+            }
+        };
+        if !task.delivered {
+            // Exactly once: a restart between the agent's acceptance and our record of it
+            // shows as one more user turn in the session.
+            if (agent.outcome(&session).await?.user_turns as i64) <= task.turns_before {
+                if task.base.is_none() {
+                    task.base = self.agent_head(&task.workspace).await;
+                    self.store.update_task(&task).await?;
+                }
+                agent.prompt(&session, &task.prompt).await?;
+            }
+            task.delivered = true;
+            self.store.update_task(&task).await?;
+        }
+        if task.state == TaskState::Queued {
+            self.transition(
+                &mut task,
+                TaskState::Running,
+                "the agent accepted the prompt",
+            )
+            .await?;
+        }
+
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(u64::try_from(task.deadline_at - now()).unwrap_or(0));
+        let mut poll = tokio::time::interval(POLL);
+        let end = loop {
+            tokio::select! {
+                _ = token.cancelled() => {
+                    let _ = agent.abort(&session).await;
+                    break End::Cancelled;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = agent.abort(&session).await;
+                    break End::Failed(format!("the task did not finish within its deadline of {} s ([agent] task-timeout-secs)", self.config.agent.task_timeout_secs));
+                }
+                ev = events.next() => match ev {
+                    Some(ev) if ev.session() == session => {
+                        if let Some(end) = self.on_event(&mut task, ev).await? {
+                            break end;
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        // The stream ended: the agent restarted or went away.
+                        if self.agent(&task.workspace).await.is_err() {
+                            break End::Failed("the agent stopped while working (its container is not running); see `devaipod logs <workspace> --agent`".into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Ok(e) = agent.events().await {
+                            events = e;
+                        }
+                    }
+                },
+                _ = poll.tick() => {
+                    if let Some(end) = self.check_done(&agent, &session, &task).await? {
+                        break end;
+                    }
+                }
+            }
+        };
+        self.finish(&mut task, end).await
+    }
+
+    async fn on_event(&self, task: &mut Task, ev: AgentEvent) -> Result<Option<End>, CoreError> {
+        match ev {
+            AgentEvent::Tool {
+                key,
+                tool,
+                status,
+                title,
+                ..
+            } => {
+                let message = if title.is_empty() {
+                    format!("{tool} {status}")
+                } else {
+                    format!("{tool} {status}: {title}")
+                };
+                self.event(task, &format!("tool:{key}"), "tool", &message, None)
+                    .await?;
+            }
+            AgentEvent::NeedsInput { key, what, .. } => {
+                if task.state.can_move_to(TaskState::NeedsInput) {
+                    self.transition(
+                        task,
+                        TaskState::NeedsInput,
+                        &format!("the agent asks: {what} ({key})"),
+                    )
+                    .await?;
+                }
+            }
+            AgentEvent::Busy { .. } => {
+                if task.state == TaskState::NeedsInput {
+                    self.transition(task, TaskState::Running, "the agent continues")
+                        .await?;
+                }
+            }
+            AgentEvent::Error { message, .. } => {
+                self.event(task, &format!("error:{message}"), "error", &message, None)
+                    .await?;
+            }
+            AgentEvent::Idle { .. } => {}
+        }
+        Ok(None)
+    }
+
+    /// Whether the session's latest turn is over, asked of the agent itself.
+    async fn check_done(
+        &self,
+        agent: &impl Agent,
+        session: &str,
+        task: &Task,
+    ) -> Result<Option<End>, CoreError> {
+        if agent.is_busy(session).await? {
+            return Ok(None);
+        }
+        let o = agent.outcome(session).await?;
+        if (o.user_turns as i64) > task.turns_before && o.answered {
+            return Ok(Some(End::Done(o)));
+        }
+        Ok(None)
+    }
+
+    /// Records how a task ended; a finished turn's work becomes a proposal.
+    async fn finish(&self, task: &mut Task, end: End) -> Result<(), CoreError> {
+        match end {
+            End::Cancelled => {
+                if let (Some(session), Ok(agent)) =
+                    (task.session_id.clone(), self.agent(&task.workspace).await)
+                {
+                    let _ = agent.abort(&session).await;
+                }
+                self.transition(task, TaskState::Cancelled, "cancelled")
+                    .await
+            }
+            End::Failed(reason) => {
+                task.error = Some(reason.clone());
+                self.transition(task, TaskState::Failed, &reason).await
+            }
+            End::Done(o) => {
+                if let Some(err) = o.error {
+                    task.error = Some(err.clone());
+                    return self.transition(task, TaskState::Failed, &err).await;
+                }
+                task.summary = o.final_text;
+                match self.make_proposal(task).await {
+                    Ok(Some(p)) => {
+                        let msg = format!(
+                            "proposal {}: {} file(s), +{} -{}",
+                            p.id,
+                            p.files.len(),
+                            p.added,
+                            p.removed
+                        );
+                        self.event(task, "proposal", "proposal", &msg, None).await?;
+                        self.transition(task, TaskState::Completed, "completed")
+                            .await
+                    }
+                    Ok(None) => {
+                        self.transition(task, TaskState::Completed, "completed without changes")
+                            .await
+                    }
+                    Err(e) => {
+                        let reason =
+                            format!("the agent finished, but its work could not be collected: {e}");
+                        task.error = Some(reason.clone());
+                        self.transition(task, TaskState::Failed, &reason).await
+                    }
+                }
+            }
+        }
+    }
+
+    async fn transition(
+        &self,
+        task: &mut Task,
+        to: TaskState,
+        message: &str,
+    ) -> Result<(), CoreError> {
+        if task.state == to {
+            return Ok(());
+        }
+        if !task.state.can_move_to(to) {
+            return Err(CoreError::Invalid(format!(
+                "task {} cannot go from {} to {}",
+                task.id,
+                task.state.as_str(),
+                to.as_str()
+            )));
+        }
+        task.state = to;
+        self.store.update_task(task).await?;
+        self.event(
+            task,
+            &format!("state:{}", to.as_str()),
+            "state",
+            message,
+            Some(to),
+        )
+        .await
+    }
+
+    /// Stores a task event (once per key) and publishes it.
+    async fn event(
+        &self,
+        task: &Task,
+        key: &str,
+        kind: &str,
+        message: &str,
+        state: Option<TaskState>,
+    ) -> Result<(), CoreError> {
+        if let Some(ev) = self.store.add_event(&task.id, key, kind, message).await? {
+            self.publish(BusEvent {
+                seq: ev.seq,
+                workspace: task.workspace.clone(),
+                task_id: Some(task.id.clone()),
+                kind: ev.kind,
+                message: ev.message,
+                state: state.map(|s| s.as_str().to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The agent clone's HEAD commit, if it has one.
+    async fn agent_head(&self, workspace: &str) -> Option<String> {
+        let (code, out, _) = self
+            .agent_exec(workspace, &["git", "rev-parse", "--verify", "-q", "HEAD"])
+            .await
+            .ok()?;
+        let head = String::from_utf8_lossy(&out).trim().to_owned();
+        (code == 0 && !head.is_empty()).then_some(head)
+    }
+}

@@ -1,0 +1,60 @@
+//! `devaipod serve`: the daemon that owns all state. It opens the store, resumes the tasks
+//! a previous daemon left running, and serves the API on the unix socket and on loopback TCP.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::core::{Core, Paths};
+use crate::pods::Podman;
+use crate::pods::podman::default_socket;
+use crate::store::Store;
+use crate::web;
+
+pub async fn run(config: Config, listen: &str) -> Result<()> {
+    let paths = Paths::for_instance(config.instance.as_str());
+    for dir in [&paths.data, &paths.runtime] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if crate::cli::client::healthy(&paths.socket()).await {
+        bail!(
+            "a devaipod daemon already serves {} (instance {})",
+            paths.socket().display(),
+            config.instance
+        );
+    }
+    let store = Store::open(&paths.db())?;
+    let token = web::auth::load_or_create(&paths.token())
+        .with_context(|| format!("cannot write {}", paths.token().display()))?;
+    let addr = web::parse_listen(listen).map_err(anyhow::Error::msg)?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = tcp.local_addr()?;
+    std::fs::write(paths.runtime.join("listen"), bound.to_string())?;
+    std::fs::write(paths.pid_file(), std::process::id().to_string())?;
+
+    let engine = Podman::new(&default_socket())?;
+    let core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
+    let resumed = core.resume_tasks().await?;
+    eprintln!(
+        "devaipod daemon (instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
+        core.instance(),
+        paths.socket().display()
+    );
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    web::serve(core, token, tcp, &paths.socket(), shutdown).await?;
+    let _ = std::fs::remove_file(paths.pid_file());
+    let _ = std::fs::remove_file(paths.socket());
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! Hardened git on the daemon's side: the daemon-owned bare repository per workspace,
+//! where agent work arrives as bundles and where diffs, stats and pushes run. Hooks,
+//! fsmonitor, external diff and textconv are off and the `ext::` transport is never allowed,
+//! so nothing an agent commits can make trusted git run its code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git {what} failed: {message}")]
+    Failed { what: String, message: String },
+    #[error("git {what} took longer than {} s", TIMEOUT.as_secs())]
+    Timeout { what: String },
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// `git` with the hardening flags, in `repo`.
+fn git(repo: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("git");
+    c.arg("-C").arg(repo);
+    c.args([
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "core.fsmonitor=false",
+        "-c",
+        "protocol.ext.allow=never",
+        "-c",
+        "diff.external=",
+        "-c",
+        "core.attributesFile=/dev/null",
+    ]);
+    c.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<Vec<u8>, GitError> {
+    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| GitError::Timeout { what: what.into() })?
+        .map_err(GitError::Spawn)?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let message = err
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .trim_start_matches("fatal: ");
+        return Err(GitError::Failed {
+            what: what.into(),
+            message: message.to_owned(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// The daemon-owned bare repository of one workspace.
+#[derive(Debug, Clone)]
+pub struct BareRepo {
+    pub path: PathBuf,
+}
+
+/// What a branch changes relative to its base.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// `(sha, subject)`, oldest first.
+    pub commits: Vec<(String, String)>,
+    pub files: Vec<crate::store::ProposalFile>,
+    pub added: u64,
+    pub removed: u64,
+}
+
+impl BareRepo {
+    /// Creates the repository if needed.
+    pub async fn init(path: PathBuf) -> Result<BareRepo, GitError> {
+        if !path.join("HEAD").is_file() {
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(GitError::Spawn)?;
+            let mut c = git(&path);
+            c.args(["init", "--quiet", "--bare"]);
+            run(c, "init").await?;
+        }
+        Ok(BareRepo { path })
+    }
+
+    /// Fetches the source checkout's history, so that agent bundles can be thin.
+    pub async fn fetch_source(&self, checkout: &Path) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args(["fetch", "--quiet", "--no-tags"])
+            .arg(checkout)
+            .arg("+HEAD:refs/devaipod/source");
+        run(c, "fetch the source").await.map(drop)
+    }
+
+    pub async fn has_commit(&self, sha: &str) -> bool {
+        let mut c = git(&self.path);
+        c.args(["cat-file", "-e", &format!("{sha}^{{commit}}")]);
+        run(c, "cat-file").await.is_ok()
+    }
+
+    /// Fetches `branch` from a bundle file into `refs/heads/<branch>`; returns its commit.
+    pub async fn fetch_bundle(&self, bundle: &Path, branch: &str) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args(["fetch", "--quiet", "--no-tags"])
+            .arg(bundle)
+            .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"));
+        run(c, "fetch the agent's bundle").await?;
+        self.rev(&format!("refs/heads/{branch}")).await
+    }
+
+    pub async fn rev(&self, rev: &str) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ]);
+        Ok(String::from_utf8_lossy(&run(c, "rev-parse").await?)
+            .trim()
+            .to_owned())
+    }
+
+    pub async fn stats(&self, base: &str, head: &str) -> Result<Stats, GitError> {
+        let mut c = git(&self.path);
+        c.args([
+            "log",
+            "--reverse",
+            "--format=%H%x00%s",
+            &format!("{base}..{head}"),
+        ]);
+        let log = String::from_utf8_lossy(&run(c, "log").await?).into_owned();
+        let commits = log
+            .lines()
+            .filter_map(|l| l.split_once('\0'))
+            .map(|(h, s)| (h.to_owned(), s.to_owned()))
+            .collect();
+        let mut c = git(&self.path);
+        c.args([
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-renames",
+            "--numstat",
+            "-z",
+            base,
+            head,
+        ]);
+        let numstat = run(c, "diff --numstat").await?;
+        let mut stats = Stats {
+            commits,
+            ..Stats::default()
+        };
+        for rec in numstat.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let rec = String::from_utf8_lossy(rec);
+            let mut parts = rec.splitn(3, '\t');
+            let (a, r, path) = (
+                parts.next().unwrap_or("-"),
+                parts.next().unwrap_or("-"),
+                parts.next().unwrap_or(""),
+            );
+            let (added, removed) = (a.parse::<u64>().ok(), r.parse::<u64>().ok());
+            stats.added += added.unwrap_or(0);
+            stats.removed += removed.unwrap_or(0);
+            stats.files.push(crate::store::ProposalFile {
+                path: path.to_owned(),
+                added,
+                removed,
+            });
+        }
+        Ok(stats)
+    }
+
+    pub async fn diff(&self, base: &str, head: &str) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args([
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            base,
+            head,
+        ]);
+        Ok(String::from_utf8_lossy(&run(c, "diff").await?).into_owned())
+    }
+
+    /// A bundle of `branch` (whole history: the receiver may lack agent commits).
+    pub async fn bundle(&self, branch: &str, out: &Path) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args(["bundle", "create", "--quiet"])
+            .arg(out)
+            .arg(format!("refs/heads/{branch}"));
+        run(c, "bundle create").await.map(drop)
+    }
+
+    /// Pushes `branch` to `remote` under the same name; never forced.
+    pub async fn push(&self, remote: &str, branch: &str) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args([
+            "push",
+            "--quiet",
+            "--no-verify",
+            remote,
+            &format!("refs/heads/{branch}:refs/heads/{branch}"),
+        ]);
+        run(c, "push").await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[tokio::test]
+    async fn bundle_round_trip_stats_diff_and_push() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        sh(&src, &["init", "-q", "-b", "main"]);
+        std::fs::write(src.join("a.txt"), "one\n").unwrap();
+        sh(&src, &["add", "-A"]);
+        sh(&src, &["commit", "-qm", "base"]);
+        let bare = BareRepo::init(d.path().join("bare.git")).await.unwrap();
+        bare.fetch_source(&src).await.unwrap();
+        let base = bare.rev("refs/devaipod/source").await.unwrap();
+
+        // The "agent" commits on its branch and sends a thin bundle.
+        sh(&src, &["checkout", "-qb", "devaipod/t1"]);
+        std::fs::write(src.join("a.txt"), "one\ntwo\n").unwrap();
+        std::fs::write(src.join("b.bin"), [0u8, 1, 2, 0]).unwrap();
+        // An attribute that would run a textconv program if trusted git honoured it.
+        std::fs::write(src.join(".gitattributes"), "*.txt diff=evil\n").unwrap();
+        sh(&src, &["add", "-A"]);
+        sh(&src, &["commit", "-qm", "agent work"]);
+        let bundle = d.path().join("t1.bundle");
+        sh(
+            &src,
+            &[
+                "bundle",
+                "create",
+                "-q",
+                bundle.to_str().unwrap(),
+                &format!("{base}..devaipod/t1"),
+            ],
+        );
+        assert!(bare.has_commit(&base).await);
+        let head = bare.fetch_bundle(&bundle, "devaipod/t1").await.unwrap();
+
+        let s = bare.stats(&base, &head).await.unwrap();
+        assert_eq!(s.commits.len(), 1);
+        assert_eq!(s.commits[0].1, "agent work");
+        let paths: Vec<&str> = s.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, [".gitattributes", "a.txt", "b.bin"]);
+        assert_eq!(s.files[2].added, None, "binary");
+        assert_eq!((s.added, s.removed), (2, 0));
+        let diff = bare.diff(&base, &head).await.unwrap();
+        assert!(diff.contains("+two"), "{diff}");
+
+        let remote = d.path().join("remote.git");
+        sh(
+            d.path(),
+            &["init", "-q", "--bare", remote.to_str().unwrap()],
+        );
+        bare.push(remote.to_str().unwrap(), "devaipod/t1")
+            .await
+            .unwrap();
+        let pushed = BareRepo { path: remote }
+            .rev("refs/heads/devaipod/t1")
+            .await
+            .unwrap();
+        assert_eq!(pushed, head);
+        let e = bare
+            .push("ext::sh -c evil", "devaipod/t1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("push failed"), "{e}");
+    }
+}

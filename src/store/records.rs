@@ -1,0 +1,252 @@
+//! The records the store keeps, and the task state machine.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRecord {
+    pub name: String,
+    /// The source as given (a URL may carry credentials: never print it, use the label).
+    pub source: String,
+    pub agent_password: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Running,
+    NeedsInput,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::NeedsInput => "needs_input",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "queued" => TaskState::Queued,
+            "running" => TaskState::Running,
+            "needs_input" => TaskState::NeedsInput,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+
+    /// The task state machine: which moves are allowed.
+    pub fn can_move_to(self, to: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, to),
+            (Queued, Running | Failed | Cancelled)
+                | (Running, NeedsInput | Completed | Failed | Cancelled)
+                | (NeedsInput, Running | Completed | Failed | Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub workspace: String,
+    pub prompt: String,
+    pub state: TaskState,
+    pub session_id: Option<String>,
+    pub delivered: bool,
+    pub base: Option<String>,
+    pub follows_proposal: Option<String>,
+    pub error: Option<String>,
+    /// The agent's final message.
+    pub summary: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deadline_at: i64,
+    /// User turns of the session before this task's prompt.
+    pub turns_before: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskEvent {
+    pub seq: i64,
+    pub task_id: String,
+    /// Identity at the source; `state:<state>` for state changes.
+    pub key: String,
+    /// state, tool, text, error, proposal
+    pub kind: String,
+    pub message: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalState {
+    Open,
+    Applied,
+    Pushed,
+    Rejected,
+}
+
+impl ProposalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalState::Open => "open",
+            ProposalState::Applied => "applied",
+            ProposalState::Pushed => "pushed",
+            ProposalState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProposalState> {
+        Some(match s {
+            "open" => ProposalState::Open,
+            "applied" => ProposalState::Applied,
+            "pushed" => ProposalState::Pushed,
+            "rejected" => ProposalState::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalFile {
+    pub path: String,
+    /// `None` for binary files.
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    pub id: String,
+    pub task_id: String,
+    pub workspace: String,
+    pub branch: String,
+    pub base: String,
+    pub head: String,
+    /// `(sha, subject)` of each commit, oldest first.
+    pub commits: Vec<(String, String)>,
+    pub files: Vec<ProposalFile>,
+    pub added: u64,
+    pub removed: u64,
+    pub summary: String,
+    pub state: ProposalState,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub proposal_id: String,
+    pub action: String,
+    pub detail: String,
+    pub at: i64,
+}
+
+pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    let state: String = r.get(3)?;
+    Ok(Task {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        prompt: r.get(2)?,
+        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+        session_id: r.get(4)?,
+        delivered: r.get(5)?,
+        base: r.get(6)?,
+        follows_proposal: r.get(7)?,
+        error: r.get(8)?,
+        summary: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        deadline_at: r.get(12)?,
+        turns_before: r.get(13)?,
+    })
+}
+
+pub(super) type ProposalRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+pub(super) fn proposal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProposalRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}
+
+pub(super) fn proposal_from_row(row: ProposalRow) -> Result<Proposal, StoreError> {
+    let (
+        id,
+        task_id,
+        workspace,
+        branch,
+        base,
+        head,
+        commits,
+        files,
+        added,
+        removed,
+        summary,
+        state,
+        created_at,
+    ) = row;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("proposal {id}: {what}"));
+    Ok(Proposal {
+        commits: serde_json::from_str(&commits).map_err(|_| corrupt("commits"))?,
+        files: serde_json::from_str(&files).map_err(|_| corrupt("files"))?,
+        state: ProposalState::parse(&state).ok_or_else(|| corrupt("state"))?,
+        added: added as u64,
+        removed: removed as u64,
+        id,
+        task_id,
+        workspace,
+        branch,
+        base,
+        head,
+        summary,
+        created_at,
+    })
+}

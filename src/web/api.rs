@@ -1,0 +1,285 @@
+//! The JSON API under `/api/v1`: thin handlers over `core`, each converting core types to JSON.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, status_of};
+use crate::core::{ApproveAction, Core, CoreError, ExecTarget, Progress, UpRequest};
+use crate::pods::Engine;
+use crate::store::ProposalState;
+
+type S<E> = State<Arc<Core<E>>>;
+type R = Result<Json<Value>, ApiError>;
+
+fn to_json<T: serde::Serialize>(v: T) -> R {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError(CoreError::Io(e.to_string())))
+}
+
+pub async fn list_workspaces<E: Engine>(State(core): S<E>) -> R {
+    to_json(core.list().await?)
+}
+
+/// `up`, answered as NDJSON: `{"progress": …}` lines while it works, then one
+/// `{"result": …}` or `{"error": …, "status": …}` line. The work goes on if the client leaves.
+pub async fn create_workspace<E: Engine>(
+    State(core): S<E>,
+    Json(req): Json<UpRequest>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let progress = ChannelProgress(tx.clone());
+        let last = match core.up(&req, &progress).await {
+            Ok(outcome) => json!({ "result": outcome }),
+            Err(e) => json!({ "error": e.to_string(), "status": status_of(&e).as_u16() }),
+        };
+        let _ = tx.send(format!("{last}\n"));
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|l| (Ok::<_, Infallible>(l), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+struct ChannelProgress(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl Progress for ChannelProgress {
+    fn step(&self, message: &str) {
+        let _ = self.0.send(format!("{}\n", json!({ "progress": message })));
+    }
+    fn detail(&self, line: &str) {
+        let _ = self.0.send(format!("{}\n", json!({ "detail": line })));
+    }
+}
+
+pub async fn get_workspace<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
+    to_json(core.status(&name).await?)
+}
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    keep_volumes: bool,
+}
+
+pub async fn delete_workspace<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> R {
+    core.delete(&name, q.keep_volumes).await?;
+    Ok(Json(json!({ "workspace": name, "result": "deleted" })))
+}
+
+pub async fn stop_workspace<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
+    core.stop(&name).await?;
+    Ok(Json(json!({ "workspace": name, "result": "stopped" })))
+}
+
+pub async fn start_workspace<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
+    core.start(&name).await?;
+    Ok(Json(json!({ "workspace": name, "result": "started" })))
+}
+
+#[derive(Deserialize)]
+pub struct ExecQuery {
+    #[serde(default = "default_target")]
+    target: ExecTarget,
+}
+
+fn default_target() -> ExecTarget {
+    ExecTarget::Workspace
+}
+
+/// Where `devaipod exec` runs a command: container, user and folder (the CLI then streams
+/// through podman itself).
+pub async fn exec_target<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    Query(q): Query<ExecQuery>,
+) -> R {
+    to_json(core.exec_target(&name, q.target).await?)
+}
+
+#[derive(Deserialize)]
+pub struct TaskRequest {
+    workspace: String,
+    #[serde(default)]
+    prompt: String,
+}
+
+pub async fn create_task<E: Engine>(
+    State(core): S<E>,
+    Json(req): Json<TaskRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let task = core.run_task(&req.workspace, &req.prompt).await?;
+    Ok((StatusCode::CREATED, to_json(task)?))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    workspace: Option<String>,
+    state: Option<String>,
+}
+
+pub async fn list_tasks<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>) -> R {
+    let mut tasks = core.tasks(q.workspace.as_deref()).await?;
+    if let Some(state) = &q.state {
+        tasks.retain(|t| t.state.as_str() == state);
+    }
+    to_json(tasks)
+}
+
+pub async fn get_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
+    let (task, events) = core.task(&id).await?;
+    let proposal = core
+        .store
+        .proposal_for_task(&id)
+        .await
+        .map_err(CoreError::from)?;
+    Ok(Json(
+        json!({ "task": task, "events": events, "proposal": proposal.map(|p| p.id) }),
+    ))
+}
+
+pub async fn cancel_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
+    to_json(core.cancel_task(&id).await?)
+}
+
+pub async fn list_proposals<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>) -> R {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(ProposalState::parse(s).ok_or_else(|| {
+            ApiError(CoreError::Invalid(format!(
+                "unknown proposal state `{s}`: use open, applied, pushed or rejected"
+            )))
+        })?),
+    };
+    to_json(core.proposals(q.workspace.as_deref(), state).await?)
+}
+
+pub async fn get_proposal<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
+    let p = core.proposal(&id).await?;
+    let approvals = core.store.approvals(&id).await.map_err(CoreError::from)?;
+    let mut v = serde_json::to_value(p).map_err(|e| ApiError(CoreError::Io(e.to_string())))?;
+    v["approvals"] = serde_json::to_value(approvals).unwrap_or_default();
+    Ok(Json(v))
+}
+
+pub async fn proposal_diff<E: Engine>(
+    State(core): S<E>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let diff = core.diff(&id).await?;
+    Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], diff).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ApproveRequest {
+    action: String,
+}
+
+pub async fn approve<E: Engine>(
+    State(core): S<E>,
+    Path(id): Path<String>,
+    Json(req): Json<ApproveRequest>,
+) -> R {
+    let action = match req.action.as_str() {
+        "apply" => ApproveAction::Apply,
+        "push" => ApproveAction::Push,
+        "draft_pr" => ApproveAction::DraftPr,
+        other => {
+            return Err(ApiError(CoreError::Invalid(format!(
+                "unknown action `{other}`: use apply, push or draft_pr"
+            ))));
+        }
+    };
+    to_json(core.approve(&id, action).await?)
+}
+
+#[derive(Deserialize)]
+pub struct RejectRequest {
+    feedback: Option<String>,
+}
+
+pub async fn reject<E: Engine>(
+    State(core): S<E>,
+    Path(id): Path<String>,
+    Json(req): Json<RejectRequest>,
+) -> R {
+    let (proposal, task) = core.reject(&id, req.feedback.as_deref()).await?;
+    Ok(Json(
+        json!({ "proposal": proposal, "follow_up_task": task }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    task: Option<String>,
+    workspace: Option<String>,
+}
+
+/// Server-sent events from the bus; with `task`, that task's stored events come first.
+pub async fn events<E: Engine>(
+    State(core): S<E>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let rx = core.subscribe();
+    let mut replay = Vec::new();
+    if let Some(id) = &q.task {
+        let (task, events) = core.task(id).await?;
+        for e in events {
+            replay.push(crate::core::BusEvent {
+                seq: e.seq,
+                workspace: task.workspace.clone(),
+                task_id: Some(e.task_id.clone()),
+                state: e.key.strip_prefix("state:").map(str::to_owned),
+                kind: e.kind,
+                message: e.message,
+            });
+        }
+    }
+    let last_seq = replay.iter().map(|e| e.seq).max().unwrap_or(0);
+    let (task, ws) = (q.task.clone(), q.workspace.clone());
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((e, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |e| {
+        let keep = task.as_ref().is_none_or(|t| e.task_id.as_ref() == Some(t))
+            && ws.as_ref().is_none_or(|w| &e.workspace == w)
+            && (e.seq == 0 || e.seq > last_seq);
+        std::future::ready(keep)
+    });
+    let stream = futures_util::stream::iter(replay).chain(live).map(|e| {
+        Ok::<_, Infallible>(
+            Event::default()
+                .event(e.kind.clone())
+                .json_data(&e)
+                .unwrap_or_default(),
+        )
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
