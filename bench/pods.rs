@@ -20,17 +20,9 @@ fn main() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_devaipod"));
     let dp = |args: &[&str]| -> Duration {
         let t = Instant::now();
-        let out = Command::new(&bin)
-            .args(args)
-            .env("DEVAIPOD_INSTANCE", &instance)
-            .output()
-            .expect("devaipod");
+        let out = Command::new(&bin).args(args).env("DEVAIPOD_INSTANCE", &instance).output().expect("devaipod");
         let took = t.elapsed();
-        assert!(
-            out.status.success(),
-            "devaipod {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         took
     };
     let opencode = devaipod::core::opencode_dir();
@@ -53,11 +45,7 @@ fn main() {
     }
     let (f, o) = (median(&mut floor), median(&mut ours));
     report("up (nothing → both containers running)", o, f, "≤ 1.2×");
-    println!(
-        "{:<44} {:>9.0} ms   (target ≤ 500 ms)",
-        "delete",
-        ms(median(&mut deletes))
-    );
+    println!("{:<44} {:>9.0} ms   (target ≤ 500 ms)", "delete", ms(median(&mut deletes)));
 
     // list: 1 and 20 workspaces, against `podman pod ps --format json` with the same filter.
     let filter = format!("label=io.devaipod.instance={instance}");
@@ -66,16 +54,10 @@ fn main() {
         for i in have..count {
             dp(&["up", repo.to_str().unwrap(), "--name", &format!("bl{i}")]);
         }
-        let mut f: Vec<Duration> = (0..RUNS * 2)
-            .map(|_| timed(|| podman(&["pod", "ps", "--filter", &filter, "--format", "json"])))
-            .collect();
+        let mut f: Vec<Duration> =
+            (0..RUNS * 2).map(|_| timed(|| podman(&["pod", "ps", "--filter", &filter, "--format", "json"]))).collect();
         let mut o: Vec<Duration> = (0..RUNS * 2).map(|_| dp(&["list", "--json"])).collect();
-        report(
-            &format!("list with {count} workspace(s)"),
-            median(&mut o),
-            median(&mut f),
-            "≤ 2×",
-        );
+        report(&format!("list with {count} workspace(s)"), median(&mut o), median(&mut f), "≤ 2×");
     }
     for i in 0..20 {
         dp(&["delete", &format!("bl{i}")]);
@@ -107,15 +89,7 @@ fn timed(f: impl FnOnce() -> String) -> Duration {
 }
 
 fn existing(instance: &str) -> usize {
-    podman(&[
-        "pod",
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=io.devaipod.instance={instance}"),
-    ])
-    .lines()
-    .count()
+    podman(&["pod", "ps", "-q", "--filter", &format!("label=io.devaipod.instance={instance}")]).lines().count()
 }
 
 fn podman(args: &[&str]) -> String {
@@ -182,11 +156,7 @@ fn fixture(dir: &Path) -> PathBuf {
     let repo = dir.join("r");
     std::fs::create_dir_all(repo.join("src")).unwrap();
     for i in 0..50 {
-        std::fs::write(
-            repo.join(format!("src/file{i}.txt")),
-            format!("line {i}\n").repeat(100),
-        )
-        .unwrap();
+        std::fs::write(repo.join(format!("src/file{i}.txt")), format!("line {i}\n").repeat(100)).unwrap();
     }
     let git = |args: &[&str]| {
         Command::new("git")

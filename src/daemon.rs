@@ -20,19 +20,13 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     if crate::cli::client::healthy(&paths.socket()).await {
-        bail!(
-            "a devaipod daemon already serves {} (instance {})",
-            paths.socket().display(),
-            config.instance
-        );
+        bail!("a devaipod daemon already serves {} (instance {})", paths.socket().display(), config.instance);
     }
     let store = Store::open(&paths.db())?;
     let token = web::auth::load_or_create(&paths.token())
         .with_context(|| format!("cannot write {}", paths.token().display()))?;
     let addr = web::parse_listen(listen).map_err(anyhow::Error::msg)?;
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let bound = tcp.local_addr()?;
     std::fs::write(paths.runtime.join("listen"), bound.to_string())?;
     std::fs::write(paths.pid_file(), std::process::id().to_string())?;
@@ -46,8 +40,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         paths.socket().display()
     );
     let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}

@@ -8,12 +8,7 @@ use common::*;
 fn bad_sources_say_what_is_wrong() {
     let env = TestEnv::new("");
     let e = env.fails(&["up", "/definitely/not/here"]);
-    assert!(
-        e.contains(
-            "/definitely/not/here does not exist: give the path of a git repository or a git URL"
-        ),
-        "{e}"
-    );
+    assert!(e.contains("/definitely/not/here does not exist: give the path of a git repository or a git URL"), "{e}");
 
     let plain = env.dir.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
@@ -21,22 +16,10 @@ fn bad_sources_say_what_is_wrong() {
     assert!(e.contains("is not a git repository: run `git init`"), "{e}");
 
     let e = env.fails(&["up", "file:///definitely/not/a/repo.git", "--dry-run"]);
-    assert!(
-        e.contains("cannot clone file:///definitely/not/a/repo.git:"),
-        "{e}"
-    );
+    assert!(e.contains("cannot clone file:///definitely/not/a/repo.git:"), "{e}");
 
-    let e = env.fails(&[
-        "up",
-        env.dir.path().to_str().unwrap(),
-        "--name",
-        "Bad_Name",
-        "--dry-run",
-    ]);
-    assert!(
-        e.contains("`Bad_Name` is not a valid workspace name"),
-        "{e}"
-    );
+    let e = env.fails(&["up", env.dir.path().to_str().unwrap(), "--name", "Bad_Name", "--dry-run"]);
+    assert!(e.contains("`Bad_Name` is not a valid workspace name"), "{e}");
 }
 
 #[test]
@@ -52,19 +35,14 @@ fn malformed_devcontainer_json_names_file_and_line() {
     );
     let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert!(
-        e.contains(
-            ".devcontainer/devcontainer.json:4: field `mounts[0]`: bind mount to `/x` has no source"
-        ),
+        e.contains(".devcontainer/devcontainer.json:4: field `mounts[0]`: bind mount to `/x` has no source"),
         "{e}"
     );
 
     let repo = fixture_repo(
         env.dir.path(),
         "syntax",
-        &[(
-            ".devcontainer.json",
-            "{\n  \"image\": \"x\"\n  \"runArgs\": [,]\n}\n",
-        )],
+        &[(".devcontainer.json", "{\n  \"image\": \"x\"\n  \"runArgs\": [,]\n}\n")],
     );
     let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert!(e.contains(".devcontainer.json:3:"), "{e}");
@@ -72,10 +50,7 @@ fn malformed_devcontainer_json_names_file_and_line() {
     let repo = fixture_repo(
         env.dir.path(),
         "compose",
-        &[(
-            ".devcontainer.json",
-            r#"{"dockerComposeFile": "c.yml", "service": "a"}"#,
-        )],
+        &[(".devcontainer.json", r#"{"dockerComposeFile": "c.yml", "service": "a"}"#)],
     );
     let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert!(e.contains("dockerComposeFile is not supported yet"), "{e}");
@@ -85,20 +60,9 @@ fn malformed_devcontainer_json_names_file_and_line() {
 fn bad_config_names_file_line_and_key() {
     let env = TestEnv::new("[env]\nallowlist = [\"OK\"]\nbogus = true\n");
     let e = env.fails(&["list"]);
-    assert!(
-        e.contains(&format!(
-            "{}:3:1: env.bogus: unknown field `bogus`",
-            env.config.display()
-        )),
-        "{e}"
-    );
-    let e = TestEnv::new("")
-        .with_env("DEVAIPOD_CONFIG", "/no/such/devaipod.toml")
-        .fails(&["list"]);
-    assert!(
-        e.contains("cannot read config file /no/such/devaipod.toml"),
-        "{e}"
-    );
+    assert!(e.contains(&format!("{}:3:1: env.bogus: unknown field `bogus`", env.config.display())), "{e}");
+    let e = TestEnv::new("").with_env("DEVAIPOD_CONFIG", "/no/such/devaipod.toml").fails(&["list"]);
+    assert!(e.contains("cannot read config file /no/such/devaipod.toml"), "{e}");
 }
 
 #[test]
@@ -107,10 +71,7 @@ fn podman_not_running_says_how_to_start_it() {
     let repo = fixture_repo(env.dir.path(), "r", &[]);
     for args in [vec!["up", repo.to_str().unwrap()], vec!["list"]] {
         let e = env.fails(&args);
-        assert!(
-            e.contains("cannot reach podman at /tmp/devaipod-no-such.sock"),
-            "{e}"
-        );
+        assert!(e.contains("cannot reach podman at /tmp/devaipod-no-such.sock"), "{e}");
         assert!(e.contains("start it with `scripts/setup.sh`"), "{e}");
     }
 }
@@ -124,49 +85,37 @@ fn engine_side_errors_and_failed_up_leave_nothing_behind() {
     let repo = fixture_repo(env.dir.path(), "r", &[]);
     let path = repo.to_str().unwrap();
 
-    let e = env.fails(&[
-        "up",
-        path,
-        "--image",
-        "localhost/devaipod-no-such-image:none",
-    ]);
-    assert!(e.contains("image localhost/devaipod-no-such-image:none does not exist locally and could not be pulled"), "{e}");
+    let e = env.fails(&["up", path, "--image", "localhost/devaipod-no-such-image:none"]);
+    assert!(
+        e.contains("image localhost/devaipod-no-such-image:none does not exist locally and could not be pulled"),
+        "{e}"
+    );
     assert_eq!(env.leftovers(), Vec::<String>::new());
 
-    let e = TestEnv::new("[trusted]\nsecrets = [\"TOKEN=devaipod-no-such-secret\"]\n")
-        .fails(&["up", path]);
-    assert!(e.contains("podman secret `devaipod-no-such-secret` (for TOKEN in [trusted] secrets) does not exist"), "{e}");
+    let e = TestEnv::new("[trusted]\nsecrets = [\"TOKEN=devaipod-no-such-secret\"]\n").fails(&["up", path]);
+    assert!(
+        e.contains("podman secret `devaipod-no-such-secret` (for TOKEN in [trusted] secrets) does not exist"),
+        "{e}"
+    );
 
     // A lifecycle command that fails after the pod exists: everything is removed again.
     let failing = fixture_repo(
         env.dir.path(),
         "failing",
-        &[(
-            ".devcontainer.json",
-            r#"{"postCreateCommand": "echo about to fail; exit 3"}"#,
-        )],
+        &[(".devcontainer.json", r#"{"postCreateCommand": "echo about to fail; exit 3"}"#)],
     );
     let out = env.run(&["up", failing.to_str().unwrap(), "--name", "failing"]);
     let e = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        e.contains("about to fail"),
-        "the command's output is shown:\n{e}"
-    );
-    assert!(
-        e.contains("postCreateCommand failed (exit code 3): /bin/sh -c echo about to fail; exit 3"),
-        "{e}"
-    );
+    assert!(e.contains("about to fail"), "the command's output is shown:\n{e}");
+    assert!(e.contains("postCreateCommand failed (exit code 3): /bin/sh -c echo about to fail; exit 3"), "{e}");
     assert!(e.contains("removing what it created"), "{e}");
     assert_eq!(env.leftovers(), Vec::<String>::new());
 
     // A name that is taken.
     env.ok(&["up", path, "--name", "taken"]);
     let e = env.fails(&["up", path, "--name", "taken"]);
-    assert!(
-        e.contains("workspace `taken` already exists (pod devaipod-taken)"),
-        "{e}"
-    );
+    assert!(e.contains("workspace `taken` already exists (pod devaipod-taken)"), "{e}");
     // Without --name a free name is chosen.
     let second = env.ok(&["--json", "up", path]);
     let second: serde_json::Value = serde_json::from_str(&second).unwrap();
@@ -182,10 +131,7 @@ fn engine_side_errors_and_failed_up_leave_nothing_behind() {
         &["logs", "nope"],
     ] {
         let e = env.fails(args);
-        assert!(
-            e.contains("no workspace named `nope` (see `devaipod list`)"),
-            "{args:?}: {e}"
-        );
+        assert!(e.contains("no workspace named `nope` (see `devaipod list`)"), "{args:?}: {e}");
     }
 }
 
@@ -206,12 +152,7 @@ fn delete_touches_only_its_own_workspace_and_instance() {
     let e = b.fails(&["delete", "iso-a1"]);
     assert!(e.contains("no workspace named `iso-a1`"), "{e}");
     let names = |env: &TestEnv| -> Vec<String> {
-        env.json(&["list"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["name"].as_str().unwrap().to_owned())
-            .collect()
+        env.json(&["list"]).as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect()
     };
     assert_eq!(names(&a), ["iso-a1", "iso-a2"]);
     assert_eq!(names(&b), ["iso-b1"]);
@@ -221,25 +162,11 @@ fn delete_touches_only_its_own_workspace_and_instance() {
     assert_eq!(b.json(&["status", "iso-b1"])["agent"], "running");
     let a_left = a.leftovers();
     assert!(a_left.iter().all(|o| !o.contains("iso-a1")), "{a_left:?}");
-    assert!(
-        a_left
-            .iter()
-            .any(|o| o == "volume devaipod-iso-a2-workspace"),
-        "{a_left:?}"
-    );
-    assert_eq!(
-        a.ok(&["exec", "iso-a2", "--", "cat", "README.md"]),
-        "# iso\n"
-    );
+    assert!(a_left.iter().any(|o| o == "volume devaipod-iso-a2-workspace"), "{a_left:?}");
+    assert_eq!(a.ok(&["exec", "iso-a2", "--", "cat", "README.md"]), "# iso\n");
 
     a.ok(&["delete", "iso-a2", "--keep-volumes"]);
-    assert!(
-        a.leftovers()
-            .iter()
-            .all(|o| o.starts_with("volume devaipod-iso-a2-")),
-        "{:?}",
-        a.leftovers()
-    );
+    assert!(a.leftovers().iter().all(|o| o.starts_with("volume devaipod-iso-a2-")), "{:?}", a.leftovers());
     b.ok(&["delete", "iso-b1"]);
     assert_eq!(b.leftovers(), Vec::<String>::new());
 }

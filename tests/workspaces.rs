@@ -22,12 +22,7 @@ fn create_secret(name: &str, value: &str) -> Secret {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
     Secret(name.to_owned())
 }
@@ -48,15 +43,9 @@ allowlist = ["IT_TRUSTED"]
 secrets = ["IT_SECRET={secret_name}"]
 "#
     );
-    let env = TestEnv::new(&config)
-        .with_env("IT_PLAIN", "plain-value")
-        .with_env("IT_TRUSTED", "trusted-value-7f3a");
+    let env = TestEnv::new(&config).with_env("IT_PLAIN", "plain-value").with_env("IT_TRUSTED", "trusted-value-7f3a");
     let _secret = create_secret(&secret_name, "secret-value-91bc");
-    let repo = fixture_repo(
-        env.dir.path(),
-        "fixture",
-        &[("src/main.txt", "hello from the fixture\n")],
-    );
+    let repo = fixture_repo(env.dir.path(), "fixture", &[("src/main.txt", "hello from the fixture\n")]);
 
     let up = env.run(&["up", repo.to_str().unwrap(), "--name", "fx"]);
     let stderr = text(&up.stderr);
@@ -76,83 +65,30 @@ secrets = ["IT_SECRET={secret_name}"]
     assert_eq!(list[0]["name"], "fx");
 
     // The repository is in both containers.
-    assert_eq!(
-        env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]),
-        "hello from the fixture\n"
-    );
-    assert!(
-        env.ok(&["exec", "fx", "--", "git", "log", "--format=%s"])
-            .contains("fixture")
-    );
-    assert_eq!(
-        env.ok(&["exec", "fx", "--agent", "--", "cat", "src/main.txt"]),
-        "hello from the fixture\n"
-    );
+    assert_eq!(env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]), "hello from the fixture\n");
+    assert!(env.ok(&["exec", "fx", "--", "git", "log", "--format=%s"]).contains("fixture"));
+    assert_eq!(env.ok(&["exec", "fx", "--agent", "--", "cat", "src/main.txt"]), "hello from the fixture\n");
 
     // The agent is hardened.
     let proc1 = env.ok(&["exec", "fx", "--agent", "--", "cat", "/proc/1/status"]);
-    assert!(
-        proc1
-            .lines()
-            .any(|l| l.split_whitespace().eq(["CapEff:", "0000000000000400"])),
-        "{proc1}"
-    );
-    assert!(
-        proc1
-            .lines()
-            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
-        "{proc1}"
-    );
-    assert_eq!(
-        env.ok(&["exec", "fx", "--agent", "--", "id", "-u"]).trim(),
-        "1000"
-    );
+    assert!(proc1.lines().any(|l| l.split_whitespace().eq(["CapEff:", "0000000000000400"])), "{proc1}");
+    assert!(proc1.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{proc1}");
+    assert_eq!(env.ok(&["exec", "fx", "--agent", "--", "id", "-u"]).trim(), "1000");
     let ws_proc1 = env.ok(&["exec", "fx", "--", "cat", "/proc/1/status"]);
-    assert!(
-        !ws_proc1.contains("0000000000000400"),
-        "the workspace container is not the agent's profile"
-    );
+    assert!(!ws_proc1.contains("0000000000000400"), "the workspace container is not the agent's profile");
 
     // The human's workspace is read-only for the agent.
-    let w = env.run(&[
-        "exec",
-        "fx",
-        "--agent",
-        "--",
-        "touch",
-        "/mnt/main-workspace/agent-was-here",
-    ]);
+    let w = env.run(&["exec", "fx", "--agent", "--", "touch", "/mnt/main-workspace/agent-was-here"]);
     assert!(!w.status.success());
-    assert!(
-        text(&w.stderr).contains("Read-only file system"),
-        "{}",
-        text(&w.stderr)
-    );
+    assert!(text(&w.stderr).contains("Read-only file system"), "{}", text(&w.stderr));
     assert_eq!(
-        env.ok(&[
-            "exec",
-            "fx",
-            "--agent",
-            "--",
-            "cat",
-            "/mnt/main-workspace/src/main.txt"
-        ]),
+        env.ok(&["exec", "fx", "--agent", "--", "cat", "/mnt/main-workspace/src/main.txt"]),
         "hello from the fixture\n"
     );
 
     // opencode is present and runnable in the agent container.
-    let v = env.ok(&[
-        "exec",
-        "fx",
-        "--agent",
-        "--",
-        "/opt/devaipod/bin/opencode",
-        "--version",
-    ]);
-    assert!(
-        v.trim().chars().next().is_some_and(|c| c.is_ascii_digit()),
-        "opencode --version: {v}"
-    );
+    let v = env.ok(&["exec", "fx", "--agent", "--", "/opt/devaipod/bin/opencode", "--version"]);
+    assert!(v.trim().chars().next().is_some_and(|c| c.is_ascii_digit()), "opencode --version: {v}");
 
     // Environment partition: trusted env and secrets in the workspace only.
     let ws_env = env.ok(&["exec", "fx", "--", "env"]);
@@ -161,38 +97,19 @@ secrets = ["IT_SECRET={secret_name}"]
     assert!(ws_env.contains("IT_PLAIN=plain-value"));
     let agent_env = env.ok(&["exec", "fx", "--agent", "--", "env"]);
     assert!(agent_env.contains("IT_PLAIN=plain-value"), "{agent_env}");
-    assert!(
-        !agent_env.contains("IT_TRUSTED") && !agent_env.contains("trusted-value-7f3a"),
-        "{agent_env}"
-    );
-    assert!(
-        !agent_env.contains("IT_SECRET") && !agent_env.contains("secret-value-91bc"),
-        "{agent_env}"
-    );
+    assert!(!agent_env.contains("IT_TRUSTED") && !agent_env.contains("trusted-value-7f3a"), "{agent_env}");
+    assert!(!agent_env.contains("IT_SECRET") && !agent_env.contains("secret-value-91bc"), "{agent_env}");
     let agent_cfg = podman(&["inspect", "devaipod-fx-agent"]);
     assert!(!agent_cfg.contains("trusted-value-7f3a") && !agent_cfg.contains("secret-value-91bc"));
     // …and never in a label of any object.
     for obj in [
         ["pod", "inspect", "devaipod-fx", "{{json .Labels}}"],
-        [
-            "container",
-            "inspect",
-            "devaipod-fx-workspace",
-            "{{json .Config.Labels}}",
-        ],
-        [
-            "container",
-            "inspect",
-            "devaipod-fx-agent",
-            "{{json .Config.Labels}}",
-        ],
+        ["container", "inspect", "devaipod-fx-workspace", "{{json .Config.Labels}}"],
+        ["container", "inspect", "devaipod-fx-agent", "{{json .Config.Labels}}"],
     ] {
         let labels = podman(&[obj[0], obj[1], obj[2], "--format", obj[3]]);
         assert!(labels.contains("io.devaipod.instance"), "{labels}");
-        assert!(
-            !labels.contains("trusted-value") && !labels.contains("secret-value"),
-            "{labels}"
-        );
+        assert!(!labels.contains("trusted-value") && !labels.contains("secret-value"), "{labels}");
     }
 
     // exec: exit codes pass through, stdin is streamed.
@@ -204,12 +121,7 @@ secrets = ["IT_SECRET={secret_name}"]
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"streamed through stdin\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"streamed through stdin\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "STREAMED THROUGH STDIN\n");
 
@@ -219,17 +131,10 @@ secrets = ["IT_SECRET={secret_name}"]
     assert_ne!(stopped["status"], "Running", "{stopped}");
     assert_ne!(stopped["agent"], "running");
     let e = env.fails(&["exec", "fx", "--", "true"]);
-    assert!(
-        e.contains("is not running") && e.contains("devaipod start fx"),
-        "{e}"
-    );
+    assert!(e.contains("is not running") && e.contains("devaipod start fx"), "{e}");
     env.ok(&["start", "fx"]);
     assert_eq!(env.json(&["status", "fx"])["agent"], "running");
-    assert_eq!(
-        env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]),
-        "hello from the fixture\n",
-        "the volume survives"
-    );
+    assert_eq!(env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]), "hello from the fixture\n", "the volume survives");
 
     // logs answer (the idle process prints nothing, so only the call is checked).
     env.ok(&["logs", "fx", "--agent", "--tail", "5"]);
@@ -277,64 +182,29 @@ fn devcontainer_build_lifecycle_mounts_and_git_url_source() {
     let up = env.run(&["up", &url, "--name", "bld"]);
     let stderr = text(&up.stderr);
     assert!(up.status.success(), "up failed:\n{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "==> building localhost/devaipod-build/{}-bld:latest",
-            env.instance
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("==> building localhost/devaipod-build/{}-bld:latest", env.instance)), "{stderr}");
     assert!(stderr.contains("==> postCreateCommand [a]"), "{stderr}");
 
-    assert_eq!(
-        env.ok(&["exec", "bld", "--", "cat", "/built-marker"]),
-        "built-built\n"
-    );
+    assert_eq!(env.ok(&["exec", "bld", "--", "cat", "/built-marker"]), "built-built\n");
     assert_eq!(
         env.ok(&["exec", "bld", "--agent", "--", "cat", "/built-marker"]),
         "built-built\n",
         "the agent runs the same image"
     );
-    assert_eq!(
-        env.ok(&["exec", "bld", "--", "cat", "/tmp/on-create"]),
-        "on-create\n"
-    );
-    assert_eq!(
-        env.ok(&["exec", "bld", "--", "cat", "/tmp/post-a"]),
-        "r-/workspaces/built\n"
-    );
-    assert_eq!(
-        env.ok(&["exec", "bld", "--", "cat", "/tmp/post-b"]),
-        "/workspaces/built\n"
-    );
+    assert_eq!(env.ok(&["exec", "bld", "--", "cat", "/tmp/on-create"]), "on-create\n");
+    assert_eq!(env.ok(&["exec", "bld", "--", "cat", "/tmp/post-a"]), "r-/workspaces/built\n");
+    assert_eq!(env.ok(&["exec", "bld", "--", "cat", "/tmp/post-b"]), "/workspaces/built\n");
     env.ok(&["exec", "bld", "--", "test", "-f", "/tmp/post-start"]);
-    assert_eq!(
-        env.ok(&["exec", "bld", "--", "printenv", "FROM_DEVCONTAINER"]),
-        "/workspaces/built\n"
-    );
+    assert_eq!(env.ok(&["exec", "bld", "--", "printenv", "FROM_DEVCONTAINER"]), "/workspaces/built\n");
     assert!(
-        env.run(&[
-            "exec",
-            "bld",
-            "--agent",
-            "--",
-            "printenv",
-            "FROM_DEVCONTAINER"
-        ])
-        .status
-        .code()
-            == Some(1),
+        env.run(&["exec", "bld", "--agent", "--", "printenv", "FROM_DEVCONTAINER"]).status.code() == Some(1),
         "containerEnv stays on the human's side"
     );
     env.ok(&["exec", "bld", "--", "touch", "/cache/x"]);
     assert_eq!(env.json(&["status", "bld"])["source"], url);
 
     env.ok(&["delete", "bld"]);
-    assert_eq!(
-        env.leftovers(),
-        Vec::<String>::new(),
-        "the anonymous mount volume is ours and goes too"
-    );
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "the anonymous mount volume is ours and goes too");
 }
 
 #[test]
@@ -350,21 +220,14 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
     );
     let plan = env.json(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert_eq!(plan["name"], "dry");
-    assert_eq!(
-        plan["image"],
-        serde_json::json!({"kind": "existing", "reference": "localhost/some:img"})
-    );
+    assert_eq!(plan["image"], serde_json::json!({"kind": "existing", "reference": "localhost/some:img"}));
     assert_eq!(plan["pod"]["ports"], serde_json::json!([4096, 8000]));
     assert_eq!(plan["agent"]["cap_drop"], serde_json::json!(["ALL"]));
-    assert_eq!(
-        plan["workspace"]["cap_add"],
-        serde_json::json!(["SYS_PTRACE"])
-    );
+    assert_eq!(plan["workspace"]["cap_add"], serde_json::json!(["SYS_PTRACE"]));
     assert_eq!(plan["workspace"]["trusted_env"]["HIDDEN"], "<redacted>");
     let text_plan = env.ok(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert!(
-        text_plan.contains("container devaipod-dry-agent (agent)")
-            && text_plan.contains("HIDDEN (trusted)"),
+        text_plan.contains("container devaipod-dry-agent (agent)") && text_plan.contains("HIDDEN (trusted)"),
         "{text_plan}"
     );
     assert!(!text_plan.contains("do-not-print-me"));

@@ -37,20 +37,10 @@ mod tests {
 
     #[test]
     fn config_points_at_the_provider_without_secrets() {
-        let a = AgentConfig {
-            base_url: "http://llm.test/v1".into(),
-            model: "m1".into(),
-            ..AgentConfig::default()
-        };
+        let a = AgentConfig { base_url: "http://llm.test/v1".into(), model: "m1".into(), ..AgentConfig::default() };
         let c = opencode_config(&a);
-        assert_eq!(
-            c["provider"]["devaipod"]["options"]["baseURL"],
-            "http://llm.test/v1"
-        );
-        assert_eq!(
-            c["provider"]["devaipod"]["options"]["apiKey"],
-            "{env:DEVAIPOD_LLM_API_KEY}"
-        );
+        assert_eq!(c["provider"]["devaipod"]["options"]["baseURL"], "http://llm.test/v1");
+        assert_eq!(c["provider"]["devaipod"]["options"]["apiKey"], "{env:DEVAIPOD_LLM_API_KEY}");
         assert_eq!(c["model"], "devaipod/m1");
         assert_eq!(c["permission"]["question"], "deny");
     }

@@ -20,19 +20,9 @@ pub enum AgentEvent {
     /// The session failed (provider error, abort, …).
     Error { session: String, message: String },
     /// A tool call changed state; `key` identifies the call and its state.
-    Tool {
-        session: String,
-        key: String,
-        tool: String,
-        status: String,
-        title: String,
-    },
+    Tool { session: String, key: String, tool: String, status: String, title: String },
     /// The agent asks for input (a permission or a question).
-    NeedsInput {
-        session: String,
-        key: String,
-        what: String,
-    },
+    NeedsInput { session: String, key: String, what: String },
 }
 
 impl AgentEvent {
@@ -65,11 +55,7 @@ pub enum AgentError {
     #[error("the agent does not answer at {url}: {message}")]
     Unreachable { url: String, message: String },
     #[error("the agent answered {status} to {what}: {body}")]
-    Status {
-        what: String,
-        status: u16,
-        body: String,
-    },
+    Status { what: String, status: u16, body: String },
     #[error("unexpected answer from the agent to {what}: {message}")]
     Protocol { what: String, message: String },
 }
@@ -78,21 +64,12 @@ pub enum AgentError {
 pub trait Agent: Send + Sync {
     /// Whether the agent's API serves (not merely accepts connections).
     fn ready(&self) -> impl Future<Output = bool> + Send;
-    fn create_session(
-        &self,
-        title: &str,
-    ) -> impl Future<Output = Result<String, AgentError>> + Send;
+    fn create_session(&self, title: &str) -> impl Future<Output = Result<String, AgentError>> + Send;
     /// Delivers a prompt; returns once the agent accepted it (it then works on its own).
-    fn prompt(
-        &self,
-        session: &str,
-        text: &str,
-    ) -> impl Future<Output = Result<(), AgentError>> + Send;
+    fn prompt(&self, session: &str, text: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
     fn is_busy(&self, session: &str) -> impl Future<Output = Result<bool, AgentError>> + Send;
     fn outcome(&self, session: &str) -> impl Future<Output = Result<Outcome, AgentError>> + Send;
     fn abort(&self, session: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
     /// The agent's event stream (all sessions); ends when the connection does.
-    fn events(
-        &self,
-    ) -> impl Future<Output = Result<BoxStream<'static, AgentEvent>, AgentError>> + Send;
+    fn events(&self) -> impl Future<Output = Result<BoxStream<'static, AgentEvent>, AgentError>> + Send;
 }

@@ -23,42 +23,22 @@ pub struct Opencode {
 impl Opencode {
     /// A client for the opencode server at `base` (e.g. `http://127.0.0.1:41234`).
     pub fn new(base: String, password: String) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Opencode {
-            base,
-            password,
-            http,
-        }
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Opencode { base, password, http }
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth("opencode", Some(&self.password))
+        self.http.request(method, format!("{}{path}", self.base)).basic_auth("opencode", Some(&self.password))
     }
 
     async fn json(&self, what: &str, rb: reqwest::RequestBuilder) -> Result<Value, AgentError> {
-        let resp = rb
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = rb.timeout(CALL_TIMEOUT).send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let is_json = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json"));
+        let is_json =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
-            return Err(AgentError::Status {
-                what: what.into(),
-                status: status.as_u16(),
-                body: truncate(&body),
-            });
+            return Err(AgentError::Status { what: what.into(), status: status.as_u16(), body: truncate(&body) });
         }
         if !is_json {
             // opencode answers unknown paths with its web UI's HTML.
@@ -67,60 +47,38 @@ impl Opencode {
                 message: "not JSON (is this opencode's API?)".into(),
             });
         }
-        serde_json::from_str(&body).map_err(|e| AgentError::Protocol {
-            what: what.into(),
-            message: e.to_string(),
-        })
+        serde_json::from_str(&body).map_err(|e| AgentError::Protocol { what: what.into(), message: e.to_string() })
     }
 
     fn unreachable(&self, e: reqwest::Error) -> AgentError {
-        AgentError::Unreachable {
-            url: self.base.clone(),
-            message: e.without_url().to_string(),
-        }
+        AgentError::Unreachable { url: self.base.clone(), message: e.without_url().to_string() }
     }
 }
 
 fn truncate(s: &str) -> String {
     let s = s.trim();
-    if s.len() > 300 {
-        format!("{}…", &s[..s.floor_char_boundary(300)])
-    } else {
-        s.to_owned()
-    }
+    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s.to_owned() }
 }
 
 impl Agent for Opencode {
     async fn ready(&self) -> bool {
-        self.json("list sessions", self.req(reqwest::Method::GET, "/session"))
-            .await
-            .is_ok_and(|v| v.is_array())
+        self.json("list sessions", self.req(reqwest::Method::GET, "/session")).await.is_ok_and(|v| v.is_array())
     }
 
     async fn create_session(&self, title: &str) -> Result<String, AgentError> {
         let v = self
-            .json(
-                "create a session",
-                self.req(reqwest::Method::POST, "/session")
-                    .json(&json!({ "title": title })),
-            )
+            .json("create a session", self.req(reqwest::Method::POST, "/session").json(&json!({ "title": title })))
             .await?;
         v.get("id")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| AgentError::Protocol {
-                what: "create a session".into(),
-                message: "no id".into(),
-            })
+            .ok_or_else(|| AgentError::Protocol { what: "create a session".into(), message: "no id".into() })
     }
 
     async fn prompt(&self, session: &str, text: &str) -> Result<(), AgentError> {
         let body = json!({ "parts": [{ "type": "text", "text": text }] });
         let resp = self
-            .req(
-                reqwest::Method::POST,
-                &format!("/session/{session}/prompt_async"),
-            )
+            .req(reqwest::Method::POST, &format!("/session/{session}/prompt_async"))
             .json(&body)
             .timeout(CALL_TIMEOUT)
             .send()
@@ -131,51 +89,27 @@ impl Agent for Opencode {
             return Ok(());
         }
         let body = resp.text().await.unwrap_or_default();
-        Err(AgentError::Status {
-            what: "deliver the prompt".into(),
-            status: status.as_u16(),
-            body: truncate(&body),
-        })
+        Err(AgentError::Status { what: "deliver the prompt".into(), status: status.as_u16(), body: truncate(&body) })
     }
 
     async fn is_busy(&self, session: &str) -> Result<bool, AgentError> {
-        let v = self
-            .json(
-                "read session status",
-                self.req(reqwest::Method::GET, "/session/status"),
-            )
-            .await?;
-        Ok(v.get(session)
-            .and_then(|s| s.get("type"))
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != "idle"))
+        let v = self.json("read session status", self.req(reqwest::Method::GET, "/session/status")).await?;
+        Ok(v.get(session).and_then(|s| s.get("type")).and_then(Value::as_str).is_some_and(|t| t != "idle"))
     }
 
     async fn outcome(&self, session: &str) -> Result<Outcome, AgentError> {
-        let v = self
-            .json(
-                "read messages",
-                self.req(reqwest::Method::GET, &format!("/session/{session}/message")),
-            )
-            .await?;
+        let v =
+            self.json("read messages", self.req(reqwest::Method::GET, &format!("/session/{session}/message"))).await?;
         Ok(outcome_of(&v))
     }
 
     async fn abort(&self, session: &str) -> Result<(), AgentError> {
-        self.json(
-            "abort the session",
-            self.req(reqwest::Method::POST, &format!("/session/{session}/abort")),
-        )
-        .await?;
+        self.json("abort the session", self.req(reqwest::Method::POST, &format!("/session/{session}/abort"))).await?;
         Ok(())
     }
 
     async fn events(&self) -> Result<BoxStream<'static, AgentEvent>, AgentError> {
-        let resp = self
-            .req(reqwest::Method::GET, "/event")
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self.req(reqwest::Method::GET, "/event").send().await.map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Err(AgentError::Status {
                 what: "follow events".into(),
@@ -184,19 +118,16 @@ impl Agent for Opencode {
             });
         }
         let mut decoder = SseDecoder::default();
-        let stream = resp
-            .bytes_stream()
-            .take_while(|chunk| std::future::ready(chunk.is_ok()))
-            .flat_map(move |chunk| {
-                let events: Vec<AgentEvent> = chunk
-                    .map(|b| decoder.feed(&b))
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-                    .filter_map(|v| parse_event(&v))
-                    .collect();
-                futures_util::stream::iter(events)
-            });
+        let stream = resp.bytes_stream().take_while(|chunk| std::future::ready(chunk.is_ok())).flat_map(move |chunk| {
+            let events: Vec<AgentEvent> = chunk
+                .map(|b| decoder.feed(&b))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+                .filter_map(|v| parse_event(&v))
+                .collect();
+            futures_util::stream::iter(events)
+        });
         Ok(stream.boxed())
     }
 }
@@ -213,15 +144,10 @@ pub fn parse_event(v: &Value) -> Option<AgentEvent> {
                 _ => Some(AgentEvent::Busy { session }),
             }
         }
-        "session.idle" => Some(AgentEvent::Idle {
-            session: s(props, "sessionID")?,
-        }),
+        "session.idle" => Some(AgentEvent::Idle { session: s(props, "sessionID")? }),
         "session.error" => {
             let session = s(props, "sessionID")?;
-            Some(AgentEvent::Error {
-                session,
-                message: error_message(props.get("error")?),
-            })
+            Some(AgentEvent::Error { session, message: error_message(props.get("error")?) })
         }
         "message.part.updated" => {
             let part = props.get("part")?;
@@ -232,9 +158,7 @@ pub fn parse_event(v: &Value) -> Option<AgentEvent> {
             let status = s(state, "status")?;
             let title = s(state, "title").or_else(|| {
                 let input = state.get("input")?;
-                s(input, "description")
-                    .or_else(|| s(input, "filePath"))
-                    .or_else(|| s(input, "command"))
+                s(input, "description").or_else(|| s(input, "filePath")).or_else(|| s(input, "command"))
             });
             Some(AgentEvent::Tool {
                 session: s(part, "sessionID")?,
@@ -244,15 +168,11 @@ pub fn parse_event(v: &Value) -> Option<AgentEvent> {
                 title: title.unwrap_or_default(),
             })
         }
-        "permission.asked" | "permission.updated" | "question.asked" => {
-            Some(AgentEvent::NeedsInput {
-                session: s(props, "sessionID")?,
-                key: s(props, "id").unwrap_or_default(),
-                what: s(props, "title")
-                    .or_else(|| s(props, "permission"))
-                    .unwrap_or_else(|| "input".into()),
-            })
-        }
+        "permission.asked" | "permission.updated" | "question.asked" => Some(AgentEvent::NeedsInput {
+            session: s(props, "sessionID")?,
+            key: s(props, "id").unwrap_or_default(),
+            what: s(props, "title").or_else(|| s(props, "permission")).unwrap_or_else(|| "input".into()),
+        }),
         _ => None,
     }
 }
@@ -260,14 +180,8 @@ pub fn parse_event(v: &Value) -> Option<AgentEvent> {
 /// A readable message of an opencode error object (`{name, data: {message}}`).
 fn error_message(e: &Value) -> String {
     let name = e.get("name").and_then(Value::as_str).unwrap_or("error");
-    let msg = e
-        .get("data")
-        .and_then(|d| d.get("message"))
-        .and_then(Value::as_str);
-    let status = e
-        .get("data")
-        .and_then(|d| d.get("statusCode"))
-        .and_then(Value::as_u64);
+    let msg = e.get("data").and_then(|d| d.get("message")).and_then(Value::as_str);
+    let status = e.get("data").and_then(|d| d.get("statusCode")).and_then(Value::as_u64);
     match (msg, status) {
         (Some(m), Some(code)) => format!("the LLM provider answered {code}: {m}"),
         (Some(m), None) => format!("{name}: {m}"),
@@ -289,14 +203,8 @@ pub fn outcome_of(messages: &Value) -> Outcome {
                 o.answered = false;
             }
             Some("assistant") => {
-                o.error = info
-                    .get("error")
-                    .filter(|e| !e.is_null())
-                    .map(error_message);
-                o.answered = o.error.is_some()
-                    || info
-                        .pointer("/time/completed")
-                        .is_some_and(|t| !t.is_null());
+                o.error = info.get("error").filter(|e| !e.is_null()).map(error_message);
+                o.answered = o.error.is_some() || info.pointer("/time/completed").is_some_and(|t| !t.is_null());
                 let text: Vec<&str> = m
                     .get("parts")
                     .and_then(Value::as_array)
@@ -324,18 +232,12 @@ mod tests {
     fn parses_the_events_a_task_needs() {
         let ev = |s: &str| parse_event(&serde_json::from_str(s).unwrap());
         assert_eq!(
-            ev(
-                r#"{"type":"session.status","properties":{"sessionID":"s1","status":{"type":"busy"}}}"#
-            ),
-            Some(AgentEvent::Busy {
-                session: "s1".into()
-            })
+            ev(r#"{"type":"session.status","properties":{"sessionID":"s1","status":{"type":"busy"}}}"#),
+            Some(AgentEvent::Busy { session: "s1".into() })
         );
         assert_eq!(
             ev(r#"{"type":"session.idle","properties":{"sessionID":"s1"}}"#),
-            Some(AgentEvent::Idle {
-                session: "s1".into()
-            })
+            Some(AgentEvent::Idle { session: "s1".into() })
         );
         assert_eq!(
             ev(
@@ -371,9 +273,7 @@ mod tests {
             })
         );
         assert_eq!(
-            ev(
-                r#"{"type":"message.part.updated","properties":{"part":{"id":"p3","sessionID":"s1","type":"text"}}}"#
-            ),
+            ev(r#"{"type":"message.part.updated","properties":{"part":{"id":"p3","sessionID":"s1","type":"text"}}}"#),
             None
         );
         assert_eq!(ev(r#"{"type":"server.connected","properties":{}}"#), None);
@@ -392,10 +292,7 @@ mod tests {
         assert!(o.delivered);
         assert_eq!(o.user_turns, 2);
         assert_eq!(o.final_text, None);
-        assert_eq!(
-            o.error.as_deref(),
-            Some("the LLM provider answered 429: quota")
-        );
+        assert_eq!(o.error.as_deref(), Some("the LLM provider answered 429: quota"));
         assert!(o.answered);
         assert_eq!(outcome_of(&Value::Array(vec![])), Outcome::default());
     }

@@ -37,9 +37,6 @@ mod tests {
     fn decodes_events_split_across_chunks() {
         let mut d = SseDecoder::default();
         assert!(d.feed(b"data: {\"a\"").is_empty());
-        assert_eq!(
-            d.feed(b":1}\n\ndata: x\r\ndata: y\n\n: comment\n\n"),
-            ["{\"a\":1}", "x\ny"]
-        );
+        assert_eq!(d.feed(b":1}\n\ndata: x\r\ndata: y\n\n: comment\n\n"), ["{\"a\":1}", "x\ny"]);
     }
 }

@@ -36,27 +36,16 @@ impl Client {
     /// Connects to this instance's daemon, starting one when none answers.
     pub async fn connect(paths: &Paths, config: Option<&Path>) -> Result<Client> {
         let socket = paths.socket();
-        let client = Client {
-            http: HyperClient::unix(),
-            socket: socket.clone(),
-        };
+        let client = Client { http: HyperClient::unix(), socket: socket.clone() };
         if healthy(&socket).await {
             return Ok(client);
         }
-        std::fs::create_dir_all(&paths.data)
-            .with_context(|| format!("cannot create {}", paths.data.display()))?;
+        std::fs::create_dir_all(&paths.data).with_context(|| format!("cannot create {}", paths.data.display()))?;
         let log = paths.data.join("daemon.log");
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let exe = std::env::current_exe()
-            .context("cannot find the devaipod binary to start the daemon")?;
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let exe = std::env::current_exe().context("cannot find the devaipod binary to start the daemon")?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("serve")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+        cmd.arg("serve").stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out);
         if let Some(c) = config {
             cmd.env("DEVAIPOD_CONFIG", c);
         }
@@ -65,11 +54,7 @@ impl Client {
         let child = cmd.spawn().context("cannot start the devaipod daemon")?;
         for _ in 0..150 {
             if healthy(&socket).await {
-                eprintln!(
-                    "started the devaipod daemon in the background (pid {}; log {})",
-                    child.id(),
-                    log.display()
-                );
+                eprintln!("started the devaipod daemon in the background (pid {}; log {})", child.id(), log.display());
                 return Ok(client);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -98,19 +83,16 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        self.http.request(req.body(body)?).await.map_err(|e| {
-            anyhow!(
-                "the daemon does not answer on {}: {e}",
-                self.socket.display()
-            )
-        })
+        self.http
+            .request(req.body(body)?)
+            .await
+            .map_err(|e| anyhow!("the daemon does not answer on {}: {e}", self.socket.display()))
     }
 
     /// A call whose answer is JSON; a non-2xx answer becomes an error with its message.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let text = self.text(method, path, body).await?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("the daemon's answer to {path} is not JSON"))
+        serde_json::from_str(&text).with_context(|| format!("the daemon's answer to {path} is not JSON"))
     }
 
     pub async fn text(&self, method: Method, path: &str, body: Option<&Value>) -> Result<String> {
@@ -128,12 +110,9 @@ impl Client {
             }
             Ok(text)
         };
-        tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| {
-            anyhow!(
-                "the daemon did not answer {path} within {} s",
-                CALL_TIMEOUT.as_secs()
-            )
-        })?
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| anyhow!("the daemon did not answer {path} within {} s", CALL_TIMEOUT.as_secs()))?
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
@@ -156,12 +135,7 @@ impl Client {
         if !resp.status().is_success() {
             let bytes = resp.into_body().collect().await?.to_bytes();
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            bail!(
-                "{}",
-                v.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the daemon refused the request")
-            );
+            bail!("{}", v.get("error").and_then(Value::as_str).unwrap_or("the daemon refused the request"));
         }
         let mut body = BodyStream::new(resp.into_body());
         let mut buf = String::new();

@@ -24,11 +24,7 @@ use crate::pods::{Engine, Podman};
 use client::{Client, enc};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "devaipod",
-    version,
-    about = "Run AI coding agents in sandboxed podman pods, one pod per workspace"
-)]
+#[command(name = "devaipod", version, about = "Run AI coding agents in sandboxed podman pods, one pod per workspace")]
 pub struct Cli {
     /// Config file (default: $XDG_CONFIG_HOME/devaipod.toml or ~/.config/devaipod.toml).
     #[arg(long, global = true, env = "DEVAIPOD_CONFIG")]
@@ -190,12 +186,8 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
             None => Config::default(),
         },
     };
-    if let Some(i) = std::env::var("DEVAIPOD_INSTANCE")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        config.instance =
-            InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?;
+    if let Some(i) = std::env::var("DEVAIPOD_INSTANCE").ok().filter(|s| !s.is_empty()) {
+        config.instance = InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?;
     }
     Ok(config)
 }
@@ -227,13 +219,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let name = result["name"].as_str().unwrap_or_default().to_owned();
             let task = match a.task {
-                Some(prompt) => Some(
-                    c.post(
-                        "/api/v1/tasks",
-                        &json!({ "workspace": name, "prompt": prompt }),
-                    )
-                    .await?,
-                ),
+                Some(prompt) => Some(c.post("/api/v1/tasks", &json!({ "workspace": name, "prompt": prompt })).await?),
                 None => None,
             };
             if json {
@@ -257,53 +243,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let workspace = match (a.workspace, a.source) {
                 (Some(w), _) => w,
                 (None, Some(source)) => {
-                    let r = up(
-                        &c,
-                        &json!({ "source": source, "name": a.name, "image": a.image }),
-                    )
-                    .await?;
+                    let r = up(&c, &json!({ "source": source, "name": a.name, "image": a.image })).await?;
                     r["name"].as_str().unwrap_or_default().to_owned()
                 }
                 (None, None) => bail!("give a source or -w <workspace>"),
             };
-            let task = c
-                .post(
-                    "/api/v1/tasks",
-                    &json!({ "workspace": workspace, "prompt": a.task }),
-                )
-                .await?;
+            let task = c.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": a.task })).await?;
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             eprintln!("==> task {id} in workspace {workspace}");
             return follow(&c, &id, json).await;
         }
         Command::List => output::list(&connect().await?.get("/api/v1/workspaces").await?, json)?,
         Command::Status { workspace } => {
-            let v = connect()
-                .await?
-                .get(&format!("/api/v1/workspaces/{}", enc(&workspace)))
-                .await?;
-            if json {
-                output::json(&v)?
-            } else {
-                output::status(&v)?
-            }
+            let v = connect().await?.get(&format!("/api/v1/workspaces/{}", enc(&workspace))).await?;
+            if json { output::json(&v)? } else { output::status(&v)? }
         }
         Command::Exec(a) => return exec(&connect().await?, a).await,
-        Command::Logs {
-            workspace,
-            agent,
-            follow,
-            tail,
-        } => {
+        Command::Logs { workspace, agent, follow, tail } => {
             let c = connect().await?;
-            c.get(&format!("/api/v1/workspaces/{}", enc(&workspace)))
-                .await?; // exists in this instance
+            c.get(&format!("/api/v1/workspaces/{}", enc(&workspace))).await?; // exists in this instance
             let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
-            let role = if agent {
-                crate::pods::naming::Role::Agent
-            } else {
-                crate::pods::naming::Role::Workspace
-            };
+            let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
             let engine = Podman::new(&default_socket())?;
             let mut stream = engine.logs(&name.container(role), follow, tail);
             let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
@@ -316,62 +276,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Stop { workspace } => {
-            let v = connect()
-                .await?
-                .post(
-                    &format!("/api/v1/workspaces/{}/stop", enc(&workspace)),
-                    &json!({}),
-                )
-                .await?;
+            let v = connect().await?.post(&format!("/api/v1/workspaces/{}/stop", enc(&workspace)), &json!({})).await?;
             output::done(&v, json)?;
         }
         Command::Start { workspace } => {
-            let v = connect()
-                .await?
-                .post(
-                    &format!("/api/v1/workspaces/{}/start", enc(&workspace)),
-                    &json!({}),
-                )
-                .await?;
+            let v = connect().await?.post(&format!("/api/v1/workspaces/{}/start", enc(&workspace)), &json!({})).await?;
             output::done(&v, json)?;
         }
-        Command::Delete {
-            workspace,
-            keep_volumes,
-        } => {
-            let path = format!(
-                "/api/v1/workspaces/{}?keep_volumes={keep_volumes}",
-                enc(&workspace)
-            );
+        Command::Delete { workspace, keep_volumes } => {
+            let path = format!("/api/v1/workspaces/{}?keep_volumes={keep_volumes}", enc(&workspace));
             let v = connect().await?.call(Method::DELETE, &path, None).await?;
             output::done(&v, json)?;
         }
         Command::Tasks { workspace } => {
-            let q = workspace
-                .map(|w| format!("?workspace={}", enc(&w)))
-                .unwrap_or_default();
-            output::tasks(
-                &connect().await?.get(&format!("/api/v1/tasks{q}")).await?,
-                json,
-            )?;
+            let q = workspace.map(|w| format!("?workspace={}", enc(&w))).unwrap_or_default();
+            output::tasks(&connect().await?.get(&format!("/api/v1/tasks{q}")).await?, json)?;
         }
-        Command::Task { id } => output::task(
-            &connect()
-                .await?
-                .get(&format!("/api/v1/tasks/{}", enc(&id)))
-                .await?,
-            json,
-        )?,
+        Command::Task { id } => {
+            output::task(&connect().await?.get(&format!("/api/v1/tasks/{}", enc(&id))).await?, json)?
+        }
         Command::Cancel { id } => {
-            let v = connect()
-                .await?
-                .post(&format!("/api/v1/tasks/{}/cancel", enc(&id)), &json!({}))
-                .await?;
-            if json {
-                output::json(&v)?
-            } else {
-                println!("task {} {}", id, v["state"].as_str().unwrap_or(""))
-            }
+            let v = connect().await?.post(&format!("/api/v1/tasks/{}/cancel", enc(&id)), &json!({})).await?;
+            if json { output::json(&v)? } else { println!("task {} {}", id, v["state"].as_str().unwrap_or("")) }
         }
         Command::Proposals { workspace, state } => {
             let mut q = Vec::new();
@@ -381,33 +307,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = state {
                 q.push(format!("state={}", enc(&s)));
             }
-            let q = if q.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", q.join("&"))
-            };
-            output::proposals(
-                &connect()
-                    .await?
-                    .get(&format!("/api/v1/proposals{q}"))
-                    .await?,
-                json,
-            )?;
+            let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
+            output::proposals(&connect().await?.get(&format!("/api/v1/proposals{q}")).await?, json)?;
         }
         Command::Diff { id } => {
-            let diff = connect()
-                .await?
-                .text(
-                    Method::GET,
-                    &format!("/api/v1/proposals/{}/diff", enc(&id)),
-                    None,
-                )
-                .await?;
-            if json {
-                output::json(&json!({ "proposal": id, "diff": diff }))?
-            } else {
-                print!("{diff}")
-            }
+            let diff =
+                connect().await?.text(Method::GET, &format!("/api/v1/proposals/{}/diff", enc(&id)), None).await?;
+            if json { output::json(&json!({ "proposal": id, "diff": diff }))? } else { print!("{diff}") }
         }
         Command::Approve(a) => {
             let action = if a.apply {
@@ -419,10 +325,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let v = connect()
                 .await?
-                .post(
-                    &format!("/api/v1/proposals/{}/approve", enc(&a.id)),
-                    &json!({ "action": action }),
-                )
+                .post(&format!("/api/v1/proposals/{}/approve", enc(&a.id)), &json!({ "action": action }))
                 .await?;
             if json {
                 output::json(&v)?
@@ -438,19 +341,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reject { id, feedback } => {
             let v = connect()
                 .await?
-                .post(
-                    &format!("/api/v1/proposals/{}/reject", enc(&id)),
-                    &json!({ "feedback": feedback }),
-                )
+                .post(&format!("/api/v1/proposals/{}/reject", enc(&id)), &json!({ "feedback": feedback }))
                 .await?;
             if json {
                 output::json(&v)?;
             } else {
                 println!("proposal {id} rejected");
                 if let Some(t) = v["follow_up_task"]["id"].as_str() {
-                    println!(
-                        "feedback sent to the agent as task {t} (follow with `devaipod task {t}`)"
-                    );
+                    println!("feedback sent to the agent as task {t} (follow with `devaipod task {t}`)");
                 }
             }
         }
@@ -482,24 +380,19 @@ async fn up(c: &Client, body: &Value) -> Result<Value> {
 
 /// Follows a task's events until it ends; prints the outcome. Exit code 1 unless completed.
 async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
-    c.lines(
-        Method::GET,
-        &format!("/api/v1/events?task={}", enc(id)),
-        None,
-        |e| {
-            let msg = e["message"].as_str().unwrap_or_default();
-            match e["state"].as_str() {
-                Some(state) => {
-                    eprintln!("==> {state}: {msg}");
-                    !matches!(state, "completed" | "failed" | "cancelled")
-                }
-                None => {
-                    eprintln!("    {msg}");
-                    true
-                }
+    c.lines(Method::GET, &format!("/api/v1/events?task={}", enc(id)), None, |e| {
+        let msg = e["message"].as_str().unwrap_or_default();
+        match e["state"].as_str() {
+            Some(state) => {
+                eprintln!("==> {state}: {msg}");
+                !matches!(state, "completed" | "failed" | "cancelled")
             }
-        },
-    )
+            None => {
+                eprintln!("    {msg}");
+                true
+            }
+        }
+    })
     .await?;
     let v = c.get(&format!("/api/v1/tasks/{}", enc(id))).await?;
     if json {
@@ -507,27 +400,17 @@ async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
     } else {
         output::task_summary(&v)?;
     }
-    Ok(if v["task"]["state"] == "completed" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if v["task"]["state"] == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
     let target = if a.agent { "agent" } else { "workspace" };
     let place: ExecPlace = serde_json::from_value(
-        c.get(&format!(
-            "/api/v1/workspaces/{}/exec?target={target}",
-            enc(&a.workspace)
-        ))
-        .await?,
+        c.get(&format!("/api/v1/workspaces/{}/exec?target={target}", enc(&a.workspace))).await?,
     )?;
     let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
     let engine = Podman::new(&default_socket())?;
-    let mut session = engine
-        .exec(&place.container, &place.spec(a.command, attach_stdin))
-        .await?;
+    let mut session = engine.exec(&place.container, &place.spec(a.command, attach_stdin)).await?;
     let mut input = session.input;
     if attach_stdin {
         // A plain thread: a blocking read of stdin must not hold the runtime at exit.
@@ -562,9 +445,5 @@ async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
         }
     }
     let code = engine.exec_exit_code(&session.id).await?;
-    Ok(ExitCode::from(if (0..=255).contains(&code) {
-        code as u8
-    } else {
-        1
-    }))
+    Ok(ExitCode::from(if (0..=255).contains(&code) { code as u8 } else { 1 }))
 }

@@ -21,26 +21,9 @@ pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
         return json(plan);
     }
     let mut o = std::io::stdout().lock();
-    writeln!(
-        o,
-        "workspace {} (instance {})",
-        s(&plan["name"]),
-        s(&plan["instance"])
-    )?;
-    writeln!(
-        o,
-        "image     {}",
-        plan["image"]["reference"]
-            .as_str()
-            .or(plan["image"]["tag"].as_str())
-            .unwrap_or("-")
-    )?;
-    writeln!(
-        o,
-        "pod       {} (ports on 127.0.0.1: {})",
-        s(&plan["pod"]["name"]),
-        plan["pod"]["ports"]
-    )?;
+    writeln!(o, "workspace {} (instance {})", s(&plan["name"]), s(&plan["instance"]))?;
+    writeln!(o, "image     {}", plan["image"]["reference"].as_str().or(plan["image"]["tag"].as_str()).unwrap_or("-"))?;
+    writeln!(o, "pod       {} (ports on 127.0.0.1: {})", s(&plan["pod"]["name"]), plan["pod"]["ports"])?;
     writeln!(o, "folder    {}", s(&plan["workspace_folder"]))?;
     for v in plan["volumes"].as_array().into_iter().flatten() {
         writeln!(o, "volume    {}", s(&v["name"]))?;
@@ -60,17 +43,9 @@ pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
         for m in c["mounts"].as_array().into_iter().flatten() {
             writeln!(o, "  mount {m}")?;
         }
-        let keys = |v: &Value| {
-            v.as_object()
-                .map(|m| m.keys().cloned().collect::<Vec<_>>())
-                .unwrap_or_default()
-        };
+        let keys = |v: &Value| v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
         let mut env = keys(&c["env"]);
-        env.extend(
-            keys(&c["trusted_env"])
-                .into_iter()
-                .map(|k| format!("{k} (trusted)")),
-        );
+        env.extend(keys(&c["trusted_env"]).into_iter().map(|k| format!("{k} (trusted)")));
         if let Some(m) = c["secret_env"].as_object() {
             env.extend(m.iter().map(|(k, v)| format!("{k} (secret {})", s(v))));
         }
@@ -79,10 +54,7 @@ pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
     for w in plan["warnings"].as_array().into_iter().flatten() {
         writeln!(o, "warning: {}", s(w))?;
     }
-    writeln!(
-        o,
-        "(dry run: nothing was created; --json prints the full plan)"
-    )?;
+    writeln!(o, "(dry run: nothing was created; --json prints the full plan)")?;
     Ok(())
 }
 
@@ -90,23 +62,13 @@ pub fn status(v: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "name       {}", s(&v["name"]))?;
     writeln!(o, "pod        {} ({})", s(&v["pod"]), s(&v["status"]))?;
-    writeln!(
-        o,
-        "workspace  {}",
-        v["workspace"].as_str().unwrap_or("missing")
-    )?;
+    writeln!(o, "workspace  {}", v["workspace"].as_str().unwrap_or("missing"))?;
     writeln!(o, "agent      {}", v["agent"].as_str().unwrap_or("missing"))?;
     writeln!(o, "source     {}", s(&v["source"]))?;
     writeln!(o, "folder     {}", s(&v["workspace_folder"]))?;
     writeln!(o, "created    {}", s(&v["created"]))?;
     for p in v["ports"].as_array().into_iter().flatten() {
-        writeln!(
-            o,
-            "port       {}:{} -> {}",
-            s(&p["host_ip"]),
-            p["host_port"],
-            p["container_port"]
-        )?;
+        writeln!(o, "port       {}:{} -> {}", s(&p["host_ip"]), p["host_port"], p["container_port"])?;
     }
     Ok(())
 }
@@ -118,17 +80,10 @@ pub fn list(items: &Value, as_json: bool) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let items = items.as_array().cloned().unwrap_or_default();
     if items.is_empty() {
-        writeln!(
-            o,
-            "no workspaces (create one with `devaipod up <path or git URL>`)"
-        )?;
+        writeln!(o, "no workspaces (create one with `devaipod up <path or git URL>`)")?;
         return Ok(());
     }
-    writeln!(
-        o,
-        "{:<24} {:<10} {:<10} {:<10} SOURCE",
-        "NAME", "POD", "WORKSPACE", "AGENT"
-    )?;
+    writeln!(o, "{:<24} {:<10} {:<10} {:<10} SOURCE", "NAME", "POD", "WORKSPACE", "AGENT")?;
     for w in &items {
         writeln!(
             o,
@@ -167,10 +122,7 @@ pub fn tasks(v: &Value, as_json: bool) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let items = v.as_array().cloned().unwrap_or_default();
     if items.is_empty() {
-        writeln!(
-            o,
-            "no tasks (start one with `devaipod run -w <workspace> -c \"…\"`)"
-        )?;
+        writeln!(o, "no tasks (start one with `devaipod run -w <workspace> -c \"…\"`)")?;
         return Ok(());
     }
     writeln!(o, "{:<14} {:<20} {:<12} PROMPT", "ID", "WORKSPACE", "STATE")?;
@@ -214,10 +166,7 @@ pub fn task_summary(v: &Value) -> Result<()> {
         writeln!(o, "summary    {}", one_line(sm, 100))?;
     }
     if let Some(p) = v["proposal"].as_str() {
-        writeln!(
-            o,
-            "proposal   {p} (see `devaipod diff {p}`, then `devaipod approve {p} --apply`)"
-        )?;
+        writeln!(o, "proposal   {p} (see `devaipod diff {p}`, then `devaipod approve {p} --apply`)")?;
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions,
-    ServiceGator, ServiceGatorGh, Ssh, Trusted,
+    AgentConfig, Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions, ServiceGator,
+    ServiceGatorGh, Ssh, Trusted,
 };
 pub use values::{EnvName, InstanceId, RepoPattern, SecretRef};
 
@@ -53,10 +53,7 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text, path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
     }
 }
 
@@ -64,24 +61,14 @@ pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let invalid = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
         let (line, column) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            key,
-            message,
-        }
+        ConfigError::Invalid { path: path.to_owned(), line, column, key, message }
     };
     let de = toml::Deserializer::parse(text)
         .map_err(|e| invalid(e.span(), "(syntax)".into(), e.message().trim().to_owned()))?;
     serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let key = if key == "." {
-            "(top level)".to_owned()
-        } else {
-            key
-        };
+        let key = if key == "." { "(top level)".to_owned() } else { key };
         invalid(inner.span(), key, inner.message().trim().to_owned())
     })
 }

@@ -99,10 +99,7 @@ pub struct Orchestration {
 
 impl Default for Orchestration {
     fn default() -> Self {
-        Orchestration {
-            enabled: false,
-            max_workers: 2,
-        }
+        Orchestration { enabled: false, max_workers: 2 }
     }
 }
 
@@ -118,10 +115,7 @@ pub struct Ssh {
 
 impl Default for Ssh {
     fn default() -> Self {
-        Ssh {
-            enabled: false,
-            listen: "127.0.0.1:2222".to_owned(),
-        }
+        Ssh { enabled: false, listen: "127.0.0.1:2222".to_owned() }
     }
 }
 

@@ -3,9 +3,7 @@ use std::path::Path;
 use super::*;
 
 fn err(text: &str) -> String {
-    parse(text, Path::new("/home/u/.config/devaipod.toml"))
-        .unwrap_err()
-        .to_string()
+    parse(text, Path::new("/home/u/.config/devaipod.toml")).unwrap_err().to_string()
 }
 
 #[test]
@@ -24,10 +22,7 @@ fn missing_default_file_is_defaults_but_missing_named_file_is_an_error() {
     let p = dir.path().join("nope.toml");
     assert_eq!(load(&p, false).unwrap(), Config::default());
     let e = load(&p, true).unwrap_err().to_string();
-    assert!(
-        e.starts_with(&format!("cannot read config file {}", p.display())),
-        "{e}"
-    );
+    assert!(e.starts_with(&format!("cannot read config file {}", p.display())), "{e}");
 }
 
 #[test]
@@ -72,11 +67,7 @@ allow-hosts = ["api.example.test"]
     assert!(c.service_gator.gh.read);
     let perms: Vec<_> = c.service_gator.gh.repos.iter().collect();
     assert_eq!(perms.len(), 2);
-    let hello = perms
-        .iter()
-        .find(|(k, _)| k.repo.as_deref() == Some("hello"))
-        .unwrap()
-        .1;
+    let hello = perms.iter().find(|(k, _)| k.repo.as_deref() == Some("hello")).unwrap().1;
     assert!(hello.create_draft && hello.push_new_branch && !hello.write);
     assert_eq!(c.orchestration.max_workers, 4);
     assert_eq!(c.network.egress, NetworkEgress::Allowlist);
@@ -85,34 +76,16 @@ allow-hosts = ["api.example.test"]
 #[test]
 fn errors_name_file_line_and_key() {
     let cases: &[(&str, &str)] = &[
-        (
-            "default-image = \"x\"\nbogus = 1\n",
-            "/home/u/.config/devaipod.toml:2:1: bogus: unknown field `bogus`",
-        ),
-        (
-            "[env]\nallowlist = \"TERM\"\n",
-            "/home/u/.config/devaipod.toml:2:13: env.allowlist: invalid type: string",
-        ),
+        ("default-image = \"x\"\nbogus = 1\n", "/home/u/.config/devaipod.toml:2:1: bogus: unknown field `bogus`"),
+        ("[env]\nallowlist = \"TERM\"\n", "/home/u/.config/devaipod.toml:2:13: env.allowlist: invalid type: string"),
         (
             "[trusted]\nsecrets = [\"GH_TOKEN\"]\n",
             ":2:11: trusted.secrets[0]: `GH_TOKEN` must have the form ENV=podman_secret_name",
         ),
-        (
-            "[trusted]\nsecrets = [\"1X=s\"]\n",
-            "trusted.secrets[0]: `1X` is not an environment variable name",
-        ),
-        (
-            "[trusted]\nsecrets = [\"X=bad name\"]\n",
-            "`bad name` is not a podman secret name",
-        ),
-        (
-            "[orchestration]\nmax-workers = 99\n",
-            ":2:15: orchestration.max-workers: 99 is out of range: use 1 to 8",
-        ),
-        (
-            "[ssh]\nlisten = \"everywhere\"\n",
-            "ssh.listen: `everywhere` is not an address",
-        ),
+        ("[trusted]\nsecrets = [\"1X=s\"]\n", "trusted.secrets[0]: `1X` is not an environment variable name"),
+        ("[trusted]\nsecrets = [\"X=bad name\"]\n", "`bad name` is not a podman secret name"),
+        ("[orchestration]\nmax-workers = 99\n", ":2:15: orchestration.max-workers: 99 is out of range: use 1 to 8"),
+        ("[ssh]\nlisten = \"everywhere\"\n", "ssh.listen: `everywhere` is not an address"),
         (
             "[network]\negress = \"closed\"\n",
             "network.egress: unknown variant `closed`, expected `open` or `allowlist`",
@@ -125,17 +98,11 @@ fn errors_name_file_line_and_key() {
             "[service-gator.gh.repos]\n\"a/b\" = { merge = true }\n",
             "2:11: service-gator.gh.repos.a/b.merge: unknown field `merge`",
         ),
-        (
-            "instance = \"Not_A_Label\"\n",
-            ":1:12: instance: `Not_A_Label` is not a valid instance id",
-        ),
+        ("instance = \"Not_A_Label\"\n", ":1:12: instance: `Not_A_Label` is not a valid instance id"),
         ("[env\n", "/home/u/.config/devaipod.toml:1:5: (syntax):"),
     ];
     for (text, want) in cases {
         let got = err(text);
-        assert!(
-            got.contains(want),
-            "config {text:?}\n  got:  {got}\n  want: {want}"
-        );
+        assert!(got.contains(want), "config {text:?}\n  got:  {got}\n  want: {want}");
     }
 }

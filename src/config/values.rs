@@ -20,9 +20,7 @@ impl TryFrom<String> for EnvName {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let mut chars = s.chars();
-        let ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if ok {
             Ok(EnvName(s))
@@ -61,19 +59,11 @@ impl TryFrom<String> for SecretRef {
             return Err(format!("`{s}` must have the form ENV=podman_secret_name"));
         };
         let env = EnvName::try_from(env.to_owned())?;
-        let valid_secret = !secret.is_empty()
-            && secret
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let valid_secret = !secret.is_empty() && secret.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !valid_secret {
-            return Err(format!(
-                "`{secret}` is not a podman secret name (letters, digits, `.`, `_`, `-`)"
-            ));
+            return Err(format!("`{secret}` is not a podman secret name (letters, digits, `.`, `_`, `-`)"));
         }
-        Ok(SecretRef {
-            env,
-            secret: secret.to_owned(),
-        })
+        Ok(SecretRef { env, secret: secret.to_owned() })
     }
 }
 
@@ -137,20 +127,12 @@ pub struct RepoPattern {
 impl TryFrom<String> for RepoPattern {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let part_ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        };
+        let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         match s.split_once('/') {
-            Some((owner, "*")) if part_ok(owner) => Ok(RepoPattern {
-                owner: owner.to_owned(),
-                repo: None,
-            }),
-            Some((owner, repo)) if part_ok(owner) && part_ok(repo) => Ok(RepoPattern {
-                owner: owner.to_owned(),
-                repo: Some(repo.to_owned()),
-            }),
+            Some((owner, "*")) if part_ok(owner) => Ok(RepoPattern { owner: owner.to_owned(), repo: None }),
+            Some((owner, repo)) if part_ok(owner) && part_ok(repo) => {
+                Ok(RepoPattern { owner: owner.to_owned(), repo: Some(repo.to_owned()) })
+            }
             _ => Err(format!("`{s}` is not `owner/repo` or `owner/*`")),
         }
     }
@@ -166,28 +148,19 @@ pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let n = i64::deserialize(d)?;
     match u8::try_from(n) {
         Ok(n @ 1..=8) => Ok(n),
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} is out of range: use 1 to 8"
-        ))),
+        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 1 to 8"))),
     }
 }
 
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse::<std::net::SocketAddr>().map_err(|_| {
-        serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:2222"))
-    })?;
+    s.parse::<std::net::SocketAddr>()
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:2222")))?;
     Ok(s)
 }
 
 pub(super) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len();
-    if ok {
-        Ok(s)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "`{s}` is not an http:// or https:// URL"
-        )))
-    }
+    if ok { Ok(s) } else { Err(serde::de::Error::custom(format!("`{s}` is not an http:// or https:// URL"))) }
 }

@@ -23,9 +23,7 @@ pub enum CoreError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
-    #[error(
-        "workspace `{0}` already exists (pod devaipod-{0}): choose another --name, or `devaipod delete {0}`"
-    )]
+    #[error("workspace `{0}` already exists (pod devaipod-{0}): choose another --name, or `devaipod delete {0}`")]
     NameTaken(String),
     #[error("no workspace named `{0}` (see `devaipod list`)")]
     NotFound(String),
@@ -37,24 +35,14 @@ pub enum CoreError {
         "podman secret `{secret}` (for {env} in [trusted] secrets) does not exist: create it with `printf %s VALUE | podman secret create {secret} -`"
     )]
     SecretMissing { secret: String, env: String },
-    #[error(
-        "opencode is not installed at {0}: run scripts/setup.sh (or set DEVAIPOD_OPENCODE_DIR)"
-    )]
+    #[error("opencode is not installed at {0}: run scripts/setup.sh (or set DEVAIPOD_OPENCODE_DIR)")]
     OpencodeMissing(String),
     #[error("{phase} failed{}: {command}", exit_text(*.code))]
-    Lifecycle {
-        phase: &'static str,
-        command: String,
-        code: Option<i64>,
-    },
+    Lifecycle { phase: &'static str, command: String, code: Option<i64> },
     #[error(
         "workspace `{name}`: its {role} container is not running (pod status {status}); try `devaipod start {name}`"
     )]
-    NotRunning {
-        name: String,
-        role: &'static str,
-        status: String,
-    },
+    NotRunning { name: String, role: &'static str, status: String },
     #[error("{0}")]
     Io(String),
     #[error(transparent)]
@@ -71,6 +59,10 @@ pub enum CoreError {
         "the agent of `{name}` did not answer within {secs} s; see `devaipod logs {name} --agent` (and [agent] ready-timeout-secs)"
     )]
     AgentNotReady { name: String, secs: u64 },
+    #[error(
+        "the pod of workspace `{0}` is gone (removed outside devaipod): remove the rest with `devaipod delete {0}`, then `devaipod up` again"
+    )]
+    PodGone(String),
     #[error("no task `{0}` (see `devaipod tasks`)")]
     TaskNotFound(String),
     #[error("no proposal `{0}` (see `devaipod proposals`)")]
@@ -78,14 +70,9 @@ pub enum CoreError {
     #[error("{0}")]
     Invalid(String),
     #[error("proposal {id} was already {state}{}", .hint)]
-    ProposalClosed {
-        id: String,
-        state: String,
-        hint: String,
-    },
+    ProposalClosed { id: String, state: String, hint: String },
 }
 
 fn exit_text(code: Option<i64>) -> String {
-    code.map(|c| format!(" (exit code {c})"))
-        .unwrap_or_default()
+    code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
 }

@@ -22,38 +22,20 @@ pub(super) async fn run_on_host(
     progress: &dyn Progress,
 ) -> Result<(), CoreError> {
     let runs = cmd.commands().into_iter().map(|(label, argv)| async move {
-        progress.step(&format!(
-            "{phase}{} on the host: {}",
-            label_text(&label),
-            argv.join(" ")
-        ));
+        progress.step(&format!("{phase}{} on the host: {}", label_text(&label), argv.join(" ")));
         let mut c = tokio::process::Command::new(&argv[0]);
-        c.args(&argv[1..])
-            .current_dir(dir)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        c.args(&argv[1..]).current_dir(dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
         let out = tokio::time::timeout(HOST_TIMEOUT, c.output())
             .await
-            .map_err(|_| CoreError::Lifecycle {
-                phase,
-                command: argv.join(" "),
-                code: None,
-            })?
+            .map_err(|_| CoreError::Lifecycle { phase, command: argv.join(" "), code: None })?
             .map_err(|e| CoreError::Io(format!("{phase}: cannot run `{}`: {e}", argv[0])))?;
-        for line in String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .chain(String::from_utf8_lossy(&out.stderr).lines())
-        {
+        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
             progress.detail(line);
         }
         if out.status.success() {
             Ok(())
         } else {
-            Err(CoreError::Lifecycle {
-                phase,
-                command: argv.join(" "),
-                code: out.status.code().map(i64::from),
-            })
+            Err(CoreError::Lifecycle { phase, command: argv.join(" "), code: out.status.code().map(i64::from) })
         }
     });
     first_error(futures_util::future::join_all(runs).await)
@@ -76,11 +58,7 @@ impl<E: Engine> InContainer<'_, E> {
         progress: &dyn Progress,
     ) -> Result<(), CoreError> {
         let runs = cmd.commands().into_iter().map(|(label, argv)| async move {
-            progress.step(&format!(
-                "{phase}{}: {}",
-                label_text(&label),
-                argv.join(" ")
-            ));
+            progress.step(&format!("{phase}{}: {}", label_text(&label), argv.join(" ")));
             let spec = ExecSpec {
                 argv: argv.clone(),
                 user: self.user.clone(),
@@ -107,26 +85,16 @@ impl<E: Engine> InContainer<'_, E> {
                 }
                 Ok::<(), CoreError>(())
             };
-            tokio::time::timeout(self.timeout, pump)
-                .await
-                .map_err(|_| CoreError::Lifecycle {
-                    phase,
-                    command: format!(
-                        "{} (no end after {} s)",
-                        argv.join(" "),
-                        self.timeout.as_secs()
-                    ),
-                    code: None,
-                })??;
+            tokio::time::timeout(self.timeout, pump).await.map_err(|_| CoreError::Lifecycle {
+                phase,
+                command: format!("{} (no end after {} s)", argv.join(" "), self.timeout.as_secs()),
+                code: None,
+            })??;
             let code = self.engine.exec_exit_code(&session.id).await?;
             if code == 0 {
                 Ok(())
             } else {
-                Err(CoreError::Lifecycle {
-                    phase,
-                    command: argv.join(" "),
-                    code: Some(code),
-                })
+                Err(CoreError::Lifecycle { phase, command: argv.join(" "), code: Some(code) })
             }
         });
         first_error(futures_util::future::join_all(runs).await)
@@ -134,10 +102,7 @@ impl<E: Engine> InContainer<'_, E> {
 }
 
 fn label_text(label: &Option<String>) -> String {
-    label
-        .as_ref()
-        .map(|l| format!(" [{l}]"))
-        .unwrap_or_default()
+    label.as_ref().map(|l| format!(" [{l}]")).unwrap_or_default()
 }
 
 fn first_error(results: Vec<Result<(), CoreError>>) -> Result<(), CoreError> {

@@ -24,9 +24,7 @@ pub fn random_token() -> String {
     workspaces::random_hex(32)
 }
 pub use proposals::ApproveAction;
-pub use workspaces::{
-    ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
-};
+pub use workspaces::{ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir};
 
 use crate::config::Config;
 use crate::store::Store;
@@ -56,17 +54,10 @@ pub struct Paths {
 
 impl Paths {
     pub fn for_instance(instance: &str) -> Paths {
-        let env_dir = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env_dir = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let home = env_dir("HOME").unwrap_or_else(|| PathBuf::from("/root"));
         let data = env_dir("DEVAIPOD_DATA_DIR").unwrap_or_else(|| {
-            env_dir("XDG_DATA_HOME")
-                .unwrap_or_else(|| home.join(".local/share"))
-                .join("devaipod")
-                .join(instance)
+            env_dir("XDG_DATA_HOME").unwrap_or_else(|| home.join(".local/share")).join("devaipod").join(instance)
         });
         let runtime = env_dir("DEVAIPOD_RUNTIME_DIR").unwrap_or_else(|| {
             let base = if crate::pods::podman::is_root() {

@@ -36,12 +36,7 @@ impl ApproveAction {
     }
 }
 
-const AGENT_IDENTITY: [&str; 4] = [
-    "-c",
-    "user.name=devaipod agent",
-    "-c",
-    "user.email=agent@devaipod.invalid",
-];
+const AGENT_IDENTITY: [&str; 4] = ["-c", "user.name=devaipod agent", "-c", "user.email=agent@devaipod.invalid"];
 
 impl<E: Engine> Core<E> {
     /// Commits the agent's work on `devaipod/<task>` in the sandbox and brings it out.
@@ -53,13 +48,7 @@ impl<E: Engine> Core<E> {
         let ws = task.workspace.as_str();
         let branch = format!("devaipod/{}", task.id);
         let git = |args: &[&str]| {
-            let mut v = vec![
-                "git",
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "commit.gpgSign=false",
-            ];
+            let mut v = vec!["git", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false"];
             v.extend_from_slice(&AGENT_IDENTITY);
             v.extend_from_slice(args);
             v.into_iter().map(str::to_owned).collect::<Vec<String>>()
@@ -79,15 +68,10 @@ impl<E: Engine> Core<E> {
         let base = match &task.base {
             Some(b) => b.clone(),
             None => {
-                return Err(CoreError::Io(
-                    "the task has no base commit (is the repository empty?)".into(),
-                ));
+                return Err(CoreError::Io("the task has no base commit (is the repository empty?)".into()));
             }
         };
-        let dirty = !run(git(&["status", "--porcelain"]))
-            .await?
-            .trim()
-            .is_empty();
+        let dirty = !run(git(&["status", "--porcelain"])).await?.trim().is_empty();
         let head = run(git(&["rev-parse", "HEAD"])).await?.trim().to_owned();
         if !dirty && head == base {
             return Ok(None);
@@ -95,38 +79,22 @@ impl<E: Engine> Core<E> {
         run(git(&["checkout", "-q", "-B", &branch])).await?;
         if dirty {
             run(git(&["add", "-A"])).await?;
-            let subject: String = task
-                .prompt
-                .lines()
-                .next()
-                .unwrap_or("agent work")
-                .chars()
-                .take(72)
-                .collect();
+            let subject: String = task.prompt.lines().next().unwrap_or("agent work").chars().take(72).collect();
             let message = format!("{subject}\n\ndevaipod task {}", task.id);
             run(git(&["commit", "-q", "--no-verify", "-m", &message])).await?;
         }
 
         // The bundle leaves the sandbox through exec's stdout; thin when the base is known.
         let repo = BareRepo::init(self.paths.repo(ws)).await?;
-        let range = if repo.has_commit(&base).await {
-            format!("{base}..{branch}")
-        } else {
-            branch.clone()
-        };
+        let range = if repo.has_commit(&base).await { format!("{base}..{branch}") } else { branch.clone() };
         let argv = git(&["bundle", "create", "-q", "-", &range]);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         let (code, bundle, err) = self.agent_exec(ws, &refs).await?;
         if code != 0 || bundle.is_empty() {
-            return Err(CoreError::Io(format!(
-                "git bundle in the agent container failed: {}",
-                err.trim()
-            )));
+            return Err(CoreError::Io(format!("git bundle in the agent container failed: {}", err.trim())));
         }
         let tmp = tempfile::NamedTempFile::new().map_err(|e| CoreError::Io(e.to_string()))?;
-        tokio::fs::write(tmp.path(), &bundle)
-            .await
-            .map_err(|e| CoreError::Io(e.to_string()))?;
+        tokio::fs::write(tmp.path(), &bundle).await.map_err(|e| CoreError::Io(e.to_string()))?;
         let head = repo.fetch_bundle(tmp.path(), &branch).await?;
         let stats = repo.stats(&base, &head).await?;
         let proposal = Proposal {
@@ -159,10 +127,7 @@ impl<E: Engine> Core<E> {
     }
 
     pub async fn proposal(&self, id: &str) -> Result<Proposal, CoreError> {
-        self.store
-            .proposal(id)
-            .await?
-            .ok_or_else(|| CoreError::ProposalNotFound(id.to_owned()))
+        self.store.proposal(id).await?.ok_or_else(|| CoreError::ProposalNotFound(id.to_owned()))
     }
 
     /// The unified diff of a proposal, from the daemon's repository.
@@ -183,13 +148,7 @@ impl<E: Engine> Core<E> {
                 hint: ": it cannot be approved".into(),
             });
         }
-        if self
-            .store
-            .approvals(id)
-            .await?
-            .iter()
-            .any(|a| a.action == action.as_str())
-        {
+        if self.store.approvals(id).await?.iter().any(|a| a.action == action.as_str()) {
             let hint = match action {
                 ApproveAction::Push => "; nothing was pushed again".to_owned(),
                 _ => String::new(),
@@ -210,10 +169,7 @@ impl<E: Engine> Core<E> {
                     .await?
                     .ok_or_else(|| CoreError::NotFound(p.workspace.clone()))?;
                 repo.push(&record.source, &p.branch).await?;
-                (
-                    format!("pushed {} to the source's remote", p.branch),
-                    ProposalState::Pushed,
-                )
+                (format!("pushed {} to the source's remote", p.branch), ProposalState::Pushed)
             }
             ApproveAction::DraftPr => {
                 return Err(CoreError::Invalid(
@@ -221,20 +177,14 @@ impl<E: Engine> Core<E> {
                 ));
             }
         };
-        self.store
-            .record_approval(id, action.as_str(), &detail, state)
-            .await?;
+        self.store.record_approval(id, action.as_str(), &detail, state).await?;
         self.proposal(id).await
     }
 
     /// Fetches the proposal's branch into the human's workspace repository.
     async fn apply(&self, p: &Proposal, repo: &BareRepo) -> Result<String, CoreError> {
         let pod = self.find(&p.workspace).await?;
-        let folder = pod
-            .labels
-            .get(naming::LABEL_FOLDER)
-            .cloned()
-            .unwrap_or_default();
+        let folder = pod.labels.get(naming::LABEL_FOLDER).cloned().unwrap_or_default();
         let tmp = tempfile::tempdir().map_err(|e| CoreError::Io(e.to_string()))?;
         let file = format!("devaipod-{}.bundle", p.id);
         repo.bundle(&p.branch, &tmp.path().join(&file)).await?;
@@ -248,56 +198,32 @@ impl<E: Engine> Core<E> {
         .await
         .map_err(|e| CoreError::Io(e.to_string()))?
         .map_err(|e| CoreError::Io(e.to_string()))?;
-        let container =
-            naming::WorkspaceName::new(&p.workspace)?.container(naming::Role::Workspace);
+        let container = naming::WorkspaceName::new(&p.workspace)?.container(naming::Role::Workspace);
         self.engine.upload_archive(&container, "/tmp", tar).await?;
         let bundle = format!("/tmp/{file}");
         let refspec = format!("+refs/heads/{0}:refs/heads/{0}", p.branch);
-        let argv = [
-            "git",
-            "-C",
-            &folder,
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            &bundle,
-            &refspec,
-        ];
+        let argv = ["git", "-C", &folder, "fetch", "--quiet", "--no-tags", &bundle, &refspec];
         let (code, err) = self.workspace_exec(&p.workspace, &argv).await?;
-        let _ = self
-            .workspace_exec(&p.workspace, &["rm", "-f", &bundle])
-            .await;
+        let _ = self.workspace_exec(&p.workspace, &["rm", "-f", &bundle]).await;
         if code != 0 {
             return Err(CoreError::Io(format!(
                 "git fetch in the workspace container failed (is git installed in the image?): {}",
                 err.trim()
             )));
         }
-        Ok(format!(
-            "branch {} is in the workspace repository at {folder}",
-            p.branch
-        ))
+        Ok(format!("branch {} is in the workspace repository at {folder}", p.branch))
     }
 
     async fn workspace_exec(&self, ws: &str, argv: &[&str]) -> Result<(i64, String), CoreError> {
         use futures_util::StreamExt;
-        let mut s = self
-            .exec(
-                ws,
-                ExecTarget::Workspace,
-                argv.iter().map(|s| s.to_string()).collect(),
-            )
-            .await?;
+        let mut s = self.exec(ws, ExecTarget::Workspace, argv.iter().map(|s| s.to_string()).collect()).await?;
         let mut err = Vec::new();
         while let Some(chunk) = s.output.next().await {
             if let Output::Stderr(b) = chunk? {
                 err.extend_from_slice(&b);
             }
         }
-        Ok((
-            self.engine.exec_exit_code(&s.id).await?,
-            String::from_utf8_lossy(&err).into_owned(),
-        ))
+        Ok((self.engine.exec_exit_code(&s.id).await?, String::from_utf8_lossy(&err).into_owned()))
     }
 
     /// Rejects a proposal; feedback goes to the same agent session as a follow-up task.
@@ -310,11 +236,7 @@ impl<E: Engine> Core<E> {
         match p.state {
             ProposalState::Open => {}
             ProposalState::Rejected => {
-                return Err(CoreError::ProposalClosed {
-                    id: id.into(),
-                    state: "rejected".into(),
-                    hint: String::new(),
-                });
+                return Err(CoreError::ProposalClosed { id: id.into(), state: "rejected".into(), hint: String::new() });
             }
             other => {
                 return Err(CoreError::ProposalClosed {
@@ -324,23 +246,15 @@ impl<E: Engine> Core<E> {
                 });
             }
         }
-        self.store
-            .set_proposal_state(id, ProposalState::Rejected)
-            .await?;
+        self.store.set_proposal_state(id, ProposalState::Rejected).await?;
         let follow_up = match feedback.map(str::trim).filter(|f| !f.is_empty()) {
             Some(text) => {
-                let task = self
-                    .store
-                    .task(&p.task_id)
-                    .await?
-                    .ok_or_else(|| CoreError::TaskNotFound(p.task_id.clone()))?;
-                let session = task.session_id.ok_or_else(|| {
-                    CoreError::Invalid("the proposal's task has no agent session".into())
-                })?;
-                Some(
-                    self.new_task(&p.workspace, text, Some((p.id.clone(), session)))
-                        .await?,
-                )
+                let task =
+                    self.store.task(&p.task_id).await?.ok_or_else(|| CoreError::TaskNotFound(p.task_id.clone()))?;
+                let session = task
+                    .session_id
+                    .ok_or_else(|| CoreError::Invalid("the proposal's task has no agent session".into()))?;
+                Some(self.new_task(&p.workspace, text, Some((p.id.clone(), session))).await?)
             }
             None => None,
         };

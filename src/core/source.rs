@@ -37,8 +37,7 @@ impl Source {
             return Ok(Source::Remote(s.to_owned()));
         }
         let path = Path::new(s);
-        let canon =
-            std::fs::canonicalize(path).map_err(|_| SourceError::NotFound(path.to_owned()))?;
+        let canon = std::fs::canonicalize(path).map_err(|_| SourceError::NotFound(path.to_owned()))?;
         if !canon.is_dir() {
             return Err(SourceError::NotADirectory(canon));
         }
@@ -59,12 +58,7 @@ impl Source {
             Source::Local(p) => p.to_string_lossy().into_owned(),
             Source::Remote(u) => u.clone(),
         };
-        let last = s
-            .trim_end_matches('/')
-            .rsplit(['/', ':'])
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let last = s.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or("").to_owned();
         last.strip_suffix(".git").map(str::to_owned).unwrap_or(last)
     }
 }
@@ -92,18 +86,11 @@ fn strip_credentials(url: &str) -> String {
 
 fn git() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("git");
-    cmd.args([
-        "-c",
-        "core.hooksPath=/dev/null",
-        "-c",
-        "core.fsmonitor=false",
-        "-c",
-        "protocol.ext.allow=never",
-    ])
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_ASKPASS", "true")
-    .stdin(std::process::Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     cmd
 }
 
@@ -138,29 +125,15 @@ pub async fn checkout(source: &Source, parent: &Path) -> Result<PathBuf, SourceE
     };
     let base = source.basename();
     let dest = parent.join(if base.is_empty() { "repo" } else { &base });
-    let clone = git()
-        .args(["clone", "--quiet", "--no-hardlinks", "--"])
-        .arg(&from)
-        .arg(&dest)
-        .output();
+    let clone = git().args(["clone", "--quiet", "--no-hardlinks", "--"]).arg(&from).arg(&dest).output();
     let out = tokio::time::timeout(CLONE_TIMEOUT, clone)
         .await
-        .map_err(|_| SourceError::Timeout {
-            url: shown.clone(),
-            secs: CLONE_TIMEOUT.as_secs(),
-        })?
+        .map_err(|_| SourceError::Timeout { url: shown.clone(), secs: CLONE_TIMEOUT.as_secs() })?
         .map_err(SourceError::Git)?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let reason = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("git clone failed")
-            .trim();
-        return Err(SourceError::Clone {
-            url: shown,
-            reason: reason.trim_start_matches("fatal: ").to_owned(),
-        });
+        let reason = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("git clone failed").trim();
+        return Err(SourceError::Clone { url: shown, reason: reason.trim_start_matches("fatal: ").to_owned() });
     }
     Ok(dest)
 }
@@ -175,19 +148,10 @@ mod tests {
             Source::parse("https://example.test/o/r.git").unwrap(),
             Source::Remote("https://example.test/o/r.git".into())
         );
-        assert!(matches!(
-            Source::parse("git@example.test:o/r.git").unwrap(),
-            Source::Remote(_)
-        ));
-        assert!(matches!(
-            Source::parse("/definitely/not/here").unwrap_err(),
-            SourceError::NotFound(_)
-        ));
+        assert!(matches!(Source::parse("git@example.test:o/r.git").unwrap(), Source::Remote(_)));
+        assert!(matches!(Source::parse("/definitely/not/here").unwrap_err(), SourceError::NotFound(_)));
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(
-            Source::parse(d.path().to_str().unwrap()).unwrap(),
-            Source::Local(d.path().canonicalize().unwrap())
-        );
+        assert_eq!(Source::parse(d.path().to_str().unwrap()).unwrap(), Source::Local(d.path().canonicalize().unwrap()));
     }
 
     #[test]

@@ -27,11 +27,7 @@ enum End {
 
 impl<E: Engine> Core<E> {
     /// Creates a task and starts delivering it; returns at once with the queued task.
-    pub async fn run_task(
-        self: &Arc<Self>,
-        workspace: &str,
-        prompt: &str,
-    ) -> Result<Task, CoreError> {
+    pub async fn run_task(self: &Arc<Self>, workspace: &str, prompt: &str) -> Result<Task, CoreError> {
         self.new_task(workspace, prompt, None).await
     }
 
@@ -43,9 +39,7 @@ impl<E: Engine> Core<E> {
         follows: Option<(String, String)>,
     ) -> Result<Task, CoreError> {
         if prompt.trim().is_empty() {
-            return Err(CoreError::Invalid(
-                "the prompt is empty: say what the agent should do".into(),
-            ));
+            return Err(CoreError::Invalid("the prompt is empty: say what the agent should do".into()));
         }
         if self.store.workspace(workspace).await?.is_none() {
             return Err(CoreError::NotFound(workspace.to_owned()));
@@ -77,24 +71,13 @@ impl<E: Engine> Core<E> {
             turns_before,
         };
         self.store.insert_task(task.clone()).await?;
-        self.event(
-            &task,
-            "state:queued",
-            "state",
-            "queued",
-            Some(TaskState::Queued),
-        )
-        .await?;
+        self.event(&task, "state:queued", "state", "queued", Some(TaskState::Queued)).await?;
         self.spawn_driver(task.id.clone());
         Ok(task)
     }
 
     pub async fn task(&self, id: &str) -> Result<(Task, Vec<TaskEvent>), CoreError> {
-        let task = self
-            .store
-            .task(id)
-            .await?
-            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        let task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         let events = self.store.events(id).await?;
         Ok((task, events))
     }
@@ -105,16 +88,9 @@ impl<E: Engine> Core<E> {
 
     /// Cancels a task: its agent session is aborted; the task ends `cancelled`.
     pub async fn cancel_task(&self, id: &str) -> Result<Task, CoreError> {
-        let task = self
-            .store
-            .task(id)
-            .await?
-            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        let task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
-            return Err(CoreError::Invalid(format!(
-                "task {id} already ended ({})",
-                task.state.as_str()
-            )));
+            return Err(CoreError::Invalid(format!("task {id} already ended ({})", task.state.as_str())));
         }
         match self.running.get(id) {
             Some(token) => token.cancel(),
@@ -125,19 +101,13 @@ impl<E: Engine> Core<E> {
         }
         // Wait (briefly) for the driver to record it.
         for _ in 0..100 {
-            let t = self
-                .store
-                .task(id)
-                .await?
-                .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+            let t = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
             if t.state.is_final() {
                 return Ok(t);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(CoreError::Invalid(format!(
-            "task {id} is being cancelled; see `devaipod task {id}`"
-        )))
+        Err(CoreError::Invalid(format!("task {id} is being cancelled; see `devaipod task {id}`")))
     }
 
     /// After a start: follow every task that has not ended (their agents kept working).
@@ -170,23 +140,14 @@ impl<E: Engine> Core<E> {
     }
 
     async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), CoreError> {
-        let mut task = self
-            .store
-            .task(id)
-            .await?
-            .ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
         }
         let agent = match self.agent(&task.workspace).await {
             Ok(a) => a,
             Err(e) => {
-                return self
-                    .finish(
-                        &mut task,
-                        End::Failed(format!("the agent is not available: {e}")),
-                    )
-                    .await;
+                return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
             }
         };
         // Subscribe before delivering, so that the end of a quick turn is not missed.
@@ -216,16 +177,11 @@ impl<E: Engine> Core<E> {
             self.store.update_task(&task).await?;
         }
         if task.state == TaskState::Queued {
-            self.transition(
-                &mut task,
-                TaskState::Running,
-                "the agent accepted the prompt",
-            )
-            .await?;
+            self.transition(&mut task, TaskState::Running, "the agent accepted the prompt").await?;
         }
 
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(u64::try_from(task.deadline_at - now()).unwrap_or(0));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(u64::try_from(task.deadline_at - now()).unwrap_or(0));
         let mut poll = tokio::time::interval(POLL);
         let end = loop {
             tokio::select! {
@@ -267,40 +223,23 @@ impl<E: Engine> Core<E> {
 
     async fn on_event(&self, task: &mut Task, ev: AgentEvent) -> Result<Option<End>, CoreError> {
         match ev {
-            AgentEvent::Tool {
-                key,
-                tool,
-                status,
-                title,
-                ..
-            } => {
-                let message = if title.is_empty() {
-                    format!("{tool} {status}")
-                } else {
-                    format!("{tool} {status}: {title}")
-                };
-                self.event(task, &format!("tool:{key}"), "tool", &message, None)
-                    .await?;
+            AgentEvent::Tool { key, tool, status, title, .. } => {
+                let message =
+                    if title.is_empty() { format!("{tool} {status}") } else { format!("{tool} {status}: {title}") };
+                self.event(task, &format!("tool:{key}"), "tool", &message, None).await?;
             }
             AgentEvent::NeedsInput { key, what, .. } => {
                 if task.state.can_move_to(TaskState::NeedsInput) {
-                    self.transition(
-                        task,
-                        TaskState::NeedsInput,
-                        &format!("the agent asks: {what} ({key})"),
-                    )
-                    .await?;
+                    self.transition(task, TaskState::NeedsInput, &format!("the agent asks: {what} ({key})")).await?;
                 }
             }
             AgentEvent::Busy { .. } => {
                 if task.state == TaskState::NeedsInput {
-                    self.transition(task, TaskState::Running, "the agent continues")
-                        .await?;
+                    self.transition(task, TaskState::Running, "the agent continues").await?;
                 }
             }
             AgentEvent::Error { message, .. } => {
-                self.event(task, &format!("error:{message}"), "error", &message, None)
-                    .await?;
+                self.event(task, &format!("error:{message}"), "error", &message, None).await?;
             }
             AgentEvent::Idle { .. } => {}
         }
@@ -308,12 +247,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Whether the session's latest turn is over, asked of the agent itself.
-    async fn check_done(
-        &self,
-        agent: &impl Agent,
-        session: &str,
-        task: &Task,
-    ) -> Result<Option<End>, CoreError> {
+    async fn check_done(&self, agent: &impl Agent, session: &str, task: &Task) -> Result<Option<End>, CoreError> {
         if agent.is_busy(session).await? {
             return Ok(None);
         }
@@ -328,13 +262,10 @@ impl<E: Engine> Core<E> {
     async fn finish(&self, task: &mut Task, end: End) -> Result<(), CoreError> {
         match end {
             End::Cancelled => {
-                if let (Some(session), Ok(agent)) =
-                    (task.session_id.clone(), self.agent(&task.workspace).await)
-                {
+                if let (Some(session), Ok(agent)) = (task.session_id.clone(), self.agent(&task.workspace).await) {
                     let _ = agent.abort(&session).await;
                 }
-                self.transition(task, TaskState::Cancelled, "cancelled")
-                    .await
+                self.transition(task, TaskState::Cancelled, "cancelled").await
             }
             End::Failed(reason) => {
                 task.error = Some(reason.clone());
@@ -348,24 +279,13 @@ impl<E: Engine> Core<E> {
                 task.summary = o.final_text;
                 match self.make_proposal(task).await {
                     Ok(Some(p)) => {
-                        let msg = format!(
-                            "proposal {}: {} file(s), +{} -{}",
-                            p.id,
-                            p.files.len(),
-                            p.added,
-                            p.removed
-                        );
+                        let msg = format!("proposal {}: {} file(s), +{} -{}", p.id, p.files.len(), p.added, p.removed);
                         self.event(task, "proposal", "proposal", &msg, None).await?;
-                        self.transition(task, TaskState::Completed, "completed")
-                            .await
+                        self.transition(task, TaskState::Completed, "completed").await
                     }
-                    Ok(None) => {
-                        self.transition(task, TaskState::Completed, "completed without changes")
-                            .await
-                    }
+                    Ok(None) => self.transition(task, TaskState::Completed, "completed without changes").await,
                     Err(e) => {
-                        let reason =
-                            format!("the agent finished, but its work could not be collected: {e}");
+                        let reason = format!("the agent finished, but its work could not be collected: {e}");
                         task.error = Some(reason.clone());
                         self.transition(task, TaskState::Failed, &reason).await
                     }
@@ -374,12 +294,7 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    async fn transition(
-        &self,
-        task: &mut Task,
-        to: TaskState,
-        message: &str,
-    ) -> Result<(), CoreError> {
+    async fn transition(&self, task: &mut Task, to: TaskState, message: &str) -> Result<(), CoreError> {
         if task.state == to {
             return Ok(());
         }
@@ -393,14 +308,7 @@ impl<E: Engine> Core<E> {
         }
         task.state = to;
         self.store.update_task(task).await?;
-        self.event(
-            task,
-            &format!("state:{}", to.as_str()),
-            "state",
-            message,
-            Some(to),
-        )
-        .await
+        self.event(task, &format!("state:{}", to.as_str()), "state", message, Some(to)).await
     }
 
     /// Stores a task event (once per key) and publishes it.
@@ -427,10 +335,7 @@ impl<E: Engine> Core<E> {
 
     /// The agent clone's HEAD commit, if it has one.
     async fn agent_head(&self, workspace: &str) -> Option<String> {
-        let (code, out, _) = self
-            .agent_exec(workspace, &["git", "rev-parse", "--verify", "-q", "HEAD"])
-            .await
-            .ok()?;
+        let (code, out, _) = self.agent_exec(workspace, &["git", "rev-parse", "--verify", "-q", "HEAD"]).await.ok()?;
         let head = String::from_utf8_lossy(&out).trim().to_owned();
         (code == 0 && !head.is_empty()).then_some(head)
     }

@@ -69,12 +69,7 @@ pub struct WorkspaceStatus {
 impl WorkspaceStatus {
     fn from_pod(p: PodInfo) -> Option<Self> {
         let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
-        let state = |role| {
-            p.containers
-                .iter()
-                .find(|c| c.role == Some(role))
-                .map(|c| c.state.to_lowercase())
-        };
+        let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
         Some(WorkspaceStatus {
             workspace: state(Role::Workspace),
             agent: state(Role::Agent),
@@ -161,11 +156,7 @@ struct Payload {
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl<E: Engine> Core<E> {
-    pub async fn up(
-        self: &Arc<Self>,
-        req: &UpRequest,
-        progress: &dyn Progress,
-    ) -> Result<UpOutcome, CoreError> {
+    pub async fn up(self: &Arc<Self>, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
         let source = Source::parse(&req.source)?;
         let explicit = req.name.as_deref().map(WorkspaceName::new).transpose()?;
         if !req.dry_run {
@@ -183,10 +174,7 @@ impl<E: Engine> Core<E> {
         let name = match explicit {
             Some(n) => n,
             None if req.dry_run => WorkspaceName::derive(&source.basename()),
-            None => {
-                self.free_name(WorkspaceName::derive(&source.basename()))
-                    .await?
-            }
+            None => self.free_name(WorkspaceName::derive(&source.basename())).await?,
         };
         // `${localWorkspaceFolder}` is the user's folder for a local source (so that bind
         // mounts under it point at it), the checkout for a URL.
@@ -199,19 +187,15 @@ impl<E: Engine> Core<E> {
             local_workspace_folder: local_folder.to_string_lossy().into_owned(),
             devcontainer_id: devcontainer_id(self.instance(), &name),
         };
-        let dc: Option<Loaded> =
-            match devcontainer::discover(&checkout, req.devcontainer.as_deref())
-                .map_err(devcontainer::DevContainerError::from)?
-            {
-                Some(path) => {
-                    progress.step(&format!(
-                        "reading {}",
-                        path.strip_prefix(&checkout).unwrap_or(&path).display()
-                    ));
-                    Some(devcontainer::load(&path, &host)?)
-                }
-                None => None,
-            };
+        let dc: Option<Loaded> = match devcontainer::discover(&checkout, req.devcontainer.as_deref())
+            .map_err(devcontainer::DevContainerError::from)?
+        {
+            Some(path) => {
+                progress.step(&format!("reading {}", path.strip_prefix(&checkout).unwrap_or(&path).display()));
+                Some(devcontainer::load(&path, &host)?)
+            }
+            None => None,
+        };
         let plan_req = PlanRequest {
             name: name.clone(),
             instance: self.instance().to_owned(),
@@ -237,20 +221,11 @@ impl<E: Engine> Core<E> {
         if let Some(cmd) = &plan.lifecycle.initialize {
             run_on_host("initializeCommand", cmd, &checkout, progress).await?;
         }
-        let workspace_tar = if plan.lifecycle.initialize.is_some() {
-            archive(&checkout).await?
-        } else {
-            agent_tar.clone()
-        };
+        let workspace_tar =
+            if plan.lifecycle.initialize.is_some() { archive(&checkout).await? } else { agent_tar.clone() };
         let mut created = Created::default();
-        let payload = Payload {
-            workspace_tar,
-            agent_tar,
-            password: plan_req.agent_password.0.clone(),
-        };
-        let result = self
-            .create(&plan, &checkout, payload, &mut created, progress)
-            .await;
+        let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
+        let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
         if let Err(e) = result {
             progress.step(&format!("up failed; removing what it created for `{name}`"));
             self.rollback(&created).await;
@@ -279,21 +254,12 @@ impl<E: Engine> Core<E> {
     /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any
     /// instance): one listing, then a lookup per candidate.
     async fn free_name(&self, base: WorkspaceName) -> Result<WorkspaceName, CoreError> {
-        let taken: Vec<String> = self
-            .engine
-            .list_pods(&[])
-            .await?
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
+        let taken: Vec<String> = self.engine.list_pods(&[]).await?.into_iter().map(|p| p.name).collect();
         let free = |n: &WorkspaceName| !taken.contains(&n.pod());
         if free(&base) {
             return Ok(base);
         }
-        (2..100)
-            .map(|n| base.with_suffix(n))
-            .find(free)
-            .ok_or_else(|| CoreError::NameTaken(base.to_string()))
+        (2..100).map(|n| base.with_suffix(n)).find(free).ok_or_else(|| CoreError::NameTaken(base.to_string()))
     }
 
     /// Everything that can be checked before creating anything.
@@ -301,38 +267,20 @@ impl<E: Engine> Core<E> {
         if self.engine.pod_exists(&plan.pod.name).await? {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
-        let leftover = self
-            .engine
-            .list_volumes(&[(naming::LABEL_WORKSPACE, plan.name.as_str())])
-            .await?;
-        if let Some(v) = leftover
-            .iter()
-            .find(|v| plan.volumes.iter().any(|p| &p.name == *v))
-        {
-            return Err(CoreError::VolumesLeft {
-                name: plan.name.to_string(),
-                volume: v.clone(),
-            });
+        let leftover = self.engine.list_volumes(&[(naming::LABEL_WORKSPACE, plan.name.as_str())]).await?;
+        if let Some(v) = leftover.iter().find(|v| plan.volumes.iter().any(|p| &p.name == *v)) {
+            return Err(CoreError::VolumesLeft { name: plan.name.to_string(), volume: v.clone() });
         }
         if !self.opencode_dir.join("opencode").is_file() {
-            return Err(CoreError::OpencodeMissing(
-                self.opencode_dir.join("opencode").display().to_string(),
-            ));
+            return Err(CoreError::OpencodeMissing(self.opencode_dir.join("opencode").display().to_string()));
         }
-        let needed = plan
-            .workspace
-            .secret_env
-            .iter()
-            .chain(&plan.agent.secret_env);
+        let needed = plan.workspace.secret_env.iter().chain(&plan.agent.secret_env);
         for (env, secret) in needed {
             if plan.secrets.iter().any(|s| &s.name == secret) {
                 continue; // devaipod creates it
             }
             if !self.engine.secret_exists(secret).await? {
-                return Err(CoreError::SecretMissing {
-                    secret: secret.clone(),
-                    env: env.clone(),
-                });
+                return Err(CoreError::SecretMissing { secret: secret.clone(), env: env.clone() });
             }
         }
         Ok(())
@@ -350,23 +298,13 @@ impl<E: Engine> Core<E> {
                     return Ok(());
                 }
                 progress.step(&format!("pulling {reference}"));
-                self.engine
-                    .pull_image(reference)
-                    .await
-                    .map_err(|e| match e {
-                        EngineError::Pull { image, message } => CoreError::ImageMissing {
-                            image,
-                            reason: message,
-                        },
-                        other => other.into(),
-                    })
+                self.engine.pull_image(reference).await.map_err(|e| match e {
+                    EngineError::Pull { image, message } => CoreError::ImageMissing { image, reason: message },
+                    other => other.into(),
+                })
             }
             ImagePlan::Build(build) => {
-                progress.step(&format!(
-                    "building {} from {}",
-                    build.tag,
-                    build.dockerfile.display()
-                ));
+                progress.step(&format!("building {} from {}", build.tag, build.dockerfile.display()));
                 let labels = naming::labels(self.instance(), &plan.name, None);
                 let detail = |line: &str| progress.detail(line);
                 self.engine.build_image(build, &labels, &detail).await?;
@@ -387,15 +325,22 @@ impl<E: Engine> Core<E> {
         self.ensure_image(plan, created, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
         for s in &plan.secrets {
-            self.engine.create_secret(&s.name, &s.value.0).await?;
+            match self.engine.create_secret(&s.name, &s.value.0).await {
+                // A stale secret of an earlier pod of this name (which no longer exists:
+                // preflight checked) is replaced.
+                Err(EngineError::Conflict { .. }) | Err(EngineError::Api { status: 500, .. }) => {
+                    self.engine.remove_secret(&s.name).await?;
+                    self.engine.create_secret(&s.name, &s.value.0).await?;
+                }
+                other => other?,
+            }
             created.secrets.push(s.name.clone());
         }
         // Independent engine calls run concurrently; `created` records each that succeeded.
-        let vols =
-            futures_util::future::join_all(plan.volumes.iter().map(|v| async move {
-                self.engine.create_volume(v).await.map(|()| v.name.clone())
-            }))
-            .await;
+        let vols = futures_util::future::join_all(
+            plan.volumes.iter().map(|v| async move { self.engine.create_volume(v).await.map(|()| v.name.clone()) }),
+        )
+        .await;
         let mut first_err = None;
         for v in vols {
             match v {
@@ -409,21 +354,15 @@ impl<E: Engine> Core<E> {
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
         tokio::try_join!(
-            self.engine
-                .create_container(&plan.pod.name, &plan.workspace),
+            self.engine.create_container(&plan.pod.name, &plan.workspace),
             self.engine.create_container(&plan.pod.name, &plan.agent),
         )?;
 
         progress.step("copying the repository into the workspace");
         self.engine.start_pod(&plan.pod.name).await?;
         tokio::try_join!(
-            self.engine.upload_archive(
-                &plan.workspace.name,
-                &plan.workspace_folder,
-                payload.workspace_tar
-            ),
-            self.engine
-                .upload_archive(&plan.agent.name, &plan.workspace_folder, payload.agent_tar),
+            self.engine.upload_archive(&plan.workspace.name, &plan.workspace_folder, payload.workspace_tar),
+            self.engine.upload_archive(&plan.agent.name, &plan.workspace_folder, payload.agent_tar),
         )?;
         let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
         created.repo = Some(repo.path.clone());
@@ -445,11 +384,7 @@ impl<E: Engine> Core<E> {
             container: &plan.workspace.name,
             user: l.user.clone(),
             workdir: plan.workspace_folder.clone(),
-            env: l
-                .env
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), vars.substitute(v.as_ref()?))))
-                .collect(),
+            env: l.env.iter().filter_map(|(k, v)| Some((k.clone(), vars.substitute(v.as_ref()?)))).collect(),
             timeout: LIFECYCLE_TIMEOUT,
         };
         for (phase, cmd) in [
@@ -464,8 +399,7 @@ impl<E: Engine> Core<E> {
         }
 
         progress.step("waiting for the agent's API");
-        self.wait_for_agent(plan.name.as_str(), &plan.pod.name, &payload.password)
-            .await
+        self.wait_for_agent(plan.name.as_str(), &plan.pod.name, &payload.password).await
     }
 
     /// Polls the agent's HTTP API (not a TCP probe) until it serves, with a deadline.
@@ -474,16 +408,10 @@ impl<E: Engine> Core<E> {
         let mut delay = Duration::from_millis(100);
         loop {
             let info = self.engine.inspect_pod(pod).await?;
-            let agent_running = info
-                .containers
-                .iter()
-                .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+            let agent_running =
+                info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
             if !agent_running {
-                return Err(CoreError::NotRunning {
-                    name: name.into(),
-                    role: "agent",
-                    status: info.status,
-                });
+                return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
             }
             if let Some(url) = agent_url(&info)
                 && Opencode::new(url, password.to_owned()).ready().await
@@ -491,10 +419,7 @@ impl<E: Engine> Core<E> {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(CoreError::AgentNotReady {
-                    name: name.into(),
-                    secs: self.config.agent.ready_timeout_secs,
-                });
+                return Err(CoreError::AgentNotReady { name: name.into(), secs: self.config.agent.ready_timeout_secs });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
@@ -529,14 +454,8 @@ impl<E: Engine> Core<E> {
 
     /// All workspaces of this instance: one engine round trip.
     pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
-        let pods = self
-            .engine
-            .list_pods(&[(naming::LABEL_INSTANCE, self.instance())])
-            .await?;
-        let mut out: Vec<WorkspaceStatus> = pods
-            .into_iter()
-            .filter_map(WorkspaceStatus::from_pod)
-            .collect();
+        let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
+        let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -546,14 +465,9 @@ impl<E: Engine> Core<E> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let pods = self
             .engine
-            .list_pods(&[
-                (naming::LABEL_INSTANCE, self.instance()),
-                (naming::LABEL_WORKSPACE, n.as_str()),
-            ])
+            .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
             .await?;
-        pods.into_iter()
-            .next()
-            .ok_or_else(|| CoreError::NotFound(name.to_owned()))
+        pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
     pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
@@ -564,24 +478,19 @@ impl<E: Engine> Core<E> {
 
     /// A client for the workspace's agent, once its API serves.
     pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
-        let record = self
-            .store
-            .workspace(name)
-            .await?
-            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        let pod = self.find(name).await?;
+        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let pod = match self.find(name).await {
+            Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
+            other => other?,
+        };
         let info = self.engine.inspect_pod(&pod.name).await?;
-        let running = info
-            .containers
-            .iter()
-            .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let url = agent_url(&info)
-            .filter(|_| running)
-            .ok_or_else(|| CoreError::NotRunning {
-                name: name.to_owned(),
-                role: "agent",
-                status: info.status.clone(),
-            })?;
+        let running =
+            info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+        let url = agent_url(&info).filter(|_| running).ok_or_else(|| CoreError::NotRunning {
+            name: name.to_owned(),
+            role: "agent",
+            status: info.status.clone(),
+        })?;
         Ok(Opencode::new(url, record.agent_password))
     }
 
@@ -594,13 +503,8 @@ impl<E: Engine> Core<E> {
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
         self.engine.start_pod(&pod.name).await?;
-        let record = self
-            .store
-            .workspace(name)
-            .await?
-            .ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        self.wait_for_agent(name, &pod.name, &record.agent_password)
-            .await
+        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        self.wait_for_agent(name, &pod.name, &record.agent_password).await
     }
 
     /// Removes the pod, its containers, its secrets, its built image and (unless
@@ -612,10 +516,7 @@ impl<E: Engine> Core<E> {
             Vec::new()
         } else {
             self.engine
-                .list_volumes(&[
-                    (naming::LABEL_INSTANCE, self.instance()),
-                    (naming::LABEL_WORKSPACE, name),
-                ])
+                .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
                 .await?
         };
         let record = self.store.workspace(name).await?;
@@ -635,20 +536,13 @@ impl<E: Engine> Core<E> {
             self.engine.remove_volume(&v).await?;
         }
         if let Ok(n) = WorkspaceName::new(name) {
-            for secret in [
-                format!("{}-agent-password", n.pod()),
-                format!("{}-llm-key", n.pod()),
-            ] {
+            for secret in [format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())] {
                 match self.engine.remove_secret(&secret).await {
                     Ok(()) | Err(EngineError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            match self
-                .engine
-                .remove_image(&plan::build_tag(self.instance(), &n))
-                .await
-            {
+            match self.engine.remove_image(&plan::build_tag(self.instance(), &n)).await {
                 Ok(()) | Err(EngineError::NotFound { .. }) => {}
                 Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
             }
@@ -670,11 +564,7 @@ impl<E: Engine> Core<E> {
 
     /// Where commands run in a workspace's container: the running container, its user and
     /// the repository's folder.
-    pub async fn exec_target(
-        &self,
-        name: &str,
-        target: ExecTarget,
-    ) -> Result<ExecPlace, CoreError> {
+    pub async fn exec_target(&self, name: &str, target: ExecTarget) -> Result<ExecPlace, CoreError> {
         let pod = self.find(name).await?;
         let role = target.role();
         let container = pod.containers.iter().find(|c| c.role == Some(role));
@@ -705,26 +595,13 @@ impl<E: Engine> Core<E> {
         argv: Vec<String>,
     ) -> Result<ExecSession, CoreError> {
         let place = self.exec_target(name, target).await?;
-        Ok(self
-            .engine
-            .exec(&place.container, &place.spec(argv, false))
-            .await?)
+        Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
     }
 
     /// Runs an argv in the agent container as the agent; returns (exit code, stdout, stderr).
-    pub(super) async fn agent_exec(
-        &self,
-        name: &str,
-        argv: &[&str],
-    ) -> Result<(i64, Vec<u8>, String), CoreError> {
+    pub(super) async fn agent_exec(&self, name: &str, argv: &[&str]) -> Result<(i64, Vec<u8>, String), CoreError> {
         use futures_util::StreamExt;
-        let mut s = self
-            .exec(
-                name,
-                ExecTarget::Agent,
-                argv.iter().map(|s| s.to_string()).collect(),
-            )
-            .await?;
+        let mut s = self.exec(name, ExecTarget::Agent, argv.iter().map(|s| s.to_string()).collect()).await?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         while let Some(chunk) = s.output.next().await {
             match chunk? {
@@ -765,8 +642,7 @@ async fn archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
     tokio::task::spawn_blocking(move || {
         let mut tar = tar::Builder::new(Vec::new());
         tar.follow_symlinks(false);
-        tar.append_dir_all(".", &dir)
-            .map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
+        tar.append_dir_all(".", &dir).map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
         tar.into_inner().map_err(|e| CoreError::Io(e.to_string()))
     })
     .await

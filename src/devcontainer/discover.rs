@@ -14,11 +14,7 @@ pub enum DiscoverError {
         "{root} has no devcontainer configuration named `{name}` (.devcontainer/{name}/devcontainer.json); {}",
         if .choices.is_empty() { "it has none in subfolders".to_owned() } else { format!("choose one of: {}", .choices.join(", ")) }
     )]
-    NoSuchChoice {
-        root: PathBuf,
-        name: String,
-        choices: Vec<String>,
-    },
+    NoSuchChoice { root: PathBuf, name: String, choices: Vec<String> },
 }
 
 /// Finds the devcontainer.json of the repository at `root`. `choice` names a
@@ -30,16 +26,9 @@ pub fn discover(root: &Path, choice: Option<&str>) -> Result<Option<PathBuf>, Di
         if choices.iter().any(|c| c == name) {
             return Ok(Some(folder.join(name).join("devcontainer.json")));
         }
-        return Err(DiscoverError::NoSuchChoice {
-            root: root.to_owned(),
-            name: name.to_owned(),
-            choices,
-        });
+        return Err(DiscoverError::NoSuchChoice { root: root.to_owned(), name: name.to_owned(), choices });
     }
-    for candidate in [
-        folder.join("devcontainer.json"),
-        root.join(".devcontainer.json"),
-    ] {
+    for candidate in [folder.join("devcontainer.json"), root.join(".devcontainer.json")] {
         if candidate.is_file() {
             return Ok(Some(candidate));
         }
@@ -47,10 +36,7 @@ pub fn discover(root: &Path, choice: Option<&str>) -> Result<Option<PathBuf>, Di
     match choices.len() {
         0 => Ok(None),
         1 => Ok(Some(folder.join(&choices[0]).join("devcontainer.json"))),
-        _ => Err(DiscoverError::Ambiguous {
-            root: root.to_owned(),
-            choices,
-        }),
+        _ => Err(DiscoverError::Ambiguous { root: root.to_owned(), choices }),
     }
 }
 
@@ -84,31 +70,24 @@ mod tests {
         assert_eq!(discover(r, None), Ok(None));
 
         touch(&r.join(".devcontainer/python/devcontainer.json"));
-        assert_eq!(
-            discover(r, None),
-            Ok(Some(r.join(".devcontainer/python/devcontainer.json")))
-        );
+        assert_eq!(discover(r, None), Ok(Some(r.join(".devcontainer/python/devcontainer.json"))));
 
         touch(&r.join(".devcontainer/node/devcontainer.json"));
         let e = discover(r, None).unwrap_err().to_string();
-        assert!(e.contains("several devcontainer configurations (node, python); choose one with --devcontainer <name>"), "{e}");
-        assert_eq!(
-            discover(r, Some("node")),
-            Ok(Some(r.join(".devcontainer/node/devcontainer.json")))
+        assert!(
+            e.contains("several devcontainer configurations (node, python); choose one with --devcontainer <name>"),
+            "{e}"
         );
+        assert_eq!(discover(r, Some("node")), Ok(Some(r.join(".devcontainer/node/devcontainer.json"))));
         let e = discover(r, Some("rust")).unwrap_err().to_string();
         assert!(
-            e.contains("no devcontainer configuration named `rust`")
-                && e.contains("choose one of: node, python"),
+            e.contains("no devcontainer configuration named `rust`") && e.contains("choose one of: node, python"),
             "{e}"
         );
 
         touch(&r.join(".devcontainer.json"));
         assert_eq!(discover(r, None), Ok(Some(r.join(".devcontainer.json"))));
         touch(&r.join(".devcontainer/devcontainer.json"));
-        assert_eq!(
-            discover(r, None),
-            Ok(Some(r.join(".devcontainer/devcontainer.json")))
-        );
+        assert_eq!(discover(r, None), Ok(Some(r.join(".devcontainer/devcontainer.json"))));
     }
 }

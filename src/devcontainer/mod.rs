@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub use discover::{DiscoverError, discover};
 pub use model::{
-    Build, DevContainer, LifecycleCommand, Mount, MountKind, MountObject, MountSpec, OneOrMany,
-    ParallelCommand, PortSpec,
+    Build, DevContainer, LifecycleCommand, Mount, MountKind, MountObject, MountSpec, OneOrMany, ParallelCommand,
+    PortSpec,
 };
 pub use run_args::RunArgs;
 pub use subst::Vars;
@@ -26,19 +26,9 @@ pub enum DevContainerError {
         source: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}:{line}: field `{field}`: {message}")]
-    Field {
-        path: PathBuf,
-        line: usize,
-        field: String,
-        message: String,
-    },
+    Field { path: PathBuf, line: usize, field: String, message: String },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
 }
@@ -71,31 +61,20 @@ impl Loaded {
 /// `${localWorkspaceFolder}`, `${containerWorkspaceFolder}`, `${devcontainerId}`);
 /// `${containerEnv:…}` is resolved later, against the container's environment.
 pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DevContainerError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| DevContainerError::Read { path: path.to_owned(), source })?;
     let config = parse(&text, path, host)?;
-    Ok(Loaded {
-        path: path.to_owned(),
-        config,
-    })
+    Ok(Loaded { path: path.to_owned(), config })
 }
 
-pub fn parse(
-    text: &str,
-    path: &Path,
-    host: &HostContext,
-) -> Result<DevContainer, DevContainerError> {
+pub fn parse(text: &str, path: &Path, host: &HostContext) -> Result<DevContainer, DevContainerError> {
     let options = jsonc_parser::ParseOptions::default();
     let mut value: serde_json::Value =
-        jsonc_parser::parse_to_serde_value(text, &options).map_err(|e| {
-            DevContainerError::Syntax {
-                path: path.to_owned(),
-                line: e.line_display(),
-                column: e.column_display(),
-                message: e.kind().to_string(),
-            }
+        jsonc_parser::parse_to_serde_value(text, &options).map_err(|e| DevContainerError::Syntax {
+            path: path.to_owned(),
+            line: e.line_display(),
+            column: e.column_display(),
+            message: e.kind().to_string(),
         })?;
     if !value.is_object() {
         return Err(DevContainerError::Field {
@@ -126,36 +105,19 @@ pub fn parse(
     let config: DevContainer = serde_path_to_error::deserialize(&value).map_err(|e| {
         let field = e.path().to_string();
         let line = line_at(text, &path_segs(e.path())).unwrap_or(1);
-        DevContainerError::Field {
-            path: path.to_owned(),
-            line,
-            field,
-            message: describe(e.inner()),
-        }
+        DevContainerError::Field { path: path.to_owned(), line, field, message: describe(e.inner()) }
     })?;
     validate(&config).map_err(|(field, message)| {
         let line = line_at(text, &field_segs(&field)).unwrap_or(1);
-        DevContainerError::Field {
-            path: path.to_owned(),
-            line,
-            field,
-            message,
-        }
+        DevContainerError::Field { path: path.to_owned(), line, field, message }
     })?;
     Ok(config)
 }
 
 /// `/workspaces/<basename of the local folder>`, as the reference CLI does.
 pub fn default_workspace_folder(local_folder: &str) -> String {
-    let base = local_folder
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("workspace");
-    format!(
-        "/workspaces/{}",
-        if base.is_empty() { "workspace" } else { base }
-    )
+    let base = local_folder.trim_end_matches('/').rsplit('/').next().unwrap_or("workspace");
+    format!("/workspaces/{}", if base.is_empty() { "workspace" } else { base })
 }
 
 /// Checks the model beyond its JSON types.
@@ -167,10 +129,7 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
     if let Some(f) = &c.workspace_folder
         && !f.starts_with('/')
     {
-        return Err((
-            "workspaceFolder".into(),
-            format!("`{f}` must be an absolute path"),
-        ));
+        return Err(("workspaceFolder".into(), format!("`{f}` must be an absolute path")));
     }
     if let Some(m) = &c.workspace_mount {
         Mount::parse_str(m).map_err(|e| ("workspaceMount".to_owned(), e))?;
@@ -186,22 +145,14 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
         if let Some(LifecycleCommand::Argv(v)) = cmd
             && v.is_empty()
         {
-            return Err((
-                key.into(),
-                "an empty command array runs nothing: remove the key or give a command".into(),
-            ));
+            return Err((key.into(), "an empty command array runs nothing: remove the key or give a command".into()));
         }
     }
     for (i, p) in c.forward_ports.iter().enumerate() {
         if let PortSpec::HostPort(s) = p {
-            let ok = s
-                .split_once(':')
-                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+            let ok = s.split_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
             if !ok {
-                return Err((
-                    format!("forwardPorts[{i}]"),
-                    format!("`{s}` is not a port number or \"host:port\""),
-                ));
+                return Err((format!("forwardPorts[{i}]"), format!("`{s}` is not a port number or \"host:port\"")));
             }
         }
     }
@@ -216,9 +167,7 @@ fn describe(e: &serde_json::Error) -> String {
         let expected = match what {
             "LifecycleCommand" => "a string, an array of strings, or an object of named commands",
             "ParallelCommand" => "a string or an array of strings",
-            "MountSpec" => {
-                "a mount string (\"type=bind,source=…,target=…\") or an object with type and target"
-            }
+            "MountSpec" => "a mount string (\"type=bind,source=…,target=…\") or an object with type and target",
             "PortSpec" => "a port number or a \"host:port\" string",
             "OneOrMany" => "a string or an array of strings",
             _ => return msg,

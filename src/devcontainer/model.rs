@@ -104,9 +104,7 @@ impl LifecycleCommand {
                 vec![(None, ParallelCommand::Shell(s.clone()).argv())]
             }
             LifecycleCommand::Argv(v) => vec![(None, v.clone())],
-            LifecycleCommand::Parallel(m) => {
-                m.iter().map(|(k, c)| (Some(k.clone()), c.argv())).collect()
-            }
+            LifecycleCommand::Parallel(m) => m.iter().map(|(k, c)| (Some(k.clone()), c.argv())).collect(),
         }
     }
 }
@@ -171,9 +169,7 @@ pub struct Mount {
 impl MountSpec {
     pub fn parse(&self) -> Result<Mount, String> {
         match self {
-            MountSpec::Object(o) => {
-                Mount::checked(o.kind, o.source.clone(), o.target.clone(), o.readonly)
-            }
+            MountSpec::Object(o) => Mount::checked(o.kind, o.source.clone(), o.target.clone(), o.readonly),
             MountSpec::String(s) => Mount::parse_str(s),
         }
     }
@@ -192,9 +188,7 @@ impl Mount {
                         "volume" => MountKind::Volume,
                         "tmpfs" => MountKind::Tmpfs,
                         other => {
-                            return Err(format!(
-                                "mount type `{other}` is not bind, volume or tmpfs"
-                            ));
+                            return Err(format!("mount type `{other}` is not bind, volume or tmpfs"));
                         }
                     })
                 }
@@ -210,12 +204,7 @@ impl Mount {
         Mount::checked(kind.unwrap_or(MountKind::Volume), source, target, readonly)
     }
 
-    fn checked(
-        kind: MountKind,
-        source: Option<String>,
-        target: String,
-        readonly: bool,
-    ) -> Result<Mount, String> {
+    fn checked(kind: MountKind, source: Option<String>, target: String, readonly: bool) -> Result<Mount, String> {
         if !target.starts_with('/') {
             return Err(format!("mount target `{target}` must be an absolute path"));
         }
@@ -224,18 +213,11 @@ impl Mount {
             match &source {
                 Some(s) if s.starts_with('/') => {}
                 Some(s) => {
-                    return Err(format!(
-                        "bind mount source `{s}` must be an absolute host path"
-                    ));
+                    return Err(format!("bind mount source `{s}` must be an absolute host path"));
                 }
                 None => return Err(format!("bind mount to `{target}` has no source")),
             }
         }
-        Ok(Mount {
-            kind,
-            source,
-            target,
-            readonly,
-        })
+        Ok(Mount { kind, source, target, readonly })
     }
 }

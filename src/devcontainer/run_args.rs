@@ -26,42 +26,24 @@ pub struct RunArgs {
 
 /// Flags that take a value, with what to do with it.
 const REJECTED: &[(&str, &str)] = &[
-    (
-        "--network",
-        "the pod owns the network; see [network] in devaipod.toml",
-    ),
-    (
-        "--net",
-        "the pod owns the network; see [network] in devaipod.toml",
-    ),
+    ("--network", "the pod owns the network; see [network] in devaipod.toml"),
+    ("--net", "the pod owns the network; see [network] in devaipod.toml"),
     ("-p", "ports are published by the pod; use forwardPorts"),
-    (
-        "--publish",
-        "ports are published by the pod; use forwardPorts",
-    ),
+    ("--publish", "ports are published by the pod; use forwardPorts"),
     ("-P", "ports are published by the pod; use forwardPorts"),
-    (
-        "--publish-all",
-        "ports are published by the pod; use forwardPorts",
-    ),
+    ("--publish-all", "ports are published by the pod; use forwardPorts"),
     ("--name", "devaipod names the containers"),
     ("--pod", "devaipod creates the pod"),
     ("--rm", "devaipod manages the container's lifetime"),
     ("--pid", "host namespaces are not shared with a workspace"),
     ("--ipc", "host namespaces are not shared with a workspace"),
     ("--uts", "host namespaces are not shared with a workspace"),
-    (
-        "--userns",
-        "host namespaces are not shared with a workspace",
-    ),
+    ("--userns", "host namespaces are not shared with a workspace"),
     ("--hostname", "the pod sets the host name"),
     ("-h", "the pod sets the host name"),
     ("--add-host", "hosts entries belong to the pod"),
     ("--dns", "DNS belongs to the pod"),
-    (
-        "--entrypoint",
-        "devaipod runs its own idle process; use lifecycle commands",
-    ),
+    ("--entrypoint", "devaipod runs its own idle process; use lifecycle commands"),
 ];
 
 pub fn parse(args: &[String]) -> Result<RunArgs, String> {
@@ -108,9 +90,7 @@ pub fn parse(args: &[String]) -> Result<RunArgs, String> {
                 let value = match inline {
                     Some(v) => v,
                     None => {
-                        let v = args
-                            .get(i)
-                            .ok_or_else(|| format!("runArgs `{flag}` needs a value"))?;
+                        let v = args.get(i).ok_or_else(|| format!("runArgs `{flag}` needs a value"))?;
                         i += 1;
                         v.clone()
                     }
@@ -125,9 +105,7 @@ pub fn parse(args: &[String]) -> Result<RunArgs, String> {
 fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
     match flag {
         "-e" | "--env" => {
-            let (k, v) = value
-                .split_once('=')
-                .ok_or_else(|| format!("runArgs `{flag} {value}`: use NAME=value"))?;
+            let (k, v) = value.split_once('=').ok_or_else(|| format!("runArgs `{flag} {value}`: use NAME=value"))?;
             out.env.insert(k.to_owned(), v.to_owned());
         }
         "--cap-add" => out.cap_add.push(value),
@@ -138,9 +116,7 @@ fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
         "-l" | "--label" => {
             let (k, v) = value.split_once('=').unwrap_or((&value, ""));
             if k.starts_with("io.devaipod.") {
-                return Err(format!(
-                    "runArgs label `{k}`: io.devaipod.* labels belong to devaipod"
-                ));
+                return Err(format!("runArgs label `{k}`: io.devaipod.* labels belong to devaipod"));
             }
             out.labels.insert(k.to_owned(), v.to_owned());
         }
@@ -148,8 +124,7 @@ fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
         "--mount" => out.mounts.push(Mount::parse_str(&value)?),
         "--tmpfs" => {
             let target = value.split(':').next().unwrap_or_default().to_owned();
-            out.mounts
-                .push(Mount::parse_str(&format!("type=tmpfs,target={target}"))?);
+            out.mounts.push(Mount::parse_str(&format!("type=tmpfs,target={target}"))?);
         }
         "-v" | "--volume" => {
             let parts: Vec<&str> = value.split(':').collect();
@@ -158,19 +133,9 @@ fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
                 [s, t, o] => (*s, *t, *o),
                 _ => return Err(format!("runArgs `{flag} {value}`: use source:target[:ro]")),
             };
-            let kind = if source.starts_with('/') {
-                "bind"
-            } else {
-                "volume"
-            };
-            let ro = if opts.split(',').any(|o| o == "ro") {
-                ",readonly"
-            } else {
-                ""
-            };
-            out.mounts.push(Mount::parse_str(&format!(
-                "type={kind},source={source},target={target}{ro}"
-            ))?);
+            let kind = if source.starts_with('/') { "bind" } else { "volume" };
+            let ro = if opts.split(',').any(|o| o == "ro") { ",readonly" } else { "" };
+            out.mounts.push(Mount::parse_str(&format!("type={kind},source={source},target={target}{ro}"))?);
         }
         _ => unreachable!("flag list and match arms agree"),
     }
@@ -187,10 +152,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('g') => (&lower[..lower.len() - 1], 1 << 30),
         _ => (lower, 1),
     };
-    digits
-        .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("runArgs --shm-size `{s}` is not a size like 64m"))
+    digits.parse::<u64>().map(|n| n * mult).map_err(|_| format!("runArgs --shm-size `{s}` is not a size like 64m"))
 }
 
 #[cfg(test)]
@@ -248,10 +210,7 @@ mod tests {
             (&["-p", "8080:80"][..], "use forwardPorts"),
             (&["--pid=host"][..], "host namespaces"),
             (&["--name", "x"][..], "devaipod names the containers"),
-            (
-                &["--memory-swappiness=0"][..],
-                "is not supported by devaipod",
-            ),
+            (&["--memory-swappiness=0"][..], "is not supported by devaipod"),
             (&["-e"][..], "needs a value"),
             (&["-e", "NOEQUALS"][..], "use NAME=value"),
             (&["-l", "io.devaipod.instance=x"][..], "belong to devaipod"),

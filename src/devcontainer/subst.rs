@@ -48,24 +48,15 @@ impl Vars<'_> {
         let default = parts.next();
         let lookup = |env: &BTreeMap<String, String>| {
             let name = name?;
-            Some(
-                env.get(name)
-                    .cloned()
-                    .or(default.map(str::to_owned))
-                    .unwrap_or_default(),
-            )
+            Some(env.get(name).cloned().or(default.map(str::to_owned)).unwrap_or_default())
         };
         match kind {
             "localEnv" | "env" => lookup(self.local_env),
             "containerEnv" => lookup(self.container_env?),
             "localWorkspaceFolder" => Some(self.local_workspace_folder.to_owned()),
-            "localWorkspaceFolderBasename" => {
-                Some(basename(self.local_workspace_folder).to_owned())
-            }
+            "localWorkspaceFolderBasename" => Some(basename(self.local_workspace_folder).to_owned()),
             "containerWorkspaceFolder" => self.container_workspace_folder.map(str::to_owned),
-            "containerWorkspaceFolderBasename" => self
-                .container_workspace_folder
-                .map(|f| basename(f).to_owned()),
+            "containerWorkspaceFolderBasename" => self.container_workspace_folder.map(|f| basename(f).to_owned()),
             "devcontainerId" => Some(self.devcontainer_id.to_owned()),
             _ => None,
         }
@@ -83,10 +74,7 @@ impl Vars<'_> {
 }
 
 fn basename(path: &str) -> &str {
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(path)
+    path.trim_end_matches('/').rsplit('/').next().unwrap_or(path)
 }
 
 #[cfg(test)]
@@ -114,19 +102,13 @@ mod tests {
             ("${containerEnv:X:d}", "d"),
             ("${localWorkspaceFolder}", "/src/my-repo"),
             ("${localWorkspaceFolderBasename}", "my-repo"),
-            (
-                "${containerWorkspaceFolder}/.venv",
-                "/workspaces/my-repo/.venv",
-            ),
+            ("${containerWorkspaceFolder}/.venv", "/workspaces/my-repo/.venv"),
             ("${containerWorkspaceFolderBasename}", "my-repo"),
             ("id=${devcontainerId}", "id=abc123"),
             ("[$${severity}]", "[$${severity}]"),
             ("${unknown}", "${unknown}"),
             ("no close ${localEnv:HOME", "no close ${localEnv:HOME"),
-            (
-                "a ${localEnv:HOME} b ${devcontainerId} c",
-                "a /home/u b abc123 c",
-            ),
+            ("a ${localEnv:HOME} b ${devcontainerId} c", "a /home/u b abc123 c"),
         ] {
             assert_eq!(vars.substitute(input), want, "{input}");
         }
@@ -142,13 +124,7 @@ mod tests {
             devcontainer_id: "i",
             container_env: None,
         };
-        assert_eq!(
-            vars.substitute("${containerEnv:PATH}"),
-            "${containerEnv:PATH}"
-        );
-        assert_eq!(
-            vars.substitute("${containerWorkspaceFolder}"),
-            "${containerWorkspaceFolder}"
-        );
+        assert_eq!(vars.substitute("${containerEnv:PATH}"), "${containerEnv:PATH}");
+        assert_eq!(vars.substitute("${containerWorkspaceFolder}"), "${containerWorkspaceFolder}");
     }
 }

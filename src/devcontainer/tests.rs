@@ -12,11 +12,7 @@ fn host() -> HostContext {
 }
 
 fn parse_str(text: &str) -> Result<DevContainer, DevContainerError> {
-    parse(
-        text,
-        Path::new("/src/proj/.devcontainer/devcontainer.json"),
-        &host(),
-    )
+    parse(text, Path::new("/src/proj/.devcontainer/devcontainer.json"), &host())
 }
 
 pub(crate) fn conformance_root() -> PathBuf {
@@ -52,86 +48,26 @@ pub(crate) fn conformance_files(root: &Path) -> Vec<String> {
 /// Every devcontainer*.json of the shared conformance set, with what it describes.
 /// None of them is invalid; a file added there must be added here.
 const CONFORMANCE: &[(&str, &str)] = &[
-    (
-        "devcontainer-cli/configs/compose-Dockerfile-alpine/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-Dockerfile-with-features/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-Dockerfile-with-target/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-Dockerfile-without-features/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-image-with-features/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-image-with-mounts/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-image-without-features-minimal/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-image-without-features/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-with-name-and-custom-yaml/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-with-name-using-env-var/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-with-name/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/compose-without-name/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/disallowed-features/.devcontainer/allowed/devcontainer.json",
-        "image",
-    ),
-    (
-        "devcontainer-cli/configs/disallowed-features/.devcontainer/disallowed/devcontainer.json",
-        "image",
-    ),
-    (
-        "devcontainer-cli/configs/dockerfile-without-features/.devcontainer/subfolder/devcontainer.json",
-        "build",
-    ),
-    (
-        "devcontainer-cli/configs/image-containerEnv-issue/.devcontainer/devcontainer.json",
-        "compose",
-    ),
-    (
-        "devcontainer-cli/configs/image-metadata-containerEnv/.devcontainer/devcontainer.json",
-        "image",
-    ),
-    (
-        "devcontainer-cli/configs/image-metadata/.devcontainer/devcontainer.json",
-        "image",
-    ),
-    (
-        "devcontainer-cli/configs/image-with-mounts/.devcontainer/devcontainer.json",
-        "image",
-    ),
-    (
-        "devcontainer-cli/configs/set-up-with-config/devcontainer.json",
-        "none",
-    ),
+    ("devcontainer-cli/configs/compose-Dockerfile-alpine/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-Dockerfile-with-features/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-Dockerfile-with-target/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-Dockerfile-without-features/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-image-with-features/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-image-with-mounts/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-image-without-features-minimal/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-image-without-features/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-with-name-and-custom-yaml/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-with-name-using-env-var/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-with-name/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/compose-without-name/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/disallowed-features/.devcontainer/allowed/devcontainer.json", "image"),
+    ("devcontainer-cli/configs/disallowed-features/.devcontainer/disallowed/devcontainer.json", "image"),
+    ("devcontainer-cli/configs/dockerfile-without-features/.devcontainer/subfolder/devcontainer.json", "build"),
+    ("devcontainer-cli/configs/image-containerEnv-issue/.devcontainer/devcontainer.json", "compose"),
+    ("devcontainer-cli/configs/image-metadata-containerEnv/.devcontainer/devcontainer.json", "image"),
+    ("devcontainer-cli/configs/image-metadata/.devcontainer/devcontainer.json", "image"),
+    ("devcontainer-cli/configs/image-with-mounts/.devcontainer/devcontainer.json", "image"),
+    ("devcontainer-cli/configs/set-up-with-config/devcontainer.json", "none"),
     (
         "devcontainer-cli/container-features/configs/dockerfile-with-v2-local-features-config-inside-dev-container-folder/.devcontainer/devcontainer.json",
         "build",
@@ -200,10 +136,7 @@ const CONFORMANCE: &[(&str, &str)] = &[
         "devcontainer-cli/container-features/configs/feature-dependencies/overrideFeatureInstallOrder/mixed/.devcontainer/devcontainer.json",
         "image",
     ),
-    (
-        "devcontainer-cli/container-features/configs/lifecycle-hooks-advanced/.devcontainer/devcontainer.json",
-        "build",
-    ),
+    ("devcontainer-cli/container-features/configs/lifecycle-hooks-advanced/.devcontainer/devcontainer.json", "build"),
     (
         "devcontainer-cli/container-features/configs/lifecycle-hooks-inline-commands/.devcontainer/devcontainer.json",
         "build",
@@ -250,60 +183,29 @@ fn conformance_table_covers_every_shared_file_and_each_parses() {
 #[test]
 fn conformance_details_are_kept() {
     let root = conformance_root();
-    let get = |rel: &str| {
-        load(&root.join("devcontainer-cli").join(rel), &host())
-            .unwrap()
-            .config
-    };
+    let get = |rel: &str| load(&root.join("devcontainer-cli").join(rel), &host()).unwrap().config;
 
-    let c =
-        get("container-features/configs/lifecycle-hooks-advanced/.devcontainer/devcontainer.json");
-    let LifecycleCommand::Parallel(p) = c.post_create_command.unwrap() else {
-        panic!("parallel form")
-    };
-    assert_eq!(
-        p["parallel1"].argv(),
-        [
-            "/bin/sh",
-            "-c",
-            ".devcontainer/helper_script.sh parallel_postCreateCommand_1"
-        ]
-    );
-    assert_eq!(
-        p["parallel2"].argv(),
-        [
-            ".devcontainer/helper_script.sh",
-            "parallel_postCreateCommand_2"
-        ]
-    );
+    let c = get("container-features/configs/lifecycle-hooks-advanced/.devcontainer/devcontainer.json");
+    let LifecycleCommand::Parallel(p) = c.post_create_command.unwrap() else { panic!("parallel form") };
+    assert_eq!(p["parallel1"].argv(), ["/bin/sh", "-c", ".devcontainer/helper_script.sh parallel_postCreateCommand_1"]);
+    assert_eq!(p["parallel2"].argv(), [".devcontainer/helper_script.sh", "parallel_postCreateCommand_2"]);
     assert_eq!(c.features.len(), 2);
 
-    let c = get(
-        "container-features/configs/lifecycle-hooks-inline-commands/.devcontainer/devcontainer.json",
-    );
+    let c = get("container-features/configs/lifecycle-hooks-inline-commands/.devcontainer/devcontainer.json");
     assert_eq!(
         c.post_create_command.unwrap().commands(),
         [(
             None,
-            vec![
-                ".devcontainer/createMarker.sh".to_owned(),
-                "devContainer.postCreateCommand.testMarker".to_owned()
-            ]
+            vec![".devcontainer/createMarker.sh".to_owned(), "devContainer.postCreateCommand.testMarker".to_owned()]
         )]
     );
 
     let c = get("configs/image-with-mounts/.devcontainer/devcontainer.json");
     let m = c.mounts[0].parse().unwrap();
-    assert_eq!(
-        (m.kind, m.source, m.target.as_str()),
-        (MountKind::Volume, None, "/home/test_devcontainer_config")
-    );
+    assert_eq!((m.kind, m.source, m.target.as_str()), (MountKind::Volume, None, "/home/test_devcontainer_config"));
 
     let c = get("configs/image-containerEnv-issue/.devcontainer/devcontainer.json");
-    assert_eq!(
-        c.container_env["VAR_WITH_BACK_SLASH"],
-        "value with \\back slash"
-    );
+    assert_eq!(c.container_env["VAR_WITH_BACK_SLASH"], "value with \\back slash");
     assert_eq!(
         c.container_env["ROSCONSOLE_FORMAT"],
         "[$${severity}] [$${walltime:%Y-%m-%d %H:%M:%S}] [$${node}]: $${message}"
@@ -317,10 +219,7 @@ fn conformance_details_are_kept() {
     );
 
     let c = get("configs/compose-Dockerfile-alpine/.devcontainer/devcontainer.json");
-    assert_eq!(
-        c.docker_compose_file,
-        Some(OneOrMany::One("docker-compose.yml".into()))
-    );
+    assert_eq!(c.docker_compose_file, Some(OneOrMany::One("docker-compose.yml".into())));
     assert_eq!(c.service.as_deref(), Some("test"));
     assert_eq!(c.remote_user.as_deref(), Some("bar"));
 }
@@ -352,30 +251,18 @@ fn jsonc_comments_trailing_commas_and_substitution() {
     let m: Vec<Mount> = c.mounts.iter().map(|m| m.parse().unwrap()).collect();
     assert_eq!(
         m[0],
-        Mount {
-            kind: MountKind::Bind,
-            source: Some("/tmp".into()),
-            target: "/host-tmp".into(),
-            readonly: true
-        }
+        Mount { kind: MountKind::Bind, source: Some("/tmp".into()), target: "/host-tmp".into(), readonly: true }
     );
     assert_eq!(m[1].source.as_deref(), Some("cache"));
     let ports: Vec<_> = c.forward_ports.iter().map(PortSpec::local_port).collect();
     assert_eq!(ports, [Some(3000), Some(8080), None]);
     let b = c.build.unwrap();
     assert_eq!(
-        (
-            b.dockerfile.as_deref(),
-            b.context.as_deref(),
-            b.target.as_deref()
-        ),
+        (b.dockerfile.as_deref(), b.context.as_deref(), b.target.as_deref()),
         (Some("Containerfile"), Some(".."), Some("dev"))
     );
     assert_eq!(c.remote_env["UNSET"], None);
-    assert_eq!(
-        c.remote_env["P"].as_deref(),
-        Some("${containerEnv:PATH}:/x")
-    );
+    assert_eq!(c.remote_env["P"].as_deref(), Some("${containerEnv:PATH}:/x"));
 }
 
 #[test]
@@ -388,14 +275,8 @@ fn default_workspace_folder_is_under_workspaces() {
 fn errors_name_file_line_and_field() {
     let file = "/src/proj/.devcontainer/devcontainer.json";
     for (text, want) in [
-        (
-            "{\n  \"image\": \"x\",\n  \"image2\" \"y\"\n}",
-            format!("{file}:3:"),
-        ),
-        (
-            "{\n \"image\": 42\n}",
-            format!("{file}:2: field `image`: invalid type: integer `42`, expected a string"),
-        ),
+        ("{\n  \"image\": \"x\",\n  \"image2\" \"y\"\n}", format!("{file}:3:")),
+        ("{\n \"image\": 42\n}", format!("{file}:2: field `image`: invalid type: integer `42`, expected a string")),
         (
             "{\n \"postCreateCommand\": 7\n}",
             format!(
@@ -412,39 +293,25 @@ fn errors_name_file_line_and_field() {
         ),
         (
             "{\"runArgs\": [\"--network=host\"]}",
-            format!(
-                "{file}:1: field `runArgs`: runArgs `--network=host` is not allowed: the pod owns the network"
-            ),
+            format!("{file}:1: field `runArgs`: runArgs `--network=host` is not allowed: the pod owns the network"),
         ),
         (
             "{\n\n \"workspaceFolder\": \"rel\"}",
             format!("{file}:3: field `workspaceFolder`: `rel` must be an absolute path"),
         ),
-        (
-            "{\"forwardPorts\": [\"nope\"]}",
-            format!("{file}:1: field `forwardPorts[0]`: `nope` is not a port number"),
-        ),
-        (
-            "{\"forwardPorts\": [70000]}",
-            format!("{file}:1: field `forwardPorts[0]`: expected a port number"),
-        ),
+        ("{\"forwardPorts\": [\"nope\"]}", format!("{file}:1: field `forwardPorts[0]`: `nope` is not a port number")),
+        ("{\"forwardPorts\": [70000]}", format!("{file}:1: field `forwardPorts[0]`: expected a port number")),
         (
             "{\"build\": {\"args\": {\"A\": 1}}}",
             format!("{file}:1: field `build.args.A`: invalid type: integer `1`, expected a string"),
         ),
-        (
-            "[1]",
-            format!("{file}:1: field `(top level)`: a devcontainer.json must hold one JSON object"),
-        ),
+        ("[1]", format!("{file}:1: field `(top level)`: a devcontainer.json must hold one JSON object")),
         (
             "{\"onCreateCommand\": []}",
             format!("{file}:1: field `onCreateCommand`: an empty command array runs nothing"),
         ),
     ] {
         let got = parse_str(text).unwrap_err().to_string();
-        assert!(
-            got.starts_with(&want),
-            "input {text:?}\n  got:  {got}\n  want: {want}…"
-        );
+        assert!(got.starts_with(&want), "input {text:?}\n  got:  {got}\n  want: {want}…");
     }
 }

@@ -50,16 +50,9 @@ async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<Vec<u8>, Gi
         .map_err(GitError::Spawn)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let message = err
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no message")
-            .trim()
-            .trim_start_matches("fatal: ");
-        return Err(GitError::Failed {
-            what: what.into(),
-            message: message.to_owned(),
-        });
+        let message =
+            err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").trim().trim_start_matches("fatal: ");
+        return Err(GitError::Failed { what: what.into(), message: message.to_owned() });
     }
     Ok(out.stdout)
 }
@@ -84,9 +77,7 @@ impl BareRepo {
     /// Creates the repository if needed.
     pub async fn init(path: PathBuf) -> Result<BareRepo, GitError> {
         if !path.join("HEAD").is_file() {
-            tokio::fs::create_dir_all(&path)
-                .await
-                .map_err(GitError::Spawn)?;
+            tokio::fs::create_dir_all(&path).await.map_err(GitError::Spawn)?;
             let mut c = git(&path);
             c.args(["init", "--quiet", "--bare"]);
             run(c, "init").await?;
@@ -97,9 +88,7 @@ impl BareRepo {
     /// Fetches the source checkout's history, so that agent bundles can be thin.
     pub async fn fetch_source(&self, checkout: &Path) -> Result<(), GitError> {
         let mut c = git(&self.path);
-        c.args(["fetch", "--quiet", "--no-tags"])
-            .arg(checkout)
-            .arg("+HEAD:refs/devaipod/source");
+        c.args(["fetch", "--quiet", "--no-tags"]).arg(checkout).arg("+HEAD:refs/devaipod/source");
         run(c, "fetch the source").await.map(drop)
     }
 
@@ -112,108 +101,56 @@ impl BareRepo {
     /// Fetches `branch` from a bundle file into `refs/heads/<branch>`; returns its commit.
     pub async fn fetch_bundle(&self, bundle: &Path, branch: &str) -> Result<String, GitError> {
         let mut c = git(&self.path);
-        c.args(["fetch", "--quiet", "--no-tags"])
-            .arg(bundle)
-            .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"));
+        c.args(["fetch", "--quiet", "--no-tags"]).arg(bundle).arg(format!("+refs/heads/{branch}:refs/heads/{branch}"));
         run(c, "fetch the agent's bundle").await?;
         self.rev(&format!("refs/heads/{branch}")).await
     }
 
     pub async fn rev(&self, rev: &str) -> Result<String, GitError> {
         let mut c = git(&self.path);
-        c.args([
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{rev}^{{commit}}"),
-        ]);
-        Ok(String::from_utf8_lossy(&run(c, "rev-parse").await?)
-            .trim()
-            .to_owned())
+        c.args(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]);
+        Ok(String::from_utf8_lossy(&run(c, "rev-parse").await?).trim().to_owned())
     }
 
     pub async fn stats(&self, base: &str, head: &str) -> Result<Stats, GitError> {
         let mut c = git(&self.path);
-        c.args([
-            "log",
-            "--reverse",
-            "--format=%H%x00%s",
-            &format!("{base}..{head}"),
-        ]);
+        c.args(["log", "--reverse", "--format=%H%x00%s", &format!("{base}..{head}")]);
         let log = String::from_utf8_lossy(&run(c, "log").await?).into_owned();
-        let commits = log
-            .lines()
-            .filter_map(|l| l.split_once('\0'))
-            .map(|(h, s)| (h.to_owned(), s.to_owned()))
-            .collect();
+        let commits =
+            log.lines().filter_map(|l| l.split_once('\0')).map(|(h, s)| (h.to_owned(), s.to_owned())).collect();
         let mut c = git(&self.path);
-        c.args([
-            "diff",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--no-renames",
-            "--numstat",
-            "-z",
-            base,
-            head,
-        ]);
+        c.args(["diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", base, head]);
         let numstat = run(c, "diff --numstat").await?;
-        let mut stats = Stats {
-            commits,
-            ..Stats::default()
-        };
+        let mut stats = Stats { commits, ..Stats::default() };
         for rec in numstat.split(|b| *b == 0).filter(|r| !r.is_empty()) {
             let rec = String::from_utf8_lossy(rec);
             let mut parts = rec.splitn(3, '\t');
-            let (a, r, path) = (
-                parts.next().unwrap_or("-"),
-                parts.next().unwrap_or("-"),
-                parts.next().unwrap_or(""),
-            );
+            let (a, r, path) = (parts.next().unwrap_or("-"), parts.next().unwrap_or("-"), parts.next().unwrap_or(""));
             let (added, removed) = (a.parse::<u64>().ok(), r.parse::<u64>().ok());
             stats.added += added.unwrap_or(0);
             stats.removed += removed.unwrap_or(0);
-            stats.files.push(crate::store::ProposalFile {
-                path: path.to_owned(),
-                added,
-                removed,
-            });
+            stats.files.push(crate::store::ProposalFile { path: path.to_owned(), added, removed });
         }
         Ok(stats)
     }
 
     pub async fn diff(&self, base: &str, head: &str) -> Result<String, GitError> {
         let mut c = git(&self.path);
-        c.args([
-            "diff",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--no-color",
-            base,
-            head,
-        ]);
+        c.args(["diff", "--no-ext-diff", "--no-textconv", "--no-color", base, head]);
         Ok(String::from_utf8_lossy(&run(c, "diff").await?).into_owned())
     }
 
     /// A bundle of `branch` (whole history: the receiver may lack agent commits).
     pub async fn bundle(&self, branch: &str, out: &Path) -> Result<(), GitError> {
         let mut c = git(&self.path);
-        c.args(["bundle", "create", "--quiet"])
-            .arg(out)
-            .arg(format!("refs/heads/{branch}"));
+        c.args(["bundle", "create", "--quiet"]).arg(out).arg(format!("refs/heads/{branch}"));
         run(c, "bundle create").await.map(drop)
     }
 
     /// Pushes `branch` to `remote` under the same name; never forced.
     pub async fn push(&self, remote: &str, branch: &str) -> Result<(), GitError> {
         let mut c = git(&self.path);
-        c.args([
-            "push",
-            "--quiet",
-            "--no-verify",
-            remote,
-            &format!("refs/heads/{branch}:refs/heads/{branch}"),
-        ]);
+        c.args(["push", "--quiet", "--no-verify", remote, &format!("refs/heads/{branch}:refs/heads/{branch}")]);
         run(c, "push").await.map(drop)
     }
 }
@@ -255,16 +192,7 @@ mod tests {
         sh(&src, &["add", "-A"]);
         sh(&src, &["commit", "-qm", "agent work"]);
         let bundle = d.path().join("t1.bundle");
-        sh(
-            &src,
-            &[
-                "bundle",
-                "create",
-                "-q",
-                bundle.to_str().unwrap(),
-                &format!("{base}..devaipod/t1"),
-            ],
-        );
+        sh(&src, &["bundle", "create", "-q", bundle.to_str().unwrap(), &format!("{base}..devaipod/t1")]);
         assert!(bare.has_commit(&base).await);
         let head = bare.fetch_bundle(&bundle, "devaipod/t1").await.unwrap();
 
@@ -279,23 +207,11 @@ mod tests {
         assert!(diff.contains("+two"), "{diff}");
 
         let remote = d.path().join("remote.git");
-        sh(
-            d.path(),
-            &["init", "-q", "--bare", remote.to_str().unwrap()],
-        );
-        bare.push(remote.to_str().unwrap(), "devaipod/t1")
-            .await
-            .unwrap();
-        let pushed = BareRepo { path: remote }
-            .rev("refs/heads/devaipod/t1")
-            .await
-            .unwrap();
+        sh(d.path(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
+        bare.push(remote.to_str().unwrap(), "devaipod/t1").await.unwrap();
+        let pushed = BareRepo { path: remote }.rev("refs/heads/devaipod/t1").await.unwrap();
         assert_eq!(pushed, head);
-        let e = bare
-            .push("ext::sh -c evil", "devaipod/t1")
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = bare.push("ext::sh -c evil", "devaipod/t1").await.unwrap_err().to_string();
         assert!(e.contains("push failed"), "{e}");
     }
 }

@@ -25,11 +25,7 @@ pub enum EngineError {
     #[error("{what} already exists")]
     Conflict { what: String },
     #[error("podman could not {op}: {message}")]
-    Api {
-        op: String,
-        status: u16,
-        message: String,
-    },
+    Api { op: String, status: u16, message: String },
     #[error("podman did not finish {op} within {secs} s")]
     Timeout { op: String, secs: u64 },
     #[error("image {image} is not here and could not be pulled: {message}")]
@@ -95,10 +91,7 @@ pub struct ExecSession {
 pub trait Engine: Send + Sync + 'static {
     /// Fails with [`EngineError::Unavailable`] when the engine is not running.
     fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn image_exists(
-        &self,
-        reference: &str,
-    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn image_exists(&self, reference: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Builds an image from a context directory; `progress` receives the build's output lines.
     fn build_image(
@@ -109,38 +102,19 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn secret_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     /// Creates a podman secret; its value travels in the request body only.
-    fn create_secret(
-        &self,
-        name: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_secret(&self, name: &str, value: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_secret(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn remove_image(&self, reference: &str)
-    -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// The environment a container runs with (the image's and the container's own).
-    fn container_env(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
+    fn container_env(&self, name: &str) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
     fn pod_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    fn create_volume(
-        &self,
-        volume: &VolumePlan,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_volume(&self, volume: &VolumePlan) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_pod(&self, pod: &PodSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn create_container(
-        &self,
-        pod: &str,
-        c: &ContainerPlan,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn create_container(&self, pod: &str, c: &ContainerPlan) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn start_container(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn start_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Stops a pod, killing what has not exited after `grace_secs`.
-    fn stop_pod(
-        &self,
-        name: &str,
-        grace_secs: u32,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop_pod(&self, name: &str, grace_secs: u32) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Removes a pod and its containers at once (no grace period).
     fn remove_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Unpacks a tar archive into `dest_dir` of a running container (volumes included),
@@ -152,27 +126,13 @@ pub trait Engine: Send + Sync + 'static {
         tar: Vec<u8>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Pods whose labels match all of `labels`, with their containers: one round trip.
-    fn list_pods(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> impl Future<Output = Result<Vec<PodInfo>, EngineError>> + Send;
+    fn list_pods(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<PodInfo>, EngineError>> + Send;
     fn inspect_pod(&self, name: &str) -> impl Future<Output = Result<PodInfo, EngineError>> + Send;
-    fn list_volumes(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn list_volumes(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    fn exec(
-        &self,
-        container: &str,
-        spec: &ExecSpec,
-    ) -> impl Future<Output = Result<ExecSession, EngineError>> + Send;
+    fn exec(&self, container: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecSession, EngineError>> + Send;
     /// The exit code of a finished exec.
     fn exec_exit_code(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
-    fn logs(
-        &self,
-        container: &str,
-        follow: bool,
-        tail: Option<u32>,
-    ) -> BoxStream<'static, Result<Output, EngineError>>;
+    fn logs(&self, container: &str, follow: bool, tail: Option<u32>)
+    -> BoxStream<'static, Result<Output, EngineError>>;
 }

@@ -32,10 +32,7 @@ pub enum Body {
 
 impl Libpod {
     pub fn new(socket: &Path) -> Self {
-        Libpod {
-            client: Client::unix(),
-            socket: socket.to_owned(),
-        }
+        Libpod { client: Client::unix(), socket: socket.to_owned() }
     }
 
     pub fn socket(&self) -> &Path {
@@ -54,40 +51,20 @@ impl Libpod {
             Body::Empty => builder.body(Full::new(Bytes::new())),
             Body::Json(v) => builder
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(
-                    serde_json::to_vec(&v).unwrap_or_default(),
-                ))),
-            Body::Tar(t) => builder
-                .header("content-type", "application/x-tar")
-                .body(Full::new(Bytes::from(t))),
-            Body::Raw(b) => builder
-                .header("content-type", "application/octet-stream")
-                .body(Full::new(Bytes::from(b))),
+                .body(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))),
+            Body::Tar(t) => builder.header("content-type", "application/x-tar").body(Full::new(Bytes::from(t))),
+            Body::Raw(b) => builder.header("content-type", "application/octet-stream").body(Full::new(Bytes::from(b))),
         }
-        .map_err(|e| EngineError::Api {
-            op: path.to_owned(),
-            status: 0,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| EngineError::Api { op: path.to_owned(), status: 0, message: e.to_string() })?;
         self.client
             .request(req)
             .await
-            .map_err(|e| EngineError::Unavailable {
-                socket: self.socket.clone(),
-                reason: error_chain(&e),
-            })
+            .map_err(|e| EngineError::Unavailable { socket: self.socket.clone(), reason: error_chain(&e) })
     }
 
     /// One call: status checked, body returned. `op` names it in errors ("create pod x").
-    pub async fn call(
-        &self,
-        op: &str,
-        method: Method,
-        path: &str,
-        body: Body,
-    ) -> Result<Bytes, EngineError> {
-        self.call_with_timeout(op, method, path, body, CALL_TIMEOUT)
-            .await
+    pub async fn call(&self, op: &str, method: Method, path: &str, body: Body) -> Result<Bytes, EngineError> {
+        self.call_with_timeout(op, method, path, body, CALL_TIMEOUT).await
     }
 
     pub async fn call_with_timeout(
@@ -105,27 +82,16 @@ impl Libpod {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| EngineError::Api {
-                    op: op.to_owned(),
-                    status: status.as_u16(),
-                    message: e.to_string(),
-                })?
+                .map_err(|e| EngineError::Api { op: op.to_owned(), status: status.as_u16(), message: e.to_string() })?
                 .to_bytes();
             check(op, status, bytes)
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| EngineError::Timeout {
-                op: op.to_owned(),
-                secs: timeout.as_secs(),
-            })?
+            .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: timeout.as_secs() })?
     }
 
-    pub async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        op: &str,
-        path: &str,
-    ) -> Result<T, EngineError> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, op: &str, path: &str) -> Result<T, EngineError> {
         let bytes = self.call(op, Method::GET, path, Body::Empty).await?;
         serde_json::from_slice(&bytes).map_err(|e| EngineError::Api {
             op: op.to_owned(),
@@ -146,25 +112,15 @@ impl Libpod {
     ) -> Result<impl Stream<Item = Result<Bytes, EngineError>> + Send + use<>, EngineError> {
         let resp = tokio::time::timeout(CALL_TIMEOUT, self.send(method, path, body))
             .await
-            .map_err(|_| EngineError::Timeout {
-                op: op.to_owned(),
-                secs: CALL_TIMEOUT.as_secs(),
-            })??;
+            .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: CALL_TIMEOUT.as_secs() })??;
         let status = resp.status();
         if !status.is_success() {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(check(op, status, bytes)
-                .err()
-                .unwrap_or_else(|| EngineError::Api {
-                    op: op.to_owned(),
-                    status: status.as_u16(),
-                    message: "failed".into(),
-                }));
+            let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return Err(check(op, status, bytes).err().unwrap_or_else(|| EngineError::Api {
+                op: op.to_owned(),
+                status: status.as_u16(),
+                message: "failed".into(),
+            }));
         }
         let op = op.to_owned();
         let frames = BodyStream::new(resp.into_body());
@@ -174,22 +130,11 @@ impl Libpod {
                 let mut frames = state?;
                 loop {
                     return match tokio::time::timeout(idle, frames.next()).await {
-                        Err(_) => Some((
-                            Err(EngineError::Timeout {
-                                op,
-                                secs: idle.as_secs(),
-                            }),
-                            None,
-                        )),
+                        Err(_) => Some((Err(EngineError::Timeout { op, secs: idle.as_secs() }), None)),
                         Ok(None) => None,
-                        Ok(Some(Err(e))) => Some((
-                            Err(EngineError::Api {
-                                op,
-                                status: 200,
-                                message: e.to_string(),
-                            }),
-                            None,
-                        )),
+                        Ok(Some(Err(e))) => {
+                            Some((Err(EngineError::Api { op, status: 200, message: e.to_string() }), None))
+                        }
                         Ok(Some(Ok(frame))) => match frame.into_data() {
                             Ok(data) => Some((Ok(data), Some(frames))),
                             Err(_) => continue, // trailers
@@ -210,17 +155,9 @@ fn check(op: &str, status: StatusCode, bytes: Bytes) -> Result<Bytes, EngineErro
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
     Err(match status {
-        StatusCode::NOT_FOUND => EngineError::NotFound {
-            what: format!("{op}: {message}"),
-        },
-        StatusCode::CONFLICT => EngineError::Conflict {
-            what: format!("{op}: {message}"),
-        },
-        _ => EngineError::Api {
-            op: op.to_owned(),
-            status: status.as_u16(),
-            message,
-        },
+        StatusCode::NOT_FOUND => EngineError::NotFound { what: format!("{op}: {message}") },
+        StatusCode::CONFLICT => EngineError::Conflict { what: format!("{op}: {message}") },
+        _ => EngineError::Api { op: op.to_owned(), status: status.as_u16(), message },
     })
 }
 
@@ -261,9 +198,6 @@ mod tests {
     #[test]
     fn encodes_query_components() {
         assert_eq!(enc("a b/c=d"), "a%20b%2Fc%3Dd");
-        assert_eq!(
-            label_filter(&[("io.x", "1")]),
-            "%7B%22label%22%3A%5B%22io.x%3D1%22%5D%7D"
-        );
+        assert_eq!(label_filter(&[("io.x", "1")]), "%7B%22label%22%3A%5B%22io.x%3D1%22%5D%7D");
     }
 }

@@ -21,9 +21,7 @@ pub const LABEL_USER: &str = "io.devaipod.user";
 /// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
 pub const MAX_NAME_LEN: usize = 40;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Workspace,
@@ -68,11 +66,7 @@ impl WorkspaceName {
             && s.len() <= MAX_NAME_LEN
             && s.starts_with(|c: char| c.is_ascii_lowercase())
             && !RESERVED_SUFFIXES.iter().any(|r| s.ends_with(r));
-        if ok {
-            Ok(WorkspaceName(s.to_owned()))
-        } else {
-            Err(InvalidName(s.to_owned()))
-        }
+        if ok { Ok(WorkspaceName(s.to_owned())) } else { Err(InvalidName(s.to_owned())) }
     }
 
     /// Derives a name from free text (a repository's directory or URL basename): lowercase,
@@ -147,26 +141,18 @@ impl std::fmt::Display for WorkspaceName {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 /// The labels every object of a workspace carries. `role` is `None` for the pod and
 /// volumes shared by the pod.
-pub fn labels(
-    instance: &str,
-    name: &WorkspaceName,
-    role: Option<Role>,
-) -> BTreeMap<String, String> {
+pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_INSTANCE.to_owned(), instance.to_owned()),
         (LABEL_WORKSPACE.to_owned(), name.as_str().to_owned()),
-        (
-            LABEL_VERSION.to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
+        (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
     ]);
     if let Some(role) = role {
         l.insert(LABEL_ROLE.to_owned(), role.as_str().to_owned());
@@ -203,10 +189,7 @@ mod tests {
         ] {
             let got = WorkspaceName::derive(input);
             assert_eq!(got.as_str(), want, "derive({input:?})");
-            assert!(
-                WorkspaceName::new(got.as_str()).is_ok(),
-                "{got} must be valid"
-            );
+            assert!(WorkspaceName::new(got.as_str()).is_ok(), "{got} must be valid");
         }
         let long = WorkspaceName::derive(&"b".repeat(80));
         assert_eq!(long.with_suffix(12).as_str().len(), 40);
@@ -215,22 +198,9 @@ mod tests {
 
     #[test]
     fn invalid_names_are_rejected_with_the_rule() {
-        for bad in [
-            "",
-            "Upper",
-            "-a",
-            "a-",
-            "a_b",
-            "1abc",
-            &"a".repeat(41),
-            "foo-agent",
-            "x-workspace",
-        ] {
+        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace"] {
             let e = WorkspaceName::new(bad).unwrap_err().to_string();
-            assert!(
-                e.contains("lowercase letters, digits and `-`"),
-                "{bad}: {e}"
-            );
+            assert!(e.contains("lowercase letters, digits and `-`"), "{bad}: {e}");
         }
     }
 

@@ -150,27 +150,15 @@ pub struct ContainerPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum MountPlan {
-    Volume {
-        name: String,
-        target: String,
-        readonly: bool,
-    },
-    Bind {
-        source: PathBuf,
-        target: String,
-        readonly: bool,
-    },
-    Tmpfs {
-        target: String,
-    },
+    Volume { name: String, target: String, readonly: bool },
+    Bind { source: PathBuf, target: String, readonly: bool },
+    Tmpfs { target: String },
 }
 
 impl MountPlan {
     pub fn target(&self) -> &str {
         match self {
-            MountPlan::Volume { target, .. }
-            | MountPlan::Bind { target, .. }
-            | MountPlan::Tmpfs { target } => target,
+            MountPlan::Volume { target, .. } | MountPlan::Bind { target, .. } | MountPlan::Tmpfs { target } => target,
         }
     }
 }
@@ -211,36 +199,21 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         Some(l) => (&l.config, l.path.clone()),
         None => (&empty, PathBuf::new()),
     };
-    let invalid = |message: String| PlanError::Invalid {
-        path: dc_path.clone(),
-        message,
-    };
+    let invalid = |message: String| PlanError::Invalid { path: dc_path.clone(), message };
     let mut warnings = Vec::new();
     let name = &req.name;
 
     // The image.
     let image = if let Some(reference) = &req.image_override {
-        ImagePlan::Existing {
-            reference: reference.clone(),
-        }
+        ImagePlan::Existing { reference: reference.clone() }
     } else if c.docker_compose_file.is_some() {
         return Err(PlanError::ComposeUnsupported { path: dc_path });
     } else if let Some(reference) = &c.image {
-        ImagePlan::Existing {
-            reference: reference.clone(),
-        }
-    } else if let Some(dockerfile) = c
-        .build
-        .as_ref()
-        .and_then(|b| b.dockerfile.clone())
-        .or(c.docker_file.clone())
-    {
+        ImagePlan::Existing { reference: reference.clone() }
+    } else if let Some(dockerfile) = c.build.as_ref().and_then(|b| b.dockerfile.clone()).or(c.docker_file.clone()) {
         let dir = dc.map(Loaded::dir).unwrap_or(Path::new("."));
         let build = c.build.clone().unwrap_or_default();
-        let context = build
-            .context
-            .or(c.context.clone())
-            .unwrap_or_else(|| ".".into());
+        let context = build.context.or(c.context.clone()).unwrap_or_else(|| ".".into());
         ImagePlan::Build(BuildPlan {
             context_dir: normalize(&dir.join(context)),
             dockerfile: normalize(&dir.join(dockerfile)),
@@ -252,9 +225,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         if c.build.is_some() {
             return Err(invalid("`build` needs `dockerfile`".into()));
         }
-        ImagePlan::Existing {
-            reference: config.default_image.clone(),
-        }
+        ImagePlan::Existing { reference: config.default_image.clone() }
     };
     let image_ref = image.reference().to_owned();
 
@@ -296,74 +267,38 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let mut workspace_env = c.container_env.clone();
     workspace_env.extend(run_args.env.clone());
     workspace_env.extend(common.clone());
-    let secret_env: BTreeMap<String, String> = config
-        .trusted
-        .secrets
-        .iter()
-        .map(|s| (s.env.to_string(), s.secret.clone()))
-        .collect();
+    let secret_env: BTreeMap<String, String> =
+        config.trusted.secrets.iter().map(|s| (s.env.to_string(), s.secret.clone())).collect();
 
     // Mounts of the workspace container: the repository volume, then devcontainer.json's.
     let mut volumes = vec![
-        VolumePlan {
-            name: name.workspace_volume(),
-            labels: naming::labels(&req.instance, name, None),
-        },
-        VolumePlan {
-            name: name.agent_workspace_volume(),
-            labels: naming::labels(&req.instance, name, None),
-        },
-        VolumePlan {
-            name: name.agent_home_volume(),
-            labels: naming::labels(&req.instance, name, None),
-        },
+        VolumePlan { name: name.workspace_volume(), labels: naming::labels(&req.instance, name, None) },
+        VolumePlan { name: name.agent_workspace_volume(), labels: naming::labels(&req.instance, name, None) },
+        VolumePlan { name: name.agent_home_volume(), labels: naming::labels(&req.instance, name, None) },
     ];
-    let mut ws_mounts = vec![MountPlan::Volume {
-        name: name.workspace_volume(),
-        target: workspace_folder.clone(),
-        readonly: false,
-    }];
-    let dc_mounts = c
-        .mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| m.parse().map_err(|e| invalid(format!("mounts[{i}]: {e}"))));
-    let extra: Vec<Mount> = dc_mounts
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .chain(run_args.mounts.clone())
-        .collect();
+    let mut ws_mounts =
+        vec![MountPlan::Volume { name: name.workspace_volume(), target: workspace_folder.clone(), readonly: false }];
+    let dc_mounts =
+        c.mounts.iter().enumerate().map(|(i, m)| m.parse().map_err(|e| invalid(format!("mounts[{i}]: {e}"))));
+    let extra: Vec<Mount> =
+        dc_mounts.collect::<Result<Vec<_>, _>>()?.into_iter().chain(run_args.mounts.clone()).collect();
     for (i, m) in extra.into_iter().enumerate() {
         if m.target == workspace_folder || m.target == MAIN_WORKSPACE {
-            return Err(invalid(format!(
-                "mount target {} is where devaipod puts the repository",
-                m.target
-            )));
+            return Err(invalid(format!("mount target {} is where devaipod puts the repository", m.target)));
         }
         ws_mounts.push(match (m.kind, m.source) {
-            (MountKind::Bind, Some(source)) => MountPlan::Bind {
-                source: source.into(),
-                target: m.target,
-                readonly: m.readonly,
-            },
+            (MountKind::Bind, Some(source)) => {
+                MountPlan::Bind { source: source.into(), target: m.target, readonly: m.readonly }
+            }
             (MountKind::Bind, None) => unreachable!("bind mounts are checked to have a source"),
-            (MountKind::Volume, Some(source)) => MountPlan::Volume {
-                name: source,
-                target: m.target,
-                readonly: m.readonly,
-            },
+            (MountKind::Volume, Some(source)) => {
+                MountPlan::Volume { name: source, target: m.target, readonly: m.readonly }
+            }
             (MountKind::Volume, None) => {
                 // An anonymous volume: ours, named and labelled so that delete removes it.
                 let vol = format!("{}-mount-{i}", name.pod());
-                volumes.push(VolumePlan {
-                    name: vol.clone(),
-                    labels: naming::labels(&req.instance, name, None),
-                });
-                MountPlan::Volume {
-                    name: vol,
-                    target: m.target,
-                    readonly: m.readonly,
-                }
+                volumes.push(VolumePlan { name: vol.clone(), labels: naming::labels(&req.instance, name, None) });
+                MountPlan::Volume { name: vol, target: m.target, readonly: m.readonly }
             }
             (MountKind::Tmpfs, _) => MountPlan::Tmpfs { target: m.target },
         });
@@ -386,21 +321,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         cap_add: c.cap_add.iter().chain(&run_args.cap_add).cloned().collect(),
         no_new_privileges: false,
         privileged: c.privileged.unwrap_or(false) || run_args.privileged,
-        security_opt: c
-            .security_opt
-            .iter()
-            .chain(&run_args.security_opt)
-            .cloned()
-            .collect(),
+        security_opt: c.security_opt.iter().chain(&run_args.security_opt).cloned().collect(),
         devices: run_args.devices.clone(),
         shm_size: run_args.shm_size,
         init: true,
         labels: ws_labels,
     };
     if c.init == Some(false) || run_args.init == Some(false) {
-        warnings.push(
-            "init: false is ignored; devaipod always runs an init so that stop is quick".into(),
-        );
+        warnings.push("init: false is ignored; devaipod always runs an init so that stop is quick".into());
     }
 
     // The agent: same image, hardened, its own clone, the human's workspace read-only,
@@ -408,32 +336,20 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let mut agent_env = common;
     agent_env.insert("HOME".into(), AGENT_HOME.into());
     agent_env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
-    agent_env.insert(
-        "OPENCODE_CONFIG_CONTENT".into(),
-        agent_config::opencode_config(&config.agent).to_string(),
-    );
+    agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), agent_config::opencode_config(&config.agent).to_string());
     let password_secret = format!("{}-agent-password", name.pod());
-    let mut secrets = vec![SecretPlan {
-        name: password_secret.clone(),
-        value: req.agent_password.clone(),
-    }];
-    let mut agent_secret_env =
-        BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
+    let mut secrets = vec![SecretPlan { name: password_secret.clone(), value: req.agent_password.clone() }];
+    let mut agent_secret_env = BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
     match (&config.agent.api_key_secret, &config.agent.api_key_env) {
         (Some(secret), _) => {
             agent_secret_env.insert(agent_config::API_KEY_ENV.into(), secret.clone());
         }
         (None, Some(var)) => {
             let value = req.host_env.get(var.as_str()).ok_or_else(|| {
-                invalid(format!(
-                    "[agent] api-key-env names {var}, which is not set in devaipod's environment"
-                ))
+                invalid(format!("[agent] api-key-env names {var}, which is not set in devaipod's environment"))
             })?;
             let key_secret = format!("{}-llm-key", name.pod());
-            secrets.push(SecretPlan {
-                name: key_secret.clone(),
-                value: Redacted(value.clone()),
-            });
+            secrets.push(SecretPlan { name: key_secret.clone(), value: Redacted(value.clone()) });
             agent_secret_env.insert(agent_config::API_KEY_ENV.into(), key_secret);
         }
         (None, None) => {
@@ -463,21 +379,9 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
                 target: workspace_folder.clone(),
                 readonly: false,
             },
-            MountPlan::Volume {
-                name: name.workspace_volume(),
-                target: MAIN_WORKSPACE.into(),
-                readonly: true,
-            },
-            MountPlan::Volume {
-                name: name.agent_home_volume(),
-                target: AGENT_HOME.into(),
-                readonly: false,
-            },
-            MountPlan::Bind {
-                source: req.opencode_dir.clone(),
-                target: INJECT_DIR.into(),
-                readonly: true,
-            },
+            MountPlan::Volume { name: name.workspace_volume(), target: MAIN_WORKSPACE.into(), readonly: true },
+            MountPlan::Volume { name: name.agent_home_volume(), target: AGENT_HOME.into(), readonly: false },
+            MountPlan::Bind { source: req.opencode_dir.clone(), target: INJECT_DIR.into(), readonly: true },
         ],
         cap_drop: vec!["ALL".into()],
         cap_add: vec!["NET_BIND_SERVICE".into()],
@@ -497,9 +401,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         match p.local_port() {
             Some(port) if !ports.contains(&port) => ports.push(port),
             Some(_) => {}
-            None => warnings.push(format!(
-                "forwardPorts {p:?}: ports of other services are not forwarded"
-            )),
+            None => warnings.push(format!("forwardPorts {p:?}: ports of other services are not forwarded")),
         }
     }
     let mut pod_labels = naming::labels(&req.instance, name, None);
@@ -523,30 +425,18 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         post_create: c.post_create_command.clone(),
         post_start: c.post_start_command.clone(),
         user: c.remote_user.clone().or(workspace.user.clone()),
-        env: c
-            .remote_env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_deref().map(|v| vars.substitute(v))))
-            .collect(),
+        env: c.remote_env.iter().map(|(k, v)| (k.clone(), v.as_deref().map(|v| vars.substitute(v)))).collect(),
     };
     if let Some(user) = &lifecycle.user {
         pod_labels.insert(naming::LABEL_USER.into(), user.clone());
     }
-    let pod = PodSpec {
-        name: name.pod(),
-        hostname: name.as_str().to_owned(),
-        labels: pod_labels,
-        ports,
-    };
+    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
     if c.post_attach_command.is_some() {
         warnings.push("postAttachCommand is not run: devaipod has no attach step yet".into());
     }
     if !c.features.is_empty() {
         let ids: Vec<&str> = c.features.keys().map(String::as_str).collect();
-        warnings.push(format!(
-            "features are kept but not installed (no registry access): {}",
-            ids.join(", ")
-        ));
+        warnings.push(format!("features are kept but not installed (no registry access): {}", ids.join(", ")));
     }
 
     Ok(PodPlan {

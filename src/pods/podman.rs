@@ -14,9 +14,7 @@ use hyper::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::engine::{
-    ContainerInfo, Engine, EngineError, ExecSession, ExecSpec, Output, PodInfo, PublishedPort,
-};
+use super::engine::{ContainerInfo, Engine, EngineError, ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
 use super::libpod::{Body, Libpod, enc, label_filter};
 use super::naming::Role;
 use super::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, VolumePlan};
@@ -59,16 +57,9 @@ pub struct Podman {
 impl Podman {
     /// A client for the socket; nothing is contacted until the first call.
     pub fn new(socket: &Path) -> Result<Self, EngineError> {
-        let docker =
-            Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| EngineError::Unavailable {
-                    socket: socket.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        Ok(Podman {
-            api: Libpod::new(socket),
-            docker,
-        })
+        let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| EngineError::Unavailable { socket: socket.to_owned(), reason: e.to_string() })?;
+        Ok(Podman { api: Libpod::new(socket), docker })
     }
 
     pub fn socket(&self) -> &Path {
@@ -113,11 +104,7 @@ impl Podman {
 }
 
 fn api_err(op: &str, message: impl Into<String>) -> EngineError {
-    EngineError::Api {
-        op: op.to_owned(),
-        status: 0,
-        message: message.into(),
-    }
+    EngineError::Api { op: op.to_owned(), status: 0, message: message.into() }
 }
 
 /// The libpod container spec of a plan.
@@ -128,19 +115,11 @@ fn container_spec(pod: &str, c: &ContainerPlan) -> Result<Value, EngineError> {
     let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
     for m in &c.mounts {
         match m {
-            MountPlan::Volume {
-                name,
-                target,
-                readonly,
-            } => {
+            MountPlan::Volume { name, target, readonly } => {
                 let options: Vec<&str> = if *readonly { vec!["ro"] } else { vec![] };
                 volumes.push(json!({ "Name": name, "Dest": target, "Options": options }));
             }
-            MountPlan::Bind {
-                source,
-                target,
-                readonly,
-            } => {
+            MountPlan::Bind { source, target, readonly } => {
                 let mut options = vec!["rbind"];
                 if *readonly {
                     options.push("ro");
@@ -262,68 +241,37 @@ struct PortBinding {
 /// Podman combines several label filters with OR for some object types (seen on 4.3 for
 /// pods and volumes), so every listing checks all labels itself as well.
 fn has_all(have: Option<&BTreeMap<String, String>>, want: &[(&str, &str)]) -> bool {
-    want.iter()
-        .all(|(k, v)| have.and_then(|h| h.get(*k)).is_some_and(|x| x == v))
+    want.iter().all(|(k, v)| have.and_then(|h| h.get(*k)).is_some_and(|x| x == v))
 }
 
 /// The role of a container, from its name `devaipod-<name>-<role>` (infra has none).
 fn role_of(container: &str, pod: &str) -> Option<Role> {
-    container
-        .strip_prefix(pod)?
-        .strip_prefix('-')
-        .and_then(Role::parse)
+    container.strip_prefix(pod)?.strip_prefix('-').and_then(Role::parse)
 }
 
 impl Engine for Podman {
     async fn ping(&self) -> Result<(), EngineError> {
         // `_ping`, not `/version`: the latter asks the OCI runtime and conmon for their
         // versions and costs ~100 ms.
-        self.api
-            .call_with_timeout(
-                "answer",
-                Method::GET,
-                "/_ping",
-                Body::Empty,
-                Duration::from_secs(5),
-            )
-            .await?;
+        self.api.call_with_timeout("answer", Method::GET, "/_ping", Body::Empty, Duration::from_secs(5)).await?;
         Ok(())
     }
 
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
-        self.exists(
-            &format!("find image {reference}"),
-            &format!("/images/{}/exists", enc(reference)),
-        )
-        .await
+        self.exists(&format!("find image {reference}"), &format!("/images/{}/exists", enc(reference))).await
     }
 
     async fn pull_image(&self, reference: &str) -> Result<(), EngineError> {
         let op = format!("pull image {reference}");
         let path = format!("/images/pull?reference={}&quiet=true", enc(reference));
         let pull = async {
-            let stream = self
-                .api
-                .stream(
-                    &op,
-                    Method::POST,
-                    &path,
-                    Body::Empty,
-                    Duration::from_secs(120),
-                )
-                .await?;
+            let stream = self.api.stream(&op, Method::POST, &path, Body::Empty, Duration::from_secs(120)).await?;
             Self::json_lines(stream, &|_| {}).await
         };
         match pull.await {
             Ok(None) => Ok(()),
-            Ok(Some(message)) => Err(EngineError::Pull {
-                image: reference.to_owned(),
-                message,
-            }),
-            Err(e) => Err(EngineError::Pull {
-                image: reference.to_owned(),
-                message: e.to_string(),
-            }),
+            Ok(Some(message)) => Err(EngineError::Pull { image: reference.to_owned(), message }),
+            Err(e) => Err(EngineError::Pull { image: reference.to_owned(), message: e.to_string() }),
         }
     }
 
@@ -334,13 +282,10 @@ impl Engine for Podman {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), EngineError> {
         let (context, dockerfile) = (build.context_dir.clone(), build.dockerfile.clone());
-        let (tar, dockerfile_in_tar) =
-            tokio::task::spawn_blocking(move || build_context(&context, &dockerfile))
-                .await
-                .map_err(|e| EngineError::Build {
-                    message: e.to_string(),
-                })?
-                .map_err(|e| EngineError::Build { message: e })?;
+        let (tar, dockerfile_in_tar) = tokio::task::spawn_blocking(move || build_context(&context, &dockerfile))
+            .await
+            .map_err(|e| EngineError::Build { message: e.to_string() })?
+            .map_err(|e| EngineError::Build { message: e })?;
         let mut path = format!(
             "/build?dockerfile={}&t={}&rm=true&buildargs={}&labels={}",
             enc(&dockerfile_in_tar),
@@ -351,16 +296,8 @@ impl Engine for Podman {
         if let Some(target) = &build.target {
             path.push_str(&format!("&target={}", enc(target)));
         }
-        let stream = self
-            .api
-            .stream(
-                "build the image",
-                Method::POST,
-                &path,
-                Body::Tar(tar),
-                Duration::from_secs(600),
-            )
-            .await?;
+        let stream =
+            self.api.stream("build the image", Method::POST, &path, Body::Tar(tar), Duration::from_secs(600)).await?;
         match Self::json_lines(stream, progress).await? {
             None => Ok(()),
             Some(message) => Err(EngineError::Build { message }),
@@ -368,66 +305,32 @@ impl Engine for Podman {
     }
 
     async fn secret_exists(&self, name: &str) -> Result<bool, EngineError> {
-        self.exists(
-            &format!("find secret {name}"),
-            &format!("/secrets/{}/json", enc(name)),
-        )
-        .await
+        self.exists(&format!("find secret {name}"), &format!("/secrets/{}/json", enc(name))).await
     }
 
     async fn create_secret(&self, name: &str, value: &str) -> Result<(), EngineError> {
         let op = format!("create secret {name}");
         let path = format!("/secrets/create?name={}", enc(name));
-        self.api
-            .call(
-                &op,
-                Method::POST,
-                &path,
-                Body::Raw(value.as_bytes().to_vec()),
-            )
-            .await?;
+        self.api.call(&op, Method::POST, &path, Body::Raw(value.as_bytes().to_vec())).await?;
         Ok(())
     }
 
     async fn remove_secret(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("remove secret {name}");
-        self.api
-            .call(
-                &op,
-                Method::DELETE,
-                &format!("/secrets/{}", enc(name)),
-                Body::Empty,
-            )
-            .await?;
+        self.api.call(&op, Method::DELETE, &format!("/secrets/{}", enc(name)), Body::Empty).await?;
         Ok(())
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
         let op = format!("remove image {reference}");
-        self.api
-            .call(
-                &op,
-                Method::DELETE,
-                &format!("/images/{}?force=true", enc(reference)),
-                Body::Empty,
-            )
-            .await?;
+        self.api.call(&op, Method::DELETE, &format!("/images/{}?force=true", enc(reference)), Body::Empty).await?;
         Ok(())
     }
 
     async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {
-        let v: Value = self
-            .api
-            .get_json(
-                &format!("inspect container {name}"),
-                &format!("/containers/{}/json", enc(name)),
-            )
-            .await?;
-        let env = v
-            .pointer("/Config/Env")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let v: Value =
+            self.api.get_json(&format!("inspect container {name}"), &format!("/containers/{}/json", enc(name))).await?;
+        let env = v.pointer("/Config/Env").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(env
             .iter()
             .filter_map(Value::as_str)
@@ -437,23 +340,12 @@ impl Engine for Podman {
     }
 
     async fn pod_exists(&self, name: &str) -> Result<bool, EngineError> {
-        self.exists(
-            &format!("find pod {name}"),
-            &format!("/pods/{}/exists", enc(name)),
-        )
-        .await
+        self.exists(&format!("find pod {name}"), &format!("/pods/{}/exists", enc(name))).await
     }
 
     async fn create_volume(&self, v: &VolumePlan) -> Result<(), EngineError> {
         let body = json!({ "Name": v.name, "Labels": v.labels });
-        self.api
-            .call(
-                &format!("create volume {}", v.name),
-                Method::POST,
-                "/volumes/create",
-                Body::Json(body),
-            )
-            .await?;
+        self.api.call(&format!("create volume {}", v.name), Method::POST, "/volumes/create", Body::Json(body)).await?;
         Ok(())
     }
 
@@ -464,54 +356,27 @@ impl Engine for Podman {
             .map(|p| json!({ "container_port": p, "host_ip": "127.0.0.1", "host_port": 0, "protocol": "tcp" }))
             .collect();
         let body = json!({ "name": pod.name, "hostname": pod.hostname, "labels": pod.labels, "portmappings": ports });
-        self.api
-            .call(
-                &format!("create pod {}", pod.name),
-                Method::POST,
-                "/pods/create",
-                Body::Json(body),
-            )
-            .await?;
+        self.api.call(&format!("create pod {}", pod.name), Method::POST, "/pods/create", Body::Json(body)).await?;
         Ok(())
     }
 
     async fn create_container(&self, pod: &str, c: &ContainerPlan) -> Result<(), EngineError> {
         let spec = container_spec(pod, c)?;
         self.api
-            .call(
-                &format!("create container {}", c.name),
-                Method::POST,
-                "/containers/create",
-                Body::Json(spec),
-            )
+            .call(&format!("create container {}", c.name), Method::POST, "/containers/create", Body::Json(spec))
             .await?;
         Ok(())
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("start container {name}");
-        self.api
-            .call(
-                &op,
-                Method::POST,
-                &format!("/containers/{}/start", enc(name)),
-                Body::Empty,
-            )
-            .await?;
+        self.api.call(&op, Method::POST, &format!("/containers/{}/start", enc(name)), Body::Empty).await?;
         Ok(())
     }
 
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("start pod {name}");
-        let out = self
-            .api
-            .call(
-                &op,
-                Method::POST,
-                &format!("/pods/{}/start", enc(name)),
-                Body::Empty,
-            )
-            .await?;
+        let out = self.api.call(&op, Method::POST, &format!("/pods/{}/start", enc(name)), Body::Empty).await?;
         pod_errors(&op, &out)
     }
 
@@ -519,10 +384,7 @@ impl Engine for Podman {
         let op = format!("stop pod {name}");
         let path = format!("/pods/{}/stop?t={grace_secs}", enc(name));
         let timeout = CALL_TIMEOUT_FOR_STOP + Duration::from_secs(grace_secs.into());
-        let out = self
-            .api
-            .call_with_timeout(&op, Method::POST, &path, Body::Empty, timeout)
-            .await?;
+        let out = self.api.call_with_timeout(&op, Method::POST, &path, Body::Empty, timeout).await?;
         pod_errors(&op, &out)
     }
 
@@ -533,49 +395,20 @@ impl Engine for Podman {
             Err(e) => return Err(e),
         }
         let op = format!("remove pod {name}");
-        self.api
-            .call(
-                &op,
-                Method::DELETE,
-                &format!("/pods/{}?force=true", enc(name)),
-                Body::Empty,
-            )
-            .await?;
+        self.api.call(&op, Method::DELETE, &format!("/pods/{}?force=true", enc(name)), Body::Empty).await?;
         Ok(())
     }
 
-    async fn upload_archive(
-        &self,
-        container: &str,
-        dest_dir: &str,
-        tar: Vec<u8>,
-    ) -> Result<(), EngineError> {
+    async fn upload_archive(&self, container: &str, dest_dir: &str, tar: Vec<u8>) -> Result<(), EngineError> {
         let op = format!("copy files into {container}:{dest_dir}");
-        let path = format!(
-            "/containers/{}/archive?path={}",
-            enc(container),
-            enc(dest_dir)
-        );
-        self.api
-            .call_with_timeout(
-                &op,
-                Method::PUT,
-                &path,
-                Body::Tar(tar),
-                Duration::from_secs(600),
-            )
-            .await?;
+        let path = format!("/containers/{}/archive?path={}", enc(container), enc(dest_dir));
+        self.api.call_with_timeout(&op, Method::PUT, &path, Body::Tar(tar), Duration::from_secs(600)).await?;
         Ok(())
     }
 
     async fn list_pods(&self, labels: &[(&str, &str)]) -> Result<Vec<PodInfo>, EngineError> {
-        let pods: Vec<ListedPod> = self
-            .api
-            .get_json(
-                "list pods",
-                &format!("/pods/json?filters={}", label_filter(labels)),
-            )
-            .await?;
+        let pods: Vec<ListedPod> =
+            self.api.get_json("list pods", &format!("/pods/json?filters={}", label_filter(labels))).await?;
         Ok(pods
             .into_iter()
             .filter(|p| has_all(p.labels.as_ref(), labels))
@@ -583,11 +416,7 @@ impl Engine for Podman {
                 containers: p
                     .containers
                     .into_iter()
-                    .map(|c| ContainerInfo {
-                        role: role_of(&c.names, &p.name),
-                        name: c.names,
-                        state: c.status,
-                    })
+                    .map(|c| ContainerInfo { role: role_of(&c.names, &p.name), name: c.names, state: c.status })
                     .collect(),
                 name: p.name,
                 status: p.status,
@@ -599,29 +428,16 @@ impl Engine for Podman {
     }
 
     async fn inspect_pod(&self, name: &str) -> Result<PodInfo, EngineError> {
-        let p: InspectedPod = self
-            .api
-            .get_json(
-                &format!("inspect pod {name}"),
-                &format!("/pods/{}/json", enc(name)),
-            )
-            .await?;
+        let p: InspectedPod =
+            self.api.get_json(&format!("inspect pod {name}"), &format!("/pods/{}/json", enc(name))).await?;
         let mut ports = Vec::new();
-        for (key, bindings) in p
-            .infra_config
-            .and_then(|i| i.port_bindings)
-            .unwrap_or_default()
-        {
+        for (key, bindings) in p.infra_config.and_then(|i| i.port_bindings).unwrap_or_default() {
             let Some(container_port) = key.split('/').next().and_then(|p| p.parse().ok()) else {
                 continue;
             };
             for b in bindings {
                 if let Ok(host_port) = b.host_port.parse() {
-                    ports.push(PublishedPort {
-                        container_port,
-                        host_ip: b.host_ip,
-                        host_port,
-                    });
+                    ports.push(PublishedPort { container_port, host_ip: b.host_ip, host_port });
                 }
             }
         }
@@ -629,11 +445,7 @@ impl Engine for Podman {
             containers: p
                 .containers
                 .into_iter()
-                .map(|c| ContainerInfo {
-                    role: role_of(&c.name, &p.name),
-                    name: c.name,
-                    state: c.state,
-                })
+                .map(|c| ContainerInfo { role: role_of(&c.name, &p.name), name: c.name, state: c.state })
                 .collect(),
             name: p.name,
             status: p.state,
@@ -651,30 +463,14 @@ impl Engine for Podman {
             #[serde(default)]
             labels: Option<BTreeMap<String, String>>,
         }
-        let vols: Vec<V> = self
-            .api
-            .get_json(
-                "list volumes",
-                &format!("/volumes/json?filters={}", label_filter(labels)),
-            )
-            .await?;
-        Ok(vols
-            .into_iter()
-            .filter(|v| has_all(v.labels.as_ref(), labels))
-            .map(|v| v.name)
-            .collect())
+        let vols: Vec<V> =
+            self.api.get_json("list volumes", &format!("/volumes/json?filters={}", label_filter(labels))).await?;
+        Ok(vols.into_iter().filter(|v| has_all(v.labels.as_ref(), labels)).map(|v| v.name).collect())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("remove volume {name}");
-        self.api
-            .call(
-                &op,
-                Method::DELETE,
-                &format!("/volumes/{}", enc(name)),
-                Body::Empty,
-            )
-            .await?;
+        self.api.call(&op, Method::DELETE, &format!("/volumes/{}", enc(name)), Body::Empty).await?;
         Ok(())
     }
 
@@ -701,23 +497,13 @@ impl Engine for Podman {
             .map_err(|e| docker_err(&op, e))?;
         let started = self
             .docker
-            .start_exec(
-                &created.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: spec.tty,
-                    output_capacity: None,
-                }),
-            )
+            .start_exec(&created.id, Some(StartExecOptions { detach: false, tty: spec.tty, output_capacity: None }))
             .await
             .map_err(|e| docker_err(&op, e))?;
         match started {
             StartExecResults::Attached { output, input } => Ok(ExecSession {
                 id: created.id,
-                output: output
-                    .map_ok(log_output)
-                    .map_err(move |e| docker_err(&op, e))
-                    .boxed(),
+                output: output.map_ok(log_output).map_err(move |e| docker_err(&op, e)).boxed(),
                 input,
             }),
             StartExecResults::Detached => Err(api_err(&op, "the exec started detached")),
@@ -727,11 +513,7 @@ impl Engine for Podman {
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {
         // The output stream can end a moment before podman records the exit code.
         for _ in 0..50 {
-            let info = self
-                .docker
-                .inspect_exec(id)
-                .await
-                .map_err(|e| docker_err("inspect an exec", e))?;
+            let info = self.docker.inspect_exec(id).await.map_err(|e| docker_err("inspect an exec", e))?;
             if info.running != Some(true)
                 && let Some(code) = info.exit_code
             {
@@ -739,10 +521,7 @@ impl Engine for Podman {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(EngineError::Timeout {
-            op: "wait for the command's exit code".into(),
-            secs: 5,
-        })
+        Err(EngineError::Timeout { op: "wait for the command's exit code".into(), secs: 5 })
     }
 
     fn logs(
@@ -759,11 +538,7 @@ impl Engine for Podman {
             ..Default::default()
         };
         let op = format!("read the logs of {container}");
-        self.docker
-            .logs(container, Some(opts))
-            .map_ok(log_output)
-            .map_err(move |e| docker_err(&op, e))
-            .boxed()
+        self.docker.logs(container, Some(opts)).map_ok(log_output).map_err(move |e| docker_err(&op, e)).boxed()
     }
 }
 
@@ -773,35 +548,22 @@ fn log_output(o: bollard::container::LogOutput) -> Output {
     use bollard::container::LogOutput as L;
     match o {
         L::StdErr { message } => Output::Stderr(message),
-        L::StdOut { message } | L::Console { message } | L::StdIn { message } => {
-            Output::Stdout(message)
-        }
+        L::StdOut { message } | L::Console { message } | L::StdIn { message } => Output::Stdout(message),
     }
 }
 
 fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
     match e {
-        E::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } => EngineError::NotFound {
-            what: format!("{op}: {message}"),
-        },
-        E::DockerResponseServerError {
-            status_code: 409,
-            message,
-        } => EngineError::Conflict {
-            what: format!("{op}: {message}"),
-        },
-        E::DockerResponseServerError {
-            status_code,
-            message,
-        } => EngineError::Api {
-            op: op.to_owned(),
-            status: status_code,
-            message,
-        },
+        E::DockerResponseServerError { status_code: 404, message } => {
+            EngineError::NotFound { what: format!("{op}: {message}") }
+        }
+        E::DockerResponseServerError { status_code: 409, message } => {
+            EngineError::Conflict { what: format!("{op}: {message}") }
+        }
+        E::DockerResponseServerError { status_code, message } => {
+            EngineError::Api { op: op.to_owned(), status: status_code, message }
+        }
         other => api_err(op, other.to_string()),
     }
 }
@@ -811,10 +573,8 @@ fn pod_errors(op: &str, body: &[u8]) -> Result<(), EngineError> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     match v.get("Errs").and_then(Value::as_array) {
         Some(errs) if !errs.is_empty() => {
-            let msgs: Vec<String> = errs
-                .iter()
-                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
-                .collect();
+            let msgs: Vec<String> =
+                errs.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect();
             Err(api_err(op, msgs.join("; ")))
         }
         _ => Ok(()),
@@ -825,21 +585,14 @@ fn pod_errors(op: &str, body: &[u8]) -> Result<(), EngineError> {
 /// Returns the archive and the Containerfile's path inside it.
 fn build_context(context: &Path, dockerfile: &Path) -> Result<(Vec<u8>, String), String> {
     if !context.is_dir() {
-        return Err(format!(
-            "build context {} is not a directory",
-            context.display()
-        ));
+        return Err(format!("build context {} is not a directory", context.display()));
     }
     if !dockerfile.is_file() {
-        return Err(format!(
-            "Containerfile {} does not exist",
-            dockerfile.display()
-        ));
+        return Err(format!("Containerfile {} does not exist", dockerfile.display()));
     }
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", context)
-        .map_err(|e| format!("cannot read build context {}: {e}", context.display()))?;
+    tar.append_dir_all(".", context).map_err(|e| format!("cannot read build context {}: {e}", context.display()))?;
     let inside = match dockerfile.strip_prefix(context) {
         Ok(rel) => rel.to_string_lossy().into_owned(),
         Err(_) => {
@@ -873,19 +626,9 @@ mod tests {
             trusted_env: BTreeMap::from([("T".into(), Redacted("s".into()))]),
             secret_env: BTreeMap::from([("K".into(), "sec".into())]),
             mounts: vec![
-                MountPlan::Volume {
-                    name: "v".into(),
-                    target: "/v".into(),
-                    readonly: true,
-                },
-                MountPlan::Bind {
-                    source: "/h".into(),
-                    target: "/b".into(),
-                    readonly: false,
-                },
-                MountPlan::Tmpfs {
-                    target: "/t".into(),
-                },
+                MountPlan::Volume { name: "v".into(), target: "/v".into(), readonly: true },
+                MountPlan::Bind { source: "/h".into(), target: "/b".into(), readonly: false },
+                MountPlan::Tmpfs { target: "/t".into() },
             ],
             cap_drop: vec!["ALL".into()],
             cap_add: vec!["NET_BIND_SERVICE".into()],
@@ -901,14 +644,8 @@ mod tests {
         assert_eq!(s["pod"], "devaipod-w");
         assert_eq!(s["env"], json!({"A": "1", "T": "s"}));
         assert_eq!(s["secret_env"], json!({"K": "sec"}));
-        assert_eq!(
-            s["volumes"],
-            json!([{"Name": "v", "Dest": "/v", "Options": ["ro"]}])
-        );
-        assert_eq!(
-            s["mounts"][0],
-            json!({"type": "bind", "source": "/h", "destination": "/b", "options": ["rbind"]})
-        );
+        assert_eq!(s["volumes"], json!([{"Name": "v", "Dest": "/v", "Options": ["ro"]}]));
+        assert_eq!(s["mounts"][0], json!({"type": "bind", "source": "/h", "destination": "/b", "options": ["rbind"]}));
         assert_eq!(s["mounts"][1]["type"], "tmpfs");
         assert_eq!(s["cap_drop"], json!(["ALL"]));
         assert_eq!(s["no_new_privileges"], true);
@@ -918,23 +655,14 @@ mod tests {
         assert_eq!(s["devices"], json!([{"path": "/dev/fuse"}]));
         assert_eq!(s["user"], "1000:1000");
 
-        let bad = ContainerPlan {
-            security_opt: vec!["systempaths=unconfined".into()],
-            ..c
-        };
+        let bad = ContainerPlan { security_opt: vec!["systempaths=unconfined".into()], ..c };
         let e = container_spec("p", &bad).unwrap_err().to_string();
-        assert!(
-            e.contains("security option `systempaths=unconfined` is not supported"),
-            "{e}"
-        );
+        assert!(e.contains("security option `systempaths=unconfined` is not supported"), "{e}");
     }
 
     #[test]
     fn listings_require_every_label() {
-        let have = BTreeMap::from([
-            ("a".to_owned(), "1".to_owned()),
-            ("b".to_owned(), "2".to_owned()),
-        ]);
+        let have = BTreeMap::from([("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]);
         assert!(has_all(Some(&have), &[("a", "1"), ("b", "2")]));
         assert!(!has_all(Some(&have), &[("a", "1"), ("b", "3")]));
         assert!(!has_all(None, &[("a", "1")]));
@@ -944,10 +672,7 @@ mod tests {
     #[test]
     fn roles_come_from_container_names() {
         assert_eq!(role_of("devaipod-w-agent", "devaipod-w"), Some(Role::Agent));
-        assert_eq!(
-            role_of("devaipod-w-workspace", "devaipod-w"),
-            Some(Role::Workspace)
-        );
+        assert_eq!(role_of("devaipod-w-workspace", "devaipod-w"), Some(Role::Workspace));
         assert_eq!(role_of("1234abcd-infra", "devaipod-w"), None);
     }
 }

@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use records::{
-    Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord,
-};
+pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
 
@@ -36,17 +34,13 @@ pub struct Store {
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
+        let open_err =
+            |e: &dyn std::fmt::Display| StoreError::Open { path: path.display().to_string(), message: e.to_string() };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
         }
@@ -54,8 +48,7 @@ impl Store {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| open_err(&e))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| open_err(&e))?;
         }
         Self::init(conn)
     }
@@ -71,14 +64,9 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
+            conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
         }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
     async fn with<T: Send + 'static>(
@@ -169,12 +157,7 @@ impl Store {
     pub async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            Ok(c.query_row(
-                &format!("{TASK_SELECT} WHERE id = ?1"),
-                [id],
-                records::task_row,
-            )
-            .optional()?)
+            Ok(c.query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id], records::task_row).optional()?)
         })
         .await
     }
@@ -214,12 +197,7 @@ impl Store {
         kind: &str,
         message: &str,
     ) -> Result<Option<TaskEvent>, StoreError> {
-        let (task_id, key, kind, message) = (
-            task_id.to_owned(),
-            key.to_owned(),
-            kind.to_owned(),
-            message.to_owned(),
-        );
+        let (task_id, key, kind, message) = (task_id.to_owned(), key.to_owned(), kind.to_owned(), message.to_owned());
         self.with(move |c| {
             let at = now();
             let n = c.execute(
@@ -237,8 +215,9 @@ impl Store {
     pub async fn events(&self, task_id: &str) -> Result<Vec<TaskEvent>, StoreError> {
         let task_id = task_id.to_owned();
         self.with(move |c| {
-            let mut stmt =
-                c.prepare("SELECT seq, task_id, key, kind, message, at FROM task_events WHERE task_id = ?1 ORDER BY seq")?;
+            let mut stmt = c.prepare(
+                "SELECT seq, task_id, key, kind, message, at FROM task_events WHERE task_id = ?1 ORDER BY seq",
+            )?;
             let rows = stmt.query_map([task_id], |r| {
                 Ok(TaskEvent {
                     seq: r.get(0)?,
@@ -277,13 +256,7 @@ impl Store {
     pub async fn proposal(&self, id: &str) -> Result<Option<Proposal>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            let p = c
-                .query_row(
-                    &format!("{PROPOSAL_SELECT} WHERE id = ?1"),
-                    [id],
-                    records::proposal_row,
-                )
-                .optional()?;
+            let p = c.query_row(&format!("{PROPOSAL_SELECT} WHERE id = ?1"), [id], records::proposal_row).optional()?;
             p.map(records::proposal_from_row).transpose()
         })
         .await
@@ -293,11 +266,7 @@ impl Store {
         let id = task_id.to_owned();
         self.with(move |c| {
             let p = c
-                .query_row(
-                    &format!("{PROPOSAL_SELECT} WHERE task_id = ?1"),
-                    [id],
-                    records::proposal_row,
-                )
+                .query_row(&format!("{PROPOSAL_SELECT} WHERE task_id = ?1"), [id], records::proposal_row)
                 .optional()?;
             p.map(records::proposal_from_row).transpose()
         })
@@ -349,24 +318,21 @@ impl Store {
     pub async fn approvals(&self, proposal_id: &str) -> Result<Vec<Approval>, StoreError> {
         let id = proposal_id.to_owned();
         self.with(move |c| {
-            let mut stmt = c.prepare("SELECT proposal_id, action, detail, at FROM approvals WHERE proposal_id = ?1 ORDER BY at, rowid")?;
-            let rows = stmt.query_map([id], |r| Ok(Approval { proposal_id: r.get(0)?, action: r.get(1)?, detail: r.get(2)?, at: r.get(3)? }))?;
+            let mut stmt = c.prepare(
+                "SELECT proposal_id, action, detail, at FROM approvals WHERE proposal_id = ?1 ORDER BY at, rowid",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(Approval { proposal_id: r.get(0)?, action: r.get(1)?, detail: r.get(2)?, at: r.get(3)? })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
 
-    pub async fn set_proposal_state(
-        &self,
-        id: &str,
-        state: ProposalState,
-    ) -> Result<(), StoreError> {
+    pub async fn set_proposal_state(&self, id: &str, state: ProposalState) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.execute(
-                "UPDATE proposals SET state = ?2 WHERE id = ?1",
-                params![id, state.as_str()],
-            )?;
+            c.execute("UPDATE proposals SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
             Ok(())
         })
         .await

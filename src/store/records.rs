@@ -49,10 +49,7 @@ impl TaskState {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
-        )
+        matches!(self, TaskState::Completed | TaskState::Failed | TaskState::Cancelled)
     }
 
     /// The task state machine: which moves are allowed.
@@ -183,21 +180,8 @@ pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-pub(super) type ProposalRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    String,
-    i64,
-);
+pub(super) type ProposalRow =
+    (String, String, String, String, String, String, String, String, i64, i64, String, String, i64);
 
 pub(super) fn proposal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProposalRow> {
     Ok((
@@ -218,21 +202,7 @@ pub(super) fn proposal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProposalRo
 }
 
 pub(super) fn proposal_from_row(row: ProposalRow) -> Result<Proposal, StoreError> {
-    let (
-        id,
-        task_id,
-        workspace,
-        branch,
-        base,
-        head,
-        commits,
-        files,
-        added,
-        removed,
-        summary,
-        state,
-        created_at,
-    ) = row;
+    let (id, task_id, workspace, branch, base, head, commits, files, added, removed, summary, state, created_at) = row;
     let corrupt = |what: &str| StoreError::Corrupt(format!("proposal {id}: {what}"));
     Ok(Proposal {
         commits: serde_json::from_str(&commits).map_err(|_| corrupt("commits"))?,

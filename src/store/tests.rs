@@ -28,11 +28,7 @@ fn proposal(id: &str, task_id: &str) -> Proposal {
         base: "b".into(),
         head: "h".into(),
         commits: vec![("h".into(), "subject".into())],
-        files: vec![ProposalFile {
-            path: "a.txt".into(),
-            added: Some(1),
-            removed: Some(0),
-        }],
+        files: vec![ProposalFile { path: "a.txt".into(), added: Some(1), removed: Some(0) }],
         added: 1,
         removed: 0,
         summary: "did it".into(),
@@ -60,11 +56,7 @@ fn task_state_machine() {
     ];
     for from in all {
         for to in all {
-            assert_eq!(
-                from.can_move_to(to),
-                allowed.contains(&(from, to)),
-                "{from:?} → {to:?}"
-            );
+            assert_eq!(from.can_move_to(to), allowed.contains(&(from, to)), "{from:?} → {to:?}");
         }
         assert_eq!(TaskState::parse(from.as_str()), Some(from));
     }
@@ -76,12 +68,7 @@ fn task_state_machine() {
 async fn tasks_round_trip_and_unfinished_ones_are_found() {
     let s = Store::open_in_memory().unwrap();
     s.insert_task(task("t1")).await.unwrap();
-    s.insert_task(Task {
-        created_at: 2,
-        ..task("t2")
-    })
-    .await
-    .unwrap();
+    s.insert_task(Task { created_at: 2, ..task("t2") }).await.unwrap();
     let mut t1 = s.task("t1").await.unwrap().unwrap();
     assert_eq!(t1, task("t1"));
     t1.state = TaskState::Completed;
@@ -89,25 +76,10 @@ async fn tasks_round_trip_and_unfinished_ones_are_found() {
     t1.delivered = true;
     s.update_task(&t1).await.unwrap();
     let got = s.task("t1").await.unwrap().unwrap();
-    assert_eq!(
-        (got.state, got.session_id.as_deref(), got.delivered),
-        (TaskState::Completed, Some("ses"), true)
-    );
-    let unfinished: Vec<String> = s
-        .unfinished_tasks()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    assert_eq!((got.state, got.session_id.as_deref(), got.delivered), (TaskState::Completed, Some("ses"), true));
+    let unfinished: Vec<String> = s.unfinished_tasks().await.unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(unfinished, ["t2"]);
-    let all: Vec<String> = s
-        .tasks(Some("w"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
+    let all: Vec<String> = s.tasks(Some("w")).await.unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(all, ["t2", "t1"]);
     assert!(s.tasks(Some("other")).await.unwrap().is_empty());
     assert!(s.task("nope").await.unwrap().is_none());
@@ -116,24 +88,9 @@ async fn tasks_round_trip_and_unfinished_ones_are_found() {
 #[tokio::test]
 async fn events_with_the_same_key_are_stored_once() {
     let s = Store::open_in_memory().unwrap();
-    assert!(
-        s.add_event("t1", "part-1:completed", "tool", "write a.txt")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        s.add_event("t1", "part-1:completed", "tool", "write a.txt")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        s.add_event("t2", "part-1:completed", "tool", "other task")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(s.add_event("t1", "part-1:completed", "tool", "write a.txt").await.unwrap().is_some());
+    assert!(s.add_event("t1", "part-1:completed", "tool", "write a.txt").await.unwrap().is_none());
+    assert!(s.add_event("t2", "part-1:completed", "tool", "other task").await.unwrap().is_some());
     let ev = s.events("t1").await.unwrap();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].message, "write a.txt");
@@ -143,43 +100,15 @@ async fn events_with_the_same_key_are_stored_once() {
 async fn one_proposal_per_task_and_each_approval_once() {
     let s = Store::open_in_memory().unwrap();
     assert!(s.insert_proposal(proposal("p1", "t1")).await.unwrap());
-    assert!(
-        !s.insert_proposal(proposal("p2", "t1")).await.unwrap(),
-        "a second proposal for the same task is refused"
-    );
-    assert_eq!(
-        s.proposal("p1").await.unwrap().unwrap(),
-        proposal("p1", "t1")
-    );
+    assert!(!s.insert_proposal(proposal("p2", "t1")).await.unwrap(), "a second proposal for the same task is refused");
+    assert_eq!(s.proposal("p1").await.unwrap().unwrap(), proposal("p1", "t1"));
     assert!(s.proposal("p2").await.unwrap().is_none());
-    assert!(
-        s.record_approval("p1", "push", "pushed to x", ProposalState::Pushed)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.record_approval("p1", "push", "pushed to x", ProposalState::Pushed)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        s.proposal("p1").await.unwrap().unwrap().state,
-        ProposalState::Pushed
-    );
+    assert!(s.record_approval("p1", "push", "pushed to x", ProposalState::Pushed).await.unwrap());
+    assert!(!s.record_approval("p1", "push", "pushed to x", ProposalState::Pushed).await.unwrap());
+    assert_eq!(s.proposal("p1").await.unwrap().unwrap().state, ProposalState::Pushed);
     assert_eq!(s.approvals("p1").await.unwrap().len(), 1);
-    assert_eq!(
-        s.proposals(Some("w"), Some(ProposalState::Pushed))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(
-        s.proposals(None, Some(ProposalState::Open))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(s.proposals(Some("w"), Some(ProposalState::Pushed)).await.unwrap().len(), 1);
+    assert!(s.proposals(None, Some(ProposalState::Open)).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -193,8 +122,5 @@ async fn a_file_store_survives_reopening() {
     let s = Store::open(&path).unwrap();
     assert!(s.task("t1").await.unwrap().is_some());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
 }

@@ -22,9 +22,7 @@ type S<E> = State<Arc<Core<E>>>;
 type R = Result<Json<Value>, ApiError>;
 
 fn to_json<T: serde::Serialize>(v: T) -> R {
-    serde_json::to_value(v)
-        .map(Json)
-        .map_err(|e| ApiError(CoreError::Io(e.to_string())))
+    serde_json::to_value(v).map(Json).map_err(|e| ApiError(CoreError::Io(e.to_string())))
 }
 
 pub async fn list_workspaces<E: Engine>(State(core): S<E>) -> R {
@@ -33,10 +31,7 @@ pub async fn list_workspaces<E: Engine>(State(core): S<E>) -> R {
 
 /// `up`, answered as NDJSON: `{"progress": …}` lines while it works, then one
 /// `{"result": …}` or `{"error": …, "status": …}` line. The work goes on if the client leaves.
-pub async fn create_workspace<E: Engine>(
-    State(core): S<E>,
-    Json(req): Json<UpRequest>,
-) -> Response {
+pub async fn create_workspace<E: Engine>(State(core): S<E>, Json(req): Json<UpRequest>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         let progress = ChannelProgress(tx.clone());
@@ -46,14 +41,9 @@ pub async fn create_workspace<E: Engine>(
         };
         let _ = tx.send(format!("{last}\n"));
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|l| (Ok::<_, Infallible>(l), rx))
-    });
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(body),
-    )
-        .into_response()
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (Ok::<_, Infallible>(l), rx)) });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response()
 }
 
 struct ChannelProgress(tokio::sync::mpsc::UnboundedSender<String>);
@@ -108,11 +98,7 @@ fn default_target() -> ExecTarget {
 
 /// Where `devaipod exec` runs a command: container, user and folder (the CLI then streams
 /// through podman itself).
-pub async fn exec_target<E: Engine>(
-    State(core): S<E>,
-    Path(name): Path<String>,
-    Query(q): Query<ExecQuery>,
-) -> R {
+pub async fn exec_target<E: Engine>(State(core): S<E>, Path(name): Path<String>, Query(q): Query<ExecQuery>) -> R {
     to_json(core.exec_target(&name, q.target).await?)
 }
 
@@ -147,14 +133,8 @@ pub async fn list_tasks<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>
 
 pub async fn get_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
     let (task, events) = core.task(&id).await?;
-    let proposal = core
-        .store
-        .proposal_for_task(&id)
-        .await
-        .map_err(CoreError::from)?;
-    Ok(Json(
-        json!({ "task": task, "events": events, "proposal": proposal.map(|p| p.id) }),
-    ))
+    let proposal = core.store.proposal_for_task(&id).await.map_err(CoreError::from)?;
+    Ok(Json(json!({ "task": task, "events": events, "proposal": proposal.map(|p| p.id) })))
 }
 
 pub async fn cancel_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
@@ -165,9 +145,7 @@ pub async fn list_proposals<E: Engine>(State(core): S<E>, Query(q): Query<ListQu
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(ProposalState::parse(s).ok_or_else(|| {
-            ApiError(CoreError::Invalid(format!(
-                "unknown proposal state `{s}`: use open, applied, pushed or rejected"
-            )))
+            ApiError(CoreError::Invalid(format!("unknown proposal state `{s}`: use open, applied, pushed or rejected")))
         })?),
     };
     to_json(core.proposals(q.workspace.as_deref(), state).await?)
@@ -181,10 +159,7 @@ pub async fn get_proposal<E: Engine>(State(core): S<E>, Path(id): Path<String>) 
     Ok(Json(v))
 }
 
-pub async fn proposal_diff<E: Engine>(
-    State(core): S<E>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn proposal_diff<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let diff = core.diff(&id).await?;
     Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], diff).into_response())
 }
@@ -194,19 +169,13 @@ pub struct ApproveRequest {
     action: String,
 }
 
-pub async fn approve<E: Engine>(
-    State(core): S<E>,
-    Path(id): Path<String>,
-    Json(req): Json<ApproveRequest>,
-) -> R {
+pub async fn approve<E: Engine>(State(core): S<E>, Path(id): Path<String>, Json(req): Json<ApproveRequest>) -> R {
     let action = match req.action.as_str() {
         "apply" => ApproveAction::Apply,
         "push" => ApproveAction::Push,
         "draft_pr" => ApproveAction::DraftPr,
         other => {
-            return Err(ApiError(CoreError::Invalid(format!(
-                "unknown action `{other}`: use apply, push or draft_pr"
-            ))));
+            return Err(ApiError(CoreError::Invalid(format!("unknown action `{other}`: use apply, push or draft_pr"))));
         }
     };
     to_json(core.approve(&id, action).await?)
@@ -217,15 +186,9 @@ pub struct RejectRequest {
     feedback: Option<String>,
 }
 
-pub async fn reject<E: Engine>(
-    State(core): S<E>,
-    Path(id): Path<String>,
-    Json(req): Json<RejectRequest>,
-) -> R {
+pub async fn reject<E: Engine>(State(core): S<E>, Path(id): Path<String>, Json(req): Json<RejectRequest>) -> R {
     let (proposal, task) = core.reject(&id, req.feedback.as_deref()).await?;
-    Ok(Json(
-        json!({ "proposal": proposal, "follow_up_task": task }),
-    ))
+    Ok(Json(json!({ "proposal": proposal, "follow_up_task": task })))
 }
 
 #[derive(Deserialize)]
@@ -235,10 +198,7 @@ pub struct EventsQuery {
 }
 
 /// Server-sent events from the bus; with `task`, that task's stored events come first.
-pub async fn events<E: Engine>(
-    State(core): S<E>,
-    Query(q): Query<EventsQuery>,
-) -> Result<Response, ApiError> {
+pub async fn events<E: Engine>(State(core): S<E>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
     let rx = core.subscribe();
     let mut replay = Vec::new();
     if let Some(id) = &q.task {
@@ -271,15 +231,8 @@ pub async fn events<E: Engine>(
             && (e.seq == 0 || e.seq > last_seq);
         std::future::ready(keep)
     });
-    let stream = futures_util::stream::iter(replay).chain(live).map(|e| {
-        Ok::<_, Infallible>(
-            Event::default()
-                .event(e.kind.clone())
-                .json_data(&e)
-                .unwrap_or_default(),
-        )
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let stream = futures_util::stream::iter(replay)
+        .chain(live)
+        .map(|e| Ok::<_, Infallible>(Event::default().event(e.kind.clone()).json_data(&e).unwrap_or_default()));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }

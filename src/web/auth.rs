@@ -20,12 +20,7 @@ pub fn load_or_create(path: &Path) -> std::io::Result<String> {
     let token = crate::core::random_token();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(token.as_bytes())?;
     Ok(token)
 }
@@ -55,12 +50,7 @@ pub async fn require_bearer(State(token): State<Token>, req: Request, next: Next
         let body = axum::Json(serde_json::json!({
             "error": "missing or wrong bearer token: send `Authorization: Bearer <token>` (see `devaipod token`)"
         }));
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            body,
-        )
-            .into_response()
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
     }
 }
 
@@ -75,10 +65,7 @@ mod tests {
         let p = d.path().join("sub/token");
         let t1 = load_or_create(&p).unwrap();
         assert_eq!(t1.len(), 64);
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(load_or_create(&p).unwrap(), t1);
     }
 

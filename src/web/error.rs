@@ -19,18 +19,12 @@ pub fn status_of(e: &CoreError) -> StatusCode {
     use CoreError::*;
     match e {
         NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) => StatusCode::NOT_FOUND,
-        Invalid(_) | InvalidName(_) | Source(_) | DevContainer(_) | Plan(_) | Config(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        NameTaken(_) | ProposalClosed { .. } | VolumesLeft { .. } | NotRunning { .. } => {
+        Invalid(_) | InvalidName(_) | Source(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
+        NameTaken(_) | PodGone(_) | ProposalClosed { .. } | VolumesLeft { .. } | NotRunning { .. } => {
             StatusCode::CONFLICT
         }
-        ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        Engine(EngineError::Unavailable { .. }) | AgentNotReady { .. } | Agent(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Engine(EngineError::Unavailable { .. }) | AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -41,10 +35,6 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("{}", self.0);
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.0.to_string() })),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({ "error": self.0.to_string() }))).into_response()
     }
 }

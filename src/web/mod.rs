@@ -21,19 +21,10 @@ use crate::pods::Engine;
 pub fn api_router<E: Engine>(core: Arc<Core<E>>) -> Router {
     use api::*;
     Router::new()
-        .route(
-            "/api/v1/workspaces",
-            get(list_workspaces::<E>).post(create_workspace::<E>),
-        )
-        .route(
-            "/api/v1/workspaces/{name}",
-            get(get_workspace::<E>).delete(delete_workspace::<E>),
-        )
+        .route("/api/v1/workspaces", get(list_workspaces::<E>).post(create_workspace::<E>))
+        .route("/api/v1/workspaces/{name}", get(get_workspace::<E>).delete(delete_workspace::<E>))
         .route("/api/v1/workspaces/{name}/stop", post(stop_workspace::<E>))
-        .route(
-            "/api/v1/workspaces/{name}/start",
-            post(start_workspace::<E>),
-        )
+        .route("/api/v1/workspaces/{name}/start", post(start_workspace::<E>))
         .route("/api/v1/workspaces/{name}/exec", get(exec_target::<E>))
         .route("/api/v1/tasks", get(list_tasks::<E>).post(create_task::<E>))
         .route("/api/v1/tasks/{id}", get(get_task::<E>))
@@ -75,20 +66,13 @@ async fn healthz() -> &'static str {
 /// The TCP app: `/healthz` open, everything else behind the bearer token.
 pub fn tcp_app<E: Engine>(core: Arc<Core<E>>, token: String) -> Router {
     let token = auth::Token(Arc::new(token));
-    let protected = api_router(core).layer(axum::middleware::from_fn_with_state(
-        token,
-        auth::require_bearer,
-    ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(protected)
+    let protected = api_router(core).layer(axum::middleware::from_fn_with_state(token, auth::require_bearer));
+    Router::new().route("/healthz", get(healthz)).merge(protected)
 }
 
 /// The unix-socket app: the socket's 0600 mode is the authentication.
 pub fn unix_app<E: Engine>(core: Arc<Core<E>>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(api_router(core))
+    Router::new().route("/healthz", get(healthz)).merge(api_router(core))
 }
 
 /// Serves both listeners until `shutdown` resolves.
@@ -129,8 +113,7 @@ pub async fn serve<E: Engine>(
 
 /// `--listen` value → address; `:0` picks a free port.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080"))
+    s.parse().map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080"))
 }
 
 #[cfg(test)]

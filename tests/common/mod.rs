@@ -16,23 +16,14 @@ pub fn podman_available() -> bool {
         .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
         .unwrap_or_else(|| "/run/podman/podman.sock".to_owned());
     let ok = Command::new("curl")
-        .args([
-            "-fsS",
-            "--max-time",
-            "3",
-            "--unix-socket",
-            &socket,
-            "http://d/v4.0.0/libpod/_ping",
-        ])
+        .args(["-fsS", "--max-time", "3", "--unix-socket", &socket, "http://d/v4.0.0/libpod/_ping"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
         if std::env::var("DEVAIPOD_REQUIRE_PODMAN").as_deref() == Ok("1") {
-            panic!(
-                "podman's API does not answer on {socket}, and DEVAIPOD_REQUIRE_PODMAN=1: run scripts/setup.sh"
-            );
+            panic!("podman's API does not answer on {socket}, and DEVAIPOD_REQUIRE_PODMAN=1: run scripts/setup.sh");
         }
         eprintln!(
             "\n*** SKIPPED: podman's API does not answer on {socket}; run scripts/setup.sh to run this test ***\n"
@@ -52,10 +43,7 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new(config_toml: &str) -> TestEnv {
         let instance = format!("it-{}-{:08x}", std::process::id(), rand_u32());
-        let dir = tempfile::Builder::new()
-            .prefix("devaipod-it-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("devaipod-it-").tempdir().unwrap();
         let config = dir.path().join("devaipod.toml");
         std::fs::write(&config, config_toml).unwrap();
         let (data, run) = (dir.path().join("data"), dir.path().join("run"));
@@ -64,44 +52,27 @@ impl TestEnv {
             ("DEVAIPOD_RUNTIME_DIR".to_owned(), run.display().to_string()),
             ("DEVAIPOD_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ];
-        TestEnv {
-            instance,
-            dir,
-            config,
-            extra_env,
-        }
+        TestEnv { instance, dir, config, extra_env }
     }
 
     /// The daemon's pid, when one runs for this test.
     pub fn daemon_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.path().join("run/daemon.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.dir.path().join("run/daemon.pid")).ok()?.trim().parse().ok()
     }
 
     /// The daemon's TCP address (`127.0.0.1:<port>`).
     pub fn daemon_addr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("run/listen"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        std::fs::read_to_string(self.dir.path().join("run/listen")).unwrap().trim().to_owned()
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("data/token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        std::fs::read_to_string(self.dir.path().join("data/token")).unwrap().trim().to_owned()
     }
 
     /// Stops this test's daemon with `signal` (e.g. "KILL") and waits until it is gone.
     pub fn kill_daemon(&self, signal: &str) {
         if let Some(pid) = self.daemon_pid() {
-            let _ = Command::new("kill")
-                .args([&format!("-{signal}"), &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
             for _ in 0..100 {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     break;
@@ -119,10 +90,7 @@ impl TestEnv {
     /// A command running the real devaipod binary in this test's instance.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_devaipod"));
-        c.args(args)
-            .env("DEVAIPOD_INSTANCE", &self.instance)
-            .env("DEVAIPOD_CONFIG", &self.config)
-            .stdin(Stdio::null());
+        c.args(args).env("DEVAIPOD_INSTANCE", &self.instance).env("DEVAIPOD_CONFIG", &self.config).stdin(Stdio::null());
         for (k, v) in &self.extra_env {
             c.env(k, v);
         }
@@ -136,22 +104,14 @@ impl TestEnv {
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "devaipod {args:?} failed:\n{}",
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "devaipod {args:?} failed:\n{}", text(&out.stderr));
         text(&out.stdout)
     }
 
     /// Runs and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "devaipod {args:?} should fail; stdout:\n{}",
-            text(&out.stdout)
-        );
+        assert!(!out.status.success(), "devaipod {args:?} should fail; stdout:\n{}", text(&out.stdout));
         text(&out.stderr)
     }
 
@@ -178,30 +138,9 @@ pub fn leftovers(instance: &str) -> Vec<String> {
     let filter = format!("label={LABEL_INSTANCE}={instance}");
     let mut out = Vec::new();
     for args in [
-        vec![
-            "pod",
-            "ps",
-            "--filter",
-            &filter,
-            "--format",
-            "pod {{.Name}}",
-        ],
-        vec![
-            "ps",
-            "-a",
-            "--filter",
-            &filter,
-            "--format",
-            "container {{.Names}}",
-        ],
-        vec![
-            "volume",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "volume {{.Name}}",
-        ],
+        vec!["pod", "ps", "--filter", &filter, "--format", "pod {{.Name}}"],
+        vec!["ps", "-a", "--filter", &filter, "--format", "container {{.Names}}"],
+        vec!["volume", "ls", "--filter", &filter, "--format", "volume {{.Name}}"],
     ] {
         out.extend(podman(&args).lines().map(str::to_owned));
     }
@@ -253,28 +192,14 @@ impl ScriptedLlm {
             .spawn()
             .expect("python3 runs the scripted LLM");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|p| p.parse().ok())
-            .expect("scripted LLM port");
-        ScriptedLlm {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).expect("scripted LLM port");
+        ScriptedLlm { child, port, log, _dir: dir }
     }
 
     /// The `[agent]` section that points the agent at this LLM.
     pub fn agent_config(&self) -> String {
-        format!(
-            "[agent]\nbase-url = \"http://host.containers.internal:{}/v1\"\nmodel = \"scripted\"\n",
-            self.port
-        )
+        format!("[agent]\nbase-url = \"http://host.containers.internal:{}/v1\"\nmodel = \"scripted\"\n", self.port)
     }
 
     /// Every request the LLM received, in order.
@@ -296,10 +221,7 @@ impl Drop for ScriptedLlm {
 
 /// The podman CLI, for checking from outside what devaipod did (tests only).
 pub fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args(args)
-        .output()
-        .expect("podman CLI");
+    let out = Command::new("podman").args(args).output().expect("podman CLI");
     text(&out.stdout)
 }
 
@@ -310,12 +232,7 @@ pub fn text(b: &[u8]) -> String {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     h.finish() as u32
 }
 
@@ -331,14 +248,7 @@ pub fn fixture_repo(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBu
     }
     let git = |args: &[&str]| {
         let s = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t.invalid",
-                "-c",
-                "init.defaultBranch=main",
-            ])
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid", "-c", "init.defaultBranch=main"])
             .args(args)
             .current_dir(&repo)
             .output()

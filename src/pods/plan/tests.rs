@@ -33,10 +33,7 @@ fn loaded(json: &str) -> Loaded {
         local_workspace_folder: "/tmp/checkout/hello".into(),
         devcontainer_id: "id".into(),
     };
-    Loaded {
-        config: devcontainer::parse(json, &path, &host).unwrap(),
-        path,
-    }
+    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path }
 }
 
 const TRUSTED: &str = r#"
@@ -53,31 +50,15 @@ secrets = ["API_KEY=my_api_key"]
 #[test]
 fn plan_without_devcontainer_uses_default_image_and_design_names() {
     let p = plan(&Config::default(), None, &request()).unwrap();
-    assert_eq!(
-        p.image,
-        ImagePlan::Existing {
-            reference: config::DEFAULT_IMAGE.into()
-        }
-    );
+    assert_eq!(p.image, ImagePlan::Existing { reference: config::DEFAULT_IMAGE.into() });
     assert_eq!(p.pod.name, "devaipod-hello");
     assert_eq!(p.pod.hostname, "hello");
     assert_eq!(p.workspace.name, "devaipod-hello-workspace");
     assert_eq!(p.agent.name, "devaipod-hello-agent");
     assert_eq!(p.workspace_folder, "/workspaces/hello");
     let vols: Vec<&str> = p.volumes.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(
-        vols,
-        [
-            "devaipod-hello-workspace",
-            "devaipod-hello-agent-workspace",
-            "devaipod-hello-agent-home"
-        ]
-    );
-    for labels in p.volumes.iter().map(|v| &v.labels).chain([
-        &p.pod.labels,
-        &p.workspace.labels,
-        &p.agent.labels,
-    ]) {
+    assert_eq!(vols, ["devaipod-hello-workspace", "devaipod-hello-agent-workspace", "devaipod-hello-agent-home"]);
+    for labels in p.volumes.iter().map(|v| &v.labels).chain([&p.pod.labels, &p.workspace.labels, &p.agent.labels]) {
         assert_eq!(labels[naming::LABEL_INSTANCE], "t1");
         assert_eq!(labels[naming::LABEL_WORKSPACE], "hello");
     }
@@ -86,24 +67,11 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
     assert_eq!(p.pod.labels[naming::LABEL_SOURCE], "/src/hello");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.workspace.command, IDLE_COMMAND);
-    assert_eq!(
-        p.agent.command,
-        [
-            "/opt/devaipod/bin/opencode",
-            "serve",
-            "--port",
-            "4096",
-            "--hostname",
-            "0.0.0.0"
-        ]
-    );
+    assert_eq!(p.agent.command, ["/opt/devaipod/bin/opencode", "serve", "--port", "4096", "--hostname", "0.0.0.0"]);
     assert_eq!(p.pod.ports, [4096], "the agent's API, on 127.0.0.1");
     assert_eq!(p.secrets.len(), 1);
     assert_eq!(p.secrets[0].name, "devaipod-hello-agent-password");
-    assert_eq!(
-        p.agent.secret_env["OPENCODE_SERVER_PASSWORD"],
-        "devaipod-hello-agent-password"
-    );
+    assert_eq!(p.agent.secret_env["OPENCODE_SERVER_PASSWORD"], "devaipod-hello-agent-password");
     assert_eq!(p.agent.env["DEVAIPOD_LLM_API_KEY"], "none");
     assert!(p.workspace.init && p.agent.init);
 }
@@ -112,9 +80,7 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
 fn agent_is_hardened_and_sees_the_workspace_read_only() {
     let p = plan(
         &config(TRUSTED),
-        Some(&loaded(
-            r#"{"capAdd": ["SYS_PTRACE"], "privileged": true, "runArgs": ["--device=/dev/fuse"]}"#,
-        )),
+        Some(&loaded(r#"{"capAdd": ["SYS_PTRACE"], "privileged": true, "runArgs": ["--device=/dev/fuse"]}"#)),
         &request(),
     )
     .unwrap();
@@ -137,16 +103,8 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
                 target: MAIN_WORKSPACE.into(),
                 readonly: true
             },
-            MountPlan::Volume {
-                name: "devaipod-hello-agent-home".into(),
-                target: AGENT_HOME.into(),
-                readonly: false
-            },
-            MountPlan::Bind {
-                source: "/cache/opencode/bin".into(),
-                target: INJECT_DIR.into(),
-                readonly: true
-            },
+            MountPlan::Volume { name: "devaipod-hello-agent-home".into(), target: AGENT_HOME.into(), readonly: false },
+            MountPlan::Bind { source: "/cache/opencode/bin".into(), target: INJECT_DIR.into(), readonly: true },
         ]
     );
     // The devcontainer's privileges go to the human's container only.
@@ -157,32 +115,16 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
 
 #[test]
 fn env_is_partitioned_and_trusted_values_never_print() {
-    let p = plan(
-        &config(TRUSTED),
-        Some(&loaded(r#"{"containerEnv": {"FROM_REPO": "1"}}"#)),
-        &request(),
-    )
-    .unwrap();
+    let p = plan(&config(TRUSTED), Some(&loaded(r#"{"containerEnv": {"FROM_REPO": "1"}}"#)), &request()).unwrap();
     let agent_env: Vec<&str> = p.agent.env.keys().map(String::as_str).collect();
     assert_eq!(
         agent_env,
-        [
-            "DEVAIPOD_LLM_API_KEY",
-            "EDITOR",
-            "HOME",
-            "OPENCODE_CONFIG_CONTENT",
-            "OPENCODE_DISABLE_MODELS_FETCH",
-            "TERM"
-        ],
+        ["DEVAIPOD_LLM_API_KEY", "EDITOR", "HOME", "OPENCODE_CONFIG_CONTENT", "OPENCODE_DISABLE_MODELS_FETCH", "TERM"],
         "agent: allowlisted env, fixed vars and its own settings only"
     );
     assert!(p.agent.trusted_env.is_empty());
     let agent_secrets: Vec<&str> = p.agent.secret_env.keys().map(String::as_str).collect();
-    assert_eq!(
-        agent_secrets,
-        ["OPENCODE_SERVER_PASSWORD"],
-        "no trusted secret reaches the agent"
-    );
+    assert_eq!(agent_secrets, ["OPENCODE_SERVER_PASSWORD"], "no trusted secret reaches the agent");
     assert_eq!(p.workspace.env["FROM_REPO"], "1");
     assert_eq!(p.workspace.env["TERM"], "xterm");
     assert!(!p.workspace.env.contains_key("UNLISTED"));
@@ -191,9 +133,7 @@ fn env_is_partitioned_and_trusted_values_never_print() {
     assert_eq!(p.workspace.secret_env["API_KEY"], "my_api_key");
     let printed = serde_json::to_string(&p).unwrap();
     assert!(
-        !printed.contains("ghp_supersecret")
-            && !printed.contains("npm_secret")
-            && !printed.contains("pw-123"),
+        !printed.contains("ghp_supersecret") && !printed.contains("npm_secret") && !printed.contains("pw-123"),
         "{printed}"
     );
     assert!(printed.contains(r#""GH_TOKEN":"<redacted>""#));
@@ -224,18 +164,10 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
         &request(),
     )
     .unwrap();
-    let ImagePlan::Build(b) = &p.image else {
-        panic!("build plan")
-    };
+    let ImagePlan::Build(b) = &p.image else { panic!("build plan") };
     assert_eq!(b.context_dir, Path::new("/tmp/checkout/hello"));
-    assert_eq!(
-        b.dockerfile,
-        Path::new("/tmp/checkout/hello/.devcontainer/Containerfile")
-    );
-    assert_eq!(
-        (b.args["V"].as_str(), b.target.as_deref()),
-        ("2", Some("dev"))
-    );
+    assert_eq!(b.dockerfile, Path::new("/tmp/checkout/hello/.devcontainer/Containerfile"));
+    assert_eq!((b.args["V"].as_str(), b.target.as_deref()), ("2", Some("dev")));
     assert_eq!(p.workspace.image, b.tag);
     assert_eq!(p.agent.image, b.tag);
     assert_eq!(p.pod.ports, [4096, 3000]);
@@ -247,33 +179,17 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
     assert_eq!(p.lifecycle.env["GONE"], None);
     assert_eq!(
         p.workspace.mounts[1],
-        MountPlan::Volume {
-            name: "devaipod-hello-mount-0".into(),
-            target: "/cache".into(),
-            readonly: false
-        }
+        MountPlan::Volume { name: "devaipod-hello-mount-0".into(), target: "/cache".into(), readonly: false }
     );
     assert_eq!(
         p.workspace.mounts[2],
-        MountPlan::Bind {
-            source: "/etc/hosts".into(),
-            target: "/h".into(),
-            readonly: true
-        }
+        MountPlan::Bind { source: "/etc/hosts".into(), target: "/h".into(), readonly: true }
     );
-    assert_eq!(
-        p.workspace.mounts[3],
-        MountPlan::Tmpfs {
-            target: "/scratch".into()
-        }
-    );
+    assert_eq!(p.workspace.mounts[3], MountPlan::Tmpfs { target: "/scratch".into() });
     assert!(p.volumes.iter().any(|v| v.name == "devaipod-hello-mount-0" && v.labels[naming::LABEL_INSTANCE] == "t1"));
     assert!(p.warnings.iter().any(|w| w.contains("db:5432")));
     assert!(
-        p.warnings
-            .iter()
-            .any(|w| w.contains("features are kept but not installed")
-                && w.contains("features/go:1"))
+        p.warnings.iter().any(|w| w.contains("features are kept but not installed") && w.contains("features/go:1"))
     );
     assert_eq!(p.features.len(), 1);
 }
@@ -282,11 +198,7 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
 fn image_override_wins_and_compose_says_it_is_unsupported() {
     let compose = loaded(r#"{"dockerComposeFile": "c.yml", "service": "app"}"#);
     let e = plan(&Config::default(), Some(&compose), &request()).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("dockerComposeFile is not supported yet"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("dockerComposeFile is not supported yet"), "{e}");
     let mut req = request();
     req.image_override = Some("localhost/other:1".into());
     let p = plan(&Config::default(), Some(&compose), &req).unwrap();
@@ -295,29 +207,18 @@ fn image_override_wins_and_compose_says_it_is_unsupported() {
 
 #[test]
 fn a_mount_over_the_repository_is_refused() {
-    let e = plan(
-        &Config::default(),
-        Some(&loaded(
-            r#"{"mounts": ["type=volume,target=/workspaces/hello"]}"#,
-        )),
-        &request(),
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("where devaipod puts the repository"),
-        "{e}"
-    );
+    let e =
+        plan(&Config::default(), Some(&loaded(r#"{"mounts": ["type=volume,target=/workspaces/hello"]}"#)), &request())
+            .unwrap_err();
+    assert!(e.to_string().contains("where devaipod puts the repository"), "{e}");
 }
 
 #[test]
 fn every_conformance_file_plans_or_gives_a_clear_error() {
     let root = crate::devcontainer::tests::conformance_root();
     for rel in crate::devcontainer::tests::conformance_files(&root) {
-        let host = HostContext {
-            env: BTreeMap::new(),
-            local_workspace_folder: "/tmp/r".into(),
-            devcontainer_id: "x".into(),
-        };
+        let host =
+            HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/r".into(), devcontainer_id: "x".into() };
         let l = devcontainer::load(&root.join(&rel), &host).unwrap();
         match plan(&Config::default(), Some(&l), &request()) {
             Ok(p) => assert!(!p.image.reference().is_empty(), "{rel}"),
@@ -329,23 +230,14 @@ fn every_conformance_file_plans_or_gives_a_clear_error() {
 
 #[test]
 fn the_llm_key_goes_to_the_agent_only_as_a_secret() {
-    let c = config(
-        "[agent]\nbase-url = \"http://llm.test/v1\"\nmodel = \"m\"\napi-key-env = \"GH_TOKEN\"\n",
-    );
+    let c = config("[agent]\nbase-url = \"http://llm.test/v1\"\nmodel = \"m\"\napi-key-env = \"GH_TOKEN\"\n");
     let p = plan(&c, None, &request()).unwrap();
-    assert_eq!(
-        p.agent.secret_env["DEVAIPOD_LLM_API_KEY"],
-        "devaipod-hello-llm-key"
-    );
+    assert_eq!(p.agent.secret_env["DEVAIPOD_LLM_API_KEY"], "devaipod-hello-llm-key");
     assert_eq!(p.secrets[1].value.0, "ghp_supersecret");
     assert!(!p.workspace.secret_env.contains_key("DEVAIPOD_LLM_API_KEY"));
     assert!(!p.agent.env.contains_key("DEVAIPOD_LLM_API_KEY"));
-    let cfg: serde_json::Value =
-        serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
-    assert_eq!(
-        cfg["provider"]["devaipod"]["options"]["baseURL"],
-        "http://llm.test/v1"
-    );
+    let cfg: serde_json::Value = serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+    assert_eq!(cfg["provider"]["devaipod"]["options"]["baseURL"], "http://llm.test/v1");
 
     let c = config("[agent]\napi-key-secret = \"my_llm_key\"\n");
     let p = plan(&c, None, &request()).unwrap();
@@ -354,8 +246,5 @@ fn the_llm_key_goes_to_the_agent_only_as_a_secret() {
 
     let c = config("[agent]\napi-key-env = \"NOT_SET_ANYWHERE\"\n");
     let e = plan(&c, None, &request()).unwrap_err().to_string();
-    assert!(
-        e.contains("api-key-env names NOT_SET_ANYWHERE, which is not set"),
-        "{e}"
-    );
+    assert!(e.contains("api-key-env names NOT_SET_ANYWHERE, which is not set"), "{e}");
 }

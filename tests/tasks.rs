@@ -1,0 +1,283 @@
+//! Tasks run by the real opencode agent in a real pod, against the scripted LLM: proposals,
+//! approve/reject, provider errors, cancel, and a daemon killed with -9 mid-task.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The scripted LLM's answers. `{repo}` is the repository folder in the containers.
+fn script(folder: &str) -> Value {
+    json!({ "rules": [
+        { "match": "please write the greeting", "steps": [
+            { "tool": "write", "args": { "filePath": format!("{folder}/hello.txt"), "content": "hi there\n" } },
+            { "tool": "bash", "args": { "command": format!("echo ran > {folder}/ran.txt"), "description": "run a command" } },
+            { "text": "Wrote hello.txt and ran a command" }
+        ]},
+        { "match": "now say goodbye", "steps": [
+            { "tool": "write", "args": { "filePath": format!("{folder}/goodbye.txt"), "content": "bye\n" } },
+            { "text": "Added goodbye.txt" }
+        ]},
+        { "match": "slow greeting", "delay": 4, "steps": [
+            { "tool": "write", "args": { "filePath": format!("{folder}/slow.txt"), "content": "slow\n" } },
+            { "text": "Wrote slow.txt" }
+        ]},
+        { "match": "take your time", "delay": 60, "steps": [{ "text": "too late" }] },
+        { "match": "provider says no", "error": { "status": 400, "message": "model not allowed for this key" } },
+        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] }
+    ]})
+}
+
+fn task(env: &TestEnv, id: &str) -> Value {
+    env.json(&["task", id])
+}
+
+/// Polls a task until `done` holds for it (or fails after `secs`).
+fn wait_task(env: &TestEnv, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let t = task(env, id);
+        if done(&t) {
+            return t;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "task {id} did not get there in {secs} s: {t:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn task_to_proposal_to_apply_and_push() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/e2e"));
+    let env = TestEnv::new(&llm.agent_config());
+    // The source is a bare "remote", so that push has somewhere to land.
+    let seed = fixture_repo(env.dir.path(), "seed", &[]);
+    let remote = env.dir.path().join("e2e.git");
+    git(env.dir.path(), &["clone", "-q", "--bare", seed.to_str().unwrap(), remote.to_str().unwrap()]);
+    let url = format!("file://{}", remote.display());
+
+    let out = env.run(&["--json", "run", &url, "--name", "e2e", "-c", "please write the greeting"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "run failed:\n{stderr}");
+    assert!(stderr.contains("==> running: the agent accepted the prompt"), "progress on stderr:\n{stderr}");
+    assert!(stderr.contains("write completed"), "{stderr}");
+    let done: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(done["task"]["state"], "completed", "{done:#}");
+    assert_eq!(done["task"]["summary"], "Wrote hello.txt and ran a command");
+    let task_id = done["task"]["id"].as_str().unwrap().to_owned();
+    let pid = done["proposal"].as_str().expect("a proposal").to_owned();
+
+    // Exactly the agent's change.
+    let p = env.json(&["proposals"]);
+    assert_eq!(p.as_array().unwrap().len(), 1);
+    let p = &p[0];
+    assert_eq!(p["id"], pid.as_str());
+    assert_eq!(p["branch"], format!("devaipod/{task_id}"));
+    let files: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(files, ["hello.txt", "ran.txt"]);
+    assert_eq!((p["added"].as_u64(), p["removed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(p["commits"].as_array().unwrap().len(), 1);
+    let diff = env.ok(&["diff", &pid]);
+    assert!(diff.contains("+++ b/hello.txt") && diff.contains("+hi there") && diff.contains("+ran"), "{diff}");
+    assert_eq!(diff.matches("diff --git").count(), 2, "{diff}");
+
+    // Nothing reached the human's workspace before approval.
+    assert!(!env.run(&["exec", "e2e", "--", "test", "-e", "hello.txt"]).status.success());
+    let branch = format!("devaipod/{task_id}");
+    assert!(!env.run(&["exec", "e2e", "--", "git", "rev-parse", "--verify", "-q", &branch]).status.success());
+
+    // apply: the branch appears in the workspace container's repository.
+    let applied = env.json(&["approve", &pid, "--apply"]);
+    assert_eq!(applied["state"], "applied");
+    assert_eq!(env.ok(&["exec", "e2e", "--", "git", "show", &format!("{branch}:hello.txt")]), "hi there\n");
+    assert_eq!(env.ok(&["exec", "e2e", "--", "git", "rev-parse", &branch]).trim(), p["head"].as_str().unwrap());
+    let e = env.fails(&["approve", &pid, "--apply"]);
+    assert!(e.contains(&format!("proposal {pid} was already approved (apply)")), "{e}");
+
+    // push: the branch lands in the remote, once.
+    assert_eq!(env.json(&["approve", &pid, "--push"])["state"], "pushed");
+    assert_eq!(git(&remote, &["rev-parse", &branch]).trim(), p["head"].as_str().unwrap());
+    let e = env.fails(&["approve", &pid, "--push"]);
+    assert!(e.contains("already approved (push); nothing was pushed again"), "{e}");
+    let e = env.fails(&["reject", &pid]);
+    assert!(e.contains("was already pushed: it cannot be rejected"), "{e}");
+    let e = env.fails(&["approve", &pid, "--draft-pr"]);
+    assert!(e.contains("draft pull requests come with gator"), "{e}");
+
+    // The task's events were stored.
+    let t = task(&env, &task_id);
+    let msgs: Vec<&str> = t["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(msgs.iter().any(|m| m.starts_with("write completed")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("bash completed")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with(&format!("proposal {pid}"))), "{msgs:?}");
+
+    // A task that changes nothing completes without a proposal.
+    let out = env.run(&["--json", "run", "-w", "e2e", "-c", "nothing to change"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["task"]["state"], "completed");
+    assert!(v["proposal"].is_null(), "{v:#}");
+}
+
+#[test]
+fn provider_errors_cancel_and_reject_with_feedback() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/fb"));
+    let env = TestEnv::new(&llm.agent_config());
+    let repo = fixture_repo(env.dir.path(), "fb", &[]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "fb"]);
+
+    // A provider's 4xx fails the task with the provider's message.
+    let out = env.run(&["--json", "run", "-w", "fb", "-c", "provider says no"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["task"]["state"], "failed");
+    let err = v["task"]["error"].as_str().unwrap();
+    assert!(err.contains("the LLM provider answered 400: model not allowed for this key"), "{err}");
+
+    // Cancel aborts a running task.
+    let up = env.json(&["up", repo.to_str().unwrap(), "--name", "fb2", "-c", "take your time"]);
+    let slow = up["task"]["id"].as_str().unwrap().to_owned();
+    wait_task(&env, &slow, 60, |t| t["task"]["state"] == "running");
+    let c = env.json(&["cancel", &slow]);
+    assert_eq!(c["state"], "cancelled");
+    let e = env.fails(&["cancel", &slow]);
+    assert!(e.contains("already ended (cancelled)"), "{e}");
+
+    // Reject with feedback: the same agent session gets it as a follow-up task.
+    let out = env.run(&["--json", "run", "-w", "fb", "-c", "please write the greeting"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let p1 = first["proposal"].as_str().unwrap().to_owned();
+    let r = env.json(&["reject", &p1, "-m", "now say goodbye"]);
+    assert_eq!(r["proposal"]["state"], "rejected");
+    let follow = r["follow_up_task"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(r["follow_up_task"]["session_id"], first["task"]["session_id"], "same agent session");
+    let t = wait_task(&env, &follow, 90, |t| t["task"]["state"] != "queued" && t["task"]["state"] != "running");
+    assert_eq!(t["task"]["state"], "completed", "{t:#}");
+    assert!(llm.requests().iter().any(|r| r["last_user"] == "now say goodbye"), "the scripted LLM saw the feedback");
+    let p2 = t["proposal"].as_str().unwrap();
+    let files: Vec<String> = env.json(&["proposals", "--state", "open"]).as_array().unwrap()[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(files, ["goodbye.txt"], "the follow-up's proposal holds only its own change");
+    assert_ne!(p2, p1);
+    let e = env.fails(&["approve", &p1, "--apply"]);
+    assert!(e.contains(&format!("proposal {p1} was already rejected: it cannot be approved")), "{e}");
+}
+
+#[test]
+fn a_daemon_killed_mid_task_resumes_without_losing_or_repeating_anything() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/k9"));
+    let env = TestEnv::new(&llm.agent_config());
+    let repo = fixture_repo(env.dir.path(), "k9", &[]);
+    let up = env.json(&["up", repo.to_str().unwrap(), "--name", "k9", "-c", "slow greeting"]);
+    let id = up["task"]["id"].as_str().unwrap().to_owned();
+    wait_task(&env, &id, 60, |t| t["task"]["state"] == "running");
+
+    // kill -9 while the agent waits on the (slow) LLM.
+    let old = env.daemon_pid().unwrap();
+    env.kill_daemon("KILL");
+    assert!(!std::path::Path::new(&format!("/proc/{old}")).exists());
+
+    // Any command starts a new daemon, which resumes the task.
+    let t = wait_task(&env, &id, 90, |t| t["task"]["state"] == "completed" || t["task"]["state"] == "failed");
+    assert_ne!(env.daemon_pid(), Some(old));
+    assert_eq!(t["task"]["state"], "completed", "{t:#}");
+
+    // The prompt reached the LLM once: one first-turn request for it.
+    let first_turns =
+        llm.requests().iter().filter(|r| r["last_user"] == "slow greeting" && r["tool_results"] == 0).count();
+    assert_eq!(first_turns, 1, "{:?}", llm.requests());
+    // One proposal for the task, with the file.
+    let props: Vec<Value> =
+        env.json(&["proposals"]).as_array().unwrap().iter().filter(|p| p["task_id"] == id.as_str()).cloned().collect();
+    assert_eq!(props.len(), 1);
+    assert_eq!(props[0]["files"][0]["path"], "slow.txt");
+    // No event twice.
+    let events = t["events"].as_array().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for e in events {
+        assert!(seen.insert((e["kind"].clone(), e["message"].clone())), "duplicate event {e}");
+    }
+    assert!(events.iter().any(|e| e["message"].as_str().unwrap().starts_with("write completed")));
+}
+
+#[test]
+fn bad_task_input_gives_clear_errors() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/bad"));
+    let env = TestEnv::new(&llm.agent_config());
+    let e = env.fails(&["run", "-w", "nope", "-c", "anything"]);
+    assert!(e.contains("no workspace named `nope`"), "{e}");
+    for (args, want) in [
+        (&["task", "t-none"][..], "no task `t-none` (see `devaipod tasks`)"),
+        (&["cancel", "t-none"], "no task `t-none`"),
+        (&["diff", "p-none"], "no proposal `p-none` (see `devaipod proposals`)"),
+        (&["approve", "p-none", "--apply"], "no proposal `p-none`"),
+        (&["reject", "p-none"], "no proposal `p-none`"),
+        (&["proposals", "--state", "weird"], "unknown proposal state `weird`"),
+    ] {
+        let e = env.fails(args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+
+    let repo = fixture_repo(env.dir.path(), "bad", &[]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "bad"]);
+    let e = env.fails(&["run", "-w", "bad", "-c", "   "]);
+    assert!(e.contains("the prompt is empty"), "{e}");
+
+    // The pod removed behind devaipod's back.
+    podman(&["pod", "rm", "-f", "-t", "0", "devaipod-bad"]);
+    let e = env.fails(&["run", "-w", "bad", "-c", "please write the greeting"]);
+    assert!(e.contains("the pod of workspace `bad` is gone") && e.contains("devaipod delete bad"), "{e}");
+    env.ok(&["delete", "bad"]);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn the_tcp_api_needs_the_token_and_the_socket_is_private() {
+    let env = TestEnv::new("");
+    env.ok(&["tasks"]); // starts the daemon
+    let addr = env.daemon_addr();
+    let token = env.token();
+    let curl = |args: &[&str]| {
+        let out =
+            Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).args(args).output().unwrap();
+        text(&out.stdout)
+    };
+    assert_eq!(curl(&[&format!("http://{addr}/healthz")]), "200");
+    assert_eq!(curl(&[&format!("http://{addr}/api/v1/tasks")]), "401");
+    assert_eq!(curl(&["-H", "Authorization: Bearer wrong", &format!("http://{addr}/api/v1/tasks")]), "401");
+    assert_eq!(curl(&["-H", &format!("Authorization: Bearer {token}"), &format!("http://{addr}/api/v1/tasks")]), "200");
+    assert_eq!(env.ok(&["token"]).trim(), token);
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["run/api.sock", "data/token", "data/state.db"] {
+        let mode = std::fs::metadata(env.dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let log = std::fs::read_to_string(env.dir.path().join("data/daemon.log")).unwrap();
+    assert!(!log.contains(&token), "the token is never logged");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+}
