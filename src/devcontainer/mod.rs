@@ -126,10 +126,13 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
         m.parse().map_err(|e| (format!("mounts[{i}]"), e))?;
     }
     run_args::parse(&c.run_args).map_err(|e| ("runArgs".to_owned(), e))?;
-    if let Some(f) = &c.workspace_folder
-        && !f.starts_with('/')
-    {
-        return Err(("workspaceFolder".into(), format!("`{f}` must be an absolute path")));
+    if let Some(f) = &c.workspace_folder {
+        if !f.starts_with('/') {
+            return Err(("workspaceFolder".into(), format!("`{f}` must be an absolute path")));
+        }
+    }
+    for opt in &c.security_opt {
+        run_args::check_security_opt(opt).map_err(|e| ("securityOpt".to_owned(), e))?;
     }
     if let Some(m) = &c.workspace_mount {
         Mount::parse_str(m).map_err(|e| ("workspaceMount".to_owned(), e))?;
@@ -142,9 +145,14 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
         ("postStartCommand", &c.post_start_command),
         ("postAttachCommand", &c.post_attach_command),
     ] {
-        if let Some(LifecycleCommand::Argv(v)) = cmd
-            && v.is_empty()
-        {
+        let empty = match cmd {
+            Some(LifecycleCommand::Argv(v)) => v.is_empty(),
+            Some(LifecycleCommand::Parallel(m)) => {
+                m.values().any(|c| matches!(c, ParallelCommand::Argv(v) if v.is_empty()))
+            }
+            _ => false,
+        };
+        if empty {
             return Err((key.into(), "an empty command array runs nothing: remove the key or give a command".into()));
         }
     }

@@ -110,7 +110,10 @@ fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
         }
         "--cap-add" => out.cap_add.push(value),
         "--cap-drop" => out.cap_drop.push(value),
-        "--security-opt" => out.security_opt.push(value),
+        "--security-opt" => {
+            check_security_opt(&value)?;
+            out.security_opt.push(value)
+        }
         "-u" | "--user" => out.user = Some(value),
         "--device" => out.devices.push(value),
         "-l" | "--label" => {
@@ -142,6 +145,17 @@ fn apply(out: &mut RunArgs, flag: &str, value: String) -> Result<(), String> {
     Ok(())
 }
 
+/// The `--security-opt` values devaipod can apply: `seccomp=`, `apparmor=`, `label=`,
+/// `no-new-privileges`.
+pub fn check_security_opt(opt: &str) -> Result<(), String> {
+    let key = opt.split(['=', ':']).next().unwrap_or(opt);
+    if ["seccomp", "apparmor", "label", "no-new-privileges"].contains(&key) {
+        Ok(())
+    } else {
+        Err(format!("security option `{opt}` is not supported (seccomp=, apparmor=, label=, no-new-privileges)"))
+    }
+}
+
 /// `64m`, `1g`, `512k`, `1024` (bytes).
 fn parse_size(s: &str) -> Result<u64, String> {
     let lower = s.to_ascii_lowercase();
@@ -152,7 +166,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('g') => (&lower[..lower.len() - 1], 1 << 30),
         _ => (lower, 1),
     };
-    digits.parse::<u64>().map(|n| n * mult).map_err(|_| format!("runArgs --shm-size `{s}` is not a size like 64m"))
+    let n = digits.parse::<u64>().map_err(|_| format!("runArgs --shm-size `{s}` is not a size like 64m"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("runArgs --shm-size `{s}` is too large"))
 }
 
 #[cfg(test)]

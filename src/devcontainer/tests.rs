@@ -310,6 +310,18 @@ fn errors_name_file_line_and_field() {
             "{\"onCreateCommand\": []}",
             format!("{file}:1: field `onCreateCommand`: an empty command array runs nothing"),
         ),
+        (
+            "{\"initializeCommand\": {\"x\": []}}",
+            format!("{file}:1: field `initializeCommand`: an empty command array runs nothing"),
+        ),
+        (
+            "{\"runArgs\": [\"--shm-size=99999999999g\"]}",
+            format!("{file}:1: field `runArgs`: runArgs --shm-size `99999999999g` is too large"),
+        ),
+        (
+            "{\"securityOpt\": [\"systempaths=unconfined\"]}",
+            format!("{file}:1: field `securityOpt`: security option `systempaths=unconfined` is not supported"),
+        ),
     ] {
         let got = parse_str(text).unwrap_err().to_string();
         assert!(got.starts_with(&want), "input {text:?}\n  got:  {got}\n  want: {want}…");

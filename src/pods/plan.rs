@@ -238,6 +238,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         (None, Some(m)) => Mount::parse_str(m).map_err(invalid)?.target,
         (None, None) => devcontainer::default_workspace_folder(&checkout),
     };
+    let folder = workspace_folder.trim_end_matches('/');
+    let overlaps =
+        |r: &str| folder == r || folder.starts_with(&format!("{r}/")) || r.starts_with(&format!("{folder}/"));
+    if let Some(r) = [AGENT_HOME, INJECT_DIR, MAIN_WORKSPACE].into_iter().find(|r| overlaps(r)) {
+        return Err(invalid(format!(
+            "workspaceFolder `{workspace_folder}` overlaps {r}, where devaipod mounts the agent's own files"
+        )));
+    }
     if c.workspace_mount.is_some() {
         warnings.push(format!(
             "workspaceMount: only its target is used; the repository lives in volume {}",

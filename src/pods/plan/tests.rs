@@ -248,3 +248,13 @@ fn the_llm_key_goes_to_the_agent_only_as_a_secret() {
     let e = plan(&c, None, &request()).unwrap_err().to_string();
     assert!(e.contains("api-key-env names NOT_SET_ANYWHERE, which is not set"), "{e}");
 }
+
+#[test]
+fn a_folder_over_the_agent_mounts_is_refused() {
+    for folder in ["/", "/home/agent", "/mnt", "/opt/devaipod/bin/x"] {
+        let e = plan(&Config::default(), Some(&loaded(&format!(r#"{{"workspaceFolder": "{folder}"}}"#))), &request())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("where devaipod mounts the agent's own files"), "{folder}: {e}");
+    }
+}
