@@ -51,11 +51,14 @@ impl Client {
         }
         use std::os::unix::process::CommandExt;
         cmd.process_group(0); // not killed by the terminal's Ctrl-C
-        let child = cmd.spawn().context("cannot start the devaipod daemon")?;
+        let mut child = cmd.spawn().context("cannot start the devaipod daemon")?;
         for _ in 0..150 {
             if healthy(&socket).await {
                 eprintln!("started the devaipod daemon in the background (pid {}; log {})", child.id(), log.display());
                 return Ok(client);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // it exited: its log says why
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -194,8 +194,8 @@ pub fn proposals(v: &Value, as_json: bool) -> Result<()> {
             s(&p["workspace"]),
             s(&p["state"]),
             p["files"].as_array().map_or(0, Vec::len),
-            p["added"],
-            p["removed"],
+            p["added"].as_u64().unwrap_or(0),
+            p["removed"].as_u64().unwrap_or(0),
             one_line(s(&p["summary"]), 50)
         )?;
     }

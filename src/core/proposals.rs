@@ -112,6 +112,7 @@ impl<E: Engine> Core<E> {
             state: ProposalState::Open,
             created_at: now(),
         };
+        self.store.set_agent_head(ws, &proposal.head).await?;
         if !self.store.insert_proposal(proposal.clone()).await? {
             return Ok(self.store.proposal_for_task(&task.id).await?);
         }

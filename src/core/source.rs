@@ -94,6 +94,13 @@ fn git() -> tokio::process::Command {
     cmd
 }
 
+/// The commit checked out in a checkout.
+pub async fn head(checkout: &Path) -> Option<String> {
+    let out = git().arg("-C").arg(checkout).args(["rev-parse", "--verify", "-q", "HEAD"]).output().await.ok()?;
+    let head = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !head.is_empty()).then_some(head)
+}
+
 /// Clones the source into `parent/<basename>` and returns that directory.
 pub async fn checkout(source: &Source, parent: &Path) -> Result<PathBuf, SourceError> {
     let (from, shown) = match source {

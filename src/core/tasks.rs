@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::workspaces::random_hex;
 use super::{BusEvent, Core, CoreError};
+use crate::agent::opencode::Opencode;
 use crate::agent::{Agent, AgentEvent, Outcome};
 use crate::pods::Engine;
 use crate::store::{Task, TaskEvent, TaskState, now};
@@ -41,9 +42,9 @@ impl<E: Engine> Core<E> {
         if prompt.trim().is_empty() {
             return Err(CoreError::Invalid("the prompt is empty: say what the agent should do".into()));
         }
-        if self.store.workspace(workspace).await?.is_none() {
+        let Some(record) = self.store.workspace(workspace).await? else {
             return Err(CoreError::NotFound(workspace.to_owned()));
-        }
+        };
         // The agent must be there now (a removed pod is a clear error, not a queued task).
         let agent = self.agent(workspace).await?;
         let (follows_proposal, session_id, turns_before) = match follows {
@@ -61,7 +62,7 @@ impl<E: Engine> Core<E> {
             state: TaskState::Queued,
             session_id,
             delivered: false,
-            base: None,
+            base: record.agent_head,
             follows_proposal,
             error: None,
             summary: None,
@@ -72,7 +73,7 @@ impl<E: Engine> Core<E> {
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued", Some(TaskState::Queued)).await?;
-        self.spawn_driver(task.id.clone());
+        self.spawn_driver(task.id.clone(), Some(agent));
         Ok(task)
     }
 
@@ -115,19 +116,20 @@ impl<E: Engine> Core<E> {
         let tasks = self.store.unfinished_tasks().await?;
         let n = tasks.len();
         for t in tasks {
-            self.spawn_driver(t.id);
+            self.spawn_driver(t.id, None);
         }
         Ok(n)
     }
 
-    fn spawn_driver(self: &Arc<Self>, id: String) {
+    /// Drives a task in the background; `agent` saves a lookup when the caller has it.
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Opencode>) {
         let token = CancellationToken::new();
         if self.running.insert(id.clone(), token.clone()).is_some() {
             return; // already driven
         }
         let core = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = core.drive(&id, &token).await {
+            if let Err(e) = core.drive(&id, agent, &token).await {
                 tracing::warn!("task {id}: {e}");
                 if let Ok(Some(mut t)) = core.store.task(&id).await
                     && !t.state.is_final()
@@ -139,34 +141,36 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), CoreError> {
+    async fn drive(&self, id: &str, agent: Option<Opencode>, token: &CancellationToken) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
         }
-        let agent = match self.agent(&task.workspace).await {
-            Ok(a) => a,
-            Err(e) => {
-                return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
-            }
+        let agent = match agent {
+            Some(a) => a,
+            None => match self.agent(&task.workspace).await {
+                Ok(a) => a,
+                Err(e) => {
+                    return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
+                }
+            },
         };
-        // Subscribe before delivering, so that the end of a quick turn is not missed.
-        let mut events = agent.events().await?;
-
-        let session = match task.session_id.clone() {
-            Some(s) => s,
+        // Subscribe before delivering, so that the end of a quick turn is not missed; a new
+        // session is made meanwhile.
+        let (mut events, (session, fresh)) = match task.session_id.clone() {
+            Some(s) => (agent.events().await?, (s, false)),
             None => {
                 let title: String = task.prompt.chars().take(60).collect();
-                let s = agent.create_session(&title).await?;
+                let (events, s) = tokio::try_join!(agent.events(), agent.create_session(&title))?;
                 task.session_id = Some(s.clone());
                 self.store.update_task(&task).await?;
-                s
+                (events, (s, true))
             }
         };
         if !task.delivered {
             // Exactly once: a restart between the agent's acceptance and our record of it
-            // shows as one more user turn in the session.
-            if (agent.outcome(&session).await?.user_turns as i64) <= task.turns_before {
+            // shows as one more user turn in the session (a session made just now has none).
+            if fresh || (agent.outcome(&session).await?.user_turns as i64) <= task.turns_before {
                 if task.base.is_none() {
                     task.base = self.agent_head(&task.workspace).await;
                     self.store.update_task(&task).await?;
@@ -277,9 +281,17 @@ impl<E: Engine> Core<E> {
                     return self.transition(task, TaskState::Failed, &err).await;
                 }
                 task.summary = o.final_text;
+                let started = std::time::Instant::now();
                 match self.make_proposal(task).await {
                     Ok(Some(p)) => {
-                        let msg = format!("proposal {}: {} file(s), +{} -{}", p.id, p.files.len(), p.added, p.removed);
+                        let msg = format!(
+                            "proposal {}: {} file(s), +{} -{} (collected in {} ms)",
+                            p.id,
+                            p.files.len(),
+                            p.added,
+                            p.removed,
+                            started.elapsed().as_millis()
+                        );
                         self.event(task, "proposal", "proposal", &msg, None).await?;
                         self.transition(task, TaskState::Completed, "completed").await
                     }

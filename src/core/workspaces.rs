@@ -237,6 +237,7 @@ impl<E: Engine> Core<E> {
                 source: req.source.clone(),
                 agent_password: plan_req.agent_password.0.clone(),
                 created_at: now(),
+                agent_head: source::head(&checkout).await,
             })
             .await?;
         self.publish(BusEvent {

@@ -126,10 +126,10 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
         m.parse().map_err(|e| (format!("mounts[{i}]"), e))?;
     }
     run_args::parse(&c.run_args).map_err(|e| ("runArgs".to_owned(), e))?;
-    if let Some(f) = &c.workspace_folder {
-        if !f.starts_with('/') {
-            return Err(("workspaceFolder".into(), format!("`{f}` must be an absolute path")));
-        }
+    if let Some(f) = &c.workspace_folder
+        && !f.starts_with('/')
+    {
+        return Err(("workspaceFolder".into(), format!("`{f}` must be an absolute path")));
     }
     for opt in &c.security_opt {
         run_args::check_security_opt(opt).map_err(|e| ("securityOpt".to_owned(), e))?;

@@ -87,8 +87,8 @@ impl Store {
     pub async fn put_workspace(&self, w: WorkspaceRecord) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(
-                "INSERT OR REPLACE INTO workspaces (name, source, agent_password, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![w.name, w.source, w.agent_password, w.created_at],
+                "INSERT OR REPLACE INTO workspaces (name, source, agent_password, created_at, agent_head) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![w.name, w.source, w.agent_password, w.created_at, w.agent_head],
             )?;
             Ok(())
         })
@@ -99,7 +99,7 @@ impl Store {
         let name = name.to_owned();
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT name, source, agent_password, created_at FROM workspaces WHERE name = ?1",
+                "SELECT name, source, agent_password, created_at, agent_head FROM workspaces WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(WorkspaceRecord {
@@ -107,10 +107,20 @@ impl Store {
                         source: r.get(1)?,
                         agent_password: r.get(2)?,
                         created_at: r.get(3)?,
+                        agent_head: r.get(4)?,
                     })
                 },
             )
             .optional()?)
+        })
+        .await
+    }
+
+    pub async fn set_agent_head(&self, name: &str, head: &str) -> Result<(), StoreError> {
+        let (name, head) = (name.to_owned(), head.to_owned());
+        self.with(move |c| {
+            c.execute("UPDATE workspaces SET agent_head = ?2 WHERE name = ?1", params![name, head])?;
+            Ok(())
         })
         .await
     }

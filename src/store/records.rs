@@ -11,6 +11,8 @@ pub struct WorkspaceRecord {
     pub source: String,
     pub agent_password: String,
     pub created_at: i64,
+    /// The agent clone's HEAD as devaipod last left it.
+    pub agent_head: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

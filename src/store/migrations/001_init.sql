@@ -3,7 +3,9 @@ CREATE TABLE workspaces (
     name TEXT PRIMARY KEY,
     source TEXT NOT NULL,
     agent_password TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- The agent clone's HEAD as devaipod last left it (the base of the next task).
+    agent_head TEXT
 );
 
 CREATE TABLE tasks (

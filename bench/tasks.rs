@@ -1,0 +1,258 @@
+//! Benchmark of tasks and the daemon, each against a floor measured in the same run:
+//! - `run_task` until the agent accepted the prompt, over a direct call to the same opencode
+//!   (POST /session + prompt_async);
+//! - the daemon's RSS idle and with 10 workspaces;
+//! - proposal extraction for a change of 1,000 files.
+//!
+//! Run: `cargo bench --bench tasks` (needs podman and opencode, see scripts/setup.sh).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const RUNS: usize = 10;
+
+struct Env {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    instance: String,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("DEVAIPOD_INSTANCE", &self.instance)
+            .env("DEVAIPOD_CONFIG", self.dir.path().join("devaipod.toml"))
+            .env("DEVAIPOD_DATA_DIR", self.dir.path().join("data"))
+            .env("DEVAIPOD_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("DEVAIPOD_LISTEN", "127.0.0.1:0");
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("devaipod");
+        assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap_or_default().trim().to_owned()
+    }
+}
+
+fn rss_kb(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let env = Env {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_devaipod")),
+        dir: tempfile::tempdir().unwrap(),
+        instance: format!("bench-tasks-{}", std::process::id()),
+    };
+    let folder = "/workspaces/r";
+    let script = json!({ "rules": [
+        { "match": "bench ok", "steps": [{ "text": "ok" }] },
+        { "match": "make many files", "steps": [
+            { "tool": "bash", "args": { "command": format!("cd {folder} && for i in $(seq 1 1000); do echo line $i > f$i.txt; done"), "description": "write 1000 files" } },
+            { "text": "done" }
+        ]}
+    ]});
+    let script_path = env.dir.path().join("script.json");
+    std::fs::write(&script_path, script.to_string()).unwrap();
+    let mut llm = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
+        .args(["--host", "0.0.0.0", "--port", "0", "--script"])
+        .arg(&script_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().trim_start_matches("listening on ").to_owned();
+    std::fs::write(
+        env.dir.path().join("devaipod.toml"),
+        format!("[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\n"),
+    )
+    .unwrap();
+    let repo = env.dir.path().join("r");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "# r\n").unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
+    ] {
+        Command::new("git").args(args).current_dir(&repo).output().unwrap();
+    }
+
+    // The daemon, idle.
+    let mut daemon = env.cmd(&["serve"]).stderr(Stdio::null()).spawn().expect("daemon");
+    for _ in 0..100 {
+        if !env.read("run/listen").is_empty() && !env.read("data/token").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = daemon.id().to_string();
+    let idle_rss = rss_kb(&pid);
+    let base = format!("http://{}", env.read("run/listen"));
+    let token = env.read("data/token");
+    let http = reqwest::Client::new();
+
+    println!("devaipod task benchmark\n");
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "r"]);
+    let ws: Value =
+        http.get(format!("{base}/api/v1/workspaces/r")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let agent_port =
+        ws["ports"].as_array().unwrap().iter().find(|p| p["container_port"] == 4096).unwrap()["host_port"].clone();
+    let agent = format!("http://127.0.0.1:{agent_port}");
+    let password: String = rusqlite::Connection::open(env.dir.path().join("data/state.db"))
+        .unwrap()
+        .query_row("SELECT agent_password FROM workspaces WHERE name = 'r'", [], |r| r.get(0))
+        .unwrap();
+
+    // run_task → "running" event, against POST /session + prompt_async directly.
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let resp = http.get(format!("{base}/api/v1/events")).bearer_auth(&token).send().await.unwrap();
+        let mut events = resp.bytes_stream();
+        let t0 = Instant::now();
+        let task: Value = http
+            .post(format!("{base}/api/v1/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({ "workspace": "r", "prompt": "bench ok" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = task["id"].as_str().unwrap().to_owned();
+        let mut buf = String::new();
+        let mut accepted = None;
+        'events: while let Some(chunk) = events.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(pos) = buf.find('\n') {
+                let l: String = buf.drain(..=pos).collect();
+                let Some(data) = l.trim().strip_prefix("data:") else { continue };
+                let e: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                if e["task_id"] != id.as_str() {
+                    continue;
+                }
+                if e["state"] == "running" && accepted.is_none() {
+                    accepted = Some(t0.elapsed());
+                }
+                if e["state"] == "completed" || e["state"] == "failed" {
+                    break 'events;
+                }
+            }
+        }
+        ours.push(accepted.expect("the task ran"));
+
+        let t0 = Instant::now();
+        let s: Value = http
+            .post(format!("{agent}/session"))
+            .basic_auth("opencode", Some(&password))
+            .json(&json!({ "title": "direct" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sid = s["id"].as_str().unwrap();
+        let r = http
+            .post(format!("{agent}/session/{sid}/prompt_async"))
+            .basic_auth("opencode", Some(&password))
+            .json(&json!({ "parts": [{ "type": "text", "text": "bench ok" }] }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        floor.push(t0.elapsed());
+        // Let that turn end before the next run.
+        for _ in 0..200 {
+            let st: Value = http
+                .get(format!("{agent}/session/status"))
+                .basic_auth("opencode", Some(&password))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if st.get(sid).is_none_or(|v| v["type"] == "idle") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (o, f) = (median(&mut ours), median(&mut floor));
+    println!(
+        "{:<52} {:>7.1} ms   direct opencode {:>6.1} ms   overhead {:>6.1} ms   (target ≤ 20 ms)",
+        format!("run_task → agent accepted the prompt ({RUNS} runs, median)"),
+        ms(o),
+        ms(f),
+        ms(o.saturating_sub(f))
+    );
+
+    // Proposal extraction for 1,000 files.
+    let out = env.ok(&["--json", "run", "-w", "r", "-c", "make many files"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let msg = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "proposal")
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let collected = msg.rsplit("collected in ").next().unwrap_or("?").trim_end_matches(')');
+    println!("{:<52} {:>10}   ({msg})", "proposal extraction, 1,000 files", collected);
+
+    // RSS with 10 workspaces.
+    for i in 1..10 {
+        env.ok(&["up", repo.to_str().unwrap(), "--name", &format!("r{i}")]);
+    }
+    let rss10 = rss_kb(&pid);
+    println!(
+        "{:<52} {:>7.1} MB   with 10 workspaces {:>6.1} MB   per workspace {:>5.2} MB   (targets ≤ 30 MB idle, ≤ 1 MB each)",
+        "daemon RSS idle",
+        idle_rss as f64 / 1024.0,
+        rss10 as f64 / 1024.0,
+        (rss10.saturating_sub(idle_rss)) as f64 / 1024.0 / 10.0
+    );
+
+    for name in ["r", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"] {
+        let _ = env.cmd(&["delete", name]).output();
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = llm.kill();
+    let _ = llm.wait();
+}
