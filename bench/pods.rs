@@ -18,9 +18,17 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     let repo = fixture(work.path());
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_devaipod"));
+    let (data, run) = (work.path().join("data"), work.path().join("run"));
     let dp = |args: &[&str]| -> Duration {
         let t = Instant::now();
-        let out = Command::new(&bin).args(args).env("DEVAIPOD_INSTANCE", &instance).output().expect("devaipod");
+        let out = Command::new(&bin)
+            .args(args)
+            .env("DEVAIPOD_INSTANCE", &instance)
+            .env("DEVAIPOD_DATA_DIR", &data)
+            .env("DEVAIPOD_RUNTIME_DIR", &run)
+            .env("DEVAIPOD_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("devaipod");
         let took = t.elapsed();
         assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         took
@@ -44,7 +52,7 @@ fn main() {
         deletes.push(dp(&["delete", &name]));
     }
     let (f, o) = (median(&mut floor), median(&mut ours));
-    report("up (nothing → both containers running)", o, f, "≤ 1.2×");
+    report("up (nothing → both running, agent API answering)", o, f, "≤ 1.2×");
     println!("{:<44} {:>9.0} ms   (target ≤ 500 ms)", "delete", ms(median(&mut deletes)));
 
     // list: 1 and 20 workspaces, against `podman pod ps --format json` with the same filter.
@@ -61,6 +69,9 @@ fn main() {
     }
     for i in 0..20 {
         dp(&["delete", &format!("bl{i}")]);
+    }
+    if let Ok(pid) = std::fs::read_to_string(run.join("daemon.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
     }
 }
 
@@ -104,7 +115,7 @@ fn podman_floor_up(n: &str, instance: &str, opencode: &Path) -> String {
     for v in ["workspace", "agent-workspace", "agent-home"] {
         podman(&["volume", "create", "--label", &label, &format!("{pod}-{v}")]);
     }
-    podman(&["pod", "create", "--label", &label, "--name", &pod]);
+    podman(&["pod", "create", "--label", &label, "--name", &pod, "-p", "127.0.0.1::4096"]);
     podman(&[
         "create",
         "--pod",
@@ -145,11 +156,35 @@ fn podman_floor_up(n: &str, instance: &str, opencode: &Path) -> String {
         &format!("{pod}-agent-home:/home/agent"),
         "-v",
         &format!("{}:/opt/devaipod/bin:ro", opencode.display()),
+        "-e",
+        "HOME=/home/agent",
+        "-e",
+        "OPENCODE_DISABLE_MODELS_FETCH=1",
+        "-e",
+        "OPENCODE_SERVER_PASSWORD=floor",
         IMAGE,
-        "/run/podman-init",
-        "-P",
+        "/opt/devaipod/bin/opencode",
+        "serve",
+        "--port",
+        "4096",
+        "--hostname",
+        "0.0.0.0",
     ]);
-    podman(&["pod", "start", &pod])
+    podman(&["pod", "start", &pod]);
+    // Ready when opencode's API answers, as devaipod waits for it.
+    let port = podman(&["port", &format!("{pod}-agent"), "4096"]);
+    let url = format!("http://{}/session", port.trim());
+    for _ in 0..300 {
+        let ok = Command::new("curl")
+            .args(["-fs", "-o", "/dev/null", "--max-time", "0.3", "-u", "opencode:floor", &url])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    port
 }
 
 fn fixture(dir: &Path) -> PathBuf {
