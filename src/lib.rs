@@ -9,6 +9,7 @@ pub mod core;
 pub mod daemon;
 pub mod devcontainer;
 pub mod git;
+pub mod mcp;
 pub mod pods;
 pub mod store;
 pub mod web;

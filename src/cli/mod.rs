@@ -44,8 +44,10 @@ pub enum Command {
         #[arg(long, env = "DEVAIPOD_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Print the API token (for `Authorization: Bearer …` on the TCP API).
+    /// Print the API token (for `Authorization: Bearer …` on the TCP API and /mcp).
     Token,
+    /// Serve MCP on stdin/stdout for an assistant or IDE (a client of the daemon).
+    Mcp,
     /// Create a workspace from a local git repository or a git URL and start its pod.
     Up(UpArgs),
     /// Create a workspace (or use one, with -w), run a task in it and follow it until it ends.
@@ -208,6 +210,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("{token}");
             }
+        }
+        Command::Mcp => {
+            let c = connect().await?;
+            crate::mcp::serve_stdio(crate::mcp::Backend::Remote(std::sync::Arc::new(c))).await?;
         }
         Command::Up(a) => {
             let c = connect().await?;

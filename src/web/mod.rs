@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
 use crate::pods::Engine;
@@ -57,16 +58,22 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/proposals/x/approve"),
     ("POST", "/api/v1/proposals/x/reject"),
     ("GET", "/api/v1/events"),
+    ("POST", "/mcp"),
+    ("GET", "/mcp"),
 ];
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The TCP app: `/healthz` open, everything else behind the bearer token.
-pub fn tcp_app<E: Engine>(core: Arc<Core<E>>, token: String) -> Router {
+/// The TCP app: `/healthz` open; the API and `/mcp` behind the bearer token. `port` is the
+/// listener's, for `/mcp`'s Origin check.
+pub fn tcp_app<E: Engine>(core: Arc<Core<E>>, token: String, port: u16, shutdown: CancellationToken) -> Router {
     let token = auth::Token(Arc::new(token));
-    let protected = api_router(core).layer(axum::middleware::from_fn_with_state(token, auth::require_bearer));
+    let mcp = crate::mcp::http_service(crate::mcp::Backend::Local(unix_app(core.clone())), port, shutdown);
+    let protected = api_router(core)
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(token, auth::require_bearer));
     Router::new().route("/healthz", get(healthz)).merge(protected)
 }
 
@@ -96,7 +103,9 @@ pub async fn serve<E: Engine>(
         shutdown.await;
         let _ = tx2.send(());
     });
-    let tcp_app = tcp_app(core.clone(), token);
+    let mcp_shutdown = CancellationToken::new();
+    let port = tcp.local_addr()?.port();
+    let tcp_app = tcp_app(core.clone(), token, port, mcp_shutdown.clone());
     let tcp = tcp.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
@@ -107,6 +116,7 @@ pub async fn serve<E: Engine>(
         let _ = rx2.recv().await;
     });
     tokio::try_join!(async { a.await }, async { b.await })?;
+    mcp_shutdown.cancel();
     drop(tx);
     Ok(())
 }

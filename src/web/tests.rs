@@ -29,7 +29,7 @@ async fn status(app: &Router, method: &str, path: &str, token: Option<&str>) -> 
 
 #[tokio::test]
 async fn every_api_route_needs_the_token_over_tcp() {
-    let app = tcp_app(core(), "a".repeat(64));
+    let app = tcp_app(core(), "a".repeat(64), 8080, Default::default());
     for (method, path) in API_ROUTES {
         assert_eq!(status(&app, method, path, None).await, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
         assert_eq!(
@@ -48,7 +48,7 @@ async fn every_api_route_needs_the_token_over_tcp() {
 
 #[tokio::test]
 async fn the_right_token_reaches_the_handlers() {
-    let app = tcp_app(core(), "a".repeat(64));
+    let app = tcp_app(core(), "a".repeat(64), 8080, Default::default());
     let t = "a".repeat(64);
     assert_eq!(status(&app, "GET", "/api/v1/tasks/t-none", Some(&t)).await, StatusCode::NOT_FOUND);
     assert_eq!(status(&app, "GET", "/api/v1/proposals?state=weird", Some(&t)).await, StatusCode::BAD_REQUEST);
