@@ -9,6 +9,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 OPENCODE_VERSION="${DEVAIPOD_OPENCODE_VERSION:-1.18.33}"
+# MCP clients the tests drive devaipod with (clients no one here wrote).
+PY_MCP_VERSION=1.30.0
+INSPECTOR_VERSION=0.15.0
 BASE_IMAGE="${DEVAIPOD_BASE_IMAGE:-localhost/devaipod-base:latest}"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/devaipod"
 SOCK_DIR=/run/podman
@@ -96,6 +99,21 @@ if [ ! -x "$OPENCODE_BIN" ] || ! grep -q "\"version\": \"$OPENCODE_VERSION\"" \
   mkdir -p "$CACHE_DIR/opencode"
   npm install --silent --no-audit --no-fund --prefix "$CACHE_DIR/opencode" "opencode-ai@$OPENCODE_VERSION" >&2
   [ -x "$OPENCODE_BIN" ] || die "opencode binary missing after npm install: $OPENCODE_BIN"
+fi
+
+# 6. MCP clients for the tests: the Python SDK (in a venv) and the MCP Inspector CLI.
+VENV="$CACHE_DIR/venv"
+if ! "$VENV/bin/python3" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$PY_MCP_VERSION')" 2>/dev/null; then
+  log "installing the Python mcp SDK $PY_MCP_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION" >&2
+fi
+INSPECTOR_DIR="$CACHE_DIR/inspector"
+if ! grep -q "\"version\": \"$INSPECTOR_VERSION\"" \
+    "$INSPECTOR_DIR/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null; then
+  log "installing the MCP Inspector $INSPECTOR_VERSION into $INSPECTOR_DIR"
+  mkdir -p "$INSPECTOR_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$INSPECTOR_DIR" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
 fi
 
 log "ready: podman $(podman --version | awk '{print $3}'), image $BASE_IMAGE, opencode $OPENCODE_VERSION"

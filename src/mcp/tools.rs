@@ -132,17 +132,27 @@ pub struct Reject {
 
 // ---- outputs ----
 
+/// A JSON object (its schema says `object`, which strict clients require).
+type Obj = serde_json::Map<String, Value>;
+
+fn obj(v: Value) -> Obj {
+    match v {
+        Value::Object(m) => m,
+        _ => Obj::new(),
+    }
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct WorkspaceOut {
     /// The workspace: name, pod, status, container states, source, folder, ports.
-    pub workspace: Value,
+    pub workspace: Obj,
     /// The first task, when one was given.
-    pub task: Option<Value>,
+    pub task: Option<Obj>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct WorkspacesOut {
-    pub workspaces: Vec<Value>,
+    pub workspaces: Vec<Obj>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -154,27 +164,27 @@ pub struct DoneOut {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TaskOut {
     /// The task: id, workspace, prompt, state, error, summary, session.
-    pub task: Value,
+    pub task: Obj,
     /// Its progress events (tool calls, state changes, errors, proposal).
-    pub events: Vec<Value>,
+    pub events: Vec<Obj>,
     /// The proposal its work became, if any.
     pub proposal: Option<String>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TasksOut {
-    pub tasks: Vec<Value>,
+    pub tasks: Vec<Obj>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ProposalsOut {
-    pub proposals: Vec<Value>,
+    pub proposals: Vec<Obj>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ProposalOut {
     /// The proposal: id, task, branch, commits, files with +/-, summary, state, approvals.
-    pub proposal: Value,
+    pub proposal: Obj,
     /// A page of the unified diff.
     pub diff: String,
     pub diff_offset: usize,
@@ -187,23 +197,23 @@ pub struct ProposalOut {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ApproveOut {
     /// The proposal after the action: its state (applied, pushed) and approvals.
-    pub proposal: Value,
+    pub proposal: Obj,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RejectOut {
-    pub proposal: Value,
+    pub proposal: Obj,
     /// The follow-up task carrying the feedback, if any.
-    pub follow_up_task: Option<Value>,
+    pub follow_up_task: Option<Obj>,
 }
 
 fn name_ok(kind: &str, v: &str) -> Result<(), String> {
     if v.trim().is_empty() { Err(format!("`{kind}` is required")) } else { Ok(()) }
 }
 
-fn array(v: Value) -> Vec<Value> {
+fn array(v: Value) -> Vec<Obj> {
     match v {
-        Value::Array(a) => a,
+        Value::Array(a) => a.into_iter().map(obj).collect(),
         _ => Vec::new(),
     }
 }
@@ -264,7 +274,7 @@ impl DevaipodMcp {
             }
             None => None,
         };
-        Ok(Json(WorkspaceOut { workspace, task }))
+        Ok(Json(WorkspaceOut { workspace: obj(workspace), task: task.map(obj) }))
     }
 
     #[tool(
@@ -282,7 +292,7 @@ impl DevaipodMcp {
     async fn get_workspace(&self, Parameters(p): Parameters<WorkspaceRef>) -> Result<Json<WorkspaceOut>, String> {
         name_ok("name", &p.name)?;
         let workspace = self.backend.call(Method::GET, &format!("/api/v1/workspaces/{}", enc(&p.name)), None).await?;
-        Ok(Json(WorkspaceOut { workspace, task: None }))
+        Ok(Json(WorkspaceOut { workspace: obj(workspace), task: None }))
     }
 
     #[tool(
@@ -331,7 +341,7 @@ impl DevaipodMcp {
             let done = matches!(state, "completed" | "failed" | "cancelled");
             if done || tokio::time::Instant::now() >= deadline {
                 return Ok(Json(TaskOut {
-                    task: v["task"].clone(),
+                    task: obj(v["task"].clone()),
                     events,
                     proposal: v["proposal"].as_str().map(str::to_owned),
                 }));
@@ -339,7 +349,7 @@ impl DevaipodMcp {
             tokio::select! {
                 _ = ctx.ct.cancelled() => {
                     // The client gave up waiting; the task goes on.
-                    return Ok(Json(TaskOut { task: v["task"].clone(), events, proposal: None }));
+                    return Ok(Json(TaskOut { task: obj(v["task"].clone()), events, proposal: None }));
                 }
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
             }
@@ -354,7 +364,7 @@ impl DevaipodMcp {
         name_ok("id", &p.id)?;
         let v = self.backend.call(Method::GET, &format!("/api/v1/tasks/{}", enc(&p.id)), None).await?;
         Ok(Json(TaskOut {
-            task: v["task"].clone(),
+            task: obj(v["task"].clone()),
             events: array(v["events"].clone()),
             proposal: v["proposal"].as_str().map(str::to_owned),
         }))
@@ -377,7 +387,7 @@ impl DevaipodMcp {
         name_ok("id", &p.id)?;
         let task =
             self.backend.call(Method::POST, &format!("/api/v1/tasks/{}/cancel", enc(&p.id)), Some(json!({}))).await?;
-        Ok(Json(TaskOut { task, events: Vec::new(), proposal: None }))
+        Ok(Json(TaskOut { task: obj(task), events: Vec::new(), proposal: None }))
     }
 
     #[tool(
@@ -408,7 +418,7 @@ impl DevaipodMcp {
         }
         let end = (p.diff_offset + limit).min(total);
         Ok(Json(ProposalOut {
-            proposal,
+            proposal: obj(proposal),
             diff: chars[p.diff_offset..end].iter().collect(),
             diff_offset: p.diff_offset,
             diff_total: total,
@@ -427,7 +437,7 @@ impl DevaipodMcp {
         }
         let path = format!("/api/v1/proposals/{}/approve", enc(&p.proposal));
         let proposal = self.backend.call(Method::POST, &path, Some(json!({ "action": p.action }))).await?;
-        Ok(Json(ApproveOut { proposal }))
+        Ok(Json(ApproveOut { proposal: obj(proposal) }))
     }
 
     #[tool(
@@ -444,7 +454,10 @@ impl DevaipodMcp {
         let path = format!("/api/v1/proposals/{}/reject", enc(&p.proposal));
         let v = self.backend.call(Method::POST, &path, Some(json!({ "feedback": p.feedback }))).await?;
         let follow = v["follow_up_task"].clone();
-        Ok(Json(RejectOut { proposal: v["proposal"].clone(), follow_up_task: (!follow.is_null()).then_some(follow) }))
+        Ok(Json(RejectOut {
+            proposal: obj(v["proposal"].clone()),
+            follow_up_task: (!follow.is_null()).then(|| obj(follow)),
+        }))
     }
 }
 
