@@ -102,6 +102,8 @@ pub struct Core<E> {
     running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
     /// Approvals run one at a time, so that an action is never done twice.
     approve_lock: tokio::sync::Mutex<()>,
+    /// The last workspace listing and when it was made (see `Core::list`).
+    list_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<WorkspaceStatus>)>>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -116,6 +118,7 @@ impl<E: crate::pods::Engine> Core<E> {
             bus,
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),
+            list_cache: tokio::sync::Mutex::new(None),
         })
     }
 

@@ -145,6 +145,9 @@ struct Created {
     repo: Option<PathBuf>,
 }
 
+/// How old a cached workspace listing may be (changes by others show after this).
+const LIST_FRESH: Duration = Duration::from_secs(1);
+
 /// What `up` puts into the pod.
 struct Payload {
     workspace_tar: Vec<u8>,
@@ -226,6 +229,7 @@ impl<E: Engine> Core<E> {
         let mut created = Created::default();
         let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
         let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
+        self.changed().await;
         if let Err(e) = result {
             progress.step(&format!("up failed; removing what it created for `{name}`"));
             self.rollback(&created).await;
@@ -454,11 +458,26 @@ impl<E: Engine> Core<E> {
     }
 
     /// All workspaces of this instance: one engine round trip.
+    ///
+    /// The answer is at most [`LIST_FRESH`] old: concurrent callers share one engine call,
+    /// and devaipod's own changes (up, stop, start, delete) are visible at once.
     pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
+        let mut cache = self.list_cache.lock().await;
+        if let Some((at, list)) = cache.as_ref()
+            && at.elapsed() < LIST_FRESH
+        {
+            return Ok(list.clone());
+        }
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
         let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        *cache = Some((Instant::now(), out.clone()));
         Ok(out)
+    }
+
+    /// Forgets the cached listing after a change made here.
+    async fn changed(&self) {
+        *self.list_cache.lock().await = None;
     }
 
     /// The pod of workspace `name` of this instance, or `NotFound`.
@@ -497,13 +516,17 @@ impl<E: Engine> Core<E> {
 
     pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
-        Ok(self.engine.stop_pod(&pod.name, 5).await?)
+        let r = self.engine.stop_pod(&pod.name, 5).await;
+        self.changed().await;
+        Ok(r?)
     }
 
     /// Starts a stopped workspace and waits for its agent.
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
-        self.engine.start_pod(&pod.name).await?;
+        let r = self.engine.start_pod(&pod.name).await;
+        self.changed().await;
+        r?;
         let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
         self.wait_for_agent(name, &pod.name, &record.agent_password).await
     }
@@ -533,6 +556,7 @@ impl<E: Engine> Core<E> {
             Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
             Err(e) => return Err(e),
         }
+        self.changed().await;
         for v in volumes {
             self.engine.remove_volume(&v).await?;
         }

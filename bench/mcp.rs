@@ -1,0 +1,171 @@
+//! Benchmark of MCP `tools/call list_workspaces` with 20 workspaces, over stdio and HTTP,
+//! against `podman pod ps --format json` in the same run; then 50 concurrent HTTP clients
+//! × 100 calls: errors and p99. Prints figures; asserts nothing.
+//!
+//! Run: `cargo bench --bench mcp` (needs podman and opencode, see scripts/setup.sh).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt, service::RunningService};
+
+const WORKSPACES: usize = 20;
+const CALLS: usize = 200;
+
+struct Env {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    instance: String,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("DEVAIPOD_INSTANCE", &self.instance)
+            .env("DEVAIPOD_CONFIG", self.dir.path().join("devaipod.toml"))
+            .env("DEVAIPOD_DATA_DIR", self.dir.path().join("data"))
+            .env("DEVAIPOD_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("DEVAIPOD_LISTEN", "127.0.0.1:0");
+        c
+    }
+
+    fn ok(&self, args: &[&str]) {
+        let out = self.cmd(args).output().expect("devaipod");
+        assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap_or_default().trim().to_owned()
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn timed_calls(c: &RunningService<RoleClient, ()>, n: usize) -> (Vec<Duration>, usize) {
+    let (mut times, mut errors) = (Vec::with_capacity(n), 0);
+    for _ in 0..n {
+        let t = Instant::now();
+        match c.call_tool(CallToolRequestParams::new("list_workspaces")).await {
+            Ok(r) if r.is_error != Some(true) => times.push(t.elapsed()),
+            _ => errors += 1,
+        }
+    }
+    (times, errors)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let env = Env {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_devaipod")),
+        dir: tempfile::tempdir().unwrap(),
+        instance: format!("bench-mcp-{}", std::process::id()),
+    };
+    std::fs::write(env.dir.path().join("devaipod.toml"), "").unwrap();
+    let repo = env.dir.path().join("r");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "# r\n").unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
+    ] {
+        Command::new("git").args(args).current_dir(&repo).output().unwrap();
+    }
+    println!("devaipod MCP benchmark ({WORKSPACES} workspaces, {CALLS} calls per transport)\n");
+    for i in 0..WORKSPACES {
+        env.ok(&["up", repo.to_str().unwrap(), "--name", &format!("m{i}")]);
+    }
+
+    let filter = format!("label=io.devaipod.instance={}", env.instance);
+    let mut floor: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            Command::new("podman").args(["pod", "ps", "--filter", &filter, "--format", "json"]).output().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    let floor50 = pct(&mut floor, 0.5);
+    println!("{:<44} p50 {:>7.2} ms", "floor: podman pod ps --format json", ms(floor50));
+
+    let cmd: tokio::process::Command = env.cmd(&["mcp"]).into();
+    let stdio = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let (mut t, e) = timed_calls(&stdio, CALLS).await;
+    println!(
+        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {e}   p50/floor {:.2}   (target p50 ≤ 0.5 ms)",
+        "tools/call list_workspaces, stdio",
+        ms(pct(&mut t, 0.5)),
+        ms(pct(&mut t, 0.99)),
+        pct(&mut t, 0.5).as_secs_f64() / floor50.as_secs_f64()
+    );
+    let _ = stdio.cancel().await;
+
+    let url = format!("http://{}/mcp", env.read("run/listen"));
+    let token = env.read("data/token");
+    let connect = || {
+        let config = StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token.clone());
+        ().serve(StreamableHttpClientTransport::from_config(config))
+    };
+    let http = connect().await.unwrap();
+    let (mut t, e) = timed_calls(&http, CALLS).await;
+    println!(
+        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {e}   p50/floor {:.2}   (target p50 ≤ 2 ms)",
+        "tools/call list_workspaces, HTTP",
+        ms(pct(&mut t, 0.5)),
+        ms(pct(&mut t, 0.99)),
+        pct(&mut t, 0.5).as_secs_f64() / floor50.as_secs_f64()
+    );
+    let _ = http.cancel().await;
+
+    // 50 concurrent clients × 100 calls.
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let c = connect();
+        handles.push(tokio::spawn(async move {
+            match c.await {
+                Ok(c) => {
+                    let r = timed_calls(&c, 100).await;
+                    let _ = c.cancel().await;
+                    r
+                }
+                Err(_) => (Vec::new(), 100),
+            }
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for h in handles {
+        let (t, e) = h.await.unwrap();
+        all.extend(t);
+        errors += e;
+    }
+    println!(
+        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {errors}   ({} calls in {:.1} s; target 0 errors)",
+        "50 concurrent HTTP clients × 100 calls",
+        ms(pct(&mut all, 0.5)),
+        ms(pct(&mut all, 0.99)),
+        all.len(),
+        start.elapsed().as_secs_f64()
+    );
+
+    for i in 0..WORKSPACES {
+        let _ = env.cmd(&["delete", &format!("m{i}")]).output();
+    }
+    if let Ok(pid) = std::fs::read_to_string(env.dir.path().join("run/daemon.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+}
