@@ -19,6 +19,11 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.runtime.join("daemon.lock"))?;
+    if lock.try_lock().is_err() {
+        bail!("another devaipod daemon runs for instance {} ({})", config.instance, paths.runtime.display());
+    }
     if crate::cli::client::healthy(&paths.socket()).await {
         bail!("a devaipod daemon already serves {} (instance {})", paths.socket().display(), config.instance);
     }
@@ -47,6 +52,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         }
     };
     web::serve(core, token, tcp, &paths.socket(), shutdown).await?;
+    drop(lock);
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());
     Ok(())

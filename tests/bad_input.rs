@@ -7,6 +7,11 @@ use common::*;
 #[test]
 fn bad_sources_say_what_is_wrong() {
     let env = TestEnv::new("");
+    let e = env.fails(&["up", "not/here/either", "--dry-run"]);
+    assert!(
+        e.contains(&format!("{}/not/here/either does not exist", std::env::current_dir().unwrap().display())),
+        "relative paths are made absolute: {e}"
+    );
     let e = env.fails(&["up", "/definitely/not/here"]);
     assert!(e.contains("/definitely/not/here does not exist: give the path of a git repository or a git URL"), "{e}");
 

@@ -152,6 +152,8 @@ fn provider_errors_cancel_and_reject_with_feedback() {
     let up = env.json(&["up", repo.to_str().unwrap(), "--name", "fb2", "-c", "take your time"]);
     let slow = up["task"]["id"].as_str().unwrap().to_owned();
     wait_task(&env, &slow, 60, |t| t["task"]["state"] == "running");
+    let e = env.fails(&["run", "-w", "fb2", "-c", "please write the greeting"]);
+    assert!(e.contains(&format!("workspace `fb2` is busy with task {slow}")), "{e}");
     let c = env.json(&["cancel", &slow]);
     assert_eq!(c["state"], "cancelled");
     let e = env.fails(&["cancel", &slow]);
@@ -176,7 +178,8 @@ fn provider_errors_cancel_and_reject_with_feedback() {
         .iter()
         .map(|f| f["path"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(files, ["goodbye.txt"], "the follow-up's proposal holds only its own change");
+    // The follow-up builds on the rejected work; its diff shows all that its branch ships.
+    assert_eq!(files, ["goodbye.txt", "hello.txt", "ran.txt"]);
     assert_ne!(p2, p1);
     let e = env.fails(&["approve", &p1, "--apply"]);
     assert!(e.contains(&format!("proposal {p1} was already rejected: it cannot be approved")), "{e}");
@@ -280,4 +283,34 @@ fn the_tcp_api_needs_the_token_and_the_socket_is_private() {
     let log = std::fs::read_to_string(env.dir.path().join("data/daemon.log")).unwrap();
     assert!(!log.contains(&token), "the token is never logged");
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+}
+
+#[test]
+fn a_deadline_or_an_agent_crash_fails_the_task_with_the_reason() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/dl"));
+    let env = TestEnv::new(&format!("{}task-timeout-secs = 4\n", llm.agent_config()));
+    let repo = fixture_repo(env.dir.path(), "dl", &[]);
+
+    // The deadline: the LLM takes 60 s, the task may take 4.
+    let out = env.run(&["--json", "run", repo.to_str().unwrap(), "--name", "dl", "-c", "take your time"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["task"]["state"], "failed");
+    let err = v["task"]["error"].as_str().unwrap();
+    assert!(err.contains("did not finish within its deadline of 4 s"), "{err}");
+
+    // The agent's container dies mid-task (no deadline this time).
+    let env = TestEnv::new(&llm.agent_config());
+    let repo = fixture_repo(env.dir.path(), "crash", &[]);
+    let up = env.json(&["up", repo.to_str().unwrap(), "--name", "crash", "-c", "take your time"]);
+    let id = up["task"]["id"].as_str().unwrap().to_owned();
+    wait_task(&env, &id, 60, |t| t["task"]["state"] == "running");
+    podman(&["kill", "devaipod-crash-agent"]);
+    let t = wait_task(&env, &id, 60, |t| t["task"]["state"] != "running");
+    assert_eq!(t["task"]["state"], "failed", "{t:#}");
+    let err = t["task"]["error"].as_str().unwrap();
+    assert!(err.contains("the agent stopped") || err.contains("not running"), "{err}");
 }

@@ -217,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Up(a) => {
             let c = connect().await?;
-            let body = json!({ "source": a.source, "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run });
+            let body = json!({ "source": absolute_source(&a.source), "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run });
             let result = up(&c, &body).await?;
             if a.dry_run {
                 output::plan(&result, json)?;
@@ -249,7 +249,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let workspace = match (a.workspace, a.source) {
                 (Some(w), _) => w,
                 (None, Some(source)) => {
-                    let r = up(&c, &json!({ "source": source, "name": a.name, "image": a.image })).await?;
+                    let r = up(&c, &json!({ "source": absolute_source(&source), "name": a.name, "image": a.image }))
+                        .await?;
                     r["name"].as_str().unwrap_or_default().to_owned()
                 }
                 (None, None) => bail!("give a source or -w <workspace>"),
@@ -360,6 +361,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A local source as an absolute path (the daemon has its own working directory); URLs as given.
+fn absolute_source(s: &str) -> String {
+    if crate::core::source::is_url(s) {
+        return s.to_owned();
+    }
+    std::path::absolute(std::path::Path::new(s)).map(|a| a.display().to_string()).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Creates a workspace, printing the daemon's progress on stderr; returns the result.

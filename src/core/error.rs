@@ -63,6 +63,10 @@ pub enum CoreError {
         "the pod of workspace `{0}` is gone (removed outside devaipod): remove the rest with `devaipod delete {0}`, then `devaipod up` again"
     )]
     PodGone(String),
+    #[error(
+        "workspace `{workspace}` is busy with task {task}: wait for it (`devaipod task {task}`) or cancel it (`devaipod cancel {task}`)"
+    )]
+    Busy { workspace: String, task: String },
     #[error("no task `{0}` (see `devaipod tasks`)")]
     TaskNotFound(String),
     #[error("no proposal `{0}` (see `devaipod proposals`)")]

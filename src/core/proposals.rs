@@ -96,6 +96,9 @@ impl<E: Engine> Core<E> {
         let tmp = tempfile::NamedTempFile::new().map_err(|e| CoreError::Io(e.to_string()))?;
         tokio::fs::write(tmp.path(), &bundle).await.map_err(|e| CoreError::Io(e.to_string()))?;
         let head = repo.fetch_bundle(tmp.path(), &branch).await?;
+        // The diff shows everything the branch adds to the source (earlier, rejected or
+        // unapproved agent commits included), which is exactly what apply or push ships.
+        let base = repo.rev("refs/devaipod/source").await.unwrap_or(base);
         let stats = repo.stats(&base, &head).await?;
         let proposal = Proposal {
             id: format!("p-{}", random_hex(5)),
@@ -233,6 +236,7 @@ impl<E: Engine> Core<E> {
         id: &str,
         feedback: Option<&str>,
     ) -> Result<(Proposal, Option<Task>), CoreError> {
+        let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
         match p.state {
             ProposalState::Open => {}
@@ -247,7 +251,8 @@ impl<E: Engine> Core<E> {
                 });
             }
         }
-        self.store.set_proposal_state(id, ProposalState::Rejected).await?;
+        // The follow-up first: if the agent cannot take it, the proposal stays open and the
+        // feedback is not lost.
         let follow_up = match feedback.map(str::trim).filter(|f| !f.is_empty()) {
             Some(text) => {
                 let task =
@@ -259,6 +264,7 @@ impl<E: Engine> Core<E> {
             }
             None => None,
         };
+        self.store.set_proposal_state(id, ProposalState::Rejected).await?;
         Ok((self.proposal(id).await?, follow_up))
     }
 }

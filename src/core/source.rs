@@ -17,6 +17,8 @@ pub enum Source {
 pub enum SourceError {
     #[error("{0} does not exist: give the path of a git repository or a git URL")]
     NotFound(PathBuf),
+    #[error("{0} is a relative path: give an absolute path (the daemon does not know your working directory)")]
+    Relative(PathBuf),
     #[error("{0} is not a directory: give the path of a git repository")]
     NotADirectory(PathBuf),
     #[error("{0} is not a git repository: run `git init` and commit there, or give a git URL")]
@@ -37,6 +39,9 @@ impl Source {
             return Ok(Source::Remote(s.to_owned()));
         }
         let path = Path::new(s);
+        if path.is_relative() {
+            return Err(SourceError::Relative(path.to_owned()));
+        }
         let canon = std::fs::canonicalize(path).map_err(|_| SourceError::NotFound(path.to_owned()))?;
         if !canon.is_dir() {
             return Err(SourceError::NotADirectory(canon));
@@ -63,7 +68,8 @@ impl Source {
     }
 }
 
-fn is_url(s: &str) -> bool {
+/// Whether a source is a git URL (`scheme://…` or scp-like `user@host:path`).
+pub fn is_url(s: &str) -> bool {
     if s.contains("://") {
         return true;
     }
@@ -157,6 +163,7 @@ mod tests {
         );
         assert!(matches!(Source::parse("git@example.test:o/r.git").unwrap(), Source::Remote(_)));
         assert!(matches!(Source::parse("/definitely/not/here").unwrap_err(), SourceError::NotFound(_)));
+        assert!(matches!(Source::parse("relative/dir").unwrap_err(), SourceError::Relative(_)));
         let d = tempfile::tempdir().unwrap();
         assert_eq!(Source::parse(d.path().to_str().unwrap()).unwrap(), Source::Local(d.path().canonicalize().unwrap()));
     }

@@ -45,6 +45,11 @@ impl<E: Engine> Core<E> {
         let Some(record) = self.store.workspace(workspace).await? else {
             return Err(CoreError::NotFound(workspace.to_owned()));
         };
+        // One task at a time: tasks share the agent's clone, and a task's commit takes
+        // everything in it.
+        if let Some(busy) = self.store.tasks(Some(workspace)).await?.into_iter().find(|t| !t.state.is_final()) {
+            return Err(CoreError::Busy { workspace: workspace.to_owned(), task: busy.id });
+        }
         // The agent must be there now (a removed pod is a clear error, not a queued task).
         let agent = self.agent(workspace).await?;
         let (follows_proposal, session_id, turns_before) = match follows {
@@ -123,10 +128,10 @@ impl<E: Engine> Core<E> {
 
     /// Drives a task in the background; `agent` saves a lookup when the caller has it.
     fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Opencode>) {
-        let token = CancellationToken::new();
-        if self.running.insert(id.clone(), token.clone()).is_some() {
-            return; // already driven
-        }
+        let token = match self.running.entry(id.clone()) {
+            dashmap::Entry::Occupied(_) => return, // already driven
+            dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
+        };
         let core = self.clone();
         tokio::spawn(async move {
             if let Err(e) = core.drive(&id, agent, &token).await {
@@ -210,7 +215,7 @@ impl<E: Engine> Core<E> {
                             break End::Failed("the agent stopped while working (its container is not running); see `devaipod logs <workspace> --agent`".into());
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        if let Ok(e) = agent.events().await {
+                        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), agent.events()).await {
                             events = e;
                         }
                     }
@@ -319,8 +324,18 @@ impl<E: Engine> Core<E> {
             )));
         }
         task.state = to;
-        self.store.update_task(task).await?;
-        self.event(task, &format!("state:{}", to.as_str()), "state", message, Some(to)).await
+        let key = format!("state:{}", to.as_str());
+        if let Some(ev) = self.store.update_task_with_event(task, &key, "state", message).await? {
+            self.publish(BusEvent {
+                seq: ev.seq,
+                workspace: task.workspace.clone(),
+                task_id: Some(task.id.clone()),
+                kind: ev.kind,
+                message: ev.message,
+                state: Some(to.as_str().to_owned()),
+            });
+        }
+        Ok(())
     }
 
     /// Stores a task event (once per key) and publishes it.

@@ -573,7 +573,7 @@ impl<E: Engine> Core<E> {
             }
         }
         if !keep_volumes {
-            let _ = tokio::fs::remove_dir_all(self.paths.repo(name)).await;
+            // The daemon's repository stays: the workspace's proposals remain readable.
             self.store.delete_workspace(name).await?;
         }
         self.publish(BusEvent {

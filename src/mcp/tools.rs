@@ -243,21 +243,31 @@ impl DevaipodMcp {
         let body = json!({ "source": p.source, "name": p.name, "image": p.image });
         let progress = Progress::new(&ctx);
         let mut last = None;
-        let mut steps = Vec::new();
-        self.backend
-            .lines("/api/v1/workspaces", body, |v| {
-                if let Some(step) = v.get("progress").and_then(Value::as_str) {
-                    steps.push(step.to_owned());
-                } else if v.get("detail").is_none() {
-                    last = Some(v);
-                    return false;
-                }
-                true
-            })
-            .await?;
-        for s in &steps {
-            progress.send(s).await;
-        }
+        // Steps are forwarded as progress notifications while `up` still works.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = async {
+            while let Some(step) = rx.recv().await {
+                progress.send(&step).await;
+            }
+        };
+        let work = async {
+            let r = self
+                .backend
+                .lines("/api/v1/workspaces", body, |v| {
+                    if let Some(step) = v.get("progress").and_then(Value::as_str) {
+                        let _ = tx.send(step.to_owned());
+                    } else if v.get("detail").is_none() {
+                        last = Some(v);
+                        return false;
+                    }
+                    true
+                })
+                .await;
+            drop(tx);
+            r
+        };
+        let (r, ()) = tokio::join!(work, forward);
+        r?;
         let last = last.ok_or("the daemon ended the answer before the workspace was created")?;
         if let Some(e) = last.get("error").and_then(Value::as_str) {
             return Err(e.to_owned());

@@ -164,6 +164,35 @@ impl Store {
         .await
     }
 
+    /// Writes the task and adds a state event in one transaction, so that a crash never
+    /// leaves a state without its event. The event is returned when it is new.
+    pub async fn update_task_with_event(
+        &self,
+        t: &Task,
+        key: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<Option<TaskEvent>, StoreError> {
+        let t = t.clone();
+        let (key, kind, message) = (key.to_owned(), kind.to_owned(), message.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let at = now();
+            tx.execute(
+                "UPDATE tasks SET state = ?2, session_id = ?3, delivered = ?4, base = ?5, error = ?6, summary = ?7, updated_at = ?8 WHERE id = ?1",
+                params![t.id, t.state.as_str(), t.session_id, t.delivered, t.base, t.error, t.summary, at],
+            )?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO task_events (task_id, key, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.id, key, kind, message, at],
+            )?;
+            let ev = (n == 1).then(|| TaskEvent { seq: tx.last_insert_rowid(), task_id: t.id.clone(), key, kind, message, at });
+            tx.commit()?;
+            Ok(ev)
+        })
+        .await
+    }
+
     pub async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
@@ -317,7 +346,11 @@ impl Store {
                 params![id, action, detail, now()],
             )?;
             if n == 1 {
-                tx.execute("UPDATE proposals SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+                // pushed outranks applied: applying after a push does not move it back.
+                tx.execute(
+                    "UPDATE proposals SET state = ?2 WHERE id = ?1 AND NOT (state = 'pushed' AND ?2 = 'applied')",
+                    params![id, state.as_str()],
+                )?;
             }
             tx.commit()?;
             Ok(n == 1)

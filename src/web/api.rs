@@ -126,6 +126,11 @@ pub struct ListQuery {
 pub async fn list_tasks<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>) -> R {
     let mut tasks = core.tasks(q.workspace.as_deref()).await?;
     if let Some(state) = &q.state {
+        if crate::store::TaskState::parse(state).is_none() {
+            return Err(ApiError(CoreError::Invalid(format!(
+                "unknown task state `{state}`: use queued, running, needs_input, completed, failed or cancelled"
+            ))));
+        }
         tasks.retain(|t| t.state.as_str() == state);
     }
     to_json(tasks)

@@ -20,7 +20,7 @@ pub fn status_of(e: &CoreError) -> StatusCode {
     match e {
         NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) => StatusCode::NOT_FOUND,
         Invalid(_) | InvalidName(_) | Source(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
-        NameTaken(_) | PodGone(_) | ProposalClosed { .. } | VolumesLeft { .. } | NotRunning { .. } => {
+        NameTaken(_) | PodGone(_) | Busy { .. } | ProposalClosed { .. } | VolumesLeft { .. } | NotRunning { .. } => {
             StatusCode::CONFLICT
         }
         ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -115,7 +115,19 @@ pub async fn serve<E: Engine>(
     let b = axum::serve(unix, unix_app(core)).with_graceful_shutdown(async move {
         let _ = rx2.recv().await;
     });
-    tokio::try_join!(async { a.await }, async { b.await })?;
+    // Open streams (events, MCP) never end by themselves: after the signal, give
+    // connections a moment, then stop.
+    let mut stop = tx.subscribe();
+    let servers = async { tokio::try_join!(async { a.await }, async { b.await }) };
+    let grace = async {
+        let _ = stop.recv().await;
+        mcp_shutdown.cancel();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        r = servers => { r?; }
+        _ = grace => {}
+    }
     mcp_shutdown.cancel();
     drop(tx);
     Ok(())
