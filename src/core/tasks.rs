@@ -16,6 +16,9 @@ use crate::agent::{Agent, AgentEvent, Outcome};
 use crate::pods::Engine;
 use crate::store::{Task, TaskEvent, TaskState, now};
 
+const AGENT_STOPPED: &str =
+    "the agent stopped while working (its container is not running); see `devaipod logs <workspace> --agent`";
+
 /// How often a driver asks the agent directly, in case an event was missed.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -212,7 +215,7 @@ impl<E: Engine> Core<E> {
                     None => {
                         // The stream ended: the agent restarted or went away.
                         if self.agent(&task.workspace).await.is_err() {
-                            break End::Failed("the agent stopped while working (its container is not running); see `devaipod logs <workspace> --agent`".into());
+                            break End::Failed(AGENT_STOPPED.into());
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), agent.events()).await {
@@ -220,11 +223,15 @@ impl<E: Engine> Core<E> {
                         }
                     }
                 },
-                _ = poll.tick() => {
-                    if let Some(end) = self.check_done(&agent, &session, &task).await? {
-                        break end;
+                _ = poll.tick() => match self.check_done(&agent, &session, &task).await {
+                    Ok(Some(end)) => break end,
+                    Ok(None) => {}
+                    // Not answering: gone (its container stopped) or only slow.
+                    Err(e) if self.agent(&task.workspace).await.is_err() => {
+                        break End::Failed(format!("{AGENT_STOPPED} ({e})"));
                     }
-                }
+                    Err(_) => {}
+                },
             }
         };
         self.finish(&mut task, end).await
@@ -325,17 +332,23 @@ impl<E: Engine> Core<E> {
         }
         task.state = to;
         let key = format!("state:{}", to.as_str());
-        if let Some(ev) = self.store.update_task_with_event(task, &key, "state", message).await? {
+        let ev = self.store.update_task_with_event(task, &key, "state", message).await?;
+        self.publish_stored(task, ev, Some(to));
+        Ok(())
+    }
+
+    /// Publishes a stored event (`None`: it was stored before, and published then).
+    fn publish_stored(&self, task: &Task, ev: Option<TaskEvent>, state: Option<TaskState>) {
+        if let Some(ev) = ev {
             self.publish(BusEvent {
                 seq: ev.seq,
                 workspace: task.workspace.clone(),
                 task_id: Some(task.id.clone()),
                 kind: ev.kind,
                 message: ev.message,
-                state: Some(to.as_str().to_owned()),
+                state: state.map(|s| s.as_str().to_owned()),
             });
         }
-        Ok(())
     }
 
     /// Stores a task event (once per key) and publishes it.
@@ -347,16 +360,8 @@ impl<E: Engine> Core<E> {
         message: &str,
         state: Option<TaskState>,
     ) -> Result<(), CoreError> {
-        if let Some(ev) = self.store.add_event(&task.id, key, kind, message).await? {
-            self.publish(BusEvent {
-                seq: ev.seq,
-                workspace: task.workspace.clone(),
-                task_id: Some(task.id.clone()),
-                kind: ev.kind,
-                message: ev.message,
-                state: state.map(|s| s.as_str().to_owned()),
-            });
-        }
+        let ev = self.store.add_event(&task.id, key, kind, message).await?;
+        self.publish_stored(task, ev, state);
         Ok(())
     }
 

@@ -155,10 +155,7 @@ impl Store {
     pub async fn update_task(&self, t: &Task) -> Result<(), StoreError> {
         let t = t.clone();
         self.with(move |c| {
-            c.execute(
-                "UPDATE tasks SET state = ?2, session_id = ?3, delivered = ?4, base = ?5, error = ?6, summary = ?7, updated_at = ?8 WHERE id = ?1",
-                params![t.id, t.state.as_str(), t.session_id, t.delivered, t.base, t.error, t.summary, now()],
-            )?;
+            write_task(c, &t, now())?;
             Ok(())
         })
         .await
@@ -178,15 +175,19 @@ impl Store {
         self.with(move |c| {
             let tx = c.transaction()?;
             let at = now();
-            tx.execute(
-                "UPDATE tasks SET state = ?2, session_id = ?3, delivered = ?4, base = ?5, error = ?6, summary = ?7, updated_at = ?8 WHERE id = ?1",
-                params![t.id, t.state.as_str(), t.session_id, t.delivered, t.base, t.error, t.summary, at],
-            )?;
+            write_task(&tx, &t, at)?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO task_events (task_id, key, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, key, kind, message, at],
             )?;
-            let ev = (n == 1).then(|| TaskEvent { seq: tx.last_insert_rowid(), task_id: t.id.clone(), key, kind, message, at });
+            let ev = (n == 1).then(|| TaskEvent {
+                seq: tx.last_insert_rowid(),
+                task_id: t.id.clone(),
+                key,
+                kind,
+                message,
+                at,
+            });
             tx.commit()?;
             Ok(ev)
         })
@@ -380,6 +381,14 @@ impl Store {
         })
         .await
     }
+}
+
+/// Writes a task's mutable fields.
+fn write_task(c: &Connection, t: &Task, at: i64) -> rusqlite::Result<usize> {
+    c.execute(
+        "UPDATE tasks SET state = ?2, session_id = ?3, delivered = ?4, base = ?5, error = ?6, summary = ?7, updated_at = ?8 WHERE id = ?1",
+        params![t.id, t.state.as_str(), t.session_id, t.delivered, t.base, t.error, t.summary, at],
+    )
 }
 
 const TASK_SELECT: &str = "SELECT id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before FROM tasks";
