@@ -149,10 +149,53 @@ impl BareRepo {
 
     /// Pushes `branch` to `remote` under the same name; never forced.
     pub async fn push(&self, remote: &str, branch: &str) -> Result<(), GitError> {
-        let mut c = git(&self.path);
-        c.args(["push", "--quiet", "--no-verify", remote, &format!("refs/heads/{branch}:refs/heads/{branch}")]);
-        run(c, "push").await.map(drop)
+        run(self.push_command(remote, branch), "push").await.map(drop)
     }
+
+    /// The push command. Credentials in an `https://user:token@host/…` URL never go into
+    /// argv (where `ps` shows them): the URL is passed without them, and they travel as an
+    /// `Authorization` header in git's environment-only configuration.
+    fn push_command(&self, remote: &str, branch: &str) -> tokio::process::Command {
+        let mut c = git(&self.path);
+        let (url, auth) = split_credentials(remote);
+        if let Some(userinfo) = auth {
+            c.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {}", base64(userinfo.as_bytes())));
+        }
+        c.args(["push", "--quiet", "--no-verify", &url, &format!("refs/heads/{branch}:refs/heads/{branch}")]);
+        c
+    }
+}
+
+/// `https://user:token@host/path` → (`https://host/path`, `Some("user:token")`).
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_owned(), None) };
+    if !scheme.starts_with("http") {
+        return (url.to_owned(), None);
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (format!("{scheme}://{host}/{path}"), Some(userinfo.to_owned())),
+        None => (url.to_owned(), None),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -168,6 +211,31 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn push_keeps_url_credentials_out_of_argv() {
+        let repo = BareRepo { path: "/tmp/r.git".into() };
+        let c = repo.push_command("https://me:ghp_secret123@git.example/o/r.git", "devaipod/t-1");
+        let argv: Vec<String> = c.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(argv.iter().all(|a| !a.contains("ghp_secret123")), "{argv:?}");
+        assert!(argv.contains(&"https://git.example/o/r.git".to_owned()), "{argv:?}");
+        let env: Vec<(String, String)> = c
+            .as_std()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+            .collect();
+        assert!(
+            env.contains(&(
+                "GIT_CONFIG_VALUE_0".into(),
+                format!("Authorization: Basic {}", base64(b"me:ghp_secret123"))
+            ))
+        );
+        assert_eq!(split_credentials("file:///x/r.git"), ("file:///x/r.git".into(), None));
+        assert_eq!(split_credentials("https://host/r"), ("https://host/r".into(), None));
+        assert_eq!(base64(b"me:ghp_secret123"), "bWU6Z2hwX3NlY3JldDEyMw==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
     }
 
     #[tokio::test]
