@@ -4,7 +4,6 @@
 //!
 //! Run: `cargo bench --bench mcp` (needs podman and opencode, see scripts/setup.sh).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,36 +12,13 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt, service::RunningService};
 
+#[path = "common.rs"]
+mod common;
+
+use common::Env;
+
 const WORKSPACES: usize = 20;
 const CALLS: usize = 200;
-
-struct Env {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    instance: String,
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("DEVAIPOD_INSTANCE", &self.instance)
-            .env("DEVAIPOD_CONFIG", self.dir.path().join("devaipod.toml"))
-            .env("DEVAIPOD_DATA_DIR", self.dir.path().join("data"))
-            .env("DEVAIPOD_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("DEVAIPOD_LISTEN", "127.0.0.1:0");
-        c
-    }
-
-    fn ok(&self, args: &[&str]) {
-        let out = self.cmd(args).output().expect("devaipod");
-        assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(rel)).unwrap_or_default().trim().to_owned()
-    }
-}
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -70,22 +46,8 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let env = Env {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_devaipod")),
-        dir: tempfile::tempdir().unwrap(),
-        instance: format!("bench-mcp-{}", std::process::id()),
-    };
-    std::fs::write(env.dir.path().join("devaipod.toml"), "").unwrap();
-    let repo = env.dir.path().join("r");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "# r\n").unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
-    ] {
-        Command::new("git").args(args).current_dir(&repo).output().unwrap();
-    }
+    let env = Env::new("bench-mcp");
+    let repo = env.repo();
     println!("devaipod MCP benchmark ({WORKSPACES} workspaces, {CALLS} calls per transport)\n");
     for i in 0..WORKSPACES {
         env.ok(&["up", repo.to_str().unwrap(), "--name", &format!("m{i}")]);

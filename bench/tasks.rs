@@ -7,43 +7,19 @@
 //! Run: `cargo bench --bench tasks` (needs podman and opencode, see scripts/setup.sh).
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+#[path = "common.rs"]
+mod common;
+
+use common::Env;
+
 const RUNS: usize = 10;
-
-struct Env {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    instance: String,
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("DEVAIPOD_INSTANCE", &self.instance)
-            .env("DEVAIPOD_CONFIG", self.dir.path().join("devaipod.toml"))
-            .env("DEVAIPOD_DATA_DIR", self.dir.path().join("data"))
-            .env("DEVAIPOD_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("DEVAIPOD_LISTEN", "127.0.0.1:0");
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().expect("devaipod");
-        assert!(out.status.success(), "devaipod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(rel)).unwrap_or_default().trim().to_owned()
-    }
-}
 
 fn rss_kb(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -69,11 +45,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let env = Env {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_devaipod")),
-        dir: tempfile::tempdir().unwrap(),
-        instance: format!("bench-tasks-{}", std::process::id()),
-    };
+    let env = Env::new("bench-tasks");
     let folder = "/workspaces/r";
     let script = json!({ "rules": [
         { "match": "bench ok", "steps": [{ "text": "ok" }] },
@@ -94,21 +66,10 @@ async fn main() {
     let mut line = String::new();
     std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port = line.trim().trim_start_matches("listening on ").to_owned();
-    std::fs::write(
-        env.dir.path().join("devaipod.toml"),
-        format!("[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\n"),
-    )
-    .unwrap();
-    let repo = env.dir.path().join("r");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "# r\n").unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
-    ] {
-        Command::new("git").args(args).current_dir(&repo).output().unwrap();
-    }
+    env.write_config(&format!(
+        "[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\n"
+    ));
+    let repo = env.repo();
 
     // The daemon, idle.
     let mut daemon = env.cmd(&["serve"]).stderr(Stdio::null()).spawn().expect("daemon");

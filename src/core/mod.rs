@@ -42,6 +42,20 @@ pub struct BusEvent {
     pub state: Option<String>,
 }
 
+impl BusEvent {
+    /// The bus form of a stored task event; a state change (`state:<state>` key) carries its state.
+    pub fn stored(ev: crate::store::TaskEvent, workspace: &str) -> BusEvent {
+        BusEvent {
+            seq: ev.seq,
+            workspace: workspace.to_owned(),
+            state: ev.key.strip_prefix("state:").map(str::to_owned),
+            task_id: Some(ev.task_id),
+            kind: ev.kind,
+            message: ev.message,
+        }
+    }
+}
+
 /// Where an instance keeps its files.
 #[derive(Debug, Clone)]
 pub struct Paths {

@@ -11,7 +11,6 @@ use super::workspaces::random_hex;
 use super::{Core, CoreError, ExecTarget};
 use crate::git::BareRepo;
 use crate::pods::Engine;
-use crate::pods::engine::Output;
 use crate::pods::naming;
 use crate::store::{Proposal, ProposalState, Task, now};
 
@@ -55,7 +54,7 @@ impl<E: Engine> Core<E> {
         };
         let run = |argv: Vec<String>| async move {
             let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let (code, out, err) = self.agent_exec(ws, &refs).await?;
+            let (code, out, err) = self.exec_capture(ws, ExecTarget::Agent, &refs).await?;
             if code != 0 {
                 return Err(CoreError::Io(format!(
                     "`{}` in the agent container failed: {}",
@@ -89,7 +88,7 @@ impl<E: Engine> Core<E> {
         let range = if repo.has_commit(&base).await { format!("{base}..{branch}") } else { branch.clone() };
         let argv = git(&["bundle", "create", "-q", "-", &range]);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let (code, bundle, err) = self.agent_exec(ws, &refs).await?;
+        let (code, bundle, err) = self.exec_capture(ws, ExecTarget::Agent, &refs).await?;
         if code != 0 || bundle.is_empty() {
             return Err(CoreError::Io(format!("git bundle in the agent container failed: {}", err.trim())));
         }
@@ -207,8 +206,8 @@ impl<E: Engine> Core<E> {
         let bundle = format!("/tmp/{file}");
         let refspec = format!("+refs/heads/{0}:refs/heads/{0}", p.branch);
         let argv = ["git", "-C", &folder, "fetch", "--quiet", "--no-tags", &bundle, &refspec];
-        let (code, err) = self.workspace_exec(&p.workspace, &argv).await?;
-        let _ = self.workspace_exec(&p.workspace, &["rm", "-f", &bundle]).await;
+        let (code, _, err) = self.exec_capture(&p.workspace, ExecTarget::Workspace, &argv).await?;
+        let _ = self.exec_capture(&p.workspace, ExecTarget::Workspace, &["rm", "-f", &bundle]).await;
         if code != 0 {
             return Err(CoreError::Io(format!(
                 "git fetch in the workspace container failed (is git installed in the image?): {}",
@@ -216,18 +215,6 @@ impl<E: Engine> Core<E> {
             )));
         }
         Ok(format!("branch {} is in the workspace repository at {folder}", p.branch))
-    }
-
-    async fn workspace_exec(&self, ws: &str, argv: &[&str]) -> Result<(i64, String), CoreError> {
-        use futures_util::StreamExt;
-        let mut s = self.exec(ws, ExecTarget::Workspace, argv.iter().map(|s| s.to_string()).collect()).await?;
-        let mut err = Vec::new();
-        while let Some(chunk) = s.output.next().await {
-            if let Output::Stderr(b) = chunk? {
-                err.extend_from_slice(&b);
-            }
-        }
-        Ok((self.engine.exec_exit_code(&s.id).await?, String::from_utf8_lossy(&err).into_owned()))
     }
 
     /// Rejects a proposal; feedback goes to the same agent session as a follow-up task.

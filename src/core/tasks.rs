@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::workspaces::random_hex;
-use super::{BusEvent, Core, CoreError};
+use super::{BusEvent, Core, CoreError, ExecTarget};
 use crate::agent::opencode::Opencode;
 use crate::agent::{Agent, AgentEvent, Outcome};
 use crate::pods::Engine;
@@ -80,7 +80,7 @@ impl<E: Engine> Core<E> {
             turns_before,
         };
         self.store.insert_task(task.clone()).await?;
-        self.event(&task, "state:queued", "state", "queued", Some(TaskState::Queued)).await?;
+        self.event(&task, "state:queued", "state", "queued").await?;
         self.spawn_driver(task.id.clone(), Some(agent));
         Ok(task)
     }
@@ -242,7 +242,7 @@ impl<E: Engine> Core<E> {
             AgentEvent::Tool { key, tool, status, title, .. } => {
                 let message =
                     if title.is_empty() { format!("{tool} {status}") } else { format!("{tool} {status}: {title}") };
-                self.event(task, &format!("tool:{key}"), "tool", &message, None).await?;
+                self.event(task, &format!("tool:{key}"), "tool", &message).await?;
             }
             AgentEvent::NeedsInput { key, what, .. } => {
                 if task.state.can_move_to(TaskState::NeedsInput) {
@@ -255,7 +255,7 @@ impl<E: Engine> Core<E> {
                 }
             }
             AgentEvent::Error { message, .. } => {
-                self.event(task, &format!("error:{message}"), "error", &message, None).await?;
+                self.event(task, &format!("error:{message}"), "error", &message).await?;
             }
             AgentEvent::Idle { .. } => {}
         }
@@ -304,7 +304,7 @@ impl<E: Engine> Core<E> {
                             p.removed,
                             started.elapsed().as_millis()
                         );
-                        self.event(task, "proposal", "proposal", &msg, None).await?;
+                        self.event(task, "proposal", "proposal", &msg).await?;
                         self.transition(task, TaskState::Completed, "completed").await
                     }
                     Ok(None) => self.transition(task, TaskState::Completed, "completed without changes").await,
@@ -333,41 +333,30 @@ impl<E: Engine> Core<E> {
         task.state = to;
         let key = format!("state:{}", to.as_str());
         let ev = self.store.update_task_with_event(task, &key, "state", message).await?;
-        self.publish_stored(task, ev, Some(to));
+        self.publish_stored(task, ev);
+        Ok(())
+    }
+
+    /// Stores a task event (once per key) and publishes it.
+    async fn event(&self, task: &Task, key: &str, kind: &str, message: &str) -> Result<(), CoreError> {
+        let ev = self.store.add_event(&task.id, key, kind, message).await?;
+        self.publish_stored(task, ev);
         Ok(())
     }
 
     /// Publishes a stored event (`None`: it was stored before, and published then).
-    fn publish_stored(&self, task: &Task, ev: Option<TaskEvent>, state: Option<TaskState>) {
+    fn publish_stored(&self, task: &Task, ev: Option<TaskEvent>) {
         if let Some(ev) = ev {
-            self.publish(BusEvent {
-                seq: ev.seq,
-                workspace: task.workspace.clone(),
-                task_id: Some(task.id.clone()),
-                kind: ev.kind,
-                message: ev.message,
-                state: state.map(|s| s.as_str().to_owned()),
-            });
+            self.publish(BusEvent::stored(ev, &task.workspace));
         }
-    }
-
-    /// Stores a task event (once per key) and publishes it.
-    async fn event(
-        &self,
-        task: &Task,
-        key: &str,
-        kind: &str,
-        message: &str,
-        state: Option<TaskState>,
-    ) -> Result<(), CoreError> {
-        let ev = self.store.add_event(&task.id, key, kind, message).await?;
-        self.publish_stored(task, ev, state);
-        Ok(())
     }
 
     /// The agent clone's HEAD commit, if it has one.
     async fn agent_head(&self, workspace: &str) -> Option<String> {
-        let (code, out, _) = self.agent_exec(workspace, &["git", "rev-parse", "--verify", "-q", "HEAD"]).await.ok()?;
+        let (code, out, _) = self
+            .exec_capture(workspace, ExecTarget::Agent, &["git", "rev-parse", "--verify", "-q", "HEAD"])
+            .await
+            .ok()?;
         let head = String::from_utf8_lossy(&out).trim().to_owned();
         (code == 0 && !head.is_empty()).then_some(head)
     }

@@ -623,10 +623,15 @@ impl<E: Engine> Core<E> {
         Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
     }
 
-    /// Runs an argv in the agent container as the agent; returns (exit code, stdout, stderr).
-    pub(super) async fn agent_exec(&self, name: &str, argv: &[&str]) -> Result<(i64, Vec<u8>, String), CoreError> {
+    /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr).
+    pub(super) async fn exec_capture(
+        &self,
+        name: &str,
+        target: ExecTarget,
+        argv: &[&str],
+    ) -> Result<(i64, Vec<u8>, String), CoreError> {
         use futures_util::StreamExt;
-        let mut s = self.exec(name, ExecTarget::Agent, argv.iter().map(|s| s.to_string()).collect()).await?;
+        let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
         while let Some(chunk) = s.output.next().await {
             match chunk? {

@@ -208,16 +208,7 @@ pub async fn events<E: Engine>(State(core): S<E>, Query(q): Query<EventsQuery>) 
     let mut replay = Vec::new();
     if let Some(id) = &q.task {
         let (task, events) = core.task(id).await?;
-        for e in events {
-            replay.push(crate::core::BusEvent {
-                seq: e.seq,
-                workspace: task.workspace.clone(),
-                task_id: Some(e.task_id.clone()),
-                state: e.key.strip_prefix("state:").map(str::to_owned),
-                kind: e.kind,
-                message: e.message,
-            });
-        }
+        replay.extend(events.into_iter().map(|e| crate::core::BusEvent::stored(e, &task.workspace)));
     }
     let last_seq = replay.iter().map(|e| e.seq).max().unwrap_or(0);
     let (task, ws) = (q.task.clone(), q.workspace.clone());
