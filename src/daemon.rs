@@ -1,5 +1,6 @@
 //! `devaipod serve`: the daemon that owns all state. It opens the store, resumes the tasks
-//! a previous daemon left running, and serves the API on the unix socket and on loopback TCP.
+//! a previous daemon left running, opens every pod's gator socket, and serves the API on
+//! the unix socket and on loopback TCP.
 
 use std::sync::Arc;
 
@@ -38,6 +39,10 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
 
     let engine = Podman::new(&default_socket())?;
     let core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
+    let gator_shutdown = tokio_util::sync::CancellationToken::new();
+    let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone());
+    sockets.open_all().await?;
+    core.set_endpoints(sockets);
     let resumed = core.resume_tasks().await?;
     eprintln!(
         "devaipod daemon (instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
@@ -52,6 +57,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         }
     };
     web::serve(core, token, tcp, &paths.socket(), shutdown).await?;
+    gator_shutdown.cancel();
     drop(lock);
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());

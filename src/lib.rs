@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod devcontainer;
+pub mod gator;
 pub mod git;
 pub mod mcp;
 pub mod pods;

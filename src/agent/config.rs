@@ -11,8 +11,10 @@ pub const API_KEY_ENV: &str = "DEVAIPOD_LLM_API_KEY";
 /// The port opencode serves on inside the pod.
 pub const PORT: u16 = 4096;
 
-pub fn opencode_config(agent: &AgentConfig) -> Value {
-    json!({
+/// `gator`: the argv of the gator bridge inside the agent container, offered to the agent
+/// as the local MCP server `gator` (its tools appear as `gator_<tool>`).
+pub fn opencode_config(agent: &AgentConfig, gator: Option<&[String]>) -> Value {
+    let mut config = json!({
         "$schema": "https://opencode.ai/config.json",
         "provider": {
             "devaipod": {
@@ -28,7 +30,11 @@ pub fn opencode_config(agent: &AgentConfig) -> Value {
         "permission": { "*": "allow", "external_directory": "allow", "doom_loop": "allow", "question": "deny" },
         "autoupdate": false,
         "share": "disabled"
-    })
+    });
+    if let Some(command) = gator {
+        config["mcp"] = json!({ "gator": { "type": "local", "command": command, "enabled": true } });
+    }
+    config
 }
 
 #[cfg(test)]
@@ -38,7 +44,11 @@ mod tests {
     #[test]
     fn config_points_at_the_provider_without_secrets() {
         let a = AgentConfig { base_url: "http://llm.test/v1".into(), model: "m1".into(), ..AgentConfig::default() };
-        let c = opencode_config(&a);
+        let c = opencode_config(&a, None);
+        assert!(c.get("mcp").is_none());
+        let bridge = ["/opt/b".to_owned(), "gator-bridge".to_owned(), "/run/s".to_owned()];
+        let with_gator = opencode_config(&a, Some(&bridge));
+        assert_eq!(with_gator["mcp"]["gator"]["command"], json!(["/opt/b", "gator-bridge", "/run/s"]));
         assert_eq!(c["provider"]["devaipod"]["options"]["baseURL"], "http://llm.test/v1");
         assert_eq!(c["provider"]["devaipod"]["options"]["apiKey"], "{env:DEVAIPOD_LLM_API_KEY}");
         assert_eq!(c["model"], "devaipod/m1");

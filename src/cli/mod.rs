@@ -109,6 +109,31 @@ pub enum Command {
         #[arg(short = 'm', long = "message")]
         feedback: Option<String>,
     },
+    /// What a workspace's agent may do through gator (GitHub, git push), and what it did.
+    #[command(subcommand)]
+    Gator(GatorCommand),
+    /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
+    #[command(hide = true)]
+    GatorBridge { socket: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatorCommand {
+    /// Show a workspace's scopes (its own and those from devaipod.toml).
+    Show { workspace: String },
+    /// Grant a scope: `github:owner/repo[:read,create-draft,push-new-branch,pending-review,write]`,
+    /// `github:owner/*[:…]` or `readonly-all`.
+    Add { workspace: String, scope: String },
+    /// Take back a scope the workspace has.
+    Remove { workspace: String, scope: String },
+    /// The audit log of gator calls (allowed, denied, failed), newest first.
+    Log {
+        /// One workspace (default: all).
+        workspace: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +152,9 @@ pub struct UpArgs {
     /// Print the plan (pod, containers, mounts, env, security options) and create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// For a GitHub source: the agent may only read (no push, no draft PR).
+    #[arg(short = 'R', long)]
+    pub read_only: bool,
     /// Also start a task with this prompt (without following it).
     #[arg(short = 'c', long = "command")]
     pub task: Option<String>,
@@ -134,15 +162,18 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A local git repository or a git URL (omit with -w).
+    /// A local git repository, a git URL, or a GitHub issue/PR URL (omit with -w).
     #[arg(required_unless_present = "workspace")]
     pub source: Option<String>,
     /// Run in this existing workspace instead of creating one.
     #[arg(short, long, conflicts_with = "source")]
     pub workspace: Option<String>,
-    /// What the agent should do.
-    #[arg(short = 'c', long = "command", required = true)]
-    pub task: String,
+    /// What the agent should do (default for a GitHub issue URL: the issue's title and body).
+    #[arg(short = 'c', long = "command")]
+    pub task: Option<String>,
+    /// For a GitHub source: the agent may only read (no push, no draft PR).
+    #[arg(short = 'R', long)]
+    pub read_only: bool,
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long)]
@@ -195,6 +226,10 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::GatorBridge { socket } = &cli.command {
+        crate::gator::bridge::run(socket).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = load_config(cli.config.as_deref())?;
     let paths = Paths::for_instance(config.instance.as_str());
     let json = cli.json;
@@ -217,7 +252,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Up(a) => {
             let c = connect().await?;
-            let body = json!({ "source": absolute_source(&a.source), "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run });
+            let body = json!({ "source": absolute_source(&a.source), "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run, "read_only": a.read_only });
             let result = up(&c, &body).await?;
             if a.dry_run {
                 output::plan(&result, json)?;
@@ -246,16 +281,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(a) => {
             let c = connect().await?;
-            let workspace = match (a.workspace, a.source) {
-                (Some(w), _) => w,
+            let (workspace, prompt) = match (a.workspace, a.source) {
+                (Some(w), _) => (w, a.task),
                 (None, Some(source)) => {
-                    let r = up(&c, &json!({ "source": absolute_source(&source), "name": a.name, "image": a.image }))
-                        .await?;
-                    r["name"].as_str().unwrap_or_default().to_owned()
+                    if a.task.is_none() && !looks_like_issue(&source) {
+                        bail!("give the task with -c \"…\" (only a GitHub issue or PR URL brings its own)");
+                    }
+                    let body = json!({ "source": absolute_source(&source), "name": a.name, "image": a.image, "read_only": a.read_only });
+                    let r = up(&c, &body).await?;
+                    let name = r["name"].as_str().unwrap_or_default().to_owned();
+                    (name, a.task.or_else(|| r["issue_task"].as_str().map(str::to_owned)))
                 }
                 (None, None) => bail!("give a source or -w <workspace>"),
             };
-            let task = c.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": a.task })).await?;
+            let Some(prompt) = prompt else {
+                bail!("give the task with -c \"…\" (the source brought no issue to work on)");
+            };
+            let task = c.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": prompt })).await?;
             let id = task["id"].as_str().unwrap_or_default().to_owned();
             eprintln!("==> task {id} in workspace {workspace}");
             return follow(&c, &id, json).await;
@@ -345,6 +387,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 )
             }
         }
+        Command::Gator(g) => gator(&connect().await?, g, json).await?,
+        Command::GatorBridge { .. } => unreachable!("handled before the config is loaded"),
         Command::Reject { id, feedback } => {
             let v = connect()
                 .await?
@@ -361,6 +405,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn gator(c: &Client, cmd: GatorCommand, json: bool) -> Result<()> {
+    let scopes = |ws: &str| format!("/api/v1/workspaces/{}/scopes", enc(ws));
+    let view = match cmd {
+        GatorCommand::Show { workspace } => c.get(&scopes(&workspace)).await?,
+        GatorCommand::Add { workspace, scope } => c.post(&scopes(&workspace), &json!({ "scope": scope })).await?,
+        GatorCommand::Remove { workspace, scope } => {
+            c.post(&format!("{}/remove", scopes(&workspace)), &json!({ "scope": scope })).await?
+        }
+        GatorCommand::Log { workspace, limit } => {
+            let mut path = format!("/api/v1/audit?limit={limit}");
+            if let Some(ws) = workspace {
+                path.push_str(&format!("&workspace={}", enc(&ws)));
+            }
+            let v = c.get(&path).await?;
+            return if json { output::json(&v) } else { output::audit(&v) };
+        }
+    };
+    if json { output::json(&view) } else { output::scopes(&view) }
+}
+
+/// `…/issues/N` or `…/pull/N`: a source that brings its task (checked again by the daemon).
+fn looks_like_issue(source: &str) -> bool {
+    let parts: Vec<&str> = source.trim_end_matches('/').rsplit('/').take(2).collect();
+    matches!(parts.as_slice(), [n, "issues" | "pull"] if n.parse::<u64>().is_ok())
 }
 
 /// A local source as an absolute path (the daemon has its own working directory); URLs as given.

@@ -201,3 +201,45 @@ pub fn proposals(v: &Value, as_json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn scopes(v: &Value) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "workspace  {}", s(&v["workspace"]))?;
+    writeln!(o, "github     {}", v["github_repo"].as_str().unwrap_or("(none: the source is not a GitHub URL)"))?;
+    let list = |v: &Value| v.as_array().map(|a| a.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>()).unwrap_or_default();
+    let own = list(&v["scopes"]);
+    let config = list(&v["from_config"]);
+    if own.is_empty() && config.is_empty() {
+        writeln!(o, "scopes     none: the agent sees no gator tools (grant with `devaipod gator add`)")?;
+    }
+    for scope in own {
+        writeln!(o, "scope      {scope}")?;
+    }
+    for scope in config {
+        writeln!(o, "scope      {scope} (from devaipod.toml)")?;
+    }
+    Ok(())
+}
+
+pub fn audit(v: &Value) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(o, "no gator calls yet")?;
+        return Ok(());
+    }
+    writeln!(o, "{:<8} {:<20} {:<6} {:<24} {:<28} REASON", "ID", "WORKSPACE", "RESULT", "TOOL", "TARGET")?;
+    for e in &items {
+        writeln!(
+            o,
+            "{:<8} {:<20} {:<6} {:<24} {:<28} {}",
+            e["id"],
+            s(&e["workspace"]),
+            s(&e["decision"]),
+            s(&e["tool"]),
+            s(&e["target"]),
+            one_line(s(&e["reason"]), 200)
+        )?;
+    }
+    Ok(())
+}

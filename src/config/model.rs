@@ -54,12 +54,16 @@ pub struct EnvSection {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Trusted {
     /// Environment for the workspace container only.
     pub env: EnvSection,
     /// `ENV=podman_secret_name`: podman secrets exposed as `ENV` in the workspace container.
     pub secrets: Vec<SecretRef>,
+    /// Host environment variable with the GitHub token gator uses (never given to a pod).
+    pub github_token_env: Option<EnvName>,
+    /// File (mode 0600) with the GitHub token gator uses; read by the daemon only.
+    pub github_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,13 +72,33 @@ pub struct ServiceGator {
     pub gh: ServiceGatorGh,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceGatorGh {
     /// Read access to every repository the token can see.
     pub read: bool,
     /// Per-repository permissions, keyed by `owner/repo` or `owner/*`.
     pub repos: BTreeMap<RepoPattern, RepoPermissions>,
+    /// Host of GitHub URLs given as sources (`https://<host>/owner/repo[/issues/N]`).
+    pub host: String,
+    /// Base URL of the GitHub REST API.
+    #[serde(deserialize_with = "super::values::http_url")]
+    pub api_url: String,
+    /// Where a repository's git remote is; `{repo}` stands for `owner/repo`.
+    #[serde(deserialize_with = "super::values::repo_template")]
+    pub git_url: String,
+}
+
+impl Default for ServiceGatorGh {
+    fn default() -> Self {
+        ServiceGatorGh {
+            read: false,
+            repos: BTreeMap::new(),
+            host: "github.com".into(),
+            api_url: "https://api.github.com".into(),
+            git_url: "https://github.com/{repo}.git".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

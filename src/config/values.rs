@@ -164,3 +164,12 @@ pub(super) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len();
     if ok { Ok(s) } else { Err(serde::de::Error::custom(format!("`{s}` is not an http:// or https:// URL"))) }
 }
+
+pub(super) fn repo_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.contains("{repo}") {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!("`{s}` has no `{{repo}}` (e.g. https://github.com/{{repo}}.git)")))
+    }
+}

@@ -5,6 +5,7 @@
 //! spawns; the store is the single writer of state.
 
 mod error;
+mod gator;
 mod lifecycle;
 mod proposals;
 pub mod source;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use error::CoreError;
+pub use gator::{PodEndpoints, ScopeView};
 
 /// A random 256-bit token, hex.
 pub fn random_token() -> String {
@@ -118,6 +120,8 @@ pub struct Core<E> {
     approve_lock: tokio::sync::Mutex<()>,
     /// The last workspace listing and when it was made (see `Core::list`).
     list_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<WorkspaceStatus>)>>,
+    /// Gator's per-pod endpoints, set by the daemon (absent: pods get no gator).
+    endpoints: std::sync::OnceLock<Arc<dyn PodEndpoints>>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -133,6 +137,7 @@ impl<E: crate::pods::Engine> Core<E> {
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),
             list_cache: tokio::sync::Mutex::new(None),
+            endpoints: std::sync::OnceLock::new(),
         })
     }
 

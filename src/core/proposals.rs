@@ -21,7 +21,7 @@ pub enum ApproveAction {
     Apply,
     /// Push the branch to the source's remote.
     Push,
-    /// Push and open a draft pull request (comes with gator).
+    /// Push and open a draft pull request on the workspace's GitHub repository.
     DraftPr,
 }
 
@@ -46,6 +46,41 @@ impl<E: Engine> Core<E> {
         }
         let ws = task.workspace.as_str();
         let branch = format!("devaipod/{}", task.id);
+        let Some(head) = self.bring_out(task).await? else { return Ok(None) };
+        let repo = BareRepo::init(self.paths.repo(ws)).await?;
+        let base = task.base.clone().unwrap_or_default();
+        // The diff shows everything the branch adds to the source (earlier, rejected or
+        // unapproved agent commits included), which is exactly what apply or push ships.
+        let base = repo.rev("refs/devaipod/source").await.unwrap_or(base);
+        let stats = repo.stats(&base, &head).await?;
+        let proposal = Proposal {
+            id: format!("p-{}", random_hex(5)),
+            task_id: task.id.clone(),
+            workspace: ws.to_owned(),
+            branch,
+            base,
+            head,
+            commits: stats.commits,
+            files: stats.files,
+            added: stats.added,
+            removed: stats.removed,
+            summary: task.summary.clone().unwrap_or_default(),
+            state: ProposalState::Open,
+            created_at: now(),
+        };
+        self.store.set_agent_head(ws, &proposal.head).await?;
+        if !self.store.insert_proposal(proposal.clone()).await? {
+            return Ok(self.store.proposal_for_task(&task.id).await?);
+        }
+        Ok(Some(proposal))
+    }
+
+    /// Commits the task's pending work on `devaipod/<task>` inside the sandbox, carries the
+    /// branch out as a bundle and fetches it into the daemon's repository. Returns the
+    /// branch's head there; `None` when the task changed nothing.
+    pub(super) async fn bring_out(&self, task: &Task) -> Result<Option<String>, CoreError> {
+        let ws = task.workspace.as_str();
+        let branch = format!("devaipod/{}", task.id);
         let git = |args: &[&str]| {
             let mut v = vec!["git", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false"];
             v.extend_from_slice(&AGENT_IDENTITY);
@@ -64,11 +99,8 @@ impl<E: Engine> Core<E> {
             }
             Ok(String::from_utf8_lossy(&out).into_owned())
         };
-        let base = match &task.base {
-            Some(b) => b.clone(),
-            None => {
-                return Err(CoreError::Io("the task has no base commit (is the repository empty?)".into()));
-            }
+        let Some(base) = task.base.clone() else {
+            return Err(CoreError::Io("the task has no base commit (is the repository empty?)".into()));
         };
         let dirty = !run(git(&["status", "--porcelain"])).await?.trim().is_empty();
         let head = run(git(&["rev-parse", "HEAD"])).await?.trim().to_owned();
@@ -94,31 +126,7 @@ impl<E: Engine> Core<E> {
         }
         let tmp = tempfile::NamedTempFile::new().map_err(|e| CoreError::Io(e.to_string()))?;
         tokio::fs::write(tmp.path(), &bundle).await.map_err(|e| CoreError::Io(e.to_string()))?;
-        let head = repo.fetch_bundle(tmp.path(), &branch).await?;
-        // The diff shows everything the branch adds to the source (earlier, rejected or
-        // unapproved agent commits included), which is exactly what apply or push ships.
-        let base = repo.rev("refs/devaipod/source").await.unwrap_or(base);
-        let stats = repo.stats(&base, &head).await?;
-        let proposal = Proposal {
-            id: format!("p-{}", random_hex(5)),
-            task_id: task.id.clone(),
-            workspace: ws.to_owned(),
-            branch,
-            base,
-            head,
-            commits: stats.commits,
-            files: stats.files,
-            added: stats.added,
-            removed: stats.removed,
-            summary: task.summary.clone().unwrap_or_default(),
-            state: ProposalState::Open,
-            created_at: now(),
-        };
-        self.store.set_agent_head(ws, &proposal.head).await?;
-        if !self.store.insert_proposal(proposal.clone()).await? {
-            return Ok(self.store.proposal_for_task(&task.id).await?);
-        }
-        Ok(Some(proposal))
+        Ok(Some(repo.fetch_bundle(tmp.path(), &branch).await?))
     }
 
     pub async fn proposals(
@@ -166,22 +174,53 @@ impl<E: Engine> Core<E> {
         let (detail, state) = match action {
             ApproveAction::Apply => (self.apply(&p, &repo).await?, ProposalState::Applied),
             ApproveAction::Push => {
-                let record = self
-                    .store
-                    .workspace(&p.workspace)
-                    .await?
-                    .ok_or_else(|| CoreError::NotFound(p.workspace.clone()))?;
-                repo.push(&record.source, &p.branch).await?;
+                let remote = self.push_remote(&p.workspace).await?;
+                repo.push(&remote, &p.branch, false, crate::gator::token(&self.config.trusted).as_deref()).await?;
                 (format!("pushed {} to the source's remote", p.branch), ProposalState::Pushed)
             }
             ApproveAction::DraftPr => {
-                return Err(CoreError::Invalid(
-                    "draft pull requests come with gator (not built yet): use apply or push".into(),
-                ));
+                let gh_repo = self.github_repo(&p.workspace).await?.ok_or_else(|| {
+                    CoreError::Invalid(format!(
+                        "{} does not work on a GitHub repository (its source is not a GitHub URL): use apply or push",
+                        p.workspace
+                    ))
+                })?;
+                let github = self.github();
+                if !github.has_token() {
+                    return Err(CoreError::Invalid(crate::gator::GithubError::NoToken.to_string()));
+                }
+                let remote = self.push_remote(&p.workspace).await?;
+                repo.push(&remote, &p.branch, false, crate::gator::token(&self.config.trusted).as_deref()).await?;
+                let task = self.store.task(&p.task_id).await?;
+                let title: String = task
+                    .as_ref()
+                    .and_then(|t| t.prompt.lines().next())
+                    .unwrap_or("devaipod proposal")
+                    .chars()
+                    .take(72)
+                    .collect();
+                let body = format!("{}\n\n---\nProposed by devaipod (proposal {}, task {}).", p.summary, p.id, p.task_id);
+                let base = github.default_branch(&gh_repo).await.map_err(|e| CoreError::Io(e.to_string()))?;
+                let pr = github
+                    .create_draft_pr(&gh_repo, &p.branch, &base, &title, &body)
+                    .await
+                    .map_err(|e| CoreError::Io(e.to_string()))?;
+                let url = pr["html_url"].as_str().unwrap_or_default();
+                (format!("draft pull request #{} opened: {url}", pr["number"]), ProposalState::Pushed)
             }
         };
         self.store.record_approval(id, action.as_str(), &detail, state).await?;
         self.proposal(id).await
+    }
+
+    /// Where `push` sends a workspace's branches: its GitHub repository's remote, else
+    /// the source it was cloned from.
+    async fn push_remote(&self, ws: &str) -> Result<String, CoreError> {
+        if let Some(repo) = self.github_repo(ws).await? {
+            return Ok(crate::gator::git_url(&self.config.service_gator.gh.git_url, &repo));
+        }
+        let record = self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
+        Ok(record.source)
     }
 
     /// Fetches the proposal's branch into the human's workspace repository.

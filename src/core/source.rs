@@ -80,7 +80,8 @@ pub fn is_url(s: &str) -> bool {
     }
 }
 
-fn strip_credentials(url: &str) -> String {
+/// The URL without `user:password@`.
+pub fn strip_credentials(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         if let Some((_, host)) = authority.rsplit_once('@') {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::lifecycle::{InContainer, run_on_host};
-use super::source::{self, Source};
+use super::source::{self, Source, strip_credentials};
 use super::{BusEvent, Core, CoreError};
 use crate::agent::opencode::Opencode;
 use crate::agent::{Agent, config as agent_config};
@@ -18,7 +18,8 @@ use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::pods::engine::{ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
 use crate::pods::naming::{self, Role, WorkspaceName};
-use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted};
+use crate::gator::{self, GithubSource, ItemKind, Scope};
+use crate::pods::plan::{self, GatorMount, ImagePlan, PlanRequest, PodPlan, Redacted};
 use crate::pods::{Engine, EngineError};
 use crate::store::{WorkspaceRecord, now};
 
@@ -40,6 +41,9 @@ pub struct UpRequest {
     pub devcontainer: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
+    /// For a GitHub source: gator grants read only (no push, no draft PR).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +68,9 @@ pub struct WorkspaceStatus {
     /// Published ports (`status` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// `up` of a GitHub issue or pull request URL: its title and body, as a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_task: Option<String>,
 }
 
 impl WorkspaceStatus {
@@ -80,6 +87,7 @@ impl WorkspaceStatus {
             status: p.status,
             created: p.created,
             ports: p.ports,
+            issue_task: None,
         })
     }
 }
@@ -143,6 +151,8 @@ struct Created {
     pod: Option<String>,
     image: Option<String>,
     repo: Option<PathBuf>,
+    /// The workspace whose gator endpoint was opened.
+    endpoint: Option<String>,
 }
 
 /// How old a cached workspace listing may be (changes by others show after this).
@@ -160,7 +170,32 @@ const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl<E: Engine> Core<E> {
     pub async fn up(self: &Arc<Self>, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
-        let source = Source::parse(&req.source)?;
+        // A GitHub URL (repository, issue or pull request) is cloned from the repository's
+        // remote; an issue's or PR's title and body become the task.
+        let github = GithubSource::parse(&req.source, &self.config.service_gator.gh.host);
+        let clone_from = match &github {
+            Some(g) => gator::git_url(&self.config.service_gator.gh.git_url, &g.repo),
+            None => req.source.clone(),
+        };
+        let issue_task = match &github {
+            Some(GithubSource { repo, item: Some((kind, n)) }) => {
+                progress.step(&format!("reading {repo}#{n} from GitHub"));
+                let gh = self.github();
+                let item = match kind {
+                    ItemKind::Issue => gh.issue(repo, *n).await,
+                    ItemKind::Pull => gh.pull(repo, *n).await,
+                }
+                .map_err(|e| CoreError::Invalid(format!("cannot read {repo}#{n}: {e}")))?;
+                Some(format!(
+                    "{}\n\n{}\n\n(GitHub {repo}#{n}: {})",
+                    item["title"].as_str().unwrap_or_default(),
+                    item["body"].as_str().unwrap_or_default(),
+                    item["html_url"].as_str().unwrap_or_default()
+                ))
+            }
+            _ => None,
+        };
+        let source = Source::parse(&clone_from)?;
         let explicit = req.name.as_deref().map(WorkspaceName::new).transpose()?;
         if !req.dry_run {
             self.engine.ping().await?;
@@ -199,15 +234,24 @@ impl<E: Engine> Core<E> {
             }
             None => None,
         };
+        let gator_mount = match self.endpoints() {
+            Some(_) if !req.dry_run => Some(GatorMount {
+                socket_dir: self.paths.runtime.join("gator").join(name.as_str()),
+                bridge: std::env::current_exe()
+                    .map_err(|e| CoreError::Io(format!("cannot find the devaipod binary for gator's bridge: {e}")))?,
+            }),
+            _ => None,
+        };
         let plan_req = PlanRequest {
             name: name.clone(),
             instance: self.instance().to_owned(),
-            source: source.label(),
+            source: if github.is_some() { strip_credentials(&req.source) } else { source.label() },
             image_override: req.image.clone(),
             host_env,
             opencode_dir: self.opencode_dir.clone(),
             checkout_dir: local_folder,
             agent_password: Redacted(random_hex(32)),
+            gator: gator_mount,
         };
         let plan = plan::plan(&self.config, dc.as_ref(), &plan_req)?;
         for w in &plan.warnings {
@@ -227,6 +271,10 @@ impl<E: Engine> Core<E> {
         let workspace_tar =
             if plan.lifecycle.initialize.is_some() { archive(&checkout).await? } else { agent_tar.clone() };
         let mut created = Created::default();
+        if let (Some(endpoints), Some(_)) = (self.endpoints(), &plan_req.gator) {
+            endpoints.open(name.as_str())?;
+            created.endpoint = Some(name.to_string());
+        }
         let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
         let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
         self.changed().await;
@@ -238,12 +286,16 @@ impl<E: Engine> Core<E> {
         self.store
             .put_workspace(WorkspaceRecord {
                 name: name.to_string(),
-                source: req.source.clone(),
+                source: clone_from.clone(),
                 agent_password: plan_req.agent_password.0.clone(),
                 created_at: now(),
                 agent_head: source::head(&checkout).await,
             })
             .await?;
+        if let Some(g) = &github {
+            self.store.set_github_repo(name.as_str(), Some(&g.repo.to_string())).await?;
+            self.store.add_scope(name.as_str(), &Scope::defaults_for(&g.repo, req.read_only).to_string()).await?;
+        }
         self.publish(BusEvent {
             seq: 0,
             workspace: name.to_string(),
@@ -252,7 +304,8 @@ impl<E: Engine> Core<E> {
             message: "created".into(),
             state: None,
         });
-        let status = self.status(name.as_str()).await?;
+        let mut status = self.status(name.as_str()).await?;
+        status.issue_task = issue_task;
         Ok(UpOutcome::Created(Box::new(status)))
     }
 
@@ -455,6 +508,9 @@ impl<E: Engine> Core<E> {
         if let Some(repo) = &created.repo {
             let _ = tokio::fs::remove_dir_all(repo).await;
         }
+        if let (Some(ws), Some(endpoints)) = (&created.endpoint, self.endpoints()) {
+            endpoints.close(ws);
+        }
     }
 
     /// All workspaces of this instance: one engine round trip.
@@ -571,6 +627,9 @@ impl<E: Engine> Core<E> {
                 Ok(()) | Err(EngineError::NotFound { .. }) => {}
                 Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
             }
+        }
+        if let Some(endpoints) = self.endpoints() {
+            endpoints.close(name);
         }
         if !keep_volumes {
             // The daemon's repository stays: the workspace's proposals remain readable.

@@ -41,6 +41,17 @@ pub struct PlanRequest {
     pub checkout_dir: PathBuf,
     /// The password of the agent's API (random per pod).
     pub agent_password: Redacted,
+    /// Gator for this pod: mounted into the agent container only.
+    pub gator: Option<GatorMount>,
+}
+
+/// The host side of a pod's gator endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatorMount {
+    /// Directory holding this pod's socket (and nothing else).
+    pub socket_dir: PathBuf,
+    /// The devaipod binary, run inside the agent as the stdio bridge.
+    pub bridge: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -344,7 +355,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let mut agent_env = common;
     agent_env.insert("HOME".into(), AGENT_HOME.into());
     agent_env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
-    agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), agent_config::opencode_config(&config.agent).to_string());
+    let gator_command = req.gator.as_ref().map(|_| {
+        let socket = format!("{}/{}", crate::gator::SOCKET_DIR_IN_POD, crate::gator::SOCKET_NAME);
+        vec![crate::gator::BRIDGE_IN_POD.to_owned(), "gator-bridge".to_owned(), socket]
+    });
+    let opencode_config = agent_config::opencode_config(&config.agent, gator_command.as_deref());
+    agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
     let password_secret = format!("{}-agent-password", name.pod());
     let mut secrets = vec![SecretPlan { name: password_secret.clone(), value: req.agent_password.clone() }];
     let mut agent_secret_env = BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
@@ -390,7 +406,19 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             MountPlan::Volume { name: name.workspace_volume(), target: MAIN_WORKSPACE.into(), readonly: true },
             MountPlan::Volume { name: name.agent_home_volume(), target: AGENT_HOME.into(), readonly: false },
             MountPlan::Bind { source: req.opencode_dir.clone(), target: INJECT_DIR.into(), readonly: true },
-        ],
+        ]
+        .into_iter()
+        .chain(req.gator.iter().flat_map(|g| {
+            [
+                MountPlan::Bind {
+                    source: g.socket_dir.clone(),
+                    target: crate::gator::SOCKET_DIR_IN_POD.into(),
+                    readonly: true,
+                },
+                MountPlan::Bind { source: g.bridge.clone(), target: crate::gator::BRIDGE_IN_POD.into(), readonly: true },
+            ]
+        }))
+        .collect(),
         cap_drop: vec!["ALL".into()],
         cap_add: vec!["NET_BIND_SERVICE".into()],
         no_new_privileges: true,

@@ -4,6 +4,7 @@
 //! One connection behind a mutex; every call runs on the blocking pool, never on the
 //! async runtime's threads.
 
+mod gator;
 mod records;
 
 use std::path::Path;
@@ -11,9 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use gator::AuditEntry;
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_gator.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,7 +130,8 @@ impl Store {
     pub async fn delete_workspace(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
         self.with(move |c| {
-            c.execute("DELETE FROM workspaces WHERE name = ?1", [name])?;
+            c.execute("DELETE FROM gator_scopes WHERE workspace = ?1", [&name])?;
+            c.execute("DELETE FROM workspaces WHERE name = ?1", [&name])?;
             Ok(())
         })
         .await

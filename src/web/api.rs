@@ -232,3 +232,33 @@ pub async fn events<E: Engine>(State(core): S<E>, Query(q): Query<EventsQuery>) 
         .map(|e| Ok::<_, Infallible>(Event::default().event(e.kind.clone()).json_data(&e).unwrap_or_default()));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
+
+// ---- gator ----
+
+pub async fn get_scopes<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
+    to_json(core.scope_view(&name).await?)
+}
+
+#[derive(Deserialize)]
+pub struct ScopeBody {
+    #[serde(default)]
+    scope: String,
+}
+
+pub async fn add_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, Json(b): Json<ScopeBody>) -> R {
+    to_json(core.add_scope(&name, &b.scope).await?)
+}
+
+pub async fn remove_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, Json(b): Json<ScopeBody>) -> R {
+    to_json(core.remove_scope(&name, &b.scope).await?)
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    workspace: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn audit_log<E: Engine>(State(core): S<E>, Query(q): Query<AuditQuery>) -> R {
+    to_json(core.audit_log(q.workspace.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000)).await?)
+}

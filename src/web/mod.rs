@@ -36,6 +36,9 @@ pub fn api_router<E: Engine>(core: Arc<Core<E>>) -> Router {
         .route("/api/v1/proposals/{id}/approve", post(approve::<E>))
         .route("/api/v1/proposals/{id}/reject", post(reject::<E>))
         .route("/api/v1/events", get(events::<E>))
+        .route("/api/v1/workspaces/{name}/scopes", get(get_scopes::<E>).post(add_scope::<E>))
+        .route("/api/v1/workspaces/{name}/scopes/remove", post(remove_scope::<E>))
+        .route("/api/v1/audit", get(audit_log::<E>))
         .with_state(core)
 }
 
@@ -58,6 +61,10 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/proposals/x/approve"),
     ("POST", "/api/v1/proposals/x/reject"),
     ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/workspaces/x/scopes"),
+    ("POST", "/api/v1/workspaces/x/scopes"),
+    ("POST", "/api/v1/workspaces/x/scopes/remove"),
+    ("GET", "/api/v1/audit"),
     ("POST", "/mcp"),
     ("GET", "/mcp"),
 ];

@@ -19,6 +19,7 @@ fn request() -> PlanRequest {
         opencode_dir: "/cache/opencode/bin".into(),
         checkout_dir: "/tmp/checkout/hello".into(),
         agent_password: Redacted("pw-123".into()),
+        gator: None,
     }
 }
 
@@ -257,4 +258,28 @@ fn a_folder_over_the_agent_mounts_is_refused() {
             .to_string();
         assert!(e.contains("where devaipod mounts the agent's own files"), "{folder}: {e}");
     }
+}
+
+#[test]
+fn gator_reaches_the_agent_only_through_its_socket_directory() {
+    let mut req = request();
+    req.gator = Some(GatorMount { socket_dir: "/run/d/gator/hello".into(), bridge: "/usr/bin/devaipod".into() });
+    let p = plan(&config(""), None, &req).unwrap();
+    let gator_dir = MountPlan::Bind {
+        source: "/run/d/gator/hello".into(),
+        target: crate::gator::SOCKET_DIR_IN_POD.into(),
+        readonly: true,
+    };
+    let bridge =
+        MountPlan::Bind { source: "/usr/bin/devaipod".into(), target: crate::gator::BRIDGE_IN_POD.into(), readonly: true };
+    assert!(p.agent.mounts.contains(&gator_dir) && p.agent.mounts.contains(&bridge), "{:?}", p.agent.mounts);
+    assert!(!p.workspace.mounts.contains(&gator_dir), "the human's container has no gator socket");
+    let config: serde_json::Value = serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+    assert_eq!(
+        config["mcp"]["gator"]["command"],
+        serde_json::json!([crate::gator::BRIDGE_IN_POD, "gator-bridge", "/run/devaipod/gator/gator.sock"])
+    );
+    // No token, scope or GitHub setting travels into the pod.
+    let env = format!("{:?}{:?}", p.agent.env, p.agent.secret_env);
+    assert!(!env.contains("GH_TOKEN") && !env.contains("github"), "{env}");
 }

@@ -1,0 +1,154 @@
+//! Gator's policy side in core: a workspace's scopes (config + store), the audit log, and
+//! pushing an agent's branch with the daemon's credentials. The MCP face is `gator::tools`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{BusEvent, Core, CoreError};
+use crate::gator::{self, Github, RepoId, Scope};
+use crate::git::BareRepo;
+use crate::pods::Engine;
+use crate::store::{AuditEntry, TaskState};
+
+/// Serves each pod its gator endpoint. Opened before the agent container starts (its
+/// directory is mounted into it), closed when the workspace is deleted.
+pub trait PodEndpoints: Send + Sync {
+    /// Opens (or reopens) the endpoint of `workspace`; returns the host directory to mount.
+    fn open(&self, workspace: &str) -> Result<PathBuf, CoreError>;
+    fn close(&self, workspace: &str);
+}
+
+/// A workspace's scopes as `gator show` prints them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScopeView {
+    pub workspace: String,
+    /// The GitHub repository the workspace works on, if any.
+    pub github_repo: Option<String>,
+    /// Scopes of this workspace (added at `up` or with `gator add`).
+    pub scopes: Vec<String>,
+    /// Scopes every workspace has, from `[service-gator]` in devaipod.toml.
+    pub from_config: Vec<String>,
+}
+
+impl<E: Engine> Core<E> {
+    pub fn set_endpoints(&self, endpoints: std::sync::Arc<dyn PodEndpoints>) {
+        let _ = self.endpoints.set(endpoints);
+    }
+
+    pub(super) fn endpoints(&self) -> Option<&std::sync::Arc<dyn PodEndpoints>> {
+        self.endpoints.get()
+    }
+
+    /// The GitHub client with the daemon's token (read at each call, so a rotated token
+    /// file takes effect without a restart).
+    pub fn github(&self) -> Github {
+        Github::new(&self.config.service_gator.gh.api_url, gator::token(&self.config.trusted))
+    }
+
+    pub async fn github_repo(&self, ws: &str) -> Result<Option<RepoId>, CoreError> {
+        Ok(self.store.github_repo(ws).await?.and_then(|r| RepoId::parse(&r).ok()))
+    }
+
+    /// Every scope that applies to `ws`: its own and the configured ones.
+    pub async fn effective_scopes(&self, ws: &str) -> Result<Vec<Scope>, CoreError> {
+        let mut out = Scope::from_config(&self.config.service_gator);
+        for s in self.store.scopes(ws).await? {
+            // Stored scopes were parsed when added; one that no longer parses grants nothing.
+            if let Ok(scope) = Scope::parse(&s) {
+                out.push(scope);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn scope_view(&self, ws: &str) -> Result<ScopeView, CoreError> {
+        self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
+        Ok(ScopeView {
+            workspace: ws.to_owned(),
+            github_repo: self.store.github_repo(ws).await?,
+            scopes: self.store.scopes(ws).await?,
+            from_config: Scope::from_config(&self.config.service_gator).iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    pub async fn add_scope(&self, ws: &str, scope: &str) -> Result<ScopeView, CoreError> {
+        self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
+        let parsed = Scope::parse(scope).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        self.store.add_scope(ws, &parsed.to_string()).await?;
+        self.scope_view(ws).await
+    }
+
+    pub async fn remove_scope(&self, ws: &str, scope: &str) -> Result<ScopeView, CoreError> {
+        self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
+        let parsed = Scope::parse(scope).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        if !self.store.remove_scope(ws, &parsed.to_string()).await? {
+            let have = self.store.scopes(ws).await?;
+            return Err(CoreError::Invalid(format!(
+                "{ws} has no scope `{parsed}` (it has: {})",
+                if have.is_empty() { "none".to_owned() } else { have.join(", ") }
+            )));
+        }
+        self.scope_view(ws).await
+    }
+
+    /// Records one gator call and publishes it on the bus.
+    pub async fn audit(
+        &self,
+        ws: &str,
+        tool: &str,
+        target: &str,
+        decision: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, CoreError> {
+        let entry = self.store.audit(ws, tool, target, decision, reason).await?;
+        self.publish(BusEvent {
+            seq: 0,
+            workspace: ws.to_owned(),
+            task_id: None,
+            kind: "audit".into(),
+            message: format!("{} {tool} {target}: {reason}", entry.decision),
+            state: None,
+        });
+        Ok(entry)
+    }
+
+    pub async fn audit_log(&self, ws: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, CoreError> {
+        Ok(self.store.audit_log(ws, limit).await?)
+    }
+
+    /// The branch of the workspace's unfinished task, where the agent is working now.
+    pub async fn current_branch(&self, ws: &str) -> Result<Option<String>, CoreError> {
+        let tasks = self.store.tasks(Some(ws)).await?;
+        let open = [TaskState::Queued, TaskState::Running, TaskState::NeedsInput];
+        Ok(tasks.into_iter().find(|t| open.contains(&t.state)).map(|t| format!("devaipod/{}", t.id)))
+    }
+
+    /// Whether `branch` is `devaipod/<task>` of one of this workspace's tasks.
+    pub async fn owns_branch(&self, ws: &str, branch: &str) -> Result<bool, CoreError> {
+        let Some(id) = branch.strip_prefix("devaipod/") else { return Ok(false) };
+        Ok(self.store.task(id).await?.is_some_and(|t| t.workspace == ws))
+    }
+
+    /// Brings the task's work out of the sandbox and pushes `branch` to `repo`'s remote
+    /// with the daemon's credentials. The caller has decided that this is allowed.
+    pub async fn push_agent_branch(
+        &self,
+        ws: &str,
+        repo: &RepoId,
+        branch: &str,
+        force: bool,
+    ) -> Result<String, CoreError> {
+        let id = branch.strip_prefix("devaipod/").unwrap_or(branch);
+        let task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
+        let head = self
+            .bring_out(&task)
+            .await?
+            .ok_or_else(|| CoreError::Invalid("nothing to push: the task has not changed anything yet".into()))?;
+        let bare = BareRepo::init(self.paths.repo(ws)).await?;
+        let remote = gator::git_url(&self.config.service_gator.gh.git_url, repo);
+        let token = gator::token(&self.config.trusted);
+        bare.push(&remote, branch, force, token.as_deref()).await?;
+        Ok(head)
+    }
+}

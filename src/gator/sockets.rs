@@ -1,0 +1,119 @@
+//! One unix socket per pod: `<runtime>/gator/<workspace>/gator.sock`, the directory mounted
+//! (read-only) into that pod's agent container only. A connection is served as the
+//! workspace whose socket it came in on: identity is the socket, nothing the agent says.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use dashmap::DashMap;
+use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{PodGator, SOCKET_NAME};
+use crate::core::{Core, CoreError, PodEndpoints};
+use crate::pods::Engine;
+
+pub struct PodSockets<E> {
+    core: Weak<Core<E>>,
+    root: PathBuf,
+    listeners: DashMap<String, CancellationToken>,
+    shutdown: CancellationToken,
+}
+
+impl<E: Engine + 'static> PodSockets<E> {
+    /// Serves gator for `core`'s pods until `shutdown`; sockets live under `<runtime>/gator`.
+    pub fn new(core: &Arc<Core<E>>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(PodSockets {
+            core: Arc::downgrade(core),
+            root: core.paths.runtime.join("gator"),
+            listeners: DashMap::new(),
+            shutdown,
+        })
+    }
+
+    /// Opens the sockets of every workspace in the store (after a daemon start: the agent
+    /// containers keep the directory mounted, so a new socket in it is reachable at once).
+    pub async fn open_all(&self) -> Result<(), CoreError> {
+        let Some(core) = self.core.upgrade() else { return Ok(()) };
+        for ws in core.store.workspace_names().await? {
+            if let Err(e) = self.open(&ws) {
+                tracing::warn!("gator: cannot open the socket of {ws}: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn dir(&self, ws: &str) -> PathBuf {
+        self.root.join(ws)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
+    fn open(&self, ws: &str) -> Result<PathBuf, CoreError> {
+        let io = |what: &str, e: std::io::Error| CoreError::Io(format!("gator socket of {ws}: {what}: {e}"));
+        let dir = self.dir(ws);
+        std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
+        // The agent runs as an unprivileged user: it must reach into the directory and
+        // connect to the socket, and there is nothing else in there.
+        set_mode(&self.root, 0o711).map_err(|e| io("chmod", e))?;
+        set_mode(&dir, 0o755).map_err(|e| io("chmod", e))?;
+        let path = dir.join(SOCKET_NAME);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove old socket", e)),
+        }
+        let listener = tokio::net::UnixListener::bind(&path).map_err(|e| io("bind", e))?;
+        set_mode(&path, 0o666).map_err(|e| io("chmod", e))?;
+
+        let token = self.shutdown.child_token();
+        if let Some(old) = self.listeners.insert(ws.to_owned(), token.clone()) {
+            old.cancel();
+        }
+        let core = self.core.clone();
+        let workspace = ws.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = token.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!("gator: accept on {workspace}'s socket: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let Some(core) = core.upgrade() else { break };
+                let handler = PodGator::new(core, workspace.clone());
+                let conn_token = token.clone();
+                tokio::spawn(async move {
+                    let (read, write) = stream.into_split();
+                    match handler.serve((read, write)).await {
+                        Ok(running) => {
+                            tokio::select! {
+                                _ = conn_token.cancelled() => {}
+                                _ = running.waiting() => {}
+                            }
+                        }
+                        Err(e) => tracing::debug!("gator: a connection ended before initializing: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(dir)
+    }
+
+    fn close(&self, ws: &str) {
+        if let Some((_, token)) = self.listeners.remove(ws) {
+            token.cancel();
+        }
+        let _ = std::fs::remove_dir_all(self.dir(ws));
+    }
+}

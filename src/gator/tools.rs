@@ -1,0 +1,338 @@
+//! The MCP tools one pod's agent sees. The handler is bound to one workspace (the socket it
+//! was accepted on), lists only the tools its scopes allow, and decides and audits every
+//! call before doing anything — unknown tools and bad arguments included.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, schemars};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::scope::{Perm, RepoId, Request, decide, offers};
+use crate::core::Core;
+use crate::pods::Engine;
+
+/// Gator for one workspace's agent.
+pub struct PodGator<E> {
+    core: Arc<Core<E>>,
+    workspace: String,
+}
+
+impl<E> Clone for PodGator<E> {
+    fn clone(&self) -> Self {
+        PodGator { core: self.core.clone(), workspace: self.workspace.clone() }
+    }
+}
+
+// ---- inputs ----
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GetItem {
+    /// `owner/repo` (default: the workspace's repository).
+    repo: Option<String>,
+    /// The issue or pull request number.
+    number: u64,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListItems {
+    /// `owner/repo` (default: the workspace's repository).
+    repo: Option<String>,
+    /// `open` (default), `closed` or `all`.
+    state: Option<String>,
+    /// At most this many (1 to 100, default 30).
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PushBranch {
+    /// The branch to push (default: the running task's `devaipod/<task>`). Only this
+    /// workspace's `devaipod/*` branches can be pushed.
+    branch: Option<String>,
+    /// Overwrite the remote branch (needs the `write` scope).
+    force: Option<bool>,
+    /// `owner/repo` to push to (default: the workspace's repository).
+    repo: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateDraftPr {
+    /// The pull request's title.
+    title: String,
+    /// Its description (Markdown).
+    body: Option<String>,
+    /// The branch with the changes (default: the running task's branch; push it first).
+    head: Option<String>,
+    /// The branch to merge into (default: the repository's default branch).
+    base: Option<String>,
+    /// `owner/repo` (default: the workspace's repository).
+    repo: Option<String>,
+    /// Must be true or absent: agents open draft pull requests only.
+    draft: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Comment {
+    /// `owner/repo` (default: the workspace's repository).
+    repo: Option<String>,
+    /// The issue or pull request number.
+    number: u64,
+    /// The comment (Markdown).
+    body: String,
+}
+
+/// One tool: its name, what it needs, its description and input schema.
+struct Spec {
+    name: &'static str,
+    need: Perm,
+    description: &'static str,
+    schema: fn() -> Value,
+    read_only: bool,
+}
+
+fn schema<T: schemars::JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({ "type": "object" }))
+}
+
+const TOOLS: &[Spec] = &[
+    Spec {
+        name: "github_get_issue",
+        need: Perm::Read,
+        description: "Read a GitHub issue: title, body, state, labels.",
+        schema: schema::<GetItem>,
+        read_only: true,
+    },
+    Spec {
+        name: "github_list_issues",
+        need: Perm::Read,
+        description: "List a repository's issues (and pull requests, as GitHub does).",
+        schema: schema::<ListItems>,
+        read_only: true,
+    },
+    Spec {
+        name: "github_get_pull_request",
+        need: Perm::Read,
+        description: "Read a GitHub pull request: title, body, state, head, base, draft.",
+        schema: schema::<GetItem>,
+        read_only: true,
+    },
+    Spec {
+        name: "github_list_pull_requests",
+        need: Perm::Read,
+        description: "List a repository's pull requests.",
+        schema: schema::<ListItems>,
+        read_only: true,
+    },
+    Spec {
+        name: "git_push_branch",
+        need: Perm::PushNewBranch,
+        description: "Commit your work and push your task's devaipod/* branch to the repository's remote (with the owner's credentials; you never see them).",
+        schema: schema::<PushBranch>,
+        read_only: false,
+    },
+    Spec {
+        name: "github_create_draft_pr",
+        need: Perm::CreateDraft,
+        description: "Open a draft pull request from your pushed devaipod/* branch.",
+        schema: schema::<CreateDraftPr>,
+        read_only: false,
+    },
+    Spec {
+        name: "github_comment",
+        need: Perm::Write,
+        description: "Comment on an issue or pull request.",
+        schema: schema::<Comment>,
+        read_only: false,
+    },
+];
+
+/// A refused or failed call: what the agent is told (as `isError`) and what is audited.
+struct Refusal {
+    decision: &'static str,
+    target: String,
+    reason: String,
+}
+
+fn deny(target: impl Into<String>, reason: impl Into<String>) -> Refusal {
+    Refusal { decision: "deny", target: target.into(), reason: reason.into() }
+}
+
+fn failed(target: impl Into<String>, reason: impl std::fmt::Display) -> Refusal {
+    Refusal { decision: "error", target: target.into(), reason: reason.to_string() }
+}
+
+fn args<T: DeserializeOwned>(name: &str, raw: &Value) -> Result<T, Refusal> {
+    serde_json::from_value(raw.clone()).map_err(|e| deny("-", format!("bad arguments for {name}: {e}")))
+}
+
+impl<E: Engine + 'static> PodGator<E> {
+    pub fn new(core: Arc<Core<E>>, workspace: String) -> Self {
+        PodGator { core, workspace }
+    }
+
+    async fn repo(&self, given: Option<&str>) -> Result<RepoId, Refusal> {
+        match given {
+            Some(r) => RepoId::parse(r).map_err(|e| deny(r, e.to_string())),
+            None => match self.core.github_repo(&self.workspace).await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(deny("-", "give `repo` (owner/repo): this workspace has no GitHub repository")),
+                Err(e) => Err(failed("-", e)),
+            },
+        }
+    }
+
+    /// Decides `req` against the workspace's scopes and audits the decision.
+    async fn check(&self, tool: &str, target: &str, req: Request<'_>) -> Result<(), Refusal> {
+        let scopes = self.core.effective_scopes(&self.workspace).await.map_err(|e| failed(target, e))?;
+        let d = decide(&scopes, &req);
+        if !d.allowed {
+            return Err(deny(target, d.reason));
+        }
+        self.core.audit(&self.workspace, tool, target, "allow", &d.reason).await.map_err(|e| failed(target, e))?;
+        Ok(())
+    }
+
+    async fn branch(&self, given: Option<String>) -> Result<(String, bool), Refusal> {
+        let branch = match given {
+            Some(b) => b,
+            None => match self.core.current_branch(&self.workspace).await {
+                Ok(Some(b)) => b,
+                Ok(None) => return Err(deny("-", "no task is running in this workspace: name the branch")),
+                Err(e) => return Err(failed("-", e)),
+            },
+        };
+        let own = self.core.owns_branch(&self.workspace, &branch).await.map_err(|e| failed(&branch, e))?;
+        Ok((branch, own))
+    }
+
+    async fn dispatch(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
+        let gh = self.core.github();
+        match tool {
+            "github_get_issue" | "github_get_pull_request" => {
+                let a: GetItem = args(tool, raw)?;
+                let repo = self.repo(a.repo.as_deref()).await?;
+                let target = format!("{repo}#{}", a.number);
+                self.check(tool, &target, Request::Read { repo: &repo }).await?;
+                let r = if tool == "github_get_issue" { gh.issue(&repo, a.number).await } else { gh.pull(&repo, a.number).await };
+                r.map_err(|e| failed(target, e))
+            }
+            "github_list_issues" | "github_list_pull_requests" => {
+                let a: ListItems = args(tool, raw)?;
+                let repo = self.repo(a.repo.as_deref()).await?;
+                let state = a.state.unwrap_or_else(|| "open".into());
+                if !["open", "closed", "all"].contains(&state.as_str()) {
+                    return Err(deny(repo.to_string(), format!("state `{state}`: use open, closed or all")));
+                }
+                let target = repo.to_string();
+                self.check(tool, &target, Request::Read { repo: &repo }).await?;
+                let kind = if tool == "github_list_issues" { "issues" } else { "pulls" };
+                let items = gh.list(&repo, kind, &state, a.limit.unwrap_or(30)).await.map_err(|e| failed(&target, e))?;
+                Ok(json!({ "items": items }))
+            }
+            "git_push_branch" => {
+                let a: PushBranch = args(tool, raw)?;
+                let repo = self.repo(a.repo.as_deref()).await?;
+                let (branch, own_branch) = self.branch(a.branch).await?;
+                let force = a.force.unwrap_or(false);
+                let target = format!("{repo} {branch}{}", if force { " (force)" } else { "" });
+                self.check(tool, &target, Request::Push { repo: &repo, branch: &branch, force, own_branch }).await?;
+                let head = self
+                    .core
+                    .push_agent_branch(&self.workspace, &repo, &branch, force)
+                    .await
+                    .map_err(|e| failed(&target, e))?;
+                Ok(json!({ "pushed": branch, "repo": repo.to_string(), "head": head }))
+            }
+            "github_create_draft_pr" => {
+                let a: CreateDraftPr = args(tool, raw)?;
+                let repo = self.repo(a.repo.as_deref()).await?;
+                let (head, own_head) = self.branch(a.head).await?;
+                let draft = a.draft.unwrap_or(true);
+                let target = format!("{repo} {head}");
+                self.check(tool, &target, Request::OpenPr { repo: &repo, draft, own_head }).await?;
+                let base = match a.base {
+                    Some(b) => b,
+                    None => gh.default_branch(&repo).await.map_err(|e| failed(&target, e))?,
+                };
+                let body = a.body.unwrap_or_default();
+                gh.create_draft_pr(&repo, &head, &base, &a.title, &body).await.map_err(|e| failed(&target, e))
+            }
+            "github_comment" => {
+                let a: Comment = args(tool, raw)?;
+                let repo = self.repo(a.repo.as_deref()).await?;
+                let target = format!("{repo}#{}", a.number);
+                self.check(tool, &target, Request::Comment { repo: &repo }).await?;
+                gh.comment(&repo, a.number, &a.body).await.map_err(|e| failed(target, e))
+            }
+            other => Err(deny("-", format!("unknown tool `{other}`"))),
+        }
+    }
+}
+
+impl<E: Engine + 'static> ServerHandler for PodGator<E> {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "gator: GitHub and git for this workspace, within the scopes its owner granted. Push your work with git_push_branch, then open a draft PR with github_create_draft_pr.",
+        );
+        info.server_info.name = "devaipod-gator".into();
+        info.server_info.version = env!("CARGO_PKG_VERSION").into();
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let scopes = self
+            .core
+            .effective_scopes(&self.workspace)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let tools = TOOLS
+            .iter()
+            .filter(|t| offers(&scopes, t.need))
+            .map(|t| {
+                let schema = match (t.schema)() {
+                    Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                };
+                Tool::new(t.name, t.description, schema)
+                    .with_annotations(ToolAnnotations::new().read_only(t.read_only).destructive(false))
+            })
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tool = request.name.to_string();
+        let raw = Value::Object(request.arguments.unwrap_or_default());
+        let result = match self.dispatch(&tool, &raw).await {
+            Ok(value) => CallToolResult::structured(value),
+            Err(r) => {
+                if let Err(e) = self.core.audit(&self.workspace, &tool, &r.target, r.decision, &r.reason).await {
+                    tracing::error!("gator: cannot write the audit log: {e}");
+                    return Err(ErrorData::internal_error("the audit log cannot be written", None));
+                }
+                let what = if r.decision == "deny" { "denied" } else { "failed" };
+                CallToolResult::error(vec![ContentBlock::text(format!("{tool} {what}: {}", r.reason))])
+            }
+        };
+        Ok(result.into())
+    }
+}
