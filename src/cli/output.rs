@@ -206,7 +206,8 @@ pub fn scopes(v: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "workspace  {}", s(&v["workspace"]))?;
     writeln!(o, "github     {}", v["github_repo"].as_str().unwrap_or("(none: the source is not a GitHub URL)"))?;
-    let list = |v: &Value| v.as_array().map(|a| a.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>()).unwrap_or_default();
+    let list =
+        |v: &Value| v.as_array().map(|a| a.iter().map(|x| s(x).to_owned()).collect::<Vec<_>>()).unwrap_or_default();
     let own = list(&v["scopes"]);
     let config = list(&v["from_config"]);
     if own.is_empty() && config.is_empty() {

@@ -199,7 +199,8 @@ impl<E: Engine> Core<E> {
                     .chars()
                     .take(72)
                     .collect();
-                let body = format!("{}\n\n---\nProposed by devaipod (proposal {}, task {}).", p.summary, p.id, p.task_id);
+                let body =
+                    format!("{}\n\n---\nProposed by devaipod (proposal {}, task {}).", p.summary, p.id, p.task_id);
                 let base = github.default_branch(&gh_repo).await.map_err(|e| CoreError::Io(e.to_string()))?;
                 let pr = github
                     .create_draft_pr(&gh_repo, &p.branch, &base, &title, &body)

@@ -94,8 +94,14 @@ mod tests {
             ("https://github.com/o/r", Some(GithubSource { repo: r("o/r"), item: None })),
             ("https://github.com/o/r.git", Some(GithubSource { repo: r("o/r"), item: None })),
             ("https://github.com/o/r/", Some(GithubSource { repo: r("o/r"), item: None })),
-            ("https://github.com/o/r/issues/12", Some(GithubSource { repo: r("o/r"), item: Some((ItemKind::Issue, 12)) })),
-            ("https://GitHub.com/o/r/pull/3/files", Some(GithubSource { repo: r("o/r"), item: Some((ItemKind::Pull, 3)) })),
+            (
+                "https://github.com/o/r/issues/12",
+                Some(GithubSource { repo: r("o/r"), item: Some((ItemKind::Issue, 12)) }),
+            ),
+            (
+                "https://GitHub.com/o/r/pull/3/files",
+                Some(GithubSource { repo: r("o/r"), item: Some((ItemKind::Pull, 3)) }),
+            ),
             ("https://github.com/o/r/issues/x", None),
             ("https://github.com/o/r/tree/main", None),
             ("https://github.com/o", None),

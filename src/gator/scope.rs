@@ -101,19 +101,26 @@ impl RepoMatch {
 pub enum Scope {
     /// Read every repository the token can see.
     ReadonlyAll,
-    Github { repos: RepoMatch, perms: Vec<Perm> },
+    Github {
+        repos: RepoMatch,
+        perms: Vec<Perm>,
+    },
 }
 
 impl Scope {
     pub fn parse(input: &str) -> Result<Scope, ScopeError> {
         let s = input.trim();
-        let err = |part: &str, why: &str| ScopeError { input: s.to_owned(), part: part.to_owned(), why: why.to_owned() };
+        let err =
+            |part: &str, why: &str| ScopeError { input: s.to_owned(), part: part.to_owned(), why: why.to_owned() };
         if s == "readonly-all" {
             return Ok(Scope::ReadonlyAll);
         }
         let Some(rest) = s.strip_prefix("github:") else {
             let head = s.split(':').next().unwrap_or(s);
-            return Err(err(head, "is not a scope kind: use `github:owner/repo[:perms]`, `github:owner/*` or `readonly-all`"));
+            return Err(err(
+                head,
+                "is not a scope kind: use `github:owner/repo[:perms]`, `github:owner/*` or `readonly-all`",
+            ));
         };
         let (target, perms) = match rest.split_once(':') {
             Some((t, p)) => (t, Some(p)),
@@ -208,21 +215,35 @@ impl fmt::Display for Scope {
 /// What a gator call wants to do, as the decision function sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
-    Read { repo: &'a RepoId },
+    Read {
+        repo: &'a RepoId,
+    },
     /// Open a pull request from `head`; `draft: false` is never allowed, and the head must
     /// be one of this workspace's branches.
-    OpenPr { repo: &'a RepoId, draft: bool, own_head: bool },
-    Comment { repo: &'a RepoId },
+    OpenPr {
+        repo: &'a RepoId,
+        draft: bool,
+        own_head: bool,
+    },
+    Comment {
+        repo: &'a RepoId,
+    },
     /// Push `branch` to `repo`. `own_branches` are the branches this workspace's tasks own.
-    Push { repo: &'a RepoId, branch: &'a str, force: bool, own_branch: bool },
+    Push {
+        repo: &'a RepoId,
+        branch: &'a str,
+        force: bool,
+        own_branch: bool,
+    },
 }
 
 impl Request<'_> {
     pub fn repo(&self) -> &RepoId {
         match self {
-            Request::Read { repo } | Request::OpenPr { repo, .. } | Request::Comment { repo } | Request::Push { repo, .. } => {
-                repo
-            }
+            Request::Read { repo }
+            | Request::OpenPr { repo, .. }
+            | Request::Comment { repo }
+            | Request::Push { repo, .. } => repo,
         }
     }
 }

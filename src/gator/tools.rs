@@ -224,7 +224,11 @@ impl<E: Engine + 'static> PodGator<E> {
                 let repo = self.repo(a.repo.as_deref()).await?;
                 let target = format!("{repo}#{}", a.number);
                 self.check(tool, &target, Request::Read { repo: &repo }).await?;
-                let r = if tool == "github_get_issue" { gh.issue(&repo, a.number).await } else { gh.pull(&repo, a.number).await };
+                let r = if tool == "github_get_issue" {
+                    gh.issue(&repo, a.number).await
+                } else {
+                    gh.pull(&repo, a.number).await
+                };
                 r.map_err(|e| failed(target, e))
             }
             "github_list_issues" | "github_list_pull_requests" => {
@@ -237,7 +241,8 @@ impl<E: Engine + 'static> PodGator<E> {
                 let target = repo.to_string();
                 self.check(tool, &target, Request::Read { repo: &repo }).await?;
                 let kind = if tool == "github_list_issues" { "issues" } else { "pulls" };
-                let items = gh.list(&repo, kind, &state, a.limit.unwrap_or(30)).await.map_err(|e| failed(&target, e))?;
+                let items =
+                    gh.list(&repo, kind, &state, a.limit.unwrap_or(30)).await.map_err(|e| failed(&target, e))?;
                 Ok(json!({ "items": items }))
             }
             "git_push_branch" => {

@@ -415,7 +415,11 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
                     target: crate::gator::SOCKET_DIR_IN_POD.into(),
                     readonly: true,
                 },
-                MountPlan::Bind { source: g.bridge.clone(), target: crate::gator::BRIDGE_IN_POD.into(), readonly: true },
+                MountPlan::Bind {
+                    source: g.bridge.clone(),
+                    target: crate::gator::BRIDGE_IN_POD.into(),
+                    readonly: true,
+                },
             ]
         }))
         .collect(),

@@ -260,3 +260,53 @@ pub fn fixture_repo(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBu
     git(&["commit", "-qm", "fixture"]);
     repo
 }
+
+/// The fake GitHub API (`tests/support/fake_github.py`) on 127.0.0.1: only the daemon
+/// talks to it. It records every request, with whether the token was right.
+pub struct FakeGithub {
+    child: std::process::Child,
+    pub port: u16,
+    pub token: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeGithub {
+    pub fn start(data: &serde_json::Value) -> FakeGithub {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let data_path = dir.path().join("data.json");
+        std::fs::write(&data_path, data.to_string()).unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let token = format!("ghs_test_{:08x}", rand_u32());
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_github.py"))
+            .args(["--host", "127.0.0.1", "--port", "0", "--token", &token, "--data"])
+            .arg(&data_path)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the fake GitHub");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).expect("fake GitHub port");
+        FakeGithub { child, port, token, log, _dir: dir }
+    }
+
+    /// Every request the fake received, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

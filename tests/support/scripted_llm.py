@@ -18,7 +18,8 @@ Prints "listening on PORT" once it serves. The script:
 The step answered is the number of tool results after the latest user message, so a
 tool call is followed by the next step once opencode sends its result. Requests without
 tools (opencode's title generation) get a short text. Every request is appended to the log
-as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool}.
+as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "tool_names": [...],
+"last_tool": the latest tool result's text or null}.
 """
 
 import argparse
@@ -67,9 +68,13 @@ class Handler(BaseHTTPRequestHandler):
         last_user = text_of(messages[last_user_idx].get("content")) if last_user_idx >= 0 else ""
         tool_results = sum(1 for m in messages[last_user_idx + 1:] if m.get("role") == "tool")
         has_tools = bool(req.get("tools"))
+        tool_names = [t.get("function", {}).get("name") for t in req.get("tools") or []]
+        last_tool = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "tool"), None)
         if self.log_path:
+            entry = {"last_user": last_user, "tool_results": tool_results, "tools": has_tools,
+                     "tool_names": tool_names, "last_tool": last_tool}
             with LOCK, open(self.log_path, "a") as f:
-                f.write(json.dumps({"last_user": last_user, "tool_results": tool_results, "tools": has_tools}) + "\n")
+                f.write(json.dumps(entry) + "\n")
 
         if not has_tools:
             return self.stream(req, {"text": "Scripted task"})

@@ -12,7 +12,10 @@ fn grammar_table() {
         ("github:o/r:read", "github:o/r:read"),
         ("github:o/*:read,create-draft", "github:o/*:read,create-draft"),
         ("github:o/r:write,read,write", "github:o/r:read,write"),
-        ("github:my-org/my.repo_1:push-new-branch,pending-review", "github:my-org/my.repo_1:push-new-branch,pending-review"),
+        (
+            "github:my-org/my.repo_1:push-new-branch,pending-review",
+            "github:my-org/my.repo_1:push-new-branch,pending-review",
+        ),
         ("  github:o/r:create-draft  ", "github:o/r:create-draft"),
     ];
     for (input, shown) in ok {

@@ -270,8 +270,11 @@ fn gator_reaches_the_agent_only_through_its_socket_directory() {
         target: crate::gator::SOCKET_DIR_IN_POD.into(),
         readonly: true,
     };
-    let bridge =
-        MountPlan::Bind { source: "/usr/bin/devaipod".into(), target: crate::gator::BRIDGE_IN_POD.into(), readonly: true };
+    let bridge = MountPlan::Bind {
+        source: "/usr/bin/devaipod".into(),
+        target: crate::gator::BRIDGE_IN_POD.into(),
+        readonly: true,
+    };
     assert!(p.agent.mounts.contains(&gator_dir) && p.agent.mounts.contains(&bridge), "{:?}", p.agent.mounts);
     assert!(!p.workspace.mounts.contains(&gator_dir), "the human's container has no gator socket");
     let config: serde_json::Value = serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
