@@ -107,7 +107,7 @@ async fn check_tools_and_errors(c: &Client) {
             json!({ "source": "file:///definitely/not/a/repo.git" }),
             "cannot clone file:///definitely/not/a/repo.git",
         ),
-        ("create_workspace", json!({ "source": "https://github.com/o/r/issues/1" }), "come with gator"),
+        ("create_workspace", json!({ "source": "https://github.com/o/r/issues/1" }), "no GitHub token"),
         ("delete_workspace", json!({ "name": "nope" }), "no workspace named `nope`"),
     ] {
         let e = err_text(&call(c, tool, args.clone()).await);

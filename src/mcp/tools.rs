@@ -42,6 +42,9 @@ pub struct CreateWorkspace {
     pub image: Option<String>,
     /// A first task for the agent, started at once (not waited for).
     pub task: Option<String>,
+    /// For a GitHub source: the agent may only read through gator (no push, no draft PR).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -225,7 +228,7 @@ impl DevaipodMcp {
     }
 
     #[tool(
-        description = "Create a workspace: a sandboxed pod with the repository and a coding agent. `source` is a local git repository path or a git URL. Optionally starts a first task. Takes seconds (image build, agent start); sends progress notifications.",
+        description = "Create a workspace: a sandboxed pod with the repository and a coding agent. `source` is a local git repository path, a git URL, or a GitHub repository/issue/PR URL (an issue's title and body become the first task; the agent gets gator scopes on that repository: read, create-draft, push-new-branch, or read only with read_only). Optionally starts a first task. Takes seconds (image build, agent start); sends progress notifications.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn create_workspace(
@@ -234,13 +237,7 @@ impl DevaipodMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<WorkspaceOut>, String> {
         name_ok("source", &p.source)?;
-        if p.source.starts_with("https://github.com/") && p.source.contains("/issues/") {
-            return Err(
-                "GitHub issue URLs as sources come with gator (not built yet): pass the repository's URL and the task"
-                    .into(),
-            );
-        }
-        let body = json!({ "source": p.source, "name": p.name, "image": p.image });
+        let body = json!({ "source": p.source, "name": p.name, "image": p.image, "read_only": p.read_only });
         let progress = Progress::new(&ctx);
         let mut last = None;
         // Steps are forwarded as progress notifications while `up` still works.
@@ -273,7 +270,9 @@ impl DevaipodMcp {
             return Err(e.to_owned());
         }
         let workspace = last["result"].clone();
-        let task = match p.task.filter(|t| !t.trim().is_empty()) {
+        // A GitHub issue or PR as the source brings its own task.
+        let issue_task = workspace["issue_task"].as_str().map(str::to_owned);
+        let task = match p.task.filter(|t| !t.trim().is_empty()).or(issue_task) {
             Some(prompt) => {
                 let name = workspace["name"].as_str().unwrap_or_default();
                 Some(
@@ -437,7 +436,7 @@ impl DevaipodMcp {
     }
 
     #[tool(
-        description = "Approve a proposal. action `apply`: the branch devaipod/<task> is fetched into the human's workspace repository; `push`: the branch is pushed to the source's remote; `draft_pr`: push and open a draft PR (with gator). Each action runs once.",
+        description = "Approve a proposal. action `apply`: the branch devaipod/<task> is fetched into the human's workspace repository; `push`: the branch is pushed to the source's remote; `draft_pr`: push and open a draft PR on the workspace's GitHub repository. Each action runs once.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn approve(&self, Parameters(p): Parameters<Approve>) -> Result<Json<ApproveOut>, String> {
