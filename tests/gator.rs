@@ -114,7 +114,73 @@ fn agent_reads_issue_pushes_branch_and_opens_a_draft_pr() {
     let scopes = env.json(&["gator", "show", ws]);
     assert_eq!(scopes["github_repo"], "acme/gh-e2e");
     assert_eq!(scopes["scopes"], json!(["github:acme/gh-e2e:read,create-draft,push-new-branch"]));
+
+    // The bridge outlives a daemon restart: it reconnects, replays `initialize`, and the
+    // client's next request is answered (and the replayed initialize's answer is not seen).
+    let socket = env.dir.path().join("run/gator").join(ws).join("gator.sock");
+    let mut bridge = Bridge::start(&socket);
+    bridge.send(json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } }));
+    assert_eq!(bridge.recv()["id"], 1);
+    bridge.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+    bridge.send(json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }));
+    let listed = bridge.recv();
+    assert_eq!(listed["id"], 2, "{listed}");
+    assert!(listed.to_string().contains("git_push_branch"), "{listed}");
+    env.kill_daemon("KILL");
+    env.ok(&["list"]); // starts the daemon again; it reopens every pod's socket
+    bridge.send(json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" }));
+    let again = bridge.recv();
+    assert_eq!(again["id"], 3, "{again}");
+    assert!(again.to_string().contains("github_get_issue"), "{again}");
+    drop(bridge);
     env.ok(&["delete", ws]);
+}
+
+/// `devaipod gator-bridge` run as opencode runs it, with JSON-RPC lines on stdin/stdout.
+struct Bridge {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Bridge {
+    fn start(socket: &Path) -> Bridge {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_devaipod"))
+            .arg("gator-bridge")
+            .arg(socket)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Bridge { child, stdin, lines }
+    }
+
+    fn send(&mut self, v: Value) {
+        use std::io::Write;
+        writeln!(self.stdin, "{v}").unwrap();
+    }
+
+    fn recv(&self) -> Value {
+        let line = self.lines.recv_timeout(std::time::Duration::from_secs(60)).expect("an answer from the bridge");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
