@@ -12,6 +12,7 @@ OPENCODE_VERSION="${DEVAIPOD_OPENCODE_VERSION:-1.18.33}"
 # MCP clients the tests drive devaipod with (clients no one here wrote).
 PY_MCP_VERSION=1.30.0
 INSPECTOR_VERSION=0.15.0
+PLAYWRIGHT_VERSION=1.57.0
 BASE_IMAGE="${DEVAIPOD_BASE_IMAGE:-localhost/devaipod-base:latest}"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/devaipod"
 SOCK_DIR=/run/podman
@@ -25,7 +26,7 @@ fi
 
 # 1. Packages from Debian.
 need_pkgs=()
-for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap; do
+for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -114,6 +115,15 @@ if ! grep -q "\"version\": \"$INSPECTOR_VERSION\"" \
   log "installing the MCP Inspector $INSPECTOR_VERSION into $INSPECTOR_DIR"
   mkdir -p "$INSPECTOR_DIR"
   npm install --silent --no-audit --no-fund --prefix "$INSPECTOR_DIR" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
+fi
+
+# 7. The browser tests' driver: playwright-core (no bundled browser; it drives Debian's chromium).
+PLAYWRIGHT_DIR="$CACHE_DIR/playwright"
+if ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" \
+    "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" 2>/dev/null; then
+  log "installing playwright-core $PLAYWRIGHT_VERSION into $PLAYWRIGHT_DIR"
+  mkdir -p "$PLAYWRIGHT_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" "playwright-core@$PLAYWRIGHT_VERSION" >&2
 fi
 
 log "ready: podman $(podman --version | awk '{print $3}'), image $BASE_IMAGE, opencode $OPENCODE_VERSION"

@@ -27,6 +27,14 @@ impl Opencode {
         Opencode { base, password, http }
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).basic_auth("opencode", Some(&self.password))
     }

@@ -552,6 +552,34 @@ impl<E: Engine> Core<E> {
         WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
+    /// The last `lines` lines of a container's output (stdout and stderr), for a page.
+    pub async fn logs_tail(&self, name: &str, target: ExecTarget, lines: u32) -> Result<String, CoreError> {
+        use futures_util::StreamExt;
+        let container = WorkspaceName::new(name)?.container(target.role());
+        let mut stream = self.engine.logs(&container, false, Some(lines));
+        let mut out = Vec::new();
+        let collect = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    Output::Stdout(b) | Output::Stderr(b) => out.extend_from_slice(&b),
+                }
+            }
+            Ok::<_, EngineError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), collect).await {
+            Ok(r) => r?,
+            Err(_) => out.extend_from_slice(b"\n(log reading timed out)"),
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Where the workspace's agent serves (its UI and API) and its password: for the
+    /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
+    pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
+        let agent = self.agent(name).await?;
+        Ok((agent.base_url().to_owned(), agent.password().to_owned()))
+    }
+
     /// A client for the workspace's agent, once its API serves.
     pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
         let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;

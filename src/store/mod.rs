@@ -6,6 +6,7 @@
 
 mod gator;
 mod records;
+mod sessions;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use gator::AuditEntry;
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_gator.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_gator.sql"),
+    include_str!("migrations/003_sessions.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

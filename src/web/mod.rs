@@ -1,92 +1,108 @@
-//! The daemon's HTTP side (axum): `/healthz`, the JSON API under `/api/v1` (and, later,
-//! `/mcp` and the web UI). Served on a 0600 unix socket, where the file mode is the
-//! authentication, and on a loopback TCP address, where every route but `/healthz` needs
-//! the bearer token.
+//! The daemon's HTTP side (axum): `/healthz`, the JSON API under `/api/v1`, `/mcp`, and
+//! the web UI (pages, login, the agent-UI proxy). Served on a 0600 unix socket, where the
+//! file mode is the authentication (API only), and on a loopback TCP address, where every
+//! route but `/login`, its stylesheet and `/healthz` needs the bearer token or a login
+//! session (see `session.rs`).
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod html;
+pub mod pages;
+pub mod proxy;
+pub mod routes;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
 use crate::pods::Engine;
+use routes::Routes;
 
-/// The API routes, without authentication (the caller adds it per listener).
-pub fn api_router<E: Engine>(core: Arc<Core<E>>) -> Router {
+/// The API routes (state: the core), without authentication (added per listener).
+pub fn api_routes<E: Engine>() -> Routes<Arc<Core<E>>> {
     use api::*;
-    Router::new()
-        .route("/api/v1/workspaces", get(list_workspaces::<E>).post(create_workspace::<E>))
-        .route("/api/v1/workspaces/{name}", get(get_workspace::<E>).delete(delete_workspace::<E>))
-        .route("/api/v1/workspaces/{name}/stop", post(stop_workspace::<E>))
-        .route("/api/v1/workspaces/{name}/start", post(start_workspace::<E>))
-        .route("/api/v1/workspaces/{name}/exec", get(exec_target::<E>))
-        .route("/api/v1/tasks", get(list_tasks::<E>).post(create_task::<E>))
-        .route("/api/v1/tasks/{id}", get(get_task::<E>))
-        .route("/api/v1/tasks/{id}/cancel", post(cancel_task::<E>))
-        .route("/api/v1/proposals", get(list_proposals::<E>))
-        .route("/api/v1/proposals/{id}", get(get_proposal::<E>))
-        .route("/api/v1/proposals/{id}/diff", get(proposal_diff::<E>))
-        .route("/api/v1/proposals/{id}/approve", post(approve::<E>))
-        .route("/api/v1/proposals/{id}/reject", post(reject::<E>))
-        .route("/api/v1/events", get(events::<E>))
-        .route("/api/v1/workspaces/{name}/scopes", get(get_scopes::<E>).post(add_scope::<E>))
-        .route("/api/v1/workspaces/{name}/scopes/remove", post(remove_scope::<E>))
-        .route("/api/v1/audit", get(audit_log::<E>))
-        .with_state(core)
+    Routes::default()
+        .get("/api/v1/workspaces", list_workspaces::<E>)
+        .post("/api/v1/workspaces", create_workspace::<E>)
+        .get("/api/v1/workspaces/{name}", get_workspace::<E>)
+        .delete("/api/v1/workspaces/{name}", delete_workspace::<E>)
+        .post("/api/v1/workspaces/{name}/stop", stop_workspace::<E>)
+        .post("/api/v1/workspaces/{name}/start", start_workspace::<E>)
+        .get("/api/v1/workspaces/{name}/exec", exec_target::<E>)
+        .get("/api/v1/workspaces/{name}/scopes", get_scopes::<E>)
+        .post("/api/v1/workspaces/{name}/scopes", add_scope::<E>)
+        .post("/api/v1/workspaces/{name}/scopes/remove", remove_scope::<E>)
+        .get("/api/v1/tasks", list_tasks::<E>)
+        .post("/api/v1/tasks", create_task::<E>)
+        .get("/api/v1/tasks/{id}", get_task::<E>)
+        .post("/api/v1/tasks/{id}/cancel", cancel_task::<E>)
+        .get("/api/v1/proposals", list_proposals::<E>)
+        .get("/api/v1/proposals/{id}", get_proposal::<E>)
+        .get("/api/v1/proposals/{id}/diff", proposal_diff::<E>)
+        .post("/api/v1/proposals/{id}/approve", approve::<E>)
+        .post("/api/v1/proposals/{id}/reject", reject::<E>)
+        .get("/api/v1/events", events::<E>)
+        .get("/api/v1/audit", audit_log::<E>)
 }
 
-/// Every authenticated route of the API, for the route sweep test.
-pub const API_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/v1/workspaces"),
-    ("POST", "/api/v1/workspaces"),
-    ("GET", "/api/v1/workspaces/x"),
-    ("DELETE", "/api/v1/workspaces/x"),
-    ("POST", "/api/v1/workspaces/x/stop"),
-    ("POST", "/api/v1/workspaces/x/start"),
-    ("GET", "/api/v1/workspaces/x/exec"),
-    ("GET", "/api/v1/tasks"),
-    ("POST", "/api/v1/tasks"),
-    ("GET", "/api/v1/tasks/x"),
-    ("POST", "/api/v1/tasks/x/cancel"),
-    ("GET", "/api/v1/proposals"),
-    ("GET", "/api/v1/proposals/x"),
-    ("GET", "/api/v1/proposals/x/diff"),
-    ("POST", "/api/v1/proposals/x/approve"),
-    ("POST", "/api/v1/proposals/x/reject"),
-    ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/workspaces/x/scopes"),
-    ("POST", "/api/v1/workspaces/x/scopes"),
-    ("POST", "/api/v1/workspaces/x/scopes/remove"),
-    ("GET", "/api/v1/audit"),
-    ("POST", "/mcp"),
-    ("GET", "/mcp"),
-];
+/// The web UI's routes (state: core, login, proxies).
+pub fn page_routes<E: Engine>() -> Routes<pages::WebState<E>> {
+    use pages::*;
+    Routes::default()
+        .get("/healthz", healthz)
+        .get("/login", login_page)
+        .post("/login", login::<E>)
+        .post("/logout", logout::<E>)
+        .get("/static/app.css", app_css)
+        .get("/static/app.js", app_js)
+        .get("/static/shell.css", shell_css)
+        .get("/static/shell.js", shell_js)
+        .get("/", dashboard::<E>)
+        .get("/workspaces/{name}", workspace_page::<E>)
+        .get("/workspaces/{name}/agent", agent_page::<E>)
+        .get("/proposals/{id}", proposal_page::<E>)
+        .get("/audit", audit_page::<E>)
+}
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The TCP app: `/healthz` open; the API and `/mcp` behind the bearer token. `port` is the
-/// listener's, for `/mcp`'s Origin check.
-pub fn tcp_app<E: Engine>(core: Arc<Core<E>>, token: String, port: u16, shutdown: CancellationToken) -> Router {
-    let token = auth::Token(Arc::new(token));
+/// The TCP app and its route table. `port` is the listener's (for `/mcp`'s Origin check
+/// and the agent UI's framing rule).
+pub fn tcp_app<E: Engine>(
+    core: Arc<Core<E>>,
+    token: String,
+    port: u16,
+    shutdown: CancellationToken,
+) -> (Router, Vec<(&'static str, &'static str)>) {
+    let token = Arc::new(token);
+    let auth = session::WebAuth::new(token, core.store.clone());
+    let proxies = proxy::AgentProxies::new(core.clone(), auth.clone(), port, shutdown.clone());
+    let state = pages::WebState { core: core.clone(), auth: auth.clone(), proxies };
     let mcp = crate::mcp::http_service(crate::mcp::Backend::Local(unix_app(core.clone())), port, shutdown);
-    let protected = api_router(core)
+    let (api, mut table) = api_routes::<E>().with_state(core);
+    let (pages, page_table) = page_routes::<E>().with_state(state);
+    table.extend(page_table);
+    table.extend([("POST", "/mcp"), ("GET", "/mcp"), ("DELETE", "/mcp")]);
+    let app = api
+        .merge(pages)
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(token, auth::require_bearer));
-    Router::new().route("/healthz", get(healthz)).merge(protected)
+        .layer(axum::middleware::from_fn_with_state(auth, session::require_auth))
+        .layer(axum::middleware::from_fn(session::security_headers));
+    (app, table)
 }
 
-/// The unix-socket app: the socket's 0600 mode is the authentication.
+/// The unix-socket app (the API only): the socket's 0600 mode is the authentication.
 pub fn unix_app<E: Engine>(core: Arc<Core<E>>) -> Router {
-    Router::new().route("/healthz", get(healthz)).merge(api_router(core))
+    let (api, _) = api_routes::<E>().with_state(core);
+    Router::new().route("/healthz", axum::routing::get(healthz)).merge(api)
 }
 
 /// Serves both listeners until `shutdown` resolves.
@@ -112,7 +128,7 @@ pub async fn serve<E: Engine>(
     });
     let mcp_shutdown = CancellationToken::new();
     let port = tcp.local_addr()?.port();
-    let tcp_app = tcp_app(core.clone(), token, port, mcp_shutdown.clone());
+    let (tcp_app, _) = tcp_app(core.clone(), token, port, mcp_shutdown.clone());
     let tcp = tcp.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
 use super::*;
@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::core::{Core, Paths};
 use crate::pods::Podman;
 use crate::store::Store;
+
+const TOKEN: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 fn core() -> Arc<Core<Podman>> {
     let dir = std::env::temp_dir().join("devaipod-web-test");
@@ -19,46 +21,181 @@ fn core() -> Arc<Core<Podman>> {
     Core::new(Config::default(), engine, Store::open_in_memory().unwrap(), paths)
 }
 
-async fn status(app: &Router, method: &str, path: &str, token: Option<&str>) -> StatusCode {
-    let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+fn app() -> (Router, Vec<(&'static str, &'static str)>) {
+    tcp_app(core(), TOKEN.to_owned(), 8080, Default::default())
+}
+
+/// A concrete path for a route pattern.
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "x").replace("{id}", "x")
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(req).await.unwrap()
+}
+
+fn req(method: &str, path: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(path).header(header::HOST, "127.0.0.1:8080")
+}
+
+async fn logged_in(app: &Router) -> String {
+    let resp = send(
+        app,
+        req("POST", "/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, "http://127.0.0.1:8080")
+            .body(Body::from(format!("token={TOKEN}&next=%2Fworkspaces%2Fw")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/workspaces/w");
+    let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The sweep walks the router's own route table: every route but the public ones answers
+/// 401 (API) or a redirect to /login (pages) without credentials, and with wrong ones.
+#[tokio::test]
+async fn every_route_needs_credentials() {
+    let (app, table) = app();
+    assert!(table.len() > 30, "the table has the API, the pages and /mcp: {table:?}");
+    for (method, path) in &table {
+        let m = axum::http::Method::from_bytes(method.as_bytes()).unwrap();
+        if session::is_public(&m, path) {
+            continue;
+        }
+        let path = concrete(path);
+        for auth in [None, Some("Bearer wrong".to_owned()), Some(format!("Bearer {}", "b".repeat(64)))] {
+            let mut r = req(method, &path).header(header::CONTENT_TYPE, "application/json");
+            if let Some(a) = &auth {
+                r = r.header(header::AUTHORIZATION, a);
+            }
+            let resp = send(&app, r.body(Body::from("{}")).unwrap()).await;
+            let s = resp.status();
+            let to_login =
+                s == StatusCode::SEE_OTHER && resp.headers()[header::LOCATION].to_str().unwrap().starts_with("/login");
+            assert!(s == StatusCode::UNAUTHORIZED || to_login, "{method} {path} with {auth:?}: {s}");
+            if path.starts_with("/api/") || path.starts_with("/mcp") {
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path}: API clients get 401, not a redirect");
+            }
+        }
+        // A forged session cookie is no better.
+        let forged = req(method, &path).header(header::COOKIE, format!("{}={}", session::COOKIE, "f".repeat(64)));
+        let s = send(&app, forged.body(Body::from("{}")).unwrap()).await.status();
+        assert!(s == StatusCode::UNAUTHORIZED || s == StatusCode::SEE_OTHER, "{method} {path} forged cookie: {s}");
     }
-    app.clone().oneshot(req.body(Body::from("{}")).unwrap()).await.unwrap().status()
+    for public in ["/healthz", "/login", "/static/app.css"] {
+        assert_eq!(
+            send(&app, req("GET", public).body(Body::empty()).unwrap()).await.status(),
+            StatusCode::OK,
+            "{public}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn every_api_route_needs_the_token_over_tcp() {
-    let app = tcp_app(core(), "a".repeat(64), 8080, Default::default());
-    for (method, path) in API_ROUTES {
-        assert_eq!(status(&app, method, path, None).await, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
-        assert_eq!(
-            status(&app, method, path, Some("wrong")).await,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path} with a wrong token"
-        );
-        assert_eq!(
-            status(&app, method, path, Some(&"b".repeat(64))).await,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path}"
-        );
+async fn the_right_token_reaches_the_handlers_and_every_route_exists() {
+    let (app, table) = app();
+    let get = |path: &str| req("GET", path).header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    assert_eq!(
+        send(&app, get("/api/v1/tasks/t-none").body(Body::empty()).unwrap()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, get("/api/v1/proposals?state=weird").body(Body::empty()).unwrap()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(send(&app, get("/api/v1/tasks").body(Body::empty()).unwrap()).await.status(), StatusCode::OK);
+    for (method, path) in table.iter().filter(|(m, p)| !(*m == "POST" && (*p == "/login" || *p == "/logout"))) {
+        let r = req(method, &concrete(path))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let s = send(&app, r.body(Body::from("{}")).unwrap()).await.status();
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(s != StatusCode::UNAUTHORIZED && s != StatusCode::SEE_OTHER, "{method} {path}: {s}");
     }
-    assert_eq!(status(&app, "GET", "/healthz", None).await, StatusCode::OK);
 }
 
 #[tokio::test]
-async fn the_right_token_reaches_the_handlers() {
-    let app = tcp_app(core(), "a".repeat(64), 8080, Default::default());
-    let t = "a".repeat(64);
-    assert_eq!(status(&app, "GET", "/api/v1/tasks/t-none", Some(&t)).await, StatusCode::NOT_FOUND);
-    assert_eq!(status(&app, "GET", "/api/v1/proposals?state=weird", Some(&t)).await, StatusCode::BAD_REQUEST);
-    assert_eq!(status(&app, "GET", "/api/v1/tasks", Some(&t)).await, StatusCode::OK);
-    // The route table and API_ROUTES agree: no listed route is unknown to the router.
-    for (method, path) in API_ROUTES {
-        let s = status(&app, method, path, Some(&t)).await;
-        assert!(
-            s != StatusCode::METHOD_NOT_ALLOWED && !(s == StatusCode::NOT_FOUND && path.ends_with("/x/exec")),
-            "{method} {path}: {s}"
-        );
-    }
+async fn login_makes_a_session_that_logout_ends() {
+    let (app, _) = app();
+    // A wrong token: 401, the form again, no cookie.
+    let wrong = send(
+        &app,
+        req("POST", "/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("token=nope"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(!wrong.headers().contains_key(header::SET_COOKIE));
+
+    let cookie = logged_in(&app).await;
+    let page = send(&app, req("GET", "/audit").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!page.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "no CORS");
+
+    // /mcp takes the bearer token only, not a browser session.
+    let mcp = send(&app, req("POST", "/mcp").header(header::COOKIE, &cookie).body(Body::from("{}")).unwrap()).await;
+    assert_eq!(mcp.status(), StatusCode::UNAUTHORIZED);
+
+    let out = send(
+        &app,
+        req("POST", "/logout")
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, "http://127.0.0.1:8080")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let after = send(&app, req("GET", "/audit").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "the old cookie is dead after logout");
+}
+
+#[tokio::test]
+async fn cross_origin_state_changes_are_refused() {
+    let (app, _) = app();
+    let cookie = logged_in(&app).await;
+    let post = |origin: Option<&str>| {
+        let mut r = req("POST", "/api/v1/tasks")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        r.body(Body::from(r#"{"workspace":"nope","prompt":"x"}"#)).unwrap()
+    };
+    assert_eq!(send(&app, post(Some("http://evil.example"))).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, post(Some("http://127.0.0.1:9999"))).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, post(None)).await.status(), StatusCode::FORBIDDEN);
+    // Same origin reaches the handler (which finds no such workspace).
+    assert_eq!(send(&app, post(Some("http://127.0.0.1:8080"))).await.status(), StatusCode::NOT_FOUND);
+    // A cross-origin login is refused too (no login CSRF).
+    let login = send(
+        &app,
+        req("POST", "/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, "http://evil.example")
+            .body(Body::from(format!("token={TOKEN}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status(), StatusCode::FORBIDDEN);
+    // `next` never leads off the site.
+    let resp = send(
+        &app,
+        req("POST", "/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={TOKEN}&next=%2F%2Fevil.example")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.headers()[header::LOCATION], "/");
 }

@@ -1,0 +1,114 @@
+// devaipod web UI: actions through the JSON API, live updates from the event bus.
+// No framework, no inline script (the Content-Security-Policy forbids it).
+"use strict";
+
+const $ = (sel, root) => (root || document).querySelector(sel);
+const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+
+function formBody(form) {
+  const body = {};
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    if (el.type === "checkbox") body[el.name] = el.checked;
+    else if (el.value !== "") body[el.name] = el.value;
+  }
+  return body;
+}
+
+async function errorOf(resp) {
+  try { const j = await resp.json(); return j.error || resp.statusText; } catch (_) { return resp.statusText; }
+}
+
+// Re-renders every section marked data-fragment (from the server, with the same code).
+let refreshTimer = null;
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(async () => {
+    for (const section of $$("[data-fragment]")) {
+      try {
+        const resp = await fetch(section.dataset.fragment, { headers: { accept: "text/html" } });
+        if (resp.ok) section.innerHTML = await resp.text();
+      } catch (_) { /* the next event retries */ }
+    }
+  }, 250);
+}
+
+async function createWorkspace(form) {
+  const progress = $(".progress", form);
+  progress.textContent = "";
+  const resp = await fetch(form.dataset.api, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(formBody(form)),
+  });
+  if (!resp.ok) throw new Error(await errorOf(resp));
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl); buf = buf.slice(nl + 1);
+      if (!line.trim()) continue;
+      const msg = JSON.parse(line);
+      if (msg.progress) { const li = document.createElement("li"); li.textContent = msg.progress; progress.appendChild(li); }
+      if (msg.error) throw new Error(msg.error);
+      if (msg.result) { location.href = "/workspaces/" + encodeURIComponent(msg.result.name); return; }
+    }
+  }
+  throw new Error("the daemon ended the answer early");
+}
+
+async function apiAction(form) {
+  const method = form.dataset.method || "POST";
+  const body = method === "DELETE" ? undefined : JSON.stringify(formBody(form));
+  const resp = await fetch(form.dataset.api, { method, headers: { "content-type": "application/json" }, body });
+  if (!resp.ok) throw new Error(await errorOf(resp));
+  if (form.dataset.then) { location.href = form.dataset.then; return; }
+  if (form.dataset.kind === "run-task") { const t = $("textarea", form); if (t) t.value = ""; }
+  refreshSoon();
+}
+
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target;
+  if (!form.dataset || !form.dataset.api) return;
+  ev.preventDefault();
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+  const err = $(".error", form) || $(".error");
+  if (err) err.textContent = "";
+  const buttons = $$("button", form);
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    if (form.dataset.kind === "create-workspace") await createWorkspace(form);
+    else await apiAction(form);
+  } catch (e) {
+    if (err) err.textContent = e.message; else alert(e.message);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+});
+
+// Live updates: the same event bus as the CLI and MCP, over server-sent events.
+const KINDS = ["state", "tool", "error", "proposal", "text", "workspace", "audit", "message"];
+function follow(url) {
+  const live = $("#live");
+  const es = new EventSource(url);
+  const onEvent = (ev) => {
+    let e; try { e = JSON.parse(ev.data); } catch (_) { return; }
+    if (live) {
+      const first = $("li.muted", live); if (first) first.remove();
+      const li = document.createElement("li");
+      li.className = e.kind;
+      const time = new Date().toLocaleTimeString();
+      li.textContent = `${time} ${e.task_id || ""} ${e.kind}: ${e.message}`;
+      live.appendChild(li);
+      live.scrollTop = live.scrollHeight;
+    }
+    refreshSoon();
+  };
+  for (const k of KINDS) es.addEventListener(k, onEvent);
+}
+
+const events = $("[data-events]");
+if (events) follow(events.dataset.events);
