@@ -61,7 +61,7 @@ fn the_whole_loop_in_a_browser() {
     eprintln!("{log}\nscreenshots: {}", shots.display());
     assert!(out.status.success(), "the browser test failed:\n{log}\n{}", text(&out.stdout));
     assert!(log.contains("ui: all steps passed"));
-    for shot in ["01-login", "03-task-done", "04-proposal", "05-approved", "06-agent-ui"] {
+    for shot in ["01-login", "03-task-done", "04-proposal", "05-approved", "06-dashboard", "07-agent-ui"] {
         let f = shots.join(format!("{shot}.png"));
         assert!(std::fs::metadata(&f).is_ok_and(|m| m.len() > 1000), "{} was saved", f.display());
     }

@@ -92,6 +92,13 @@ async function main() {
     assert.ok(dialogs.some((d) => d.includes("Fetch this branch")), dialogs.join("\n"));
     await shot("05-approved");
 
+    step("the dashboard shows the workspace, its agent and its proposal count");
+    await page.goto(`${BASE}/`);
+    const row = page.locator(`tr[data-workspace="${NAME}"]`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /running/);
+    await shot("06-dashboard");
+
     step("the agent's own UI, through the proxy, inside our shell");
     await page.goto(`${BASE}/workspaces/${NAME}`);
     await Promise.all([page.waitForURL(`**/workspaces/${NAME}/agent`), page.click("text=Open the agent's UI")]);
@@ -106,7 +113,7 @@ async function main() {
     const frameTitle = await frame.title();
     step(`agent UI title: ${frameTitle}`);
     await page.waitForTimeout(1500);
-    await shot("06-agent-ui");
+    await shot("07-agent-ui");
     // The proxy asks for the login: a fresh browser context without the cookie is refused.
     const anon = await browser.newContext();
     const anonPage = await anon.newPage();
@@ -118,14 +125,14 @@ async function main() {
     step("the audit page");
     await page.goto(`${BASE}/audit`);
     await page.waitForSelector("h1 >> text=Gator audit log");
-    await shot("07-audit");
+    await shot("08-audit");
 
     step("delete the workspace, with confirmation");
     await page.goto(`${BASE}/workspaces/${NAME}`);
     await Promise.all([page.waitForURL(`${BASE}/`, { timeout: 120_000 }), page.click("button.danger >> text=Delete")]);
     assert.ok(dialogs.some((d) => d.startsWith(`Delete ${NAME}?`)), dialogs.join("\n"));
     await page.waitForFunction((n) => !document.querySelector(`tr[data-workspace="${n}"]`), NAME);
-    await shot("08-dashboard");
+    await shot("09-deleted");
 
     step("log out: the session is gone");
     await Promise.all([page.waitForURL("**/login"), page.click("text=Log out")]);
