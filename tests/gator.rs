@@ -111,6 +111,21 @@ fn agent_reads_issue_pushes_branch_and_opens_a_draft_pr() {
             "{tool} {target} audited: {log:#}"
         );
     }
+    // Approving ships exactly what was reviewed: a moved branch is refused...
+    let pid = done["proposal"].as_str().expect("a proposal").to_owned();
+    let repo = env.dir.path().join(format!("data/repos/{ws}.git"));
+    let head = git(&repo, &["rev-parse", &branch]).trim().to_owned();
+    git(&repo, &["update-ref", &format!("refs/heads/{branch}"), &format!("{head}~1")]);
+    let moved = env.fails(&["approve", &pid, "--apply"]);
+    assert!(moved.contains("has moved since proposal") && moved.contains("nothing was shipped"), "{moved}");
+    git(&repo, &["update-ref", &format!("refs/heads/{branch}"), &head]);
+    // ...and draft_pr pushes and opens a draft PR with the daemon's token.
+    let approved = env.json(&["approve", &pid, "--draft-pr"]);
+    assert_eq!(approved["state"], "pushed", "{approved:#}");
+    let prs: Vec<Value> = gh.requests().into_iter().filter(|r| r["method"] == "POST").collect();
+    assert_eq!(prs.len(), 2, "the agent's draft PR and the approval's: {prs:#?}");
+    assert!(prs.iter().all(|r| r["body"]["draft"] == true && r["auth_ok"] == true));
+
     let scopes = env.json(&["gator", "show", ws]);
     assert_eq!(scopes["github_repo"], "acme/gh-e2e");
     assert_eq!(scopes["scopes"], json!(["github:acme/gh-e2e:read,create-draft,push-new-branch"]));
@@ -279,7 +294,8 @@ fn scope_escapes_are_denied_and_audited() {
                 "needs `create-draft`",
             ),
             ("git_push_branch", json!({ "branch": "main" }), "only devaipod/*"),
-            ("git_push_branch", json!({ "branch": other }), "not a branch of this workspace"),
+            ("git_push_branch", json!({ "branch": other }), "not the branch of this workspace's running task"),
+            ("git_push_branch", json!({ "branch": own }), "not the branch of this workspace's running task"),
             ("git_push_branch", json!({ "branch": own, "force": true }), "force push on acme/gh-esc needs `write`"),
             ("git_push_branch", json!({ "branch": own, "repo": "evil/other" }), "needs `push-new-branch`"),
             ("github_comment", json!({ "number": 1, "body": "hi" }), "needs `write`"),
@@ -312,7 +328,7 @@ fn scope_escapes_are_denied_and_audited() {
     // Every attempt is in the audit log as a denial.
     let log = env.json(&["gator", "log", &a]);
     let denials: Vec<&Value> = log.as_array().unwrap().iter().filter(|e| e["decision"] == "deny").collect();
-    assert_eq!(denials.len(), 12, "{log:#}");
+    assert_eq!(denials.len(), 13, "{log:#}");
     assert!(
         denials
             .iter()

@@ -113,7 +113,7 @@ fn task_to_proposal_to_apply_and_push() {
     let e = env.fails(&["reject", &pid]);
     assert!(e.contains("was already pushed: it cannot be rejected"), "{e}");
     let e = env.fails(&["approve", &pid, "--draft-pr"]);
-    assert!(e.contains("draft pull requests come with gator"), "{e}");
+    assert!(e.contains("does not work on a GitHub repository"), "{e}");
 
     // The task's events were stored.
     let t = task(&env, &task_id);

@@ -16,6 +16,12 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
+/// Text from agents, for a terminal: control characters (escape sequences, carriage
+/// returns) are shown as `�`, never sent to the terminal.
+pub fn clean(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+}
+
 pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
     if as_json {
         return json(plan);
@@ -237,9 +243,9 @@ pub fn audit(v: &Value) -> Result<()> {
             e["id"],
             s(&e["workspace"]),
             s(&e["decision"]),
-            s(&e["tool"]),
-            s(&e["target"]),
-            one_line(s(&e["reason"]), 200)
+            clean(s(&e["tool"])),
+            clean(s(&e["target"])),
+            clean(&one_line(s(&e["reason"]), 200))
         )?;
     }
     Ok(())

@@ -43,7 +43,7 @@ impl<E: Engine> Core<E> {
     /// The GitHub client with the daemon's token (read at each call, so a rotated token
     /// file takes effect without a restart).
     pub fn github(&self) -> Github {
-        Github::new(&self.config.service_gator.gh.api_url, gator::token(&self.config.trusted))
+        Github::new(self.github_http.clone(), &self.config.service_gator.gh.api_url, gator::token(&self.config.trusted))
     }
 
     pub async fn github_repo(&self, ws: &str) -> Result<Option<RepoId>, CoreError> {

@@ -122,6 +122,10 @@ pub struct Core<E> {
     list_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<WorkspaceStatus>)>>,
     /// Gator's per-pod endpoints, set by the daemon (absent: pods get no gator).
     endpoints: std::sync::OnceLock<Arc<dyn PodEndpoints>>,
+    /// Serializes bringing work out of each workspace's sandbox.
+    bring_out_locks: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The HTTP client for GitHub (connections reused).
+    github_http: reqwest::Client,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -138,6 +142,8 @@ impl<E: crate::pods::Engine> Core<E> {
             approve_lock: tokio::sync::Mutex::new(()),
             list_cache: tokio::sync::Mutex::new(None),
             endpoints: std::sync::OnceLock::new(),
+            bring_out_locks: dashmap::DashMap::new(),
+            github_http: crate::gator::github::http_client(),
         })
     }
 

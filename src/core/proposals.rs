@@ -80,6 +80,10 @@ impl<E: Engine> Core<E> {
     /// branch's head there; `None` when the task changed nothing.
     pub(super) async fn bring_out(&self, task: &Task) -> Result<Option<String>, CoreError> {
         let ws = task.workspace.as_str();
+        // One at a time per workspace: a gator push and the task's own end both commit in
+        // the same sandbox clone.
+        let lock = self.bring_out_locks.entry(ws.to_owned()).or_default().clone();
+        let _one = lock.lock().await;
         let branch = format!("devaipod/{}", task.id);
         let git = |args: &[&str]| {
             let mut v = vec!["git", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false"];
@@ -171,11 +175,21 @@ impl<E: Engine> Core<E> {
             });
         }
         let repo = BareRepo::init(self.paths.repo(&p.workspace)).await?;
+        // What ships is what was reviewed: the branch must still be at the proposal's head.
+        let now_at = repo.rev(&format!("refs/heads/{}", p.branch)).await.unwrap_or_default();
+        if now_at != p.head {
+            return Err(CoreError::Invalid(format!(
+                "branch {} has moved since proposal {id} was made (now {}, reviewed {}): nothing was shipped",
+                p.branch,
+                if now_at.is_empty() { "missing" } else { &now_at[..now_at.len().min(12)] },
+                &p.head[..p.head.len().min(12)]
+            )));
+        }
         let (detail, state) = match action {
             ApproveAction::Apply => (self.apply(&p, &repo).await?, ProposalState::Applied),
             ApproveAction::Push => {
-                let remote = self.push_remote(&p.workspace).await?;
-                repo.push(&remote, &p.branch, false, crate::gator::token(&self.config.trusted).as_deref()).await?;
+                let (remote, token) = self.push_remote(&p.workspace).await?;
+                repo.push(&remote, &p.branch, false, token.as_deref()).await?;
                 (format!("pushed {} to the source's remote", p.branch), ProposalState::Pushed)
             }
             ApproveAction::DraftPr => {
@@ -189,8 +203,8 @@ impl<E: Engine> Core<E> {
                 if !github.has_token() {
                     return Err(CoreError::Invalid(crate::gator::GithubError::NoToken.to_string()));
                 }
-                let remote = self.push_remote(&p.workspace).await?;
-                repo.push(&remote, &p.branch, false, crate::gator::token(&self.config.trusted).as_deref()).await?;
+                let (remote, token) = self.push_remote(&p.workspace).await?;
+                repo.push(&remote, &p.branch, false, token.as_deref()).await?;
                 let task = self.store.task(&p.task_id).await?;
                 let title: String = task
                     .as_ref()
@@ -214,14 +228,16 @@ impl<E: Engine> Core<E> {
         self.proposal(id).await
     }
 
-    /// Where `push` sends a workspace's branches: its GitHub repository's remote, else
-    /// the source it was cloned from.
-    async fn push_remote(&self, ws: &str) -> Result<String, CoreError> {
+    /// Where `push` sends a workspace's branches, and with which token: its GitHub
+    /// repository's remote with the daemon's GitHub token, else the source it was cloned
+    /// from with no token (the GitHub token never goes to another host).
+    async fn push_remote(&self, ws: &str) -> Result<(String, Option<String>), CoreError> {
         if let Some(repo) = self.github_repo(ws).await? {
-            return Ok(crate::gator::git_url(&self.config.service_gator.gh.git_url, &repo));
+            let url = crate::gator::git_url(&self.config.service_gator.gh.git_url, &repo);
+            return Ok((url, crate::gator::token(&self.config.trusted)));
         }
         let record = self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
-        Ok(record.source)
+        Ok((record.source, None))
     }
 
     /// Fetches the proposal's branch into the human's workspace repository.

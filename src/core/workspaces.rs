@@ -254,6 +254,7 @@ impl<E: Engine> Core<E> {
             gator: gator_mount,
         };
         let plan = plan::plan(&self.config, dc.as_ref(), &plan_req)?;
+        self.no_own_directories(&plan)?;
         for w in &plan.warnings {
             progress.step(&format!("warning: {w}"));
         }
@@ -318,6 +319,31 @@ impl<E: Engine> Core<E> {
             return Ok(base);
         }
         (2..100).map(|n| base.with_suffix(n)).find(free).ok_or_else(|| CoreError::NameTaken(base.to_string()))
+    }
+
+    /// A repository's devcontainer.json may not bind-mount devaipod's own directories (the
+    /// gator sockets of every pod, the token, the database) into its workspace container.
+    fn no_own_directories(&self, plan: &PodPlan) -> Result<(), CoreError> {
+        let own = [&self.paths.runtime, &self.paths.data];
+        for m in plan.workspace.mounts.iter().chain(&plan.agent.mounts) {
+            let plan::MountPlan::Bind { source, .. } = m else { continue };
+            if plan.agent.mounts.contains(m) && source.starts_with(self.paths.runtime.join("gator")) {
+                continue; // the agent's own gator directory, planned by devaipod
+            }
+            let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+            let covers = |dir: &Path| {
+                let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+                source.starts_with(&dir) || dir.starts_with(&source)
+            };
+            if let Some(dir) = own.iter().find(|d| covers(d)) {
+                return Err(CoreError::Invalid(format!(
+                    "devcontainer.json mounts {}, which holds devaipod's own state ({}): remove that mount",
+                    source.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Everything that can be checked before creating anything.

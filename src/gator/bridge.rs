@@ -1,8 +1,9 @@
 //! `devaipod gator-bridge <socket>`: run by opencode inside the agent container as a local
 //! (stdio) MCP server; it pipes newline-delimited JSON-RPC between stdio and the pod's
 //! gator socket. When the daemon restarts the socket is recreated: the bridge reconnects
-//! and replays the client's `initialize` (dropping the second answer), so the agent keeps
-//! its tools. A request in flight at that moment gets no answer (the client times it out).
+//! (however long the daemon is away) and replays the client's `initialize` (dropping the
+//! second answer), so the agent keeps its tools. A request in flight at that moment gets
+//! no answer (the client times it out).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,26 +14,32 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-/// How long the bridge waits for the daemon's socket to come back.
-const RECONNECT_FOR: Duration = Duration::from_secs(120);
+/// How long the bridge waits for the socket at its start (later, after a daemon restart,
+/// it waits as long as it takes).
+const FIRST_CONNECT: Duration = Duration::from_secs(30);
 
 struct Conn {
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
 }
 
-async fn connect(socket: &Path) -> Result<Conn> {
-    let deadline = Instant::now() + RECONNECT_FOR;
+/// Connects, retrying with backoff (up to 5 s apart); gives up after `limit` if given.
+async fn connect(socket: &Path, limit: Option<Duration>) -> Result<Conn> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(100);
     loop {
         match UnixStream::connect(socket).await {
             Ok(s) => {
                 let (r, w) = s.into_split();
                 return Ok(Conn { lines: BufReader::new(r).lines(), write: w });
             }
-            Err(e) if Instant::now() >= deadline => {
+            Err(e) if limit.is_some_and(|l| start.elapsed() >= l) => {
                 return Err(e).with_context(|| format!("cannot connect to gator at {}", socket.display()));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }
@@ -53,7 +60,7 @@ fn method_and_id(line: &str) -> (Option<String>, Option<Value>) {
 pub async fn run(socket: &Path) -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
-    let mut conn = connect(socket).await?;
+    let mut conn = connect(socket, Some(FIRST_CONNECT)).await?;
     let mut initialize: Option<(String, Option<Value>)> = None;
     let mut initialized: Option<String> = None;
     // The id of a replayed `initialize`, whose answer the client must not see twice.
@@ -74,7 +81,9 @@ pub async fn run(socket: &Path) -> Result<()> {
             }
             line = conn.lines.next_line() => match line {
                 Ok(Some(line)) => {
-                    if skip.is_some() && method_and_id(&line).1 == skip {
+                    // The answer (no method) to the replayed initialize is not the client's.
+                    let (method, id) = method_and_id(&line);
+                    if skip.is_some() && method.is_none() && id == skip {
                         skip = None;
                         continue;
                     }
@@ -96,8 +105,7 @@ async fn reconnect(
     initialized: &Option<String>,
     skip: &mut Option<Value>,
 ) -> Result<Conn> {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut conn = connect(socket).await?;
+    let mut conn = connect(socket, None).await?;
     if let Some((line, id)) = initialize {
         send(&mut conn, line).await.context("replaying initialize")?;
         *skip = id.clone();

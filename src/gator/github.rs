@@ -45,13 +45,17 @@ pub fn trim_item(v: &Value) -> Value {
     out
 }
 
+/// The client GitHub calls share: a timeout on every call, TLS with the webpki roots.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .user_agent(concat!("devaipod/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 impl Github {
-    pub fn new(api: &str, token: Option<String>) -> Github {
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .user_agent(concat!("devaipod/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+    pub fn new(http: reqwest::Client, api: &str, token: Option<String>) -> Github {
         Github { http, api: api.trim_end_matches('/').to_owned(), token }
     }
 
@@ -123,5 +127,21 @@ impl Github {
         let url = format!("{}/repos/{repo}", self.api);
         let v = self.send(self.http.get(url)).await?;
         Ok(v["default_branch"].as_str().unwrap_or("main").to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default API is https: the client must speak TLS (a closed local port answers
+    /// with a connection error, not "scheme is not http").
+    #[tokio::test]
+    async fn https_is_supported() {
+        let gh = Github::new(http_client(), "https://127.0.0.1:9", Some("t".into()));
+        let repo = RepoId::parse("o/r").unwrap();
+        let e = gh.issue(&repo, 1).await.unwrap_err().to_string();
+        assert!(!e.contains("scheme"), "{e}");
+        assert!(e.contains("cannot reach"), "{e}");
     }
 }

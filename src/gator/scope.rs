@@ -39,7 +39,11 @@ impl fmt::Display for RepoId {
 }
 
 fn name_ok(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 100 && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !p.is_empty()
+        && p != "."
+        && p != ".."
+        && p.len() <= 100
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// A scope string that does not parse; `part` is the piece that is wrong.
@@ -294,13 +298,11 @@ pub fn decide(scopes: &[Scope], req: &Request<'_>) -> Decision {
             if !branch.starts_with("devaipod/") {
                 return Decision::deny(format!("only devaipod/* branches may be pushed, not `{branch}`"));
             }
-            if !own_branch {
-                return Decision::deny(format!("`{branch}` is not a branch of this workspace's tasks"));
+            let allowed = if force { need(Perm::Write, "force push") } else { need(Perm::PushNewBranch, "push") };
+            if allowed.allowed && !own_branch {
+                return Decision::deny(format!("`{branch}` is not the branch of this workspace's running task"));
             }
-            if force {
-                return need(Perm::Write, "force push");
-            }
-            need(Perm::PushNewBranch, "push")
+            allowed
         }
     }
 }

@@ -13,6 +13,11 @@ use super::{PodGator, SOCKET_NAME};
 use crate::core::{Core, CoreError, PodEndpoints};
 use crate::pods::Engine;
 
+/// Largest JSON-RPC message an agent may send (tool arguments are small).
+const MAX_MESSAGE: usize = 1 << 20;
+/// Connections one pod may hold open at once.
+const MAX_CONNECTIONS: usize = 8;
+
 pub struct PodSockets<E> {
     core: Weak<Core<E>>,
     root: PathBuf,
@@ -77,6 +82,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         }
         let core = self.core.clone();
         let workspace = ws.to_owned();
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -91,11 +97,20 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                     },
                 };
                 let Some(core) = core.upgrade() else { break };
+                // A pod gets a few connections at a time (opencode opens one), no more.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!("gator: {workspace} opened too many connections; refusing one");
+                    continue;
+                };
                 let handler = PodGator::new(core, workspace.clone());
                 let conn_token = token.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let (read, write) = stream.into_split();
-                    match handler.serve((read, write)).await {
+                    // A bounded line: an agent cannot make the daemon buffer without end.
+                    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(read, write)
+                        .with_max_line_length(MAX_MESSAGE);
+                    match handler.serve(transport).await {
                         Ok(running) => {
                             tokio::select! {
                                 _ = conn_token.cancelled() => {}

@@ -55,8 +55,7 @@ struct ListItems {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PushBranch {
-    /// The branch to push (default: the running task's `devaipod/<task>`). Only this
-    /// workspace's `devaipod/*` branches can be pushed.
+    /// The branch to push (default and only choice: the running task's `devaipod/<task>`).
     branch: Option<String>,
     /// Overwrite the remote branch (needs the `write` scope).
     force: Option<bool>,
@@ -203,16 +202,20 @@ impl<E: Engine + 'static> PodGator<E> {
         Ok(())
     }
 
-    async fn branch(&self, given: Option<String>) -> Result<(String, bool), Refusal> {
-        let branch = match given {
-            Some(b) => b,
-            None => match self.core.current_branch(&self.workspace).await {
-                Ok(Some(b)) => b,
-                Ok(None) => return Err(deny("-", "no task is running in this workspace: name the branch")),
-                Err(e) => return Err(failed("-", e)),
-            },
+    /// The branch asked for (default: the running task's) and whether it is the running
+    /// task's (`running_only`) or any of this workspace's tasks'.
+    async fn branch(&self, given: Option<String>, running_only: bool) -> Result<(String, bool), Refusal> {
+        let current = self.core.current_branch(&self.workspace).await.map_err(|e| failed("-", e))?;
+        let branch = match (given, &current) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b.clone(),
+            (None, None) => return Err(deny("-", "no task is running in this workspace: name the branch")),
         };
-        let own = self.core.owns_branch(&self.workspace, &branch).await.map_err(|e| failed(&branch, e))?;
+        let own = if running_only {
+            current.as_deref() == Some(branch.as_str())
+        } else {
+            self.core.owns_branch(&self.workspace, &branch).await.map_err(|e| failed(&branch, e))?
+        };
         Ok((branch, own))
     }
 
@@ -248,7 +251,7 @@ impl<E: Engine + 'static> PodGator<E> {
             "git_push_branch" => {
                 let a: PushBranch = args(tool, raw)?;
                 let repo = self.repo(a.repo.as_deref()).await?;
-                let (branch, own_branch) = self.branch(a.branch).await?;
+                let (branch, own_branch) = self.branch(a.branch, true).await?;
                 let force = a.force.unwrap_or(false);
                 let target = format!("{repo} {branch}{}", if force { " (force)" } else { "" });
                 self.check(tool, &target, Request::Push { repo: &repo, branch: &branch, force, own_branch }).await?;
@@ -262,7 +265,7 @@ impl<E: Engine + 'static> PodGator<E> {
             "github_create_draft_pr" => {
                 let a: CreateDraftPr = args(tool, raw)?;
                 let repo = self.repo(a.repo.as_deref()).await?;
-                let (head, own_head) = self.branch(a.head).await?;
+                let (head, own_head) = self.branch(a.head, false).await?;
                 let draft = a.draft.unwrap_or(true);
                 let target = format!("{repo} {head}");
                 self.check(tool, &target, Request::OpenPr { repo: &repo, draft, own_head }).await?;

@@ -73,10 +73,17 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a local path (`/…`, not `//host`) is followed after login.
+/// Only a local path (`/…`, not `//host`, no control characters or backslashes, which
+/// browsers drop or fold into `/`) is followed after login.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -517,7 +524,7 @@ pub async fn agent_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, he
 <link rel="stylesheet" href="/static/shell.css"><script src="/static/shell.js" defer></script></head>
 <body><div class="devaipod-bar" data-workspace="{n}"><a href="/workspaces/{href}">← {n}</a><span class="title">agent of <b>{n}</b></span>
 <span class="proposals">Proposals: {links}</span></div>
-<iframe class="agent" src="{origin}/" title="The agent's UI"></iframe></body></html>"#,
+<iframe class="agent" src="{origin}/" title="The agent's UI" sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads allow-modals"></iframe></body></html>"#,
         n = esc(&name),
         href = seg(&name),
         origin = esc(&agent_origin),

@@ -161,7 +161,7 @@ fn forwarded_response_header(name: &HeaderName) -> bool {
             | "x-frame-options"
             | "set-cookie"
             | "content-length"
-    )
+    ) && !name.as_str().starts_with("access-control-")
 }
 
 /// The agent's Content-Security-Policy with `frame-ancestors` replaced by the main UI.
@@ -252,7 +252,9 @@ mod tests {
             assert!(!forwarded_request_header(&HeaderName::from_static(h)), "{h}");
         }
         assert!(forwarded_request_header(&header::ACCEPT) && forwarded_request_header(&header::CONTENT_TYPE));
-        for h in ["www-authenticate", "x-frame-options", "set-cookie", "transfer-encoding"] {
+        for h in
+            ["www-authenticate", "x-frame-options", "set-cookie", "transfer-encoding", "access-control-allow-origin"]
+        {
             assert!(!forwarded_response_header(&HeaderName::from_static(h)), "{h}");
         }
         assert!(forwarded_response_header(&header::CONTENT_TYPE));

@@ -198,4 +198,15 @@ async fn cross_origin_state_changes_are_refused() {
     )
     .await;
     assert_eq!(resp.headers()[header::LOCATION], "/");
+    for next in ["%2F%09%2Fevil.example", "%2F%5C%2Fevil.example", "https%3A%2F%2Fevil.example", "%2F%20%2Fx"] {
+        let resp = send(
+            &app,
+            req("POST", "/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={TOKEN}&next={next}")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.headers()[header::LOCATION], "/", "next={next}");
+    }
 }

@@ -34,6 +34,8 @@ fn grammar_table() {
         ("github:/r", ""),
         ("readonly", "readonly"),
         ("github:o/r:read,Write", "Write"),
+        ("github:o/..:read", ".."),
+        ("github:./r", "."),
     ];
     for (input, part) in bad {
         let e = Scope::parse(input).expect_err(input);
@@ -65,7 +67,9 @@ fn decision_table() {
         (Request::Comment { repo: &w }, true, "github:w/r:write"),
         (push(&or, "devaipod/t-1", false, true), true, "push allowed"),
         (push(&or, "main", false, true), false, "only devaipod/*"),
-        (push(&or, "devaipod/t-other", false, false), false, "not a branch of this workspace"),
+        (push(&or, "devaipod/t-other", false, false), false, "not the branch of this workspace's running task"),
+        (push(&or, "devaipod/t-other", true, false), false, "force push on o/r needs `write`"),
+        (push(&w, "devaipod/t-other", true, false), false, "not the branch of this workspace's running task"),
         (push(&or, "devaipod/t-1", true, true), false, "force push on o/r needs `write`"),
         (push(&w, "devaipod/t-1", true, true), true, "force push allowed"),
         (push(&w, "main", true, true), false, "only devaipod/*"),
