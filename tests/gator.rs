@@ -126,6 +126,18 @@ fn agent_reads_issue_pushes_branch_and_opens_a_draft_pr() {
     assert_eq!(prs.len(), 2, "the agent's draft PR and the approval's: {prs:#?}");
     assert!(prs.iter().all(|r| r["body"]["draft"] == true && r["auth_ok"] == true));
 
+    // The gator calls are part of the task's progress.
+    let events = env.json(&["task", task_id])["events"].clone();
+    let gator_events: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gator")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(gator_events.iter().any(|m| m.starts_with("gator allow git_push_branch")), "{events:#}");
+    assert!(gator_events.iter().any(|m| m.starts_with("gator allow github_create_draft_pr")), "{events:#}");
+
     let scopes = env.json(&["gator", "show", ws]);
     assert_eq!(scopes["github_repo"], "acme/gh-e2e");
     assert_eq!(scopes["scopes"], json!(["github:acme/gh-e2e:read,create-draft,push-new-branch"]));
@@ -199,6 +211,16 @@ impl Drop for Bridge {
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+/// A client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct Watcher(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _: rmcp::service::NotificationContext<rmcp::RoleClient>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// An MCP session on a pod's gator socket, as the bridge in that pod opens it.
 async fn connect(socket: &Path) -> Client {
@@ -338,8 +360,25 @@ fn scope_escapes_are_denied_and_audited() {
     let log_b = env.json(&["gator", "log", &b]);
     assert_eq!(log_b.as_array().unwrap().len(), 1, "{log_b:#}");
 
-    // Scopes are changed by the owner only, and take effect at once.
+    // Scopes are changed by the owner only, and take effect at once: an open session is
+    // told that its tool list changed.
+    let changed = Watcher::default();
+    let watching = rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(&sock_a).await.unwrap();
+        let (r, w) = stream.into_split();
+        changed.clone().serve((r, w)).await.expect("gator MCP session")
+    });
     env.ok(&["gator", "add", &a, "github:acme/gh-esc:write"]);
+    rt.block_on(async {
+        for _ in 0..50 {
+            if changed.0.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(changed.0.load(std::sync::atomic::Ordering::SeqCst), 1, "tools/list_changed after gator add");
+    drop(watching);
     let bad = env.fails(&["gator", "add", &a, "github:acme/gh-esc:pushh"]);
     assert!(bad.contains("`pushh` is not a permission"), "{bad}");
     let shown = env.json(&["gator", "show", &a]);

@@ -466,7 +466,7 @@ async fn up(c: &Client, body: &Value) -> Result<Value> {
 /// Follows a task's events until it ends; prints the outcome. Exit code 1 unless completed.
 async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
     c.lines(Method::GET, &format!("/api/v1/events?task={}", enc(id)), None, |e| {
-        let msg = e["message"].as_str().unwrap_or_default();
+        let msg = output::clean(e["message"].as_str().unwrap_or_default());
         match e["state"].as_str() {
             Some(state) => {
                 eprintln!("==> {state}: {msg}");

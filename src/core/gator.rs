@@ -76,6 +76,7 @@ impl<E: Engine> Core<E> {
         self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
         let parsed = Scope::parse(scope).map_err(|e| CoreError::Invalid(e.to_string()))?;
         self.store.add_scope(ws, &parsed.to_string()).await?;
+        self.scopes_changed(ws, &format!("granted {parsed}"));
         self.scope_view(ws).await
     }
 
@@ -89,7 +90,20 @@ impl<E: Engine> Core<E> {
                 if have.is_empty() { "none".to_owned() } else { have.join(", ") }
             )));
         }
+        self.scopes_changed(ws, &format!("took back {parsed}"));
         self.scope_view(ws).await
+    }
+
+    /// Tells the bus (and so gator, which tells the agent its tool list changed).
+    fn scopes_changed(&self, ws: &str, message: &str) {
+        self.publish(BusEvent {
+            seq: 0,
+            workspace: ws.to_owned(),
+            task_id: None,
+            kind: "scopes".into(),
+            message: message.to_owned(),
+            state: None,
+        });
     }
 
     /// Records one gator call and publishes it on the bus.
@@ -102,14 +116,23 @@ impl<E: Engine> Core<E> {
         reason: &str,
     ) -> Result<AuditEntry, CoreError> {
         let entry = self.store.audit(ws, tool, target, decision, reason).await?;
-        self.publish(BusEvent {
-            seq: 0,
-            workspace: ws.to_owned(),
-            task_id: None,
-            kind: "audit".into(),
-            message: format!("{} {tool} {target}: {reason}", entry.decision),
-            state: None,
-        });
+        let message = format!("gator {} {tool} {target}: {reason}", entry.decision);
+        // During a task the call is part of its progress (stored with it, shown live).
+        if let Some(task) = self.current_task(ws).await? {
+            let key = format!("gator:{}", entry.id);
+            if let Some(ev) = self.store.add_event(&task, &key, "gator", &message).await? {
+                self.publish(BusEvent::stored(ev, ws));
+            }
+        } else {
+            self.publish(BusEvent {
+                seq: 0,
+                workspace: ws.to_owned(),
+                task_id: None,
+                kind: "audit".into(),
+                message,
+                state: None,
+            });
+        }
         Ok(entry)
     }
 
@@ -117,11 +140,16 @@ impl<E: Engine> Core<E> {
         Ok(self.store.audit_log(ws, limit).await?)
     }
 
-    /// The branch of the workspace's unfinished task, where the agent is working now.
-    pub async fn current_branch(&self, ws: &str) -> Result<Option<String>, CoreError> {
+    /// The workspace's unfinished task (there is at most one), where the agent works now.
+    pub async fn current_task(&self, ws: &str) -> Result<Option<String>, CoreError> {
         let tasks = self.store.tasks(Some(ws)).await?;
         let open = [TaskState::Queued, TaskState::Running, TaskState::NeedsInput];
-        Ok(tasks.into_iter().find(|t| open.contains(&t.state)).map(|t| format!("devaipod/{}", t.id)))
+        Ok(tasks.into_iter().find(|t| open.contains(&t.state)).map(|t| t.id))
+    }
+
+    /// The branch of the workspace's unfinished task.
+    pub async fn current_branch(&self, ws: &str) -> Result<Option<String>, CoreError> {
+        Ok(self.current_task(ws).await?.map(|id| format!("devaipod/{id}")))
     }
 
     /// Whether `branch` is `devaipod/<task>` of one of this workspace's tasks.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rmcp::ServiceExt;
@@ -22,18 +23,47 @@ pub struct PodSockets<E> {
     core: Weak<Core<E>>,
     root: PathBuf,
     listeners: DashMap<String, CancellationToken>,
+    /// The open MCP sessions of each workspace, told when its scopes change.
+    peers: Arc<DashMap<String, Vec<rmcp::Peer<rmcp::RoleServer>>>>,
     shutdown: CancellationToken,
 }
 
 impl<E: Engine + 'static> PodSockets<E> {
     /// Serves gator for `core`'s pods until `shutdown`; sockets live under `<runtime>/gator`.
     pub fn new(core: &Arc<Core<E>>, shutdown: CancellationToken) -> Arc<Self> {
-        Arc::new(PodSockets {
+        let sockets = Arc::new(PodSockets {
             core: Arc::downgrade(core),
             root: core.paths.runtime.join("gator"),
             listeners: DashMap::new(),
+            peers: Arc::new(DashMap::new()),
             shutdown,
-        })
+        });
+        // Scopes changed: the agent's tool list did too (`notifications/tools/list_changed`).
+        let peers = sockets.peers.clone();
+        let mut events = core.subscribe();
+        let stop = sockets.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    e = events.recv() => e,
+                };
+                match e {
+                    Ok(e) if e.kind == "scopes" => {
+                        let list: Vec<_> = peers.get(&e.workspace).map(|p| p.clone()).unwrap_or_default();
+                        for peer in list {
+                            let _ = tokio::time::timeout(Duration::from_secs(2), peer.notify_tool_list_changed()).await;
+                        }
+                        if let Some(mut p) = peers.get_mut(&e.workspace) {
+                            p.retain(|peer| !peer.is_transport_closed());
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        sockets
     }
 
     /// Opens the sockets of every workspace in the store (after a daemon start: the agent
@@ -83,6 +113,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         let core = self.core.clone();
         let workspace = ws.to_owned();
         let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let peers = self.peers.clone();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -91,7 +122,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                         Ok((s, _)) => s,
                         Err(e) => {
                             tracing::warn!("gator: accept on {workspace}'s socket: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
                     },
@@ -104,6 +135,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                 };
                 let handler = PodGator::new(core, workspace.clone());
                 let conn_token = token.clone();
+                let (peers, ws_of_conn) = (peers.clone(), workspace.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let (read, write) = stream.into_split();
@@ -112,6 +144,10 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                         .with_max_line_length(MAX_MESSAGE);
                     match handler.serve(transport).await {
                         Ok(running) => {
+                            let mut list = peers.entry(ws_of_conn.clone()).or_default();
+                            list.retain(|p| !p.is_transport_closed());
+                            list.push(running.peer().clone());
+                            drop(list);
                             tokio::select! {
                                 _ = conn_token.cancelled() => {}
                                 _ = running.waiting() => {}
@@ -129,6 +165,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         if let Some((_, token)) = self.listeners.remove(ws) {
             token.cancel();
         }
+        self.peers.remove(ws);
         let _ = std::fs::remove_dir_all(self.dir(ws));
     }
 }

@@ -290,7 +290,7 @@ impl<E: Engine + 'static> PodGator<E> {
 
 impl<E: Engine + 'static> ServerHandler for PodGator<E> {
     fn get_info(&self) -> ServerConfig {
-        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build()).with_instructions(
             "gator: GitHub and git for this workspace, within the scopes its owner granted. Push your work with git_push_branch, then open a draft PR with github_create_draft_pr.",
         );
         info.server_info.name = "devaipod-gator".into();

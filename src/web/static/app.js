@@ -101,7 +101,7 @@ document.addEventListener("submit", async (ev) => {
 });
 
 // Live updates: the same event bus as the CLI and MCP, over server-sent events.
-const KINDS = ["state", "tool", "error", "proposal", "text", "workspace", "audit", "message"];
+const KINDS = ["state", "tool", "error", "proposal", "text", "workspace", "audit", "gator", "scopes", "message"];
 function follow(url) {
   const live = $("#live");
   const es = new EventSource(url);
