@@ -392,3 +392,50 @@ fn scope_escapes_are_denied_and_audited() {
     env.ok(&["delete", &b]);
     assert!(!sock_a.exists(), "the socket goes with the workspace");
 }
+
+/// The token can live in a podman secret: the daemon reads it (podman 4.3 reveals secret
+/// data only to containers, so a throwaway container without network prints it) and uses it.
+#[test]
+fn the_github_token_can_come_from_a_podman_secret() {
+    if !podman_available() {
+        return;
+    }
+    let gh = FakeGithub::start(&json!({ "repos": { "acme/gh-sec": { "issues": {
+        "1": { "title": "From a secret", "body": "b" } } } } }));
+    let dir = tempfile::tempdir().unwrap();
+    remote(dir.path(), "acme", "gh-sec");
+    let env = TestEnv::new("");
+    let secret = format!("{}-gh-token", env.instance);
+    struct Secret(String);
+    impl Drop for Secret {
+        fn drop(&mut self) {
+            podman(&["secret", "rm", &self.0]);
+        }
+    }
+    let mut create = Command::new("podman")
+        .args(["secret", "create", &secret, "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        create.stdin.take().unwrap().write_all(gh.token.as_bytes()).unwrap();
+    }
+    assert!(create.wait().unwrap().success());
+    let _secret = Secret(secret.clone());
+    std::fs::write(
+        &env.config,
+        format!(
+            "[trusted]\ngithub-token-secret = \"{secret}\"\n\n[service-gator.gh]\nhost = \"github.test\"\napi-url = \"http://127.0.0.1:{}\"\ngit-url = \"file://{}/remotes/{{repo}}.git\"\n",
+            gh.port,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["up", "--dry-run", "https://github.test/acme/gh-sec/issues/1"]);
+    let reqs = gh.requests();
+    let read = reqs.iter().find(|r| r["path"] == "/repos/acme/gh-sec/issues/1").expect("the issue was read");
+    assert_eq!(read["auth_ok"], true, "{reqs:#?}");
+    let left = podman(&["ps", "-a", "--filter", "name=devaipod-secret-read", "--format", "{{.Names}}"]);
+    assert_eq!(left.trim(), "", "the throwaway container is gone");
+}

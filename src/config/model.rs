@@ -64,6 +64,8 @@ pub struct Trusted {
     pub github_token_env: Option<EnvName>,
     /// File (mode 0600) with the GitHub token gator uses; read by the daemon only.
     pub github_token_file: Option<std::path::PathBuf>,
+    /// Podman secret with the GitHub token; read by the daemon (never mounted into a pod).
+    pub github_token_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -40,10 +40,29 @@ impl<E: Engine> Core<E> {
         self.endpoints.get()
     }
 
-    /// The GitHub client with the daemon's token (read at each call, so a rotated token
-    /// file takes effect without a restart).
-    pub fn github(&self) -> Github {
-        Github::new(self.github_http.clone(), &self.config.service_gator.gh.api_url, gator::token(&self.config.trusted))
+    /// The GitHub client with the daemon's token.
+    pub async fn github(&self) -> Github {
+        Github::new(self.github_http.clone(), &self.config.service_gator.gh.api_url, self.github_token().await)
+    }
+
+    /// The daemon's GitHub token: `[trusted] github-token-env`, else `github-token-file`
+    /// (read at each use, so a rotated file takes effect at once), else the podman secret
+    /// `github-token-secret` (read once, then kept in memory).
+    pub async fn github_token(&self) -> Option<String> {
+        let trusted = self.config.trusted.clone();
+        let from_config = tokio::task::spawn_blocking(move || gator::token(&trusted)).await.ok().flatten();
+        if from_config.is_some() {
+            return from_config;
+        }
+        let secret = self.config.trusted.github_token_secret.as_deref()?;
+        let mut cached = self.github_secret.lock().await;
+        if cached.is_none() {
+            match self.engine.secret_value(secret, &self.config.default_image).await {
+                Ok(v) => *cached = Some(v.trim().to_owned()),
+                Err(e) => tracing::warn!("cannot read the GitHub token from podman secret {secret}: {e}"),
+            }
+        }
+        cached.clone()
     }
 
     pub async fn github_repo(&self, ws: &str) -> Result<Option<RepoId>, CoreError> {
@@ -175,7 +194,7 @@ impl<E: Engine> Core<E> {
             .ok_or_else(|| CoreError::Invalid("nothing to push: the task has not changed anything yet".into()))?;
         let bare = BareRepo::init(self.paths.repo(ws)).await?;
         let remote = gator::git_url(&self.config.service_gator.gh.git_url, repo);
-        let token = gator::token(&self.config.trusted);
+        let token = self.github_token().await;
         bare.push(&remote, branch, force, token.as_deref()).await?;
         Ok(head)
     }

@@ -199,7 +199,7 @@ impl<E: Engine> Core<E> {
                         p.workspace
                     ))
                 })?;
-                let github = self.github();
+                let github = self.github().await;
                 if !github.has_token() {
                     return Err(CoreError::Invalid(crate::gator::GithubError::NoToken.to_string()));
                 }
@@ -234,7 +234,7 @@ impl<E: Engine> Core<E> {
     async fn push_remote(&self, ws: &str) -> Result<(String, Option<String>), CoreError> {
         if let Some(repo) = self.github_repo(ws).await? {
             let url = crate::gator::git_url(&self.config.service_gator.gh.git_url, &repo);
-            return Ok((url, crate::gator::token(&self.config.trusted)));
+            return Ok((url, self.github_token().await));
         }
         let record = self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
         Ok((record.source, None))

@@ -180,7 +180,7 @@ impl<E: Engine> Core<E> {
         let issue_task = match &github {
             Some(GithubSource { repo, item: Some((kind, n)) }) => {
                 progress.step(&format!("reading {repo}#{n} from GitHub"));
-                let gh = self.github();
+                let gh = self.github().await;
                 let item = match kind {
                     ItemKind::Issue => gh.issue(repo, *n).await,
                     ItemKind::Pull => gh.pull(repo, *n).await,

@@ -15,7 +15,9 @@ pub enum GithubError {
     Status { status: u16, message: String },
     #[error("cannot reach the GitHub API at {api}: {reason}")]
     Unreachable { api: String, reason: String },
-    #[error("no GitHub token: set [trusted] github-token-env or github-token-file in devaipod.toml")]
+    #[error(
+        "no GitHub token: set [trusted] github-token-env, github-token-file or github-token-secret in devaipod.toml"
+    )]
     NoToken,
 }
 

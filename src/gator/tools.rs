@@ -220,7 +220,7 @@ impl<E: Engine + 'static> PodGator<E> {
     }
 
     async fn dispatch(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
-        let gh = self.core.github();
+        let gh = self.core.github().await;
         match tool {
             "github_get_issue" | "github_get_pull_request" => {
                 let a: GetItem = args(tool, raw)?;

@@ -104,6 +104,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Creates a podman secret; its value travels in the request body only.
     fn create_secret(&self, name: &str, value: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_secret(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// A secret's value, for the daemon's own use (the GitHub token). Podman before 4.5
+    /// does not reveal secret data through its API: then a throwaway container without
+    /// network, made from `image`, prints it (and is removed).
+    fn secret_value(&self, name: &str, image: &str) -> impl Future<Output = Result<String, EngineError>> + Send;
     fn remove_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// The environment a container runs with (the image's and the container's own).
     fn container_env(&self, name: &str) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
