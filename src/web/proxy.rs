@@ -5,7 +5,8 @@
 //! Cookies are not port-specific, and ports do not change the site, so the session made at
 //! `/login` on the main port is sent here too: the proxy asks for the same login. A state
 //! change must come from the proxy's own origin. Framing is allowed only by the main UI
-//! (our shell, `vendor/opencode-ui/`). This is a byte-level proxy: it knows nothing of
+//! (our shell, `vendor/opencode-ui/`). WebSockets (opencode's terminal) are tunnelled
+//! after the agent accepted the handshake. This is a byte-level proxy: it knows nothing of
 //! opencode's API (that stays in `agent/`).
 
 use std::net::SocketAddr;
@@ -213,6 +214,9 @@ async fn forward<E: Engine + 'static>(State(t): State<Target<E>>, req: Request) 
         }
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    if is_websocket(&headers) {
+        return tunnel(req, &base, &password, &path).await;
+    }
     let mut out =
         t.proxies.http.request(req.method().clone(), format!("{base}{path}")).basic_auth("opencode", Some(&password));
     for (name, value) in headers.iter().filter(|(n, _)| forwarded_request_header(n)) {
@@ -240,6 +244,92 @@ async fn forward<E: Engine + 'static>(State(t): State<Target<E>>, req: Request) 
     builder
         .body(Body::from_stream(resp.bytes_stream()))
         .unwrap_or_else(|e| plain(StatusCode::BAD_GATEWAY, &e.to_string()))
+}
+
+fn is_websocket(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// A WebSocket (opencode's terminal): the handshake is made with the agent (with its
+/// password), its `101` is passed back, then bytes are copied both ways.
+async fn tunnel(mut req: Request, base: &str, password: &str, path: &str) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A WebSocket is not bound by CORS: the handshake must come from the proxy's own page.
+    if !session::same_origin(req.headers()) {
+        return session::cross_origin();
+    }
+    let Some(authority) = base.strip_prefix("http://").map(str::to_owned) else {
+        return plain(StatusCode::BAD_GATEWAY, "the agent's address is not plain http");
+    };
+    let auth = crate::git::base64(format!("opencode:{password}").as_bytes());
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {auth}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    );
+    for (name, value) in req.headers() {
+        if name.as_str().starts_with("sec-websocket-")
+            && let Ok(v) = value.to_str()
+        {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    let handshake = async {
+        let mut upstream = tokio::net::TcpStream::connect(&authority).await?;
+        upstream.write_all(head.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let n = upstream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("the agent closed the connection"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return Err(std::io::Error::other("the agent's answer head is too long"));
+            }
+        };
+        Ok::<_, std::io::Error>((upstream, buf, end))
+    };
+    let (upstream, buf, end) = match tokio::time::timeout(Duration::from_secs(30), handshake).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return plain(StatusCode::BAD_GATEWAY, &format!("The agent's WebSocket failed: {e}")),
+        Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not answer the WebSocket in time."),
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse::<u16>().ok()).unwrap_or(502);
+    if status != 101 {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return plain(code, "The agent refused the WebSocket.");
+    }
+    let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "upgrade" || name == "connection" || name.starts_with("sec-websocket-") {
+                resp = resp.header(name, value.trim());
+            }
+        }
+    }
+    let rest = buf[end..].to_vec();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = hyper_util::rt::TokioIo::new(upgraded);
+                if !rest.is_empty() && client.write_all(&rest).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+            Err(e) => tracing::debug!("agent UI proxy: the browser's WebSocket upgrade failed: {e}"),
+        }
+    });
+    resp.body(Body::empty()).unwrap_or_else(|e| plain(StatusCode::BAD_GATEWAY, &e.to_string()))
 }
 
 #[cfg(test)]

@@ -112,6 +112,33 @@ async function main() {
     await frame.waitForFunction(() => document.body && document.body.innerText.trim().length > 0, null, { timeout: 60_000 });
     const frameTitle = await frame.title();
     step(`agent UI title: ${frameTitle}`);
+    // The agent's terminal works through the proxy: a PTY over a WebSocket.
+    const echoed = await frame.evaluate(async () => {
+      const r = await fetch("/pty", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ command: "/bin/sh" }) });
+      if (!r.ok) return `POST /pty: ${r.status}`;
+      const pty = await r.json();
+      return await new Promise((resolve) => {
+        const ws = new WebSocket(`ws://${location.host}/pty/${pty.id}/connect`);
+        let seen = "";
+        const done = setTimeout(() => resolve(`timeout; saw: ${seen.slice(-200)}`), 20000);
+        ws.onopen = () => ws.send("echo devaipod-ws-$((6*7))\n");
+        ws.onmessage = async (m) => {
+          seen += typeof m.data === "string" ? m.data : await new Response(m.data).text();
+          if (seen.includes("devaipod-ws-42")) { clearTimeout(done); ws.close(); resolve("ok"); }
+        };
+        ws.onerror = () => { clearTimeout(done); resolve("websocket error"); };
+      });
+    });
+    assert.equal(echoed, "ok", `terminal through the proxy: ${echoed}`);
+    // A WebSocket from another origin (here devaipod's own page) is refused.
+    const foreign = await page.evaluate(async (url) => new Promise((resolve) => {
+      const ws = new WebSocket(url.replace("http://", "ws://") + "pty/x/connect");
+      ws.onopen = () => resolve("opened");
+      ws.onerror = () => resolve("refused");
+      setTimeout(() => resolve("timeout"), 10000);
+    }), src);
+    assert.equal(foreign, "refused");
     await page.waitForTimeout(1500);
     await shot("07-agent-ui");
     // The proxy asks for the login: a fresh browser context without the cookie is refused.
