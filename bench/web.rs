@@ -1,8 +1,9 @@
 //! Benchmark of the web UI's dashboard with 50 workspaces: time to the whole HTML page,
 //! p50/p90, against `/healthz` on the same listener in the same run (the floor: HTTP, auth
-//! layer, no work). Measured twice: back to back (the workspace listing is cached up to
-//! 1 s, as every caller sees it) and with the cache expired (a podman listing each time).
-//! Prints figures; asserts nothing.
+//! layer, no work). Measured back to back (the shared listing is fresh), 1.1 s apart (the
+//! listing is older than 1 s: pages show it and refresh it in the background), and the
+//! first request (nothing cached: podman's listing is waited for), next to podman's own
+//! listing of the same pods. Prints figures; asserts nothing.
 //!
 //! The 50 workspaces are pods with devaipod's labels made with `podman pod create` (no
 //! agents: 50 opencode servers would need ~17 GB), each with a task and a proposal in the
@@ -124,7 +125,11 @@ async fn main() {
     let token = env.read("data/token");
     let client = reqwest::Client::new();
 
+    // Past the longest age a page may show (30 s): this request waits for podman.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let t = Instant::now();
     let page = client.get(&base).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    let first = t.elapsed();
     let rows = page.matches("<tr data-workspace=").count();
     println!("dashboard: {} KB, {rows} workspace rows", page.len() / 1024);
 
@@ -149,7 +154,14 @@ async fn main() {
     println!("\n{:<44} {:>9} {:>9} {:>8}", "request", "p50 ms", "p90 ms", "vs floor");
     println!("{:<44} {:>9.2} {:>9.2} {:>8}", "/healthz (floor)", f50, ms(pct(&mut floor, 0.9)), "1.0x");
     println!("{:<44} {:>9.2} {:>9.2} {:>7.1}x", "/ dashboard, back to back (listing cached)", w50, w90, w50 / f50);
-    println!("{:<44} {:>9.2} {:>9.2} {:>7.1}x", "/ dashboard, listing expired (podman call)", c50, c90, c50 / f50);
+    println!("{:<44} {:>9.2} {:>9.2} {:>7.1}x", "/ dashboard, listing > 1 s old (1.1 s apart)", c50, c90, c50 / f50);
+    println!(
+        "{:<44} {:>9.2} {:>9} {:>7.1}x",
+        "/ dashboard, listing > 30 s old (waits)",
+        ms(first),
+        "",
+        ms(first) / f50
+    );
     let p50 = ms(pct(&mut podman, 0.5));
     println!("{:<44} {:>9.2} {:>9} {:>8}", "podman API pods/json, same pods (curl)", p50, "", "");
     println!("\ntarget: dashboard p50 <= 20 ms");

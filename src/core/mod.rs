@@ -119,7 +119,13 @@ pub struct Core<E> {
     /// Approvals run one at a time, so that an action is never done twice.
     approve_lock: tokio::sync::Mutex<()>,
     /// The last workspace listing and when it was made (see `Core::list`).
-    list_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<WorkspaceStatus>)>>,
+    list_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<WorkspaceStatus>)>>,
+    /// One engine listing at a time; concurrent callers share its result.
+    list_call: tokio::sync::Mutex<()>,
+    /// Bumped by every change made here: a listing begun before it is not cached.
+    list_generation: std::sync::atomic::AtomicU64,
+    /// A background refresh of the listing is under way (see `Core::list_for_page`).
+    list_refreshing: std::sync::atomic::AtomicBool,
     /// Gator's per-pod endpoints, set by the daemon (absent: pods get no gator).
     endpoints: std::sync::OnceLock<Arc<dyn PodEndpoints>>,
     /// Serializes bringing work out of each workspace's sandbox.
@@ -142,7 +148,10 @@ impl<E: crate::pods::Engine> Core<E> {
             bus,
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),
-            list_cache: tokio::sync::Mutex::new(None),
+            list_cache: std::sync::Mutex::new(None),
+            list_call: tokio::sync::Mutex::new(()),
+            list_generation: std::sync::atomic::AtomicU64::new(0),
+            list_refreshing: std::sync::atomic::AtomicBool::new(false),
             endpoints: std::sync::OnceLock::new(),
             bring_out_locks: dashmap::DashMap::new(),
             github_http: crate::gator::github::http_client(),

@@ -157,6 +157,8 @@ struct Created {
 
 /// How old a cached workspace listing may be (changes by others show after this).
 const LIST_FRESH: Duration = Duration::from_secs(1);
+/// How old a listing a page may show while a fresh one is made in the background.
+const LIST_STALE: Duration = Duration::from_secs(30);
 
 /// What `up` puts into the pod.
 struct Payload {
@@ -196,6 +198,9 @@ impl<E: Engine> Core<E> {
             _ => None,
         };
         let source = Source::parse(&clone_from)?;
+        if req.read_only && github.is_none() {
+            progress.step("warning: --read-only only limits GitHub sources; this source gets no GitHub scopes anyway");
+        }
         let explicit = req.name.as_deref().map(WorkspaceName::new).transpose()?;
         if !req.dry_run {
             self.engine.ping().await?;
@@ -544,22 +549,61 @@ impl<E: Engine> Core<E> {
     /// The answer is at most [`LIST_FRESH`] old: concurrent callers share one engine call,
     /// and devaipod's own changes (up, stop, start, delete) are visible at once.
     pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
-        let mut cache = self.list_cache.lock().await;
-        if let Some((at, list)) = cache.as_ref()
-            && at.elapsed() < LIST_FRESH
-        {
-            return Ok(list.clone());
+        if let Some(list) = self.cached_list(LIST_FRESH) {
+            return Ok(list);
         }
+        let _one = self.list_call.lock().await;
+        if let Some(list) = self.cached_list(LIST_FRESH) {
+            return Ok(list); // made while this caller waited
+        }
+        let generation = self.list_generation.load(std::sync::atomic::Ordering::SeqCst);
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
         let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        *cache = Some((Instant::now(), out.clone()));
+        if let Ok(mut cache) = self.list_cache.lock()
+            && self.list_generation.load(std::sync::atomic::Ordering::SeqCst) == generation
+        {
+            *cache = Some((Instant::now(), out.clone()));
+        }
         Ok(out)
+    }
+
+    /// The cached listing, if younger than `max_age`.
+    fn cached_list(&self, max_age: Duration) -> Option<Vec<WorkspaceStatus>> {
+        let cache = self.list_cache.lock().ok()?;
+        cache.as_ref().filter(|(at, _)| at.elapsed() < max_age).map(|(_, list)| list.clone())
+    }
+
+    /// For pages: the shared listing, also when it is older than [`LIST_FRESH`] (up to
+    /// [`LIST_STALE`]), while a fresh one is made in the background, so that a page waits
+    /// for podman only when nothing is cached. Pages re-render on every event, so a change
+    /// made elsewhere shows on the next render.
+    pub async fn list_for_page(self: &Arc<Self>) -> Result<Vec<WorkspaceStatus>, CoreError> {
+        let cached = self.list_cache.lock().ok().and_then(|c| c.clone());
+        match cached {
+            Some((at, list)) if at.elapsed() < LIST_FRESH => Ok(list),
+            Some((at, list)) if at.elapsed() < LIST_STALE => {
+                if !self.list_refreshing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.list().await {
+                            tracing::debug!("background listing failed: {e}");
+                        }
+                        me.list_refreshing.store(false, std::sync::atomic::Ordering::SeqCst);
+                    });
+                }
+                Ok(list)
+            }
+            _ => self.list().await,
+        }
     }
 
     /// Forgets the cached listing after a change made here.
     async fn changed(&self) {
-        *self.list_cache.lock().await = None;
+        self.list_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut cache) = self.list_cache.lock() {
+            *cache = None;
+        }
     }
 
     /// The pod of workspace `name` of this instance, or `NotFound`.

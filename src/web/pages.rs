@@ -169,8 +169,8 @@ pub async fn shell_js() -> Response {
 
 // ---- dashboard ----
 
-async fn workspaces_table<E: Engine>(core: &Core<E>) -> Result<String, CoreError> {
-    let list = core.list().await?;
+async fn workspaces_table<E: Engine>(core: &Arc<Core<E>>) -> Result<String, CoreError> {
+    let list = core.list_for_page().await?;
     let tasks = core.tasks(None).await?;
     let open = core.proposals(None, Some(ProposalState::Open)).await?;
     if list.is_empty() {
