@@ -112,7 +112,9 @@ pub fn done(v: &Value, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The first line of agent or issue text, at most `max` characters, safe for a terminal.
 fn one_line(text: &str, max: usize) -> String {
+    let text = clean(text);
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > max {
         format!("{}…", line.chars().take(max).collect::<String>())
@@ -153,7 +155,7 @@ pub fn task(v: &Value, as_json: bool) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "events:")?;
     for e in v["events"].as_array().into_iter().flatten() {
-        writeln!(o, "  [{}] {}", s(&e["kind"]), s(&e["message"]))?;
+        writeln!(o, "  [{}] {}", clean(s(&e["kind"])), clean(s(&e["message"])))?;
     }
     Ok(())
 }
@@ -166,7 +168,7 @@ pub fn task_summary(v: &Value) -> Result<()> {
     writeln!(o, "state      {}", s(&t["state"]))?;
     writeln!(o, "prompt     {}", one_line(s(&t["prompt"]), 100))?;
     if let Some(e) = t["error"].as_str() {
-        writeln!(o, "error      {e}")?;
+        writeln!(o, "error      {}", clean(e))?;
     }
     if let Some(sm) = t["summary"].as_str() {
         writeln!(o, "summary    {}", one_line(sm, 100))?;

@@ -56,13 +56,30 @@ impl<E: Engine> Core<E> {
         }
         let secret = self.config.trusted.github_token_secret.as_deref()?;
         let mut cached = self.github_secret.lock().await;
-        if cached.is_none() {
-            match self.engine.secret_value(secret, &self.config.default_image).await {
-                Ok(v) => *cached = Some(v.trim().to_owned()),
-                Err(e) => tracing::warn!("cannot read the GitHub token from podman secret {secret}: {e}"),
+        let (value, failed_at) = &mut *cached;
+        // After a failure, wait a minute before asking podman again.
+        if value.is_none() && failed_at.is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(60)) {
+            let scratch = self.paths.runtime.join("secrets");
+            let made = tokio::fs::create_dir_all(&scratch)
+                .await
+                .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await);
+            let read = match made {
+                Ok(()) => self.engine.secret_value(secret, &self.config.default_image, &scratch).await,
+                Err(e) => Err(crate::pods::EngineError::Api {
+                    op: "secret scratch dir".into(),
+                    status: 0,
+                    message: e.to_string(),
+                }),
+            };
+            match read {
+                Ok(v) => *value = Some(v.trim().to_owned()),
+                Err(e) => {
+                    *failed_at = Some(std::time::Instant::now());
+                    tracing::warn!("cannot read the GitHub token from podman secret {secret}: {e}");
+                }
             }
         }
-        cached.clone()
+        value.clone()
     }
 
     pub async fn github_repo(&self, ws: &str) -> Result<Option<RepoId>, CoreError> {
@@ -195,7 +212,7 @@ impl<E: Engine> Core<E> {
         let bare = BareRepo::init(self.paths.repo(ws)).await?;
         let remote = gator::git_url(&self.config.service_gator.gh.git_url, repo);
         let token = self.github_token().await;
-        bare.push(&remote, branch, force, token.as_deref()).await?;
+        bare.push(&remote, &head, branch, force, token.as_deref()).await?;
         Ok(head)
     }
 }

@@ -132,8 +132,8 @@ pub struct Core<E> {
     bring_out_locks: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// The HTTP client for GitHub (connections reused).
     github_http: reqwest::Client,
-    /// The GitHub token read from a podman secret, once.
-    github_secret: tokio::sync::Mutex<Option<String>>,
+    /// The GitHub token read from a podman secret, once (and when the last try failed).
+    github_secret: tokio::sync::Mutex<(Option<String>, Option<std::time::Instant>)>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -155,7 +155,7 @@ impl<E: crate::pods::Engine> Core<E> {
             endpoints: std::sync::OnceLock::new(),
             bring_out_locks: dashmap::DashMap::new(),
             github_http: crate::gator::github::http_client(),
-            github_secret: tokio::sync::Mutex::new(None),
+            github_secret: tokio::sync::Mutex::new((None, None)),
         })
     }
 

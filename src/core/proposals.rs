@@ -189,7 +189,7 @@ impl<E: Engine> Core<E> {
             ApproveAction::Apply => (self.apply(&p, &repo).await?, ProposalState::Applied),
             ApproveAction::Push => {
                 let (remote, token) = self.push_remote(&p.workspace).await?;
-                repo.push(&remote, &p.branch, false, token.as_deref()).await?;
+                repo.push(&remote, &p.head, &p.branch, false, token.as_deref()).await?;
                 (format!("pushed {} to the source's remote", p.branch), ProposalState::Pushed)
             }
             ApproveAction::DraftPr => {
@@ -204,7 +204,7 @@ impl<E: Engine> Core<E> {
                     return Err(CoreError::Invalid(crate::gator::GithubError::NoToken.to_string()));
                 }
                 let (remote, token) = self.push_remote(&p.workspace).await?;
-                repo.push(&remote, &p.branch, false, token.as_deref()).await?;
+                repo.push(&remote, &p.head, &p.branch, false, token.as_deref()).await?;
                 let task = self.store.task(&p.task_id).await?;
                 let title: String = task
                     .as_ref()
@@ -247,6 +247,13 @@ impl<E: Engine> Core<E> {
         let tmp = tempfile::tempdir().map_err(|e| CoreError::Io(e.to_string()))?;
         let file = format!("devaipod-{}.bundle", p.id);
         repo.bundle(&p.branch, &tmp.path().join(&file)).await?;
+        // The bundle must hold the reviewed commit (the branch was checked just before).
+        if repo.rev(&format!("refs/heads/{}", p.branch)).await.unwrap_or_default() != p.head {
+            return Err(CoreError::Invalid(format!(
+                "branch {} moved while it was bundled: nothing was shipped",
+                p.branch
+            )));
+        }
         let dir = tmp.path().to_owned();
         let name = file.clone();
         let tar = tokio::task::spawn_blocking(move || {

@@ -287,6 +287,7 @@ impl<E: Engine> Core<E> {
         if let Err(e) = result {
             progress.step(&format!("up failed; removing what it created for `{name}`"));
             self.rollback(&created).await;
+            self.changed().await;
             return Err(e);
         }
         self.store
@@ -705,7 +706,9 @@ impl<E: Engine> Core<E> {
                         token.cancel();
                     }
                 }
-                self.engine.remove_pod(&p.name).await?
+                let removed = self.engine.remove_pod(&p.name).await;
+                self.changed().await; // also when removal failed half-way
+                removed?
             }
             Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
             Err(e) => return Err(e),

@@ -61,6 +61,7 @@ pub async fn run(socket: &Path) -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut conn = connect(socket, Some(FIRST_CONNECT)).await?;
+    let mut connected_at = Instant::now();
     let mut initialize: Option<(String, Option<Value>)> = None;
     let mut initialized: Option<String> = None;
     // The id of a replayed `initialize`, whose answer the client must not see twice.
@@ -75,7 +76,8 @@ pub async fn run(socket: &Path) -> Result<()> {
                     _ => {}
                 }
                 if send(&mut conn, &line).await.is_err() {
-                    conn = reconnect(socket, &initialize, &initialized, &mut skip).await?;
+                    conn = reconnect(socket, &initialize, &initialized, &mut skip, connected_at).await?;
+                    connected_at = Instant::now();
                     send(&mut conn, &line).await.context("writing to gator")?;
                 }
             }
@@ -92,7 +94,8 @@ pub async fn run(socket: &Path) -> Result<()> {
                     stdout.flush().await?;
                 }
                 Ok(None) | Err(_) => {
-                    conn = reconnect(socket, &initialize, &initialized, &mut skip).await?;
+                    conn = reconnect(socket, &initialize, &initialized, &mut skip, connected_at).await?;
+                    connected_at = Instant::now();
                 }
             },
         }
@@ -104,7 +107,12 @@ async fn reconnect(
     initialize: &Option<(String, Option<Value>)>,
     initialized: &Option<String>,
     skip: &mut Option<Value>,
+    connected_at: Instant,
 ) -> Result<Conn> {
+    // A connection closed at once (the daemon refused it) is not retried at full speed.
+    if connected_at.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let mut conn = connect(socket, None).await?;
     if let Some((line, id)) = initialize {
         send(&mut conn, line).await.context("replaying initialize")?;

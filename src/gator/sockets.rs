@@ -130,7 +130,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                 let Some(core) = core.upgrade() else { break };
                 // A pod gets a few connections at a time (opencode opens one), no more.
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    tracing::warn!("gator: {workspace} opened too many connections; refusing one");
+                    tracing::debug!("gator: {workspace} opened too many connections; refusing one");
                     continue;
                 };
                 let handler = PodGator::new(core, workspace.clone());
@@ -142,8 +142,10 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                     // A bounded line: an agent cannot make the daemon buffer without end.
                     let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(read, write)
                         .with_max_line_length(MAX_MESSAGE);
-                    match handler.serve(transport).await {
-                        Ok(running) => {
+                    // A connection that does not initialize in time gives its place back.
+                    let served = tokio::time::timeout(Duration::from_secs(30), handler.serve(transport)).await;
+                    match served {
+                        Ok(Ok(running)) => {
                             let mut list = peers.entry(ws_of_conn.clone()).or_default();
                             list.retain(|p| !p.is_transport_closed());
                             list.push(running.peer().clone());
@@ -153,7 +155,8 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                                 _ = running.waiting() => {}
                             }
                         }
-                        Err(e) => tracing::debug!("gator: a connection ended before initializing: {e}"),
+                        Ok(Err(e)) => tracing::debug!("gator: a connection ended before initializing: {e}"),
+                        Err(_) => tracing::debug!("gator: a connection sent no initialize in 30 s"),
                     }
                 });
             }

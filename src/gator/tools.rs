@@ -220,13 +220,15 @@ impl<E: Engine + 'static> PodGator<E> {
     }
 
     async fn dispatch(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
-        let gh = self.core.github().await;
+        // The GitHub client (and its token) only once a call is allowed.
+        let github = || self.core.github();
         match tool {
             "github_get_issue" | "github_get_pull_request" => {
                 let a: GetItem = args(tool, raw)?;
                 let repo = self.repo(a.repo.as_deref()).await?;
                 let target = format!("{repo}#{}", a.number);
                 self.check(tool, &target, Request::Read { repo: &repo }).await?;
+                let gh = github().await;
                 let r = if tool == "github_get_issue" {
                     gh.issue(&repo, a.number).await
                 } else {
@@ -244,8 +246,11 @@ impl<E: Engine + 'static> PodGator<E> {
                 let target = repo.to_string();
                 self.check(tool, &target, Request::Read { repo: &repo }).await?;
                 let kind = if tool == "github_list_issues" { "issues" } else { "pulls" };
-                let items =
-                    gh.list(&repo, kind, &state, a.limit.unwrap_or(30)).await.map_err(|e| failed(&target, e))?;
+                let items = github()
+                    .await
+                    .list(&repo, kind, &state, a.limit.unwrap_or(30))
+                    .await
+                    .map_err(|e| failed(&target, e))?;
                 Ok(json!({ "items": items }))
             }
             "git_push_branch" => {
@@ -269,6 +274,7 @@ impl<E: Engine + 'static> PodGator<E> {
                 let draft = a.draft.unwrap_or(true);
                 let target = format!("{repo} {head}");
                 self.check(tool, &target, Request::OpenPr { repo: &repo, draft, own_head }).await?;
+                let gh = github().await;
                 let base = match a.base {
                     Some(b) => b,
                     None => gh.default_branch(&repo).await.map_err(|e| failed(&target, e))?,
@@ -281,7 +287,7 @@ impl<E: Engine + 'static> PodGator<E> {
                 let repo = self.repo(a.repo.as_deref()).await?;
                 let target = format!("{repo}#{}", a.number);
                 self.check(tool, &target, Request::Comment { repo: &repo }).await?;
-                gh.comment(&repo, a.number, &a.body).await.map_err(|e| failed(target, e))
+                github().await.comment(&repo, a.number, &a.body).await.map_err(|e| failed(target, e))
             }
             other => Err(deny("-", format!("unknown tool `{other}`"))),
         }

@@ -147,16 +147,30 @@ impl BareRepo {
         run(c, "bundle create").await.map(drop)
     }
 
-    /// Pushes `branch` to `remote` under the same name; forced only when asked.
+    /// Pushes commit `head` to `remote` as `branch`; forced only when asked.
     /// `token`: a GitHub-style token sent as HTTP credentials (`x-access-token`).
-    pub async fn push(&self, remote: &str, branch: &str, force: bool, token: Option<&str>) -> Result<(), GitError> {
-        run(self.push_command(remote, branch, force, token), "push").await.map(drop)
+    pub async fn push(
+        &self,
+        remote: &str,
+        head: &str,
+        branch: &str,
+        force: bool,
+        token: Option<&str>,
+    ) -> Result<(), GitError> {
+        run(self.push_command(remote, head, branch, force, token), "push").await.map(drop)
     }
 
     /// The push command. Credentials (in an `https://user:token@host/…` URL, or the token)
     /// never go into argv (where `ps` shows them): the URL is passed without them, and they
     /// travel as an `Authorization` header in git's environment-only configuration.
-    fn push_command(&self, remote: &str, branch: &str, force: bool, token: Option<&str>) -> tokio::process::Command {
+    fn push_command(
+        &self,
+        remote: &str,
+        head: &str,
+        branch: &str,
+        force: bool,
+        token: Option<&str>,
+    ) -> tokio::process::Command {
         let mut c = git(&self.path);
         let (url, auth) = split_credentials(remote);
         let is_http = url.starts_with("http://") || url.starts_with("https://");
@@ -167,7 +181,7 @@ impl BareRepo {
                 .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {}", base64(userinfo.as_bytes())));
         }
         let plus = if force { "+" } else { "" };
-        c.args(["push", "--quiet", "--no-verify", &url, &format!("{plus}refs/heads/{branch}:refs/heads/{branch}")]);
+        c.args(["push", "--quiet", "--no-verify", &url, &format!("{plus}{head}:refs/heads/{branch}")]);
         c
     }
 }
@@ -220,7 +234,8 @@ mod tests {
     #[test]
     fn push_keeps_url_credentials_out_of_argv() {
         let repo = BareRepo { path: "/tmp/r.git".into() };
-        let c = repo.push_command("https://me:ghp_secret123@git.example/o/r.git", "devaipod/t-1", false, None);
+        let c =
+            repo.push_command("https://me:ghp_secret123@git.example/o/r.git", "abc123", "devaipod/t-1", false, None);
         let argv: Vec<String> = c.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains("ghp_secret123")), "{argv:?}");
         assert!(argv.contains(&"https://git.example/o/r.git".to_owned()), "{argv:?}");
@@ -236,10 +251,10 @@ mod tests {
             ))
         );
         // A token travels the same way, never in argv; a forced push says `+`.
-        let c = repo.push_command("https://git.example/o/r.git", "devaipod/t-1", true, Some("ghs_tok"));
+        let c = repo.push_command("https://git.example/o/r.git", "abc123", "devaipod/t-1", true, Some("ghs_tok"));
         let argv: Vec<String> = c.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(argv.iter().all(|a| !a.contains("ghs_tok")), "{argv:?}");
-        assert!(argv.contains(&"+refs/heads/devaipod/t-1:refs/heads/devaipod/t-1".to_owned()), "{argv:?}");
+        assert!(argv.contains(&"+abc123:refs/heads/devaipod/t-1".to_owned()), "{argv:?}");
         let value = c.as_std().get_envs().find(|(k, _)| *k == "GIT_CONFIG_VALUE_0").and_then(|(_, v)| v);
         assert_eq!(
             value.map(|v| v.to_string_lossy().into_owned()),
@@ -290,10 +305,14 @@ mod tests {
 
         let remote = d.path().join("remote.git");
         sh(d.path(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
-        bare.push(remote.to_str().unwrap(), "devaipod/t1", false, None).await.unwrap();
+        bare.push(remote.to_str().unwrap(), "refs/heads/devaipod/t1", "devaipod/t1", false, None).await.unwrap();
         let pushed = BareRepo { path: remote }.rev("refs/heads/devaipod/t1").await.unwrap();
         assert_eq!(pushed, head);
-        let e = bare.push("ext::sh -c evil", "devaipod/t1", false, None).await.unwrap_err().to_string();
+        let e = bare
+            .push("ext::sh -c evil", "refs/heads/devaipod/t1", "devaipod/t1", false, None)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("push failed"), "{e}");
     }
 }

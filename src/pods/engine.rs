@@ -106,8 +106,14 @@ pub trait Engine: Send + Sync + 'static {
     fn remove_secret(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// A secret's value, for the daemon's own use (the GitHub token). Podman before 4.5
     /// does not reveal secret data through its API: then a throwaway container without
-    /// network, made from `image`, prints it (and is removed).
-    fn secret_value(&self, name: &str, image: &str) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// network, made from `image`, prints it into a log file in `scratch` (a private
+    /// directory of the caller, never the journal) and is removed.
+    fn secret_value(
+        &self,
+        name: &str,
+        image: &str,
+        scratch: &std::path::Path,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
     fn remove_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// The environment a container runs with (the image's and the container's own).
     fn container_env(&self, name: &str) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;

@@ -315,50 +315,62 @@ impl Engine for Podman {
         Ok(())
     }
 
-    async fn secret_value(&self, name: &str, image: &str) -> Result<String, EngineError> {
+    async fn secret_value(&self, name: &str, image: &str, scratch: &std::path::Path) -> Result<String, EngineError> {
         let op = format!("read secret {name}");
         let info: serde_json::Value =
             self.api.get_json(&op, &format!("/secrets/{}/json?showsecret=true", enc(name))).await?;
         if let Some(data) = info["SecretData"].as_str().filter(|d| !d.is_empty()) {
             return Ok(data.to_owned());
         }
-        let container = format!("devaipod-secret-read-{}", std::process::id());
+        let suffix: u64 = rand::random();
+        let container = format!("devaipod-secret-read-{suffix:016x}");
+        // The value goes to a k8s-file log in the caller's private directory (not the
+        // journal, podman's default on systemd hosts), read back through the API.
+        let log = scratch.join(format!("{container}.log"));
         let spec = json!({
             "name": container,
             "image": image,
-            "command": ["printenv", "DEVAIPOD_SECRET"],
+            "entrypoint": ["printenv", "DEVAIPOD_SECRET"],
+            "command": [],
             "secret_env": { "DEVAIPOD_SECRET": name },
             "netns": { "nsmode": "none" },
+            "log_configuration": { "driver": "k8s-file", "path": log },
             "labels": { "io.devaipod.role": "secret-reader" },
         });
-        let _ = self
-            .api
-            .call(&op, Method::DELETE, &format!("/containers/{}?force=true", enc(&container)), Body::Empty)
-            .await;
-        self.api.call(&op, Method::POST, "/containers/create", Body::Json(spec)).await?;
-        let read = async {
-            self.api.call(&op, Method::POST, &format!("/containers/{}/start", enc(&container)), Body::Empty).await?;
-            let wait = format!("/containers/{}/wait?condition=exited", enc(&container));
-            self.api.call_with_timeout(&op, Method::POST, &wait, Body::Empty, Duration::from_secs(30)).await?;
-            let mut out = Vec::new();
-            let mut logs = self.logs(&container, false, None);
-            while let Some(chunk) = logs.next().await {
-                if let Output::Stdout(b) = chunk? {
-                    out.extend_from_slice(&b);
+        // Detached: a caller that goes away cannot skip the cleanup.
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let remove = format!("/containers/{}?force=true", enc(&container));
+            this.api.call(&op, Method::POST, "/containers/create", Body::Json(spec)).await?;
+            let read = async {
+                this.api
+                    .call(&op, Method::POST, &format!("/containers/{}/start", enc(&container)), Body::Empty)
+                    .await?;
+                let wait = format!("/containers/{}/wait?condition=exited", enc(&container));
+                this.api.call_with_timeout(&op, Method::POST, &wait, Body::Empty, Duration::from_secs(30)).await?;
+                let mut out = Vec::new();
+                let mut logs = this.logs(&container, false, None);
+                while let Some(chunk) = logs.next().await {
+                    if let Output::Stdout(b) = chunk? {
+                        out.extend_from_slice(&b);
+                    }
                 }
+                Ok::<_, EngineError>(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned())
             }
-            Ok::<_, EngineError>(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned())
-        }
-        .await;
-        let _ = self
-            .api
-            .call(&op, Method::DELETE, &format!("/containers/{}?force=true", enc(&container)), Body::Empty)
             .await;
-        let value = read?;
-        if value.is_empty() {
-            return Err(EngineError::Api { op, status: 0, message: "the secret is empty".into() });
-        }
-        Ok(value)
+            let _ = this.api.call(&op, Method::DELETE, &remove, Body::Empty).await;
+            let _ = tokio::fs::remove_file(&log).await;
+            let value = read?;
+            if value.is_empty() {
+                return Err(EngineError::Api { op, status: 0, message: "the secret is empty".into() });
+            }
+            Ok(value)
+        });
+        task.await.map_err(|e| EngineError::Api {
+            op: format!("read secret {name}"),
+            status: 0,
+            message: e.to_string(),
+        })?
     }
 
     async fn remove_secret(&self, name: &str) -> Result<(), EngineError> {

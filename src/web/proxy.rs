@@ -215,7 +215,8 @@ async fn forward<E: Engine + 'static>(State(t): State<Target<E>>, req: Request) 
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if is_websocket(&headers) {
-        return tunnel(req, &base, &password, &path).await;
+        let stop = t.proxies.ports.get(&t.ws).map(|e| e.1.clone()).unwrap_or_default();
+        return tunnel(req, &base, &password, &path, stop).await;
     }
     let mut out =
         t.proxies.http.request(req.method().clone(), format!("{base}{path}")).basic_auth("opencode", Some(&password));
@@ -252,7 +253,7 @@ fn is_websocket(headers: &axum::http::HeaderMap) -> bool {
 
 /// A WebSocket (opencode's terminal): the handshake is made with the agent (with its
 /// password), its `101` is passed back, then bytes are copied both ways.
-async fn tunnel(mut req: Request, base: &str, password: &str, path: &str) -> Response {
+async fn tunnel(mut req: Request, base: &str, password: &str, path: &str, stop: CancellationToken) -> Response {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A WebSocket is not bound by CORS: the handshake must come from the proxy's own page.
     if !session::same_origin(req.headers()) {
@@ -324,7 +325,11 @@ async fn tunnel(mut req: Request, base: &str, password: &str, path: &str) -> Res
                 if !rest.is_empty() && client.write_all(&rest).await.is_err() {
                     return;
                 }
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                // Ends with either side, or when the workspace's proxy closes.
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    _ = stop.cancelled() => {}
+                }
             }
             Err(e) => tracing::debug!("agent UI proxy: the browser's WebSocket upgrade failed: {e}"),
         }
