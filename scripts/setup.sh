@@ -92,15 +92,23 @@ if ! podman image exists "$BASE_IMAGE"; then
   trap - EXIT
 fi
 
+# npm_pinned DIR PACKAGE VERSION [FILE]: PACKAGE@VERSION in DIR/node_modules, unless it is
+# there (and FILE, when given, exists).
+npm_pinned() {
+  local dir="$1" pkg="$2" version="$3" needed="${4:-}"
+  if grep -q "\"version\": \"$version\"" "$dir/node_modules/$pkg/package.json" 2>/dev/null \
+      && { [ -z "$needed" ] || [ -e "$needed" ]; }; then
+    return 0
+  fi
+  log "installing $pkg@$version into $dir"
+  mkdir -p "$dir"
+  npm install --silent --no-audit --no-fund --prefix "$dir" "$pkg@$version" >&2
+}
+
 # 5. opencode from npm into the cache.
 OPENCODE_BIN="$CACHE_DIR/opencode/node_modules/opencode-linux-x64/bin/opencode"
-if [ ! -x "$OPENCODE_BIN" ] || ! grep -q "\"version\": \"$OPENCODE_VERSION\"" \
-    "$CACHE_DIR/opencode/node_modules/opencode-ai/package.json" 2>/dev/null; then
-  log "installing opencode-ai@$OPENCODE_VERSION into $CACHE_DIR/opencode"
-  mkdir -p "$CACHE_DIR/opencode"
-  npm install --silent --no-audit --no-fund --prefix "$CACHE_DIR/opencode" "opencode-ai@$OPENCODE_VERSION" >&2
-  [ -x "$OPENCODE_BIN" ] || die "opencode binary missing after npm install: $OPENCODE_BIN"
-fi
+npm_pinned "$CACHE_DIR/opencode" opencode-ai "$OPENCODE_VERSION" "$OPENCODE_BIN"
+[ -x "$OPENCODE_BIN" ] || die "opencode binary missing after npm install: $OPENCODE_BIN"
 
 # 6. MCP clients for the tests: the Python SDK (in a venv) and the MCP Inspector CLI.
 VENV="$CACHE_DIR/venv"
@@ -109,21 +117,9 @@ if ! "$VENV/bin/python3" -c "import importlib.metadata as m, sys; sys.exit(m.ver
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION" >&2
 fi
-INSPECTOR_DIR="$CACHE_DIR/inspector"
-if ! grep -q "\"version\": \"$INSPECTOR_VERSION\"" \
-    "$INSPECTOR_DIR/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null; then
-  log "installing the MCP Inspector $INSPECTOR_VERSION into $INSPECTOR_DIR"
-  mkdir -p "$INSPECTOR_DIR"
-  npm install --silent --no-audit --no-fund --prefix "$INSPECTOR_DIR" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
-fi
+npm_pinned "$CACHE_DIR/inspector" @modelcontextprotocol/inspector "$INSPECTOR_VERSION"
 
 # 7. The browser tests' driver: playwright-core (no bundled browser; it drives Debian's chromium).
-PLAYWRIGHT_DIR="$CACHE_DIR/playwright"
-if ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" \
-    "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json" 2>/dev/null; then
-  log "installing playwright-core $PLAYWRIGHT_VERSION into $PLAYWRIGHT_DIR"
-  mkdir -p "$PLAYWRIGHT_DIR"
-  npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" "playwright-core@$PLAYWRIGHT_VERSION" >&2
-fi
+npm_pinned "$CACHE_DIR/playwright" playwright-core "$PLAYWRIGHT_VERSION"
 
 log "ready: podman $(podman --version | awk '{print $3}'), image $BASE_IMAGE, opencode $OPENCODE_VERSION"

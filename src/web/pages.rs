@@ -17,7 +17,7 @@ use super::proxy::AgentProxies;
 use super::session::{self, WebAuth};
 use crate::core::{Core, CoreError, ExecTarget};
 use crate::pods::Engine;
-use crate::store::ProposalState;
+use crate::store::{Proposal, ProposalState};
 
 /// What the pages need: the core, the login, the agent-UI proxies.
 pub struct WebState<E> {
@@ -235,9 +235,9 @@ fn one_line(text: &str, max: usize) -> String {
 
 // ---- workspace ----
 
-async fn tasks_section<E: Engine>(core: &Core<E>, name: &str) -> Result<String, CoreError> {
+/// The tasks table; `proposals` are the workspace's (each task links its own).
+async fn tasks_section<E: Engine>(core: &Core<E>, name: &str, proposals: &[Proposal]) -> Result<String, CoreError> {
     let tasks = core.tasks(Some(name)).await?;
-    let proposals = core.proposals(Some(name), None).await?;
     if tasks.is_empty() {
         return Ok(r#"<p class="empty">No tasks yet.</p>"#.into());
     }
@@ -279,15 +279,14 @@ async fn tasks_section<E: Engine>(core: &Core<E>, name: &str) -> Result<String, 
     Ok(out)
 }
 
-async fn proposals_section<E: Engine>(core: &Core<E>, name: &str) -> Result<String, CoreError> {
-    let proposals = core.proposals(Some(name), None).await?;
+fn proposals_section(proposals: &[Proposal]) -> String {
     if proposals.is_empty() {
-        return Ok(r#"<p class="empty">No proposals yet.</p>"#.into());
+        return r#"<p class="empty">No proposals yet.</p>"#.into();
     }
     let mut out = String::from(
         r#"<table class="list"><thead><tr><th>Proposal</th><th>State</th><th>Files</th><th>Lines</th><th>Summary</th></tr></thead><tbody>"#,
     );
-    for p in &proposals {
+    for p in proposals {
         let _ = write!(
             out,
             r#"<tr><td><a href="/proposals/{href}">{id}</a></td><td>{state}</td><td>{files}</td><td><span class="plus">+{a}</span> <span class="minus">−{r}</span></td><td>{summary}</td></tr>"#,
@@ -301,20 +300,23 @@ async fn proposals_section<E: Engine>(core: &Core<E>, name: &str) -> Result<Stri
         );
     }
     out.push_str("</tbody></table>");
-    Ok(out)
+    out
 }
 
 pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, Query(q): Query<FragmentQuery>) -> P {
     let core = &st.core;
+    if q.fragment.as_deref() == Some("status") {
+        return html(status_section(core, &name).await?);
+    }
+    let all_proposals = core.proposals(Some(&name), None).await?;
     match q.fragment.as_deref() {
-        Some("tasks") => return html(tasks_section(core, &name).await?),
-        Some("proposals") => return html(proposals_section(core, &name).await?),
-        Some("status") => return html(status_section(core, &name).await?),
+        Some("tasks") => return html(tasks_section(core, &name, &all_proposals).await?),
+        Some("proposals") => return html(proposals_section(&all_proposals)),
         _ => {}
     }
     let status = status_section(core, &name).await?;
-    let tasks = tasks_section(core, &name).await?;
-    let proposals = proposals_section(core, &name).await?;
+    let tasks = tasks_section(core, &name, &all_proposals).await?;
+    let proposals = proposals_section(&all_proposals);
     let logs = match core.logs_tail(&name, ExecTarget::Workspace, 40).await {
         Ok(l) if l.trim().is_empty() => "(no output yet)".to_owned(),
         Ok(l) => l,

@@ -166,44 +166,46 @@ pub fn cleanup(instance: &str) {
     }
 }
 
-/// The scripted OpenAI-compatible LLM (`tests/support/scripted_llm.py`), listening on all
-/// addresses of this host so that agent containers reach it as `host.containers.internal`.
-pub struct ScriptedLlm {
+/// A helper server from `tests/support/` (Python): started with `--port 0` and `--log`,
+/// it prints `listening on PORT` and logs every request as a JSON line. Killed on drop.
+struct SupportServer {
     child: std::process::Child,
-    pub port: u16,
-    pub log: PathBuf,
+    port: u16,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl ScriptedLlm {
-    pub fn start(script: &serde_json::Value) -> ScriptedLlm {
+impl SupportServer {
+    /// Runs `tests/support/<script>` with `args`; `input` (name, JSON) is written into its
+    /// scratch directory first and passed as `--<name> <path>`.
+    fn start(script: &str, args: &[&str], input: (&str, &serde_json::Value)) -> SupportServer {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
-        let script_path = dir.path().join("script.json");
-        std::fs::write(&script_path, script.to_string()).unwrap();
+        let input_path = dir.path().join(format!("{}.json", input.0));
+        std::fs::write(&input_path, input.1.to_string()).unwrap();
         let log = dir.path().join("requests.jsonl");
         let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-            .args(["--host", "0.0.0.0", "--port", "0", "--script"])
-            .arg(&script_path)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(script))
+            .args(args)
+            .args(["--port", "0", &format!("--{}", input.0)])
+            .arg(&input_path)
             .arg("--log")
             .arg(&log)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs the scripted LLM");
+            .unwrap_or_else(|e| panic!("python3 runs {script}: {e}"));
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).expect("scripted LLM port");
-        ScriptedLlm { child, port, log, _dir: dir }
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{script} printed no port: {line:?}"));
+        SupportServer { child, port, log, _dir: dir }
     }
 
-    /// The `[agent]` section that points the agent at this LLM.
-    pub fn agent_config(&self) -> String {
-        format!("[agent]\nbase-url = \"http://host.containers.internal:{}/v1\"\nmodel = \"scripted\"\n", self.port)
-    }
-
-    /// Every request the LLM received, in order.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
+    /// Every request the server received, in order.
+    fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -212,10 +214,36 @@ impl ScriptedLlm {
     }
 }
 
-impl Drop for ScriptedLlm {
+impl Drop for SupportServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The scripted OpenAI-compatible LLM (`tests/support/scripted_llm.py`), listening on all
+/// addresses of this host so that agent containers reach it as `host.containers.internal`.
+pub struct ScriptedLlm {
+    server: SupportServer,
+}
+
+impl ScriptedLlm {
+    pub fn start(script: &serde_json::Value) -> ScriptedLlm {
+        let server = SupportServer::start("scripted_llm.py", &["--host", "0.0.0.0"], ("script", script));
+        ScriptedLlm { server }
+    }
+
+    /// The `[agent]` section that points the agent at this LLM.
+    pub fn agent_config(&self) -> String {
+        format!(
+            "[agent]\nbase-url = \"http://host.containers.internal:{}/v1\"\nmodel = \"scripted\"\n",
+            self.server.port
+        )
+    }
+
+    /// Every request the LLM received, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.server.requests()
     }
 }
 
@@ -264,49 +292,21 @@ pub fn fixture_repo(parent: &Path, name: &str, files: &[(&str, &str)]) -> PathBu
 /// The fake GitHub API (`tests/support/fake_github.py`) on 127.0.0.1: only the daemon
 /// talks to it. It records every request, with whether the token was right.
 pub struct FakeGithub {
-    child: std::process::Child,
+    server: SupportServer,
     pub port: u16,
     pub token: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl FakeGithub {
     pub fn start(data: &serde_json::Value) -> FakeGithub {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        let data_path = dir.path().join("data.json");
-        std::fs::write(&data_path, data.to_string()).unwrap();
-        let log = dir.path().join("requests.jsonl");
         let token = format!("ghs_test_{:08x}", rand_u32());
-        let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_github.py"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--token", &token, "--data"])
-            .arg(&data_path)
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the fake GitHub");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).expect("fake GitHub port");
-        FakeGithub { child, port, token, log, _dir: dir }
+        let server =
+            SupportServer::start("fake_github.py", &["--host", "127.0.0.1", "--token", &token], ("data", data));
+        FakeGithub { port: server.port, server, token }
     }
 
     /// Every request the fake received, in order.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for FakeGithub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.requests()
     }
 }
