@@ -25,7 +25,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     if lock.try_lock().is_err() {
         bail!("another devaipod daemon runs for instance {} ({})", config.instance, paths.runtime.display());
     }
-    if crate::cli::client::healthy(&paths.socket()).await {
+    if crate::client::healthy(&paths.socket()).await {
         bail!("a devaipod daemon already serves {} (instance {})", paths.socket().display(), config.instance);
     }
     let store = Store::open(&paths.db())?;

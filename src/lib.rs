@@ -4,12 +4,15 @@
 
 pub mod agent;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod devcontainer;
+pub mod encode;
 pub mod gator;
 pub mod git;
+pub mod github;
 pub mod mcp;
 pub mod pods;
 pub mod store;

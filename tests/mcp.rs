@@ -89,7 +89,7 @@ async fn check_tools_and_errors(c: &Client) {
         ("get_workspace", json!({ "name": "nope" }), "no workspace named `nope`"),
         ("get_workspace", json!({}), "`name` is required"),
         ("run_task", json!({ "workspace": "nope", "prompt": "x" }), "no workspace named `nope`"),
-        ("run_task", json!({ "workspace": "nope" }), "`prompt` is required"),
+        ("run_task", json!({ "workspace": "nope" }), "the prompt is empty: say what the agent should do"),
         ("run_task", json!({ "workspace": "w", "prompt": "x", "wait_seconds": 100000 }), "wait_seconds is at most 600"),
         ("get_task", json!({ "id": "t-none" }), "no task `t-none`"),
         ("cancel_task", json!({ "id": "t-none" }), "no task `t-none`"),
@@ -97,7 +97,7 @@ async fn check_tools_and_errors(c: &Client) {
         (
             "approve",
             json!({ "proposal": "p-none", "action": "merge" }),
-            "action `merge` is not one of apply, push, draft_pr",
+            "unknown action `merge`: use apply, push or draft_pr",
         ),
         ("approve", json!({ "proposal": "p-none", "action": "apply" }), "no proposal `p-none`"),
         ("reject", json!({ "proposal": "p-none" }), "no proposal `p-none`"),
@@ -146,7 +146,7 @@ async fn http_tools_errors_and_the_whole_loop() {
     assert_eq!(ok(&call(&c, "list_workspaces", json!({})).await)["workspaces"][0]["name"], "mcp");
 
     let e = err_text(&call(&c, "run_task", json!({ "workspace": "mcp", "prompt": "  " })).await);
-    assert!(e.contains("`prompt` is required"), "{e}");
+    assert!(e.contains("the prompt is empty"), "{e}");
     let t = ok(&call(
         &c,
         "run_task",

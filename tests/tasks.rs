@@ -79,9 +79,10 @@ fn task_to_proposal_to_apply_and_push() {
     let pid = done["proposal"].as_str().expect("a proposal").to_owned();
 
     // Exactly the agent's change.
-    let p = env.json(&["proposals"]);
-    assert_eq!(p.as_array().unwrap().len(), 1);
-    let p = &p[0];
+    let page = env.json(&["proposals"]);
+    assert_eq!((page["proposals"].as_array().unwrap().len(), page["total"].as_u64()), (1, Some(1)));
+    assert_eq!(page["proposals"][0]["files"], 2, "a listing counts the files");
+    let p = env.json(&["proposal", &pid]);
     assert_eq!(p["id"], pid.as_str());
     assert_eq!(p["branch"], format!("devaipod/{task_id}"));
     let files: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
@@ -172,7 +173,8 @@ fn provider_errors_cancel_and_reject_with_feedback() {
     assert_eq!(t["task"]["state"], "completed", "{t:#}");
     assert!(llm.requests().iter().any(|r| r["last_user"] == "now say goodbye"), "the scripted LLM saw the feedback");
     let p2 = t["proposal"].as_str().unwrap();
-    let files: Vec<String> = env.json(&["proposals", "--state", "open"]).as_array().unwrap()[0]["files"]
+    let open = env.json(&["proposals", "--state", "open"]);
+    let files: Vec<String> = env.json(&["proposal", open["proposals"][0]["id"].as_str().unwrap()])["files"]
         .as_array()
         .unwrap()
         .iter()
@@ -212,10 +214,15 @@ fn a_daemon_killed_mid_task_resumes_without_losing_or_repeating_anything() {
         llm.requests().iter().filter(|r| r["last_user"] == "slow greeting" && r["tool_results"] == 0).count();
     assert_eq!(first_turns, 1, "{:?}", llm.requests());
     // One proposal for the task, with the file.
-    let props: Vec<Value> =
-        env.json(&["proposals"]).as_array().unwrap().iter().filter(|p| p["task_id"] == id.as_str()).cloned().collect();
+    let props: Vec<Value> = env.json(&["proposals"])["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["task_id"] == id.as_str())
+        .cloned()
+        .collect();
     assert_eq!(props.len(), 1);
-    assert_eq!(props[0]["files"][0]["path"], "slow.txt");
+    assert_eq!(env.json(&["proposal", props[0]["id"].as_str().unwrap()])["files"][0]["path"], "slow.txt");
     // No event twice.
     let events = t["events"].as_array().unwrap();
     let mut seen = std::collections::HashSet::new();

@@ -2,7 +2,6 @@
 //! (`output.rs`). No policy lives here. `exec` and `logs` ask the daemon where to run and
 //! then stream through podman themselves; they change no state.
 
-pub mod client;
 mod output;
 
 use std::io::IsTerminal;
@@ -12,16 +11,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
-use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
+use crate::client::{Client, UpProgress, UpResult};
 use crate::config::{self, Config, InstanceId};
-use crate::core::{ExecPlace, Paths};
+use crate::core::{ApproveAction, CallerEnv, ExecTarget, Paths, ProposalQuery, TaskQuery, UpRequest};
 use crate::pods::engine::Output;
 use crate::pods::podman::default_socket;
 use crate::pods::{Engine, Podman};
-use client::{Client, enc};
+use crate::store::TaskState;
 
 #[derive(Debug, Parser)]
 #[command(name = "devaipod", version, about = "Run AI coding agents in sandboxed podman pods, one pod per workspace")]
@@ -86,6 +85,9 @@ pub enum Command {
     Tasks {
         #[arg(short, long)]
         workspace: Option<String>,
+        /// queued, running, needs_input, completed, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Show a task and its progress events.
     Task { id: String },
@@ -98,7 +100,15 @@ pub enum Command {
         /// open, applied, pushed or rejected.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many (default 50, at most 500).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Skip this many (the next page).
+        #[arg(long)]
+        offset: Option<u32>,
     },
+    /// Show one proposal: its branch, commits, files with +/- and approvals.
+    Proposal { id: String },
     /// Print a proposal's unified diff.
     Diff { id: String },
     /// Approve a proposal: --apply puts its branch into the workspace's repository, --push pushes it.
@@ -247,32 +257,35 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Mcp => {
-            let c = connect().await?;
-            crate::mcp::serve_stdio(crate::mcp::Backend::Remote(std::sync::Arc::new(c))).await?;
+            crate::mcp::serve_stdio(connect().await?).await?;
         }
         Command::Up(a) => {
             let c = connect().await?;
-            let body = json!({ "source": absolute_source(&a.source), "name": a.name, "image": a.image, "devcontainer": a.devcontainer, "dry_run": a.dry_run, "read_only": a.read_only });
-            let result = up(&c, &body).await?;
-            if a.dry_run {
-                output::plan(&result, json)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let name = result["name"].as_str().unwrap_or_default().to_owned();
-            let task = match a.task {
-                Some(prompt) => Some(c.post("/api/v1/tasks", &json!({ "workspace": name, "prompt": prompt })).await?),
-                None => None,
+            let req = UpRequest {
+                source: caller_source(&a.source)?,
+                name: a.name,
+                image: a.image,
+                devcontainer: a.devcontainer,
+                dry_run: a.dry_run,
+                read_only: a.read_only,
+                task: a.task,
+                require_task: false,
+                env: Some(CallerEnv::current()),
             };
+            let created = match up(&c, &req).await? {
+                UpResult::Planned(plan) => {
+                    output::plan(&plan, json)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                UpResult::Created(created) => created,
+            };
+            let name = created.workspace.name.clone();
             if json {
-                output::json(&json!({ "workspace": result, "task": task }))?;
+                output::json(&json!({ "workspace": created.workspace, "task": created.task }))?;
             } else {
-                output::status(&result)?;
-                if let Some(t) = task {
-                    println!(
-                        "task       {} (follow with `devaipod task {}`)",
-                        t["id"].as_str().unwrap_or(""),
-                        t["id"].as_str().unwrap_or("")
-                    );
+                output::status(&serde_json::to_value(&created.workspace)?)?;
+                if let Some(t) = &created.task {
+                    println!("task       {} (follow with `devaipod task {}`)", t.id, t.id);
                 }
                 eprintln!(
                     "\nready: `devaipod exec {name} -- git status`, `devaipod run -w {name} -c \"…\"`, `devaipod delete {name}`"
@@ -281,36 +294,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(a) => {
             let c = connect().await?;
-            let (workspace, prompt) = match (a.workspace, a.source) {
-                (Some(w), _) => (w, a.task),
+            let task = match (a.workspace, a.source) {
+                (Some(w), _) => c.run_task(&w, a.task.as_deref().unwrap_or_default()).await?,
                 (None, Some(source)) => {
-                    if a.task.is_none() && !looks_like_issue(&source) {
-                        bail!("give the task with -c \"…\" (only a GitHub issue or PR URL brings its own)");
+                    let req = UpRequest {
+                        source: caller_source(&source)?,
+                        name: a.name,
+                        image: a.image,
+                        read_only: a.read_only,
+                        task: a.task,
+                        require_task: true,
+                        env: Some(CallerEnv::current()),
+                        ..Default::default()
+                    };
+                    match up(&c, &req).await? {
+                        UpResult::Created(created) => created.task.context("the daemon started no task")?,
+                        UpResult::Planned(_) => bail!("the daemon answered with a plan"),
                     }
-                    let body = json!({ "source": absolute_source(&source), "name": a.name, "image": a.image, "read_only": a.read_only });
-                    let r = up(&c, &body).await?;
-                    let name = r["name"].as_str().unwrap_or_default().to_owned();
-                    (name, a.task.or_else(|| r["issue_task"].as_str().map(str::to_owned)))
                 }
                 (None, None) => bail!("give a source or -w <workspace>"),
             };
-            let Some(prompt) = prompt else {
-                bail!("give the task with -c \"…\" (the source brought no issue to work on)");
-            };
-            let task = c.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": prompt })).await?;
-            let id = task["id"].as_str().unwrap_or_default().to_owned();
-            eprintln!("==> task {id} in workspace {workspace}");
-            return follow(&c, &id, json).await;
+            eprintln!("==> task {} in workspace {}", task.id, task.workspace);
+            return follow(&c, &task.id, json).await;
         }
-        Command::List => output::list(&connect().await?.get("/api/v1/workspaces").await?, json)?,
+        Command::List => output::list(&serde_json::to_value(connect().await?.workspaces().await?)?, json)?,
         Command::Status { workspace } => {
-            let v = connect().await?.get(&format!("/api/v1/workspaces/{}", enc(&workspace))).await?;
+            let v = serde_json::to_value(connect().await?.workspace(&workspace).await?)?;
             if json { output::json(&v)? } else { output::status(&v)? }
         }
         Command::Exec(a) => return exec(&connect().await?, a).await,
         Command::Logs { workspace, agent, follow, tail } => {
             let c = connect().await?;
-            c.get(&format!("/api/v1/workspaces/{}", enc(&workspace))).await?; // exists in this instance
+            c.workspace(&workspace).await?; // exists in this instance
             let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
             let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
             let engine = Podman::new(&default_socket())?;
@@ -325,81 +340,63 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Stop { workspace } => {
-            let v = connect().await?.post(&format!("/api/v1/workspaces/{}/stop", enc(&workspace)), &json!({})).await?;
-            output::done(&v, json)?;
+            output::done(&serde_json::to_value(connect().await?.stop(&workspace).await?)?, json)?
         }
         Command::Start { workspace } => {
-            let v = connect().await?.post(&format!("/api/v1/workspaces/{}/start", enc(&workspace)), &json!({})).await?;
-            output::done(&v, json)?;
+            output::done(&serde_json::to_value(connect().await?.start(&workspace).await?)?, json)?
         }
         Command::Delete { workspace, keep_volumes } => {
-            let path = format!("/api/v1/workspaces/{}?keep_volumes={keep_volumes}", enc(&workspace));
-            let v = connect().await?.call(Method::DELETE, &path, None).await?;
-            output::done(&v, json)?;
+            output::done(&serde_json::to_value(connect().await?.delete(&workspace, keep_volumes).await?)?, json)?
         }
-        Command::Tasks { workspace } => {
-            let q = workspace.map(|w| format!("?workspace={}", enc(&w))).unwrap_or_default();
-            output::tasks(&connect().await?.get(&format!("/api/v1/tasks{q}")).await?, json)?;
+        Command::Tasks { workspace, state } => {
+            let tasks = connect().await?.tasks(&TaskQuery { workspace, state }).await?;
+            output::tasks(&serde_json::to_value(tasks)?, json)?;
         }
-        Command::Task { id } => {
-            output::task(&connect().await?.get(&format!("/api/v1/tasks/{}", enc(&id))).await?, json)?
-        }
+        Command::Task { id } => output::task(&serde_json::to_value(connect().await?.task(&id).await?)?, json)?,
         Command::Cancel { id } => {
-            let v = connect().await?.post(&format!("/api/v1/tasks/{}/cancel", enc(&id)), &json!({})).await?;
-            if json { output::json(&v)? } else { println!("task {} {}", id, v["state"].as_str().unwrap_or("")) }
+            let t = connect().await?.cancel_task(&id).await?;
+            if json { output::json(&t)? } else { println!("task {} {}", t.id, t.state.as_str()) }
         }
-        Command::Proposals { workspace, state } => {
-            let mut q = Vec::new();
-            if let Some(w) = workspace {
-                q.push(format!("workspace={}", enc(&w)));
-            }
-            if let Some(s) = state {
-                q.push(format!("state={}", enc(&s)));
-            }
-            let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
-            output::proposals(&connect().await?.get(&format!("/api/v1/proposals{q}")).await?, json)?;
+        Command::Proposals { workspace, state, limit, offset } => {
+            let page = connect().await?.proposals(&ProposalQuery { workspace, state, limit, offset }).await?;
+            output::proposals(&page, json)?;
+        }
+        Command::Proposal { id } => {
+            let p = connect().await?.proposal(&id).await?;
+            if json { output::json(&p)? } else { output::proposal(&p)? }
         }
         Command::Diff { id } => {
-            let diff =
-                connect().await?.text(Method::GET, &format!("/api/v1/proposals/{}/diff", enc(&id)), None).await?;
+            let diff = connect().await?.diff(&id).await?;
             if json { output::json(&json!({ "proposal": id, "diff": diff }))? } else { print!("{diff}") }
         }
         Command::Approve(a) => {
             let action = if a.apply {
-                "apply"
+                ApproveAction::Apply
             } else if a.push {
-                "push"
+                ApproveAction::Push
             } else {
-                "draft_pr"
+                ApproveAction::DraftPr
             };
-            let v = connect()
-                .await?
-                .post(&format!("/api/v1/proposals/{}/approve", enc(&a.id)), &json!({ "action": action }))
-                .await?;
+            let p = connect().await?.approve(&a.id, action).await?;
             if json {
-                output::json(&v)?
+                output::json(&p)?
             } else {
-                println!(
-                    "proposal {} {} ({})",
-                    a.id,
-                    v["state"].as_str().unwrap_or(""),
-                    v["branch"].as_str().unwrap_or("")
-                )
+                println!("proposal {} {} ({})", p.proposal.id, p.proposal.state.as_str(), p.proposal.branch);
+                if let Some(last) = p.approvals.last() {
+                    println!("{}", output::clean(&last.detail));
+                }
             }
         }
         Command::Gator(g) => gator(&connect().await?, g, json).await?,
         Command::GatorBridge { .. } => unreachable!("handled before the config is loaded"),
         Command::Reject { id, feedback } => {
-            let v = connect()
-                .await?
-                .post(&format!("/api/v1/proposals/{}/reject", enc(&id)), &json!({ "feedback": feedback }))
-                .await?;
+            let r = connect().await?.reject(&id, feedback.as_deref()).await?;
             if json {
-                output::json(&v)?;
+                output::json(&r)?;
             } else {
                 println!("proposal {id} rejected");
-                if let Some(t) = v["follow_up_task"]["id"].as_str() {
-                    println!("feedback sent to the agent as task {t} (follow with `devaipod task {t}`)");
+                if let Some(t) = &r.follow_up_task {
+                    println!("feedback sent to the agent as task {} (follow with `devaipod task {}`)", t.id, t.id);
                 }
             }
         }
@@ -408,91 +405,59 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn gator(c: &Client, cmd: GatorCommand, json: bool) -> Result<()> {
-    let scopes = |ws: &str| format!("/api/v1/workspaces/{}/scopes", enc(ws));
     let view = match cmd {
-        GatorCommand::Show { workspace } => c.get(&scopes(&workspace)).await?,
-        GatorCommand::Add { workspace, scope } => c.post(&scopes(&workspace), &json!({ "scope": scope })).await?,
-        GatorCommand::Remove { workspace, scope } => {
-            c.post(&format!("{}/remove", scopes(&workspace)), &json!({ "scope": scope })).await?
-        }
+        GatorCommand::Show { workspace } => c.scopes(&workspace).await?,
+        GatorCommand::Add { workspace, scope } => c.add_scope(&workspace, &scope).await?,
+        GatorCommand::Remove { workspace, scope } => c.remove_scope(&workspace, &scope).await?,
         GatorCommand::Log { workspace, limit } => {
-            let mut path = format!("/api/v1/audit?limit={limit}");
-            if let Some(ws) = workspace {
-                path.push_str(&format!("&workspace={}", enc(&ws)));
-            }
-            let v = c.get(&path).await?;
+            let v = serde_json::to_value(c.audit(workspace.as_deref(), limit).await?)?;
             return if json { output::json(&v) } else { output::audit(&v) };
         }
     };
+    let view = serde_json::to_value(view)?;
     if json { output::json(&view) } else { output::scopes(&view) }
 }
 
-/// `…/issues/N` or `…/pull/N`: a source that brings its task (checked again by the daemon).
-fn looks_like_issue(source: &str) -> bool {
-    let parts: Vec<&str> = source.trim_end_matches('/').rsplit('/').take(2).collect();
-    matches!(parts.as_slice(), [n, "issues" | "pull"] if n.parse::<u64>().is_ok())
+/// The source as the daemon needs it: a relative path made absolute against this shell's
+/// directory (core's rule, `core::source::absolute`).
+fn caller_source(source: &str) -> Result<String> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(crate::core::source::absolute(source, &cwd))
 }
 
-/// A local source as an absolute path (the daemon has its own working directory); URLs as given.
-fn absolute_source(s: &str) -> String {
-    if crate::core::source::is_url(s) {
-        return s.to_owned();
-    }
-    std::path::absolute(std::path::Path::new(s)).map(|a| a.display().to_string()).unwrap_or_else(|_| s.to_owned())
-}
-
-/// Creates a workspace, printing the daemon's progress on stderr; returns the result.
-async fn up(c: &Client, body: &Value) -> Result<Value> {
-    let mut result = None;
-    c.lines(Method::POST, "/api/v1/workspaces", Some(body), |v| {
-        if let Some(p) = v.get("progress").and_then(Value::as_str) {
-            eprintln!("==> {p}");
-        } else if let Some(d) = v.get("detail").and_then(Value::as_str) {
-            eprintln!("    {d}");
-        } else {
-            result = Some(v);
-            return false;
-        }
-        true
+/// Creates a workspace, printing the daemon's progress on stderr.
+async fn up(c: &Client, req: &UpRequest) -> Result<UpResult> {
+    Ok(c.up(req, |line| match line {
+        UpProgress::Step(p) => eprintln!("==> {}", output::clean(&p)),
+        UpProgress::Detail(d) => eprintln!("    {}", output::clean(&d)),
     })
-    .await?;
-    let v = result.context("the daemon ended the answer before `up` finished")?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("{e}");
-    }
-    Ok(v["result"].clone())
+    .await?)
 }
 
 /// Follows a task's events until it ends; prints the outcome. Exit code 1 unless completed.
 async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
-    c.lines(Method::GET, &format!("/api/v1/events?task={}", enc(id)), None, |e| {
-        let msg = output::clean(e["message"].as_str().unwrap_or_default());
-        match e["state"].as_str() {
-            Some(state) => {
-                eprintln!("==> {state}: {msg}");
-                !matches!(state, "completed" | "failed" | "cancelled")
+    let detail = c
+        .follow(id, |e| {
+            let msg = output::clean(&e.message);
+            match &e.state {
+                Some(state) => eprintln!("==> {state}: {msg}"),
+                None => eprintln!("    {msg}"),
             }
-            None => {
-                eprintln!("    {msg}");
-                true
-            }
-        }
-    })
-    .await?;
-    let v = c.get(&format!("/api/v1/tasks/{}", enc(id))).await?;
+        })
+        .await?;
+    let completed = detail.task.state == TaskState::Completed;
+    let v = serde_json::to_value(&detail)?;
     if json {
         output::json(&v)?;
     } else {
         output::task_summary(&v)?;
     }
-    Ok(if v["task"]["state"] == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
-    let target = if a.agent { "agent" } else { "workspace" };
-    let place: ExecPlace = serde_json::from_value(
-        c.get(&format!("/api/v1/workspaces/{}/exec?target={target}", enc(&a.workspace))).await?,
-    )?;
+    let target = if a.agent { ExecTarget::Agent } else { ExecTarget::Workspace };
+    let place = c.exec_place(&a.workspace, target).await?;
     let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
     let engine = Podman::new(&default_socket())?;
     let mut session = engine.exec(&place.container, &place.spec(a.command, attach_stdin)).await?;

@@ -179,13 +179,12 @@ pub fn task_summary(v: &Value) -> Result<()> {
     Ok(())
 }
 
-pub fn proposals(v: &Value, as_json: bool) -> Result<()> {
+pub fn proposals(page: &crate::core::ProposalPage, as_json: bool) -> Result<()> {
     if as_json {
-        return json(v);
+        return json(page);
     }
     let mut o = std::io::stdout().lock();
-    let items = v.as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
+    if page.proposals.is_empty() {
         writeln!(o, "no proposals")?;
         return Ok(());
     }
@@ -194,18 +193,46 @@ pub fn proposals(v: &Value, as_json: bool) -> Result<()> {
         "{:<14} {:<20} {:<9} {:>5} {:>7} {:>7}  SUMMARY",
         "ID", "WORKSPACE", "STATE", "FILES", "ADDED", "REMOVED"
     )?;
-    for p in &items {
+    for p in &page.proposals {
         writeln!(
             o,
             "{:<14} {:<20} {:<9} {:>5} {:>7} {:>7}  {}",
-            s(&p["id"]),
-            s(&p["workspace"]),
-            s(&p["state"]),
-            p["files"].as_array().map_or(0, Vec::len),
-            p["added"].as_u64().unwrap_or(0),
-            p["removed"].as_u64().unwrap_or(0),
-            one_line(s(&p["summary"]), 50)
+            clean(&p.id),
+            clean(&p.workspace),
+            p.state.as_str(),
+            p.files,
+            p.added,
+            p.removed,
+            clean(&one_line(&p.summary, 50))
         )?;
+    }
+    if let Some(next) = page.next_offset {
+        eprintln!("({} of {}; the next page: --offset {next})", page.proposals.len(), page.total);
+    }
+    Ok(())
+}
+
+pub fn proposal(d: &crate::core::ProposalDetail) -> Result<()> {
+    let p = &d.proposal;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "proposal   {}", clean(&p.id))?;
+    writeln!(o, "workspace  {}", clean(&p.workspace))?;
+    writeln!(o, "task       {}", clean(&p.task_id))?;
+    writeln!(o, "branch     {}", clean(&p.branch))?;
+    writeln!(o, "state      {}", p.state.as_str())?;
+    writeln!(o, "lines      +{} -{}", p.added, p.removed)?;
+    for (sha, subject) in &p.commits {
+        writeln!(o, "commit     {} {}", clean(&sha[..sha.len().min(12)]), clean(&one_line(subject, 80)))?;
+    }
+    for f in &p.files {
+        let n = |v: Option<u64>| v.map_or("-".to_owned(), |n| n.to_string());
+        writeln!(o, "file       {} (+{} -{})", clean(&f.path), n(f.added), n(f.removed))?;
+    }
+    for a in &d.approvals {
+        writeln!(o, "approved   {}: {}", a.action, clean(&a.detail))?;
+    }
+    if !p.summary.is_empty() {
+        writeln!(o, "summary    {}", clean(&one_line(&p.summary, 200)))?;
     }
     Ok(())
 }

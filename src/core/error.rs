@@ -71,8 +71,19 @@ pub enum CoreError {
     TaskNotFound(String),
     #[error("no proposal `{0}` (see `devaipod proposals`)")]
     ProposalNotFound(String),
+    /// The request cannot be done as given: the message says what to change.
     #[error("{0}")]
     Invalid(String),
+    /// The request conflicts with the current state (already ended, moved, taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// GitHub (an upstream service) failed or refused.
+    #[error("{0}")]
+    Github(String),
+    #[error("task {id} already ended ({state})")]
+    TaskEnded { id: String, state: String },
+    #[error("workspace `{workspace}` is up, but its first task did not start: {reason}")]
+    FirstTask { workspace: String, reason: String },
     #[error("proposal {id} was already {state}{}", .hint)]
     ProposalClosed { id: String, state: String, hint: String },
 }

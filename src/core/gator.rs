@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{BusEvent, Core, CoreError};
-use crate::gator::{self, Github, RepoId, Scope};
 use crate::git::BareRepo;
+use crate::github::{self, Github, RepoId, Scope};
 use crate::pods::Engine;
 use crate::store::{AuditEntry, TaskState};
 
@@ -20,7 +20,7 @@ pub trait PodEndpoints: Send + Sync {
 }
 
 /// A workspace's scopes as `gator show` prints them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ScopeView {
     pub workspace: String,
     /// The GitHub repository the workspace works on, if any.
@@ -50,7 +50,7 @@ impl<E: Engine> Core<E> {
     /// `github-token-secret` (read once, then kept in memory).
     pub async fn github_token(&self) -> Option<String> {
         let trusted = self.config.trusted.clone();
-        let from_config = tokio::task::spawn_blocking(move || gator::token(&trusted)).await.ok().flatten();
+        let from_config = tokio::task::spawn_blocking(move || github::token(&trusted)).await.ok().flatten();
         if from_config.is_some() {
             return from_config;
         }
@@ -210,7 +210,7 @@ impl<E: Engine> Core<E> {
             .await?
             .ok_or_else(|| CoreError::Invalid("nothing to push: the task has not changed anything yet".into()))?;
         let bare = BareRepo::init(self.paths.repo(ws)).await?;
-        let remote = gator::git_url(&self.config.service_gator.gh.git_url, repo);
+        let remote = github::git_url(&self.config.service_gator.gh.git_url, repo);
         let token = self.github_token().await;
         bare.push(&remote, &head, branch, force, token.as_deref()).await?;
         Ok(head)

@@ -25,14 +25,17 @@ pub use gator::{PodEndpoints, ScopeView};
 pub fn random_token() -> String {
     workspaces::random_hex(32)
 }
-pub use proposals::ApproveAction;
-pub use workspaces::{ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir};
+pub use proposals::{ApproveAction, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary, Rejected};
+pub use tasks::{TaskDetail, TaskQuery};
+pub use workspaces::{
+    CallerEnv, Created, Done, ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
+};
 
 use crate::config::Config;
 use crate::store::Store;
 
 /// One event on the bus: a task's progress or state, a proposal, a workspace change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct BusEvent {
     /// The task event's sequence number in the store (0 for events not stored).
     pub seq: i64,
@@ -110,7 +113,7 @@ impl Paths {
 pub struct Core<E> {
     pub config: Config,
     pub engine: E,
-    pub store: Store,
+    store: Store,
     pub paths: Paths,
     pub opencode_dir: PathBuf,
     bus: broadcast::Sender<BusEvent>,
@@ -154,13 +157,24 @@ impl<E: crate::pods::Engine> Core<E> {
             list_refreshing: std::sync::atomic::AtomicBool::new(false),
             endpoints: std::sync::OnceLock::new(),
             bring_out_locks: dashmap::DashMap::new(),
-            github_http: crate::gator::github::http_client(),
+            github_http: crate::github::client::http_client(),
             github_secret: tokio::sync::Mutex::new((None, None)),
         })
     }
 
     pub fn instance(&self) -> &str {
         self.config.instance.as_str()
+    }
+
+    /// The login-session table, for the web's authentication (the rest of the store is
+    /// reached only through `Core`'s methods).
+    pub fn sessions(&self) -> crate::store::Sessions {
+        self.store.sessions()
+    }
+
+    /// The names of the workspaces in the store.
+    pub async fn workspace_names(&self) -> Result<Vec<String>, CoreError> {
+        Ok(self.store.workspace_names().await?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {

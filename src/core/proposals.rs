@@ -12,9 +12,11 @@ use super::{Core, CoreError, ExecTarget};
 use crate::git::BareRepo;
 use crate::pods::Engine;
 use crate::pods::naming;
-use crate::store::{Proposal, ProposalState, Task, now};
+use crate::store::{Approval, Proposal, ProposalState, Task, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a proposal is approved. Every surface reads it the same way: from JSON (API, MCP,
+/// web) through this `Deserialize`, from text through `FromStr`; both say what to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApproveAction {
     /// Fetch the branch into the human's workspace repository.
@@ -26,6 +28,8 @@ pub enum ApproveAction {
 }
 
 impl ApproveAction {
+    pub const ALL: [ApproveAction; 3] = [ApproveAction::Apply, ApproveAction::Push, ApproveAction::DraftPr];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApproveAction::Apply => "apply",
@@ -33,6 +37,101 @@ impl ApproveAction {
             ApproveAction::DraftPr => "draft_pr",
         }
     }
+}
+
+impl std::str::FromStr for ApproveAction {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        ApproveAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| CoreError::Invalid(format!("unknown action `{s}`: use apply, push or draft_pr")))
+    }
+}
+
+impl<'de> Deserialize<'de> for ApproveAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Default and largest page of a proposal listing.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 500;
+
+/// Which proposals to list: filters and a page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProposalQuery {
+    /// Only this workspace's.
+    pub workspace: Option<String>,
+    /// Only in this state: open, applied, pushed or rejected.
+    pub state: Option<String>,
+    /// At most this many (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// Skip this many (for the next page: the answer's `next_offset`).
+    pub offset: Option<u32>,
+}
+
+/// A proposal in a listing: what it changes, in numbers (its files and diff are in the
+/// proposal itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProposalSummary {
+    pub id: String,
+    pub task_id: String,
+    pub workspace: String,
+    pub branch: String,
+    pub state: ProposalState,
+    pub summary: String,
+    /// How many files it changes.
+    pub files: u64,
+    pub added: u64,
+    pub removed: u64,
+    pub created_at: i64,
+}
+
+impl From<Proposal> for ProposalSummary {
+    fn from(p: Proposal) -> Self {
+        ProposalSummary {
+            files: p.files.len() as u64,
+            id: p.id,
+            task_id: p.task_id,
+            workspace: p.workspace,
+            branch: p.branch,
+            state: p.state,
+            summary: p.summary,
+            added: p.added,
+            removed: p.removed,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// One page of a proposal listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProposalPage {
+    pub proposals: Vec<ProposalSummary>,
+    /// How many proposals match the filters in all.
+    pub total: u64,
+    /// Where the next page starts, when there is one.
+    pub next_offset: Option<u64>,
+}
+
+/// A proposal with the approvals done on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProposalDetail {
+    #[serde(flatten)]
+    pub proposal: Proposal,
+    pub approvals: Vec<Approval>,
+}
+
+/// A rejected proposal and the follow-up task that carries the feedback, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Rejected {
+    pub proposal: Proposal,
+    /// The feedback as a task for the same agent session.
+    pub follow_up_task: Option<Task>,
 }
 
 const AGENT_IDENTITY: [&str; 4] = ["-c", "user.name=devaipod agent", "-c", "user.email=agent@devaipod.invalid"];
@@ -133,12 +232,39 @@ impl<E: Engine> Core<E> {
         Ok(Some(repo.fetch_bundle(tmp.path(), &branch).await?))
     }
 
-    pub async fn proposals(
-        &self,
-        workspace: Option<&str>,
-        state: Option<ProposalState>,
-    ) -> Result<Vec<Proposal>, CoreError> {
-        Ok(self.store.proposals(workspace, state).await?)
+    /// A page of proposals (summaries, newest first).
+    pub async fn proposals(&self, q: &ProposalQuery) -> Result<ProposalPage, CoreError> {
+        let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(ProposalState::parse(s).ok_or_else(|| {
+                CoreError::Invalid(format!("unknown proposal state `{s}`: use open, applied, pushed or rejected"))
+            })?),
+        };
+        let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+        if limit == 0 || limit > PAGE_MAX {
+            return Err(CoreError::Invalid(format!("limit must be 1 to {PAGE_MAX}")));
+        }
+        let offset = q.offset.unwrap_or(0);
+        let workspace = q.workspace.as_deref().filter(|w| !w.is_empty());
+        let (page, total) = self.store.proposals(workspace, state, limit, offset).await?;
+        let end = u64::from(offset) + page.len() as u64;
+        Ok(ProposalPage {
+            proposals: page.into_iter().map(ProposalSummary::from).collect(),
+            total,
+            next_offset: (end < total).then_some(end),
+        })
+    }
+
+    /// Every open proposal's workspace, counted (for the dashboard).
+    pub async fn open_proposals_by_workspace(&self) -> Result<std::collections::BTreeMap<String, u64>, CoreError> {
+        Ok(self.store.open_proposal_counts().await?)
+    }
+
+    /// A proposal with its approvals.
+    pub async fn proposal_detail(&self, id: &str) -> Result<ProposalDetail, CoreError> {
+        let proposal = self.proposal(id).await?;
+        let approvals = self.store.approvals(id).await?;
+        Ok(ProposalDetail { proposal, approvals })
     }
 
     pub async fn proposal(&self, id: &str) -> Result<Proposal, CoreError> {
@@ -153,7 +279,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Applies or pushes a proposal, once per action.
-    pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<Proposal, CoreError> {
+    pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<ProposalDetail, CoreError> {
         let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
         if p.state == ProposalState::Rejected {
@@ -178,7 +304,7 @@ impl<E: Engine> Core<E> {
         // What ships is what was reviewed: the branch must still be at the proposal's head.
         let now_at = repo.rev(&format!("refs/heads/{}", p.branch)).await.unwrap_or_default();
         if now_at != p.head {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::Conflict(format!(
                 "branch {} has moved since proposal {id} was made (now {}, reviewed {}): nothing was shipped",
                 p.branch,
                 if now_at.is_empty() { "missing" } else { &now_at[..now_at.len().min(12)] },
@@ -201,7 +327,7 @@ impl<E: Engine> Core<E> {
                 })?;
                 let github = self.github().await;
                 if !github.has_token() {
-                    return Err(CoreError::Invalid(crate::gator::GithubError::NoToken.to_string()));
+                    return Err(CoreError::Invalid(crate::github::GithubError::NoToken.to_string()));
                 }
                 let (remote, token) = self.push_remote(&p.workspace).await?;
                 repo.push(&remote, &p.head, &p.branch, false, token.as_deref()).await?;
@@ -215,17 +341,17 @@ impl<E: Engine> Core<E> {
                     .collect();
                 let body =
                     format!("{}\n\n---\nProposed by devaipod (proposal {}, task {}).", p.summary, p.id, p.task_id);
-                let base = github.default_branch(&gh_repo).await.map_err(|e| CoreError::Io(e.to_string()))?;
+                let base = github.default_branch(&gh_repo).await.map_err(|e| CoreError::Github(e.to_string()))?;
                 let pr = github
                     .create_draft_pr(&gh_repo, &p.branch, &base, &title, &body)
                     .await
-                    .map_err(|e| CoreError::Io(e.to_string()))?;
+                    .map_err(|e| CoreError::Github(e.to_string()))?;
                 let url = pr["html_url"].as_str().unwrap_or_default();
                 (format!("draft pull request #{} opened: {url}", pr["number"]), ProposalState::Pushed)
             }
         };
         self.store.record_approval(id, action.as_str(), &detail, state).await?;
-        self.proposal(id).await
+        self.proposal_detail(id).await
     }
 
     /// Where `push` sends a workspace's branches, and with which token: its GitHub
@@ -233,7 +359,7 @@ impl<E: Engine> Core<E> {
     /// from with no token (the GitHub token never goes to another host).
     async fn push_remote(&self, ws: &str) -> Result<(String, Option<String>), CoreError> {
         if let Some(repo) = self.github_repo(ws).await? {
-            let url = crate::gator::git_url(&self.config.service_gator.gh.git_url, &repo);
+            let url = crate::github::git_url(&self.config.service_gator.gh.git_url, &repo);
             return Ok((url, self.github_token().await));
         }
         let record = self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
@@ -249,7 +375,7 @@ impl<E: Engine> Core<E> {
         repo.bundle(&p.branch, &tmp.path().join(&file)).await?;
         // The bundle must hold the reviewed commit (the branch was checked just before).
         if repo.rev(&format!("refs/heads/{}", p.branch)).await.unwrap_or_default() != p.head {
-            return Err(CoreError::Invalid(format!(
+            return Err(CoreError::Conflict(format!(
                 "branch {} moved while it was bundled: nothing was shipped",
                 p.branch
             )));
@@ -281,11 +407,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Rejects a proposal; feedback goes to the same agent session as a follow-up task.
-    pub async fn reject(
-        self: &Arc<Self>,
-        id: &str,
-        feedback: Option<&str>,
-    ) -> Result<(Proposal, Option<Task>), CoreError> {
+    pub async fn reject(self: &Arc<Self>, id: &str, feedback: Option<&str>) -> Result<Rejected, CoreError> {
         let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
         match p.state {
@@ -315,6 +437,6 @@ impl<E: Engine> Core<E> {
             None => None,
         };
         self.store.set_proposal_state(id, ProposalState::Rejected).await?;
-        Ok((self.proposal(id).await?, follow_up))
+        Ok(Rejected { proposal: self.proposal(id).await?, follow_up_task: follow_up })
     }
 }

@@ -1,5 +1,10 @@
-//! Where a workspace comes from — a local git repository or a git URL — and its checkout
-//! on the host, made with hardened git (no hooks, no fsmonitor, no `ext::` transport).
+//! Where a workspace comes from — a local git repository, a git URL, or a GitHub
+//! repository, issue or pull request URL — and its checkout on the host, made with hardened
+//! git (no hooks, no fsmonitor, no `ext::` transport).
+//!
+//! Every surface asks this module what a source string names ([`SourceKind::classify`]) and
+//! how a caller's relative path becomes absolute ([`absolute`]): the CLI, MCP and the web
+//! form cannot disagree about it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +83,55 @@ pub fn is_url(s: &str) -> bool {
         Some((head, _)) => head.contains('@') && !head.contains('/'),
         None => false,
     }
+}
+
+/// What a source string names. Decided here once; `up` and every client use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A local path (absolute by the time it reaches the daemon).
+    Path,
+    /// A git URL that is not on the configured GitHub host.
+    GitUrl,
+    /// A repository on the configured GitHub host: cloned, with gator scopes on it.
+    Github(crate::github::GithubSource),
+}
+
+impl SourceKind {
+    pub fn classify(source: &str, github_host: &str) -> SourceKind {
+        if let Some(g) = crate::github::GithubSource::parse(source, github_host) {
+            return SourceKind::Github(g);
+        }
+        if is_url(source) { SourceKind::GitUrl } else { SourceKind::Path }
+    }
+
+    /// Whether the source brings its own first task (a GitHub issue or pull request).
+    pub fn brings_task(&self) -> bool {
+        matches!(self, SourceKind::Github(g) if g.item.is_some())
+    }
+}
+
+/// A source as the daemon needs it: a local path made absolute against the caller's working
+/// directory (the daemon has its own), a URL as given. Clients call this before sending;
+/// the daemon refuses a relative path it is given directly.
+pub fn absolute(source: &str, cwd: &Path) -> String {
+    if is_url(source) || source.is_empty() {
+        return source.to_owned();
+    }
+    let path = Path::new(source);
+    if path.is_absolute() {
+        return source.to_owned();
+    }
+    let mut out = cwd.to_path_buf();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
 }
 
 /// The URL without `user:password@`.
@@ -167,6 +221,35 @@ mod tests {
         assert!(matches!(Source::parse("relative/dir").unwrap_err(), SourceError::Relative(_)));
         let d = tempfile::tempdir().unwrap();
         assert_eq!(Source::parse(d.path().to_str().unwrap()).unwrap(), Source::Local(d.path().canonicalize().unwrap()));
+    }
+
+    #[test]
+    fn source_kinds() {
+        use crate::github::ItemKind;
+        let kind = |s: &str| SourceKind::classify(s, "github.com");
+        assert_eq!(kind("/home/me/r"), SourceKind::Path);
+        assert_eq!(kind("r"), SourceKind::Path);
+        assert_eq!(kind("https://gitlab.example/o/r.git"), SourceKind::GitUrl);
+        assert_eq!(kind("git@github.com:o/r.git"), SourceKind::GitUrl);
+        assert!(matches!(kind("https://github.com/o/r"), SourceKind::Github(g) if g.item.is_none()));
+        assert!(
+            matches!(kind("https://github.com/o/r/issues/4"), SourceKind::Github(g) if g.item == Some((ItemKind::Issue, 4)))
+        );
+        assert!(kind("https://github.com/o/r/pull/5").brings_task());
+        assert!(!kind("https://github.com/o/r").brings_task());
+        assert!(!kind("https://gitlab.example/o/r/issues/4").brings_task());
+    }
+
+    #[test]
+    fn relative_paths_become_absolute_against_the_callers_directory() {
+        let cwd = Path::new("/home/me/src");
+        assert_eq!(absolute(".", cwd), "/home/me/src");
+        assert_eq!(absolute("proj", cwd), "/home/me/src/proj");
+        assert_eq!(absolute("../other/./x", cwd), "/home/me/other/x");
+        assert_eq!(absolute("/abs/p", cwd), "/abs/p");
+        assert_eq!(absolute("https://h/o/r.git", cwd), "https://h/o/r.git");
+        assert_eq!(absolute("git@h:o/r.git", cwd), "git@h:o/r.git");
+        assert_eq!(absolute("", cwd), "");
     }
 
     #[test]

@@ -22,6 +22,24 @@ const AGENT_STOPPED: &str =
 /// How often a driver asks the agent directly, in case an event was missed.
 const POLL: Duration = Duration::from_secs(2);
 
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TaskQuery {
+    /// Only this workspace's.
+    pub workspace: Option<String>,
+    /// Only in this state: queued, running, needs_input, completed, failed or cancelled.
+    pub state: Option<String>,
+}
+
+/// A task, its progress events, and the proposal its work became.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct TaskDetail {
+    pub task: Task,
+    pub events: Vec<TaskEvent>,
+    /// The proposal's id, when the task left one.
+    pub proposal: Option<String>,
+}
+
 /// How a driver ended.
 enum End {
     Done(Outcome),
@@ -42,6 +60,9 @@ impl<E: Engine> Core<E> {
         prompt: &str,
         follows: Option<(String, String)>,
     ) -> Result<Task, CoreError> {
+        if workspace.trim().is_empty() {
+            return Err(CoreError::Invalid("`workspace` is required: the workspace whose agent does the task".into()));
+        }
         if prompt.trim().is_empty() {
             return Err(CoreError::Invalid("the prompt is empty: say what the agent should do".into()));
         }
@@ -85,21 +106,41 @@ impl<E: Engine> Core<E> {
         Ok(task)
     }
 
+    /// A task with its events and the proposal its work became.
+    pub async fn task_detail(&self, id: &str) -> Result<TaskDetail, CoreError> {
+        let (task, events) = self.task(id).await?;
+        let proposal = self.store.proposal_for_task(id).await?.map(|p| p.id);
+        Ok(TaskDetail { task, events, proposal })
+    }
+
     pub async fn task(&self, id: &str) -> Result<(Task, Vec<TaskEvent>), CoreError> {
         let task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         let events = self.store.events(id).await?;
         Ok((task, events))
     }
 
-    pub async fn tasks(&self, workspace: Option<&str>) -> Result<Vec<Task>, CoreError> {
-        Ok(self.store.tasks(workspace).await?)
+    /// Tasks, newest first, filtered.
+    pub async fn tasks(&self, q: &TaskQuery) -> Result<Vec<Task>, CoreError> {
+        let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "unknown task state `{s}`: use queued, running, needs_input, completed, failed or cancelled"
+                ))
+            })?),
+        };
+        let mut tasks = self.store.tasks(q.workspace.as_deref().filter(|w| !w.is_empty())).await?;
+        if let Some(state) = state {
+            tasks.retain(|t| t.state == state);
+        }
+        Ok(tasks)
     }
 
     /// Cancels a task: its agent session is aborted; the task ends `cancelled`.
     pub async fn cancel_task(&self, id: &str) -> Result<Task, CoreError> {
         let task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
-            return Err(CoreError::Invalid(format!("task {id} already ended ({})", task.state.as_str())));
+            return Err(CoreError::TaskEnded { id: id.to_owned(), state: task.state.as_str().to_owned() });
         }
         match self.running.get(id) {
             Some(token) => token.cancel(),
@@ -116,7 +157,7 @@ impl<E: Engine> Core<E> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(CoreError::Invalid(format!("task {id} is being cancelled; see `devaipod task {id}`")))
+        Err(CoreError::Conflict(format!("task {id} is being cancelled; see `devaipod task {id}`")))
     }
 
     /// After a start: follow every task that has not ended (their agents kept working).
@@ -332,7 +373,7 @@ impl<E: Engine> Core<E> {
         }
         task.state = to;
         let key = format!("state:{}", to.as_str());
-        let ev = self.store.update_task_with_event(task, &key, "state", message).await?;
+        let ev = self.store.transition_task(task, &key, "state", message).await?;
         self.publish_stored(task, ev);
         Ok(())
     }

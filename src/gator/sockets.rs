@@ -10,9 +10,10 @@ use dashmap::DashMap;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{PodGator, SOCKET_NAME};
+use super::PodGator;
 use crate::core::{Core, CoreError, PodEndpoints};
 use crate::pods::Engine;
+use crate::pods::plan::GATOR_SOCKET_NAME as SOCKET_NAME;
 
 /// Largest JSON-RPC message an agent may send (tool arguments are small).
 const MAX_MESSAGE: usize = 1 << 20;
@@ -70,7 +71,7 @@ impl<E: Engine + 'static> PodSockets<E> {
     /// containers keep the directory mounted, so a new socket in it is reachable at once).
     pub async fn open_all(&self) -> Result<(), CoreError> {
         let Some(core) = self.core.upgrade() else { return Ok(()) };
-        for ws in core.store.workspace_names().await? {
+        for ws in core.workspace_names().await? {
             if let Err(e) = self.open(&ws) {
                 tracing::warn!("gator: cannot open the socket of {ws}: {e}");
             }

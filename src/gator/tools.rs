@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::scope::{Perm, RepoId, Request, decide, offers};
 use crate::core::Core;
+use crate::github::scope::{Perm, RepoId, Request, decide, offers};
 use crate::pods::Engine;
 
 /// Gator for one workspace's agent.

@@ -176,9 +176,10 @@ impl BareRepo {
         let is_http = url.starts_with("http://") || url.starts_with("https://");
         let userinfo = auth.or_else(|| token.filter(|_| is_http).map(|t| format!("x-access-token:{t}")));
         if let Some(userinfo) = userinfo {
-            c.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {}", base64(userinfo.as_bytes())));
+            c.env("GIT_CONFIG_COUNT", "1").env("GIT_CONFIG_KEY_0", "http.extraHeader").env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Basic {}", crate::encode::base64(userinfo.as_bytes())),
+            );
         }
         let plus = if force { "+" } else { "" };
         c.args(["push", "--quiet", "--no-verify", &url, &format!("{plus}{head}:refs/heads/{branch}")]);
@@ -197,23 +198,6 @@ fn split_credentials(url: &str) -> (String, Option<String>) {
         Some((userinfo, host)) => (format!("{scheme}://{host}/{path}"), Some(userinfo.to_owned())),
         None => (url.to_owned(), None),
     }
-}
-
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -244,12 +228,10 @@ mod tests {
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
             .collect();
-        assert!(
-            env.contains(&(
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("Authorization: Basic {}", base64(b"me:ghp_secret123"))
-            ))
-        );
+        assert!(env.contains(&(
+            "GIT_CONFIG_VALUE_0".into(),
+            format!("Authorization: Basic {}", crate::encode::base64(b"me:ghp_secret123"))
+        )));
         // A token travels the same way, never in argv; a forced push says `+`.
         let c = repo.push_command("https://git.example/o/r.git", "abc123", "devaipod/t-1", true, Some("ghs_tok"));
         let argv: Vec<String> = c.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -258,13 +240,10 @@ mod tests {
         let value = c.as_std().get_envs().find(|(k, _)| *k == "GIT_CONFIG_VALUE_0").and_then(|(_, v)| v);
         assert_eq!(
             value.map(|v| v.to_string_lossy().into_owned()),
-            Some(format!("Authorization: Basic {}", base64(b"x-access-token:ghs_tok")))
+            Some(format!("Authorization: Basic {}", crate::encode::base64(b"x-access-token:ghs_tok")))
         );
         assert_eq!(split_credentials("file:///x/r.git"), ("file:///x/r.git".into(), None));
         assert_eq!(split_credentials("https://host/r"), ("https://host/r".into(), None));
-        assert_eq!(base64(b"me:ghp_secret123"), "bWU6Z2hwX3NlY3JldDEyMw==");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
     }
 
     #[tokio::test]

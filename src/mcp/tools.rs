@@ -2,19 +2,22 @@
 //! `delete_workspace`, `run_task`, `get_task`, `list_tasks`, `cancel_task`,
 //! `list_proposals`, `get_proposal`, `approve`, `reject`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper::Method;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{ProgressNotificationParam, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
-use super::Backend;
-use crate::cli::client::enc;
+use crate::client::{Client, ClientError, UpProgress, UpResult};
+use crate::core::{
+    ApproveAction, CallerEnv, Done, ProposalDetail, ProposalPage, ProposalQuery, Rejected, TaskDetail, TaskQuery,
+    UpRequest, WorkspaceStatus,
+};
+use crate::store::Task;
 
 /// Longest wait `run_task` accepts (clients time calls out after about a minute).
 const MAX_WAIT_SECS: u64 = 600;
@@ -24,8 +27,18 @@ const DIFF_PAGE_MAX: usize = 200_000;
 
 #[derive(Clone)]
 pub struct DevaipodMcp {
-    backend: Backend,
+    client: Client,
+    caller: Caller,
     tool_router: ToolRouter<Self>,
+}
+
+/// What the process that runs the MCP server lends to `create_workspace`, as a shell does
+/// to `devaipod up`: its directory (for relative paths) and environment. `/mcp` in the daemon
+/// has no caller: relative paths are refused and the daemon's environment is used.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub cwd: Option<PathBuf>,
+    pub env: Option<CallerEnv>,
 }
 
 // ---- inputs ----
@@ -90,15 +103,6 @@ pub struct TaskRef {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct ListFilter {
-    /// Only this workspace's.
-    pub workspace: Option<String>,
-    /// Only in this state (tasks: queued, running, needs_input, completed, failed, cancelled;
-    /// proposals: open, applied, pushed, rejected).
-    pub state: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(extend("required" = ["id"]))]
 pub struct GetProposal {
     /// The proposal's id (p-…).
@@ -120,6 +124,7 @@ pub struct Approve {
     /// `apply` (branch into the human's workspace), `push` (to the source's remote) or
     /// `draft_pr`.
     #[serde(default)]
+    #[schemars(with = "ApproveAction")]
     pub action: String,
 }
 
@@ -133,61 +138,30 @@ pub struct Reject {
     pub feedback: Option<String>,
 }
 
-// ---- outputs ----
-
-/// A JSON object (its schema says `object`, which strict clients require).
-type Obj = serde_json::Map<String, Value>;
-
-fn obj(v: Value) -> Obj {
-    match v {
-        Value::Object(m) => m,
-        _ => Obj::new(),
-    }
-}
+// ---- outputs: core's own types, so the output schemas list their real fields ----
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct WorkspaceOut {
     /// The workspace: name, pod, status, container states, source, folder, ports.
-    pub workspace: Obj,
-    /// The first task, when one was given.
-    pub task: Option<Obj>,
+    pub workspace: WorkspaceStatus,
+    /// The first task, when one was started (given, or a GitHub issue's).
+    pub task: Option<Task>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct WorkspacesOut {
-    pub workspaces: Vec<Obj>,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct DoneOut {
-    pub workspace: String,
-    pub result: String,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct TaskOut {
-    /// The task: id, workspace, prompt, state, error, summary, session.
-    pub task: Obj,
-    /// Its progress events (tool calls, state changes, errors, proposal).
-    pub events: Vec<Obj>,
-    /// The proposal its work became, if any.
-    pub proposal: Option<String>,
+    pub workspaces: Vec<WorkspaceStatus>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TasksOut {
-    pub tasks: Vec<Obj>,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct ProposalsOut {
-    pub proposals: Vec<Obj>,
+    pub tasks: Vec<Task>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ProposalOut {
     /// The proposal: id, task, branch, commits, files with +/-, summary, state, approvals.
-    pub proposal: Obj,
+    pub proposal: ProposalDetail,
     /// A page of the unified diff.
     pub diff: String,
     pub diff_offset: usize,
@@ -200,35 +174,28 @@ pub struct ProposalOut {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ApproveOut {
     /// The proposal after the action: its state (applied, pushed) and approvals.
-    pub proposal: Obj,
+    pub proposal: ProposalDetail,
 }
 
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct RejectOut {
-    pub proposal: Obj,
-    /// The follow-up task carrying the feedback, if any.
-    pub follow_up_task: Option<Obj>,
+/// A required argument that names something (it becomes part of a request path): the
+/// schema says it is required; an empty one is refused here with what to give.
+fn required(field: &str, v: &str) -> Result<(), String> {
+    if v.trim().is_empty() { Err(format!("`{field}` is required")) } else { Ok(()) }
 }
 
-fn name_ok(kind: &str, v: &str) -> Result<(), String> {
-    if v.trim().is_empty() { Err(format!("`{kind}` is required")) } else { Ok(()) }
-}
-
-fn array(v: Value) -> Vec<Obj> {
-    match v {
-        Value::Array(a) => a.into_iter().map(obj).collect(),
-        _ => Vec::new(),
-    }
+/// A tool's failure: the daemon's message (what to fix), as `isError`.
+fn fail(e: ClientError) -> String {
+    e.to_string()
 }
 
 #[tool_router]
 impl DevaipodMcp {
-    pub fn new(backend: Backend) -> Self {
-        DevaipodMcp { backend, tool_router: Self::tool_router() }
+    pub fn new(client: Client, caller: Caller) -> Self {
+        DevaipodMcp { client, caller, tool_router: Self::tool_router() }
     }
 
     #[tool(
-        description = "Create a workspace: a sandboxed pod with the repository and a coding agent. `source` is a local git repository path, a git URL, or a GitHub repository/issue/PR URL (an issue's title and body become the first task; the agent gets gator scopes on that repository: read, create-draft, push-new-branch, or read only with read_only). Optionally starts a first task. Takes seconds (image build, agent start); sends progress notifications.",
+        description = "Create a workspace: a sandboxed pod with the repository and a coding agent. `source` is a local git repository path, a git URL, or a GitHub repository/issue/PR URL (an issue's title and body become the first task unless `task` is given; the agent gets gator scopes on that repository: read, create-draft, push-new-branch, or read only with read_only). Optionally starts a first task. Takes seconds (image build, agent start); sends progress notifications.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn create_workspace(
@@ -236,54 +203,36 @@ impl DevaipodMcp {
         Parameters(p): Parameters<CreateWorkspace>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<WorkspaceOut>, String> {
-        name_ok("source", &p.source)?;
-        let body = json!({ "source": p.source, "name": p.name, "image": p.image, "read_only": p.read_only });
+        let source = match &self.caller.cwd {
+            Some(cwd) => crate::core::source::absolute(&p.source, cwd),
+            None => p.source,
+        };
+        let req = UpRequest {
+            source,
+            name: p.name,
+            image: p.image,
+            task: p.task,
+            read_only: p.read_only,
+            env: self.caller.env.clone(),
+            ..Default::default()
+        };
         let progress = Progress::new(&ctx);
-        let mut last = None;
-        // Steps are forwarded as progress notifications while `up` still works.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let forward = async {
-            while let Some(step) = rx.recv().await {
-                progress.send(&step).await;
-            }
-        };
-        let work = async {
-            let r = self
-                .backend
-                .lines("/api/v1/workspaces", body, |v| {
-                    if let Some(step) = v.get("progress").and_then(Value::as_str) {
-                        let _ = tx.send(step.to_owned());
-                    } else if v.get("detail").is_none() {
-                        last = Some(v);
-                        return false;
-                    }
-                    true
-                })
-                .await;
-            drop(tx);
-            r
-        };
-        let (r, ()) = tokio::join!(work, forward);
-        r?;
-        let last = last.ok_or("the daemon ended the answer before the workspace was created")?;
-        if let Some(e) = last.get("error").and_then(Value::as_str) {
-            return Err(e.to_owned());
+        let r = progress
+            .forwarding(|tx| async move {
+                self.client
+                    .up(&req, |line| {
+                        if let UpProgress::Step(step) = line {
+                            let _ = tx.send(step);
+                        }
+                    })
+                    .await
+            })
+            .await
+            .map_err(fail)?;
+        match r {
+            UpResult::Created(c) => Ok(Json(WorkspaceOut { workspace: c.workspace, task: c.task })),
+            UpResult::Planned(_) => Err("the daemon answered with a plan where a workspace was asked for".into()),
         }
-        let workspace = last["result"].clone();
-        // A GitHub issue or PR as the source brings its own task.
-        let issue_task = workspace["issue_task"].as_str().map(str::to_owned);
-        let task = match p.task.filter(|t| !t.trim().is_empty()).or(issue_task) {
-            Some(prompt) => {
-                let name = workspace["name"].as_str().unwrap_or_default();
-                Some(
-                    self.backend
-                        .call(Method::POST, "/api/v1/tasks", Some(json!({ "workspace": name, "prompt": prompt })))
-                        .await?,
-                )
-            }
-            None => None,
-        };
-        Ok(Json(WorkspaceOut { workspace: obj(workspace), task: task.map(obj) }))
     }
 
     #[tool(
@@ -291,7 +240,7 @@ impl DevaipodMcp {
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     async fn list_workspaces(&self) -> Result<Json<WorkspacesOut>, String> {
-        Ok(Json(WorkspacesOut { workspaces: array(self.backend.call(Method::GET, "/api/v1/workspaces", None).await?) }))
+        Ok(Json(WorkspacesOut { workspaces: self.client.workspaces().await.map_err(fail)? }))
     }
 
     #[tool(
@@ -299,113 +248,91 @@ impl DevaipodMcp {
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     async fn get_workspace(&self, Parameters(p): Parameters<WorkspaceRef>) -> Result<Json<WorkspaceOut>, String> {
-        name_ok("name", &p.name)?;
-        let workspace = self.backend.call(Method::GET, &format!("/api/v1/workspaces/{}", enc(&p.name)), None).await?;
-        Ok(Json(WorkspaceOut { workspace: obj(workspace), task: None }))
+        required("name", &p.name)?;
+        let workspace = self.client.workspace(&p.name).await.map_err(fail)?;
+        Ok(Json(WorkspaceOut { workspace, task: None }))
     }
 
     #[tool(
         description = "Delete a workspace: its pod, containers, secrets and (unless keep_volumes) its volumes. Its running tasks are cancelled; tasks and proposals stay listed.",
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
-    async fn delete_workspace(&self, Parameters(p): Parameters<DeleteWorkspace>) -> Result<Json<DoneOut>, String> {
-        name_ok("name", &p.name)?;
-        let path = format!("/api/v1/workspaces/{}?keep_volumes={}", enc(&p.name), p.keep_volumes);
-        self.backend.call(Method::DELETE, &path, None).await?;
-        Ok(Json(DoneOut { workspace: p.name, result: "deleted".into() }))
+    async fn delete_workspace(&self, Parameters(p): Parameters<DeleteWorkspace>) -> Result<Json<Done>, String> {
+        required("name", &p.name)?;
+        Ok(Json(self.client.delete(&p.name, p.keep_volumes).await.map_err(fail)?))
     }
 
     #[tool(
-        description = "Give the workspace's agent a task. Returns the task at once (wait_seconds 0), or waits up to wait_seconds for it to end, sending progress notifications; then poll with get_task. When it completes with changes, its work becomes a proposal.",
+        description = "Give the workspace's agent a task. Returns the task at once (wait_seconds 0), or follows it up to wait_seconds until it ends, sending each event as a progress notification; then poll with get_task. When it completes with changes, its work becomes a proposal.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn run_task(
         &self,
         Parameters(p): Parameters<RunTask>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<TaskOut>, String> {
-        name_ok("workspace", &p.workspace)?;
-        if p.prompt.trim().is_empty() {
-            return Err("`prompt` is required: say what the agent should do".into());
-        }
+    ) -> Result<Json<TaskDetail>, String> {
         if p.wait_seconds > MAX_WAIT_SECS {
             return Err(format!("wait_seconds is at most {MAX_WAIT_SECS}; poll with get_task for longer tasks"));
         }
-        let task = self
-            .backend
-            .call(Method::POST, "/api/v1/tasks", Some(json!({ "workspace": p.workspace, "prompt": p.prompt })))
-            .await?;
-        let id = task["id"].as_str().unwrap_or_default().to_owned();
-        let progress = Progress::new(&ctx);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(p.wait_seconds);
-        let mut seen = 0;
-        loop {
-            let v = self.backend.call(Method::GET, &format!("/api/v1/tasks/{}", enc(&id)), None).await?;
-            let events = array(v["events"].clone());
-            for e in events.iter().skip(seen) {
-                progress.send(e["message"].as_str().unwrap_or_default()).await;
-            }
-            seen = events.len();
-            let state = v["task"]["state"].as_str().unwrap_or_default();
-            let done = matches!(state, "completed" | "failed" | "cancelled");
-            if done || tokio::time::Instant::now() >= deadline {
-                return Ok(Json(TaskOut {
-                    task: obj(v["task"].clone()),
-                    events,
-                    proposal: v["proposal"].as_str().map(str::to_owned),
-                }));
-            }
-            tokio::select! {
-                _ = ctx.ct.cancelled() => {
-                    // The client gave up waiting; the task goes on.
-                    return Ok(Json(TaskOut { task: obj(v["task"].clone()), events, proposal: None }));
-                }
-                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-            }
+        let task = self.client.run_task(&p.workspace, &p.prompt).await.map_err(fail)?;
+        if p.wait_seconds == 0 {
+            return Ok(Json(self.client.task(&task.id).await.map_err(fail)?));
         }
+        // Follow the task's events (the bus, as `devaipod run` does) until it ends, the wait
+        // is over, or the client cancels the call; the task goes on in every case.
+        let progress = Progress::new(&ctx);
+        let id = &task.id;
+        let follow = progress.forwarding(|tx| async move {
+            self.client
+                .follow(id, |e| {
+                    let _ = tx.send(e.message.clone());
+                })
+                .await
+        });
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(p.wait_seconds), follow) => {
+                if let Ok(done) = r {
+                    return Ok(Json(done.map_err(fail)?));
+                }
+            }
+            _ = ctx.ct.cancelled() => {}
+        }
+        Ok(Json(self.client.task(&task.id).await.map_err(fail)?))
     }
 
     #[tool(
         description = "A task: its state (queued, running, needs_input, completed, failed, cancelled), error or summary, progress events, and its proposal.",
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn get_task(&self, Parameters(p): Parameters<TaskRef>) -> Result<Json<TaskOut>, String> {
-        name_ok("id", &p.id)?;
-        let v = self.backend.call(Method::GET, &format!("/api/v1/tasks/{}", enc(&p.id)), None).await?;
-        Ok(Json(TaskOut {
-            task: obj(v["task"].clone()),
-            events: array(v["events"].clone()),
-            proposal: v["proposal"].as_str().map(str::to_owned),
-        }))
+    async fn get_task(&self, Parameters(p): Parameters<TaskRef>) -> Result<Json<TaskDetail>, String> {
+        required("id", &p.id)?;
+        Ok(Json(self.client.task(&p.id).await.map_err(fail)?))
     }
 
     #[tool(
         description = "List tasks, newest first; optionally of one workspace and in one state.",
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_tasks(&self, Parameters(p): Parameters<ListFilter>) -> Result<Json<TasksOut>, String> {
-        let path = format!("/api/v1/tasks{}", query(&p));
-        Ok(Json(TasksOut { tasks: array(self.backend.call(Method::GET, &path, None).await?) }))
+    async fn list_tasks(&self, Parameters(q): Parameters<TaskQuery>) -> Result<Json<TasksOut>, String> {
+        Ok(Json(TasksOut { tasks: self.client.tasks(&q).await.map_err(fail)? }))
     }
 
     #[tool(
         description = "Cancel a task: its agent session is aborted and the task ends cancelled.",
         annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
-    async fn cancel_task(&self, Parameters(p): Parameters<TaskRef>) -> Result<Json<TaskOut>, String> {
-        name_ok("id", &p.id)?;
-        let task =
-            self.backend.call(Method::POST, &format!("/api/v1/tasks/{}/cancel", enc(&p.id)), Some(json!({}))).await?;
-        Ok(Json(TaskOut { task: obj(task), events: Vec::new(), proposal: None }))
+    async fn cancel_task(&self, Parameters(p): Parameters<TaskRef>) -> Result<Json<TaskDetail>, String> {
+        required("id", &p.id)?;
+        let task = self.client.cancel_task(&p.id).await.map_err(fail)?;
+        Ok(Json(self.client.task(&task.id).await.map_err(fail)?))
     }
 
     #[tool(
-        description = "List proposals (agents' finished work: a branch with a diff), newest first; optionally of one workspace and in one state (open, applied, pushed, rejected).",
+        description = "List proposals (agents' finished work: a branch with a diff) as summaries, newest first, a page at a time (limit, offset; next_offset says where the next page starts); optionally of one workspace and in one state (open, applied, pushed, rejected).",
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_proposals(&self, Parameters(p): Parameters<ListFilter>) -> Result<Json<ProposalsOut>, String> {
-        let path = format!("/api/v1/proposals{}", query(&p));
-        Ok(Json(ProposalsOut { proposals: array(self.backend.call(Method::GET, &path, None).await?) }))
+    async fn list_proposals(&self, Parameters(q): Parameters<ProposalQuery>) -> Result<Json<ProposalPage>, String> {
+        Ok(Json(self.client.proposals(&q).await.map_err(fail)?))
     }
 
     #[tool(
@@ -413,13 +340,13 @@ impl DevaipodMcp {
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     async fn get_proposal(&self, Parameters(p): Parameters<GetProposal>) -> Result<Json<ProposalOut>, String> {
-        name_ok("id", &p.id)?;
         let limit = p.diff_limit.unwrap_or(DIFF_PAGE);
         if limit == 0 || limit > DIFF_PAGE_MAX {
             return Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}"));
         }
-        let proposal = self.backend.call(Method::GET, &format!("/api/v1/proposals/{}", enc(&p.id)), None).await?;
-        let diff = self.backend.text(Method::GET, &format!("/api/v1/proposals/{}/diff", enc(&p.id))).await?;
+        required("id", &p.id)?;
+        let proposal = self.client.proposal(&p.id).await.map_err(fail)?;
+        let diff = self.client.diff(&p.id).await.map_err(fail)?;
         let chars: Vec<char> = diff.chars().collect();
         let total = chars.len();
         if p.diff_offset > total {
@@ -427,7 +354,7 @@ impl DevaipodMcp {
         }
         let end = (p.diff_offset + limit).min(total);
         Ok(Json(ProposalOut {
-            proposal: obj(proposal),
+            proposal,
             diff: chars[p.diff_offset..end].iter().collect(),
             diff_offset: p.diff_offset,
             diff_total: total,
@@ -440,13 +367,9 @@ impl DevaipodMcp {
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn approve(&self, Parameters(p): Parameters<Approve>) -> Result<Json<ApproveOut>, String> {
-        name_ok("proposal", &p.proposal)?;
-        if !["apply", "push", "draft_pr"].contains(&p.action.as_str()) {
-            return Err(format!("action `{}` is not one of apply, push, draft_pr", p.action));
-        }
-        let path = format!("/api/v1/proposals/{}/approve", enc(&p.proposal));
-        let proposal = self.backend.call(Method::POST, &path, Some(json!({ "action": p.action }))).await?;
-        Ok(Json(ApproveOut { proposal: obj(proposal) }))
+        required("proposal", &p.proposal)?;
+        let action: ApproveAction = p.action.parse().map_err(|e: crate::core::CoreError| e.to_string())?;
+        Ok(Json(ApproveOut { proposal: self.client.approve(&p.proposal, action).await.map_err(fail)? }))
     }
 
     #[tool(
@@ -458,27 +381,10 @@ impl DevaipodMcp {
             open_world_hint = false
         )
     )]
-    async fn reject(&self, Parameters(p): Parameters<Reject>) -> Result<Json<RejectOut>, String> {
-        name_ok("proposal", &p.proposal)?;
-        let path = format!("/api/v1/proposals/{}/reject", enc(&p.proposal));
-        let v = self.backend.call(Method::POST, &path, Some(json!({ "feedback": p.feedback }))).await?;
-        let follow = v["follow_up_task"].clone();
-        Ok(Json(RejectOut {
-            proposal: obj(v["proposal"].clone()),
-            follow_up_task: (!follow.is_null()).then(|| obj(follow)),
-        }))
+    async fn reject(&self, Parameters(p): Parameters<Reject>) -> Result<Json<Rejected>, String> {
+        required("proposal", &p.proposal)?;
+        Ok(Json(self.client.reject(&p.proposal, p.feedback.as_deref()).await.map_err(fail)?))
     }
-}
-
-fn query(f: &ListFilter) -> String {
-    let mut q = Vec::new();
-    if let Some(w) = &f.workspace {
-        q.push(format!("workspace={}", enc(w)));
-    }
-    if let Some(s) = &f.state {
-        q.push(format!("state={}", enc(s)));
-    }
-    if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -503,6 +409,23 @@ struct Progress {
 impl Progress {
     fn new(ctx: &RequestContext<RoleServer>) -> Self {
         Progress { token: ctx.meta.get_progress_token(), peer: ctx.peer.clone(), count: Default::default() }
+    }
+
+    /// Runs `work` with a sender whose lines become progress notifications as they come.
+    async fn forwarding<'a, T, F, Fut>(&self, work: F) -> T
+    where
+        F: FnOnce(tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
+        Fut: std::future::Future<Output = T> + 'a,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = async {
+            while let Some(line) = rx.recv().await {
+                self.send(&line).await;
+            }
+        };
+        // `work` owns the sender: when it ends, the channel closes and forwarding ends.
+        let (out, ()) = tokio::join!(work(tx), forward);
+        out
     }
 
     async fn send(&self, message: &str) {

@@ -56,7 +56,7 @@ pub struct ContainerInfo {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PublishedPort {
     pub container_port: u16,
     pub host_ip: String,

@@ -172,18 +172,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Percent-encodes a query component.
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::encode::enc;
 
 /// `filters={"label":["k=v",…]}`, encoded.
 pub fn label_filter(labels: &[(&str, &str)]) -> String {
@@ -197,7 +186,6 @@ mod tests {
 
     #[test]
     fn encodes_query_components() {
-        assert_eq!(enc("a b/c=d"), "a%20b%2Fc%3Dd");
         assert_eq!(label_filter(&[("io.x", "1")]), "%7B%22label%22%3A%5B%22io.x%3D1%22%5D%7D");
     }
 }

@@ -20,6 +20,12 @@ pub const MAIN_WORKSPACE: &str = "/mnt/main-workspace";
 pub const AGENT_HOME: &str = "/home/agent";
 /// The agent runs as this uid/gid (numeric, so the image needs no such user).
 pub const AGENT_USER: &str = "1000:1000";
+/// Where the pod's gator socket directory appears in the agent container.
+pub const GATOR_SOCKET_DIR: &str = "/run/devaipod/gator";
+/// The gator socket's file name (in the host directory and in the pod).
+pub const GATOR_SOCKET_NAME: &str = "gator.sock";
+/// Where the devaipod binary (gator's stdio bridge) appears in the agent container.
+pub const GATOR_BRIDGE: &str = "/opt/devaipod/gator/devaipod";
 /// The idle process of the workspace container: podman's init (catatonit, static,
 /// injected by podman with `init: true`) in pause mode. It needs nothing from the image,
 /// not even a shell.
@@ -356,8 +362,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     agent_env.insert("HOME".into(), AGENT_HOME.into());
     agent_env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
     let gator_command = req.gator.as_ref().map(|_| {
-        let socket = format!("{}/{}", crate::gator::SOCKET_DIR_IN_POD, crate::gator::SOCKET_NAME);
-        vec![crate::gator::BRIDGE_IN_POD.to_owned(), "gator-bridge".to_owned(), socket]
+        let socket = format!("{}/{}", GATOR_SOCKET_DIR, GATOR_SOCKET_NAME);
+        vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), socket]
     });
     let opencode_config = agent_config::opencode_config(&config.agent, gator_command.as_deref());
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
@@ -410,16 +416,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         .into_iter()
         .chain(req.gator.iter().flat_map(|g| {
             [
-                MountPlan::Bind {
-                    source: g.socket_dir.clone(),
-                    target: crate::gator::SOCKET_DIR_IN_POD.into(),
-                    readonly: true,
-                },
-                MountPlan::Bind {
-                    source: g.bridge.clone(),
-                    target: crate::gator::BRIDGE_IN_POD.into(),
-                    readonly: true,
-                },
+                MountPlan::Bind { source: g.socket_dir.clone(), target: GATOR_SOCKET_DIR.into(), readonly: true },
+                MountPlan::Bind { source: g.bridge.clone(), target: GATOR_BRIDGE.into(), readonly: true },
             ]
         }))
         .collect(),

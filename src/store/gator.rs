@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{Store, StoreError, now};
 
 /// One audited gator call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use gator::AuditEntry;
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
+pub use sessions::Sessions;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
@@ -159,7 +160,8 @@ impl Store {
         .await
     }
 
-    /// Writes the task's mutable fields.
+    /// Writes the task's progress fields (session, delivery, base, error, summary) — never
+    /// its state: a state changes only with its event, in [`Store::transition_task`].
     pub async fn update_task(&self, t: &Task) -> Result<(), StoreError> {
         let t = t.clone();
         self.with(move |c| {
@@ -169,9 +171,11 @@ impl Store {
         .await
     }
 
-    /// Writes the task and adds a state event in one transaction, so that a crash never
-    /// leaves a state without its event. The event is returned when it is new.
-    pub async fn update_task_with_event(
+    /// Writes the task with its new state and adds the state's event in one transaction, so
+    /// that a crash never leaves a state without its event. The event is returned when it is
+    /// new. The only writer of a task's state after it was inserted (core calls it from
+    /// `transition`, which checks the state machine).
+    pub async fn transition_task(
         &self,
         t: &Task,
         key: &str,
@@ -184,6 +188,7 @@ impl Store {
             let tx = c.transaction()?;
             let at = now();
             write_task(&tx, &t, at)?;
+            tx.execute("UPDATE tasks SET state = ?2 WHERE id = ?1", params![t.id, t.state.as_str()])?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO task_events (task_id, key, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, key, kind, message, at],
@@ -321,19 +326,37 @@ impl Store {
         .await
     }
 
+    /// A page of proposals, newest first, and how many match in all.
     pub async fn proposals(
         &self,
         workspace: Option<&str>,
         state: Option<ProposalState>,
-    ) -> Result<Vec<Proposal>, StoreError> {
+        limit: u32,
+        offset: u32,
+    ) -> Result<(Vec<Proposal>, u64), StoreError> {
         let ws = workspace.map(str::to_owned);
         let st = state.map(|s| s.as_str().to_owned());
         self.with(move |c| {
+            const FILTER: &str = "WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR state = ?2)";
+            let total: i64 =
+                c.query_row(&format!("SELECT COUNT(*) FROM proposals {FILTER}"), params![ws, st], |r| r.get(0))?;
             let mut stmt = c.prepare(&format!(
-                "{PROPOSAL_SELECT} WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY created_at DESC, rowid DESC"
+                "{PROPOSAL_SELECT} {FILTER} ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
             ))?;
-            let rows = stmt.query_map(params![ws, st], records::proposal_row)?;
-            rows.map(|r| records::proposal_from_row(r?)).collect()
+            let rows = stmt.query_map(params![ws, st, limit, offset], records::proposal_row)?;
+            let page = rows.map(|r| records::proposal_from_row(r?)).collect::<Result<Vec<_>, _>>()?;
+            Ok((page, total as u64))
+        })
+        .await
+    }
+
+    /// How many open proposals each workspace has.
+    pub async fn open_proposal_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT workspace, COUNT(*) FROM proposals WHERE state = 'open' GROUP BY workspace")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -391,11 +414,11 @@ impl Store {
     }
 }
 
-/// Writes a task's mutable fields.
+/// Writes a task's progress fields (not its state).
 fn write_task(c: &Connection, t: &Task, at: i64) -> rusqlite::Result<usize> {
     c.execute(
-        "UPDATE tasks SET state = ?2, session_id = ?3, delivered = ?4, base = ?5, error = ?6, summary = ?7, updated_at = ?8 WHERE id = ?1",
-        params![t.id, t.state.as_str(), t.session_id, t.delivered, t.base, t.error, t.summary, at],
+        "UPDATE tasks SET session_id = ?2, delivered = ?3, base = ?4, error = ?5, summary = ?6, updated_at = ?7 WHERE id = ?1",
+        params![t.id, t.session_id, t.delivered, t.base, t.error, t.summary, at],
     )
 }
 

@@ -15,7 +15,7 @@ pub struct WorkspaceRecord {
     pub agent_head: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Queued,
@@ -66,7 +66,7 @@ impl TaskState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
     pub id: String,
     pub workspace: String,
@@ -86,7 +86,7 @@ pub struct Task {
     pub turns_before: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskEvent {
     pub seq: i64,
     pub task_id: String,
@@ -98,7 +98,7 @@ pub struct TaskEvent {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalState {
     Open,
@@ -128,7 +128,7 @@ impl ProposalState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProposalFile {
     pub path: String,
     /// `None` for binary files.
@@ -136,7 +136,7 @@ pub struct ProposalFile {
     pub removed: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Proposal {
     pub id: String,
     pub task_id: String,
@@ -154,7 +154,7 @@ pub struct Proposal {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     pub proposal_id: String,
     pub action: String,
@@ -168,7 +168,13 @@ pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         id: r.get(0)?,
         workspace: r.get(1)?,
         prompt: r.get(2)?,
-        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+        state: TaskState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("task state `{state}` is unknown to this devaipod (a database of a newer version?)").into(),
+            )
+        })?,
         session_id: r.get(4)?,
         delivered: r.get(5)?,
         base: r.get(6)?,

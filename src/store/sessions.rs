@@ -5,6 +5,31 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, now};
 
+/// The login-session table alone: what the web's authentication may touch of the store.
+#[derive(Clone)]
+pub struct Sessions(Store);
+
+impl Store {
+    /// A handle on the login-session table only.
+    pub fn sessions(&self) -> Sessions {
+        Sessions(self.clone())
+    }
+}
+
+impl Sessions {
+    pub async fn insert(&self, id_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.0.insert_session(id_hash, expires_at).await
+    }
+
+    pub async fn expiry(&self, id_hash: &str) -> Result<Option<i64>, StoreError> {
+        self.0.session_expiry(id_hash).await
+    }
+
+    pub async fn delete(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.0.delete_session(id_hash).await
+    }
+}
+
 impl Store {
     pub async fn insert_session(&self, id_hash: &str, expires_at: i64) -> Result<(), StoreError> {
         let id = id_hash.to_owned();

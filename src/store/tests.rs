@@ -74,9 +74,13 @@ async fn tasks_round_trip_and_unfinished_ones_are_found() {
     t1.state = TaskState::Completed;
     t1.session_id = Some("ses".into());
     t1.delivered = true;
+    // Progress writes never move the state: only a transition (with its event) does.
     s.update_task(&t1).await.unwrap();
     let got = s.task("t1").await.unwrap().unwrap();
-    assert_eq!((got.state, got.session_id.as_deref(), got.delivered), (TaskState::Completed, Some("ses"), true));
+    assert_eq!((got.state, got.session_id.as_deref(), got.delivered), (TaskState::Queued, Some("ses"), true));
+    let ev = s.transition_task(&t1, "state:completed", "state", "completed").await.unwrap();
+    assert_eq!(ev.map(|e| e.key), Some("state:completed".to_owned()));
+    assert_eq!(s.task("t1").await.unwrap().unwrap().state, TaskState::Completed);
     let unfinished: Vec<String> = s.unfinished_tasks().await.unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(unfinished, ["t2"]);
     let all: Vec<String> = s.tasks(Some("w")).await.unwrap().into_iter().map(|t| t.id).collect();
@@ -107,8 +111,30 @@ async fn one_proposal_per_task_and_each_approval_once() {
     assert!(!s.record_approval("p1", "push", "pushed to x", ProposalState::Pushed).await.unwrap());
     assert_eq!(s.proposal("p1").await.unwrap().unwrap().state, ProposalState::Pushed);
     assert_eq!(s.approvals("p1").await.unwrap().len(), 1);
-    assert_eq!(s.proposals(Some("w"), Some(ProposalState::Pushed)).await.unwrap().len(), 1);
-    assert!(s.proposals(None, Some(ProposalState::Open)).await.unwrap().is_empty());
+    let (page, total) = s.proposals(Some("w"), Some(ProposalState::Pushed), 50, 0).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert!(s.proposals(None, Some(ProposalState::Open), 50, 0).await.unwrap().0.is_empty());
+    assert!(s.open_proposal_counts().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn proposal_listings_page_newest_first() {
+    let s = Store::open_in_memory().unwrap();
+    for i in 0..5 {
+        let mut p = proposal(&format!("p{i}"), &format!("t{i}"));
+        p.created_at = i;
+        p.workspace = if i % 2 == 0 { "even".into() } else { "odd".into() };
+        s.insert_proposal(p).await.unwrap();
+    }
+    let ids = |page: Vec<Proposal>| page.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let (page, total) = s.proposals(None, None, 2, 0).await.unwrap();
+    assert_eq!((ids(page), total), (vec!["p4".to_owned(), "p3".to_owned()], 5));
+    let (page, _) = s.proposals(None, None, 2, 4).await.unwrap();
+    assert_eq!(ids(page), ["p0"]);
+    let (page, total) = s.proposals(Some("even"), None, 10, 1).await.unwrap();
+    assert_eq!((ids(page), total), (vec!["p2".to_owned(), "p0".to_owned()], 3));
+    let counts = s.open_proposal_counts().await.unwrap();
+    assert_eq!((counts.get("even"), counts.get("odd")), (Some(&3), Some(&2)));
 }
 
 #[tokio::test]
@@ -123,4 +149,13 @@ async fn a_file_store_survives_reopening() {
     assert!(s.task("t1").await.unwrap().is_some());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn an_unknown_task_state_in_the_database_is_an_error_not_a_failure() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_task(task("t1")).await.unwrap();
+    s.with(|c| Ok(c.execute("UPDATE tasks SET state = 'paused' WHERE id = 't1'", [])?)).await.unwrap();
+    let err = s.task("t1").await.unwrap_err().to_string();
+    assert!(err.contains("task state `paused` is unknown"), "{err}");
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, status_of};
-use crate::core::{ApproveAction, Core, CoreError, ExecTarget, Progress, UpRequest};
+use super::extract::{ApiJson, ApiQuery};
+use crate::core::{ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, TaskQuery, UpRequest};
 use crate::pods::Engine;
-use crate::store::ProposalState;
 
 type S<E> = State<Arc<Core<E>>>;
 type R = Result<Json<Value>, ApiError>;
@@ -31,7 +31,7 @@ pub async fn list_workspaces<E: Engine>(State(core): S<E>) -> R {
 
 /// `up`, answered as NDJSON: `{"progress": …}` lines while it works, then one
 /// `{"result": …}` or `{"error": …, "status": …}` line. The work goes on if the client leaves.
-pub async fn create_workspace<E: Engine>(State(core): S<E>, Json(req): Json<UpRequest>) -> Response {
+pub async fn create_workspace<E: Engine>(State(core): S<E>, ApiJson(req): ApiJson<UpRequest>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         let progress = ChannelProgress(tx.clone());
@@ -70,20 +70,20 @@ pub struct DeleteQuery {
 pub async fn delete_workspace<E: Engine>(
     State(core): S<E>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> R {
     core.delete(&name, q.keep_volumes).await?;
-    Ok(Json(json!({ "workspace": name, "result": "deleted" })))
+    to_json(Done { workspace: name, result: "deleted".into() })
 }
 
 pub async fn stop_workspace<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
     core.stop(&name).await?;
-    Ok(Json(json!({ "workspace": name, "result": "stopped" })))
+    to_json(Done { workspace: name, result: "stopped".into() })
 }
 
 pub async fn start_workspace<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
     core.start(&name).await?;
-    Ok(Json(json!({ "workspace": name, "result": "started" })))
+    to_json(Done { workspace: name, result: "started".into() })
 }
 
 #[derive(Deserialize)]
@@ -98,12 +98,17 @@ fn default_target() -> ExecTarget {
 
 /// Where `devaipod exec` runs a command: container, user and folder (the CLI then streams
 /// through podman itself).
-pub async fn exec_target<E: Engine>(State(core): S<E>, Path(name): Path<String>, Query(q): Query<ExecQuery>) -> R {
+pub async fn exec_target<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<ExecQuery>,
+) -> R {
     to_json(core.exec_target(&name, q.target).await?)
 }
 
 #[derive(Deserialize)]
 pub struct TaskRequest {
+    #[serde(default)]
     workspace: String,
     #[serde(default)]
     prompt: String,
@@ -111,57 +116,31 @@ pub struct TaskRequest {
 
 pub async fn create_task<E: Engine>(
     State(core): S<E>,
-    Json(req): Json<TaskRequest>,
+    ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let task = core.run_task(&req.workspace, &req.prompt).await?;
     Ok((StatusCode::CREATED, to_json(task)?))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    workspace: Option<String>,
-    state: Option<String>,
-}
-
-pub async fn list_tasks<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>) -> R {
-    let mut tasks = core.tasks(q.workspace.as_deref()).await?;
-    if let Some(state) = &q.state {
-        if crate::store::TaskState::parse(state).is_none() {
-            return Err(ApiError(CoreError::Invalid(format!(
-                "unknown task state `{state}`: use queued, running, needs_input, completed, failed or cancelled"
-            ))));
-        }
-        tasks.retain(|t| t.state.as_str() == state);
-    }
-    to_json(tasks)
+pub async fn list_tasks<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<TaskQuery>) -> R {
+    to_json(core.tasks(&q).await?)
 }
 
 pub async fn get_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
-    let (task, events) = core.task(&id).await?;
-    let proposal = core.store.proposal_for_task(&id).await.map_err(CoreError::from)?;
-    Ok(Json(json!({ "task": task, "events": events, "proposal": proposal.map(|p| p.id) })))
+    to_json(core.task_detail(&id).await?)
 }
 
 pub async fn cancel_task<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
     to_json(core.cancel_task(&id).await?)
 }
 
-pub async fn list_proposals<E: Engine>(State(core): S<E>, Query(q): Query<ListQuery>) -> R {
-    let state = match q.state.as_deref() {
-        None => None,
-        Some(s) => Some(ProposalState::parse(s).ok_or_else(|| {
-            ApiError(CoreError::Invalid(format!("unknown proposal state `{s}`: use open, applied, pushed or rejected")))
-        })?),
-    };
-    to_json(core.proposals(q.workspace.as_deref(), state).await?)
+/// A page of proposal summaries: `{"proposals": […], "total": n, "next_offset": n|null}`.
+pub async fn list_proposals<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<ProposalQuery>) -> R {
+    to_json(core.proposals(&q).await?)
 }
 
 pub async fn get_proposal<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
-    let p = core.proposal(&id).await?;
-    let approvals = core.store.approvals(&id).await.map_err(CoreError::from)?;
-    let mut v = serde_json::to_value(p).map_err(|e| ApiError(CoreError::Io(e.to_string())))?;
-    v["approvals"] = serde_json::to_value(approvals).unwrap_or_default();
-    Ok(Json(v))
+    to_json(core.proposal_detail(&id).await?)
 }
 
 pub async fn proposal_diff<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -171,19 +150,11 @@ pub async fn proposal_diff<E: Engine>(State(core): S<E>, Path(id): Path<String>)
 
 #[derive(Deserialize)]
 pub struct ApproveRequest {
-    action: String,
+    action: ApproveAction,
 }
 
-pub async fn approve<E: Engine>(State(core): S<E>, Path(id): Path<String>, Json(req): Json<ApproveRequest>) -> R {
-    let action = match req.action.as_str() {
-        "apply" => ApproveAction::Apply,
-        "push" => ApproveAction::Push,
-        "draft_pr" => ApproveAction::DraftPr,
-        other => {
-            return Err(ApiError(CoreError::Invalid(format!("unknown action `{other}`: use apply, push or draft_pr"))));
-        }
-    };
-    to_json(core.approve(&id, action).await?)
+pub async fn approve<E: Engine>(State(core): S<E>, Path(id): Path<String>, ApiJson(req): ApiJson<ApproveRequest>) -> R {
+    to_json(core.approve(&id, req.action).await?)
 }
 
 #[derive(Deserialize)]
@@ -191,9 +162,8 @@ pub struct RejectRequest {
     feedback: Option<String>,
 }
 
-pub async fn reject<E: Engine>(State(core): S<E>, Path(id): Path<String>, Json(req): Json<RejectRequest>) -> R {
-    let (proposal, task) = core.reject(&id, req.feedback.as_deref()).await?;
-    Ok(Json(json!({ "proposal": proposal, "follow_up_task": task })))
+pub async fn reject<E: Engine>(State(core): S<E>, Path(id): Path<String>, ApiJson(req): ApiJson<RejectRequest>) -> R {
+    to_json(core.reject(&id, req.feedback.as_deref()).await?)
 }
 
 #[derive(Deserialize)]
@@ -203,7 +173,7 @@ pub struct EventsQuery {
 }
 
 /// Server-sent events from the bus; with `task`, that task's stored events come first.
-pub async fn events<E: Engine>(State(core): S<E>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+pub async fn events<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<EventsQuery>) -> Result<Response, ApiError> {
     let rx = core.subscribe();
     let mut replay = Vec::new();
     if let Some(id) = &q.task {
@@ -245,11 +215,11 @@ pub struct ScopeBody {
     scope: String,
 }
 
-pub async fn add_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, Json(b): Json<ScopeBody>) -> R {
+pub async fn add_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, ApiJson(b): ApiJson<ScopeBody>) -> R {
     to_json(core.add_scope(&name, &b.scope).await?)
 }
 
-pub async fn remove_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, Json(b): Json<ScopeBody>) -> R {
+pub async fn remove_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>, ApiJson(b): ApiJson<ScopeBody>) -> R {
     to_json(core.remove_scope(&name, &b.scope).await?)
 }
 
@@ -259,6 +229,6 @@ pub struct AuditQuery {
     limit: Option<u32>,
 }
 
-pub async fn audit_log<E: Engine>(State(core): S<E>, Query(q): Query<AuditQuery>) -> R {
+pub async fn audit_log<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<AuditQuery>) -> R {
     to_json(core.audit_log(q.workspace.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000)).await?)
 }

@@ -20,9 +20,16 @@ pub fn status_of(e: &CoreError) -> StatusCode {
     match e {
         NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) => StatusCode::NOT_FOUND,
         Invalid(_) | InvalidName(_) | Source(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
-        NameTaken(_) | PodGone(_) | Busy { .. } | ProposalClosed { .. } | VolumesLeft { .. } | NotRunning { .. } => {
-            StatusCode::CONFLICT
-        }
+        NameTaken(_)
+        | PodGone(_)
+        | Busy { .. }
+        | ProposalClosed { .. }
+        | VolumesLeft { .. }
+        | NotRunning { .. }
+        | Conflict(_)
+        | TaskEnded { .. }
+        | FirstTask { .. } => StatusCode::CONFLICT,
+        Github(_) => StatusCode::BAD_GATEWAY,
         ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Engine(EngineError::Unavailable { .. }) | AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

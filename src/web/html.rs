@@ -23,7 +23,7 @@ pub fn esc(s: &str) -> String {
 
 /// Percent-encodes a path segment for an `href`.
 pub fn seg(s: &str) -> String {
-    crate::cli::client::enc(s)
+    crate::encode::enc(s)
 }
 
 /// A whole page: `title` is text, `body` is HTML. `nav` marks the current section.

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod html;
 pub mod pages;
 pub mod proxy;
@@ -83,10 +84,11 @@ pub fn tcp_app<E: Engine>(
     shutdown: CancellationToken,
 ) -> (Router, Vec<(&'static str, &'static str)>) {
     let token = Arc::new(token);
-    let auth = session::WebAuth::new(token, core.store.clone());
+    let auth = session::WebAuth::new(token, core.sessions());
     let proxies = proxy::AgentProxies::new(core.clone(), auth.clone(), port, shutdown.clone());
     let state = pages::WebState { core: core.clone(), auth: auth.clone(), proxies };
-    let mcp = crate::mcp::http_service(crate::mcp::Backend::Local(unix_app(core.clone())), port, shutdown);
+    let in_process = crate::client::Client::new(Arc::new(unix_app(core.clone())));
+    let mcp = crate::mcp::http_service(in_process, port, shutdown);
     let (api, mut table) = api_routes::<E>().with_state(core);
     let (pages, page_table) = page_routes::<E>().with_state(state);
     table.extend(page_table);

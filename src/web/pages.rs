@@ -15,9 +15,9 @@ use serde::Deserialize;
 use super::html::{badge, diff, esc, page, run_badge, seg, time};
 use super::proxy::AgentProxies;
 use super::session::{self, WebAuth};
-use crate::core::{Core, CoreError, ExecTarget};
+use crate::core::{Core, CoreError, ExecTarget, ProposalDetail, ProposalQuery, ProposalSummary, TaskQuery};
 use crate::pods::Engine;
-use crate::store::{Proposal, ProposalState};
+use crate::store::ProposalState;
 
 /// What the pages need: the core, the login, the agent-UI proxies.
 pub struct WebState<E> {
@@ -171,8 +171,8 @@ pub async fn shell_js() -> Response {
 
 async fn workspaces_table<E: Engine>(core: &Arc<Core<E>>) -> Result<String, CoreError> {
     let list = core.list_for_page().await?;
-    let tasks = core.tasks(None).await?;
-    let open = core.proposals(None, Some(ProposalState::Open)).await?;
+    let tasks = core.tasks(&TaskQuery::default()).await?;
+    let open = core.open_proposals_by_workspace().await?;
     if list.is_empty() {
         return Ok(r#"<p class="empty">No workspaces yet: create one below.</p>"#.into());
     }
@@ -186,7 +186,7 @@ async fn workspaces_table<E: Engine>(core: &Arc<Core<E>>) -> Result<String, Core
                 format!(r#"{} <span class="muted">{}</span>"#, badge(t.state.as_str()), esc(&one_line(&t.prompt, 60)))
             })
             .unwrap_or_else(|| r#"<span class="muted">none</span>"#.into());
-        let proposals = open.iter().filter(|p| p.workspace == w.name).count();
+        let proposals = open.get(&w.name).copied().unwrap_or(0);
         let _ = write!(
             out,
             r#"<tr data-workspace="{name}"><td><a href="/workspaces/{href}">{name}</a></td><td>{pod}</td><td>{agent}</td><td>{running}</td><td>{proposals}</td><td class="muted">{source}</td></tr>"#,
@@ -216,6 +216,8 @@ pub async fn dashboard<E: Engine>(State(st): S<E>, Query(q): Query<FragmentQuery
 <input id="source" name="source" required placeholder="/home/me/src/project or https://github.com/owner/repo">
 <div class="row"><span><label for="name">Name (optional)</label><input id="name" name="name" placeholder="from the repository"></span>
 <span><label for="image">Image (optional)</label><input id="image" name="image" placeholder="devcontainer.json's or the default"></span></div>
+<label for="task">First task (optional; a GitHub issue or PR brings its own)</label>
+<textarea id="task" name="task" rows="2" placeholder="What the agent should do first"></textarea>
 <label class="check"><input type="checkbox" name="read_only"> GitHub source: the agent may only read</label>
 <button type="submit">Create</button>
 <ol class="progress" aria-live="polite"></ol><p class="error" role="alert"></p>
@@ -236,8 +238,12 @@ fn one_line(text: &str, max: usize) -> String {
 // ---- workspace ----
 
 /// The tasks table; `proposals` are the workspace's (each task links its own).
-async fn tasks_section<E: Engine>(core: &Core<E>, name: &str, proposals: &[Proposal]) -> Result<String, CoreError> {
-    let tasks = core.tasks(Some(name)).await?;
+async fn tasks_section<E: Engine>(
+    core: &Core<E>,
+    name: &str,
+    proposals: &[ProposalSummary],
+) -> Result<String, CoreError> {
+    let tasks = core.tasks(&TaskQuery { workspace: Some(name.to_owned()), state: None }).await?;
     if tasks.is_empty() {
         return Ok(r#"<p class="empty">No tasks yet.</p>"#.into());
     }
@@ -279,7 +285,7 @@ async fn tasks_section<E: Engine>(core: &Core<E>, name: &str, proposals: &[Propo
     Ok(out)
 }
 
-fn proposals_section(proposals: &[Proposal]) -> String {
+fn proposals_section(proposals: &[ProposalSummary]) -> String {
     if proposals.is_empty() {
         return r#"<p class="empty">No proposals yet.</p>"#.into();
     }
@@ -293,7 +299,7 @@ fn proposals_section(proposals: &[Proposal]) -> String {
             href = seg(&p.id),
             id = esc(&p.id),
             state = badge(p.state.as_str()),
-            files = p.files.len(),
+            files = p.files,
             a = p.added,
             r = p.removed,
             summary = esc(&one_line(&p.summary, 120)),
@@ -308,7 +314,9 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
     if q.fragment.as_deref() == Some("status") {
         return html(status_section(core, &name).await?);
     }
-    let all_proposals = core.proposals(Some(&name), None).await?;
+    // The newest page: enough for a page (older ones stay listed by the API and the CLI).
+    let query = ProposalQuery { workspace: Some(name.clone()), limit: Some(100), ..Default::default() };
+    let all_proposals = core.proposals(&query).await?.proposals;
     match q.fragment.as_deref() {
         Some("tasks") => return html(tasks_section(core, &name, &all_proposals).await?),
         Some("proposals") => return html(proposals_section(&all_proposals)),
@@ -373,8 +381,7 @@ async fn status_section<E: Engine>(core: &Core<E>, name: &str) -> Result<String,
 // ---- proposal ----
 
 async fn proposal_meta<E: Engine>(core: &Core<E>, id: &str) -> Result<String, CoreError> {
-    let p = core.proposal(id).await?;
-    let approvals = core.store.approvals(id).await?;
+    let ProposalDetail { proposal: p, approvals } = core.proposal_detail(id).await?;
     let mut out = format!(
         r#"<dl class="facts"><dt>State</dt><dd>{state}</dd><dt>Workspace</dt><dd><a href="/workspaces/{wsh}">{ws}</a></dd><dt>Branch</dt><dd><code>{branch}</code></dd><dt>Task</dt><dd><code>{task}</code></dd><dt>Lines</dt><dd><span class="plus">+{a}</span> <span class="minus">−{r}</span> in {files} file(s), {commits} commit(s)</dd></dl>"#,
         state = badge(p.state.as_str()),
@@ -512,7 +519,9 @@ pub async fn agent_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, he
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
     let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let agent_origin = format!("http://{hostname}:{port}");
-    let open = st.core.proposals(Some(&name), Some(ProposalState::Open)).await?;
+    let query =
+        ProposalQuery { workspace: Some(name.clone()), state: Some("open".into()), limit: Some(20), offset: None };
+    let open = st.core.proposals(&query).await?.proposals;
     let mut links = String::new();
     for p in &open {
         let _ = write!(links, r#"<a href="/proposals/{}">{}</a> "#, seg(&p.id), esc(&p.id));

@@ -262,7 +262,7 @@ async fn tunnel(mut req: Request, base: &str, password: &str, path: &str, stop: 
     let Some(authority) = base.strip_prefix("http://").map(str::to_owned) else {
         return plain(StatusCode::BAD_GATEWAY, "the agent's address is not plain http");
     };
-    let auth = crate::git::base64(format!("opencode:{password}").as_bytes());
+    let auth = crate::encode::base64(format!("opencode:{password}").as_bytes());
     let mut head = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {auth}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     );

@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use sha2::Digest;
 
 use super::auth::constant_time_eq;
-use crate::store::{Store, now};
+use crate::store::{Sessions, now};
 
 pub const COOKIE: &str = "devaipod_session";
 /// How long a login lasts.
@@ -76,13 +76,13 @@ pub fn set_cookie(value: Option<&str>) -> HeaderValue {
 #[derive(Clone)]
 pub struct WebAuth {
     token: Arc<String>,
-    store: Store,
+    store: Sessions,
     /// Hash → expiry, of sessions seen valid (the store stays the truth).
     cache: Arc<DashMap<String, i64>>,
 }
 
 impl WebAuth {
-    pub fn new(token: Arc<String>, store: Store) -> WebAuth {
+    pub fn new(token: Arc<String>, store: Sessions) -> WebAuth {
         WebAuth { token, store, cache: Arc::new(DashMap::new()) }
     }
 
@@ -94,7 +94,7 @@ impl WebAuth {
     pub async fn start_session(&self) -> Result<String, crate::store::StoreError> {
         let value = crate::core::random_token();
         let expires = now() + SESSION_SECS;
-        self.store.insert_session(&hash(&value), expires).await?;
+        self.store.insert(&hash(&value), expires).await?;
         self.cache.insert(hash(&value), expires);
         Ok(value)
     }
@@ -103,7 +103,7 @@ impl WebAuth {
         let h = hash(value);
         let expires = match self.cache.get(&h).map(|e| *e) {
             Some(e) => Some(e),
-            None => self.store.session_expiry(&h).await.ok().flatten(),
+            None => self.store.expiry(&h).await.ok().flatten(),
         };
         match expires {
             Some(e) if e > now() => {
@@ -112,7 +112,7 @@ impl WebAuth {
             }
             Some(_) => {
                 self.cache.remove(&h);
-                let _ = self.store.delete_session(&h).await;
+                let _ = self.store.delete(&h).await;
                 false
             }
             None => false,
@@ -122,7 +122,7 @@ impl WebAuth {
     pub async fn end_session(&self, value: &str) {
         let h = hash(value);
         self.cache.remove(&h);
-        let _ = self.store.delete_session(&h).await;
+        let _ = self.store.delete(&h).await;
     }
 
     /// Bearer token or a valid session cookie.
@@ -149,7 +149,7 @@ pub fn unauthenticated(method: &Method, path: &str, headers: &HeaderMap) -> Resp
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     let is_page = !path.starts_with("/api/") && !path.starts_with("/mcp");
     if method == Method::GET && (wants_html || is_page) {
-        let next = if path == "/" { String::new() } else { format!("?next={}", crate::cli::client::enc(path)) };
+        let next = if path == "/" { String::new() } else { format!("?next={}", crate::encode::enc(path)) };
         return Redirect::to(&format!("/login{next}")).into_response();
     }
     let body = axum::Json(serde_json::json!({
@@ -247,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_expire_and_end() {
-        let store = Store::open_in_memory().unwrap();
+        let store = crate::store::Store::open_in_memory().unwrap().sessions();
         let auth = WebAuth::new(Arc::new("t".repeat(64)), store.clone());
         assert!(auth.token_ok(&"t".repeat(64)) && !auth.token_ok("t") && !auth.token_ok(&"u".repeat(64)));
         let v = auth.start_session().await.unwrap();
@@ -255,9 +255,9 @@ mod tests {
         assert!(!auth.session_ok("forged").await);
         assert!(!auth.session_ok(&v[..v.len() - 1]).await);
         // Expired in the store (and in the cache): refused and removed.
-        store.insert_session(&hash("old"), now() - 1).await.unwrap();
+        store.insert(&hash("old"), now() - 1).await.unwrap();
         assert!(!auth.session_ok("old").await);
-        assert_eq!(store.session_expiry(&hash("old")).await.unwrap(), None);
+        assert_eq!(store.expiry(&hash("old")).await.unwrap(), None);
         auth.cache.insert(hash(&v), now() - 1);
         assert!(!auth.session_ok(&v).await, "an expired cached session is refused");
         let w = auth.start_session().await.unwrap();

@@ -265,22 +265,15 @@ fn gator_reaches_the_agent_only_through_its_socket_directory() {
     let mut req = request();
     req.gator = Some(GatorMount { socket_dir: "/run/d/gator/hello".into(), bridge: "/usr/bin/devaipod".into() });
     let p = plan(&config(""), None, &req).unwrap();
-    let gator_dir = MountPlan::Bind {
-        source: "/run/d/gator/hello".into(),
-        target: crate::gator::SOCKET_DIR_IN_POD.into(),
-        readonly: true,
-    };
-    let bridge = MountPlan::Bind {
-        source: "/usr/bin/devaipod".into(),
-        target: crate::gator::BRIDGE_IN_POD.into(),
-        readonly: true,
-    };
+    let gator_dir =
+        MountPlan::Bind { source: "/run/d/gator/hello".into(), target: GATOR_SOCKET_DIR.into(), readonly: true };
+    let bridge = MountPlan::Bind { source: "/usr/bin/devaipod".into(), target: GATOR_BRIDGE.into(), readonly: true };
     assert!(p.agent.mounts.contains(&gator_dir) && p.agent.mounts.contains(&bridge), "{:?}", p.agent.mounts);
     assert!(!p.workspace.mounts.contains(&gator_dir), "the human's container has no gator socket");
     let config: serde_json::Value = serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
     assert_eq!(
         config["mcp"]["gator"]["command"],
-        serde_json::json!([crate::gator::BRIDGE_IN_POD, "gator-bridge", "/run/devaipod/gator/gator.sock"])
+        serde_json::json!([GATOR_BRIDGE, "gator-bridge", "/run/devaipod/gator/gator.sock"])
     );
     // No token, scope or GitHub setting travels into the pod.
     let env = format!("{:?}{:?}", p.agent.env, p.agent.secret_env);

@@ -55,14 +55,7 @@ async function createWorkspace(form) {
       if (msg.progress) { const li = document.createElement("li"); li.textContent = msg.progress; progress.appendChild(li); }
       if (msg.error) throw new Error(msg.error);
       if (msg.result) {
-        // A GitHub issue or PR as the source brings its task: start it, as the CLI does.
-        if (msg.result.issue_task) {
-          const t = await fetch("/api/v1/tasks", {
-            method: "POST", headers: { "content-type": "application/json" },
-            body: JSON.stringify({ workspace: msg.result.name, prompt: msg.result.issue_task }),
-          });
-          if (!t.ok) throw new Error(await errorOf(t));
-        }
+        // The daemon started the first task (the one given, or a GitHub issue's).
         location.href = "/workspaces/" + encodeURIComponent(msg.result.name);
         return;
       }

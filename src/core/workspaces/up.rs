@@ -1,151 +1,28 @@
-//! Workspaces: `up` (source → checkout → devcontainer.json → plan → pod → agent ready),
-//! `list`, `status`, `stop`, `start`, `delete`, `exec`, `logs`. A failed `up` removes what
-//! it created.
+//! `up`: source → checkout → devcontainer.json → plan → pod → agent ready. A failed `up`
+//! removes what it created (`rollback`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use super::lifecycle::{InContainer, run_on_host};
-use super::source::{self, Source, strip_credentials};
-use super::{BusEvent, Core, CoreError};
+use super::*;
+use crate::agent::Agent;
 use crate::agent::opencode::Opencode;
-use crate::agent::{Agent, config as agent_config};
+use crate::core::lifecycle::{InContainer, run_on_host};
+use crate::core::source::{self, Source, SourceKind, strip_credentials};
+use crate::core::{BusEvent, Core, CoreError};
 use crate::devcontainer::{self, HostContext, Loaded, Vars};
-use crate::gator::{self, GithubSource, ItemKind, Scope};
 use crate::git::BareRepo;
-use crate::pods::engine::{ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
+use crate::github::{self, GithubSource, ItemKind, Scope};
 use crate::pods::naming::{self, Role, WorkspaceName};
 use crate::pods::plan::{self, GatorMount, ImagePlan, PlanRequest, PodPlan, Redacted};
 use crate::pods::{Engine, EngineError};
 use crate::store::{WorkspaceRecord, now};
 
-/// Receives progress of long steps (the CLI prints it on stderr).
-pub trait Progress: Send + Sync {
-    /// A step begins.
-    fn step(&self, message: &str);
-    /// Output of a step (build log, lifecycle command output).
-    fn detail(&self, line: &str);
-}
-
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct UpRequest {
-    /// A local path or a git URL.
-    pub source: String,
-    pub name: Option<String>,
-    pub image: Option<String>,
-    /// `.devcontainer/<name>/devcontainer.json` to use when there are several.
-    pub devcontainer: Option<String>,
-    #[serde(default)]
-    pub dry_run: bool,
-    /// For a GitHub source: gator grants read only (no push, no draft PR).
-    #[serde(default)]
-    pub read_only: bool,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum UpOutcome {
-    Planned(Box<PodPlan>),
-    Created(Box<WorkspaceStatus>),
-}
-
-/// A workspace as `list` and `status` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct WorkspaceStatus {
-    pub name: String,
-    pub pod: String,
-    /// The pod's status as podman reports it (Running, Exited, Degraded, …).
-    pub status: String,
-    pub workspace: Option<String>,
-    pub agent: Option<String>,
-    pub source: Option<String>,
-    pub workspace_folder: Option<String>,
-    pub created: String,
-    /// Published ports (`status` only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PublishedPort>,
-    /// `up` of a GitHub issue or pull request URL: its title and body, as a task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issue_task: Option<String>,
-}
-
-impl WorkspaceStatus {
-    fn from_pod(p: PodInfo) -> Option<Self> {
-        let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
-        let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
-        Some(WorkspaceStatus {
-            workspace: state(Role::Workspace),
-            agent: state(Role::Agent),
-            source: p.labels.get(naming::LABEL_SOURCE).cloned(),
-            workspace_folder: p.labels.get(naming::LABEL_FOLDER).cloned(),
-            name,
-            pod: p.name,
-            status: p.status,
-            created: p.created,
-            ports: p.ports,
-            issue_task: None,
-        })
-    }
-}
-
-/// Where `exec` runs: a container, as a user, in a folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ExecPlace {
-    pub container: String,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
-}
-
-impl ExecPlace {
-    pub fn spec(&self, argv: Vec<String>, stdin: bool) -> ExecSpec {
-        ExecSpec {
-            argv,
-            user: self.user.clone(),
-            workdir: self.workdir.clone(),
-            env: BTreeMap::new(),
-            stdin,
-            tty: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecTarget {
-    Workspace,
-    Agent,
-}
-
-impl ExecTarget {
-    fn role(self) -> Role {
-        match self {
-            ExecTarget::Workspace => Role::Workspace,
-            ExecTarget::Agent => Role::Agent,
-        }
-    }
-}
-
-/// Host directory of the opencode binary: `DEVAIPOD_OPENCODE_DIR`, else where
-/// `scripts/setup.sh` installs it under the cache directory.
-pub fn opencode_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DEVAIPOD_OPENCODE_DIR") {
-        return dir.into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache"));
-    cache.join("devaipod/opencode/node_modules/opencode-linux-x64/bin")
-}
-
 /// What a failing `up` must remove.
 #[derive(Default)]
-struct Created {
+struct Made {
     secrets: Vec<String>,
     volumes: Vec<String>,
     pod: Option<String>,
@@ -154,11 +31,6 @@ struct Created {
     /// The workspace whose gator endpoint was opened.
     endpoint: Option<String>,
 }
-
-/// How old a cached workspace listing may be (changes by others show after this).
-const LIST_FRESH: Duration = Duration::from_secs(1);
-/// How old a listing a page may show while a fresh one is made in the background.
-const LIST_STALE: Duration = Duration::from_secs(30);
 
 /// What `up` puts into the pod.
 struct Payload {
@@ -172,22 +44,37 @@ const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl<E: Engine> Core<E> {
     pub async fn up(self: &Arc<Self>, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
+        if req.source.trim().is_empty() {
+            return Err(CoreError::Invalid(
+                "`source` is required: a local git repository, a git URL, or a GitHub issue/PR URL".into(),
+            ));
+        }
         // A GitHub URL (repository, issue or pull request) is cloned from the repository's
-        // remote; an issue's or PR's title and body become the task.
-        let github = GithubSource::parse(&req.source, &self.config.service_gator.gh.host);
+        // remote; an issue's or PR's title and body become the first task unless one is given.
+        let kind = SourceKind::classify(&req.source, &self.config.service_gator.gh.host);
+        let given_task = req.task.as_deref().filter(|t| !t.trim().is_empty());
+        if req.require_task && given_task.is_none() && !kind.brings_task() {
+            return Err(CoreError::Invalid(
+                "give the task (-c \"…\"): only a GitHub issue or pull request URL brings its own".into(),
+            ));
+        }
+        let github = match &kind {
+            SourceKind::Github(g) => Some(g.clone()),
+            _ => None,
+        };
         let clone_from = match &github {
-            Some(g) => gator::git_url(&self.config.service_gator.gh.git_url, &g.repo),
+            Some(g) => github::git_url(&self.config.service_gator.gh.git_url, &g.repo),
             None => req.source.clone(),
         };
         let issue_task = match &github {
-            Some(GithubSource { repo, item: Some((kind, n)) }) => {
+            Some(GithubSource { repo, item: Some((kind, n)) }) if given_task.is_none() => {
                 progress.step(&format!("reading {repo}#{n} from GitHub"));
                 let gh = self.github().await;
                 let item = match kind {
                     ItemKind::Issue => gh.issue(repo, *n).await,
                     ItemKind::Pull => gh.pull(repo, *n).await,
                 }
-                .map_err(|e| CoreError::Invalid(format!("cannot read {repo}#{n}: {e}")))?;
+                .map_err(|e| CoreError::Github(format!("cannot read {repo}#{n}: {e}")))?;
                 Some(format!(
                     "{}\n\n{}\n\n(GitHub {repo}#{n}: {})",
                     item["title"].as_str().unwrap_or_default(),
@@ -197,6 +84,7 @@ impl<E: Engine> Core<E> {
             }
             _ => None,
         };
+        let first_task = given_task.map(str::to_owned).or(issue_task);
         let source = Source::parse(&clone_from)?;
         if req.read_only && github.is_none() {
             progress.step("warning: --read-only only limits GitHub sources; this source gets no GitHub scopes anyway");
@@ -213,7 +101,10 @@ impl<E: Engine> Core<E> {
         progress.step(&format!("cloning {}", source.label()));
         let checkout = source::checkout(&source, tmp.path()).await?;
 
-        let host_env: BTreeMap<String, String> = std::env::vars().collect();
+        let host_env: BTreeMap<String, String> = match &req.env {
+            Some(env) => env.0.clone(),
+            None => std::env::vars().collect(),
+        };
         let name = match explicit {
             Some(n) => n,
             None if req.dry_run => WorkspaceName::derive(&source.basename()),
@@ -276,7 +167,7 @@ impl<E: Engine> Core<E> {
         }
         let workspace_tar =
             if plan.lifecycle.initialize.is_some() { archive(&checkout).await? } else { agent_tar.clone() };
-        let mut created = Created::default();
+        let mut created = Made::default();
         if let (Some(endpoints), Some(_)) = (self.endpoints(), &plan_req.gator) {
             endpoints.open(name.as_str())?;
             created.endpoint = Some(name.to_string());
@@ -311,9 +202,19 @@ impl<E: Engine> Core<E> {
             message: "created".into(),
             state: None,
         });
-        let mut status = self.status(name.as_str()).await?;
-        status.issue_task = issue_task;
-        Ok(UpOutcome::Created(Box::new(status)))
+        let workspace = self.status(name.as_str()).await?;
+        let task = match first_task {
+            Some(prompt) => {
+                progress.step("starting the first task");
+                Some(
+                    self.run_task(name.as_str(), &prompt)
+                        .await
+                        .map_err(|e| CoreError::FirstTask { workspace: name.to_string(), reason: e.to_string() })?,
+                )
+            }
+            None => None,
+        };
+        Ok(UpOutcome::Created(Box::new(Created { workspace, task })))
     }
 
     /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any
@@ -376,12 +277,7 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    async fn ensure_image(
-        &self,
-        plan: &PodPlan,
-        created: &mut Created,
-        progress: &dyn Progress,
-    ) -> Result<(), CoreError> {
+    async fn ensure_image(&self, plan: &PodPlan, created: &mut Made, progress: &dyn Progress) -> Result<(), CoreError> {
         match &plan.image {
             ImagePlan::Existing { reference } => {
                 if self.engine.image_exists(reference).await? {
@@ -409,7 +305,7 @@ impl<E: Engine> Core<E> {
         plan: &PodPlan,
         checkout: &Path,
         payload: Payload,
-        created: &mut Created,
+        created: &mut Made,
         progress: &dyn Progress,
     ) -> Result<(), CoreError> {
         self.ensure_image(plan, created, progress).await?;
@@ -493,7 +389,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Polls the agent's HTTP API (not a TCP probe) until it serves, with a deadline.
-    async fn wait_for_agent(&self, name: &str, pod: &str, password: &str) -> Result<(), CoreError> {
+    pub(in crate::core) async fn wait_for_agent(&self, name: &str, pod: &str, password: &str) -> Result<(), CoreError> {
         let deadline = Instant::now() + Duration::from_secs(self.config.agent.ready_timeout_secs);
         let mut delay = Duration::from_millis(100);
         loop {
@@ -516,7 +412,7 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    async fn rollback(&self, created: &Created) {
+    async fn rollback(&self, created: &Made) {
         if let Some(pod) = &created.pod
             && let Err(e) = self.engine.remove_pod(pod).await
         {
@@ -544,279 +440,6 @@ impl<E: Engine> Core<E> {
             endpoints.close(ws);
         }
     }
-
-    /// All workspaces of this instance: one engine round trip.
-    ///
-    /// The answer is at most [`LIST_FRESH`] old: concurrent callers share one engine call,
-    /// and devaipod's own changes (up, stop, start, delete) are visible at once.
-    pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
-        if let Some(list) = self.cached_list(LIST_FRESH) {
-            return Ok(list);
-        }
-        let _one = self.list_call.lock().await;
-        if let Some(list) = self.cached_list(LIST_FRESH) {
-            return Ok(list); // made while this caller waited
-        }
-        let generation = self.list_generation.load(std::sync::atomic::Ordering::SeqCst);
-        let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
-        let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Ok(mut cache) = self.list_cache.lock()
-            && self.list_generation.load(std::sync::atomic::Ordering::SeqCst) == generation
-        {
-            *cache = Some((Instant::now(), out.clone()));
-        }
-        Ok(out)
-    }
-
-    /// The cached listing, if younger than `max_age`.
-    fn cached_list(&self, max_age: Duration) -> Option<Vec<WorkspaceStatus>> {
-        let cache = self.list_cache.lock().ok()?;
-        cache.as_ref().filter(|(at, _)| at.elapsed() < max_age).map(|(_, list)| list.clone())
-    }
-
-    /// For pages: the shared listing, also when it is older than [`LIST_FRESH`] (up to
-    /// [`LIST_STALE`]), while a fresh one is made in the background, so that a page waits
-    /// for podman only when nothing is cached. Pages re-render on every event, so a change
-    /// made elsewhere shows on the next render.
-    pub async fn list_for_page(self: &Arc<Self>) -> Result<Vec<WorkspaceStatus>, CoreError> {
-        let cached = self.list_cache.lock().ok().and_then(|c| c.clone());
-        match cached {
-            Some((at, list)) if at.elapsed() < LIST_FRESH => Ok(list),
-            Some((at, list)) if at.elapsed() < LIST_STALE => {
-                if !self.list_refreshing.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = me.list().await {
-                            tracing::debug!("background listing failed: {e}");
-                        }
-                        me.list_refreshing.store(false, std::sync::atomic::Ordering::SeqCst);
-                    });
-                }
-                Ok(list)
-            }
-            _ => self.list().await,
-        }
-    }
-
-    /// Forgets the cached listing after a change made here.
-    async fn changed(&self) {
-        self.list_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut cache) = self.list_cache.lock() {
-            *cache = None;
-        }
-    }
-
-    /// The pod of workspace `name` of this instance, or `NotFound`.
-    pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
-        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
-        let pods = self
-            .engine
-            .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
-            .await?;
-        pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
-    }
-
-    pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
-        let pod = self.find(name).await?;
-        let pod = self.engine.inspect_pod(&pod.name).await?;
-        WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_owned()))
-    }
-
-    /// The last `lines` lines of a container's output (stdout and stderr), for a page.
-    pub async fn logs_tail(&self, name: &str, target: ExecTarget, lines: u32) -> Result<String, CoreError> {
-        use futures_util::StreamExt;
-        let container = WorkspaceName::new(name)?.container(target.role());
-        let mut stream = self.engine.logs(&container, false, Some(lines));
-        let mut out = Vec::new();
-        let collect = async {
-            while let Some(chunk) = stream.next().await {
-                match chunk? {
-                    Output::Stdout(b) | Output::Stderr(b) => out.extend_from_slice(&b),
-                }
-            }
-            Ok::<_, EngineError>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), collect).await {
-            Ok(r) => r?,
-            Err(_) => out.extend_from_slice(b"\n(log reading timed out)"),
-        }
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    }
-
-    /// Where the workspace's agent serves (its UI and API) and its password: for the
-    /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
-    pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
-        let agent = self.agent(name).await?;
-        Ok((agent.base_url().to_owned(), agent.password().to_owned()))
-    }
-
-    /// A client for the workspace's agent, once its API serves.
-    pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
-        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        let pod = match self.find(name).await {
-            Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
-            other => other?,
-        };
-        let info = self.engine.inspect_pod(&pod.name).await?;
-        let running =
-            info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let url = agent_url(&info).filter(|_| running).ok_or_else(|| CoreError::NotRunning {
-            name: name.to_owned(),
-            role: "agent",
-            status: info.status.clone(),
-        })?;
-        Ok(Opencode::new(url, record.agent_password))
-    }
-
-    pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
-        let pod = self.find(name).await?;
-        let r = self.engine.stop_pod(&pod.name, 5).await;
-        self.changed().await;
-        Ok(r?)
-    }
-
-    /// Starts a stopped workspace and waits for its agent.
-    pub async fn start(&self, name: &str) -> Result<(), CoreError> {
-        let pod = self.find(name).await?;
-        let r = self.engine.start_pod(&pod.name).await;
-        self.changed().await;
-        r?;
-        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        self.wait_for_agent(name, &pod.name, &record.agent_password).await
-    }
-
-    /// Removes the pod, its containers, its secrets, its built image and (unless
-    /// `keep_volumes`) its volumes and repository. Only objects labelled with this instance
-    /// and this workspace are touched. Running tasks are cancelled first.
-    pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
-        let pod = self.find(name).await;
-        let volumes = if keep_volumes {
-            Vec::new()
-        } else {
-            self.engine
-                .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
-                .await?
-        };
-        let record = self.store.workspace(name).await?;
-        match pod {
-            Ok(p) => {
-                for t in self.store.tasks(Some(name)).await? {
-                    if let Some(token) = self.running.get(&t.id) {
-                        token.cancel();
-                    }
-                }
-                let removed = self.engine.remove_pod(&p.name).await;
-                self.changed().await; // also when removal failed half-way
-                removed?
-            }
-            Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
-            Err(e) => return Err(e),
-        }
-        self.changed().await;
-        for v in volumes {
-            self.engine.remove_volume(&v).await?;
-        }
-        if let Ok(n) = WorkspaceName::new(name) {
-            for secret in [format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())] {
-                match self.engine.remove_secret(&secret).await {
-                    Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            match self.engine.remove_image(&plan::build_tag(self.instance(), &n)).await {
-                Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
-            }
-        }
-        if let Some(endpoints) = self.endpoints() {
-            endpoints.close(name);
-        }
-        if !keep_volumes {
-            // The daemon's repository stays: the workspace's proposals remain readable.
-            self.store.delete_workspace(name).await?;
-        }
-        self.publish(BusEvent {
-            seq: 0,
-            workspace: name.to_owned(),
-            task_id: None,
-            kind: "workspace".into(),
-            message: "deleted".into(),
-            state: None,
-        });
-        Ok(())
-    }
-
-    /// Where commands run in a workspace's container: the running container, its user and
-    /// the repository's folder.
-    pub async fn exec_target(&self, name: &str, target: ExecTarget) -> Result<ExecPlace, CoreError> {
-        let pod = self.find(name).await?;
-        let role = target.role();
-        let container = pod.containers.iter().find(|c| c.role == Some(role));
-        let Some(container) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
-            return Err(CoreError::NotRunning {
-                name: name.to_owned(),
-                role: role.as_str(),
-                status: pod.status.clone(),
-            });
-        };
-        let user = match role {
-            Role::Agent => Some(plan::AGENT_USER.to_owned()),
-            Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
-        };
-        Ok(ExecPlace {
-            container: container.name.clone(),
-            user,
-            workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
-        })
-    }
-
-    /// Starts a command in a workspace's container; the caller pumps its streams and then
-    /// asks the engine for the exit code.
-    pub(super) async fn exec(
-        &self,
-        name: &str,
-        target: ExecTarget,
-        argv: Vec<String>,
-    ) -> Result<ExecSession, CoreError> {
-        let place = self.exec_target(name, target).await?;
-        Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
-    }
-
-    /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr).
-    pub(super) async fn exec_capture(
-        &self,
-        name: &str,
-        target: ExecTarget,
-        argv: &[&str],
-    ) -> Result<(i64, Vec<u8>, String), CoreError> {
-        use futures_util::StreamExt;
-        let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(chunk) = s.output.next().await {
-            match chunk? {
-                Output::Stdout(b) => out.extend_from_slice(&b),
-                Output::Stderr(b) => err.extend_from_slice(&b),
-            }
-        }
-        let code = self.engine.exec_exit_code(&s.id).await?;
-        Ok((code, out, String::from_utf8_lossy(&err).into_owned()))
-    }
-}
-
-/// `http://127.0.0.1:<port>` of the agent's published API port.
-fn agent_url(info: &PodInfo) -> Option<String> {
-    info.ports
-        .iter()
-        .find(|p| p.container_port == agent_config::PORT)
-        .map(|p| format!("http://127.0.0.1:{}", p.host_port))
-}
-
-pub(super) fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stable id for `${devcontainerId}`: hex of sha256(instance, name), 32 characters.

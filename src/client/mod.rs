@@ -1,0 +1,422 @@
+//! The typed client of the daemon's JSON API, shared by the CLI, `devaipod mcp` (stdio) and
+//! `/mcp` in the daemon: typed requests and responses (core's own types), NDJSON progress,
+//! server-sent events and error bodies are read here and nowhere else. The transport is the
+//! daemon's unix socket or, inside the daemon, its router (`transport.rs`). When no daemon
+//! answers on the socket, `connect` starts one in the background (one owner of state, never
+//! two writers).
+
+mod transport;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper::{Method, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub use transport::{Transport, UnixSocket};
+
+use crate::core::{
+    ApproveAction, BusEvent, Created, Done, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage, ProposalQuery,
+    Rejected, ScopeView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
+};
+use crate::encode::enc;
+use crate::store::{AuditEntry, Task};
+
+/// Longest time a call's whole answer may take (a push or an apply can be slow).
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest answer read whole (a diff is the largest).
+const MAX_ANSWER: usize = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon refused the request: its own message, and the HTTP status.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("the daemon does not answer on {at}: {reason}")]
+    Unreachable { at: String, reason: String },
+    #[error("the daemon did not answer {path} within {secs} s")]
+    Timeout { path: String, secs: u64 },
+    #[error("unexpected answer from the daemon to {path}: {reason}")]
+    Protocol { path: String, reason: String },
+    #[error("{0}")]
+    Start(String),
+}
+
+impl ClientError {
+    /// The HTTP status of a refusal (for tests and callers that branch on it).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A line of `up`'s progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpProgress {
+    /// A step begins.
+    Step(String),
+    /// Output of a step (build log, lifecycle command output).
+    Detail(String),
+}
+
+/// What `up` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpResult {
+    /// `dry_run`: the plan, as the daemon printed it.
+    Planned(Value),
+    Created(Box<Created>),
+}
+
+#[derive(Clone)]
+pub struct Client {
+    transport: Arc<dyn Transport>,
+}
+
+/// Whether a daemon answers `/healthz` on `socket`.
+pub async fn healthy(socket: &Path) -> bool {
+    let t = UnixSocket::new(socket);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), t.send(Method::GET, "/healthz", None)).await,
+        Ok(Ok(r)) if r.status().is_success()
+    )
+}
+
+impl Client {
+    pub fn new(transport: Arc<dyn Transport>) -> Client {
+        Client { transport }
+    }
+
+    /// Connects to this instance's daemon, starting one when none answers.
+    pub async fn connect(paths: &Paths, config: Option<&Path>) -> Result<Client, ClientError> {
+        let socket = paths.socket();
+        let client = Client::new(Arc::new(UnixSocket::new(&socket)));
+        if healthy(&socket).await {
+            return Ok(client);
+        }
+        let start = |what: &str, e: &dyn std::fmt::Display| ClientError::Start(format!("{what}: {e}"));
+        std::fs::create_dir_all(&paths.data)
+            .map_err(|e| start(&format!("cannot create {}", paths.data.display()), &e))?;
+        let log = paths.data.join("daemon.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| start(&format!("cannot open {}", log.display()), &e))?;
+        let err = out.try_clone().map_err(|e| start("cannot open the daemon's log", &e))?;
+        let exe =
+            std::env::current_exe().map_err(|e| start("cannot find the devaipod binary to start the daemon", &e))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("serve").stdin(std::process::Stdio::null()).stdout(out).stderr(err);
+        if let Some(c) = config {
+            cmd.env("DEVAIPOD_CONFIG", c);
+        }
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0); // not killed by the terminal's Ctrl-C
+        let mut child = cmd.spawn().map_err(|e| start("cannot start the devaipod daemon", &e))?;
+        for _ in 0..150 {
+            if healthy(&socket).await {
+                eprintln!("started the devaipod daemon in the background (pid {}; log {})", child.id(), log.display());
+                return Ok(client);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // it exited: its log says why
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        Err(ClientError::Start(format!(
+            "the devaipod daemon did not start (log {}):\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )))
+    }
+
+    // ---- workspaces ----
+
+    /// Creates a workspace; `on` sees its progress as it comes.
+    pub async fn up(&self, req: &UpRequest, mut on: impl FnMut(UpProgress)) -> Result<UpResult, ClientError> {
+        const PATH: &str = "/api/v1/workspaces";
+        let mut last = None;
+        self.lines(Method::POST, PATH, Some(json(PATH, req)?), |v| {
+            if let Some(step) = v.get("progress").and_then(Value::as_str) {
+                on(UpProgress::Step(step.to_owned()));
+            } else if let Some(line) = v.get("detail").and_then(Value::as_str) {
+                on(UpProgress::Detail(line.to_owned()));
+            } else {
+                last = Some(v);
+                return false;
+            }
+            true
+        })
+        .await?;
+        let protocol = |reason: &str| ClientError::Protocol { path: PATH.into(), reason: reason.into() };
+        let mut last = last.ok_or_else(|| protocol("the answer ended before `up` finished"))?;
+        if let Some(message) = last.get("error").and_then(Value::as_str) {
+            let status = last.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
+            return Err(ClientError::Api { status, message: message.to_owned() });
+        }
+        let result = last.get_mut("result").map(Value::take).ok_or_else(|| protocol("no result"))?;
+        if req.dry_run {
+            return Ok(UpResult::Planned(result));
+        }
+        let created = serde_json::from_value(result).map_err(|e| protocol(&e.to_string()))?;
+        Ok(UpResult::Created(Box::new(created)))
+    }
+
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceStatus>, ClientError> {
+        self.get("/api/v1/workspaces").await
+    }
+
+    pub async fn workspace(&self, name: &str) -> Result<WorkspaceStatus, ClientError> {
+        self.get(&format!("/api/v1/workspaces/{}", enc(name))).await
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<Done, ClientError> {
+        self.post(&format!("/api/v1/workspaces/{}/stop", enc(name)), &json!({})).await
+    }
+
+    pub async fn start(&self, name: &str) -> Result<Done, ClientError> {
+        self.post(&format!("/api/v1/workspaces/{}/start", enc(name)), &json!({})).await
+    }
+
+    pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<Done, ClientError> {
+        let path = format!("/api/v1/workspaces/{}?keep_volumes={keep_volumes}", enc(name));
+        self.call(Method::DELETE, &path, None).await
+    }
+
+    /// Where `exec` runs in a workspace's container.
+    pub async fn exec_place(&self, name: &str, target: ExecTarget) -> Result<ExecPlace, ClientError> {
+        let target = match target {
+            ExecTarget::Workspace => "workspace",
+            ExecTarget::Agent => "agent",
+        };
+        self.get(&format!("/api/v1/workspaces/{}/exec?target={target}", enc(name))).await
+    }
+
+    // ---- tasks ----
+
+    pub async fn run_task(&self, workspace: &str, prompt: &str) -> Result<Task, ClientError> {
+        self.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": prompt })).await
+    }
+
+    pub async fn task(&self, id: &str) -> Result<TaskDetail, ClientError> {
+        self.get(&format!("/api/v1/tasks/{}", enc(id))).await
+    }
+
+    pub async fn tasks(&self, q: &TaskQuery) -> Result<Vec<Task>, ClientError> {
+        let query = query(&[("workspace", q.workspace.clone()), ("state", q.state.clone())]);
+        self.get(&format!("/api/v1/tasks{query}")).await
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> Result<Task, ClientError> {
+        self.post(&format!("/api/v1/tasks/{}/cancel", enc(id)), &json!({})).await
+    }
+
+    /// Follows a task's events (stored ones first) until the task ends; `on` sees each.
+    /// Returns the ended task. Wrap it in a timeout to wait less.
+    pub async fn follow(&self, id: &str, mut on: impl FnMut(&BusEvent)) -> Result<TaskDetail, ClientError> {
+        let path = format!("/api/v1/events?task={}", enc(id));
+        self.lines(Method::GET, &path, None, |v| match serde_json::from_value::<BusEvent>(v) {
+            Ok(e) => {
+                on(&e);
+                let ended = e.state.as_deref().and_then(crate::store::TaskState::parse).is_some_and(|s| s.is_final());
+                !ended
+            }
+            Err(_) => true,
+        })
+        .await?;
+        self.task(id).await
+    }
+
+    // ---- proposals ----
+
+    pub async fn proposals(&self, q: &ProposalQuery) -> Result<ProposalPage, ClientError> {
+        let query = query(&[
+            ("workspace", q.workspace.clone()),
+            ("state", q.state.clone()),
+            ("limit", q.limit.map(|n| n.to_string())),
+            ("offset", q.offset.map(|n| n.to_string())),
+        ]);
+        self.get(&format!("/api/v1/proposals{query}")).await
+    }
+
+    pub async fn proposal(&self, id: &str) -> Result<ProposalDetail, ClientError> {
+        self.get(&format!("/api/v1/proposals/{}", enc(id))).await
+    }
+
+    /// The proposal's unified diff, as the agent's bytes (clean it before a terminal).
+    pub async fn diff(&self, id: &str) -> Result<String, ClientError> {
+        let path = format!("/api/v1/proposals/{}/diff", enc(id));
+        let resp = self.transport.send(Method::GET, &path, None).await?;
+        let (status, bytes) = read(&path, resp).await?;
+        ok(&path, status, &bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<ProposalDetail, ClientError> {
+        self.post(&format!("/api/v1/proposals/{}/approve", enc(id)), &json!({ "action": action })).await
+    }
+
+    pub async fn reject(&self, id: &str, feedback: Option<&str>) -> Result<Rejected, ClientError> {
+        self.post(&format!("/api/v1/proposals/{}/reject", enc(id)), &json!({ "feedback": feedback })).await
+    }
+
+    // ---- gator ----
+
+    pub async fn scopes(&self, workspace: &str) -> Result<ScopeView, ClientError> {
+        self.get(&format!("/api/v1/workspaces/{}/scopes", enc(workspace))).await
+    }
+
+    pub async fn add_scope(&self, workspace: &str, scope: &str) -> Result<ScopeView, ClientError> {
+        self.post(&format!("/api/v1/workspaces/{}/scopes", enc(workspace)), &json!({ "scope": scope })).await
+    }
+
+    pub async fn remove_scope(&self, workspace: &str, scope: &str) -> Result<ScopeView, ClientError> {
+        self.post(&format!("/api/v1/workspaces/{}/scopes/remove", enc(workspace)), &json!({ "scope": scope })).await
+    }
+
+    pub async fn audit(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        let query = query(&[("limit", Some(limit.to_string())), ("workspace", workspace.map(str::to_owned))]);
+        self.get(&format!("/api/v1/audit{query}")).await
+    }
+
+    // ---- the wire ----
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(json(path, body)?)).await
+    }
+
+    /// One call whose answer is JSON of type `T`; a refusal becomes `ClientError::Api`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let fut = async {
+            let resp = self.transport.send(method, path, body).await?;
+            let (status, bytes) = read(path, resp).await?;
+            ok(path, status, &bytes)?;
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                path: path.to_owned(),
+                reason: format!("not the JSON expected: {e}"),
+            })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { path: path.to_owned(), secs: CALL_TIMEOUT.as_secs() })?
+    }
+
+    /// A streamed answer, line by line (NDJSON, or the `data:` lines of server-sent events);
+    /// `on` returns false to stop.
+    async fn lines(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        mut on: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let resp = self.transport.send(method, path, body).await?;
+        if !resp.status().is_success() {
+            let (status, bytes) = read(path, resp).await?;
+            return ok(path, status, &bytes);
+        }
+        let mut body = resp.into_body().into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Protocol { path: path.to_owned(), reason: e.to_string() })?;
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim();
+                if line.is_empty() || line.starts_with("event:") || line.starts_with(':') || line.starts_with("id:") {
+                    continue;
+                }
+                let data = line.strip_prefix("data:").map_or(line, str::trim);
+                if let Ok(v) = serde_json::from_str::<Value>(data)
+                    && !on(v)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn json(path: &str, body: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(body).map_err(|e| ClientError::Protocol { path: path.to_owned(), reason: e.to_string() })
+}
+
+/// `?k=v&…` of the values that are set (empty when none is).
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let set: Vec<String> = pairs.iter().filter_map(|(k, v)| Some(format!("{k}={}", enc(v.as_deref()?)))).collect();
+    if set.is_empty() { String::new() } else { format!("?{}", set.join("&")) }
+}
+
+async fn read(path: &str, resp: Response<Body>) -> Result<(u16, bytes::Bytes), ClientError> {
+    let status = resp.status().as_u16();
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER);
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol { path: path.to_owned(), reason: e.to_string() })?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
+/// A non-2xx answer as the error it carries: `{"error": …}`, else its text.
+fn ok(path: &str, status: u16, bytes: &[u8]) -> Result<(), ClientError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let message = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| {
+            if text.trim().is_empty() {
+                format!("the daemon answered {status} to {path}")
+            } else {
+                text.trim().to_owned()
+            }
+        });
+    Err(ClientError::Api { status, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_read_in_one_place() {
+        let e = ok("/p", 409, br#"{"error":"task t-1 already ended (completed)"}"#).unwrap_err();
+        assert_eq!((e.status(), e.to_string()), (Some(409), "task t-1 already ended (completed)".to_owned()));
+        let e = ok("/p", 502, b"bad gateway\n").unwrap_err();
+        assert_eq!(e.to_string(), "bad gateway");
+        let e = ok("/p", 500, b"").unwrap_err();
+        assert_eq!(e.to_string(), "the daemon answered 500 to /p");
+        assert!(ok("/p", 201, b"{}").is_ok());
+    }
+
+    #[test]
+    fn queries_carry_only_what_is_set_and_encoded() {
+        assert_eq!(query(&[("workspace", None), ("state", None)]), "");
+        assert_eq!(query(&[("workspace", Some("a b".into())), ("state", None)]), "?workspace=a%20b");
+        assert_eq!(query(&[("limit", Some("5".into())), ("offset", Some("10".into()))]), "?limit=5&offset=10");
+    }
+}

@@ -1,0 +1,67 @@
+//! Running commands in a workspace's containers: where (`exec_target`), streamed, or
+//! captured.
+
+use super::*;
+use crate::core::{Core, CoreError};
+use crate::pods::Engine;
+use crate::pods::engine::{ExecSession, Output};
+use crate::pods::naming::{self, Role};
+use crate::pods::plan::{self};
+
+impl<E: Engine> Core<E> {
+    /// Where commands run in a workspace's container: the running container, its user and
+    /// the repository's folder.
+    pub async fn exec_target(&self, name: &str, target: ExecTarget) -> Result<ExecPlace, CoreError> {
+        let pod = self.find(name).await?;
+        let role = target.role();
+        let container = pod.containers.iter().find(|c| c.role == Some(role));
+        let Some(container) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
+            return Err(CoreError::NotRunning {
+                name: name.to_owned(),
+                role: role.as_str(),
+                status: pod.status.clone(),
+            });
+        };
+        let user = match role {
+            Role::Agent => Some(plan::AGENT_USER.to_owned()),
+            Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
+        };
+        Ok(ExecPlace {
+            container: container.name.clone(),
+            user,
+            workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
+        })
+    }
+
+    /// Starts a command in a workspace's container; the caller pumps its streams and then
+    /// asks the engine for the exit code.
+    pub(in crate::core) async fn exec(
+        &self,
+        name: &str,
+        target: ExecTarget,
+        argv: Vec<String>,
+    ) -> Result<ExecSession, CoreError> {
+        let place = self.exec_target(name, target).await?;
+        Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
+    }
+
+    /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr).
+    pub(in crate::core) async fn exec_capture(
+        &self,
+        name: &str,
+        target: ExecTarget,
+        argv: &[&str],
+    ) -> Result<(i64, Vec<u8>, String), CoreError> {
+        use futures_util::StreamExt;
+        let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = s.output.next().await {
+            match chunk? {
+                Output::Stdout(b) => out.extend_from_slice(&b),
+                Output::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        let code = self.engine.exec_exit_code(&s.id).await?;
+        Ok((code, out, String::from_utf8_lossy(&err).into_owned()))
+    }
+}

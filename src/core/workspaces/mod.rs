@@ -1,0 +1,347 @@
+//! Workspaces: their types, and `status`, `stop`, `start`, `delete`, the agent of a
+//! workspace. `up.rs` creates one (and rolls a failed `up` back), `listing.rs` lists them
+//! (shared, briefly cached), `exec.rs` runs commands in their containers.
+
+mod exec;
+mod listing;
+mod up;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{BusEvent, Core, CoreError};
+use crate::agent::config as agent_config;
+use crate::agent::opencode::Opencode;
+use crate::pods::engine::{ExecSpec, Output, PodInfo, PublishedPort};
+use crate::pods::naming::{self, Role, WorkspaceName};
+use crate::pods::plan::{self, PodPlan};
+use crate::pods::{Engine, EngineError};
+use crate::store::Task;
+
+/// Receives progress of long steps (the CLI prints it on stderr).
+pub trait Progress: Send + Sync {
+    /// A step begins.
+    fn step(&self, message: &str);
+    /// Output of a step (build log, lifecycle command output).
+    fn detail(&self, line: &str);
+}
+
+/// What `up` is asked to do. Every surface (CLI `up` and `run`, MCP `create_workspace`, the
+/// web form, the JSON API) sends this one request; `up` decides the rest.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct UpRequest {
+    /// A local path (absolute), a git URL, or a GitHub repository, issue or pull request URL.
+    pub source: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    /// `.devcontainer/<name>/devcontainer.json` to use when there are several.
+    pub devcontainer: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// For a GitHub source: gator grants read only (no push, no draft PR).
+    #[serde(default)]
+    pub read_only: bool,
+    /// A first task for the agent. Without one, a GitHub issue or pull request source starts
+    /// its own (title and body); a blank task counts as none.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The workspace is made to run a task (`devaipod run`): refuse before creating anything
+    /// when there is none.
+    #[serde(default)]
+    pub require_task: bool,
+    /// The caller's environment (the shell that ran `devaipod up`), against which `[env]`,
+    /// `[trusted.env]`, `[agent] api-key-env` and `${localEnv:…}` resolve. Absent (the web
+    /// form, MCP over HTTP): the daemon's own environment. Used for this `up` only; never
+    /// stored, logged or printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<CallerEnv>,
+}
+
+/// Environment variables of a caller: `Debug` shows their names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CallerEnv(pub BTreeMap<String, String>);
+
+impl CallerEnv {
+    /// This process's environment (for a client to send).
+    pub fn current() -> CallerEnv {
+        CallerEnv(std::env::vars().collect())
+    }
+}
+
+impl std::fmt::Debug for CallerEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum UpOutcome {
+    Planned(Box<PodPlan>),
+    Created(Box<Created>),
+}
+
+/// A workspace `up` made, and the first task it started.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Created {
+    #[serde(flatten)]
+    pub workspace: WorkspaceStatus,
+    /// The first task (given, or a GitHub issue's), queued.
+    #[serde(default)]
+    pub task: Option<Task>,
+}
+
+/// What a stop, start or delete did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Done {
+    pub workspace: String,
+    /// stopped, started or deleted.
+    pub result: String,
+}
+
+/// A workspace as `list` and `status` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct WorkspaceStatus {
+    pub name: String,
+    pub pod: String,
+    /// The pod's status as podman reports it (Running, Exited, Degraded, …).
+    pub status: String,
+    pub workspace: Option<String>,
+    pub agent: Option<String>,
+    pub source: Option<String>,
+    pub workspace_folder: Option<String>,
+    pub created: String,
+    /// Published ports (`status` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+}
+
+impl WorkspaceStatus {
+    fn from_pod(p: PodInfo) -> Option<Self> {
+        let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
+        let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
+        Some(WorkspaceStatus {
+            workspace: state(Role::Workspace),
+            agent: state(Role::Agent),
+            source: p.labels.get(naming::LABEL_SOURCE).cloned(),
+            workspace_folder: p.labels.get(naming::LABEL_FOLDER).cloned(),
+            name,
+            pod: p.name,
+            status: p.status,
+            created: p.created,
+            ports: p.ports,
+        })
+    }
+}
+
+/// Where `exec` runs: a container, as a user, in a folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExecPlace {
+    pub container: String,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+}
+
+impl ExecPlace {
+    pub fn spec(&self, argv: Vec<String>, stdin: bool) -> ExecSpec {
+        ExecSpec {
+            argv,
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            env: BTreeMap::new(),
+            stdin,
+            tty: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecTarget {
+    Workspace,
+    Agent,
+}
+
+impl ExecTarget {
+    fn role(self) -> Role {
+        match self {
+            ExecTarget::Workspace => Role::Workspace,
+            ExecTarget::Agent => Role::Agent,
+        }
+    }
+}
+
+/// Host directory of the opencode binary: `DEVAIPOD_OPENCODE_DIR`, else where
+/// `scripts/setup.sh` installs it under the cache directory.
+pub fn opencode_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DEVAIPOD_OPENCODE_DIR") {
+        return dir.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    cache.join("devaipod/opencode/node_modules/opencode-linux-x64/bin")
+}
+
+impl<E: Engine> Core<E> {
+    /// The pod of workspace `name` of this instance, or `NotFound`.
+    pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
+        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let pods = self
+            .engine
+            .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
+            .await?;
+        pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
+    }
+
+    pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
+        let pod = self.find(name).await?;
+        let pod = self.engine.inspect_pod(&pod.name).await?;
+        WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_owned()))
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr), for a page.
+    pub async fn logs_tail(&self, name: &str, target: ExecTarget, lines: u32) -> Result<String, CoreError> {
+        use futures_util::StreamExt;
+        let container = WorkspaceName::new(name)?.container(target.role());
+        let mut stream = self.engine.logs(&container, false, Some(lines));
+        let mut out = Vec::new();
+        let collect = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    Output::Stdout(b) | Output::Stderr(b) => out.extend_from_slice(&b),
+                }
+            }
+            Ok::<_, EngineError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), collect).await {
+            Ok(r) => r?,
+            Err(_) => out.extend_from_slice(b"\n(log reading timed out)"),
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Where the workspace's agent serves (its UI and API) and its password: for the
+    /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
+    pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
+        let agent = self.agent(name).await?;
+        Ok((agent.base_url().to_owned(), agent.password().to_owned()))
+    }
+
+    /// A client for the workspace's agent, once its API serves.
+    pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
+        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let pod = match self.find(name).await {
+            Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
+            other => other?,
+        };
+        let info = self.engine.inspect_pod(&pod.name).await?;
+        let running =
+            info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+        let url = agent_url(&info).filter(|_| running).ok_or_else(|| CoreError::NotRunning {
+            name: name.to_owned(),
+            role: "agent",
+            status: info.status.clone(),
+        })?;
+        Ok(Opencode::new(url, record.agent_password))
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
+        let pod = self.find(name).await?;
+        let r = self.engine.stop_pod(&pod.name, 5).await;
+        self.changed().await;
+        Ok(r?)
+    }
+
+    /// Starts a stopped workspace and waits for its agent.
+    pub async fn start(&self, name: &str) -> Result<(), CoreError> {
+        let pod = self.find(name).await?;
+        let r = self.engine.start_pod(&pod.name).await;
+        self.changed().await;
+        r?;
+        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        self.wait_for_agent(name, &pod.name, &record.agent_password).await
+    }
+
+    /// Removes the pod, its containers, its secrets, its built image and (unless
+    /// `keep_volumes`) its volumes and repository. Only objects labelled with this instance
+    /// and this workspace are touched. Running tasks are cancelled first.
+    pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
+        let pod = self.find(name).await;
+        let volumes = if keep_volumes {
+            Vec::new()
+        } else {
+            self.engine
+                .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
+                .await?
+        };
+        let record = self.store.workspace(name).await?;
+        match pod {
+            Ok(p) => {
+                for t in self.store.tasks(Some(name)).await? {
+                    if let Some(token) = self.running.get(&t.id) {
+                        token.cancel();
+                    }
+                }
+                let removed = self.engine.remove_pod(&p.name).await;
+                self.changed().await; // also when removal failed half-way
+                removed?
+            }
+            Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
+            Err(e) => return Err(e),
+        }
+        self.changed().await;
+        for v in volumes {
+            self.engine.remove_volume(&v).await?;
+        }
+        if let Ok(n) = WorkspaceName::new(name) {
+            for secret in [format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())] {
+                match self.engine.remove_secret(&secret).await {
+                    Ok(()) | Err(EngineError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match self.engine.remove_image(&plan::build_tag(self.instance(), &n)).await {
+                Ok(()) | Err(EngineError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
+            }
+        }
+        if let Some(endpoints) = self.endpoints() {
+            endpoints.close(name);
+        }
+        if !keep_volumes {
+            // The daemon's repository stays: the workspace's proposals remain readable.
+            self.store.delete_workspace(name).await?;
+        }
+        self.publish(BusEvent {
+            seq: 0,
+            workspace: name.to_owned(),
+            task_id: None,
+            kind: "workspace".into(),
+            message: "deleted".into(),
+            state: None,
+        });
+        Ok(())
+    }
+}
+
+/// `http://127.0.0.1:<port>` of the agent's published API port.
+fn agent_url(info: &PodInfo) -> Option<String> {
+    info.ports
+        .iter()
+        .find(|p| p.container_port == agent_config::PORT)
+        .map(|p| format!("http://127.0.0.1:{}", p.host_port))
+}
+
+pub(super) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

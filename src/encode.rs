@@ -1,0 +1,54 @@
+//! Encodings shared by every client and adapter: percent-encoding of URL path segments and
+//! query values, and base64 for `Authorization: Basic` headers. One home, so that no two
+//! call sites encode differently.
+
+/// Percent-encodes a URL path segment or query component (all but unreserved characters).
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(enc("a b/c=d"), "a%20b%2Fc%3Dd");
+        assert_eq!(enc("ws-1_x.y~"), "ws-1_x.y~");
+        assert_eq!(enc("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn base64_padding() {
+        assert_eq!(base64(b"me:ghp_secret123"), "bWU6Z2hwX3NlY3JldDEyMw==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+        assert_eq!(base64(b""), "");
+    }
+}
