@@ -31,6 +31,7 @@ pub use workspaces::{
     CallerEnv, Created, Done, ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
 };
 
+use crate::agent::{AgentConnector, OpencodeConnector};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -116,6 +117,8 @@ pub struct Core<E> {
     store: Store,
     pub paths: Paths,
     pub opencode_dir: PathBuf,
+    /// Makes the client of a workspace's agent (opencode; a fake in core's tests).
+    agents: Arc<dyn AgentConnector>,
     bus: broadcast::Sender<BusEvent>,
     /// Cancellation handles of the tasks being driven, by task id.
     running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
@@ -140,7 +143,19 @@ pub struct Core<E> {
 }
 
 impl<E: crate::pods::Engine> Core<E> {
+    /// A core whose workspaces' agents are opencode.
     pub fn new(config: Config, engine: E, store: Store, paths: Paths) -> Arc<Self> {
+        Self::with_agents(config, engine, store, paths, Arc::new(OpencodeConnector))
+    }
+
+    /// A core that reaches workspaces' agents through `agents`.
+    pub fn with_agents(
+        config: Config,
+        engine: E,
+        store: Store,
+        paths: Paths,
+        agents: Arc<dyn AgentConnector>,
+    ) -> Arc<Self> {
         let (bus, _) = broadcast::channel(1024);
         Arc::new(Core {
             config,
@@ -148,6 +163,7 @@ impl<E: crate::pods::Engine> Core<E> {
             store,
             paths,
             opencode_dir: opencode_dir(),
+            agents,
             bus,
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),

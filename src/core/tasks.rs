@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::workspaces::random_hex;
 use super::{BusEvent, Core, CoreError, ExecTarget};
-use crate::agent::opencode::Opencode;
-use crate::agent::{Agent, AgentEvent, Outcome};
+use crate::agent::{AgentEvent, DynAgent, Outcome};
 use crate::pods::Engine;
 use crate::store::{Task, TaskEvent, TaskState, now};
 
@@ -171,7 +170,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Drives a task in the background; `agent` saves a lookup when the caller has it.
-    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Opencode>) {
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Arc<dyn DynAgent>>) {
         let token = match self.running.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => return, // already driven
             dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
@@ -190,7 +189,12 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    async fn drive(&self, id: &str, agent: Option<Opencode>, token: &CancellationToken) -> Result<(), CoreError> {
+    async fn drive(
+        &self,
+        id: &str,
+        agent: Option<Arc<dyn DynAgent>>,
+        token: &CancellationToken,
+    ) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
@@ -264,7 +268,7 @@ impl<E: Engine> Core<E> {
                         }
                     }
                 },
-                _ = poll.tick() => match self.check_done(&agent, &session, &task).await {
+                _ = poll.tick() => match self.check_done(&*agent, &session, &task).await {
                     Ok(Some(end)) => break end,
                     Ok(None) => {}
                     // Not answering: gone (its container stopped) or only slow.
@@ -304,7 +308,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Whether the session's latest turn is over, asked of the agent itself.
-    async fn check_done(&self, agent: &impl Agent, session: &str, task: &Task) -> Result<Option<End>, CoreError> {
+    async fn check_done(&self, agent: &dyn DynAgent, session: &str, task: &Task) -> Result<Option<End>, CoreError> {
         if agent.is_busy(session).await? {
             return Ok(None);
         }

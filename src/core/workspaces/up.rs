@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::agent::Agent;
-use crate::agent::opencode::Opencode;
 use crate::core::lifecycle::{InContainer, run_on_host};
 use crate::core::source::{self, Source, SourceKind, strip_credentials};
 use crate::core::{BusEvent, Core, CoreError};
@@ -400,7 +398,7 @@ impl<E: Engine> Core<E> {
                 return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
             }
             if let Some(url) = agent_url(&info)
-                && Opencode::new(url, password.to_owned()).ready().await
+                && self.agents.connect(&url, password).ready().await
             {
                 return Ok(());
             }
