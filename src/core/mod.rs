@@ -54,12 +54,18 @@ impl BusEvent {
         BusEvent {
             seq: ev.seq,
             workspace: workspace.to_owned(),
-            state: ev.key.strip_prefix("state:").map(str::to_owned),
+            state: state_of_key(&ev.key).map(str::to_owned),
             task_id: Some(ev.task_id),
             kind: ev.kind,
             message: ev.message,
         }
     }
+}
+
+/// The state a stored task event's key records: `state:<state>`, or `state:<state>:<n>` when
+/// the task entered it again.
+fn state_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("state:").map(|s| s.split(':').next().unwrap_or(s))
 }
 
 /// Where an instance keeps its files.

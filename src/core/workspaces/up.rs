@@ -311,10 +311,14 @@ impl<E: Engine> Core<E> {
         for s in &plan.secrets {
             match self.engine.create_secret(&s.name, &s.value.0).await {
                 // A stale secret of an earlier pod of this name (which no longer exists:
-                // preflight checked) is replaced.
-                Err(EngineError::Conflict { .. }) | Err(EngineError::Api { status: 500, .. }) => {
-                    self.engine.remove_secret(&s.name).await?;
-                    self.engine.create_secret(&s.name, &s.value.0).await?;
+                // preflight checked) is replaced; podman answers 500 for a name in use.
+                Err(e @ (EngineError::Conflict { .. } | EngineError::Api { status: 500, .. })) => {
+                    match self.engine.remove_secret(&s.name).await {
+                        Ok(()) => self.engine.create_secret(&s.name, &s.value.0).await?,
+                        // There was none: the failure was another, and is the one to report.
+                        Err(EngineError::NotFound { .. }) => return Err(e.into()),
+                        Err(other) => return Err(other.into()),
+                    }
                 }
                 other => other?,
             }
