@@ -10,6 +10,10 @@ mod lifecycle;
 mod proposals;
 pub mod source;
 mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod workspaces;
 
 use std::path::PathBuf;
