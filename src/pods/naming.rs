@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::is_dns_label;
+
 pub const PREFIX: &str = "devaipod-";
 pub const LABEL_INSTANCE: &str = "io.devaipod.instance";
 pub const LABEL_WORKSPACE: &str = "io.devaipod.workspace";
@@ -135,15 +137,6 @@ impl std::fmt::Display for WorkspaceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// RFC 1123 label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// The labels every object of a workspace carries. `role` is `None` for the pod and
