@@ -20,6 +20,11 @@ pub const LABEL_FOLDER: &str = "io.devaipod.workspace-folder";
 /// The user commands run as in the workspace container (`remoteUser`), when not the image's.
 pub const LABEL_USER: &str = "io.devaipod.user";
 
+/// The role label of the throwaway container that reads a podman secret's value.
+pub const ROLE_SECRET_READER: &str = "secret-reader";
+/// Name prefix of those containers: `devaipod-secret-read-<random>`.
+pub const SECRET_READER_PREFIX: &str = "devaipod-secret-read-";
+
 /// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
 pub const MAX_NAME_LEN: usize = 40;
 
@@ -153,6 +158,16 @@ pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTree
     l
 }
 
+/// The labels of a helper container that belongs to the instance but to no workspace (a
+/// secret reader): instance, version and `role`. The daemon's start sweeps them by these.
+pub fn helper_labels(instance: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INSTANCE.to_owned(), instance.to_owned()),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
+        (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +221,18 @@ mod tests {
         assert_eq!(l[LABEL_ROLE], "agent");
         assert_eq!(l[LABEL_VERSION], env!("CARGO_PKG_VERSION"));
         assert!(!labels("run-1", &n, None).contains_key(LABEL_ROLE));
+    }
+
+    #[test]
+    fn helpers_carry_instance_role_and_version_but_no_workspace() {
+        let l = helper_labels("run-1", ROLE_SECRET_READER);
+        assert_eq!(
+            l,
+            BTreeMap::from([
+                (LABEL_INSTANCE.to_owned(), "run-1".to_owned()),
+                (LABEL_ROLE.to_owned(), "secret-reader".to_owned()),
+                (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ])
+        );
     }
 }
