@@ -125,7 +125,9 @@ secrets = ["IT_SECRET={secret_name}"]
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "STREAMED THROUGH STDIN\n");
 
-    // stop / start.
+    // stop / start; each twice: a second one finds the pod in that state already (podman
+    // answers 304), which is not an error.
+    env.ok(&["stop", "fx"]);
     env.ok(&["stop", "fx"]);
     let stopped = env.json(&["status", "fx"]);
     assert_ne!(stopped["status"], "Running", "{stopped}");
@@ -133,13 +135,15 @@ secrets = ["IT_SECRET={secret_name}"]
     let e = env.fails(&["exec", "fx", "--", "true"]);
     assert!(e.contains("is not running") && e.contains("devaipod start fx"), "{e}");
     env.ok(&["start", "fx"]);
+    env.ok(&["start", "fx"]);
     assert_eq!(env.json(&["status", "fx"])["agent"], "running");
     assert_eq!(env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]), "hello from the fixture\n", "the volume survives");
 
     // logs answer (the idle process prints nothing, so only the call is checked).
     env.ok(&["logs", "fx", "--agent", "--tail", "5"]);
 
-    // delete leaves nothing with this instance's label.
+    // delete of a stopped workspace leaves nothing with this instance's label.
+    env.ok(&["stop", "fx"]);
     let start = std::time::Instant::now();
     env.ok(&["delete", "fx"]);
     eprintln!("delete took {:?}", start.elapsed());

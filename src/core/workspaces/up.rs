@@ -311,12 +311,12 @@ impl<E: Engine> Core<E> {
         self.ensure_image(plan, created, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
         for s in &plan.secrets {
-            match self.engine.create_secret(&s.name, &s.value.0).await {
+            match self.engine.create_secret(s).await {
                 // A stale secret of an earlier pod of this name (which no longer exists:
                 // preflight checked) is replaced.
                 Err(EngineError::Conflict { .. }) | Err(EngineError::Api { status: 500, .. }) => {
                     self.engine.remove_secret(&s.name).await?;
-                    self.engine.create_secret(&s.name, &s.value.0).await?;
+                    self.engine.create_secret(s).await?;
                 }
                 other => other?,
             }
