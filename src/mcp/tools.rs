@@ -457,7 +457,8 @@ mod tests {
             Some(alts) => alts.iter().map(|a| resolve(root, a)).find(|a| a.get("properties").is_some()).unwrap_or(s),
             None => s,
         };
-        let mut keys: Vec<&str> = s["properties"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        let mut keys: Vec<&str> =
+            s["properties"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
         keys.sort();
         keys
     }
@@ -469,8 +470,10 @@ mod tests {
         let tools = DevaipodMcp::tool_router().list_all();
         assert_eq!(tools.len(), 12);
         let task = ["base", "created_at", "deadline_at", "delivered", "error", "follows_proposal", "id", "prompt"];
-        let proposal = ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
-        let table: [(&str, &[&str], Option<(&str, &[&str])>); 12] = [
+        let proposal =
+            ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
+        type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
+        let table: [Row; 12] = [
             ("create_workspace", &["task", "workspace"], Some(("task", &task))),
             ("list_workspaces", &["workspaces"], None),
             ("get_workspace", &["task", "workspace"], Some(("workspace", &["agent", "name", "pod", "status"]))),
@@ -480,7 +483,11 @@ mod tests {
             ("cancel_task", &["events", "proposal", "task"], Some(("task", &task))),
             ("list_tasks", &["tasks"], None),
             ("list_proposals", &["next_offset", "proposals", "total"], None),
-            ("get_proposal", &["diff", "diff_offset", "diff_total", "next_diff_offset", "proposal"], Some(("proposal", &proposal))),
+            (
+                "get_proposal",
+                &["diff", "diff_offset", "diff_total", "next_diff_offset", "proposal"],
+                Some(("proposal", &proposal)),
+            ),
             ("approve", &["proposal"], Some(("proposal", &["approvals", "id", "state"]))),
             ("reject", &["follow_up_task", "proposal"], Some(("follow_up_task", &task))),
         ];
@@ -507,7 +514,8 @@ mod tests {
         let approve = tools.iter().find(|t| t.name == "approve").unwrap();
         let input = serde_json::to_value(approve.input_schema.as_ref()).unwrap();
         let action = resolve(&input, &input["properties"]["action"]);
-        let values: Vec<&str> = action["oneOf"].as_array().unwrap().iter().map(|v| v["const"].as_str().unwrap()).collect();
+        let values: Vec<&str> =
+            action["oneOf"].as_array().unwrap().iter().map(|v| v["const"].as_str().unwrap()).collect();
         assert_eq!(values, ["apply", "push", "draft_pr"], "{input:#}");
     }
 }

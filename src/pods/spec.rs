@@ -319,8 +319,8 @@ api-key-env = "LLM_KEY"
             agent()["mounts"],
             json!([
                 { "type": "bind", "source": "/cache/opencode/bin", "destination": "/opt/devaipod/bin", "options": ["rbind", "ro"] },
-                { "type": "bind", "source": "/run/d/gator/hello", "destination": crate::gator::SOCKET_DIR_IN_POD, "options": ["rbind", "ro"] },
-                { "type": "bind", "source": "/usr/bin/devaipod", "destination": crate::gator::BRIDGE_IN_POD, "options": ["rbind", "ro"] },
+                { "type": "bind", "source": "/run/d/gator/hello", "destination": crate::pods::plan::GATOR_SOCKET_DIR, "options": ["rbind", "ro"] },
+                { "type": "bind", "source": "/usr/bin/devaipod", "destination": crate::pods::plan::GATOR_BRIDGE, "options": ["rbind", "ro"] },
             ])
         );
     }

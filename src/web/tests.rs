@@ -234,7 +234,8 @@ async fn api(method: &str, path: &str, content_type: Option<&str>, body: &str) -
 #[tokio::test]
 async fn bad_requests_answer_json_that_names_the_field() {
     const JSON: Option<&str> = Some("application/json");
-    let cases: [(&str, &str, Option<&str>, &str, StatusCode, &str); 8] = [
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
+    let cases: [Case; 8] = [
         (
             "POST",
             "/api/v1/proposals/p-1/approve",
@@ -244,8 +245,22 @@ async fn bad_requests_answer_json_that_names_the_field() {
             "action: unknown action `merge`: use apply, push or draft_pr",
         ),
         ("POST", "/api/v1/proposals/p-1/approve", JSON, "{}", StatusCode::BAD_REQUEST, "missing field `action`"),
-        ("POST", "/api/v1/tasks", JSON, r#"{"workspace":5,"prompt":"x"}"#, StatusCode::BAD_REQUEST, "workspace: invalid type"),
-        ("POST", "/api/v1/workspaces", JSON, "{not json", StatusCode::BAD_REQUEST, "the request body is not valid JSON"),
+        (
+            "POST",
+            "/api/v1/tasks",
+            JSON,
+            r#"{"workspace":5,"prompt":"x"}"#,
+            StatusCode::BAD_REQUEST,
+            "workspace: invalid type",
+        ),
+        (
+            "POST",
+            "/api/v1/workspaces",
+            JSON,
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "the request body is not valid JSON",
+        ),
         (
             "POST",
             "/api/v1/tasks",
