@@ -383,7 +383,9 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         }
         (None, Some(var)) => {
             let value = req.host_env.get(var.as_str()).ok_or_else(|| {
-                invalid(format!("[agent] api-key-env names {var}, which is not set in devaipod's environment"))
+                invalid(format!(
+                    "[agent] api-key-env names {var}, which is not set in the environment `up` was run from: set it there (e.g. `{var}=… devaipod up …`), or use [agent] api-key-secret"
+                ))
             })?;
             let key_secret = format!("{}-llm-key", name.pod());
             secrets.push(SecretPlan {
