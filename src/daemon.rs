@@ -1,6 +1,7 @@
-//! `devaipod serve`: the daemon that owns all state. It opens the store, resumes the tasks
-//! a previous daemon left running, opens every pod's gator socket, and serves the API on
-//! the unix socket and on loopback TCP.
+//! `devaipod serve`: the daemon that owns all state. It opens the store, removes the helper
+//! containers a previous daemon of this instance left behind, resumes the tasks it left
+//! running, opens every pod's gator socket, and serves the API on the unix socket and on
+//! loopback TCP.
 
 use std::sync::Arc;
 
@@ -8,8 +9,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
 use crate::core::{Core, Paths};
-use crate::pods::Podman;
 use crate::pods::podman::default_socket;
+use crate::pods::{Engine, Podman};
 use crate::store::Store;
 use crate::web;
 
@@ -38,6 +39,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     std::fs::write(paths.pid_file(), std::process::id().to_string())?;
 
     let engine = Podman::new(&default_socket())?;
+    sweep_helpers(&engine, config.instance.as_str()).await;
     let core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
     let gator_shutdown = tokio_util::sync::CancellationToken::new();
     let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone());
@@ -63,3 +65,27 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     let _ = std::fs::remove_file(paths.socket());
     Ok(())
 }
+
+/// Removes this instance's helper containers (secret readers) that a crashed daemon left.
+/// Runs while holding the instance's lock, before anything can start a new one. A podman
+/// that does not answer is not fatal here, and may hold the start up by [`SWEEP_TIMEOUT`]
+/// at most: the daemon serves, and reports podman's absence where it matters.
+async fn sweep_helpers(engine: &impl Engine, instance: &str) {
+    match tokio::time::timeout(SWEEP_TIMEOUT, engine.remove_helpers(instance)).await {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            tracing::info!(
+                "removed {} helper container(s) left by an earlier daemon: {}",
+                removed.len(),
+                removed.join(", ")
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("cannot remove helper containers left by an earlier daemon: {e}"),
+        Err(_) => tracing::warn!(
+            "podman did not list helper containers within {} s; left for the next start",
+            SWEEP_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+const SWEEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -125,7 +125,9 @@ secrets = ["IT_SECRET={secret_name}"]
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "STREAMED THROUGH STDIN\n");
 
-    // stop / start.
+    // stop / start; each twice: a second one finds the pod in that state already (podman
+    // answers 304), which is not an error.
+    env.ok(&["stop", "fx"]);
     env.ok(&["stop", "fx"]);
     let stopped = env.json(&["status", "fx"]);
     assert_ne!(stopped["status"], "Running", "{stopped}");
@@ -133,13 +135,15 @@ secrets = ["IT_SECRET={secret_name}"]
     let e = env.fails(&["exec", "fx", "--", "true"]);
     assert!(e.contains("is not running") && e.contains("devaipod start fx"), "{e}");
     env.ok(&["start", "fx"]);
+    env.ok(&["start", "fx"]);
     assert_eq!(env.json(&["status", "fx"])["agent"], "running");
     assert_eq!(env.ok(&["exec", "fx", "--", "cat", "src/main.txt"]), "hello from the fixture\n", "the volume survives");
 
     // logs answer (the idle process prints nothing, so only the call is checked).
     env.ok(&["logs", "fx", "--agent", "--tail", "5"]);
 
-    // delete leaves nothing with this instance's label.
+    // delete of a stopped workspace leaves nothing with this instance's label.
+    env.ok(&["stop", "fx"]);
     let start = std::time::Instant::now();
     env.ok(&["delete", "fx"]);
     eprintln!("delete took {:?}", start.elapsed());
@@ -234,4 +238,70 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
     if podman_available() {
         assert_eq!(env.leftovers(), Vec::<String>::new());
     }
+}
+
+/// `[env]`, `api-key-env` and `${localEnv:…}` resolve against the shell that ran `up`, not
+/// the environment the daemon was started with (it may have been started long before, by
+/// another shell).
+#[test]
+fn up_uses_the_callers_environment_not_the_daemons() {
+    if !podman_available() {
+        return;
+    }
+    let config = r#"
+[env]
+allowlist = ["IT_CALLER"]
+[agent]
+api-key-env = "IT_KEY"
+"#;
+    let env = TestEnv::new(config);
+    let dc = r#"{ "containerEnv": { "FROM_LOCAL": "${localEnv:IT_LOCAL}" } }"#;
+    let repo = fixture_repo(env.dir.path(), "envs", &[(".devcontainer/devcontainer.json", dc)]);
+    let repo = repo.to_str().unwrap();
+
+    // The daemon starts with its own values of every variable.
+    let started = env
+        .cmd(&["list"])
+        .env("IT_CALLER", "daemon-value")
+        .env("IT_KEY", "daemon-key")
+        .env("IT_LOCAL", "daemon-local")
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", text(&started.stderr));
+
+    // Without the key in the caller's shell, `up` says which variable to set, although the
+    // daemon has one.
+    let out = env.cmd(&["up", repo, "--dry-run"]).env_remove("IT_KEY").output().unwrap();
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("api-key-env names IT_KEY, which is not set in the environment `up` was run from"), "{e}");
+
+    // With the caller's values, the plan and the pod carry those.
+    let with_caller = |args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("IT_CALLER", "caller-value")
+            .env("IT_KEY", "caller-key-5d1e")
+            .env("IT_LOCAL", "caller-local")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "devaipod {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let plan: serde_json::Value = serde_json::from_str(&with_caller(&["--json", "up", repo, "--dry-run"])).unwrap();
+    assert_eq!(plan["agent"]["env"]["IT_CALLER"], "caller-value", "{plan:#}");
+    assert_eq!(plan["workspace"]["env"]["FROM_LOCAL"], "caller-local", "{plan:#}");
+    let printed = plan.to_string();
+    assert!(!printed.contains("caller-key-5d1e") && !printed.contains("daemon-key"), "no key in a plan: {printed}");
+
+    with_caller(&["up", repo, "--name", "envs"]);
+    assert_eq!(env.ok(&["exec", "envs", "--agent", "--", "printenv", "IT_CALLER"]).trim(), "caller-value");
+    assert_eq!(
+        env.ok(&["exec", "envs", "--agent", "--", "printenv", "DEVAIPOD_LLM_API_KEY"]).trim(),
+        "caller-key-5d1e"
+    );
+    assert_eq!(env.ok(&["exec", "envs", "--", "printenv", "FROM_LOCAL"]).trim(), "caller-local");
+    let daemon_log = std::fs::read_to_string(env.dir.path().join("data/daemon.log")).unwrap_or_default();
+    assert!(!daemon_log.contains("caller-key-5d1e"), "the key is never logged");
+    env.ok(&["delete", "envs"]);
 }

@@ -242,25 +242,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let config = load_config(cli.config.as_deref())?;
     let paths = Paths::for_instance(config.instance.as_str());
-    let json = cli.json;
-    let connect = || Client::connect(&paths, cli.config.as_deref());
     match cli.command {
         Command::Serve { listen } => {
             crate::daemon::run(config, &listen).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token => {
             let token = crate::web::auth::load_or_create(&paths.token())?;
-            if json {
+            if cli.json {
                 output::json(&json!({ "token": token }))?;
             } else {
                 println!("{token}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            execute(command, &client, cli.json).await
+        }
+    }
+}
+
+/// Runs one command against the daemon behind `c`: each command is one typed request (or a
+/// few) of the client, printed. The caller's directory and environment go with `up`/`run`.
+pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCode> {
+    match command {
+        Command::Serve { .. } | Command::Token | Command::GatorBridge { .. } => {
+            bail!("this command does not talk to the daemon")
         }
         Command::Mcp => {
-            crate::mcp::serve_stdio(connect().await?).await?;
+            crate::mcp::serve_stdio(c.clone()).await?;
         }
         Command::Up(a) => {
-            let c = connect().await?;
             let req = UpRequest {
                 source: caller_source(&a.source)?,
                 name: a.name,
@@ -272,7 +285,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 require_task: false,
                 env: Some(CallerEnv::current()),
             };
-            let created = match up(&c, &req).await? {
+            let created = match up(c, &req).await? {
                 UpResult::Planned(plan) => {
                     output::plan(&plan, json)?;
                     return Ok(ExitCode::SUCCESS);
@@ -293,7 +306,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Run(a) => {
-            let c = connect().await?;
             let task = match (a.workspace, a.source) {
                 (Some(w), _) => c.run_task(&w, a.task.as_deref().unwrap_or_default()).await?,
                 (None, Some(source)) => {
@@ -307,7 +319,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                         env: Some(CallerEnv::current()),
                         ..Default::default()
                     };
-                    match up(&c, &req).await? {
+                    match up(c, &req).await? {
                         UpResult::Created(created) => created.task.context("the daemon started no task")?,
                         UpResult::Planned(_) => bail!("the daemon answered with a plan"),
                     }
@@ -315,16 +327,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 (None, None) => bail!("give a source or -w <workspace>"),
             };
             eprintln!("==> task {} in workspace {}", task.id, task.workspace);
-            return follow(&c, &task.id, json).await;
+            return follow(c, &task.id, json).await;
         }
-        Command::List => output::list(&serde_json::to_value(connect().await?.workspaces().await?)?, json)?,
+        Command::List => output::list(&serde_json::to_value(c.workspaces().await?)?, json)?,
         Command::Status { workspace } => {
-            let v = serde_json::to_value(connect().await?.workspace(&workspace).await?)?;
+            let v = serde_json::to_value(c.workspace(&workspace).await?)?;
             if json { output::json(&v)? } else { output::status(&v)? }
         }
-        Command::Exec(a) => return exec(&connect().await?, a).await,
+        Command::Exec(a) => return exec(c, a).await,
         Command::Logs { workspace, agent, follow, tail } => {
-            let c = connect().await?;
             c.workspace(&workspace).await?; // exists in this instance
             let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
             let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
@@ -339,34 +350,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 out.flush().await?;
             }
         }
-        Command::Stop { workspace } => {
-            output::done(&serde_json::to_value(connect().await?.stop(&workspace).await?)?, json)?
-        }
-        Command::Start { workspace } => {
-            output::done(&serde_json::to_value(connect().await?.start(&workspace).await?)?, json)?
-        }
+        Command::Stop { workspace } => output::done(&serde_json::to_value(c.stop(&workspace).await?)?, json)?,
+        Command::Start { workspace } => output::done(&serde_json::to_value(c.start(&workspace).await?)?, json)?,
         Command::Delete { workspace, keep_volumes } => {
-            output::done(&serde_json::to_value(connect().await?.delete(&workspace, keep_volumes).await?)?, json)?
+            output::done(&serde_json::to_value(c.delete(&workspace, keep_volumes).await?)?, json)?
         }
         Command::Tasks { workspace, state } => {
-            let tasks = connect().await?.tasks(&TaskQuery { workspace, state }).await?;
+            let tasks = c.tasks(&TaskQuery { workspace, state }).await?;
             output::tasks(&serde_json::to_value(tasks)?, json)?;
         }
-        Command::Task { id } => output::task(&serde_json::to_value(connect().await?.task(&id).await?)?, json)?,
+        Command::Task { id } => output::task(&serde_json::to_value(c.task(&id).await?)?, json)?,
         Command::Cancel { id } => {
-            let t = connect().await?.cancel_task(&id).await?;
+            let t = c.cancel_task(&id).await?;
             if json { output::json(&t)? } else { println!("task {} {}", t.id, t.state.as_str()) }
         }
         Command::Proposals { workspace, state, limit, offset } => {
-            let page = connect().await?.proposals(&ProposalQuery { workspace, state, limit, offset }).await?;
+            let page = c.proposals(&ProposalQuery { workspace, state, limit, offset }).await?;
             output::proposals(&page, json)?;
         }
         Command::Proposal { id } => {
-            let p = connect().await?.proposal(&id).await?;
+            let p = c.proposal(&id).await?;
             if json { output::json(&p)? } else { output::proposal(&p)? }
         }
         Command::Diff { id } => {
-            let diff = connect().await?.diff(&id).await?;
+            let diff = c.diff(&id).await?;
             if json { output::json(&json!({ "proposal": id, "diff": diff }))? } else { print!("{diff}") }
         }
         Command::Approve(a) => {
@@ -377,7 +384,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ApproveAction::DraftPr
             };
-            let p = connect().await?.approve(&a.id, action).await?;
+            let p = c.approve(&a.id, action).await?;
             if json {
                 output::json(&p)?
             } else {
@@ -387,10 +394,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Gator(g) => gator(&connect().await?, g, json).await?,
-        Command::GatorBridge { .. } => unreachable!("handled before the config is loaded"),
+        Command::Gator(g) => gator(c, g, json).await?,
         Command::Reject { id, feedback } => {
-            let r = connect().await?.reject(&id, feedback.as_deref()).await?;
+            let r = c.reject(&id, feedback.as_deref()).await?;
             if json {
                 output::json(&r)?;
             } else {

@@ -106,3 +106,13 @@ fn errors_name_file_line_and_key() {
         assert!(got.contains(want), "config {text:?}\n  got:  {got}\n  want: {want}");
     }
 }
+
+#[test]
+fn dns_labels_are_rfc_1123() {
+    for good in ["a", "a-1", "0abc", &"a".repeat(63)] {
+        assert!(is_dns_label(good), "{good}");
+    }
+    for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+        assert!(!is_dns_label(bad), "{bad}");
+    }
+}

@@ -73,6 +73,16 @@ impl From<SecretRef> for String {
     }
 }
 
+/// RFC 1123 label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`. Instance ids are
+/// such labels, and so are workspace names (`pods::naming` builds on this check).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// The per-instance label value (`io.devaipod.instance`): a DNS label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -93,7 +103,7 @@ impl Default for InstanceId {
 impl TryFrom<String> for InstanceId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if crate::pods::naming::is_dns_label(&s) {
+        if is_dns_label(&s) {
             Ok(InstanceId(s))
         } else {
             Err(format!(

@@ -64,7 +64,7 @@ impl<E: Engine> Core<E> {
                 .await
                 .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await);
             let read = match made {
-                Ok(()) => self.engine.secret_value(secret, &self.config.default_image, &scratch).await,
+                Ok(()) => self.engine.secret_value(secret, &self.config.default_image, &scratch, self.instance()).await,
                 Err(e) => Err(crate::pods::EngineError::Api {
                     op: "secret scratch dir".into(),
                     status: 0,

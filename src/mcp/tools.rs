@@ -437,3 +437,85 @@ impl Progress {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Follows a local `$ref` (`#/$defs/X`) of `root`.
+    fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+        let Some(r) = schema.get("$ref").and_then(Value::as_str) else { return schema };
+        let name = r.rsplit('/').next().unwrap();
+        &root["$defs"][name]
+    }
+
+    /// The properties of a schema, through `$ref`s and `anyOf [T, null]` (options).
+    fn props<'a>(root: &'a Value, schema: &'a Value) -> Vec<&'a str> {
+        let s = resolve(root, schema);
+        let s = match s.get("anyOf").and_then(Value::as_array) {
+            Some(alts) => alts.iter().map(|a| resolve(root, a)).find(|a| a.get("properties").is_some()).unwrap_or(s),
+            None => s,
+        };
+        let mut keys: Vec<&str> =
+            s["properties"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// Every tool's output schema lists the real fields of what it returns (not a bare
+    /// `object`), down to the task's and the proposal's own fields.
+    #[test]
+    fn output_schemas_list_the_real_fields() {
+        let tools = DevaipodMcp::tool_router().list_all();
+        assert_eq!(tools.len(), 12);
+        let task = ["base", "created_at", "deadline_at", "delivered", "error", "follows_proposal", "id", "prompt"];
+        let proposal =
+            ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
+        type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
+        let table: [Row; 12] = [
+            ("create_workspace", &["task", "workspace"], Some(("task", &task))),
+            ("list_workspaces", &["workspaces"], None),
+            ("get_workspace", &["task", "workspace"], Some(("workspace", &["agent", "name", "pod", "status"]))),
+            ("delete_workspace", &["result", "workspace"], None),
+            ("run_task", &["events", "proposal", "task"], Some(("task", &task))),
+            ("get_task", &["events", "proposal", "task"], Some(("task", &task))),
+            ("cancel_task", &["events", "proposal", "task"], Some(("task", &task))),
+            ("list_tasks", &["tasks"], None),
+            ("list_proposals", &["next_offset", "proposals", "total"], None),
+            (
+                "get_proposal",
+                &["diff", "diff_offset", "diff_total", "next_diff_offset", "proposal"],
+                Some(("proposal", &proposal)),
+            ),
+            ("approve", &["proposal"], Some(("proposal", &["approvals", "id", "state"]))),
+            ("reject", &["follow_up_task", "proposal"], Some(("follow_up_task", &task))),
+        ];
+        for (name, top, inner) in table {
+            let tool = tools.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} is listed"));
+            let root = serde_json::to_value(tool.output_schema.as_ref().expect("an output schema")).unwrap();
+            assert_eq!(root["type"], "object", "{name}");
+            assert_eq!(props(&root, &root), top, "{name}: {root:#}");
+            if let Some((field, want)) = inner {
+                let got = props(&root, &root["properties"][field]);
+                for w in want {
+                    assert!(got.contains(w), "{name}.{field} lists `{w}`: {got:?}");
+                }
+            }
+        }
+        // The task's state is an enum of the states a client can wait for.
+        let get = tools.iter().find(|t| t.name == "get_task").unwrap();
+        let root = serde_json::to_value(get.output_schema.as_ref().unwrap()).unwrap();
+        let task_schema = resolve(&root, &root["properties"]["task"]);
+        let state = resolve(&root, &task_schema["properties"]["state"]);
+        let states: Vec<&str> = state["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(states, ["queued", "running", "needs_input", "completed", "failed", "cancelled"]);
+        // And the approve action is an enum in the input schema.
+        let approve = tools.iter().find(|t| t.name == "approve").unwrap();
+        let input = serde_json::to_value(approve.input_schema.as_ref()).unwrap();
+        let action = resolve(&input, &input["properties"]["action"]);
+        let values: Vec<&str> =
+            action["oneOf"].as_array().unwrap().iter().map(|v| v["const"].as_str().unwrap()).collect();
+        assert_eq!(values, ["apply", "push", "draft_pr"], "{input:#}");
+    }
+}

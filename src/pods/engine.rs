@@ -12,7 +12,8 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use super::naming::Role;
-use super::plan::{BuildPlan, ContainerPlan, PodSpec, VolumePlan};
+use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
+use super::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -20,12 +21,17 @@ pub enum EngineError {
         "cannot reach podman at {socket}: {reason}\n  start it with `scripts/setup.sh`, or: mkdir -p /run/podman && podman system service --time=0 unix://{socket} &\n  (or point CONTAINER_HOST at a running podman socket)"
     )]
     Unavailable { socket: PathBuf, reason: String },
-    #[error("{what} does not exist")]
-    NotFound { what: String },
-    #[error("{what} already exists")]
-    Conflict { what: String },
+    /// HTTP 404: the object is not there. `message` is podman's own reason.
+    #[error("podman could not {op}: {message}")]
+    NotFound { op: String, message: String },
+    /// HTTP 409: the object is in the way or in a state that forbids the call (a name in
+    /// use, a container that is running); `message` says which.
+    #[error("podman could not {op}: {message}")]
+    Conflict { op: String, message: String },
     #[error("podman could not {op}: {message}")]
     Api { op: String, status: u16, message: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     #[error("podman did not finish {op} within {secs} s")]
     Timeout { op: String, secs: u64 },
     #[error("image {image} is not here and could not be pulled: {message}")]
@@ -101,19 +107,26 @@ pub trait Engine: Send + Sync + 'static {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn secret_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    /// Creates a podman secret; its value travels in the request body only.
-    fn create_secret(&self, name: &str, value: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Creates a podman secret with the plan's labels; its value travels in the request body
+    /// only.
+    fn create_secret(&self, secret: &SecretPlan) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn remove_secret(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// A secret's value, for the daemon's own use (the GitHub token). Podman before 4.5
     /// does not reveal secret data through its API: then a throwaway container without
     /// network, made from `image`, prints it into a log file in `scratch` (a private
-    /// directory of the caller, never the journal) and is removed.
+    /// directory of the caller, never the journal) and is removed. That container carries
+    /// `instance`'s helper labels, so that [`Engine::remove_helpers`] finds one a crash left.
     fn secret_value(
         &self,
         name: &str,
         image: &str,
         scratch: &std::path::Path,
+        instance: &str,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Removes `instance`'s helper containers (secret readers) and their log files: at a
+    /// daemon's start, any there are were left by a crash. Other instances' are untouched.
+    /// Returns the names removed.
+    fn remove_helpers(&self, instance: &str) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn remove_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// The environment a container runs with (the image's and the container's own).
     fn container_env(&self, name: &str) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
@@ -122,10 +135,12 @@ pub trait Engine: Send + Sync + 'static {
     fn create_pod(&self, pod: &PodSpec) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_container(&self, pod: &str, c: &ContainerPlan) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn start_container(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Starts a pod; one that runs already is not an error.
     fn start_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Stops a pod, killing what has not exited after `grace_secs`.
+    /// Stops a pod, killing what has not exited after `grace_secs`; one that is not running
+    /// (stopped, exited, created) is not an error.
     fn stop_pod(&self, name: &str, grace_secs: u32) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Removes a pod and its containers at once (no grace period).
+    /// Removes a pod and its containers at once (no grace period), whatever its state.
     fn remove_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Unpacks a tar archive into `dest_dir` of a running container (volumes included),
     /// owned by the container's user.

@@ -1,5 +1,6 @@
 //! A small typed client for podman's libpod REST API over its unix socket (pods are not in
-//! the Docker-compatible API). Every call has a timeout; 404 and 409 become typed errors.
+//! the Docker-compatible API). Every call has a timeout; 404 and 409 become typed errors,
+//! and every error carries podman's own reason.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector};
 
 use super::engine::EngineError;
+use super::wire::ErrorBody;
 
 const API: &str = "/v4.0.0/libpod";
 /// Default deadline of one API call.
@@ -116,11 +118,7 @@ impl Libpod {
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            return Err(check(op, status, bytes).err().unwrap_or_else(|| EngineError::Api {
-                op: op.to_owned(),
-                status: status.as_u16(),
-                message: "failed".into(),
-            }));
+            return Err(status_error(op, status, &bytes));
         }
         let op = op.to_owned();
         let frames = BodyStream::new(resp.into_body());
@@ -150,15 +148,19 @@ fn check(op: &str, status: StatusCode, bytes: Bytes) -> Result<Bytes, EngineErro
     if status.is_success() {
         return Ok(bytes);
     }
-    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-    Err(match status {
-        StatusCode::NOT_FOUND => EngineError::NotFound { what: format!("{op}: {message}") },
-        StatusCode::CONFLICT => EngineError::Conflict { what: format!("{op}: {message}") },
-        _ => EngineError::Api { op: op.to_owned(), status: status.as_u16(), message },
-    })
+    Err(status_error(op, status, &bytes))
+}
+
+/// The error of a call that podman answered with `status`, carrying podman's own reason
+/// (or the status itself when the body gives none: a 304 has no body).
+pub fn status_error(op: &str, status: StatusCode, body: &[u8]) -> EngineError {
+    let message = ErrorBody::reason(body).unwrap_or_else(|| status.to_string());
+    let op = op.to_owned();
+    match status {
+        StatusCode::NOT_FOUND => EngineError::NotFound { op, message },
+        StatusCode::CONFLICT => EngineError::Conflict { op, message },
+        _ => EngineError::Api { op, status: status.as_u16(), message },
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -187,5 +189,30 @@ mod tests {
     #[test]
     fn encodes_query_components() {
         assert_eq!(label_filter(&[("io.x", "1")]), "%7B%22label%22%3A%5B%22io.x%3D1%22%5D%7D");
+    }
+
+    #[test]
+    fn errors_carry_podmans_reason_and_are_typed_by_status() {
+        let body = br#"{"cause":"no such pod","message":"no pod with name or ID p found: no such pod","response":404}"#;
+        let e = status_error("stop pod p", StatusCode::NOT_FOUND, body);
+        assert!(matches!(&e, EngineError::NotFound { op, .. } if op == "stop pod p"), "{e:?}");
+        assert_eq!(e.to_string(), "podman could not stop pod p: no pod with name or ID p found: no such pod");
+
+        let body = br#"{"cause":"container state improper","message":"container c is running","response":409}"#;
+        let e = status_error("remove container c", StatusCode::CONFLICT, body);
+        assert!(matches!(e, EngineError::Conflict { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "podman could not remove container c: container c is running", "no `already exists`");
+
+        let body = br#"{"cause":"secret name in use","message":"s: secret name in use","response":500}"#;
+        let e = status_error("create secret s", StatusCode::INTERNAL_SERVER_ERROR, body);
+        assert!(matches!(e, EngineError::Api { status: 500, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "podman could not create secret s: s: secret name in use");
+    }
+
+    #[test]
+    fn an_answer_without_a_body_names_its_status() {
+        let e = status_error("start pod p", StatusCode::NOT_MODIFIED, b"");
+        assert!(matches!(e, EngineError::Api { status: 304, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "podman could not start pod p: 304 Not Modified");
     }
 }

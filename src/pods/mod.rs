@@ -3,10 +3,14 @@
 //! `pods` knows nothing of MCP, HTTP, SSH or SQL; nothing outside `pods` talks to podman.
 
 pub mod engine;
+pub mod image;
 pub mod libpod;
 pub mod naming;
 pub mod plan;
 pub mod podman;
+pub mod socket;
+pub mod spec;
+pub mod wire;
 
 pub use engine::{Engine, EngineError};
 pub use podman::Podman;

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::is_dns_label;
+
 pub const PREFIX: &str = "devaipod-";
 pub const LABEL_INSTANCE: &str = "io.devaipod.instance";
 pub const LABEL_WORKSPACE: &str = "io.devaipod.workspace";
@@ -17,6 +19,11 @@ pub const LABEL_SOURCE: &str = "io.devaipod.source";
 pub const LABEL_FOLDER: &str = "io.devaipod.workspace-folder";
 /// The user commands run as in the workspace container (`remoteUser`), when not the image's.
 pub const LABEL_USER: &str = "io.devaipod.user";
+
+/// The role label of the throwaway container that reads a podman secret's value.
+pub const ROLE_SECRET_READER: &str = "secret-reader";
+/// Name prefix of those containers: `devaipod-secret-read-<random>`.
+pub const SECRET_READER_PREFIX: &str = "devaipod-secret-read-";
 
 /// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
 pub const MAX_NAME_LEN: usize = 40;
@@ -137,15 +144,6 @@ impl std::fmt::Display for WorkspaceName {
     }
 }
 
-/// RFC 1123 label: 1–63 of `[a-z0-9-]`, not starting or ending with `-`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// The labels every object of a workspace carries. `role` is `None` for the pod and
 /// volumes shared by the pod.
 pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTreeMap<String, String> {
@@ -158,6 +156,16 @@ pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTree
         l.insert(LABEL_ROLE.to_owned(), role.as_str().to_owned());
     }
     l
+}
+
+/// The labels of a helper container that belongs to the instance but to no workspace (a
+/// secret reader): instance, version and `role`. The daemon's start sweeps them by these.
+pub fn helper_labels(instance: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INSTANCE.to_owned(), instance.to_owned()),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
+        (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ])
 }
 
 #[cfg(test)]
@@ -213,5 +221,18 @@ mod tests {
         assert_eq!(l[LABEL_ROLE], "agent");
         assert_eq!(l[LABEL_VERSION], env!("CARGO_PKG_VERSION"));
         assert!(!labels("run-1", &n, None).contains_key(LABEL_ROLE));
+    }
+
+    #[test]
+    fn helpers_carry_instance_role_and_version_but_no_workspace() {
+        let l = helper_labels("run-1", ROLE_SECRET_READER);
+        assert_eq!(
+            l,
+            BTreeMap::from([
+                (LABEL_INSTANCE.to_owned(), "run-1".to_owned()),
+                (LABEL_ROLE.to_owned(), "secret-reader".to_owned()),
+                (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ])
+        );
     }
 }

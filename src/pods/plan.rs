@@ -128,6 +128,8 @@ pub struct VolumePlan {
 pub struct SecretPlan {
     pub name: String,
     pub value: Redacted,
+    /// Instance, workspace and version, like every object of the pod.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -368,7 +370,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let opencode_config = agent_config::opencode_config(&config.agent, gator_command.as_deref());
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
     let password_secret = format!("{}-agent-password", name.pod());
-    let mut secrets = vec![SecretPlan { name: password_secret.clone(), value: req.agent_password.clone() }];
+    let secret_labels = naming::labels(&req.instance, name, None);
+    let mut secrets = vec![SecretPlan {
+        name: password_secret.clone(),
+        value: req.agent_password.clone(),
+        labels: secret_labels.clone(),
+    }];
     let mut agent_secret_env = BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
     match (&config.agent.api_key_secret, &config.agent.api_key_env) {
         (Some(secret), _) => {
@@ -376,10 +383,16 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         }
         (None, Some(var)) => {
             let value = req.host_env.get(var.as_str()).ok_or_else(|| {
-                invalid(format!("[agent] api-key-env names {var}, which is not set in devaipod's environment"))
+                invalid(format!(
+                    "[agent] api-key-env names {var}, which is not set in the environment `up` was run from: set it there (e.g. `{var}=… devaipod up …`), or use [agent] api-key-secret"
+                ))
             })?;
             let key_secret = format!("{}-llm-key", name.pod());
-            secrets.push(SecretPlan { name: key_secret.clone(), value: Redacted(value.clone()) });
+            secrets.push(SecretPlan {
+                name: key_secret.clone(),
+                value: Redacted(value.clone()),
+                labels: secret_labels.clone(),
+            });
             agent_secret_env.insert(agent_config::API_KEY_ENV.into(), key_secret);
         }
         (None, None) => {

@@ -5,9 +5,11 @@
 //! Cookies are not port-specific, and ports do not change the site, so the session made at
 //! `/login` on the main port is sent here too: the proxy asks for the same login. A state
 //! change must come from the proxy's own origin. Framing is allowed only by the main UI
-//! (our shell, `vendor/opencode-ui/`). WebSockets (opencode's terminal) are tunnelled
-//! after the agent accepted the handshake. This is a byte-level proxy: it knows nothing of
-//! opencode's API (that stays in `agent/`).
+//! (our shell, `vendor/opencode-ui/`). WebSockets (opencode's terminal) are same-origin
+//! only; the handshake is made with the agent by hyper's HTTP/1.1 client, the browser gets
+//! its `101` only after the agent's, then the two upgraded connections are joined until
+//! either side or the workspace's proxy closes. This is a byte-level proxy: it knows
+//! nothing of opencode's API (that stays in `agent/`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,10 @@ use crate::pods::Engine;
 const TARGET_FRESH: Duration = Duration::from_secs(5);
 /// Time to the answer's headers; bodies (event streams) may last.
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time to open a connection to the agent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the agent to accept or refuse a WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AgentProxies<E> {
     core: Arc<Core<E>>,
@@ -45,7 +51,7 @@ pub struct AgentProxies<E> {
 impl<E: Engine + 'static> AgentProxies<E> {
     pub fn new(core: Arc<Core<E>>, auth: WebAuth, main_port: u16, shutdown: CancellationToken) -> Arc<Self> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
@@ -88,17 +94,11 @@ impl<E: Engine + 'static> AgentProxies<E> {
             .await
             .map_err(|e| CoreError::Io(format!("cannot open the agent UI port: {e}")))?;
         let port = listener.local_addr().map_err(|e| CoreError::Io(e.to_string()))?.port();
-        let token = self.shutdown.child_token();
-        self.ports.insert(ws.to_owned(), (port, token.clone()));
-        let state =
-            Target { proxies: self.clone(), ws: ws.to_owned(), cached: Arc::new(tokio::sync::Mutex::new(None)) };
-        let app = Router::new().fallback(forward::<E>).with_state(state);
-        tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::warn!("agent UI proxy: {e}");
-            }
-        });
+        let stop = self.shutdown.child_token();
+        self.ports.insert(ws.to_owned(), (port, stop.clone()));
+        let target =
+            Target { proxies: self.clone(), ws: ws.to_owned(), stop, cached: Arc::new(tokio::sync::Mutex::new(None)) };
+        serve(target, listener);
         Ok(port)
     }
 
@@ -117,13 +117,31 @@ impl<E: Engine + 'static> AgentProxies<E> {
 struct Target<E> {
     proxies: Arc<AgentProxies<E>>,
     ws: String,
+    /// Cancelled when the workspace's proxy is closed: ends its listener and its WebSockets.
+    stop: CancellationToken,
     cached: Arc<tokio::sync::Mutex<Option<(Instant, String, String)>>>,
 }
 
 impl<E> Clone for Target<E> {
     fn clone(&self) -> Self {
-        Target { proxies: self.proxies.clone(), ws: self.ws.clone(), cached: self.cached.clone() }
+        Target {
+            proxies: self.proxies.clone(),
+            ws: self.ws.clone(),
+            stop: self.stop.clone(),
+            cached: self.cached.clone(),
+        }
     }
+}
+
+/// Serves one workspace's proxy on `listener` until its `stop`.
+fn serve<E: Engine + 'static>(target: Target<E>, listener: tokio::net::TcpListener) {
+    let stop = target.stop.clone();
+    let app = Router::new().fallback(forward::<E>).with_state(target);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::warn!("agent UI proxy: {e}");
+        }
+    });
 }
 
 /// Request headers not forwarded: hop-by-hop ones, and our credentials (the agent gets
@@ -215,8 +233,7 @@ async fn forward<E: Engine + 'static>(State(t): State<Target<E>>, req: Request) 
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if is_websocket(&headers) {
-        let stop = t.proxies.ports.get(&t.ws).map(|e| e.1.clone()).unwrap_or_default();
-        return tunnel(req, &base, &password, &path, stop).await;
+        return tunnel(req, &base, &password, &path, t.stop.clone()).await;
     }
     let mut out =
         t.proxies.http.request(req.method().clone(), format!("{base}{path}")).basic_auth("opencode", Some(&password));
@@ -251,118 +268,134 @@ fn is_websocket(headers: &axum::http::HeaderMap) -> bool {
     headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// A WebSocket (opencode's terminal): the handshake is made with the agent (with its
-/// password), its `101` is passed back, then bytes are copied both ways.
+/// The `Authorization` value that opens the agent (user `opencode`, the pod's password).
+fn agent_authorization(password: &str) -> String {
+    format!("Basic {}", crate::encode::base64(format!("opencode:{password}").as_bytes()))
+}
+
+/// The agent's side of a WebSocket handshake: the browser's headers (those
+/// [`forwarded_request_header`] lets through, so the `Sec-WebSocket-*` ones but not its
+/// cookie) with the agent's password and our own `Host`, `Connection` and `Upgrade`.
+fn upgrade_request(
+    browser: &axum::http::HeaderMap,
+    authority: &str,
+    password: &str,
+    path: &str,
+) -> Result<hyper::Request<http_body_util::Empty<bytes::Bytes>>, axum::http::Error> {
+    let mut out = hyper::Request::get(path)
+        .header(header::HOST, authority)
+        .header(header::AUTHORIZATION, agent_authorization(password))
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket");
+    for (name, value) in browser.iter().filter(|(n, _)| forwarded_request_header(n)) {
+        out = out.header(name, value);
+    }
+    out.body(http_body_util::Empty::new())
+}
+
+/// How the agent answered a WebSocket handshake.
+enum Handshake {
+    /// `101`: its answer's headers and the connection, now a WebSocket.
+    Accepted(axum::http::HeaderMap, hyper::upgrade::Upgraded),
+    Refused(StatusCode),
+}
+
+/// Sends the handshake over `io` with hyper's HTTP/1.1 client and, on `101`, takes the
+/// connection over (with any bytes the agent sent after its answer).
+async fn handshake_with_agent(
+    io: tokio::net::TcpStream,
+    req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<Handshake, hyper::Error> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    let mut conn = std::pin::pin!(conn.with_upgrades());
+    let mut send = std::pin::pin!(sender.send_request(req));
+    let (mut resp, conn_ended) = tokio::select! {
+        r = &mut send => (r?, false),
+        // On a `101` the connection ends as soon as it has read the answer (handing its
+        // socket to the upgrade); if it ended without one, the request fails.
+        r = &mut conn => {
+            r?;
+            (send.await?, true)
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Handshake::Refused(resp.status()));
+    }
+    let headers = std::mem::take(resp.headers_mut());
+    let upgrade = hyper::upgrade::on(&mut resp);
+    if !conn_ended {
+        conn.await?;
+    }
+    Ok(Handshake::Accepted(headers, upgrade.await?))
+}
+
+/// A WebSocket (opencode's terminal). The handshake is made with the agent first (with its
+/// password); only its `101` gives the browser a `101` (with the agent's `Sec-WebSocket-*`
+/// answer), a refusal gives the browser the agent's status. Then both upgraded connections
+/// are joined until either side closes or the workspace's proxy is closed (`stop`).
 async fn tunnel(mut req: Request, base: &str, password: &str, path: &str, stop: CancellationToken) -> Response {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A WebSocket is not bound by CORS: the handshake must come from the proxy's own page.
     if !session::same_origin(req.headers()) {
         return session::cross_origin();
     }
-    let Some(authority) = base.strip_prefix("http://").map(str::to_owned) else {
+    let Some(authority) = base.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
         return plain(StatusCode::BAD_GATEWAY, "the agent's address is not plain http");
     };
-    let auth = crate::encode::base64(format!("opencode:{password}").as_bytes());
-    let mut head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Basic {auth}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-    );
-    for (name, value) in req.headers() {
-        if name.as_str().starts_with("sec-websocket-")
-            && let Ok(v) = value.to_str()
-        {
-            head.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    let handshake = async {
-        let mut upstream = tokio::net::TcpStream::connect(&authority).await?;
-        upstream.write_all(head.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            let n = upstream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other("the agent closed the connection"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if buf.len() > 16 * 1024 {
-                return Err(std::io::Error::other("the agent's answer head is too long"));
-            }
-        };
-        Ok::<_, std::io::Error>((upstream, buf, end))
+    let upstream = match upgrade_request(req.headers(), authority, password, path) {
+        Ok(r) => r,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("Cannot forward this WebSocket: {e}")),
     };
-    let (upstream, buf, end) = match tokio::time::timeout(Duration::from_secs(30), handshake).await {
-        Ok(Ok(v)) => v,
+    let io = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => return plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}")),
+        Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time."),
+    };
+    let (headers, agent) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await {
+        Ok(Ok(Handshake::Accepted(headers, agent))) => (headers, agent),
+        Ok(Ok(Handshake::Refused(status))) => {
+            // Its error status; anything else would tell the browser nothing true.
+            let status =
+                if status.is_client_error() || status.is_server_error() { status } else { StatusCode::BAD_GATEWAY };
+            return plain(status, "The agent refused the WebSocket.");
+        }
         Ok(Err(e)) => return plain(StatusCode::BAD_GATEWAY, &format!("The agent's WebSocket failed: {e}")),
         Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not answer the WebSocket in time."),
     };
-    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = text.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse::<u16>().ok()).unwrap_or(502);
-    if status != 101 {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return plain(code, "The agent refused the WebSocket.");
-    }
-    let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if name == "upgrade" || name == "connection" || name.starts_with("sec-websocket-") {
-                resp = resp.header(name, value.trim());
-            }
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket");
+    if let Some(h) = resp.headers_mut() {
+        for (name, value) in headers.iter().filter(|(n, _)| n.as_str().starts_with("sec-websocket-")) {
+            h.append(name.clone(), value.clone());
         }
     }
-    let rest = buf[end..].to_vec();
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let browser = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let mut upstream = upstream;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut client = hyper_util::rt::TokioIo::new(upgraded);
-                if !rest.is_empty() && client.write_all(&rest).await.is_err() {
+        let browser = tokio::select! {
+            r = browser => match r {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!("agent UI proxy: the browser's WebSocket upgrade failed: {e}");
                     return;
                 }
-                // Ends with either side, or when the workspace's proxy closes.
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                    _ = stop.cancelled() => {}
+            },
+            _ = stop.cancelled() => return,
+        };
+        let mut browser = hyper_util::rt::TokioIo::new(browser);
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        // Ends with either side, or when the workspace's proxy closes (both sockets dropped).
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut browser, &mut agent) => {
+                if let Err(e) = r {
+                    tracing::debug!("agent UI proxy: WebSocket ended: {e}");
                 }
             }
-            Err(e) => tracing::debug!("agent UI proxy: the browser's WebSocket upgrade failed: {e}"),
+            _ = stop.cancelled() => {}
         }
     });
     resp.body(Body::empty()).unwrap_or_else(|e| plain(StatusCode::BAD_GATEWAY, &e.to_string()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_and_hop_by_hop_headers_stay_behind() {
-        for h in ["cookie", "authorization", "host", "connection", "origin"] {
-            assert!(!forwarded_request_header(&HeaderName::from_static(h)), "{h}");
-        }
-        assert!(forwarded_request_header(&header::ACCEPT) && forwarded_request_header(&header::CONTENT_TYPE));
-        for h in
-            ["www-authenticate", "x-frame-options", "set-cookie", "transfer-encoding", "access-control-allow-origin"]
-        {
-            assert!(!forwarded_response_header(&HeaderName::from_static(h)), "{h}");
-        }
-        assert!(forwarded_response_header(&header::CONTENT_TYPE));
-    }
-
-    #[test]
-    fn only_the_main_ui_may_frame_the_agent() {
-        assert_eq!(
-            frame_policy(None, 8080),
-            "frame-ancestors http://127.0.0.1:8080 http://localhost:8080 http://[::1]:8080"
-        );
-        let p = frame_policy(Some("default-src 'self'; frame-ancestors 'none'"), 9);
-        assert!(p.starts_with("default-src 'self'; frame-ancestors http://127.0.0.1:9"), "{p}");
-        assert!(!p.contains("'none'"));
-    }
-}
+mod tests;

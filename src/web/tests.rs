@@ -210,3 +210,100 @@ async fn cross_origin_state_changes_are_refused() {
         assert_eq!(resp.headers()[header::LOCATION], "/", "next={next}");
     }
 }
+
+/// Calls the unix-socket API (no credentials needed there) and returns the status and JSON.
+async fn api(method: &str, path: &str, content_type: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+    let app = unix_app(core());
+    let mut r = Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        r = r.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = send(&app, r.body(Body::from(body.to_owned())).unwrap()).await;
+    let status = resp.status();
+    assert_eq!(
+        resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "{method} {path}: every answer, refusals too, is JSON"
+    );
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Malformed bodies and queries answer `{"error": …}` naming the field, like every other
+/// refusal (not axum's plain text), with the status a client can act on.
+#[tokio::test]
+async fn bad_requests_answer_json_that_names_the_field() {
+    const JSON: Option<&str> = Some("application/json");
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
+    let cases: [Case; 8] = [
+        (
+            "POST",
+            "/api/v1/proposals/p-1/approve",
+            JSON,
+            r#"{"action":"merge"}"#,
+            StatusCode::BAD_REQUEST,
+            "action: unknown action `merge`: use apply, push or draft_pr",
+        ),
+        ("POST", "/api/v1/proposals/p-1/approve", JSON, "{}", StatusCode::BAD_REQUEST, "missing field `action`"),
+        (
+            "POST",
+            "/api/v1/tasks",
+            JSON,
+            r#"{"workspace":5,"prompt":"x"}"#,
+            StatusCode::BAD_REQUEST,
+            "workspace: invalid type",
+        ),
+        (
+            "POST",
+            "/api/v1/workspaces",
+            JSON,
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "the request body is not valid JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            None,
+            r#"{"workspace":"w","prompt":"x"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `Content-Type: application/json`",
+        ),
+        ("GET", "/api/v1/proposals?limit=many", None, "", StatusCode::BAD_REQUEST, "invalid query string: limit"),
+        ("GET", "/api/v1/proposals?limit=0", None, "", StatusCode::BAD_REQUEST, "limit must be 1 to 500"),
+        ("GET", "/api/v1/tasks?state=weird", None, "", StatusCode::BAD_REQUEST, "unknown task state `weird`"),
+    ];
+    for (method, path, ct, body, status, want) in cases {
+        let (got, v) = api(method, path, ct, body).await;
+        let error = v["error"].as_str().unwrap_or_default();
+        assert_eq!(got, status, "{method} {path} {body}: {v}");
+        assert!(error.contains(want), "{method} {path} {body}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn proposal_listings_are_pages() {
+    let (status, v) = api("GET", "/api/v1/proposals?limit=10&offset=0", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v, serde_json::json!({ "proposals": [], "total": 0, "next_offset": null }));
+}
+
+/// Conflicts with the current state are 409, upstream (GitHub) failures 502.
+#[test]
+fn errors_map_to_statuses_a_client_can_act_on() {
+    use crate::core::CoreError;
+    let table = [
+        (CoreError::TaskEnded { id: "t".into(), state: "completed".into() }, StatusCode::CONFLICT),
+        (CoreError::Conflict("branch moved".into()), StatusCode::CONFLICT),
+        (
+            CoreError::ProposalClosed { id: "p".into(), state: "approved (apply)".into(), hint: String::new() },
+            StatusCode::CONFLICT,
+        ),
+        (CoreError::Github("rate limited".into()), StatusCode::BAD_GATEWAY),
+        (CoreError::Invalid("bad".into()), StatusCode::BAD_REQUEST),
+        (CoreError::TaskNotFound("t".into()), StatusCode::NOT_FOUND),
+    ];
+    for (e, status) in table {
+        assert_eq!(error::status_of(&e), status, "{e}");
+    }
+}

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::pods::engine::{ContainerInfo, ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
-use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, VolumePlan};
+use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use crate::pods::{Engine, EngineError};
 
 /// An engine operation a test can make fail.
@@ -44,7 +44,8 @@ struct State {
     pods: BTreeMap<String, Pod>,
     containers: BTreeMap<String, Container>,
     volumes: BTreeMap<String, BTreeMap<String, String>>,
-    secrets: BTreeMap<String, String>,
+    /// Value and labels, by name.
+    secrets: BTreeMap<String, (String, BTreeMap<String, String>)>,
     images: BTreeSet<String>,
     /// Exit codes of finished execs, by id.
     execs: BTreeMap<String, i64>,
@@ -75,8 +76,14 @@ fn injected(op: Op) -> EngineError {
     EngineError::Api { op: format!("{op:?} (injected)"), status: 500, message: "injected failure".into() }
 }
 
-fn not_found(what: impl std::fmt::Display) -> EngineError {
-    EngineError::NotFound { what: what.to_string() }
+/// Podman's 404: `op` could not be done, there is no such `what`.
+fn not_found(op: &str, what: &str) -> EngineError {
+    EngineError::NotFound { op: op.to_owned(), message: format!("no such {what}") }
+}
+
+/// Podman's 409: `op` could not be done, for `message`.
+fn conflict(op: &str, message: &str) -> EngineError {
+    EngineError::Conflict { op: op.to_owned(), message: message.to_owned() }
 }
 
 impl FakeEngine {
@@ -139,7 +146,7 @@ impl FakeEngine {
     }
 
     pub fn secret(&self, name: &str) -> Option<String> {
-        self.state().secrets.get(name).cloned()
+        self.state().secrets.get(name).map(|(value, _)| value.clone())
     }
 
     pub fn images(&self) -> Vec<String> {
@@ -204,13 +211,10 @@ impl FakeEngine {
 
     fn running_root(&self, container: &str) -> Result<PathBuf, EngineError> {
         let s = self.state();
-        let c = s.containers.get(container).ok_or_else(|| not_found(format!("container {container}")))?;
+        let op = format!("run a command in {container}");
+        let c = s.containers.get(container).ok_or_else(|| not_found(&op, "container"))?;
         if c.state != RUNNING {
-            return Err(EngineError::Api {
-                op: format!("run a command in {container}"),
-                status: 409,
-                message: format!("container state improper ({})", c.state),
-            });
+            return Err(conflict(&op, &format!("container state improper ({})", c.state)));
         }
         Ok(c.root.clone())
     }
@@ -281,33 +285,47 @@ impl Engine for FakeEngine {
         Ok(self.call("secret_exists", None)?.secrets.contains_key(name))
     }
 
-    async fn create_secret(&self, name: &str, value: &str) -> Result<(), EngineError> {
+    async fn create_secret(&self, secret: &SecretPlan) -> Result<(), EngineError> {
         let mut s = self.call("create_secret", Some(Op::CreateSecret))?;
-        if s.secrets.contains_key(name) {
-            return Err(EngineError::Conflict { what: format!("secret {name}") });
+        if s.secrets.contains_key(&secret.name) {
+            return Err(conflict(&format!("create secret {}", secret.name), "secret name in use"));
         }
-        s.secrets.insert(name.to_owned(), value.to_owned());
+        s.secrets.insert(secret.name.clone(), (secret.value.0.clone(), secret.labels.clone()));
         Ok(())
     }
 
     async fn remove_secret(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("remove_secret", None)?;
-        s.secrets.remove(name).map(drop).ok_or_else(|| not_found(format!("secret {name}")))
+        s.secrets.remove(name).map(drop).ok_or_else(|| not_found(&format!("remove secret {name}"), "secret"))
     }
 
-    async fn secret_value(&self, name: &str, _image: &str, _scratch: &Path) -> Result<String, EngineError> {
+    async fn secret_value(
+        &self,
+        name: &str,
+        _image: &str,
+        _scratch: &Path,
+        _instance: &str,
+    ) -> Result<String, EngineError> {
         let s = self.call("secret_value", None)?;
-        s.secrets.get(name).cloned().ok_or_else(|| not_found(format!("secret {name}")))
+        s.secrets
+            .get(name)
+            .map(|(value, _)| value.clone())
+            .ok_or_else(|| not_found(&format!("read secret {name}"), "secret"))
+    }
+
+    /// The fake never leaves a helper container behind.
+    async fn remove_helpers(&self, _instance: &str) -> Result<Vec<String>, EngineError> {
+        self.call("remove_helpers", None).map(|_| Vec::new())
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
         let mut s = self.call("remove_image", None)?;
-        if s.images.remove(reference) { Ok(()) } else { Err(not_found(format!("image {reference}"))) }
+        if s.images.remove(reference) { Ok(()) } else { Err(not_found(&format!("remove image {reference}"), "image")) }
     }
 
     async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {
         let s = self.call("container_env", None)?;
-        let c = s.containers.get(name).ok_or_else(|| not_found(format!("container {name}")))?;
+        let c = s.containers.get(name).ok_or_else(|| not_found(&format!("inspect container {name}"), "container"))?;
         let mut env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
         env.extend(c.plan.env.clone());
         Ok(env)
@@ -320,7 +338,7 @@ impl Engine for FakeEngine {
     async fn create_volume(&self, volume: &VolumePlan) -> Result<(), EngineError> {
         let mut s = self.call("create_volume", Some(Op::CreateVolume))?;
         if s.volumes.contains_key(&volume.name) {
-            return Err(EngineError::Conflict { what: format!("volume {}", volume.name) });
+            return Err(conflict(&format!("create volume {}", volume.name), "volume already exists"));
         }
         s.volumes.insert(volume.name.clone(), volume.labels.clone());
         Ok(())
@@ -329,7 +347,7 @@ impl Engine for FakeEngine {
     async fn create_pod(&self, pod: &PodSpec) -> Result<(), EngineError> {
         let mut s = self.call("create_pod", Some(Op::CreatePod))?;
         if s.pods.contains_key(&pod.name) {
-            return Err(EngineError::Conflict { what: format!("pod {}", pod.name) });
+            return Err(conflict(&format!("create pod {}", pod.name), "pod already exists"));
         }
         let mut ports = Vec::new();
         for &container_port in &pod.ports {
@@ -347,19 +365,19 @@ impl Engine for FakeEngine {
     async fn create_container(&self, pod: &str, c: &ContainerPlan) -> Result<(), EngineError> {
         let mut s = self.call("create_container", Some(Op::CreateContainer))?;
         if !s.pods.contains_key(pod) {
-            return Err(not_found(format!("pod {pod}")));
+            return Err(not_found(&format!("create a container in pod {pod}"), "pod"));
         }
         if s.containers.contains_key(&c.name) {
-            return Err(EngineError::Conflict { what: format!("container {}", c.name) });
+            return Err(conflict(&format!("create container {}", c.name), "container name in use"));
         }
         if !s.images.contains(&c.image) {
-            return Err(not_found(format!("image {}", c.image)));
+            return Err(not_found(&format!("create container {}", c.name), &format!("image {}", c.image)));
         }
         for m in &c.mounts {
             if let MountPlan::Volume { name, .. } = m
                 && !s.volumes.contains_key(name)
             {
-                return Err(not_found(format!("volume {name}")));
+                return Err(not_found(&format!("create container {}", c.name), &format!("volume {name}")));
             }
         }
         let root = self.dir.path().join(&c.name);
@@ -374,7 +392,7 @@ impl Engine for FakeEngine {
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("start_container", None)?;
-        let c = s.containers.get_mut(name).ok_or_else(|| not_found(format!("container {name}")))?;
+        let c = s.containers.get_mut(name).ok_or_else(|| not_found(&format!("start container {name}"), "container"))?;
         c.state = RUNNING;
         Ok(())
     }
@@ -382,7 +400,7 @@ impl Engine for FakeEngine {
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("start_pod", Some(Op::StartPod))?;
         if !s.pods.contains_key(name) {
-            return Err(not_found(format!("pod {name}")));
+            return Err(not_found(&format!("start pod {name}"), "pod"));
         }
         let exits = std::mem::take(&mut s.exit_on_start);
         for (n, c) in s.containers.iter_mut().filter(|(_, c)| c.pod == name) {
@@ -394,7 +412,7 @@ impl Engine for FakeEngine {
     async fn stop_pod(&self, name: &str, _grace_secs: u32) -> Result<(), EngineError> {
         let mut s = self.call("stop_pod", None)?;
         if !s.pods.contains_key(name) {
-            return Err(not_found(format!("pod {name}")));
+            return Err(not_found(&format!("stop pod {name}"), "pod"));
         }
         for c in s.containers.values_mut().filter(|c| c.pod == name) {
             c.state = "exited";
@@ -404,7 +422,7 @@ impl Engine for FakeEngine {
 
     async fn remove_pod(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("remove_pod", None)?;
-        s.pods.remove(name).ok_or_else(|| not_found(format!("pod {name}")))?;
+        s.pods.remove(name).ok_or_else(|| not_found(&format!("remove pod {name}"), "pod"))?;
         let gone: Vec<String> = s.containers.iter().filter(|(_, c)| c.pod == name).map(|(n, _)| n.clone()).collect();
         for n in gone {
             if let Some(c) = s.containers.remove(&n) {
@@ -417,7 +435,11 @@ impl Engine for FakeEngine {
     async fn upload_archive(&self, container: &str, dest_dir: &str, tar: Vec<u8>) -> Result<(), EngineError> {
         let root = {
             let s = self.call("upload_archive", Some(Op::UploadArchive))?;
-            s.containers.get(container).ok_or_else(|| not_found(format!("container {container}")))?.root.clone()
+            s.containers
+                .get(container)
+                .ok_or_else(|| not_found(&format!("copy files into {container}"), "container"))?
+                .root
+                .clone()
         };
         let dest = below(&root, dest_dir);
         let op = format!("copy files into {container}:{dest_dir}");
@@ -441,7 +463,7 @@ impl Engine for FakeEngine {
 
     async fn inspect_pod(&self, name: &str) -> Result<PodInfo, EngineError> {
         let s = self.call("inspect_pod", None)?;
-        self.pod_info(&s, name, true).ok_or_else(|| not_found(format!("pod {name}")))
+        self.pod_info(&s, name, true).ok_or_else(|| not_found(&format!("inspect pod {name}"), "pod"))
     }
 
     async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, EngineError> {
@@ -452,18 +474,17 @@ impl Engine for FakeEngine {
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("remove_volume", None)?;
         if !s.volumes.contains_key(name) {
-            return Err(not_found(format!("volume {name}")));
+            return Err(not_found(&format!("remove volume {name}"), "volume"));
         }
         let user = s
             .containers
             .iter()
             .find(|(_, c)| c.plan.mounts.iter().any(|m| matches!(m, MountPlan::Volume { name: v, .. } if v == name)));
         if let Some((user, _)) = user {
-            return Err(EngineError::Api {
-                op: format!("remove volume {name}"),
-                status: 409,
-                message: format!("volume is being used by container {user}"),
-            });
+            return Err(conflict(
+                &format!("remove volume {name}"),
+                &format!("volume is being used by container {user}"),
+            ));
         }
         s.volumes.remove(name);
         Ok(())
@@ -513,7 +534,7 @@ impl Engine for FakeEngine {
 
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {
         let s = self.call("exec_exit_code", None)?;
-        s.execs.get(id).copied().ok_or_else(|| not_found(format!("exec {id}")))
+        s.execs.get(id).copied().ok_or_else(|| not_found(&format!("inspect exec {id}"), "exec session"))
     }
 
     fn logs(

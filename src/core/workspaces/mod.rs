@@ -35,6 +35,8 @@ pub trait Progress: Send + Sync {
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct UpRequest {
     /// A local path (absolute), a git URL, or a GitHub repository, issue or pull request URL.
+    /// (Missing counts as empty: `up` says it is required, as for every surface.)
+    #[serde(default)]
     pub source: String,
     pub name: Option<String>,
     pub image: Option<String>,

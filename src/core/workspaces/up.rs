@@ -309,12 +309,12 @@ impl<E: Engine> Core<E> {
         self.ensure_image(plan, created, progress).await?;
         progress.step(&format!("creating pod {}", plan.pod.name));
         for s in &plan.secrets {
-            match self.engine.create_secret(&s.name, &s.value.0).await {
+            match self.engine.create_secret(s).await {
                 // A stale secret of an earlier pod of this name (which no longer exists:
                 // preflight checked) is replaced; podman answers 500 for a name in use.
                 Err(e @ (EngineError::Conflict { .. } | EngineError::Api { status: 500, .. })) => {
                     match self.engine.remove_secret(&s.name).await {
-                        Ok(()) => self.engine.create_secret(&s.name, &s.value.0).await?,
+                        Ok(()) => self.engine.create_secret(s).await?,
                         // There was none: the failure was another, and is the one to report.
                         Err(EngineError::NotFound { .. }) => return Err(e.into()),
                         Err(other) => return Err(other.into()),

@@ -59,7 +59,12 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
     assert_eq!(p.workspace_folder, "/workspaces/hello");
     let vols: Vec<&str> = p.volumes.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(vols, ["devaipod-hello-workspace", "devaipod-hello-agent-workspace", "devaipod-hello-agent-home"]);
-    for labels in p.volumes.iter().map(|v| &v.labels).chain([&p.pod.labels, &p.workspace.labels, &p.agent.labels]) {
+    let secret_labels = p.secrets.iter().map(|s| &s.labels);
+    for labels in p.volumes.iter().map(|v| &v.labels).chain(secret_labels).chain([
+        &p.pod.labels,
+        &p.workspace.labels,
+        &p.agent.labels,
+    ]) {
         assert_eq!(labels[naming::LABEL_INSTANCE], "t1");
         assert_eq!(labels[naming::LABEL_WORKSPACE], "hello");
     }
