@@ -69,7 +69,13 @@ fn modules_use_only_lower_layers() {
         let Some(own) = layer_of(&module) else {
             panic!("module `{module}` is in no layer: add it to LAYERS here and in docs/ARCHITECTURE.md");
         };
-        for used in uses(&std::fs::read_to_string(&file).unwrap()) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.lines().any(|l| l.split("//").next().unwrap_or("").contains("crate::{")),
+            "{}: a grouped `crate::{{…}}` import hides which modules it uses from this check; write one `use` per module",
+            rel.display()
+        );
+        for used in uses(&text) {
             if used == module {
                 continue;
             }

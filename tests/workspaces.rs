@@ -301,7 +301,10 @@ api-key-env = "IT_KEY"
         "caller-key-5d1e"
     );
     assert_eq!(env.ok(&["exec", "envs", "--", "printenv", "FROM_LOCAL"]).trim(), "caller-local");
-    let daemon_log = std::fs::read_to_string(env.dir.path().join("data/daemon.log")).unwrap_or_default();
-    assert!(!daemon_log.contains("caller-key-5d1e"), "the key is never logged");
+    // Never logged, never stored.
+    for file in ["daemon.log", "state.db", "state.db-wal", "state.db-shm"] {
+        let bytes = std::fs::read(env.dir.path().join("data").join(file)).unwrap_or_default();
+        assert!(!bytes.windows(15).any(|w| w == b"caller-key-5d1e"), "the key is in {file}");
+    }
     env.ok(&["delete", "envs"]);
 }

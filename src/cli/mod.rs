@@ -1,4 +1,4 @@
-//! The command line: parses arguments, talks to the daemon (`client.rs`), prints
+//! The command line: parses arguments, talks to the daemon (through `crate::client`), prints
 //! (`output.rs`). No policy lives here. `exec` and `logs` ask the daemon where to run and
 //! then stream through podman themselves; they change no state.
 
@@ -49,7 +49,7 @@ pub enum Command {
     Token,
     /// Serve MCP on stdin/stdout for an assistant or IDE (a client of the daemon).
     Mcp,
-    /// Create a workspace from a local git repository or a git URL and start its pod.
+    /// Create a workspace from a local git repository, a git URL or a GitHub URL and start its pod.
     Up(UpArgs),
     /// Create a workspace (or use one, with -w), run a task in it and follow it until it ends.
     Run(RunArgs),
@@ -150,7 +150,7 @@ pub enum GatorCommand {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// A local git repository or a git URL.
+    /// A local git repository, a git URL, or a GitHub repository/issue/PR URL.
     pub source: String,
     /// Workspace name (default: from the repository's name, made unique).
     #[arg(long)]
@@ -178,7 +178,7 @@ pub struct RunArgs {
     #[arg(required_unless_present = "workspace")]
     pub source: Option<String>,
     /// Run in this existing workspace instead of creating one.
-    #[arg(short, long, conflicts_with = "source")]
+    #[arg(short, long, conflicts_with_all = ["source", "name", "image", "read_only"])]
     pub workspace: Option<String>,
     /// What the agent should do (default for a GitHub issue URL: the issue's title and body).
     #[arg(short = 'c', long = "command")]
@@ -186,8 +186,10 @@ pub struct RunArgs {
     /// For a GitHub source: the agent may only read (no push, no draft PR).
     #[arg(short = 'R', long)]
     pub read_only: bool,
+    /// Workspace name (default: from the repository's name, made unique).
     #[arg(long)]
     pub name: Option<String>,
+    /// Image for both containers, instead of devcontainer.json's or the default.
     #[arg(long)]
     pub image: Option<String>,
 }
@@ -295,8 +297,13 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 UpResult::Created(created) => created,
             };
             let name = created.workspace.name.clone();
+            if let Some(e) = &created.first_task_error {
+                eprintln!("warning: {}", output::clean(e));
+            }
             if json {
-                output::json(&json!({ "workspace": created.workspace, "task": created.task }))?;
+                output::json(
+                    &json!({ "workspace": created.workspace, "task": created.task, "first_task_error": created.first_task_error }),
+                )?;
             } else {
                 output::status(&serde_json::to_value(&created.workspace)?)?;
                 if let Some(t) = &created.task {
@@ -322,7 +329,14 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                         ..Default::default()
                     };
                     match up(c, &req).await? {
-                        UpResult::Created(created) => created.task.context("the daemon started no task")?,
+                        UpResult::Created(created) => match (created.task, created.first_task_error) {
+                            (Some(t), _) => t,
+                            (None, e) => bail!(
+                                "workspace `{}` is up, but {}",
+                                created.workspace.name,
+                                e.unwrap_or_else(|| "the daemon started no task".into())
+                            ),
+                        },
                         UpResult::Planned(_) => bail!("the daemon answered with a plan"),
                     }
                 }

@@ -222,19 +222,38 @@ impl Client {
     }
 
     /// Follows a task's events (stored ones first) until the task ends; `on` sees each.
-    /// Returns the ended task. Wrap it in a timeout to wait less.
+    /// Returns the ended task. Wrap it in a timeout to wait less. A stream that ends early
+    /// (the daemon restarted) is opened again; events already seen are not shown twice.
     pub async fn follow(&self, id: &str, mut on: impl FnMut(&BusEvent)) -> Result<TaskDetail, ClientError> {
         let path = format!("/api/v1/events?task={}", enc(id));
-        self.lines(Method::GET, &path, None, |v| match serde_json::from_value::<BusEvent>(v) {
-            Ok(e) => {
-                on(&e);
-                let ended = e.state.as_deref().and_then(crate::store::TaskState::parse).is_some_and(|s| s.is_final());
-                !ended
+        let mut last_seq = 0;
+        loop {
+            let mut ended = false;
+            let streamed = self
+                .lines(Method::GET, &path, None, |v| match serde_json::from_value::<BusEvent>(v) {
+                    Ok(e) => {
+                        if e.seq == 0 || e.seq > last_seq {
+                            last_seq = last_seq.max(e.seq);
+                            on(&e);
+                        }
+                        ended =
+                            e.state.as_deref().and_then(crate::store::TaskState::parse).is_some_and(|s| s.is_final());
+                        !ended
+                    }
+                    Err(_) => true,
+                })
+                .await;
+            let detail = self.task(id).await?;
+            if ended || detail.task.state.is_final() {
+                return Ok(detail);
             }
-            Err(_) => true,
-        })
-        .await?;
-        self.task(id).await
+            if let Err(e) = streamed
+                && !matches!(e, ClientError::Unreachable { .. } | ClientError::Protocol { .. })
+            {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     // ---- proposals ----
@@ -256,10 +275,15 @@ impl Client {
     /// The proposal's unified diff, as the agent's bytes (clean it before a terminal).
     pub async fn diff(&self, id: &str) -> Result<String, ClientError> {
         let path = format!("/api/v1/proposals/{}/diff", enc(id));
-        let resp = self.transport.send(Method::GET, &path, None).await?;
-        let (status, bytes) = read(&path, resp).await?;
-        ok(&path, status, &bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        let fut = async {
+            let resp = self.transport.send(Method::GET, &path, None).await?;
+            let (status, bytes) = read(&path, resp).await?;
+            ok(&path, status, &bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { path: path.clone(), secs: CALL_TIMEOUT.as_secs() })?
     }
 
     pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<ProposalDetail, ClientError> {

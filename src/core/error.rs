@@ -82,8 +82,7 @@ pub enum CoreError {
     Github(String),
     #[error("task {id} already ended ({state})")]
     TaskEnded { id: String, state: String },
-    #[error("workspace `{workspace}` is up, but its first task did not start: {reason}")]
-    FirstTask { workspace: String, reason: String },
+
     #[error("proposal {id} was already {state}{}", .hint)]
     ProposalClosed { id: String, state: String, hint: String },
 }

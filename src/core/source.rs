@@ -114,7 +114,7 @@ impl SourceKind {
 /// directory (the daemon has its own), a URL as given. Clients call this before sending;
 /// the daemon refuses a relative path it is given directly.
 pub fn absolute(source: &str, cwd: &Path) -> String {
-    if is_url(source) || source.is_empty() {
+    if is_url(source) || source.trim().is_empty() {
         return source.to_owned();
     }
     let path = Path::new(source);
@@ -250,6 +250,7 @@ mod tests {
         assert_eq!(absolute("https://h/o/r.git", cwd), "https://h/o/r.git");
         assert_eq!(absolute("git@h:o/r.git", cwd), "git@h:o/r.git");
         assert_eq!(absolute("", cwd), "");
+        assert_eq!(absolute("  ", cwd), "  ", "blank stays blank: `up` says it is required");
     }
 
     #[test]

@@ -390,6 +390,7 @@ impl<E: Engine> Core<E> {
                 to.as_str()
             )));
         }
+        let from = task.state;
         task.state = to;
         // Events are unique per key: a state entered again (running after needs_input)
         // gets its own, `state:<state>:<n>`.
@@ -399,7 +400,17 @@ impl<E: Engine> Core<E> {
             0 => format!("state:{}", to.as_str()),
             n => format!("state:{}:{}", to.as_str(), n + 1),
         };
-        let ev = self.store.transition_task(task, &key, "state", message).await?;
+        let ev = match self.store.transition_task(task, from, &key, "state", message).await {
+            Ok(ev) => ev,
+            Err(e @ crate::store::StoreError::StateMoved { .. }) => {
+                // Another writer moved it first (a cancel racing the driver): keep its state.
+                if let Ok(Some(now)) = self.store.task(&task.id).await {
+                    *task = now;
+                }
+                return Err(CoreError::Conflict(e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.publish_stored(task, ev);
         Ok(())
     }

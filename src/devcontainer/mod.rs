@@ -33,13 +33,23 @@ pub enum DevContainerError {
     Discover(#[from] DiscoverError),
 }
 
-/// The host side of variable substitution.
-#[derive(Debug, Clone)]
+/// The host side of variable substitution. `Debug` shows the environment's names only.
+#[derive(Clone)]
 pub struct HostContext {
     pub env: BTreeMap<String, String>,
     /// The local workspace folder (`${localWorkspaceFolder}`).
     pub local_workspace_folder: String,
     pub devcontainer_id: String,
+}
+
+impl std::fmt::Debug for HostContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostContext")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("local_workspace_folder", &self.local_workspace_folder)
+            .field("devcontainer_id", &self.devcontainer_id)
+            .finish()
+    }
 }
 
 /// A devcontainer.json read from disk, with host variables substituted.

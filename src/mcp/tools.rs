@@ -46,7 +46,8 @@ pub struct Caller {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(extend("required" = ["source"]))]
 pub struct CreateWorkspace {
-    /// A local git repository path or a git URL (https://, file://, git@host:path).
+    /// A local git repository path, a git URL (https://, file://, git@host:path), or a GitHub
+    /// repository, issue or pull request URL (an issue or PR brings the first task).
     #[serde(default)]
     pub source: String,
     /// Workspace name: lowercase letters, digits and `-` (default: from the repository).
@@ -146,6 +147,9 @@ pub struct WorkspaceOut {
     pub workspace: WorkspaceStatus,
     /// The first task, when one was started (given, or a GitHub issue's).
     pub task: Option<Task>,
+    /// Why the first task did not start, when it did not (the workspace is made either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_task_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -230,7 +234,9 @@ impl DevaipodMcp {
             .await
             .map_err(fail)?;
         match r {
-            UpResult::Created(c) => Ok(Json(WorkspaceOut { workspace: c.workspace, task: c.task })),
+            UpResult::Created(c) => {
+                Ok(Json(WorkspaceOut { workspace: c.workspace, task: c.task, first_task_error: c.first_task_error }))
+            }
             UpResult::Planned(_) => Err("the daemon answered with a plan where a workspace was asked for".into()),
         }
     }
@@ -250,7 +256,7 @@ impl DevaipodMcp {
     async fn get_workspace(&self, Parameters(p): Parameters<WorkspaceRef>) -> Result<Json<WorkspaceOut>, String> {
         required("name", &p.name)?;
         let workspace = self.client.workspace(&p.name).await.map_err(fail)?;
-        Ok(Json(WorkspaceOut { workspace, task: None }))
+        Ok(Json(WorkspaceOut { workspace, task: None, first_task_error: None }))
     }
 
     #[tool(
@@ -347,15 +353,14 @@ impl DevaipodMcp {
         required("id", &p.id)?;
         let proposal = self.client.proposal(&p.id).await.map_err(fail)?;
         let diff = self.client.diff(&p.id).await.map_err(fail)?;
-        let chars: Vec<char> = diff.chars().collect();
-        let total = chars.len();
+        let total = diff.chars().count();
         if p.diff_offset > total {
             return Err(format!("diff_offset {} is past the diff's end ({total} characters)", p.diff_offset));
         }
         let end = (p.diff_offset + limit).min(total);
         Ok(Json(ProposalOut {
             proposal,
-            diff: chars[p.diff_offset..end].iter().collect(),
+            diff: diff.chars().skip(p.diff_offset).take(end - p.diff_offset).collect(),
             diff_offset: p.diff_offset,
             diff_total: total,
             next_diff_offset: (end < total).then_some(end),
@@ -474,9 +479,13 @@ mod tests {
             ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
         type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
         let table: [Row; 12] = [
-            ("create_workspace", &["task", "workspace"], Some(("task", &task))),
+            ("create_workspace", &["first_task_error", "task", "workspace"], Some(("task", &task))),
             ("list_workspaces", &["workspaces"], None),
-            ("get_workspace", &["task", "workspace"], Some(("workspace", &["agent", "name", "pod", "status"]))),
+            (
+                "get_workspace",
+                &["first_task_error", "task", "workspace"],
+                Some(("workspace", &["agent", "name", "pod", "status"])),
+            ),
             ("delete_workspace", &["result", "workspace"], None),
             ("run_task", &["events", "proposal", "task"], Some(("task", &task))),
             ("get_task", &["events", "proposal", "task"], Some(("task", &task))),

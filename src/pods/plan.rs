@@ -32,7 +32,8 @@ pub const GATOR_BRIDGE: &str = "/opt/devaipod/gator/devaipod";
 pub const IDLE_COMMAND: [&str; 2] = ["/run/podman-init", "-P"];
 
 /// What the caller asks for; everything host-specific is passed in so that planning stays pure.
-#[derive(Debug, Clone)]
+/// `Debug` shows the host environment's names only (it may hold anything of the caller's).
+#[derive(Clone)]
 pub struct PlanRequest {
     pub name: WorkspaceName,
     pub instance: String,
@@ -49,6 +50,22 @@ pub struct PlanRequest {
     pub agent_password: Redacted,
     /// Gator for this pod: mounted into the agent container only.
     pub gator: Option<GatorMount>,
+}
+
+impl std::fmt::Debug for PlanRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanRequest")
+            .field("name", &self.name)
+            .field("instance", &self.instance)
+            .field("source", &self.source)
+            .field("image_override", &self.image_override)
+            .field("host_env", &self.host_env.keys().collect::<Vec<_>>())
+            .field("opencode_dir", &self.opencode_dir)
+            .field("checkout_dir", &self.checkout_dir)
+            .field("agent_password", &self.agent_password)
+            .field("gator", &self.gator)
+            .finish()
+    }
 }
 
 /// The host side of a pod's gator endpoint.

@@ -228,12 +228,18 @@ impl Engine for Podman {
         let labels = [(LABEL_INSTANCE, instance), (LABEL_ROLE, ROLE_SECRET_READER)];
         let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
         let listed: Vec<ListedContainer> = self.api.get_json("list helper containers", &path).await?;
-        let mut removed = Vec::new();
+        // Every leftover gets its try; the first failure is reported after all were tried.
+        let (mut removed, mut first_err) = (Vec::new(), None);
         for c in listed.iter().filter(|c| has_all(c.labels.as_ref(), &labels)) {
-            self.remove_helper(c).await?;
-            removed.push(c.names.first().unwrap_or(&c.id).clone());
+            match self.remove_helper(c).await {
+                Ok(()) => removed.push(c.names.first().unwrap_or(&c.id).clone()),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
         }
-        Ok(removed)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     async fn remove_secret(&self, name: &str) -> Result<(), EngineError> {

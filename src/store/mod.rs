@@ -33,6 +33,8 @@ pub enum StoreError {
     Join(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("task {task} is no longer {from}: it changed meanwhile")]
+    StateMoved { task: String, from: &'static str },
 }
 
 #[derive(Clone)]
@@ -175,9 +177,13 @@ impl Store {
     /// that a crash never leaves a state without its event. The event is returned when it is
     /// new. The only writer of a task's state after it was inserted (core calls it from
     /// `transition`, which checks the state machine).
+    ///
+    /// `from` is the state the caller saw: when the stored state is another (someone else
+    /// moved the task meanwhile), nothing is written and the answer is `StateMoved`.
     pub async fn transition_task(
         &self,
         t: &Task,
+        from: TaskState,
         key: &str,
         kind: &str,
         message: &str,
@@ -187,8 +193,14 @@ impl Store {
         self.with(move |c| {
             let tx = c.transaction()?;
             let at = now();
+            let moved = tx.execute(
+                "UPDATE tasks SET state = ?2 WHERE id = ?1 AND state = ?3",
+                params![t.id, t.state.as_str(), from.as_str()],
+            )?;
+            if moved == 0 {
+                return Err(StoreError::StateMoved { task: t.id.clone(), from: from.as_str() });
+            }
             write_task(&tx, &t, at)?;
-            tx.execute("UPDATE tasks SET state = ?2 WHERE id = ?1", params![t.id, t.state.as_str()])?;
             let n = tx.execute(
                 "INSERT OR IGNORE INTO task_events (task_id, key, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![t.id, key, kind, message, at],

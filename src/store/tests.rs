@@ -78,9 +78,15 @@ async fn tasks_round_trip_and_unfinished_ones_are_found() {
     s.update_task(&t1).await.unwrap();
     let got = s.task("t1").await.unwrap().unwrap();
     assert_eq!((got.state, got.session_id.as_deref(), got.delivered), (TaskState::Queued, Some("ses"), true));
-    let ev = s.transition_task(&t1, "state:completed", "state", "completed").await.unwrap();
+    let ev = s.transition_task(&t1, TaskState::Queued, "state:completed", "state", "completed").await.unwrap();
     assert_eq!(ev.map(|e| e.key), Some("state:completed".to_owned()));
     assert_eq!(s.task("t1").await.unwrap().unwrap().state, TaskState::Completed);
+    // A transition from a state the task has left writes nothing (a cancel racing a driver).
+    t1.state = TaskState::Cancelled;
+    let e = s.transition_task(&t1, TaskState::Running, "state:cancelled", "state", "cancelled").await.unwrap_err();
+    assert!(matches!(e, StoreError::StateMoved { .. }), "{e}");
+    assert_eq!(s.task("t1").await.unwrap().unwrap().state, TaskState::Completed);
+    assert!(s.events("t1").await.unwrap().iter().all(|e| e.key != "state:cancelled"));
     let unfinished: Vec<String> = s.unfinished_tasks().await.unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(unfinished, ["t2"]);
     let all: Vec<String> = s.tasks(Some("w")).await.unwrap().into_iter().map(|t| t.id).collect();

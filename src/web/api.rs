@@ -107,6 +107,7 @@ pub async fn exec_target<E: Engine>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     #[serde(default)]
     workspace: String,
@@ -149,6 +150,7 @@ pub async fn proposal_diff<E: Engine>(State(core): S<E>, Path(id): Path<String>)
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     action: ApproveAction,
 }
@@ -158,6 +160,7 @@ pub async fn approve<E: Engine>(State(core): S<E>, Path(id): Path<String>, ApiJs
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RejectRequest {
     feedback: Option<String>,
 }
@@ -175,32 +178,60 @@ pub struct EventsQuery {
 /// Server-sent events from the bus; with `task`, that task's stored events come first.
 pub async fn events<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<EventsQuery>) -> Result<Response, ApiError> {
     let rx = core.subscribe();
-    let mut replay = Vec::new();
+    let mut pending = std::collections::VecDeque::new();
     if let Some(id) = &q.task {
         let (task, events) = core.task(id).await?;
-        replay.extend(events.into_iter().map(|e| crate::core::BusEvent::stored(e, &task.workspace)));
+        pending.extend(events.into_iter().map(|e| crate::core::BusEvent::stored(e, &task.workspace)));
     }
-    let last_seq = replay.iter().map(|e| e.seq).max().unwrap_or(0);
-    let (task, ws) = (q.task.clone(), q.workspace.clone());
-    let live = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => return Some((e, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .filter(move |e| {
-        let keep = task.as_ref().is_none_or(|t| e.task_id.as_ref() == Some(t))
-            && ws.as_ref().is_none_or(|w| &e.workspace == w)
-            && (e.seq == 0 || e.seq > last_seq);
-        std::future::ready(keep)
-    });
-    let stream = futures_util::stream::iter(replay)
-        .chain(live)
+    let feed = Feed { core, rx, task: q.task, workspace: q.workspace, last_seq: 0, pending };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move { feed.next().await.map(|e| (e, feed)) })
         .map(|e| Ok::<_, Infallible>(Event::default().event(e.kind.clone()).json_data(&e).unwrap_or_default()));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The events one stream wants, each stored one once, in order. A stream that falls behind
+/// the bus (it keeps the last 1024 events of all workspaces) catches up on its task's
+/// stored events, so a follower never misses the state that ends the task.
+struct Feed<E> {
+    core: Arc<Core<E>>,
+    rx: tokio::sync::broadcast::Receiver<crate::core::BusEvent>,
+    task: Option<String>,
+    workspace: Option<String>,
+    /// The newest stored event sent.
+    last_seq: i64,
+    /// Stored events to send before the bus's.
+    pending: std::collections::VecDeque<crate::core::BusEvent>,
+}
+
+impl<E: Engine> Feed<E> {
+    async fn next(&mut self) -> Option<crate::core::BusEvent> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let e = match self.pending.pop_front() {
+                Some(e) => e,
+                None => match self.rx.recv().await {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(id) = &self.task
+                            && let Ok((task, events)) = self.core.task(id).await
+                        {
+                            let missed = events.into_iter().filter(|e| e.seq > self.last_seq);
+                            self.pending.extend(missed.map(|e| crate::core::BusEvent::stored(e, &task.workspace)));
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            let wanted = self.task.as_ref().is_none_or(|t| e.task_id.as_ref() == Some(t))
+                && self.workspace.as_ref().is_none_or(|w| &e.workspace == w);
+            if !wanted || (e.seq != 0 && e.seq <= self.last_seq) {
+                continue;
+            }
+            self.last_seq = self.last_seq.max(e.seq);
+            return Some(e);
+        }
+    }
 }
 
 // ---- gator ----
@@ -210,6 +241,7 @@ pub async fn get_scopes<E: Engine>(State(core): S<E>, Path(name): Path<String>) 
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScopeBody {
     #[serde(default)]
     scope: String,

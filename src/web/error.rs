@@ -15,11 +15,17 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// Every error has its status here, chosen by what a client can do about it (no catch-all:
+/// a new variant must be placed).
 pub fn status_of(e: &CoreError) -> StatusCode {
+    use crate::core::source::SourceError;
     use CoreError::*;
     match e {
         NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) => StatusCode::NOT_FOUND,
-        Invalid(_) | InvalidName(_) | Source(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
+        Invalid(_) | InvalidName(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
+        Source(SourceError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+        Source(SourceError::Git(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        Source(_) => StatusCode::BAD_REQUEST,
         NameTaken(_)
         | PodGone(_)
         | Busy { .. }
@@ -27,12 +33,21 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         | VolumesLeft { .. }
         | NotRunning { .. }
         | Conflict(_)
-        | TaskEnded { .. }
-        | FirstTask { .. } => StatusCode::CONFLICT,
+        | TaskEnded { .. } => StatusCode::CONFLICT,
         Github(_) => StatusCode::BAD_GATEWAY,
-        ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Engine(EngineError::Unavailable { .. }) | AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        // What the user's repository or machine must provide.
+        ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) | Lifecycle { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Engine(e) => match e {
+            EngineError::Unavailable { .. } | EngineError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // An object vanished or is in the way: the state changed under the request.
+            EngineError::NotFound { .. } | EngineError::Conflict { .. } => StatusCode::CONFLICT,
+            EngineError::Pull { .. } | EngineError::Build { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::Api { .. } | EngineError::Spec(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Io(_) | Store(_) | Git(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

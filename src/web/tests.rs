@@ -235,7 +235,15 @@ async fn api(method: &str, path: &str, content_type: Option<&str>, body: &str) -
 async fn bad_requests_answer_json_that_names_the_field() {
     const JSON: Option<&str> = Some("application/json");
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
+        (
+            "POST",
+            "/api/v1/workspaces",
+            JSON,
+            r#"{"source":"/x","dryrun":true}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `dryrun`",
+        ),
         (
             "POST",
             "/api/v1/proposals/p-1/approve",
@@ -302,6 +310,27 @@ fn errors_map_to_statuses_a_client_can_act_on() {
         (CoreError::Github("rate limited".into()), StatusCode::BAD_GATEWAY),
         (CoreError::Invalid("bad".into()), StatusCode::BAD_REQUEST),
         (CoreError::TaskNotFound("t".into()), StatusCode::NOT_FOUND),
+        (
+            CoreError::Engine(crate::pods::EngineError::Conflict { op: "remove".into(), message: "in use".into() }),
+            StatusCode::CONFLICT,
+        ),
+        (
+            CoreError::Engine(crate::pods::EngineError::Timeout { op: "stop".into(), secs: 5 }),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            CoreError::Engine(crate::pods::EngineError::Build { message: "exit 1".into() }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            CoreError::Lifecycle { phase: "postCreateCommand", command: "make".into(), code: Some(2) },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            CoreError::Source(crate::core::source::SourceError::Timeout { url: "u".into(), secs: 300 }),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+        (CoreError::Source(crate::core::source::SourceError::Relative("r".into())), StatusCode::BAD_REQUEST),
     ];
     for (e, status) in table {
         assert_eq!(error::status_of(&e), status, "{e}");

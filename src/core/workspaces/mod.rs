@@ -33,6 +33,7 @@ pub trait Progress: Send + Sync {
 /// What `up` is asked to do. Every surface (CLI `up` and `run`, MCP `create_workspace`, the
 /// web form, the JSON API) sends this one request; `up` decides the rest.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpRequest {
     /// A local path (absolute), a git URL, or a GitHub repository, issue or pull request URL.
     /// (Missing counts as empty: `up` says it is required, as for every surface.)
@@ -61,6 +62,21 @@ pub struct UpRequest {
     /// stored, logged or printed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<CallerEnv>,
+}
+
+impl UpRequest {
+    /// The request with blank optional fields (`name`, `image`, `devcontainer`, `task`) as
+    /// absent: MCP clients and forms send `""` for "not given".
+    pub fn normalized(&self) -> UpRequest {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        UpRequest {
+            name: given(&self.name),
+            image: given(&self.image),
+            devcontainer: given(&self.devcontainer),
+            task: given(&self.task),
+            ..self.clone()
+        }
+    }
 }
 
 /// Environment variables of a caller: `Debug` shows their names only.
@@ -96,6 +112,9 @@ pub struct Created {
     /// The first task (given, or a GitHub issue's), queued.
     #[serde(default)]
     pub task: Option<Task>,
+    /// Why the first task did not start, when it did not (the workspace is made either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_task_error: Option<String>,
 }
 
 /// What a stop, start or delete did.

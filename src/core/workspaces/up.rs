@@ -42,6 +42,8 @@ const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
 
 impl<E: Engine> Core<E> {
     pub async fn up(self: &Arc<Self>, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
+        // A blank optional field is an absent one, whichever surface sent it.
+        let req = &req.normalized();
         if req.source.trim().is_empty() {
             return Err(CoreError::Invalid(
                 "`source` is required: a local git repository, a git URL, or a GitHub issue/PR URL".into(),
@@ -65,7 +67,7 @@ impl<E: Engine> Core<E> {
             None => req.source.clone(),
         };
         let issue_task = match &github {
-            Some(GithubSource { repo, item: Some((kind, n)) }) if given_task.is_none() => {
+            Some(GithubSource { repo, item: Some((kind, n)) }) if given_task.is_none() && !req.dry_run => {
                 progress.step(&format!("reading {repo}#{n} from GitHub"));
                 let gh = self.github().await;
                 let item = match kind {
@@ -124,6 +126,13 @@ impl<E: Engine> Core<E> {
         {
             Some(path) => {
                 progress.step(&format!("reading {}", path.strip_prefix(&checkout).unwrap_or(&path).display()));
+                let names = local_env_names(&tokio::fs::read_to_string(&path).await.unwrap_or_default());
+                if !names.is_empty() {
+                    progress.step(&format!(
+                        "devcontainer.json reads these variables of your environment (${{localEnv:…}}): {}",
+                        names.join(", ")
+                    ));
+                }
                 Some(devcontainer::load(&path, &host)?)
             }
             None => None,
@@ -201,18 +210,23 @@ impl<E: Engine> Core<E> {
             state: None,
         });
         let workspace = self.status(name.as_str()).await?;
-        let task = match first_task {
+        // The workspace is made whatever happens to its first task: a task that cannot start
+        // is said in the result (and in progress), not turned into a failed `up`.
+        let (task, first_task_error) = match first_task {
             Some(prompt) => {
                 progress.step("starting the first task");
-                Some(
-                    self.run_task(name.as_str(), &prompt)
-                        .await
-                        .map_err(|e| CoreError::FirstTask { workspace: name.to_string(), reason: e.to_string() })?,
-                )
+                match self.run_task(name.as_str(), &prompt).await {
+                    Ok(t) => (Some(t), None),
+                    Err(e) => {
+                        let reason = format!("the first task did not start: {e}");
+                        progress.step(&format!("warning: {reason}"));
+                        (None, Some(reason))
+                    }
+                }
             }
-            None => None,
+            None => (None, None),
         };
-        Ok(UpOutcome::Created(Box::new(Created { workspace, task })))
+        Ok(UpOutcome::Created(Box::new(Created { workspace, task, first_task_error })))
     }
 
     /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any
@@ -462,4 +476,30 @@ async fn archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
     })
     .await
     .map_err(|e| CoreError::Io(e.to_string()))?
+}
+
+/// The names a devcontainer.json reads with `${localEnv:NAME}` (or `${localEnv:NAME:default}`),
+/// sorted, once each.
+fn local_env_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .split("${localEnv:")
+        .skip(1)
+        .filter_map(|rest| {
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_env_names_are_found_once_each() {
+        let text = r#"{ "a": "${localEnv:HOME}/x", "b": "${localEnv:TOKEN:none}", "c": "${localEnv:HOME}", "d": "${localEnv:}" }"#;
+        assert_eq!(super::local_env_names(text), ["HOME", "TOKEN"]);
+        assert!(super::local_env_names("{}").is_empty());
+    }
 }

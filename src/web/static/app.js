@@ -56,7 +56,17 @@ async function createWorkspace(form) {
       if (msg.error) throw new Error(msg.error);
       if (msg.result) {
         // The daemon started the first task (the one given, or a GitHub issue's).
-        location.href = "/workspaces/" + encodeURIComponent(msg.result.name);
+        const href = "/workspaces/" + encodeURIComponent(msg.result.name);
+        if (msg.result.first_task_error) {
+          // The workspace is there; its first task is not: say so, and link the workspace.
+          const li = document.createElement("li");
+          const a = document.createElement("a");
+          a.href = href; a.textContent = "open " + msg.result.name;
+          li.append(msg.result.first_task_error + " — ", a);
+          progress.appendChild(li);
+          return;
+        }
+        location.href = href;
         return;
       }
     }
