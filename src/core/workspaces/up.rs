@@ -67,7 +67,8 @@ impl<E: Engine> Core<E> {
             None => req.source.clone(),
         };
         let issue_task = match &github {
-            Some(GithubSource { repo, item: Some((kind, n)) }) if given_task.is_none() && !req.dry_run => {
+            // Read on `--dry-run` too: the dry run checks that the issue can be read.
+            Some(GithubSource { repo, item: Some((kind, n)) }) if given_task.is_none() => {
                 progress.step(&format!("reading {repo}#{n} from GitHub"));
                 let gh = self.github().await;
                 let item = match kind {
