@@ -131,10 +131,9 @@ impl<E: Engine> Core<E> {
             None => None,
         };
         let gator_mount = match self.endpoints() {
-            Some(_) if !req.dry_run => Some(GatorMount {
+            Some(endpoints) if !req.dry_run => Some(GatorMount {
                 socket_dir: self.paths.runtime.join("gator").join(name.as_str()),
-                bridge: std::env::current_exe()
-                    .map_err(|e| CoreError::Io(format!("cannot find the devaipod binary for gator's bridge: {e}")))?,
+                bridge: endpoints.bridge()?,
             }),
             _ => None,
         };
