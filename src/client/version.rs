@@ -20,11 +20,13 @@ pub const TEST_API_VERSION_ENV: &str = "DEVAIPOD_TEST_API_VERSION";
 /// `0` stops clients from restarting an older daemon by themselves (they say so instead).
 pub const AUTO_RESTART_ENV: &str = "DEVAIPOD_AUTO_RESTART";
 
-/// A build's version and API version.
+/// A build's version and API version, and where it runs from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
     pub version: String,
     pub api: u32,
+    /// Its executable (`None` when unknown).
+    pub exe: Option<String>,
 }
 
 impl Build {
@@ -34,6 +36,7 @@ impl Build {
         Build {
             version: var(TEST_VERSION_ENV).unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
             api: var(TEST_API_VERSION_ENV).and_then(|v| v.trim().parse().ok()).unwrap_or(API_VERSION),
+            exe: std::env::current_exe().ok().map(|p| p.display().to_string()),
         }
     }
 }
@@ -81,6 +84,9 @@ pub enum Meeting {
     /// The daemon runs an older devaipod than this client (`why` says how that is known).
     /// `compatible`: it speaks this client's API, so the client works meanwhile.
     DaemonOlder { why: String, compatible: bool },
+    /// The daemon's executable was replaced since it started, by a file other than this
+    /// client's: the new one should restart it.
+    DaemonStale,
     /// This client is older than the daemon, and speaks its API.
     ClientOlder,
     /// The daemon speaks a newer API than this client.
@@ -114,10 +120,12 @@ pub fn meet(client: &Build, daemon: Option<&DaemonVersion>) -> Meeting {
             compatible: true,
         },
         Some(Ordering::Less) => Meeting::ClientOlder,
-        _ if d.exe_replaced => Meeting::DaemonOlder {
+        // Replaced by this client's own executable: this client is the newer build.
+        _ if d.exe_replaced && client.exe.as_deref() == Some(d.exe.as_str()) => Meeting::DaemonOlder {
             why: format!("runs an older build: its executable {} was replaced since it started", d.exe),
             compatible: true,
         },
+        _ if d.exe_replaced => Meeting::DaemonStale,
         _ => Meeting::Same,
     }
 }
@@ -156,6 +164,13 @@ pub fn next_step(
             return Next::Note(format!(
                 "note: this devaipod {} is older than {who}, which runs devaipod {d} ({exe})",
                 client.version
+            ));
+        }
+        Meeting::DaemonStale => {
+            let exe = daemon.map_or("?", |d| d.exe.as_str());
+            return Next::Note(format!(
+                "note: {who} runs an older build: its executable {exe} was replaced since it started; \
+                 `{exe} restart-daemon` restarts it with the new one"
             ));
         }
         Meeting::ClientTooOld => {
@@ -222,7 +237,7 @@ mod tests {
     use super::*;
 
     fn build(version: &str, api: u32) -> Build {
-        Build { version: version.into(), api }
+        Build { version: version.into(), api, exe: Some("/usr/bin/devaipod".into()) }
     }
 
     fn daemon(version: &str, api: u32) -> DaemonVersion {
@@ -279,7 +294,18 @@ mod tests {
                 older("runs an older build: its executable /usr/bin/devaipod was replaced since it started", true),
             ),
             // A newer client: the version says it; a replaced executable changes nothing.
-            (build("0.2.0", 1), Some(replaced), older("runs devaipod 0.1.0, older than this devaipod 0.2.0", true)),
+            (
+                build("0.2.0", 1),
+                Some(replaced.clone()),
+                older("runs devaipod 0.1.0, older than this devaipod 0.2.0", true),
+            ),
+            // Replaced by another file than this client's: that one is the newer build.
+            (
+                Build { exe: Some("/opt/devaipod".into()), ..build("0.1.0", 1) },
+                Some(replaced.clone()),
+                Meeting::DaemonStale,
+            ),
+            (Build { exe: None, ..build("0.1.0", 1) }, Some(replaced), Meeting::DaemonStale),
             (build("0.1.0", 1), None, older("is older than this devaipod (it does not report its version)", true)),
             (build("0.2.0", 2), None, older("is older than this devaipod (it does not report its version)", false)),
         ] {
@@ -351,5 +377,13 @@ mod tests {
             "{n}"
         );
         assert_eq!(next_step(&old_client, Some(&daemon("0.1.0", 1)), &Meeting::Same, &[], true), Next::Proceed);
+        assert_eq!(
+            next_step(&old_client, Some(&daemon("0.1.0", 1)), &Meeting::DaemonStale, &[], true),
+            Next::Note(
+                "note: the devaipod daemon (pid 42) runs an older build: its executable /usr/bin/devaipod was replaced \
+                 since it started; `/usr/bin/devaipod restart-daemon` restarts it with the new one"
+                    .into()
+            )
+        );
     }
 }

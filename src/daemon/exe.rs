@@ -7,7 +7,7 @@
 //! instance uses any more are removed at the next start ([`collect`]).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -38,7 +38,7 @@ pub fn running() -> PathBuf {
 pub fn install(exe: &Path, dir: &Path) -> Result<PathBuf, ExeError> {
     let err = |what: &str, source| ExeError { dir: dir.to_owned(), what: what.to_owned(), source };
     std::fs::create_dir_all(dir).map_err(|e| err("create the directory", e))?;
-    let (hash, len) = digest(exe, None).map_err(|e| err(&format!("read {}", exe.display()), e))?;
+    let (hash, len) = digest(exe).map_err(|e| err(&format!("read {}", exe.display()), e))?;
     let name = format!("{PREFIX}{}", &hash[..HASH_DIGITS]);
     let dest = dir.join(&name);
     if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == len) {
@@ -46,14 +46,16 @@ pub fn install(exe: &Path, dir: &Path) -> Result<PathBuf, ExeError> {
     }
     let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
     let written = (|| {
-        let mut out = std::fs::File::create(&tmp)?;
-        let (copied, _) = digest(exe, Some(&mut out))?;
-        if copied != hash {
+        // A running executable cannot be written to (ETXTBSY): what is copied is what was
+        // hashed. (`fs::copy` copies in the kernel, or shares the blocks where it can.)
+        let copied = std::fs::copy(exe, &tmp)?;
+        if copied != len {
             return Err(std::io::Error::other("the executable changed while it was copied"));
         }
-        out.sync_all()?;
+        let out = std::fs::File::open(&tmp)?;
         use std::os::unix::fs::PermissionsExt;
         out.set_permissions(std::fs::Permissions::from_mode(0o555))?;
+        out.sync_all()?;
         std::fs::rename(&tmp, &dest)?;
         // The rename is durable once the directory is.
         std::fs::File::open(dir)?.sync_all()
@@ -65,8 +67,8 @@ pub fn install(exe: &Path, dir: &Path) -> Result<PathBuf, ExeError> {
     Ok(dest)
 }
 
-/// The SHA-256 (hex) and length of `path`, copying it into `out` on the way when given.
-fn digest(path: &Path, mut out: Option<&mut std::fs::File>) -> std::io::Result<(String, u64)> {
+/// The SHA-256 (hex) and length of `path`.
+fn digest(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -77,9 +79,6 @@ fn digest(path: &Path, mut out: Option<&mut std::fs::File>) -> std::io::Result<(
             break;
         }
         hash.update(&buf[..n]);
-        if let Some(o) = out.as_deref_mut() {
-            o.write_all(&buf[..n])?;
-        }
         len += n as u64;
     }
     Ok((format!("{:x}", hash.finalize()), len))

@@ -233,8 +233,10 @@ impl<E: Engine> Core<E> {
         let own = [&self.paths.runtime, &self.paths.data];
         for m in plan.workspace.mounts.iter().chain(&plan.agent.mounts) {
             let plan::MountPlan::Bind { source, .. } = m else { continue };
-            if plan.agent.mounts.contains(m) && source.starts_with(self.paths.runtime.join("gator")) {
-                continue; // the agent's own gator directory, planned by devaipod
+            let bridge =
+                matches!(m, plan::MountPlan::Bind { target, readonly: true, .. } if target == plan::GATOR_BRIDGE);
+            if plan.agent.mounts.contains(m) && (source.starts_with(self.paths.runtime.join("gator")) || bridge) {
+                continue; // the agent's own gator directory and bridge, planned by devaipod
             }
             let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
             let covers = |dir: &Path| {
