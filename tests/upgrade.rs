@@ -341,3 +341,35 @@ fn a_daemon_of_a_release_before_version_reporting_is_restarted_and_its_task_comp
     assert_eq!(env.json(&["proposals"])["total"], 1);
     env.ok(&["delete", "prev"]);
 }
+
+/// The agents' copies live in the data directory, which devcontainer.json may not mount:
+/// the bridge's own mount is the one exception, made by devaipod for the agent alone.
+#[test]
+fn a_devcontainer_mount_of_the_executable_copies_is_refused() {
+    if !podman_available() {
+        return;
+    }
+    let env = TestEnv::new("");
+    env.ok(&["tasks"]); // starts the daemon, which makes its copy
+    let bin = env.dir.path().join("data/bin");
+    let copy = copies(&env).pop().expect("the daemon's copy");
+    for source in [&bin, &copy] {
+        let mount =
+            json!({ "mounts": [{ "type": "bind", "source": source, "target": "/opt/devaipod/gator/devaipod" }] });
+        let repo = fixture_repo(
+            env.dir.path(),
+            &format!("mnt{}", source.components().count()),
+            &[(".devcontainer/devcontainer.json", &mount.to_string())],
+        );
+        let e = env.fails(&["up", repo.to_str().unwrap()]);
+        assert!(
+            e.contains(&format!(
+                "devcontainer.json mounts {}, which holds devaipod's own state ({})",
+                source.display(),
+                env.dir.path().join("data").display()
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
