@@ -1,13 +1,16 @@
 //! Agent backends. Nothing outside `agent` talks to an agent's API. opencode is the first
 //! backend: `opencode.rs` is its HTTP client and event parser, `config.rs` the
-//! configuration it is started with.
+//! configuration it is started with. `core` holds an [`AgentConnector`], which makes a
+//! client ([`DynAgent`]) for a workspace's agent; tests give it a fake.
 
 pub mod config;
 pub mod opencode;
 mod sse;
 
 use std::future::Future;
+use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
 /// What happened in an agent, reduced to what a task needs.
@@ -72,4 +75,62 @@ pub trait Agent: Send + Sync {
     fn abort(&self, session: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
     /// The agent's event stream (all sessions); ends when the connection does.
     fn events(&self) -> impl Future<Output = Result<BoxStream<'static, AgentEvent>, AgentError>> + Send;
+}
+
+/// [`Agent`] as a trait object (its futures boxed), so that `core` can hold any backend
+/// without a type parameter. Every `Agent` is one.
+pub trait DynAgent: Send + Sync {
+    fn ready(&self) -> BoxFuture<'_, bool>;
+    fn create_session<'a>(&'a self, title: &'a str) -> BoxFuture<'a, Result<String, AgentError>>;
+    fn prompt<'a>(&'a self, session: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), AgentError>>;
+    fn is_busy<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, AgentError>>;
+    fn outcome<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Outcome, AgentError>>;
+    fn abort<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), AgentError>>;
+    fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, AgentEvent>, AgentError>>;
+}
+
+impl<A: Agent> DynAgent for A {
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        Box::pin(Agent::ready(self))
+    }
+
+    fn create_session<'a>(&'a self, title: &'a str) -> BoxFuture<'a, Result<String, AgentError>> {
+        Box::pin(Agent::create_session(self, title))
+    }
+
+    fn prompt<'a>(&'a self, session: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(Agent::prompt(self, session, text))
+    }
+
+    fn is_busy<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, AgentError>> {
+        Box::pin(Agent::is_busy(self, session))
+    }
+
+    fn outcome<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Outcome, AgentError>> {
+        Box::pin(Agent::outcome(self, session))
+    }
+
+    fn abort<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(Agent::abort(self, session))
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<BoxStream<'static, AgentEvent>, AgentError>> {
+        Box::pin(Agent::events(self))
+    }
+}
+
+/// How `core` reaches the agent of a workspace: a client for the agent API served at
+/// `base_url` (the pod's published port) with the pod's password. Nothing is contacted
+/// until the first call.
+pub trait AgentConnector: Send + Sync {
+    fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent>;
+}
+
+/// The production backend: opencode's HTTP API.
+pub struct OpencodeConnector;
+
+impl AgentConnector for OpencodeConnector {
+    fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent> {
+        Arc::new(opencode::Opencode::new(base_url.to_owned(), password.to_owned()))
+    }
 }

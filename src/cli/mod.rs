@@ -3,6 +3,8 @@
 //! then stream through podman themselves; they change no state.
 
 mod output;
+#[cfg(test)]
+mod tests;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -10,6 +10,10 @@ mod lifecycle;
 mod proposals;
 pub mod source;
 mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -31,6 +35,7 @@ pub use workspaces::{
     CallerEnv, Created, Done, ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
 };
 
+use crate::agent::{AgentConnector, OpencodeConnector};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -53,12 +58,18 @@ impl BusEvent {
         BusEvent {
             seq: ev.seq,
             workspace: workspace.to_owned(),
-            state: ev.key.strip_prefix("state:").map(str::to_owned),
+            state: state_of_key(&ev.key).map(str::to_owned),
             task_id: Some(ev.task_id),
             kind: ev.kind,
             message: ev.message,
         }
     }
+}
+
+/// The state a stored task event's key records: `state:<state>`, or `state:<state>:<n>` when
+/// the task entered it again.
+fn state_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("state:").map(|s| s.split(':').next().unwrap_or(s))
 }
 
 /// Where an instance keeps its files.
@@ -121,6 +132,8 @@ pub struct Core<E> {
     store: Store,
     pub paths: Paths,
     pub opencode_dir: PathBuf,
+    /// Makes the client of a workspace's agent (opencode; a fake in core's tests).
+    agents: Arc<dyn AgentConnector>,
     bus: broadcast::Sender<BusEvent>,
     /// Cancellation handles of the tasks being driven, by task id.
     running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
@@ -145,7 +158,19 @@ pub struct Core<E> {
 }
 
 impl<E: crate::pods::Engine> Core<E> {
+    /// A core whose workspaces' agents are opencode.
     pub fn new(config: Config, engine: E, store: Store, paths: Paths) -> Arc<Self> {
+        Self::with_agents(config, engine, store, paths, Arc::new(OpencodeConnector))
+    }
+
+    /// A core that reaches workspaces' agents through `agents`.
+    pub fn with_agents(
+        config: Config,
+        engine: E,
+        store: Store,
+        paths: Paths,
+        agents: Arc<dyn AgentConnector>,
+    ) -> Arc<Self> {
         let (bus, _) = broadcast::channel(1024);
         Arc::new(Core {
             config,
@@ -153,6 +178,7 @@ impl<E: crate::pods::Engine> Core<E> {
             store,
             paths,
             opencode_dir: opencode_dir(),
+            agents,
             bus,
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),

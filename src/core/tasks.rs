@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::workspaces::random_hex;
-use super::{BusEvent, Core, CoreError, ExecTarget};
-use crate::agent::opencode::Opencode;
-use crate::agent::{Agent, AgentEvent, Outcome};
+use super::{BusEvent, Core, CoreError, ExecTarget, state_of_key};
+use crate::agent::{AgentEvent, DynAgent, Outcome};
 use crate::pods::Engine;
 use crate::store::{Task, TaskEvent, TaskState, now};
 
@@ -171,7 +170,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Drives a task in the background; `agent` saves a lookup when the caller has it.
-    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Opencode>) {
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Arc<dyn DynAgent>>) {
         let token = match self.running.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => return, // already driven
             dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
@@ -190,7 +189,12 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    async fn drive(&self, id: &str, agent: Option<Opencode>, token: &CancellationToken) -> Result<(), CoreError> {
+    async fn drive(
+        &self,
+        id: &str,
+        agent: Option<Arc<dyn DynAgent>>,
+        token: &CancellationToken,
+    ) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
@@ -206,7 +210,7 @@ impl<E: Engine> Core<E> {
         };
         // Subscribe before delivering, so that the end of a quick turn is not missed; a new
         // session is made meanwhile.
-        let (mut events, (session, fresh)) = match task.session_id.clone() {
+        let (events, (session, fresh)) = match task.session_id.clone() {
             Some(s) => (agent.events().await?, (s, false)),
             None => {
                 let title: String = task.prompt.chars().take(60).collect();
@@ -216,6 +220,8 @@ impl<E: Engine> Core<E> {
                 (events, (s, true))
             }
         };
+        // Fused: an ended stream may be asked again (after the loop, or when no new one came).
+        let mut events = events.fuse();
         if !task.delivered {
             // Exactly once: a restart between the agent's acceptance and our record of it
             // shows as one more user turn in the session (a session made just now has none).
@@ -248,7 +254,13 @@ impl<E: Engine> Core<E> {
                 }
                 ev = events.next() => match ev {
                     Some(ev) if ev.session() == session => {
+                        let idle = matches!(ev, AgentEvent::Idle { .. });
                         if let Some(end) = self.on_event(&mut task, ev).await? {
+                            break end;
+                        }
+                        // The session went idle: its turn may be over (a failed question is
+                        // left to the poll, which judges whether the agent is gone).
+                        if idle && let Ok(Some(end)) = self.check_done(&*agent, &session, &task).await {
                             break end;
                         }
                     }
@@ -260,11 +272,11 @@ impl<E: Engine> Core<E> {
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), agent.events()).await {
-                            events = e;
+                            events = e.fuse();
                         }
                     }
                 },
-                _ = poll.tick() => match self.check_done(&agent, &session, &task).await {
+                _ = poll.tick() => match self.check_done(&*agent, &session, &task).await {
                     Ok(Some(end)) => break end,
                     Ok(None) => {}
                     // Not answering: gone (its container stopped) or only slow.
@@ -275,6 +287,13 @@ impl<E: Engine> Core<E> {
                 },
             }
         };
+        // Progress that arrived before the end is part of the task's record, also when the
+        // poll saw the end first. (State changes are not: the task is ending.)
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            if ev.session() == session && matches!(ev, AgentEvent::Tool { .. } | AgentEvent::Error { .. }) {
+                self.on_event(&mut task, ev).await?;
+            }
+        }
         self.finish(&mut task, end).await
     }
 
@@ -304,7 +323,7 @@ impl<E: Engine> Core<E> {
     }
 
     /// Whether the session's latest turn is over, asked of the agent itself.
-    async fn check_done(&self, agent: &impl Agent, session: &str, task: &Task) -> Result<Option<End>, CoreError> {
+    async fn check_done(&self, agent: &dyn DynAgent, session: &str, task: &Task) -> Result<Option<End>, CoreError> {
         if agent.is_busy(session).await? {
             return Ok(None);
         }
@@ -372,7 +391,14 @@ impl<E: Engine> Core<E> {
             )));
         }
         task.state = to;
-        let key = format!("state:{}", to.as_str());
+        // Events are unique per key: a state entered again (running after needs_input)
+        // gets its own, `state:<state>:<n>`.
+        let entered =
+            self.store.events(&task.id).await?.iter().filter(|e| state_of_key(&e.key) == Some(to.as_str())).count();
+        let key = match entered {
+            0 => format!("state:{}", to.as_str()),
+            n => format!("state:{}:{}", to.as_str(), n + 1),
+        };
         let ev = self.store.transition_task(task, &key, "state", message).await?;
         self.publish_stored(task, ev);
         Ok(())

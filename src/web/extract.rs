@@ -52,7 +52,9 @@ fn json_rejection(e: JsonRejection) -> BadRequest {
     let message = match &e {
         // "Failed to deserialize the JSON body into the target type: action: unknown …": keep
         // the part that names the field.
-        JsonRejection::JsonDataError(_) => format!("invalid request body: {}", detail(&e.body_text())),
+        JsonRejection::JsonDataError(_) => {
+            format!("invalid request body: {}", without_position(&detail(&e.body_text())))
+        }
         JsonRejection::JsonSyntaxError(_) => format!("the request body is not valid JSON: {}", detail(&e.body_text())),
         JsonRejection::MissingJsonContentType(_) => {
             "the request body must be JSON: send `Content-Type: application/json`".to_owned()
@@ -71,4 +73,31 @@ fn query_rejection(e: QueryRejection) -> BadRequest {
 /// The serde part of axum's rejection text (after its generic prefix).
 fn detail(text: &str) -> String {
     text.split_once(": ").map_or(text, |(_, rest)| rest).to_owned()
+}
+
+/// serde_json's " at line 1 column 18" means nothing for a body that parsed: the field path
+/// in front says where.
+fn without_position(text: &str) -> String {
+    if let Some((head, tail)) = text.rsplit_once(" at line ") {
+        let mut parts = tail.split(" column ");
+        if let (Some(line), Some(col), None) = (parts.next(), parts.next(), parts.next())
+            && line.chars().all(|c| c.is_ascii_digit())
+            && col.chars().all(|c| c.is_ascii_digit())
+        {
+            return head.to_owned();
+        }
+    }
+    text.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_cut_from_data_errors_only_at_the_end() {
+        assert_eq!(without_position("action: unknown action `x` at line 1 column 18"), "action: unknown action `x`");
+        assert_eq!(without_position("text says at line 5 column b"), "text says at line 5 column b");
+        assert_eq!(without_position("no position"), "no position");
+    }
 }

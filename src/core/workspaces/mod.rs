@@ -8,13 +8,14 @@ mod up;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{BusEvent, Core, CoreError};
+use crate::agent::DynAgent;
 use crate::agent::config as agent_config;
-use crate::agent::opencode::Opencode;
 use crate::pods::engine::{ExecSpec, Output, PodInfo, PublishedPort};
 use crate::pods::naming::{self, Role, WorkspaceName};
 use crate::pods::plan::{self, PodPlan};
@@ -34,6 +35,8 @@ pub trait Progress: Send + Sync {
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct UpRequest {
     /// A local path (absolute), a git URL, or a GitHub repository, issue or pull request URL.
+    /// (Missing counts as empty: `up` says it is required, as for every surface.)
+    #[serde(default)]
     pub source: String,
     pub name: Option<String>,
     pub image: Option<String>,
@@ -230,12 +233,18 @@ impl<E: Engine> Core<E> {
     /// Where the workspace's agent serves (its UI and API) and its password: for the
     /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
     pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
-        let agent = self.agent(name).await?;
-        Ok((agent.base_url().to_owned(), agent.password().to_owned()))
+        self.agent_endpoint(name).await
     }
 
-    /// A client for the workspace's agent, once its API serves.
-    pub(super) async fn agent(&self, name: &str) -> Result<Opencode, CoreError> {
+    /// A client for the workspace's agent, made by the core's connector.
+    pub(super) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
+        let (url, password) = self.agent_endpoint(name).await?;
+        Ok(self.agents.connect(&url, &password))
+    }
+
+    /// The URL of the workspace's agent API (its published port) and its password, when
+    /// its container runs.
+    async fn agent_endpoint(&self, name: &str) -> Result<(String, String), CoreError> {
         let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
         let pod = match self.find(name).await {
             Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
@@ -249,7 +258,7 @@ impl<E: Engine> Core<E> {
             role: "agent",
             status: info.status.clone(),
         })?;
-        Ok(Opencode::new(url, record.agent_password))
+        Ok((url, record.agent_password))
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), CoreError> {

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::agent::Agent;
-use crate::agent::opencode::Opencode;
 use crate::core::lifecycle::{InContainer, run_on_host};
 use crate::core::source::{self, Source, SourceKind, strip_credentials};
 use crate::core::{BusEvent, Core, CoreError};
@@ -314,10 +312,14 @@ impl<E: Engine> Core<E> {
         for s in &plan.secrets {
             match self.engine.create_secret(s).await {
                 // A stale secret of an earlier pod of this name (which no longer exists:
-                // preflight checked) is replaced.
-                Err(EngineError::Conflict { .. }) | Err(EngineError::Api { status: 500, .. }) => {
-                    self.engine.remove_secret(&s.name).await?;
-                    self.engine.create_secret(s).await?;
+                // preflight checked) is replaced; podman answers 500 for a name in use.
+                Err(e @ (EngineError::Conflict { .. } | EngineError::Api { status: 500, .. })) => {
+                    match self.engine.remove_secret(&s.name).await {
+                        Ok(()) => self.engine.create_secret(s).await?,
+                        // There was none: the failure was another, and is the one to report.
+                        Err(EngineError::NotFound { .. }) => return Err(e.into()),
+                        Err(other) => return Err(other.into()),
+                    }
                 }
                 other => other?,
             }
@@ -401,7 +403,7 @@ impl<E: Engine> Core<E> {
                 return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
             }
             if let Some(url) = agent_url(&info)
-                && Opencode::new(url, password.to_owned()).ready().await
+                && self.agents.connect(&url, password).ready().await
             {
                 return Ok(());
             }

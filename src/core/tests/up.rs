@@ -1,0 +1,128 @@
+//! `up`: what it makes and its first task, what it refuses before making anything, the
+//! rollback of a failure in each phase (a table), and `delete`.
+
+use crate::core::testing::{Op, Steps, Turn, WS, World, container, git, pod, wait_end};
+use crate::core::{CoreError, UpOutcome, UpRequest};
+use crate::pods::EngineError;
+use crate::pods::naming::{Role, WorkspaceName};
+use crate::pods::plan::build_tag;
+use crate::store::TaskState;
+
+#[tokio::test]
+async fn up_makes_the_pod_and_starts_the_first_task_and_delete_removes_it_all() {
+    let w = World::new().await;
+    w.agent.script(Turn::complete("wrote hello.txt").writes("hello.txt", "hi\n"));
+    let steps = Steps::default();
+    let req = UpRequest { task: Some("write hello.txt".into()), ..w.request() };
+    let Ok(UpOutcome::Created(created)) = w.core.up(&req, &steps).await else { panic!("up failed") };
+
+    let ws = &created.workspace;
+    assert_eq!((ws.name.as_str(), ws.pod.as_str(), ws.status.as_str()), (WS, "devaipod-ws", "Running"));
+    assert_eq!((ws.workspace.as_deref(), ws.agent.as_deref()), (Some("running"), Some("running")));
+    assert_eq!(ws.workspace_folder.as_deref(), Some("/workspaces/r"));
+    assert_eq!(w.engine.pods(), [pod()]);
+    assert_eq!(w.engine.containers(), [container(Role::Agent), container(Role::Workspace)]);
+    assert_eq!(w.engine.volumes(), ["devaipod-ws-agent-home", "devaipod-ws-agent-workspace", "devaipod-ws-workspace"]);
+    assert_eq!(w.engine.secrets(), ["devaipod-ws-agent-password"]);
+    assert_eq!(w.engine.images(), [build_tag("default", &WorkspaceName::new(WS).unwrap())]);
+    assert!(steps.all().iter().any(|s| s == "starting the first task"), "{:?}", steps.all());
+
+    // Both containers have the repository; the daemon's repository has the source.
+    let head = git(&w.source, &["rev-parse", "HEAD"]);
+    assert_eq!(git(&w.agent_clone(), &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&w.workspace_clone(), &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&w.bare_repo(), &["rev-parse", "refs/devaipod/source"]), head);
+
+    // The agent is reached on its published port with the pod's password (the proxy too).
+    let password = w.engine.secret("devaipod-ws-agent-password").unwrap();
+    let port = w.engine.published_port(&pod(), crate::agent::config::PORT).unwrap();
+    assert_eq!(w.core.agent_ui_target(WS).await.unwrap(), (format!("http://127.0.0.1:{port}"), password.clone()));
+    assert!(w.agent.connects().iter().all(|(_, p)| *p == password));
+
+    let first = created.task.expect("the first task");
+    assert_eq!((first.state, first.prompt.as_str()), (TaskState::Queued, "write hello.txt"));
+    let done = wait_end(&w.core, &first.id).await;
+    assert_eq!(done.state, TaskState::Completed);
+    assert!(w.core.store.proposal_for_task(&first.id).await.unwrap().is_some());
+
+    w.core.delete(WS, false).await.unwrap();
+    assert_eq!(w.engine.pods(), Vec::<String>::new());
+    assert_eq!(w.engine.volumes(), Vec::<String>::new());
+    assert_eq!(w.engine.secrets(), Vec::<String>::new());
+    assert_eq!(w.engine.images(), Vec::<String>::new());
+    assert_eq!(w.core.workspace_names().await.unwrap(), Vec::<String>::new());
+    assert!(matches!(w.core.status(WS).await, Err(CoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_run_without_a_task_is_refused_before_anything_is_made() {
+    let w = World::new().await;
+    for task in [None, Some("   ".to_owned())] {
+        let req = UpRequest { task, require_task: true, ..w.request() };
+        let e = w.core.up(&req, &Steps::default()).await.unwrap_err();
+        assert!(matches!(&e, CoreError::Invalid(m) if m.starts_with("give the task")), "{e}");
+    }
+    assert_eq!(w.engine.calls(), Vec::<String>::new(), "the engine was not asked anything");
+    assert_eq!(w.core.workspace_names().await.unwrap(), Vec::<String>::new());
+}
+
+/// How a row of the rollback table breaks `up`.
+enum Break {
+    Engine(Op),
+    AgentNeverAnswers,
+    AgentExitsAtStart,
+}
+
+fn injected(e: &CoreError) -> bool {
+    matches!(e, CoreError::Engine(EngineError::Api { message, .. }) if message == "injected failure")
+}
+
+/// Each row's failure leaves nothing behind: no pod, container, volume, secret, image,
+/// repository or record; so the next row, and at last a good `up`, start from nothing.
+#[tokio::test]
+async fn a_failed_up_removes_what_it_made_in_every_phase() {
+    type Expect = fn(&CoreError) -> bool;
+    let rows: [(&str, Break, Expect); 9] = [
+        ("image", Break::Engine(Op::BuildImage), |e| matches!(e, CoreError::Engine(EngineError::Build { .. }))),
+        ("secret", Break::Engine(Op::CreateSecret), injected),
+        ("volume", Break::Engine(Op::CreateVolume), injected),
+        ("pod", Break::Engine(Op::CreatePod), injected),
+        ("container", Break::Engine(Op::CreateContainer), injected),
+        ("start", Break::Engine(Op::StartPod), injected),
+        ("copy", Break::Engine(Op::UploadArchive), injected),
+        (
+            "agent not ready",
+            Break::AgentNeverAnswers,
+            |e| matches!(e, CoreError::AgentNotReady { name, secs: 0 } if name == WS),
+        ),
+        (
+            "agent exits",
+            Break::AgentExitsAtStart,
+            |e| matches!(e, CoreError::NotRunning { role: "agent", status, .. } if status == "Degraded"),
+        ),
+    ];
+    let w = World::with_config(|c| c.agent.ready_timeout_secs = 0).await;
+    for (phase, breaks, expected) in rows {
+        match breaks {
+            Break::Engine(op) => w.engine.fail_next(op),
+            Break::AgentNeverAnswers => w.agent.set_ready(false),
+            Break::AgentExitsAtStart => w.engine.exit_on_start(&container(Role::Agent)),
+        }
+        let steps = Steps::default();
+        let e = w.core.up(&w.request(), &steps).await.expect_err(phase);
+        assert!(expected(&e), "{phase}: unexpected error: {e}");
+        assert!(steps.all().iter().any(|s| s == "up failed; removing what it created for `ws`"), "{phase}");
+        assert_eq!(w.engine.pending_failures(), [], "{phase}: the failure happened");
+
+        assert_eq!(w.engine.pods(), Vec::<String>::new(), "{phase}");
+        assert_eq!(w.engine.containers(), Vec::<String>::new(), "{phase}");
+        assert_eq!(w.engine.volumes(), Vec::<String>::new(), "{phase}");
+        assert_eq!(w.engine.secrets(), Vec::<String>::new(), "{phase}");
+        assert_eq!(w.engine.images(), Vec::<String>::new(), "{phase}");
+        assert!(!w.bare_repo().exists(), "{phase}: the daemon's repository is removed");
+        assert_eq!(w.core.workspace_names().await.unwrap(), Vec::<String>::new(), "{phase}");
+        w.agent.set_ready(true);
+    }
+    let created = w.up().await;
+    assert_eq!(created.workspace.status, "Running", "nothing left behind stands in the way");
+}
