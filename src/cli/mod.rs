@@ -47,6 +47,9 @@ pub enum Command {
     },
     /// Print the API token (for `Authorization: Bearer …` on the TCP API and /mcp).
     Token,
+    /// Restart the daemon with this devaipod binary (after an upgrade): wait until no task is
+    /// being delivered, stop it gracefully, start this binary; unfinished tasks resume.
+    RestartDaemon,
     /// Serve MCP on stdin/stdout for an assistant or IDE (a client of the daemon).
     Mcp,
     /// Create a workspace from a local git repository, a git URL or a GitHub URL and start its pod.
@@ -260,6 +263,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::RestartDaemon => {
+            let r = Client::restart_daemon(&paths, cli.config.as_deref(), &|line| eprintln!("{line}")).await?;
+            if cli.json {
+                let stopped =
+                    r.stopped.as_ref().map(|(pid, v)| json!({ "pid": pid, "version": v.as_ref().map(|v| &v.version) }));
+                output::json(&json!({ "stopped": stopped, "started": r.started, "resumed": r.resumed }))?;
+            } else {
+                println!("{}", r.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         command => {
             let client = Client::connect(&paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
@@ -271,8 +285,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// few) of the client, printed. The caller's directory and environment go with `up`/`run`.
 pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCode> {
     match command {
-        Command::Serve { .. } | Command::Token | Command::GatorBridge { .. } => {
-            bail!("this command does not talk to the daemon")
+        Command::Serve { .. } | Command::Token | Command::GatorBridge { .. } | Command::RestartDaemon => {
+            bail!("this command does not talk to the daemon through a client")
         }
         Command::Mcp => {
             crate::mcp::serve_stdio(c.clone()).await?;

@@ -3,9 +3,13 @@
 //! server-sent events and error bodies are read here and nowhere else. The transport is the
 //! daemon's unix socket or, inside the daemon, its router (`transport.rs`). When no daemon
 //! answers on the socket, `connect` starts one in the background (one owner of state, never
-//! two writers).
+//! two writers). On connect, client and daemon compare versions (`version.rs`): a daemon
+//! older than its client is restarted with the client's binary when no task is being
+//! delivered (`restart.rs`, also `devaipod restart-daemon`), or the client says why not.
 
+mod restart;
 mod transport;
+pub mod version;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub use restart::Restarted;
 pub use transport::{Transport, UnixSocket};
+pub use version::{DaemonVersion, Supervisor};
 
 use crate::core::{
     ApproveAction, BusEvent, Created, Done, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage, ProposalQuery,
@@ -46,6 +52,11 @@ pub enum ClientError {
     Protocol { path: String, reason: String },
     #[error("{0}")]
     Start(String),
+    /// This client and the daemon cannot talk (their API versions differ): what to do.
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("cannot restart the daemon: {0}")]
+    Restart(String),
 }
 
 impl ClientError {
@@ -94,8 +105,67 @@ impl Client {
         Client { transport }
     }
 
-    /// Connects to this instance's daemon, starting one when none answers.
+    /// Connects to this instance's daemon, starting one when none answers, and meets it
+    /// (see `version.rs`): a daemon older than this client is restarted with this binary
+    /// when no task is being delivered, else the client says why not on stderr (or refuses,
+    /// when their APIs differ).
     pub async fn connect(paths: &Paths, config: Option<&Path>) -> Result<Client, ClientError> {
+        let client = Client::connect_or_start(paths, config).await?;
+        let say = |line: &str| eprintln!("{line}");
+        match client.meet(version::auto_restart()).await? {
+            version::Next::Proceed => {}
+            version::Next::Note(note) => say(&note),
+            version::Next::Refuse(why) => return Err(ClientError::Incompatible(why)),
+            version::Next::Restart(why) => {
+                say(&why);
+                let r = Client::restart_daemon(paths, config, &say).await?;
+                say(&r.summary());
+                match client.meet(false).await? {
+                    version::Next::Proceed => {}
+                    version::Next::Note(note) => say(&note),
+                    version::Next::Refuse(why) => return Err(ClientError::Incompatible(why)),
+                    version::Next::Restart(_) => {} // not with `auto` off
+                }
+            }
+        }
+        Ok(client)
+    }
+
+    /// How this client meets the daemon, and what it does next ([`version::next_step`]).
+    pub async fn meet(&self, auto_restart: bool) -> Result<version::Next, ClientError> {
+        let own = version::Build::own();
+        let daemon = self.daemon_version().await?;
+        let meeting = version::meet(&own, daemon.as_ref());
+        let delivering = match meeting {
+            version::Meeting::DaemonOlder { .. } => self.delivering().await?,
+            _ => Vec::new(),
+        };
+        Ok(version::next_step(&own, daemon.as_ref(), &meeting, &delivering, auto_restart))
+    }
+
+    /// The daemon's version; `None` for a daemon from before version reporting.
+    pub async fn daemon_version(&self) -> Result<Option<DaemonVersion>, ClientError> {
+        match self.get("/api/v1/version").await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tasks whose prompt is on its way to their agent ([`Task::in_delivery`]).
+    pub async fn delivering(&self) -> Result<Vec<String>, ClientError> {
+        let tasks = self.tasks(&TaskQuery::default()).await?;
+        Ok(tasks.into_iter().filter(Task::in_delivery).map(|t| t.id).collect())
+    }
+
+    /// Asks the daemon to stop gracefully (it finishes the requests under way, then exits;
+    /// its tasks resume in the next daemon).
+    pub async fn shutdown(&self) -> Result<Value, ClientError> {
+        self.post("/api/v1/shutdown", &json!({})).await
+    }
+
+    /// This instance's daemon, started in the background when none answers (no handshake).
+    pub async fn connect_or_start(paths: &Paths, config: Option<&Path>) -> Result<Client, ClientError> {
         let socket = paths.socket();
         let client = Client::new(Arc::new(UnixSocket::new(&socket)));
         if healthy(&socket).await {
@@ -115,6 +185,8 @@ impl Client {
             std::env::current_exe().map_err(|e| start("cannot find the devaipod binary to start the daemon", &e))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("serve").stdin(std::process::Stdio::null()).stdout(out).stderr(err);
+        // Started by this client, not by the service manager that may have started it.
+        cmd.env_remove("INVOCATION_ID");
         if let Some(c) = config {
             cmd.env("DEVAIPOD_CONFIG", c);
         }

@@ -17,6 +17,11 @@ pub trait PodEndpoints: Send + Sync {
     /// Opens (or reopens) the endpoint of `workspace`; returns the host directory to mount.
     fn open(&self, workspace: &str) -> Result<PathBuf, CoreError>;
     fn close(&self, workspace: &str);
+    /// The devaipod executable agent containers run as gator's bridge (mounted read-only).
+    fn bridge(&self) -> Result<PathBuf, CoreError> {
+        std::env::current_exe()
+            .map_err(|e| CoreError::Io(format!("cannot find the devaipod binary for gator's bridge: {e}")))
+    }
 }
 
 /// A workspace's scopes as `gator show` prints them.

@@ -119,6 +119,11 @@ impl Paths {
     pub fn pid_file(&self) -> PathBuf {
         self.runtime.join("daemon.pid")
     }
+
+    /// Held by the running daemon (one per instance); free once it has exited.
+    pub fn lock_file(&self) -> PathBuf {
+        self.runtime.join("daemon.lock")
+    }
 }
 
 pub struct Core<E> {

@@ -27,17 +27,21 @@ pub struct PodSockets<E> {
     /// The open MCP sessions of each workspace, told when its scopes change.
     peers: Arc<DashMap<String, Vec<rmcp::Peer<rmcp::RoleServer>>>>,
     shutdown: CancellationToken,
+    /// The devaipod executable agent containers run as the bridge (the daemon's copy).
+    bridge: PathBuf,
 }
 
 impl<E: Engine + 'static> PodSockets<E> {
-    /// Serves gator for `core`'s pods until `shutdown`; sockets live under `<runtime>/gator`.
-    pub fn new(core: &Arc<Core<E>>, shutdown: CancellationToken) -> Arc<Self> {
+    /// Serves gator for `core`'s pods until `shutdown`; sockets live under `<runtime>/gator`;
+    /// agent containers run `bridge` as gator's stdio bridge.
+    pub fn new(core: &Arc<Core<E>>, shutdown: CancellationToken, bridge: PathBuf) -> Arc<Self> {
         let sockets = Arc::new(PodSockets {
             core: Arc::downgrade(core),
             root: core.paths.runtime.join("gator"),
             listeners: DashMap::new(),
             peers: Arc::new(DashMap::new()),
             shutdown,
+            bridge,
         });
         // Scopes changed: the agent's tool list did too (`notifications/tools/list_changed`).
         let peers = sockets.peers.clone();
@@ -90,6 +94,10 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
+    fn bridge(&self) -> Result<PathBuf, CoreError> {
+        Ok(self.bridge.clone())
+    }
+
     fn open(&self, ws: &str) -> Result<PathBuf, CoreError> {
         let io = |what: &str, e: std::io::Error| CoreError::Io(format!("gator socket of {ws}: {what}: {e}"));
         let dir = self.dir(ws);

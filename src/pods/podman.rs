@@ -4,8 +4,8 @@
 //! built by `spec.rs` (pure), what is read back is parsed by `wire.rs` (pure); this file
 //! only makes the calls.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -92,6 +92,26 @@ impl Podman {
             }
         }
         Ok(())
+    }
+}
+
+impl Podman {
+    /// The host paths bind-mounted into `instance`'s containers, in any state (the daemon
+    /// keeps the copies of its executable that these still use).
+    pub async fn bind_sources(&self, instance: &str) -> Result<BTreeSet<PathBuf>, EngineError> {
+        let labels = [(LABEL_INSTANCE, instance)];
+        let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
+        let listed: Vec<ListedContainer> = self.api.get_json("list containers", &path).await?;
+        let mut sources = BTreeSet::new();
+        for c in listed.iter().filter(|c| has_all(c.labels.as_ref(), &labels)) {
+            let op = format!("inspect container {}", c.names.first().unwrap_or(&c.id));
+            match self.api.get_json::<InspectedContainer>(&op, &format!("/containers/{}/json", enc(&c.id))).await {
+                Ok(info) => sources.extend(info.bind_sources().map(Path::to_owned)),
+                Err(EngineError::NotFound { .. }) => {} // removed meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sources)
     }
 }
 

@@ -300,6 +300,18 @@ pub struct InspectedContainer {
     pub config: Option<InspectedConfig>,
     #[serde(default)]
     pub host_config: Option<InspectedHostConfig>,
+    #[serde(default)]
+    pub mounts: Option<Vec<InspectedMount>>,
+}
+
+/// One of a container's mounts, as inspected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedMount {
+    #[serde(default, rename = "Type")]
+    pub kind: String,
+    #[serde(default)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +340,12 @@ impl InspectedContainer {
     pub fn env(&self) -> BTreeMap<String, String> {
         let entries = self.config.as_ref().and_then(|c| c.env.as_deref()).unwrap_or_default();
         entries.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+
+    /// The host paths bind-mounted into the container.
+    pub fn bind_sources(&self) -> impl Iterator<Item = &std::path::Path> {
+        let mounts = self.mounts.as_deref().unwrap_or_default();
+        mounts.iter().filter(|m| m.kind == "bind").filter_map(|m| m.source.as_deref())
     }
 
     /// Where a `k8s-file` log of the container is written.
@@ -439,5 +457,16 @@ mod tests {
         let empty: InspectedContainer = serde_json::from_str("{}").unwrap();
         assert_eq!(empty.env(), BTreeMap::new());
         assert_eq!(empty.log_path(), None);
+        assert_eq!(empty.bind_sources().count(), 0);
+    }
+
+    #[test]
+    fn an_inspected_container_gives_its_bind_sources() {
+        // Podman 4.3's answer for `-v /tmp/x:/opt/x:ro`, and a named volume.
+        let body = r#"{"Mounts":[
+            {"Type":"bind","Source":"/tmp/x","Destination":"/opt/x","Driver":"","Mode":"","Options":["rbind"],"RW":false,"Propagation":"rprivate"},
+            {"Type":"volume","Name":"v","Source":"/var/lib/containers/storage/volumes/v/_data","Destination":"/w","Driver":"local","Mode":"","Options":["nosuid","nodev","rbind"],"RW":true,"Propagation":"rprivate"}]}"#;
+        let c: InspectedContainer = serde_json::from_str(body).unwrap();
+        assert_eq!(c.bind_sources().collect::<Vec<_>>(), [std::path::Path::new("/tmp/x")]);
     }
 }

@@ -17,11 +17,17 @@ pub use gator::AuditEntry;
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 pub use sessions::Sessions;
 
+/// The schema, one migration per version, applied in order by `user_version`. Forward
+/// only: a released migration never changes (`store/tests.rs` pins each one's SHA-256), a
+/// change of schema is a new file at the end.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_gator.sql"),
     include_str!("migrations/003_sessions.sql"),
 ];
+
+/// The schema version this build writes (a database's `user_version` after `open`).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +41,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("task {task} is no longer {from}: it changed meanwhile")]
     StateMoved { task: String, from: &'static str },
+    /// The database was written by a newer devaipod: it is left as it is.
+    #[error(
+        "the database {path} has schema version {found}, newer than this devaipod {ours} knows (schema version {supported}): \
+         a newer devaipod wrote it. Run that newer devaipod (or restore a backup of the database); it was not changed"
+    )]
+    TooNew { path: String, found: i64, supported: u32, ours: &'static str },
 }
 
 #[derive(Clone)]
@@ -60,19 +72,31 @@ impl Store {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| open_err(&e))?;
         }
-        Self::init(conn)
+        Self::init(conn, &path.display().to_string())
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, ":memory:")
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(conn: Connection, path: &str) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Before anything writes: a database of a newer schema is refused untouched.
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 0 {
+            return Err(StoreError::Corrupt(format!("the database {path} has schema version {version}")));
+        }
+        if version > i64::from(SCHEMA_VERSION) {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+                ours: env!("CARGO_PKG_VERSION"),
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
         }

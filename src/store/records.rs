@@ -86,6 +86,15 @@ pub struct Task {
     pub turns_before: i64,
 }
 
+impl Task {
+    /// Not ended, and the agent has not yet accepted its prompt: its delivery is under way
+    /// (or about to be). A daemon restarted now leaves the delivery to `resume_tasks`,
+    /// which is safe (`turns_before`) but not what a deliberate restart should wait on.
+    pub fn in_delivery(&self) -> bool {
+        !self.state.is_final() && !self.delivered
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskEvent {
     pub seq: i64,

@@ -165,3 +165,155 @@ async fn an_unknown_task_state_in_the_database_is_an_error_not_a_failure() {
     let err = s.task("t1").await.unwrap_err().to_string();
     assert!(err.contains("task state `paused` is unknown"), "{err}");
 }
+
+// ---- upgrades: migrations from every released schema version ----
+
+/// Each released migration's SHA-256: a released migration never changes (a database at
+/// its version has it applied already), a change of schema is a new migration at the end.
+const RELEASED_MIGRATIONS: &[(&str, &str)] = &[
+    ("001_init.sql", "67474ca53f4ee13472fec0e832e5a98b7cb1959835cd68d25ae01adbb5dfbdf7"),
+    ("002_gator.sql", "6aa0433aa66b386d85d94fb8f061034e5cfd17cd6d5b3eaaaf809006c757f42a"),
+    ("003_sessions.sql", "3d4aa7aeacc31aaf914f345c656a359e44046e887db9f6cafacf1a3446a86c2d"),
+];
+
+#[test]
+fn migrations_are_forward_only_and_every_file_is_applied() {
+    use sha2::Digest;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), MIGRATIONS.len(), "every file in {} is in MIGRATIONS: {files:?}", dir.display());
+    for (i, (file, sql)) in files.iter().zip(MIGRATIONS).enumerate() {
+        assert!(file.starts_with(&format!("{:03}_", i + 1)), "migration {} is {file}: numbered in order", i + 1);
+        let on_disk = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(&on_disk, sql, "MIGRATIONS[{i}] is {file}");
+    }
+    assert!(RELEASED_MIGRATIONS.len() <= MIGRATIONS.len());
+    for (i, (file, sha)) in RELEASED_MIGRATIONS.iter().enumerate() {
+        assert_eq!(&files[i], file);
+        let got = format!("{:x}", sha2::Sha256::digest(MIGRATIONS[i].as_bytes()));
+        assert_eq!(&got, sha, "{file} was released: do not change it, add a new migration");
+    }
+    assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
+}
+
+/// A database as a devaipod of schema `version` left it, with rows in every table that
+/// version had, written with that version's columns.
+fn fixture_database(path: &std::path::Path, version: u32) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version as usize] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.pragma_update(None, "user_version", version).unwrap();
+    if version >= 1 {
+        c.execute_batch(
+            r#"
+            INSERT INTO workspaces (name, source, agent_password, created_at, agent_head)
+                VALUES ('w', '/src/w', 'pw', 10, 'abc');
+            INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, turns_before, base, follows_proposal, error, summary, created_at, updated_at, deadline_at)
+                VALUES ('t-done', 'w', 'do it', 'completed', 'ses-1', 1, 0, 'abc', NULL, NULL, 'did it', 11, 12, 99),
+                       ('t-run', 'w', 'go on', 'running', 'ses-1', 1, 1, 'def', 'p-1', NULL, NULL, 13, 13, 99),
+                       ('t-new', 'w', 'next', 'queued', NULL, 0, 0, NULL, NULL, NULL, NULL, 14, 14, 99);
+            INSERT INTO task_events (task_id, key, kind, message, at)
+                VALUES ('t-done', 'state:running', 'state', 'running', 11), ('t-done', 'part-1:completed', 'tool', 'write a.txt', 12);
+            INSERT INTO proposals (id, task_id, workspace, branch, base, head, commits, files, added, removed, summary, state, created_at)
+                VALUES ('p-1', 't-done', 'w', 'devaipod/t-done', 'abc', 'def', '[["def","subject"]]',
+                        '[{"path":"a.txt","added":1,"removed":0}]', 1, 0, 'did it', 'applied', 12);
+            INSERT INTO approvals (proposal_id, action, detail, at) VALUES ('p-1', 'apply', 'applied', 13);
+            "#,
+        )
+        .unwrap();
+    }
+    if version >= 2 {
+        c.execute_batch(
+            "UPDATE workspaces SET github_repo = 'octo/w' WHERE name = 'w';
+             INSERT INTO gator_scopes (workspace, scope, added_at) VALUES ('w', 'github:octo/w:read', 10);
+             INSERT INTO audit (at, workspace, tool, target, decision, reason)
+                 VALUES (12, 'w', 'github_read_issue', 'octo/w#1', 'allow', 'read allowed');",
+        )
+        .unwrap();
+    }
+    if version >= 3 {
+        c.execute("INSERT INTO sessions (id_hash, created_at, expires_at) VALUES ('h', 1, ?1)", [now() + 3600])
+            .unwrap();
+    }
+}
+
+/// Every released schema version, with data in it, opens with this build: the rows are read
+/// back as they were, the schema is the newest, and the tables a later migration added work.
+#[tokio::test]
+async fn a_database_of_every_released_schema_version_is_migrated_with_its_data() {
+    for version in 0..=SCHEMA_VERSION {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        fixture_database(&path, version);
+        let s = Store::open(&path).unwrap_or_else(|e| panic!("schema {version}: {e}"));
+        let got: i64 = s.with(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)).await.unwrap();
+        assert_eq!(got, i64::from(SCHEMA_VERSION), "schema {version} is migrated to the newest");
+        if version >= 1 {
+            let w = s.workspace("w").await.unwrap().expect("the workspace survives");
+            assert_eq!(
+                (w.source.as_str(), w.agent_password.as_str(), w.agent_head.as_deref()),
+                ("/src/w", "pw", Some("abc"))
+            );
+            let done = s.task("t-done").await.unwrap().unwrap();
+            assert_eq!(
+                (done.state, done.delivered, done.summary.as_deref()),
+                (TaskState::Completed, true, Some("did it"))
+            );
+            let run = s.task("t-run").await.unwrap().unwrap();
+            assert_eq!(
+                (run.state, run.turns_before, run.follows_proposal.as_deref()),
+                (TaskState::Running, 1, Some("p-1"))
+            );
+            assert!(!run.in_delivery() && s.task("t-new").await.unwrap().unwrap().in_delivery());
+            let unfinished: Vec<String> = s.unfinished_tasks().await.unwrap().into_iter().map(|t| t.id).collect();
+            assert_eq!(unfinished, ["t-run", "t-new"], "schema {version}: the tasks a restart resumes");
+            assert_eq!(s.events("t-done").await.unwrap().len(), 2);
+            assert!(
+                s.add_event("t-done", "part-1:completed", "tool", "again").await.unwrap().is_none(),
+                "still unique"
+            );
+            let p = s.proposal("p-1").await.unwrap().unwrap();
+            assert_eq!((p.state, p.commits.len(), p.files[0].path.as_str()), (ProposalState::Applied, 1, "a.txt"));
+            assert!(!s.insert_proposal(proposal("p-2", "t-done")).await.unwrap(), "one proposal per task, still");
+            assert!(!s.record_approval("p-1", "apply", "again", ProposalState::Applied).await.unwrap());
+        }
+        let repo = if version >= 2 { Some("octo/w".to_owned()) } else { None };
+        assert_eq!(s.github_repo("w").await.unwrap(), repo, "schema {version}");
+        assert_eq!(s.audit_log(Some("w"), 10).await.unwrap().len(), usize::from(version >= 2));
+        assert_eq!(s.scopes("w").await.unwrap().len(), usize::from(version >= 2));
+        assert_eq!(s.session_expiry("h").await.unwrap().is_some(), version >= 3);
+        // What later migrations added works on the migrated database.
+        s.insert_task(task("t-after")).await.unwrap();
+        assert!(s.add_scope("w", "github:octo/w:read,push-new-branch").await.unwrap());
+        s.insert_session("h2", now() + 60).await.unwrap();
+        assert!(s.session_expiry("h2").await.unwrap().is_some());
+    }
+}
+
+#[test]
+fn a_database_newer_than_this_build_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    fixture_database(&path, SCHEMA_VERSION);
+    let newer = SCHEMA_VERSION + 1;
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE from_the_future (x INTEGER);").unwrap();
+        c.pragma_update(None, "user_version", newer).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path).err().expect("refused").to_string();
+    assert!(
+        err.contains(&format!("has schema version {newer}, newer than this devaipod {}", env!("CARGO_PKG_VERSION")))
+            && err.contains(&format!("(schema version {SCHEMA_VERSION})"))
+            && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the database is not touched");
+}

@@ -3,22 +3,25 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, status_of};
 use super::extract::{ApiJson, ApiQuery};
+use super::process::{self, DaemonProcess};
 use crate::core::{ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, TaskQuery, UpRequest};
 use crate::pods::Engine;
 
 type S<E> = State<Arc<Core<E>>>;
+/// The daemon process, when the router serves one (not in tests or in process).
+type Process = Option<Extension<Arc<DaemonProcess>>>;
 type R = Result<Json<Value>, ApiError>;
 
 fn to_json<T: serde::Serialize>(v: T) -> R {
@@ -31,16 +34,25 @@ pub async fn list_workspaces<E: Engine>(State(core): S<E>) -> R {
 
 /// `up`, answered as NDJSON: `{"progress": …}` lines while it works, then one
 /// `{"result": …}` or `{"error": …, "status": …}` line. The work goes on if the client leaves.
-pub async fn create_workspace<E: Engine>(State(core): S<E>, ApiJson(req): ApiJson<UpRequest>) -> Response {
+pub async fn create_workspace<E: Engine>(
+    State(core): S<E>,
+    process: Process,
+    ApiJson(req): ApiJson<UpRequest>,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
+    let up = async move {
         let progress = ChannelProgress(tx.clone());
         let last = match core.up(&req, &progress).await {
             Ok(outcome) => json!({ "result": outcome }),
             Err(e) => json!({ "error": e.to_string(), "status": status_of(&e).as_u16() }),
         };
         let _ = tx.send(format!("{last}\n"));
-    });
+    };
+    // A daemon's stop waits for it.
+    match process {
+        Some(Extension(p)) => drop(p.work().spawn(up)),
+        None => drop(tokio::spawn(up)),
+    }
     let body =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (Ok::<_, Infallible>(l), rx)) });
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(body)).into_response()
@@ -263,4 +275,31 @@ pub struct AuditQuery {
 
 pub async fn audit_log<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<AuditQuery>) -> R {
     to_json(core.audit_log(q.workspace.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000)).await?)
+}
+
+/// What the daemon says of itself (versions, executable, service manager): the clients'
+/// handshake.
+pub async fn daemon_version(process: Process) -> R {
+    to_json(match process {
+        Some(Extension(p)) => p.version(),
+        None => process::version_of_this_process(),
+    })
+}
+
+/// Stops the daemon gracefully: it answers `202`, takes no new request, finishes those
+/// under way and the `up`s, and exits; its tasks resume in the next daemon. A daemon run by
+/// a service manager is restarted there (`409` says how).
+pub async fn shutdown(process: Process) -> Response {
+    let error = |status: StatusCode, message: String| (status, Json(json!({ "error": message }))).into_response();
+    let Some(Extension(p)) = process else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "this server is not a daemon that can be stopped".into());
+    };
+    if let Some(s) = p.supervisor() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("the daemon runs under {}: restart it with `{}`", s.name, s.restart),
+        );
+    }
+    p.request_stop();
+    (StatusCode::ACCEPTED, Json(json!({ "stopping": true, "pid": std::process::id() }))).into_response()
 }

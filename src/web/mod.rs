@@ -2,7 +2,8 @@
 //! the web UI (pages, login, the agent-UI proxy). Served on a 0600 unix socket, where the
 //! file mode is the authentication (API only), and on a loopback TCP address, where every
 //! route but `/login`, its stylesheet and `/healthz` needs the bearer token or a login
-//! session (see `session.rs`).
+//! session (see `session.rs`). `process.rs`: the daemon process behind both (its version,
+//! its graceful stop).
 
 pub mod api;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod html;
 pub mod pages;
+pub mod process;
 pub mod proxy;
 pub mod routes;
 pub mod session;
@@ -50,6 +52,8 @@ pub fn api_routes<E: Engine>() -> Routes<Arc<Core<E>>> {
         .post("/api/v1/proposals/{id}/reject", reject::<E>)
         .get("/api/v1/events", events::<E>)
         .get("/api/v1/audit", audit_log::<E>)
+        .get("/api/v1/version", daemon_version)
+        .post("/api/v1/shutdown", shutdown)
 }
 
 /// The web UI's routes (state: core, login, proxies).
@@ -107,12 +111,25 @@ pub fn unix_app<E: Engine>(core: Arc<Core<E>>) -> Router {
     Router::new().route("/healthz", axum::routing::get(healthz)).merge(api)
 }
 
-/// Serves both listeners until `shutdown` resolves.
+/// Longest a stop waits for the work under way (state-changing requests, `up`s).
+pub const WORK_GRACE: std::time::Duration = std::time::Duration::from_secs(570);
+
+/// Both apps get the daemon `process`: its version route reports it, its shutdown route
+/// stops it, and its stop waits for the state-changing requests under way.
+fn with_process(app: Router, process: &Arc<process::DaemonProcess>) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(process.clone(), process::track))
+        .layer(axum::Extension(process.clone()))
+}
+
+/// Serves both listeners until `shutdown` resolves or the API asks `process` to stop. Then
+/// no new request is taken; those under way and `up`s finish (at most [`WORK_GRACE`]), open
+/// streams get a moment.
 pub async fn serve<E: Engine>(
     core: Arc<Core<E>>,
     token: String,
     tcp: tokio::net::TcpListener,
     socket: &Path,
+    process: Arc<process::DaemonProcess>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -124,20 +141,25 @@ pub async fn serve<E: Engine>(
     }
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (tx2, mut rx1, mut rx2) = (tx.clone(), tx.subscribe(), tx.subscribe());
+    let asked = process.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = asked.stop_requested() => {}
+        }
         let _ = tx2.send(());
     });
     let mcp_shutdown = CancellationToken::new();
     let port = tcp.local_addr()?.port();
     let (tcp_app, _) = tcp_app(core.clone(), token, port, mcp_shutdown.clone());
+    let tcp_app = with_process(tcp_app, &process);
     let tcp = tcp.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
     let a = axum::serve(tcp, tcp_app).with_graceful_shutdown(async move {
         let _ = rx1.recv().await;
     });
-    let b = axum::serve(unix, unix_app(core)).with_graceful_shutdown(async move {
+    let b = axum::serve(unix, with_process(unix_app(core), &process)).with_graceful_shutdown(async move {
         let _ = rx2.recv().await;
     });
     // Open streams (events, MCP) never end by themselves: after the signal, give
@@ -147,7 +169,8 @@ pub async fn serve<E: Engine>(
     let grace = async {
         let _ = stop.recv().await;
         mcp_shutdown.cancel();
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let work = tokio::time::timeout(WORK_GRACE, process.work_done());
+        let _ = tokio::join!(tokio::time::sleep(std::time::Duration::from_secs(3)), work);
     };
     tokio::select! {
         r = servers => { r?; }

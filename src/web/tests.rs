@@ -336,3 +336,67 @@ fn errors_map_to_statuses_a_client_can_act_on() {
         assert_eq!(error::status_of(&e), status, "{e}");
     }
 }
+
+/// The handshake's route: versions, schema, pid; the same answer with or without a daemon
+/// process behind the router (then it adds the executable's copy for agents).
+#[tokio::test]
+async fn the_version_route_reports_versions_and_the_process() {
+    let (status, v) = api("GET", "/api/v1/version", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["api"], crate::client::version::API_VERSION);
+    assert_eq!(v["schema"], crate::store::SCHEMA_VERSION);
+    assert_eq!(v["pid"], std::process::id());
+    assert_eq!((v["exe_replaced"].as_bool(), v["supervisor"].is_null()), (Some(false), true));
+
+    let process = process::DaemonProcess::new(Some("/data/bin/devaipod-0123456789abcdef".into()));
+    let app = with_process(unix_app(core()), &process);
+    let resp = send(&app, Request::get("/api/v1/version").body(Body::empty()).unwrap()).await;
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let v: crate::client::DaemonVersion = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v.bridge.as_deref(), Some("/data/bin/devaipod-0123456789abcdef"));
+    assert_eq!(v.exe, std::env::current_exe().unwrap().display().to_string());
+    assert!(!v.exe_replaced);
+}
+
+/// `POST /api/v1/shutdown` stops a daemon (202), refuses one a service manager runs (409,
+/// saying how to restart it there), and a router without a daemon behind it (503).
+#[tokio::test]
+async fn the_shutdown_route_stops_only_a_daemon_no_one_else_runs() {
+    let (status, v) = api("POST", "/api/v1/shutdown", Some("application/json"), "{}").await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("this server is not a daemon that can be stopped"))
+    );
+
+    let post = || {
+        Request::post("/api/v1/shutdown")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let supervised = process::DaemonProcess::with_supervisor(
+        None,
+        Some(crate::client::Supervisor {
+            name: "systemd unit devaipod.service".into(),
+            restart: "systemctl --user restart devaipod.service".into(),
+        }),
+    );
+    let resp = send(&with_process(unix_app(core()), &supervised), post()).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        v["error"],
+        "the daemon runs under systemd unit devaipod.service: restart it with `systemctl --user restart devaipod.service`"
+    );
+    let stopped = tokio::time::timeout(std::time::Duration::from_millis(50), supervised.stop_requested()).await;
+    assert!(stopped.is_err(), "not asked to stop");
+
+    let process = process::DaemonProcess::with_supervisor(None, None);
+    let resp = send(&with_process(unix_app(core()), &process), post()).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    tokio::time::timeout(std::time::Duration::from_secs(1), process.stop_requested()).await.expect("asked to stop");
+    // The request itself held the stop until it was answered; nothing is left.
+    tokio::time::timeout(std::time::Duration::from_secs(1), process.work_done()).await.expect("no work left");
+}

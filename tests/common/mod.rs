@@ -89,7 +89,12 @@ impl TestEnv {
 
     /// A command running the real devaipod binary in this test's instance.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_devaipod"));
+        self.cmd_exe(Path::new(env!("CARGO_BIN_EXE_devaipod")), args)
+    }
+
+    /// The same, running another devaipod executable (a copy, an older build).
+    pub fn cmd_exe(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(exe);
         c.args(args).env("DEVAIPOD_INSTANCE", &self.instance).env("DEVAIPOD_CONFIG", &self.config).stdin(Stdio::null());
         for (k, v) in &self.extra_env {
             c.env(k, v);

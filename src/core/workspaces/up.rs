@@ -139,10 +139,9 @@ impl<E: Engine> Core<E> {
             None => None,
         };
         let gator_mount = match self.endpoints() {
-            Some(_) if !req.dry_run => Some(GatorMount {
+            Some(endpoints) if !req.dry_run => Some(GatorMount {
                 socket_dir: self.paths.runtime.join("gator").join(name.as_str()),
-                bridge: std::env::current_exe()
-                    .map_err(|e| CoreError::Io(format!("cannot find the devaipod binary for gator's bridge: {e}")))?,
+                bridge: endpoints.bridge()?,
             }),
             _ => None,
         };
@@ -247,8 +246,10 @@ impl<E: Engine> Core<E> {
         let own = [&self.paths.runtime, &self.paths.data];
         for m in plan.workspace.mounts.iter().chain(&plan.agent.mounts) {
             let plan::MountPlan::Bind { source, .. } = m else { continue };
-            if plan.agent.mounts.contains(m) && source.starts_with(self.paths.runtime.join("gator")) {
-                continue; // the agent's own gator directory, planned by devaipod
+            let bridge =
+                matches!(m, plan::MountPlan::Bind { target, readonly: true, .. } if target == plan::GATOR_BRIDGE);
+            if plan.agent.mounts.contains(m) && (source.starts_with(self.paths.runtime.join("gator")) || bridge) {
+                continue; // the agent's own gator directory and bridge, planned by devaipod
             }
             let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
             let covers = |dir: &Path| {

@@ -1,8 +1,14 @@
-//! `devaipod serve`: the daemon that owns all state. It opens the store, removes the helper
-//! containers a previous daemon of this instance left behind, resumes the tasks it left
-//! running, opens every pod's gator socket, and serves the API on the unix socket and on
-//! loopback TCP.
+//! `devaipod serve`: the daemon that owns all state. It opens the store (refusing one of a
+//! newer schema), removes the helper containers a previous daemon of this instance left
+//! behind, copies its own executable for agent containers (`exe.rs`: they never mount a
+//! file an upgrade may replace) and removes the copies no container uses, resumes the
+//! tasks it left running, opens every pod's gator socket, and serves the API on the unix
+//! socket and on loopback TCP until SIGTERM, Ctrl-C or `POST /api/v1/shutdown`; then it
+//! finishes the work under way and exits, and the next daemon resumes the tasks.
 
+pub mod exe;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -13,6 +19,7 @@ use crate::pods::podman::default_socket;
 use crate::pods::{Engine, Podman};
 use crate::store::Store;
 use crate::web;
+use crate::web::process::DaemonProcess;
 
 pub async fn run(config: Config, listen: &str) -> Result<()> {
     let paths = Paths::for_instance(config.instance.as_str());
@@ -21,8 +28,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let lock =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.runtime.join("daemon.lock"))?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.lock_file())?;
     if lock.try_lock().is_err() {
         bail!("another devaipod daemon runs for instance {} ({})", config.instance, paths.runtime.display());
     }
@@ -40,14 +46,23 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
 
     let engine = Podman::new(&default_socket())?;
     sweep_helpers(&engine, config.instance.as_str()).await;
+    let bin = paths.data.join("bin");
+    let bridge = {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || exe::install(&exe::running(), &bin)).await??
+    };
+    collect_copies(&engine, config.instance.as_str(), &bin, &bridge).await;
+    let process = DaemonProcess::new(Some(bridge.clone()));
     let core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
     let gator_shutdown = tokio_util::sync::CancellationToken::new();
-    let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone());
+    let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone(), bridge);
     sockets.open_all().await?;
     core.set_endpoints(sockets);
     let resumed = core.resume_tasks().await?;
     eprintln!(
-        "devaipod daemon (instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
+        "devaipod daemon {} (pid {}, instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
+        process.version().version,
+        std::process::id(),
         core.instance(),
         paths.socket().display()
     );
@@ -58,12 +73,39 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    web::serve(core, token, tcp, &paths.socket(), shutdown).await?;
+    web::serve(core, token, tcp, &paths.socket(), process.clone(), shutdown).await?;
+    // No request is taken any more; an `up` whose client left may still be at work.
+    if tokio::time::timeout(web::WORK_GRACE, process.work_done()).await.is_err() {
+        tracing::warn!("stopping with work under way after {} s", web::WORK_GRACE.as_secs());
+    }
     gator_shutdown.cancel();
-    drop(lock);
+    // The files go before the lock: the next daemon may start as soon as the lock is free.
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());
+    drop(lock);
+    eprintln!("devaipod daemon (pid {}) stopped; unfinished tasks resume in the next one", std::process::id());
     Ok(())
+}
+
+/// Removes the copies of devaipod's executable that no container of the instance mounts
+/// any more (`exe::collect`). When podman does not say which it mounts, nothing is removed.
+async fn collect_copies(engine: &Podman, instance: &str, bin: &Path, current: &Path) {
+    match tokio::time::timeout(SWEEP_TIMEOUT, engine.bind_sources(instance)).await {
+        Ok(Ok(in_use)) => {
+            let (bin, current) = (bin.to_owned(), current.to_owned());
+            let removed: Vec<PathBuf> =
+                tokio::task::spawn_blocking(move || exe::collect(&bin, &current, &in_use)).await.unwrap_or_default();
+            if !removed.is_empty() {
+                let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+                tracing::info!("removed copies of older devaipod executables no container uses: {}", names.join(", "));
+            }
+        }
+        Ok(Err(e)) => tracing::warn!("cannot list the containers' mounts ({e}); older executables kept"),
+        Err(_) => tracing::warn!(
+            "podman did not list the containers' mounts within {} s; older executables kept",
+            SWEEP_TIMEOUT.as_secs()
+        ),
+    }
 }
 
 /// Removes this instance's helper containers (secret readers) that a crashed daemon left.
