@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, status_of};
 use super::extract::{ApiJson, ApiQuery};
+use crate::core::doctor::DoctorRequest;
 use crate::core::{ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, TaskQuery, UpRequest};
 use crate::pods::Engine;
 
@@ -231,4 +232,22 @@ pub struct AuditQuery {
 
 pub async fn audit_log<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<AuditQuery>) -> R {
     to_json(core.audit_log(q.workspace.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000)).await?)
+}
+
+// ---- doctor ----
+
+#[derive(Deserialize)]
+pub struct DoctorQuery {
+    workspace: Option<String>,
+}
+
+/// The doctor's checks as the daemon sees them, with its own environment.
+pub async fn doctor_get<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<DoctorQuery>) -> R {
+    to_json(core.doctor(&DoctorRequest { env: None, workspace: q.workspace }).await)
+}
+
+/// The doctor's checks; `env` (the caller's environment) is what `[agent] api-key-env` is
+/// checked against, as `up` would resolve it.
+pub async fn doctor_post<E: Engine>(State(core): S<E>, ApiJson(req): ApiJson<DoctorRequest>) -> R {
+    to_json(core.doctor(&req).await)
 }
