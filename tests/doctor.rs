@@ -63,13 +63,20 @@ fn doctor_says_all_is_well_and_each_broken_part_with_its_fix() {
         ["config", "daemon", "podman", "runtime", "image", "opencode", "api-key", "llm", "gator-token", "disk"]
     );
     for c in r["checks"].as_array().unwrap() {
+        if c["id"] == "disk" && c["level"] == "warning" {
+            // This machine's own disk may be low while the test runs: that is what the
+            // line is for, and a warning leaves the exit code 0.
+            assert!(c["summary"].as_str().unwrap().starts_with("only "), "{c}");
+            continue;
+        }
         assert_eq!(c["level"], "ok", "{c}");
         assert!(c.get("fix").is_none(), "no fix for what is ok: {c}");
     }
     assert!(check(&r, "llm")["summary"].as_str().unwrap().contains("model `scripted` is offered"), "{r:#}");
     assert!(check(&r, "config")["summary"].as_str().unwrap().contains(&env.config.display().to_string()));
     let shown = env.ok(&["doctor"]);
-    assert!(shown.contains("ok       podman       podman ") && shown.ends_with("all 10 checks ok\n"), "{shown}");
+    assert!(shown.contains("ok       podman       podman "), "{shown}");
+    assert!(shown.ends_with("all 10 checks ok\n") || shown.ends_with("0 errors, 1 warning\n"), "{shown}");
     assert!(llm.requests().is_empty(), "the probe lists models only; no chat request");
 
     // The LLM server down: an error naming the URL and the key to change.
@@ -238,7 +245,9 @@ fn a_task_whose_agent_cannot_reach_its_llm_fails_within_seconds_over_the_cli_and
     }
     let env = TestEnv::new(&down_config());
     let repo = fixture_repo(env.dir.path(), "nollm", &[]);
+    let started = Instant::now();
     env.ok(&["up", repo.to_str().unwrap(), "--name", "nollm"]);
+    eprintln!("up took {:?}", started.elapsed());
     let config = env.config.display().to_string();
     let want = |msg: &str| {
         msg.contains("the agent cannot reach http://host.containers.internal:")
@@ -278,6 +287,7 @@ fn a_task_whose_agent_cannot_reach_its_llm_fails_within_seconds_over_the_cli_and
             .await
             .expect("a tool result");
         let took = started.elapsed();
+        eprintln!("MCP run_task with the LLM down answered after {took:?}");
         assert!(took < Duration::from_secs(10), "took {took:?}");
         assert_eq!(r.is_error, Some(true), "{r:?}");
         let said = serde_json::to_string(&r.content).unwrap();

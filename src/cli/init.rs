@@ -166,7 +166,7 @@ fn from_flags(a: &InitArgs) -> Result<Answers> {
         }
     };
     let model = match (&a.model, provider) {
-        (Some(m), _) => m.clone(),
+        (Some(m), _) => model_name(m)?,
         (None, Provider::Local) => config::AgentConfig::default().model,
         (None, Provider::OpenaiCompatible) => bail!("give --model NAME (as the provider lists it)"),
     };
@@ -193,9 +193,18 @@ fn key_from_flags(a: &InitArgs, provider: Provider) -> Result<Key> {
 fn env_name(var: &str) -> Result<EnvName> {
     EnvName::try_from(var.to_owned()).map_err(|_| {
         anyhow::anyhow!(
-            "--api-key-env takes the name of an environment variable that holds the key (like OPENAI_API_KEY), not the key itself; the key is never written into the config"
+            "the API key's variable is the name of an environment variable that holds the key (like OPENAI_API_KEY), not the key itself; the key is never written into the config"
         )
     })
+}
+
+/// A model's name: not blank.
+fn model_name(model: &str) -> Result<String> {
+    let m = model.trim();
+    if m.is_empty() {
+        bail!("the model's name is empty: give it as the provider lists it (GET <base-url>/models)");
+    }
+    Ok(m.to_owned())
 }
 
 /// The answers, asked in a terminal where the flags leave them open.
@@ -241,9 +250,12 @@ fn ask(a: &InitArgs) -> Result<Answers> {
         (Provider::OpenaiCompatible, None) => prompt("base URL (usually ending in /v1)", "https://api.openai.com/v1")?,
     };
     let model = match &a.model {
-        Some(m) => m.clone(),
-        None if provider == Provider::Local => prompt("model", &config::AgentConfig::default().model)?,
-        None => prompt("model", "")?,
+        Some(m) => model_name(m)?,
+        None => {
+            let default =
+                if provider == Provider::Local { config::AgentConfig::default().model } else { String::new() };
+            again(|| model_name(&prompt("model", &default)?))?
+        }
     };
     let key = if a.no_key || a.api_key_env.is_some() || a.api_key_secret.is_some() {
         key_from_flags(a, provider)?
@@ -253,12 +265,24 @@ fn ask(a: &InitArgs) -> Result<Answers> {
         );
         let default = if provider == Provider::Local { "3" } else { "1" };
         match prompt("choice", default)?.as_str() {
-            "1" => Key::Env(env_name(&prompt("variable name", "OPENAI_API_KEY")?)?),
+            // Asked again when the answer is not a name (a pasted key, say): never repeated.
+            "1" => Key::Env(again(|| env_name(&prompt("name of the variable that holds the key", "OPENAI_API_KEY")?))?),
             "2" => Key::Secret(prompt("podman secret name", "llm-key")?),
             _ => Key::None,
         }
     };
     Ok(Answers { base_url, model, key })
+}
+
+/// Asks until `ask` gives a valid answer, three times at most; each refusal is shown.
+fn again<T>(mut ask: impl FnMut() -> Result<T>) -> Result<T> {
+    for _ in 0..2 {
+        match ask() {
+            Ok(v) => return Ok(v),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+    ask()
 }
 
 /// The file: `[agent]` with the answers, as TOML (values quoted by the TOML writer).
@@ -399,6 +423,10 @@ mod tests {
         let pasted = "sk-proj-abcdef0123456789";
         let e = env_name(pasted).unwrap_err().to_string();
         assert!(e.contains("not the key itself") && !e.contains(pasted), "{e}");
+        let e = from_flags(&InitArgs { base_url: Some("https://x/v1".into()), model: Some(" ".into()), ..args() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("the model's name is empty"), "{e}");
         // A bad URL is refused by the config's own rule, naming the key and the line.
         let text = render(&Answers { base_url: "ftp://x".into(), model: "m".into(), key: Key::None });
         let e = config::parse(&text, Path::new("/c/devaipod.toml")).unwrap_err().to_string();
