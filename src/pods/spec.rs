@@ -107,7 +107,8 @@ fn mounts_of(plans: &[MountPlan]) -> (Vec<NamedVolume>, Vec<Mount>) {
 
 /// A helper container's spec ([`HelperRun`]): no pod, the default network (the one
 /// workspaces' pods are on), every capability dropped, no new privileges, the instance's
-/// helper labels with the run's role.
+/// helper labels with the run's role. When agents' pods get another network (the egress
+/// allowlist of `[network]`), the LLM probe must follow them there to stay on their path.
 pub fn helper(name: &str, run: &HelperRun) -> ContainerCreate {
     let (volumes, mounts) = mounts_of(&run.mounts);
     ContainerCreate {
