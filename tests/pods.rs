@@ -190,3 +190,63 @@ fn a_daemon_start_removes_its_instances_leftover_secret_readers_only() {
     assert!(container_exists(&not_a_reader), "a container of another role stays");
     assert!(log(&not_a_reader).exists());
 }
+
+/// A helper container (the doctor's LLM probe) runs to its end as asked — uid 1000, no
+/// capabilities, a read-only bind, plain env and a podman secret as env —, its stdout,
+/// stderr and exit code are read back, and it is gone afterwards. `info` says what podman
+/// is. A probe a crashed daemon left is removed at the next daemon's start, like a reader.
+#[test]
+fn a_helper_container_runs_to_its_end_and_is_removed() {
+    if !podman_available() {
+        return;
+    }
+    use devaipod::pods::engine::HelperRun;
+    use devaipod::pods::plan::MountPlan;
+    let env = TestEnv::new("");
+    let input = env.dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("hello"), "from the host\n").unwrap();
+    let secret = format!("{}{}-key", naming::HELPER_PREFIX, env.instance);
+    runtime().block_on(async {
+        let e = engine();
+        let info = e.info().await.unwrap();
+        assert!(
+            info.version.starts_with('4') && !info.runtime.is_empty() && !info.cgroup_version.is_empty(),
+            "{info:?}"
+        );
+        let plan = SecretPlan {
+            name: secret.clone(),
+            value: Redacted("s3cret".into()),
+            labels: naming::helper_labels(&env.instance, naming::ROLE_LLM_PROBE),
+        };
+        e.create_secret(&plan).await.unwrap();
+        let script = "id -u; cat /mnt/in/hello; printf '%s/%s\\n' \"$PLAIN\" \"$FROM_SECRET\"; \
+                      touch /mnt/in/x 2>/dev/null || echo read-only; echo to-stderr >&2; exit 3";
+        let run = HelperRun {
+            role: naming::ROLE_LLM_PROBE,
+            image: devaipod::config::DEFAULT_IMAGE.into(),
+            argv: vec!["bash".into(), "-c".into(), script.into()],
+            mounts: vec![MountPlan::Bind { source: input.clone(), target: "/mnt/in".into(), readonly: true }],
+            env: BTreeMap::from([("PLAIN".to_owned(), "plain".to_owned())]),
+            secret_env: BTreeMap::from([("FROM_SECRET".to_owned(), secret.clone())]),
+            user: Some("1000:1000".into()),
+            instance: env.instance.clone(),
+            timeout_secs: 30,
+        };
+        let out = e.run_helper(&run).await.unwrap();
+        assert_eq!(out.exit_code, 3);
+        assert_eq!(text(&out.stdout), "1000\nfrom the host\nplain/s3cret\nread-only\n");
+        assert_eq!(text(&out.stderr), "to-stderr\n");
+        e.remove_secret(&secret).await.unwrap();
+        // A missing image is an error, not an empty run.
+        let missing = HelperRun { image: "localhost/devaipod-missing:none".into(), ..run };
+        assert!(e.run_helper(&missing).await.is_err());
+    });
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "the helper container is gone");
+
+    let id = &env.instance[env.instance.len() - 8..];
+    let left = format!("{}{id}03", naming::HELPER_PREFIX);
+    leftover_container(&left, &env.instance, naming::ROLE_LLM_PROBE, &env.dir.path().join("left.log"));
+    env.ok(&["list"]); // starts this instance's daemon
+    assert!(!container_exists(&left), "a leftover probe is removed at the daemon's start");
+}

@@ -37,6 +37,13 @@ pub fn opencode_config(agent: &AgentConfig, gator: Option<&[String]>) -> Value {
     config
 }
 
+/// The provider's base URL in an `OPENCODE_CONFIG_CONTENT` that [`opencode_config`] made:
+/// what a running agent actually uses (its workspace may predate a change of the config).
+pub fn base_url_of(config_content: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(config_content).ok()?;
+    v.pointer("/provider/devaipod/options/baseURL")?.as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +60,8 @@ mod tests {
         assert_eq!(c["provider"]["devaipod"]["options"]["apiKey"], "{env:DEVAIPOD_LLM_API_KEY}");
         assert_eq!(c["model"], "devaipod/m1");
         assert_eq!(c["permission"]["question"], "deny");
+        assert_eq!(base_url_of(&c.to_string()).as_deref(), Some("http://llm.test/v1"));
+        assert_eq!(base_url_of("{}"), None);
+        assert_eq!(base_url_of("not json"), None);
     }
 }

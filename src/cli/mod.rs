@@ -2,6 +2,8 @@
 //! (`output.rs`). No policy lives here. `exec` and `logs` ask the daemon where to run and
 //! then stream through podman themselves; they change no state.
 
+mod doctor;
+mod init;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -130,6 +132,24 @@ pub enum Command {
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
+    /// Check the setup: podman, image, opencode, config, daemon, API key, the LLM from the agents' network, disk.
+    /// Exit code 0 only when nothing is an error.
+    Doctor {
+        /// Probe the LLM from this workspace's agent (default: a throwaway container on the same network).
+        #[arg(short, long)]
+        workspace: Option<String>,
+    },
+    /// Write the config file's [agent] section (flags, or questions in a terminal), after checking the LLM.
+    Init(init::InitArgs),
+    /// (Inside a container on the agents' network) ask the LLM endpoint for its models; prints JSON.
+    #[command(hide = true)]
+    ProbeLlm {
+        /// Default: the URL in the agent's opencode configuration.
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,23 +249,44 @@ pub struct ApproveArgs {
 /// Loads the config: `--config`/`DEVAIPOD_CONFIG` must exist, the default location may not.
 /// `DEVAIPOD_INSTANCE` overrides `instance`.
 pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config> {
-    let mut config = match explicit {
-        Some(p) => config::load(p, true)?,
-        None => match config::default_path() {
-            Some(p) => config::load(&p, false)?,
-            None => Config::default(),
-        },
+    let mut config = match config_location(explicit) {
+        Some((p, must_exist)) => Config { file: Some(p.clone()), ..config::load(&p, must_exist)? },
+        None => Config::default(),
     };
-    if let Some(i) = std::env::var("DEVAIPOD_INSTANCE").ok().filter(|s| !s.is_empty()) {
-        config.instance = InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?;
+    if let Some(i) = instance_override()? {
+        config.instance = i;
     }
     Ok(config)
 }
 
+/// The config file to read and whether it must exist: `--config`/`DEVAIPOD_CONFIG` must, the
+/// default location may be missing.
+pub fn config_location(explicit: Option<&std::path::Path>) -> Option<(PathBuf, bool)> {
+    match explicit {
+        Some(p) => Some((p.to_owned(), true)),
+        None => config::default_path().map(|p| (p, false)),
+    }
+}
+
+/// `DEVAIPOD_INSTANCE`, when set: it overrides the config's `instance`.
+fn instance_override() -> Result<Option<InstanceId>> {
+    match std::env::var("DEVAIPOD_INSTANCE").ok().filter(|s| !s.is_empty()) {
+        Some(i) => Ok(Some(InstanceId::try_from(i).map_err(|e| anyhow::anyhow!("DEVAIPOD_INSTANCE: {e}"))?)),
+        None => Ok(None),
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::GatorBridge { socket } = &cli.command {
-        crate::gator::bridge::run(socket).await?;
-        return Ok(ExitCode::SUCCESS);
+    match cli.command {
+        Command::GatorBridge { socket } => {
+            crate::gator::bridge::run(&socket).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::ProbeLlm { base_url, timeout_secs } => return doctor::probe_llm(base_url, timeout_secs).await,
+        // These read the config file themselves: doctor reports a broken one, init writes it.
+        Command::Doctor { workspace } => return doctor::run(cli.config.as_deref(), workspace, cli.json).await,
+        Command::Init(args) => return init::run(cli.config.as_deref(), args, cli.json).await,
+        _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
     let paths = Paths::for_instance(config.instance.as_str());
@@ -285,8 +326,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// few) of the client, printed. The caller's directory and environment go with `up`/`run`.
 pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCode> {
     match command {
-        Command::Serve { .. } | Command::Token | Command::GatorBridge { .. } | Command::RestartDaemon => {
-            bail!("this command does not talk to the daemon through a client")
+        Command::Serve { .. }
+        | Command::Token
+        | Command::GatorBridge { .. }
+        | Command::RestartDaemon
+        | Command::ProbeLlm { .. }
+        | Command::Doctor { .. }
+        | Command::Init(_) => {
+            bail!("this command does not talk to the daemon through `execute`")
         }
         Command::Mcp => {
             crate::mcp::serve_stdio(c.clone()).await?;

@@ -279,3 +279,25 @@ pub fn audit(v: &Value) -> Result<()> {
     }
     Ok(())
 }
+
+/// The doctor's checks, one line each (level, check, finding), every fix below its line,
+/// then a count.
+pub fn doctor(checks: &[crate::core::doctor::Check]) -> Result<()> {
+    use crate::core::doctor::Level;
+    let mut o = std::io::stdout().lock();
+    for c in checks {
+        writeln!(o, "{:<8} {:<12} {}", c.level.as_str(), c.id, clean(&c.summary))?;
+        if let Some(fix) = &c.fix {
+            writeln!(o, "{:<21}fix: {}", "", clean(fix))?;
+        }
+    }
+    let count = |l: Level| checks.iter().filter(|c| c.level == l).count();
+    let (errors, warnings) = (count(Level::Error), count(Level::Warning));
+    let plural = |n: usize, word: &str| if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") };
+    if errors + warnings == 0 {
+        writeln!(o, "all {} checks ok", checks.len())?;
+    } else {
+        writeln!(o, "{}, {}", plural(errors, "error"), plural(warnings, "warning"))?;
+    }
+    Ok(())
+}

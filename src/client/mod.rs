@@ -27,6 +27,7 @@ pub use restart::Restarted;
 pub use transport::{Transport, UnixSocket};
 pub use version::{DaemonVersion, Supervisor};
 
+use crate::core::doctor::{DoctorReport, DoctorRequest};
 use crate::core::{
     ApproveAction, BusEvent, Created, Done, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage, ProposalQuery,
     Rejected, ScopeView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
@@ -383,6 +384,14 @@ impl Client {
     pub async fn audit(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
         let query = query(&[("limit", Some(limit.to_string())), ("workspace", workspace.map(str::to_owned))]);
         self.get(&format!("/api/v1/audit{query}")).await
+    }
+
+    // ---- doctor ----
+
+    /// The doctor's checks as the daemon sees them.
+    pub async fn doctor(&self, req: &DoctorRequest) -> Result<DoctorReport, ClientError> {
+        const PATH: &str = "/api/v1/doctor";
+        self.call(Method::POST, PATH, Some(json(PATH, req)?)).await
     }
 
     // ---- the wire ----

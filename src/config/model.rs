@@ -25,6 +25,11 @@ pub struct Config {
     pub network: Network,
     /// The coding agent and its LLM provider.
     pub agent: AgentConfig,
+    /// The file this config was read from, or would be (the default location when it does
+    /// not exist); set by whoever loads it, for messages that name where to change a key.
+    /// Not a key of the file.
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -39,6 +44,18 @@ impl Default for Config {
             ssh: Ssh::default(),
             network: Network::default(),
             agent: AgentConfig::default(),
+            file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Where a key of this config is changed, for messages: the file it came from, else
+    /// the default location.
+    pub fn where_to_edit(&self) -> String {
+        match self.file.clone().or_else(super::default_path) {
+            Some(p) => p.display().to_string(),
+            None => "devaipod.toml".to_owned(),
         }
     }
 }

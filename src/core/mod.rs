@@ -1,9 +1,11 @@
-//! The service layer: workspaces, tasks and proposals, and the event bus. The only place
-//! with policy; adapters (`cli`, `web`, later `mcp`) call it and serialize what it returns.
+//! The service layer: workspaces, tasks and proposals, the event bus, and the doctor. The
+//! only place with policy; adapters (`cli`, `web`, later `mcp`) call it and serialize what
+//! it returns.
 //!
 //! `Core` is shared (`Arc`) between the daemon's request handlers and the task drivers it
 //! spawns; the store is the single writer of state.
 
+pub mod doctor;
 mod error;
 mod gator;
 mod lifecycle;
@@ -155,6 +157,8 @@ pub struct Core<E> {
     github_http: reqwest::Client,
     /// The GitHub token read from a podman secret, once (and when the last try failed).
     github_secret: tokio::sync::Mutex<(Option<String>, Option<std::time::Instant>)>,
+    /// When each workspace's agent last reached its LLM (see `Core::llm_gate`).
+    llm_gates: dashmap::DashMap<String, std::time::Instant>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -190,6 +194,7 @@ impl<E: crate::pods::Engine> Core<E> {
             bring_out_locks: dashmap::DashMap::new(),
             github_http: crate::github::client::http_client(),
             github_secret: tokio::sync::Mutex::new((None, None)),
+            llm_gates: dashmap::DashMap::new(),
         })
     }
 

@@ -214,7 +214,16 @@ impl<E: Engine> Core<E> {
             Some(s) => (agent.events().await?, (s, false)),
             None => {
                 let title: String = task.prompt.chars().take(60).collect();
-                let (events, s) = tokio::try_join!(agent.events(), agent.create_session(&title))?;
+                // Whether the agent reaches its LLM is asked meanwhile: a task it cannot
+                // reach fails now, with the URL and the setting, not after the agent's retries.
+                let (session, gate) = tokio::join!(
+                    async { tokio::try_join!(agent.events(), agent.create_session(&title)) },
+                    self.llm_gate(&task.workspace)
+                );
+                if let Err(reason) = gate {
+                    return self.finish(&mut task, End::Failed(reason)).await;
+                }
+                let (events, s) = session?;
                 task.session_id = Some(s.clone());
                 self.store.update_task(&task).await?;
                 (events, (s, true))
@@ -349,6 +358,7 @@ impl<E: Engine> Core<E> {
             }
             End::Done(o) => {
                 if let Some(err) = o.error {
+                    let err = super::doctor::explain_provider_error(&err, &self.config);
                     task.error = Some(err.clone());
                     return self.transition(task, TaskState::Failed, &err).await;
                 }

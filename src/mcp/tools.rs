@@ -192,6 +192,11 @@ fn fail(e: ClientError) -> String {
     e.to_string()
 }
 
+/// A followed task that failed, as `isError`: its id and its reason.
+fn failed(d: &TaskDetail) -> String {
+    format!("task {} failed: {}", d.task.id, d.task.error.as_deref().unwrap_or("no reason recorded"))
+}
+
 #[tool_router]
 impl DevaipodMcp {
     pub fn new(client: Client, caller: Caller) -> Self {
@@ -269,7 +274,7 @@ impl DevaipodMcp {
     }
 
     #[tool(
-        description = "Give the workspace's agent a task. Returns the task at once (wait_seconds 0), or follows it up to wait_seconds until it ends, sending each event as a progress notification; then poll with get_task. When it completes with changes, its work becomes a proposal.",
+        description = "Give the workspace's agent a task. Returns the task at once (wait_seconds 0), or follows it up to wait_seconds until it ends, sending each event as a progress notification; then poll with get_task. When it completes with changes, its work becomes a proposal. A followed task that fails is an error result with its reason (e.g. the agent cannot reach its LLM).",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = true)
     )]
     async fn run_task(
@@ -298,7 +303,13 @@ impl DevaipodMcp {
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(p.wait_seconds), follow) => {
                 if let Ok(done) = r {
-                    return Ok(Json(done.map_err(fail)?));
+                    let done = done.map_err(fail)?;
+                    // A task that failed is the tool's failure, with the task's own reason
+                    // (the same words the CLI prints and the web shows).
+                    if done.task.state == crate::store::TaskState::Failed {
+                        return Err(failed(&done));
+                    }
+                    return Ok(Json(done));
                 }
             }
             _ = ctx.ct.cancelled() => {}

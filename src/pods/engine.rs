@@ -12,7 +12,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use super::naming::Role;
-use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
+use super::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,52 @@ pub struct PublishedPort {
     pub host_port: u16,
 }
 
+/// What the engine reports about itself (for `devaipod doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineInfo {
+    /// Where the engine was reached.
+    pub socket: PathBuf,
+    pub version: String,
+    pub api_version: String,
+    pub rootless: bool,
+    /// `v1` or `v2`.
+    pub cgroup_version: String,
+    /// `systemd` or `cgroupfs`.
+    pub cgroup_manager: String,
+    /// The OCI runtime's name (runc, crun) and its version line.
+    pub runtime: String,
+    pub runtime_version: String,
+    /// The storage driver (overlay, vfs, …).
+    pub storage_driver: String,
+}
+
+/// A throwaway container of no workspace and no pod, run to its end and removed (the LLM
+/// probe of `devaipod doctor` and `devaipod init`). It carries `instance`'s helper labels
+/// with `role`, so a daemon's start removes one a crash left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelperRun {
+    pub role: &'static str,
+    pub image: String,
+    pub argv: Vec<String>,
+    /// Bind mounts (read-only ones, in practice).
+    pub mounts: Vec<MountPlan>,
+    pub env: BTreeMap<String, String>,
+    /// Variable → podman secret, as for the agent.
+    pub secret_env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub instance: String,
+    /// How long it may run before it is killed and the run fails.
+    pub timeout_secs: u64,
+}
+
+/// What a [`HelperRun`] printed, and its exit code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HelperOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 /// A command to run in a container.
 #[derive(Debug, Clone, Default)]
 pub struct ExecSpec {
@@ -97,6 +143,10 @@ pub struct ExecSession {
 pub trait Engine: Send + Sync + 'static {
     /// Fails with [`EngineError::Unavailable`] when the engine is not running.
     fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Version, rootless or not, cgroups, runtime, storage.
+    fn info(&self) -> impl Future<Output = Result<EngineInfo, EngineError>> + Send;
+    /// Runs a throwaway container to its end (or its timeout) and removes it.
+    fn run_helper(&self, run: &HelperRun) -> impl Future<Output = Result<HelperOutput, EngineError>> + Send;
     fn image_exists(&self, reference: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Builds an image from a context directory; `progress` receives the build's output lines.
@@ -123,7 +173,7 @@ pub trait Engine: Send + Sync + 'static {
         scratch: &std::path::Path,
         instance: &str,
     ) -> impl Future<Output = Result<String, EngineError>> + Send;
-    /// Removes `instance`'s helper containers (secret readers) and their log files: at a
+    /// Removes `instance`'s helper containers (secret readers, LLM probes) and the readers' log files: at a
     /// daemon's start, any there are were left by a crash. Other instances' are untouched.
     /// Returns the names removed.
     fn remove_helpers(&self, instance: &str) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;

@@ -24,6 +24,10 @@ pub const LABEL_USER: &str = "io.devaipod.user";
 pub const ROLE_SECRET_READER: &str = "secret-reader";
 /// Name prefix of those containers: `devaipod-secret-read-<random>`.
 pub const SECRET_READER_PREFIX: &str = "devaipod-secret-read-";
+/// Role label of helper containers that probe the LLM endpoint from the agents' network.
+pub const ROLE_LLM_PROBE: &str = "llm-probe";
+/// Name prefix of helper containers other than secret readers: `devaipod-helper-<random>`.
+pub const HELPER_PREFIX: &str = "devaipod-helper-";
 
 /// The longest workspace name: `devaipod-<name>-agent-workspace` must stay a sane length.
 pub const MAX_NAME_LEN: usize = 40;

@@ -15,14 +15,16 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use hyper::Method;
 
-use super::engine::{Engine, EngineError, ExecSession, ExecSpec, Output, PodInfo};
+use super::engine::{Engine, EngineError, EngineInfo, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo};
 use super::image::{build_context, read_progress};
 use super::libpod::{Body, CALL_TIMEOUT, Libpod, enc, label_filter};
-use super::naming::{LABEL_INSTANCE, LABEL_ROLE, ROLE_SECRET_READER, SECRET_READER_PREFIX};
+use super::naming::{
+    HELPER_PREFIX, LABEL_INSTANCE, LABEL_ROLE, ROLE_LLM_PROBE, ROLE_SECRET_READER, SECRET_READER_PREFIX,
+};
 use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::{self, SecretReader};
 use super::wire::{
-    InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, has_all,
+    InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, SystemInfo, has_all,
 };
 
 pub use super::socket::{default_socket, is_root};
@@ -125,6 +127,53 @@ impl Engine for Podman {
         // versions and costs ~100 ms.
         self.api.call_with_timeout("answer", Method::GET, "/_ping", Body::Empty, Duration::from_secs(5)).await?;
         Ok(())
+    }
+
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        let info: SystemInfo = self.api.get_json("describe itself", "/info").await?;
+        Ok(info.into_info(self.socket().to_owned()))
+    }
+
+    async fn run_helper(&self, run: &HelperRun) -> Result<HelperOutput, EngineError> {
+        let suffix: u64 = rand::random();
+        let name = format!("{HELPER_PREFIX}{suffix:016x}");
+        let op = format!("run the {} helper container {name}", run.role);
+        let create = spec::helper(&name, run);
+        let timeout = Duration::from_secs(run.timeout_secs);
+        // Detached: a caller that goes away cannot skip the removal.
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let body = serde_json::to_value(&create).map_err(|e| api_err(&op, e.to_string()))?;
+            this.api.call(&op, Method::POST, "/containers/create", Body::Json(body)).await?;
+            let ran = async {
+                this.api.call(&op, Method::POST, &format!("/containers/{}/start", enc(&name)), Body::Empty).await?;
+                let wait = format!("/containers/{}/wait?condition=exited", enc(&name));
+                let code = this.api.call_with_timeout(&op, Method::POST, &wait, Body::Empty, timeout).await?;
+                let exit_code = String::from_utf8_lossy(&code).trim().parse::<i64>().unwrap_or(-1);
+                let mut out = HelperOutput { exit_code, ..HelperOutput::default() };
+                let mut logs = this.logs(&name, false, None);
+                let collect = async {
+                    while let Some(chunk) = logs.next().await {
+                        match chunk? {
+                            Output::Stdout(b) => out.stdout.extend_from_slice(&b),
+                            Output::Stderr(b) => out.stderr.extend_from_slice(&b),
+                        }
+                    }
+                    Ok::<_, EngineError>(())
+                };
+                tokio::time::timeout(CALL_TIMEOUT, collect)
+                    .await
+                    .map_err(|_| EngineError::Timeout { op: op.clone(), secs: CALL_TIMEOUT.as_secs() })??;
+                Ok::<_, EngineError>(out)
+            }
+            .await;
+            let _ = this
+                .api
+                .call(&op, Method::DELETE, &format!("/containers/{}?force=true", enc(&name)), Body::Empty)
+                .await;
+            ran
+        });
+        task.await.map_err(|e| api_err("run a helper container", e.to_string()))?
     }
 
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
@@ -245,15 +294,17 @@ impl Engine for Podman {
     }
 
     async fn remove_helpers(&self, instance: &str) -> Result<Vec<String>, EngineError> {
-        let labels = [(LABEL_INSTANCE, instance), (LABEL_ROLE, ROLE_SECRET_READER)];
-        let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
-        let listed: Vec<ListedContainer> = self.api.get_json("list helper containers", &path).await?;
         // Every leftover gets its try; the first failure is reported after all were tried.
         let (mut removed, mut first_err) = (Vec::new(), None);
-        for c in listed.iter().filter(|c| has_all(c.labels.as_ref(), &labels)) {
-            match self.remove_helper(c).await {
-                Ok(()) => removed.push(c.names.first().unwrap_or(&c.id).clone()),
-                Err(e) => first_err = first_err.or(Some(e)),
+        for role in [ROLE_SECRET_READER, ROLE_LLM_PROBE] {
+            let labels = [(LABEL_INSTANCE, instance), (LABEL_ROLE, role)];
+            let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
+            let listed: Vec<ListedContainer> = self.api.get_json("list helper containers", &path).await?;
+            for c in listed.iter().filter(|c| has_all(c.labels.as_ref(), &labels)) {
+                match self.remove_helper(c).await {
+                    Ok(()) => removed.push(c.names.first().unwrap_or(&c.id).clone()),
+                    Err(e) => first_err = first_err.or(Some(e)),
+                }
             }
         }
         match first_err {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::engine::HelperRun;
 use super::libpod::enc;
 use super::naming::{self, ROLE_SECRET_READER};
 use super::plan::{ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
@@ -31,34 +32,7 @@ pub enum SpecError {
 pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecError> {
     let mut env = c.env.clone();
     env.extend(c.trusted_env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
-    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
-    for m in &c.mounts {
-        match m {
-            MountPlan::Volume { name, target, readonly } => volumes.push(NamedVolume {
-                name: name.clone(),
-                dest: target.clone(),
-                options: if *readonly { vec!["ro".into()] } else { Vec::new() },
-            }),
-            MountPlan::Bind { source, target, readonly } => {
-                let mut options = vec!["rbind".to_owned()];
-                if *readonly {
-                    options.push("ro".into());
-                }
-                mounts.push(Mount {
-                    kind: "bind".into(),
-                    source: source.to_string_lossy().into_owned(),
-                    destination: target.clone(),
-                    options,
-                });
-            }
-            MountPlan::Tmpfs { target } => mounts.push(Mount {
-                kind: "tmpfs".into(),
-                source: "tmpfs".into(),
-                destination: target.clone(),
-                options: ["rw", "nosuid", "nodev"].map(String::from).to_vec(),
-            }),
-        }
-    }
+    let (volumes, mounts) = mounts_of(&c.mounts);
     let mut spec = ContainerCreate {
         name: c.name.clone(),
         pod: Some(pod.to_owned()),
@@ -96,6 +70,73 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         }
     }
     Ok(spec)
+}
+
+/// Mount plans → libpod's named volumes and mounts.
+fn mounts_of(plans: &[MountPlan]) -> (Vec<NamedVolume>, Vec<Mount>) {
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    for m in plans {
+        match m {
+            MountPlan::Volume { name, target, readonly } => volumes.push(NamedVolume {
+                name: name.clone(),
+                dest: target.clone(),
+                options: if *readonly { vec!["ro".into()] } else { Vec::new() },
+            }),
+            MountPlan::Bind { source, target, readonly } => {
+                let mut options = vec!["rbind".to_owned()];
+                if *readonly {
+                    options.push("ro".into());
+                }
+                mounts.push(Mount {
+                    kind: "bind".into(),
+                    source: source.to_string_lossy().into_owned(),
+                    destination: target.clone(),
+                    options,
+                });
+            }
+            MountPlan::Tmpfs { target } => mounts.push(Mount {
+                kind: "tmpfs".into(),
+                source: "tmpfs".into(),
+                destination: target.clone(),
+                options: ["rw", "nosuid", "nodev"].map(String::from).to_vec(),
+            }),
+        }
+    }
+    (volumes, mounts)
+}
+
+/// A helper container's spec ([`HelperRun`]): no pod, the default network (the one
+/// workspaces' pods are on), every capability dropped, no new privileges, the instance's
+/// helper labels with the run's role. When agents' pods get another network (the egress
+/// allowlist of `[network]`), the LLM probe must follow them there to stay on their path.
+pub fn helper(name: &str, run: &HelperRun) -> ContainerCreate {
+    let (volumes, mounts) = mounts_of(&run.mounts);
+    ContainerCreate {
+        name: name.to_owned(),
+        pod: None,
+        image: run.image.clone(),
+        entrypoint: run.argv.first().cloned().into_iter().collect(),
+        command: run.argv.get(1..).unwrap_or_default().to_vec(),
+        work_dir: None,
+        env: run.env.clone(),
+        secret_env: run.secret_env.clone(),
+        labels: naming::helper_labels(&run.instance, run.role),
+        init: false,
+        cap_drop: vec!["ALL".into()],
+        cap_add: Vec::new(),
+        no_new_privileges: true,
+        privileged: false,
+        volumes,
+        mounts,
+        devices: Vec::new(),
+        user: run.user.clone(),
+        shm_size: None,
+        seccomp_profile_path: None,
+        apparmor_profile: None,
+        selinux_opts: Vec::new(),
+        netns: None,
+        log_configuration: None,
+    }
 }
 
 /// The pod: its ports published on [`PUBLISH_IP`] at a free host port each.
@@ -600,6 +641,46 @@ api-key-env = "LLM_KEY"
                 "netns": { "nsmode": "none" },
                 "log_configuration": { "driver": "k8s-file", "path": "/run/d/secrets/devaipod-secret-read-00ff.log" },
             })
+        );
+    }
+
+    #[test]
+    fn a_helper_has_no_pod_no_capabilities_and_the_instances_labels() {
+        use crate::pods::engine::HelperRun;
+        let run = HelperRun {
+            role: naming::ROLE_LLM_PROBE,
+            image: "img:1".into(),
+            argv: vec!["/opt/devaipod/gator/devaipod".into(), "probe-llm".into()],
+            mounts: vec![MountPlan::Bind {
+                source: "/usr/bin/devaipod".into(),
+                target: "/opt/devaipod/gator/devaipod".into(),
+                readonly: true,
+            }],
+            env: BTreeMap::from([("DEVAIPOD_LLM_API_KEY".to_owned(), "none".to_owned())]),
+            secret_env: BTreeMap::new(),
+            user: Some("1000:1000".into()),
+            instance: "t1".into(),
+            timeout_secs: 15,
+        };
+        let v = serde_json::to_value(helper("devaipod-helper-0001", &run)).unwrap();
+        assert_eq!(v["name"], "devaipod-helper-0001");
+        assert!(v.get("pod").is_none() && v.get("netns").is_none(), "no pod, the default network: {v}");
+        assert_eq!(
+            (v["entrypoint"].clone(), v["command"].clone()),
+            (json!(["/opt/devaipod/gator/devaipod"]), json!(["probe-llm"]))
+        );
+        assert_eq!((v["cap_drop"].clone(), v["cap_add"].clone()), (json!(["ALL"]), json!([])));
+        assert_eq!(
+            (v["no_new_privileges"].clone(), v["privileged"].clone(), v["user"].clone()),
+            (json!(true), json!(false), json!("1000:1000"))
+        );
+        assert_eq!(
+            v["mounts"],
+            json!([{"type": "bind", "source": "/usr/bin/devaipod", "destination": "/opt/devaipod/gator/devaipod", "options": ["rbind", "ro"]}])
+        );
+        assert_eq!(
+            v["labels"],
+            json!({"io.devaipod.instance": "t1", "io.devaipod.role": "llm-probe", "io.devaipod.version": VERSION})
         );
     }
 }

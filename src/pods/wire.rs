@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{ContainerInfo, PodInfo, PublishedPort};
+use super::engine::{ContainerInfo, EngineInfo, PodInfo, PublishedPort};
 use super::naming::Role;
 
 /// `POST /containers/create`: the subset of libpod's SpecGenerator devaipod sets.
@@ -354,6 +354,69 @@ impl InspectedContainer {
     }
 }
 
+/// `GET /info`: what podman says about itself (the fields `devaipod doctor` shows).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SystemInfo {
+    pub host: InfoHost,
+    pub store: InfoStore,
+    pub version: InfoVersion,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct InfoHost {
+    pub cgroup_version: String,
+    pub cgroup_manager: String,
+    pub oci_runtime: InfoRuntime,
+    pub security: InfoSecurity,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct InfoRuntime {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct InfoSecurity {
+    pub rootless: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct InfoStore {
+    pub graph_driver_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct InfoVersion {
+    pub version: String,
+    #[serde(rename = "APIVersion")]
+    pub api_version: String,
+}
+
+impl SystemInfo {
+    /// The engine's form; the runtime's version is its first line (`runc version 1.1.5`).
+    pub fn into_info(self, socket: PathBuf) -> EngineInfo {
+        let runtime_version = self.host.oci_runtime.version.lines().next().unwrap_or_default().trim().to_owned();
+        EngineInfo {
+            socket,
+            version: self.version.version,
+            api_version: self.version.api_version,
+            rootless: self.host.security.rootless,
+            cgroup_version: self.host.cgroup_version,
+            cgroup_manager: self.host.cgroup_manager,
+            runtime: self.host.oci_runtime.name,
+            runtime_version,
+            storage_driver: self.store.graph_driver_name,
+        }
+    }
+}
+
 /// Podman combines several label filters with OR for some object types (seen on 4.3 for
 /// pods and volumes), so every listing checks all labels itself as well.
 pub fn has_all(have: Option<&BTreeMap<String, String>>, want: &[(&str, &str)]) -> bool {
@@ -468,5 +531,18 @@ mod tests {
             {"Type":"volume","Name":"v","Source":"/var/lib/containers/storage/volumes/v/_data","Destination":"/w","Driver":"local","Mode":"","Options":["nosuid","nodev","rbind"],"RW":true,"Propagation":"rprivate"}]}"#;
         let c: InspectedContainer = serde_json::from_str(body).unwrap();
         assert_eq!(c.bind_sources().collect::<Vec<_>>(), [std::path::Path::new("/tmp/x")]);
+    }
+
+    #[test]
+    fn system_info_as_podman_4_3_gives_it() {
+        let body = r#"{"host":{"cgroupVersion":"v1","cgroupManager":"cgroupfs","ociRuntime":{"name":"runc",
+            "version":"runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev"},
+            "security":{"rootless":false},"arch":"amd64"},"store":{"graphDriverName":"overlay"},
+            "version":{"APIVersion":"4.3.1","Version":"4.3.1","GoVersion":"go1.19.8"}}"#;
+        let info = serde_json::from_str::<SystemInfo>(body).unwrap().into_info("/run/podman/podman.sock".into());
+        assert_eq!((info.version.as_str(), info.api_version.as_str(), info.rootless), ("4.3.1", "4.3.1", false));
+        assert_eq!((info.cgroup_version.as_str(), info.cgroup_manager.as_str()), ("v1", "cgroupfs"));
+        assert_eq!((info.runtime.as_str(), info.runtime_version.as_str()), ("runc", "runc version 1.1.5+ds1"));
+        assert_eq!(info.storage_driver, "overlay");
     }
 }

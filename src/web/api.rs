@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::error::{ApiError, status_of};
 use super::extract::{ApiJson, ApiQuery};
 use super::process::{self, DaemonProcess};
+use crate::core::doctor::DoctorRequest;
 use crate::core::{ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, TaskQuery, UpRequest};
 use crate::pods::Engine;
 
@@ -302,4 +303,22 @@ pub async fn shutdown(process: Process) -> Response {
     }
     p.request_stop();
     (StatusCode::ACCEPTED, Json(json!({ "stopping": true, "pid": std::process::id() }))).into_response()
+}
+
+// ---- doctor ----
+
+#[derive(Deserialize)]
+pub struct DoctorQuery {
+    workspace: Option<String>,
+}
+
+/// The doctor's checks as the daemon sees them, with its own environment.
+pub async fn doctor_get<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<DoctorQuery>) -> R {
+    to_json(core.doctor(&DoctorRequest { env: None, workspace: q.workspace }).await)
+}
+
+/// The doctor's checks; `env` (the caller's environment) is what `[agent] api-key-env` is
+/// checked against, as `up` would resolve it.
+pub async fn doctor_post<E: Engine>(State(core): S<E>, ApiJson(req): ApiJson<DoctorRequest>) -> R {
+    to_json(core.doctor(&req).await)
 }

@@ -32,7 +32,7 @@ pub fn page(title: &str, body: &str) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · devaipod</title><link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>
-<body><header class="top"><a class="brand" href="/">devaipod</a><nav><a href="/">Workspaces</a><a href="/audit">Audit log</a></nav>
+<body><header class="top"><a class="brand" href="/">devaipod</a><nav><a href="/">Workspaces</a><a href="/audit">Audit log</a><a href="/doctor">Doctor</a></nav>
 <form method="post" action="/logout" class="logout"><button type="submit">Log out</button></form></header>
 <main>{body}</main></body></html>"#,
         title = esc(title)
@@ -66,6 +66,17 @@ pub fn badge(state: &str) -> String {
         _ => "plain",
     };
     format!(r#"<span class="badge {class}">{}</span>"#, esc(state))
+}
+
+/// A doctor's check level (ok, warning, error) as a badge.
+pub fn level_badge(level: &str) -> String {
+    let class = match level {
+        "ok" => "good",
+        "warning" => "busy",
+        "error" => "bad",
+        _ => "plain",
+    };
+    format!(r#"<span class="badge {class}">{}</span>"#, esc(level))
 }
 
 /// A pod's or container's state as a badge: running is good here.

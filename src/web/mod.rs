@@ -54,6 +54,8 @@ pub fn api_routes<E: Engine>() -> Routes<Arc<Core<E>>> {
         .get("/api/v1/audit", audit_log::<E>)
         .get("/api/v1/version", daemon_version)
         .post("/api/v1/shutdown", shutdown)
+        .get("/api/v1/doctor", doctor_get::<E>)
+        .post("/api/v1/doctor", doctor_post::<E>)
 }
 
 /// The web UI's routes (state: core, login, proxies).
@@ -73,6 +75,7 @@ pub fn page_routes<E: Engine>() -> Routes<pages::WebState<E>> {
         .get("/workspaces/{name}/agent", agent_page::<E>)
         .get("/proposals/{id}", proposal_page::<E>)
         .get("/audit", audit_page::<E>)
+        .get("/doctor", doctor_page::<E>)
 }
 
 async fn healthz() -> &'static str {

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::html::{badge, diff, esc, page, run_badge, seg, time};
+use super::html::{badge, diff, esc, level_badge, page, run_badge, seg, time};
 use super::proxy::AgentProxies;
 use super::session::{self, WebAuth};
 use crate::core::{Core, CoreError, ExecTarget, ProposalDetail, ProposalQuery, ProposalSummary, TaskQuery};
@@ -506,6 +506,56 @@ pub async fn audit_page<E: Engine>(State(st): S<E>, Query(q): Query<AuditQuery>)
         "Audit log",
         &format!(
             "<h1>{title}</h1><p class=\"muted\">Every call an agent made through gator, allowed or not, newest first.</p>{table}"
+        ),
+    ))
+}
+
+// ---- doctor ----
+
+#[derive(Deserialize, Default)]
+pub struct DoctorQuery {
+    workspace: Option<String>,
+}
+
+/// The doctor's checks as the daemon sees them (its environment, a helper container for the
+/// LLM, or a workspace's agent with `?workspace=`), each with its fix.
+pub async fn doctor_page<E: Engine>(State(st): S<E>, Query(q): Query<DoctorQuery>) -> P {
+    use crate::core::doctor::{self, DaemonSeen, DoctorRequest};
+    let report = st.core.doctor(&DoctorRequest { env: None, workspace: q.workspace.clone() }).await;
+    let seen = DaemonSeen {
+        version: &report.version,
+        pid: report.pid,
+        instance: &report.instance,
+        config_file: report.config_file.as_deref(),
+    };
+    let mut checks = report.checks.clone();
+    let log = st.core.paths.data.join("daemon.log");
+    checks.push(doctor::judge::daemon(doctor::VERSION, report.config_file.as_deref(), Ok(seen), &log));
+    doctor::sort(&mut checks);
+    let mut rows = String::new();
+    for c in &checks {
+        let fix = c.fix.as_deref().map(|f| format!(r#"<div class="hint">fix: {}</div>"#, esc(f))).unwrap_or_default();
+        let _ = write!(
+            rows,
+            r#"<tr><td>{level}</td><td><code>{id}</code></td><td>{summary}{fix}</td></tr>"#,
+            level = level_badge(c.level.as_str()),
+            id = esc(&c.id),
+            summary = esc(&c.summary),
+        );
+    }
+    let verdict = if doctor::healthy(&checks) {
+        r#"<p class="summary">Nothing is in the way.</p>"#.to_owned()
+    } else {
+        r#"<p class="summary error">Something is in the way: see the errors below and their fixes.</p>"#.to_owned()
+    };
+    let about = match &q.workspace {
+        Some(w) => format!("The LLM is probed from the agent of workspace <code>{}</code>.", esc(w)),
+        None => "The LLM is probed from a throwaway container on the agents' network; add <code>?workspace=NAME</code> to ask a workspace's agent.".to_owned(),
+    };
+    html(page(
+        "Doctor",
+        &format!(
+            r#"<h1>Doctor</h1><p class="muted">What the daemon finds about this machine, as <code>devaipod doctor</code> prints it. {about}</p>{verdict}<table class="list doctor"><thead><tr><th>Level</th><th>Check</th><th>Finding</th></tr></thead><tbody>{rows}</tbody></table>"#
         ),
     ))
 }

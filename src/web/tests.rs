@@ -400,3 +400,39 @@ async fn the_shutdown_route_stops_only_a_daemon_no_one_else_runs() {
     // The request itself held the stop until it was answered; nothing is left.
     tokio::time::timeout(std::time::Duration::from_secs(1), process.work_done()).await.expect("no work left");
 }
+
+/// The doctor over the API (GET with the daemon's environment, POST with the caller's) and
+/// as a page: the same checks, every problem with its fix. Here podman is absent.
+#[tokio::test]
+async fn the_doctor_answers_as_json_and_as_a_page() {
+    let (app, _) = app();
+    let bearer = format!("Bearer {TOKEN}");
+    let body = |resp: Response<Body>| async move {
+        assert_eq!(resp.status(), StatusCode::OK);
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap()
+    };
+    let get =
+        send(&app, req("GET", "/api/v1/doctor").header(header::AUTHORIZATION, &bearer).body(Body::empty()).unwrap());
+    let report: serde_json::Value = serde_json::from_str(&body(get.await).await).unwrap();
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    let podman = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "podman").unwrap();
+    assert_eq!(podman["level"], "error");
+    assert!(podman["fix"].as_str().unwrap().contains("podman system service"), "{podman}");
+
+    let post = req("POST", "/api/v1/doctor")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"env": {"PATH": "/bin"}}"#))
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&body(send(&app, post).await).await).unwrap();
+    assert_eq!(report["checks"].as_array().unwrap().iter().filter(|c| c["id"] == "llm").count(), 1);
+
+    let cookie = logged_in(&app).await;
+    let page =
+        body(send(&app, req("GET", "/doctor").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await)
+            .await;
+    assert!(page.contains("<h1>Doctor</h1>") && page.contains("Something is in the way"), "{page}");
+    assert!(page.contains(r#"<span class="badge bad">error</span></td><td><code>podman</code>"#), "{page}");
+    assert!(page.contains("fix: start it with scripts/setup.sh"), "{page}");
+    assert!(page.contains("<code>daemon</code>"), "the page has the daemon's own line: {page}");
+}

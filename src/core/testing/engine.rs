@@ -13,7 +13,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use crate::pods::engine::{ContainerInfo, ExecSession, ExecSpec, Output, PodInfo, PublishedPort};
+use crate::pods::engine::{
+    ContainerInfo, EngineInfo, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, PublishedPort,
+};
 use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use crate::pods::{Engine, EngineError};
 
@@ -153,6 +155,12 @@ impl FakeEngine {
         self.state().images.iter().cloned().collect()
     }
 
+    /// The root directory of every helper container ([`Engine::run_helper`]): a test puts a
+    /// stand-in program here.
+    pub fn helper_root(&self) -> PathBuf {
+        self.dir.path().join("helpers")
+    }
+
     /// The container's state (running, exited, created), if it exists.
     pub fn container_state(&self, name: &str) -> Option<&'static str> {
         self.state().containers.get(name).map(|c| c.state)
@@ -243,6 +251,38 @@ fn map_arg(root: &Path, arg: &str) -> String {
     }
 }
 
+/// Runs `argv` on the host below `root` (container paths in it mapped), to its end:
+/// (exit code, stdout, stderr); a program that cannot start exits 127, as in a container.
+async fn run_below(
+    root: &Path,
+    argv: &[String],
+    workdir: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<(i64, Vec<u8>, Vec<u8>), EngineError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(EngineError::Api { op: "exec".into(), status: 400, message: "no command".into() });
+    };
+    let dir = below(root, workdir.unwrap_or("/"));
+    let mut cmd = std::process::Command::new(map_arg(root, program));
+    cmd.args(args.iter().map(|a| map_arg(root, a)))
+        .current_dir(&dir)
+        .envs(env)
+        .env("HOME", root)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null());
+    let ran = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        cmd.output()
+    })
+    .await
+    .map_err(|e| EngineError::Api { op: "exec".into(), status: 500, message: e.to_string() })?;
+    Ok(match ran {
+        Ok(out) => (i64::from(out.status.code().unwrap_or(137)), out.stdout, out.stderr),
+        Err(e) => (127, Vec::new(), format!("{program}: {e}").into_bytes()),
+    })
+}
+
 fn labels_match(have: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
     want.iter().all(|(k, v)| have.get(*k).is_some_and(|h| h == v))
 }
@@ -250,6 +290,30 @@ fn labels_match(have: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool 
 impl Engine for FakeEngine {
     async fn ping(&self) -> Result<(), EngineError> {
         self.call("ping", Some(Op::Ping)).map(drop)
+    }
+
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        drop(self.call("info", Some(Op::Ping))?);
+        Ok(EngineInfo {
+            socket: "/run/fake/podman.sock".into(),
+            version: "4.3.1".into(),
+            api_version: "4.3.1".into(),
+            rootless: false,
+            cgroup_version: "v2".into(),
+            cgroup_manager: "systemd".into(),
+            runtime: "crun".into(),
+            runtime_version: "crun version 1.8".into(),
+            storage_driver: "overlay".into(),
+        })
+    }
+
+    /// Runs the argv on the host below [`FakeEngine::helper_root`], when the image exists.
+    async fn run_helper(&self, run: &HelperRun) -> Result<HelperOutput, EngineError> {
+        if !self.call("run_helper", None)?.images.contains(&run.image) {
+            return Err(not_found("run a helper container", "image"));
+        }
+        let (exit_code, stdout, stderr) = run_below(&self.helper_root(), &run.argv, None, &run.env).await?;
+        Ok(HelperOutput { exit_code, stdout, stderr })
     }
 
     async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
@@ -495,28 +559,7 @@ impl Engine for FakeEngine {
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession, EngineError> {
         drop(self.call("exec", Some(Op::Exec))?);
         let root = self.running_root(container)?;
-        let Some((program, args)) = spec.argv.split_first() else {
-            return Err(EngineError::Api { op: "exec".into(), status: 400, message: "no command".into() });
-        };
-        let dir = below(&root, spec.workdir.as_deref().unwrap_or("/"));
-        let mut cmd = std::process::Command::new(map_arg(&root, program));
-        cmd.args(args.iter().map(|a| map_arg(&root, a)))
-            .current_dir(&dir)
-            .envs(&spec.env)
-            .env("HOME", &root)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(std::process::Stdio::null());
-        let ran = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            cmd.output()
-        })
-        .await
-        .map_err(|e| EngineError::Api { op: "exec".into(), status: 500, message: e.to_string() })?;
-        let (code, stdout, stderr) = match ran {
-            Ok(out) => (i64::from(out.status.code().unwrap_or(137)), out.stdout, out.stderr),
-            Err(e) => (127, Vec::new(), format!("{program}: {e}").into_bytes()),
-        };
+        let (code, stdout, stderr) = run_below(&root, &spec.argv, spec.workdir.as_deref(), &spec.env).await?;
         let id = {
             let mut s = self.state();
             s.next_id += 1;
