@@ -1,6 +1,8 @@
 //! `up`: what it makes and its first task, what it refuses before making anything, the
 //! rollback of a failure in each phase (a table), and `delete`.
 
+use std::time::Duration;
+
 use crate::core::testing::{Op, Steps, Turn, WS, World, container, git, pod, wait_end};
 use crate::core::{CoreError, UpOutcome, UpRequest};
 use crate::pods::EngineError;
@@ -125,4 +127,25 @@ async fn a_failed_up_removes_what_it_made_in_every_phase() {
     }
     let created = w.up().await;
     assert_eq!(created.workspace.status, "Running", "nothing left behind stands in the way");
+}
+
+/// Regression (#22): opencode accepts connections a moment before it serves and never
+/// answers a request sent then; a probe that waited for that answer stalled `up` for the
+/// whole call timeout (30 s) one time in four. Probes are hedged and bounded: three silent
+/// probes cost three probe intervals, not three timeouts (tokio's paused time).
+#[tokio::test]
+async fn silent_readiness_probes_cost_an_interval_not_a_timeout() {
+    let w = World::new().await;
+    w.up().await;
+    w.core.stop(WS).await.unwrap();
+    w.agent.silence_probes(3);
+    let probes_before = w.agent.probes();
+    tokio::time::pause();
+
+    let started = tokio::time::Instant::now();
+    let started_ok = tokio::time::timeout(Duration::from_secs(60), w.core.start(WS)).await;
+    let took = started.elapsed();
+    assert!(matches!(started_ok, Ok(Ok(()))), "start waited for the agent: {started_ok:?}");
+    assert_eq!(w.agent.probes() - probes_before, 4, "three silent probes, then one answered");
+    assert!(took < Duration::from_secs(1), "ready after {took:?}: well under one probe's timeout (2 s)");
 }
