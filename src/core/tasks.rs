@@ -21,6 +21,23 @@ const AGENT_STOPPED: &str =
 /// How often a driver asks the agent directly, in case an event was missed.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How long a task's delivery waits for the agent clone's HEAD (when the task has no base).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `check` — an agent call inside the driver's loop — unless the task is cancelled or its
+/// deadline passes first (`None`): a slow agent never holds up either.
+async fn unless_ended<T>(
+    check: impl std::future::Future<Output = T>,
+    token: &CancellationToken,
+    deadline: tokio::time::Instant,
+) -> Option<T> {
+    tokio::select! {
+        r = check => Some(r),
+        _ = token.cancelled() => None,
+        _ = tokio::time::sleep_until(deadline) => None,
+    }
+}
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TaskQuery {
@@ -260,7 +277,10 @@ impl<E: Engine> Core<E> {
                         }
                         // The session went idle: its turn may be over (a failed question is
                         // left to the poll, which judges whether the agent is gone).
-                        if idle && let Ok(Some(end)) = self.check_done(&*agent, &session, &task).await {
+                        if idle
+                            && let Some(Ok(Some(end))) =
+                                unless_ended(self.check_done(&*agent, &session, &task), token, deadline).await
+                        {
                             break end;
                         }
                     }
@@ -276,14 +296,15 @@ impl<E: Engine> Core<E> {
                         }
                     }
                 },
-                _ = poll.tick() => match self.check_done(&*agent, &session, &task).await {
-                    Ok(Some(end)) => break end,
-                    Ok(None) => {}
+                _ = poll.tick() => match unless_ended(self.check_done(&*agent, &session, &task), token, deadline).await {
+                    Some(Ok(Some(end))) => break end,
+                    // Cancelled or past the deadline: the next turn of the loop sees which.
+                    None | Some(Ok(None)) => {}
                     // Not answering: gone (its container stopped) or only slow.
-                    Err(e) if self.agent(&task.workspace).await.is_err() => {
+                    Some(Err(e)) if self.agent(&task.workspace).await.is_err() => {
                         break End::Failed(format!("{AGENT_STOPPED} ({e})"));
                     }
-                    Err(_) => {}
+                    Some(Err(_)) => {}
                 },
             }
         };
@@ -418,12 +439,10 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// The agent clone's HEAD commit, if it has one.
+    /// The agent clone's HEAD commit, if it has one (asked for at most [`HEAD_TIMEOUT`]).
     async fn agent_head(&self, workspace: &str) -> Option<String> {
-        let (code, out, _) = self
-            .exec_capture(workspace, ExecTarget::Agent, &["git", "rev-parse", "--verify", "-q", "HEAD"])
-            .await
-            .ok()?;
+        let ask = self.exec_capture(workspace, ExecTarget::Agent, &["git", "rev-parse", "--verify", "-q", "HEAD"]);
+        let (code, out, _) = tokio::time::timeout(HEAD_TIMEOUT, ask).await.ok()?.ok()?;
         let head = String::from_utf8_lossy(&out).trim().to_owned();
         (code == 0 && !head.is_empty()).then_some(head)
     }
