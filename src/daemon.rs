@@ -1,7 +1,7 @@
 //! `devaipod serve`: the daemon that owns all state. It opens the store, removes the helper
 //! containers a previous daemon of this instance left behind, resumes the tasks it left
-//! running, opens every pod's gator socket, and serves the API on the unix socket and on
-//! loopback TCP.
+//! running and the removals of deleted workspaces it did not finish, opens every pod's
+//! gator socket, and serves the API on the unix socket and on loopback TCP.
 
 use std::sync::Arc;
 
@@ -46,6 +46,11 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     sockets.open_all().await?;
     core.set_endpoints(sockets);
     let resumed = core.resume_tasks().await?;
+    match core.resume_removals().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("finishing the removal of {n} deleted workspace(s) an earlier daemon left"),
+        Err(e) => tracing::warn!("{e}"),
+    }
     eprintln!(
         "devaipod daemon (instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
         core.instance(),

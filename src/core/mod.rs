@@ -112,6 +112,11 @@ impl Paths {
         self.data.join("repos").join(format!("{workspace}.git"))
     }
 
+    /// Records of workspaces whose objects are being removed (see `workspaces/removal.rs`).
+    pub fn removals(&self) -> PathBuf {
+        self.data.join("removals")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.runtime.join("api.sock")
     }
@@ -130,6 +135,9 @@ pub struct Core<E> {
     /// Makes the client of a workspace's agent (opencode; a fake in core's tests).
     agents: Arc<dyn AgentConnector>,
     bus: broadcast::Sender<BusEvent>,
+    /// Workspaces whose objects are removed in the background, by name: the receiver turns
+    /// `true` when the removal is over. They are hidden meanwhile.
+    removing: dashmap::DashMap<String, tokio::sync::watch::Receiver<bool>>,
     /// Cancellation handles of the tasks being driven, by task id.
     running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
     /// Approvals run one at a time, so that an action is never done twice.
@@ -175,6 +183,7 @@ impl<E: crate::pods::Engine> Core<E> {
             opencode_dir: opencode_dir(),
             agents,
             bus,
+            removing: dashmap::DashMap::new(),
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),
             list_cache: std::sync::Mutex::new(None),

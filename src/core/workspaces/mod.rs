@@ -1,9 +1,11 @@
 //! Workspaces: their types, and `status`, `stop`, `start`, `delete`, the agent of a
 //! workspace. `up.rs` creates one (and rolls a failed `up` back), `listing.rs` lists them
-//! (shared, briefly cached), `exec.rs` runs commands in their containers.
+//! (shared, briefly cached), `exec.rs` runs commands in their containers, `removal.rs`
+//! removes a deleted one's objects in the background.
 
 mod exec;
 mod listing;
+mod removal;
 mod up;
 
 use std::collections::BTreeMap;
@@ -196,6 +198,9 @@ impl<E: Engine> Core<E> {
     /// The pod of workspace `name` of this instance, or `NotFound`.
     pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        if self.being_removed(name) {
+            return Err(CoreError::NotFound(name.to_owned()));
+        }
         let pods = self
             .engine
             .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
@@ -278,54 +283,48 @@ impl<E: Engine> Core<E> {
         self.wait_for_agent(name, &pod.name, &record.agent_password).await
     }
 
-    /// Removes the pod, its containers, its secrets, its built image and (unless
-    /// `keep_volumes`) its volumes and repository. Only objects labelled with this instance
-    /// and this workspace are touched. Running tasks are cancelled first.
-    pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
-        let pod = self.find(name).await;
-        let volumes = if keep_volumes {
-            Vec::new()
-        } else {
+    /// Deletes a workspace: its running tasks are cancelled, its record goes (unless
+    /// `keep_volumes`), and its pod, containers, secrets, built image and (unless
+    /// `keep_volumes`) volumes are removed in the background, recorded durably first
+    /// (`removal.rs`); it is hidden from then on. Only objects labelled with this instance
+    /// and this workspace are touched. The daemon's repository stays: the workspace's
+    /// proposals remain readable.
+    pub async fn delete(self: &Arc<Self>, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
+        let volumes = async {
+            if keep_volumes {
+                return Ok(Vec::new());
+            }
             self.engine
                 .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
-                .await?
+                .await
         };
-        let record = self.store.workspace(name).await?;
-        match pod {
-            Ok(p) => {
-                for t in self.store.tasks(Some(name)).await? {
-                    if let Some(token) = self.running.get(&t.id) {
-                        token.cancel();
-                    }
-                }
-                let removed = self.engine.remove_pod(&p.name).await;
-                self.changed().await; // also when removal failed half-way
-                removed?
+        let (pod, volumes, record) = tokio::join!(self.find(name), volumes, self.store.workspace(name));
+        let (volumes, record) = (volumes?, record?);
+        let pod = match pod {
+            Ok(p) => Some(p.name),
+            Err(CoreError::NotFound(_)) if !self.being_removed(name) && (!volumes.is_empty() || record.is_some()) => {
+                None
             }
-            Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
             Err(e) => return Err(e),
+        };
+        for t in self.store.tasks(Some(name)).await? {
+            if let Some(token) = self.running.get(&t.id) {
+                token.cancel();
+            }
         }
+        let (secrets, image) = match WorkspaceName::new(name) {
+            Ok(n) => (
+                vec![format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())],
+                Some(plan::build_tag(self.instance(), &n)),
+            ),
+            Err(_) => (Vec::new(), None),
+        };
+        self.remove_later(removal::Removal { workspace: name.to_owned(), pod, volumes, secrets, image }).await?;
         self.changed().await;
-        for v in volumes {
-            self.engine.remove_volume(&v).await?;
-        }
-        if let Ok(n) = WorkspaceName::new(name) {
-            for secret in [format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())] {
-                match self.engine.remove_secret(&secret).await {
-                    Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            match self.engine.remove_image(&plan::build_tag(self.instance(), &n)).await {
-                Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
-            }
-        }
         if let Some(endpoints) = self.endpoints() {
             endpoints.close(name);
         }
         if !keep_volumes {
-            // The daemon's repository stays: the workspace's proposals remain readable.
             self.store.delete_workspace(name).await?;
         }
         self.publish(BusEvent {

@@ -165,7 +165,7 @@ impl<E: Engine> Core<E> {
             return Ok(UpOutcome::Planned(Box::new(plan)));
         }
 
-        self.preflight(&plan).await?;
+        self.preflight(&plan, progress).await?;
         // The agent gets the committed state only: archive it before initializeCommand,
         // which may write host secrets into the checkout for the human's side.
         let agent_tar = archive(&checkout).await?;
@@ -228,7 +228,8 @@ impl<E: Engine> Core<E> {
     /// instance): one listing, then a lookup per candidate.
     async fn free_name(&self, base: WorkspaceName) -> Result<WorkspaceName, CoreError> {
         let taken: Vec<String> = self.engine.list_pods(&[]).await?.into_iter().map(|p| p.name).collect();
-        let free = |n: &WorkspaceName| !taken.contains(&n.pod());
+        // A deleted workspace's pod still being removed does not take its name: `up` waits.
+        let free = |n: &WorkspaceName| !taken.contains(&n.pod()) || self.being_removed(n.as_str());
         if free(&base) {
             return Ok(base);
         }
@@ -261,7 +262,17 @@ impl<E: Engine> Core<E> {
     }
 
     /// Everything that can be checked before creating anything.
-    async fn preflight(&self, plan: &PodPlan) -> Result<(), CoreError> {
+    async fn preflight(&self, plan: &PodPlan, progress: &dyn Progress) -> Result<(), CoreError> {
+        let name = plan.name.as_str();
+        if self.being_removed(name) {
+            progress.step(&format!("waiting for the deleted workspace `{name}` to be removed"));
+            if !self.removal_finished(name).await {
+                return Err(CoreError::Conflict(format!(
+                    "the deleted workspace `{name}` is still being removed after {} s; try again later, or choose another --name",
+                    removal::REMOVAL_WAIT.as_secs()
+                )));
+            }
+        }
         if self.engine.pod_exists(&plan.pod.name).await? {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
