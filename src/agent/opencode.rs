@@ -28,6 +28,11 @@ const MESSAGES_TIMEOUT: Duration = Duration::from_secs(30);
 /// The event stream's answer (status and headers; opencode sends them at once).
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The HTTP client for opencode servers: loopback connect timeout, pooled connections.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default()
+}
+
 #[derive(Clone)]
 pub struct Opencode {
     base: String,
@@ -38,7 +43,12 @@ pub struct Opencode {
 impl Opencode {
     /// A client for the opencode server at `base` (e.g. `http://127.0.0.1:41234`).
     pub fn new(base: String, password: String) -> Self {
-        let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default();
+        Opencode::with_http(base, password, http_client())
+    }
+
+    /// The same over a shared HTTP client ([`http_client`]): its connections are reused
+    /// from one call to the next, and it is built once (building one costs milliseconds).
+    pub fn with_http(base: String, password: String, http: reqwest::Client) -> Self {
         Opencode { base, password, http }
     }
 

@@ -56,6 +56,9 @@ pub struct TaskDetail {
     pub proposal: Option<String>,
 }
 
+/// An agent's event stream.
+type Events = futures_util::stream::BoxStream<'static, AgentEvent>;
+
 /// How a driver ended.
 enum End {
     Done(Outcome),
@@ -82,16 +85,33 @@ impl<E: Engine> Core<E> {
         if prompt.trim().is_empty() {
             return Err(CoreError::Invalid("the prompt is empty: say what the agent should do".into()));
         }
-        let Some(record) = self.store.workspace(workspace).await? else {
+        // The record, the running tasks and the agent at once. The agent's endpoint is the
+        // one last seen when there is one (no podman call): subscribing to its events
+        // proves it, and a failure there means a fresh lookup, which says what is wrong.
+        let (record, tasks, agent) = tokio::join!(
+            self.store.workspace(workspace),
+            self.store.tasks(Some(workspace)),
+            self.remembered_agent(workspace)
+        );
+        let Some(record) = record? else {
             return Err(CoreError::NotFound(workspace.to_owned()));
         };
         // One task at a time: tasks share the agent's clone, and a task's commit takes
         // everything in it.
-        if let Some(busy) = self.store.tasks(Some(workspace)).await?.into_iter().find(|t| !t.state.is_final()) {
+        if let Some(busy) = tasks?.into_iter().find(|t| !t.state.is_final()) {
             return Err(CoreError::Busy { workspace: workspace.to_owned(), task: busy.id });
         }
         // The agent must be there now (a removed pod is a clear error, not a queued task).
-        let agent = self.agent(workspace).await?;
+        let (mut agent, remembered) = agent?;
+        let events = match agent.events().await {
+            Ok(events) => events,
+            Err(_) if remembered => {
+                self.forget_agent(workspace);
+                agent = self.agent(workspace).await?;
+                agent.events().await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (follows_proposal, session_id, turns_before) = match follows {
             Some((proposal, session)) => {
                 let turns = agent.outcome(&session).await?.user_turns as i64;
@@ -118,7 +138,7 @@ impl<E: Engine> Core<E> {
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued").await?;
-        self.spawn_driver(task.id.clone(), Some(agent));
+        self.spawn_driver(task.id.clone(), Some((agent, events)));
         Ok(task)
     }
 
@@ -186,8 +206,9 @@ impl<E: Engine> Core<E> {
         Ok(n)
     }
 
-    /// Drives a task in the background; `agent` saves a lookup when the caller has it.
-    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Arc<dyn DynAgent>>) {
+    /// Drives a task in the background; `agent` (with its event stream, subscribed) saves
+    /// a lookup and a subscription when the caller has them.
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<(Arc<dyn DynAgent>, Events)>) {
         let token = match self.running.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => return, // already driven
             dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
@@ -209,17 +230,17 @@ impl<E: Engine> Core<E> {
     async fn drive(
         &self,
         id: &str,
-        agent: Option<Arc<dyn DynAgent>>,
+        agent: Option<(Arc<dyn DynAgent>, Events)>,
         token: &CancellationToken,
     ) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
         }
-        let agent = match agent {
-            Some(a) => a,
+        let (agent, subscribed) = match agent {
+            Some((a, events)) => (a, Some(events)),
             None => match self.agent(&task.workspace).await {
-                Ok(a) => a,
+                Ok(a) => (a, None),
                 Err(e) => {
                     return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
                 }
@@ -227,11 +248,15 @@ impl<E: Engine> Core<E> {
         };
         // Subscribe before delivering, so that the end of a quick turn is not missed; a new
         // session is made meanwhile.
-        let (events, (session, fresh)) = match task.session_id.clone() {
-            Some(s) => (agent.events().await?, (s, false)),
-            None => {
-                let title: String = task.prompt.chars().take(60).collect();
-                let (events, s) = tokio::try_join!(agent.events(), agent.create_session(&title))?;
+        let title: String = task.prompt.chars().take(60).collect();
+        let (events, (session, fresh)) = match (task.session_id.clone(), subscribed) {
+            (Some(s), Some(events)) => (events, (s, false)),
+            (Some(s), None) => (agent.events().await?, (s, false)),
+            (None, subscribed) => {
+                let (events, s) = match subscribed {
+                    Some(events) => (events, agent.create_session(&title).await?),
+                    None => tokio::try_join!(agent.events(), agent.create_session(&title))?,
+                };
                 task.session_id = Some(s.clone());
                 self.store.update_task(&task).await?;
                 (events, (s, true))
@@ -250,7 +275,10 @@ impl<E: Engine> Core<E> {
                 agent.prompt(&session, &task.prompt).await?;
             }
             task.delivered = true;
-            self.store.update_task(&task).await?;
+            // A queued task records its delivery with its move to running (one write).
+            if task.state != TaskState::Queued {
+                self.store.update_task(&task).await?;
+            }
         }
         if task.state == TaskState::Queued {
             self.transition(&mut task, TaskState::Running, "the agent accepted the prompt").await?;

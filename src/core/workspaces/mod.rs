@@ -241,33 +241,63 @@ impl<E: Engine> Core<E> {
         self.agent_endpoint(name).await
     }
 
-    /// A client for the workspace's agent, made by the core's connector.
-    pub(super) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
+    /// A client for the workspace's agent, made by the core's connector, from a fresh
+    /// lookup (the record and the pod): an error says why the agent cannot be reached.
+    pub(in crate::core) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
         let (url, password) = self.agent_endpoint(name).await?;
         Ok(self.agents.connect(&url, &password))
     }
 
+    /// A client for the workspace's agent at its last known endpoint without asking podman
+    /// (`true`), else from a lookup (`false`). A caller given a remembered one proves it
+    /// with a call, and on failure forgets it ([`Core::forget_agent`]) and looks up again.
+    pub(in crate::core) async fn remembered_agent(&self, name: &str) -> Result<(Arc<dyn DynAgent>, bool), CoreError> {
+        let known = self.agent_at.get(name).map(|e| e.value().clone());
+        match known {
+            Some((url, password)) => Ok((self.agents.connect(&url, &password), true)),
+            None => Ok((self.agent(name).await?, false)),
+        }
+    }
+
+    /// Forgets the remembered endpoint of a workspace's agent (stopped, started, deleted,
+    /// or not answering there).
+    pub(in crate::core) fn forget_agent(&self, name: &str) {
+        self.agent_at.remove(name);
+    }
+
     /// The URL of the workspace's agent API (its published port) and its password, when
-    /// its container runs.
+    /// its container runs: the record and the pod (inspected by its name, its labels
+    /// checked: one engine call) are read at once. Remembered for [`Core::remembered_agent`].
     async fn agent_endpoint(&self, name: &str) -> Result<(String, String), CoreError> {
-        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        let pod = match self.find(name).await {
-            Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
-            other => other?,
+        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let pod = n.pod();
+        let (record, info) = tokio::join!(self.store.workspace(name), self.engine.inspect_pod(&pod));
+        let record = record?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let ours = |i: &PodInfo| {
+            i.labels.get(naming::LABEL_INSTANCE).map(String::as_str) == Some(self.instance())
+                && i.labels.get(naming::LABEL_WORKSPACE).map(String::as_str) == Some(name)
         };
-        let info = self.engine.inspect_pod(&pod.name).await?;
+        let info = match info {
+            Ok(i) if ours(&i) && !self.being_removed(name) => i,
+            Ok(_) | Err(EngineError::NotFound { .. }) => {
+                self.forget_agent(name);
+                return Err(CoreError::PodGone(name.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let running =
             info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let url = agent_url(&info).filter(|_| running).ok_or_else(|| CoreError::NotRunning {
-            name: name.to_owned(),
-            role: "agent",
-            status: info.status.clone(),
-        })?;
+        let Some(url) = agent_url(&info).filter(|_| running) else {
+            self.forget_agent(name);
+            return Err(CoreError::NotRunning { name: name.to_owned(), role: "agent", status: info.status.clone() });
+        };
+        self.agent_at.insert(name.to_owned(), (url.clone(), record.agent_password.clone()));
         Ok((url, record.agent_password))
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
+        self.forget_agent(name);
         let r = self.engine.stop_pod(&pod.name, 5).await;
         self.changed().await;
         Ok(r?)
@@ -276,6 +306,7 @@ impl<E: Engine> Core<E> {
     /// Starts a stopped workspace and waits for its agent.
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
+        self.forget_agent(name);
         let r = self.engine.start_pod(&pod.name).await;
         self.changed().await;
         r?;
@@ -307,6 +338,7 @@ impl<E: Engine> Core<E> {
             }
             Err(e) => return Err(e),
         };
+        self.forget_agent(name);
         for t in self.store.tasks(Some(name)).await? {
             if let Some(token) = self.running.get(&t.id) {
                 token.cancel();

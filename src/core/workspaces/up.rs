@@ -425,13 +425,16 @@ impl<E: Engine> Core<E> {
         let mut probes = futures_util::stream::FuturesUnordered::new();
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut agent: Option<Arc<dyn crate::agent::DynAgent>> = None;
+        let mut agent: Option<(Arc<dyn crate::agent::DynAgent>, String)> = None;
         let mut checked: Option<tokio::time::Instant> = None;
         let mut tried = false;
         loop {
             tokio::select! {
                 Some(answered) = probes.next() => {
                     if matches!(answered, Ok(true)) {
+                        if let Some((_, url)) = agent {
+                            self.agent_at.insert(name.to_owned(), (url, password.to_owned()));
+                        }
                         return Ok(());
                     }
                 }
@@ -449,14 +452,14 @@ impl<E: Engine> Core<E> {
                         if agent.is_none()
                             && let Some(url) = agent_url(&info)
                         {
-                            agent = Some(self.agents.connect(&url, password));
+                            agent = Some((self.agents.connect(&url, password), url));
                         }
                     }
                     // At least one probe, however short the deadline.
                     if tokio::time::Instant::now() >= deadline && (tried || agent.is_none()) {
                         return Err(CoreError::AgentNotReady { name: name.into(), secs });
                     }
-                    if let Some(agent) = &agent
+                    if let Some((agent, _)) = &agent
                         && probes.len() < PROBES_IN_FLIGHT
                     {
                         let agent = agent.clone();
