@@ -142,14 +142,20 @@ pub fn removals_done(data: &std::path::Path, limit: Duration) -> Duration {
     start.elapsed()
 }
 
-/// Podman objects (pods, containers, volumes, images) labelled with `instance`, and the
-/// secrets of its `workspaces` (podman 4.3 cannot filter secrets by label; they are named
-/// after the pods).
+/// Podman objects left by `workspaces` of `instance`: pods, containers, volumes and images
+/// carrying the instance's label and named after one of them, and their secrets (podman
+/// 4.3 cannot filter secrets by label; they are named after the pods).
 pub fn leftovers(instance: &str, workspaces: &[String]) -> Vec<String> {
     let filter = format!("label=io.devaipod.instance={instance}");
     let podman = |args: &[&str]| -> Vec<String> {
         let out = Command::new("podman").args(args).output().expect("podman");
         String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    };
+    let theirs = |n: &str| {
+        workspaces.iter().any(|w| {
+            let pod = format!("devaipod-{w}");
+            n == pod || n.starts_with(&format!("{pod}-")) || n.contains(&format!("/{instance}-{w}:"))
+        })
     };
     let mut out = Vec::new();
     for (kind, args) in [
@@ -157,18 +163,9 @@ pub fn leftovers(instance: &str, workspaces: &[String]) -> Vec<String> {
         ("container", &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]),
         ("volume", &["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]),
         ("image", &["images", "--filter", &filter, "--format", "{{.Repository}}:{{.Tag}}"]),
+        ("secret", &["secret", "ls", "--format", "{{.Name}}"]),
     ] {
-        out.extend(podman(args).into_iter().map(|n| format!("{kind} {n}")));
+        out.extend(podman(args).into_iter().filter(|n| theirs(n)).map(|n| format!("{kind} {n}")));
     }
-    let ours: Vec<String> = workspaces
-        .iter()
-        .flat_map(|w| [format!("devaipod-{w}-agent-password"), format!("devaipod-{w}-llm-key")])
-        .collect();
-    out.extend(
-        podman(&["secret", "ls", "--format", "{{.Name}}"])
-            .into_iter()
-            .filter(|n| ours.contains(n))
-            .map(|n| format!("secret {n}")),
-    );
     out
 }

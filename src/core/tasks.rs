@@ -59,6 +59,22 @@ pub struct TaskDetail {
 /// An agent's event stream.
 type Events = futures_util::stream::BoxStream<'static, AgentEvent>;
 
+/// What `run_task` opened in the agent: the event subscription and the task's session.
+struct Opened {
+    events: Events,
+    session: String,
+    /// User turns the session had before this task.
+    turns_before: i64,
+}
+
+/// The agent of a task just created, subscribed to; `fresh_session`: its session was made
+/// for it (so the prompt cannot have been delivered yet).
+struct Subscribed {
+    agent: Arc<dyn DynAgent>,
+    events: Events,
+    fresh_session: bool,
+}
+
 /// How a driver ended.
 enum End {
     Done(Outcome),
@@ -102,30 +118,27 @@ impl<E: Engine> Core<E> {
             return Err(CoreError::Busy { workspace: workspace.to_owned(), task: busy.id });
         }
         // The agent must be there now (a removed pod is a clear error, not a queued task).
-        let (mut agent, remembered) = agent?;
-        let events = match agent.events().await {
-            Ok(events) => events,
+        let (agent, remembered) = agent?;
+        let title: String = prompt.chars().take(60).collect();
+        let (agent, opened) = match self.open(&agent, &title, follows.as_ref()).await {
+            Ok(opened) => (agent, opened),
             Err(_) if remembered => {
                 self.forget_agent(workspace);
-                agent = self.agent(workspace).await?;
-                agent.events().await?
+                let agent = self.agent(workspace).await?;
+                let opened = self.open(&agent, &title, follows.as_ref()).await?;
+                (agent, opened)
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
-        let (follows_proposal, session_id, turns_before) = match follows {
-            Some((proposal, session)) => {
-                let turns = agent.outcome(&session).await?.user_turns as i64;
-                (Some(proposal), Some(session), turns)
-            }
-            None => (None, None, 0),
-        };
+        let Opened { events, session, turns_before } = opened;
+        let follows_proposal = follows.map(|(proposal, _)| proposal);
         let t = now();
         let task = Task {
             id: format!("t-{}", random_hex(5)),
             workspace: workspace.to_owned(),
             prompt: prompt.to_owned(),
             state: TaskState::Queued,
-            session_id,
+            session_id: Some(session),
             delivered: false,
             base: record.agent_head,
             follows_proposal,
@@ -138,8 +151,29 @@ impl<E: Engine> Core<E> {
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued").await?;
-        self.spawn_driver(task.id.clone(), Some((agent, events)));
+        let fresh_session = task.follows_proposal.is_none();
+        self.spawn_driver(task.id.clone(), Some(Subscribed { agent, events, fresh_session }));
         Ok(task)
+    }
+
+    /// Subscribes to the agent's events and, at the same time, makes the task's session
+    /// (or, for feedback, counts the turns of the session it continues).
+    async fn open(
+        &self,
+        agent: &Arc<dyn DynAgent>,
+        title: &str,
+        follows: Option<&(String, String)>,
+    ) -> Result<Opened, CoreError> {
+        Ok(match follows {
+            Some((_, session)) => {
+                let (events, outcome) = tokio::try_join!(agent.events(), agent.outcome(session))?;
+                Opened { events, session: session.clone(), turns_before: outcome.user_turns as i64 }
+            }
+            None => {
+                let (events, session) = tokio::try_join!(agent.events(), agent.create_session(title))?;
+                Opened { events, session, turns_before: 0 }
+            }
+        })
     }
 
     /// A task with its events and the proposal its work became.
@@ -206,9 +240,9 @@ impl<E: Engine> Core<E> {
         Ok(n)
     }
 
-    /// Drives a task in the background; `agent` (with its event stream, subscribed) saves
-    /// a lookup and a subscription when the caller has them.
-    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<(Arc<dyn DynAgent>, Events)>) {
+    /// Drives a task in the background; `agent` (subscribed to) saves a lookup and a
+    /// subscription when the caller has them.
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Subscribed>) {
         let token = match self.running.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => return, // already driven
             dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
@@ -227,18 +261,13 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    async fn drive(
-        &self,
-        id: &str,
-        agent: Option<(Arc<dyn DynAgent>, Events)>,
-        token: &CancellationToken,
-    ) -> Result<(), CoreError> {
+    async fn drive(&self, id: &str, agent: Option<Subscribed>, token: &CancellationToken) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
         }
         let (agent, subscribed) = match agent {
-            Some((a, events)) => (a, Some(events)),
+            Some(Subscribed { agent, events, fresh_session }) => (agent, Some((events, fresh_session))),
             None => match self.agent(&task.workspace).await {
                 Ok(a) => (a, None),
                 Err(e) => {
@@ -247,16 +276,13 @@ impl<E: Engine> Core<E> {
             },
         };
         // Subscribe before delivering, so that the end of a quick turn is not missed; a new
-        // session is made meanwhile.
-        let title: String = task.prompt.chars().take(60).collect();
+        // session is made meanwhile (`run_task` did both for a task it just made).
         let (events, (session, fresh)) = match (task.session_id.clone(), subscribed) {
-            (Some(s), Some(events)) => (events, (s, false)),
+            (Some(s), Some((events, fresh))) => (events, (s, fresh)),
             (Some(s), None) => (agent.events().await?, (s, false)),
-            (None, subscribed) => {
-                let (events, s) = match subscribed {
-                    Some(events) => (events, agent.create_session(&title).await?),
-                    None => tokio::try_join!(agent.events(), agent.create_session(&title))?,
-                };
+            (None, _) => {
+                let title: String = task.prompt.chars().take(60).collect();
+                let (events, s) = tokio::try_join!(agent.events(), agent.create_session(&title))?;
                 task.session_id = Some(s.clone());
                 self.store.update_task(&task).await?;
                 (events, (s, true))
