@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 pub struct Env {
     pub bin: PathBuf,
@@ -65,4 +66,106 @@ impl Env {
         }
         repo
     }
+}
+
+/// p50, p90 and max of a set of timings (nearest rank), and how many there were.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub n: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Stats {
+    pub fn of(v: &[Duration]) -> Stats {
+        assert!(!v.is_empty(), "no timings");
+        let mut v = v.to_vec();
+        v.sort();
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Stats { n: v.len(), p50: rank(0.5), p90: rank(0.9), p99: rank(0.99), max: v[v.len() - 1] }
+    }
+
+    /// `p50 / p90 / max` in milliseconds.
+    pub fn cols(&self) -> String {
+        format!("{:>8} {:>8} {:>8}", fmt_ms(self.p50), fmt_ms(self.p90), fmt_ms(self.max))
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Milliseconds with the digits that matter: 0.55, 21.3, 3512.
+pub fn fmt_ms(d: Duration) -> String {
+    match ms(d) {
+        m if m < 10.0 => format!("{m:.2}"),
+        m if m < 1000.0 => format!("{m:.1}"),
+        m => format!("{m:.0}"),
+    }
+}
+
+/// The header of [`row`]'s table.
+pub fn header() {
+    println!(
+        "{:<46} {:>3} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6}",
+        "measure (ms)", "n", "p50", "p90", "max", "floor50", "floor90", "floormax", "p50/f", "p90/50", "max/50"
+    );
+}
+
+/// One row: ours, the floor measured in the same run, the ratio of the p50s, and the tail
+/// (p90 and max over our own p50); then the target.
+pub fn row(what: &str, ours: &Stats, floor: Option<&Stats>, target: &str) {
+    let (f, ratio) = match floor {
+        Some(f) => (f.cols(), format!("{:>5.2}×", ours.p50.as_secs_f64() / f.p50.as_secs_f64())),
+        None => (format!("{:>8} {:>8} {:>8}", "—", "—", "—"), format!("{:>6}", "—")),
+    };
+    let tail = |d: Duration| d.as_secs_f64() / ours.p50.as_secs_f64();
+    println!(
+        "{what:<46} {:>3} {} | {f} | {ratio} {:>5.2}× {:>5.2}×   {target}",
+        ours.n,
+        ours.cols(),
+        tail(ours.p90),
+        tail(ours.max)
+    );
+}
+
+/// Waits (at most `limit`) until the instance's daemon has finished removing deleted
+/// workspaces (`data/removals/` holds a record per pending removal); returns how long.
+pub fn removals_done(data: &std::path::Path, limit: Duration) -> Duration {
+    let dir = data.join("removals");
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// Podman objects left by `workspaces` of `instance`: pods, containers, volumes and images
+/// carrying the instance's label and named after one of them, and their secrets (podman
+/// 4.3 cannot filter secrets by label; they are named after the pods).
+pub fn leftovers(instance: &str, workspaces: &[String]) -> Vec<String> {
+    let filter = format!("label=io.devaipod.instance={instance}");
+    let podman = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("podman").args(args).output().expect("podman");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    };
+    let theirs = |n: &str| {
+        workspaces.iter().any(|w| {
+            let pod = format!("devaipod-{w}");
+            n == pod || n.starts_with(&format!("{pod}-")) || n.contains(&format!("/{instance}-{w}:"))
+        })
+    };
+    let mut out = Vec::new();
+    for (kind, args) in [
+        ("pod", &["pod", "ps", "--filter", &filter, "--format", "{{.Name}}"][..]),
+        ("container", &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]),
+        ("volume", &["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]),
+        ("image", &["images", "--filter", &filter, "--format", "{{.Repository}}:{{.Tag}}"]),
+        ("secret", &["secret", "ls", "--format", "{{.Name}}"]),
+    ] {
+        out.extend(podman(args).into_iter().filter(|n| theirs(n)).map(|n| format!("{kind} {n}")));
+    }
+    out
 }

@@ -1,6 +1,7 @@
-//! Benchmark of MCP `tools/call list_workspaces` with 20 workspaces, over stdio and HTTP,
-//! against `podman pod ps --format json` in the same run; then 50 concurrent HTTP clients
-//! × 100 calls: errors and p99. Prints figures; asserts nothing.
+//! Benchmark of MCP `tools/call list_workspaces` with 20 workspaces, over stdio and HTTP:
+//! p50, p90 and max against `podman pod ps --format json` in the same run; then 50
+//! concurrent HTTP clients × 100 calls: errors, p50, p90, p99 and max. Prints figures;
+//! asserts nothing.
 //!
 //! Run: `cargo bench --bench mcp` (needs podman and opencode, see scripts/setup.sh).
 
@@ -15,19 +16,10 @@ use rmcp::{RoleClient, ServiceExt, service::RunningService};
 #[path = "common.rs"]
 mod common;
 
-use common::Env;
+use common::{Env, Stats, header, row};
 
 const WORKSPACES: usize = 20;
 const CALLS: usize = 200;
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 async fn timed_calls(c: &RunningService<RoleClient, ()>, n: usize) -> (Vec<Duration>, usize) {
     let (mut times, mut errors) = (Vec::with_capacity(n), 0);
@@ -54,26 +46,21 @@ async fn main() {
     }
 
     let filter = format!("label=io.devaipod.instance={}", env.instance);
-    let mut floor: Vec<Duration> = (0..20)
+    let floor: Vec<Duration> = (0..CALLS / 10)
         .map(|_| {
             let t = Instant::now();
             Command::new("podman").args(["pod", "ps", "--filter", &filter, "--format", "json"]).output().unwrap();
             t.elapsed()
         })
         .collect();
-    let floor50 = pct(&mut floor, 0.5);
-    println!("{:<44} p50 {:>7.2} ms", "floor: podman pod ps --format json", ms(floor50));
+    let floor = Stats::of(&floor);
+    header();
+    row("floor: podman pod ps --format json", &floor, None, "");
 
     let cmd: tokio::process::Command = env.cmd(&["mcp"]).into();
     let stdio = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-    let (mut t, e) = timed_calls(&stdio, CALLS).await;
-    println!(
-        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {e}   p50/floor {:.2}   (target p50 ≤ 0.5 ms)",
-        "tools/call list_workspaces, stdio",
-        ms(pct(&mut t, 0.5)),
-        ms(pct(&mut t, 0.99)),
-        pct(&mut t, 0.5).as_secs_f64() / floor50.as_secs_f64()
-    );
+    let (t, e) = timed_calls(&stdio, CALLS).await;
+    row(&format!("list_workspaces, stdio ({e} errors)"), &Stats::of(&t), Some(&floor), "p50 ≤ 0.5 ms");
     let _ = stdio.cancel().await;
 
     let url = format!("http://{}/mcp", env.read("run/listen"));
@@ -83,14 +70,8 @@ async fn main() {
         ().serve(StreamableHttpClientTransport::from_config(config))
     };
     let http = connect().await.unwrap();
-    let (mut t, e) = timed_calls(&http, CALLS).await;
-    println!(
-        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {e}   p50/floor {:.2}   (target p50 ≤ 2 ms)",
-        "tools/call list_workspaces, HTTP",
-        ms(pct(&mut t, 0.5)),
-        ms(pct(&mut t, 0.99)),
-        pct(&mut t, 0.5).as_secs_f64() / floor50.as_secs_f64()
-    );
+    let (t, e) = timed_calls(&http, CALLS).await;
+    row(&format!("list_workspaces, HTTP ({e} errors)"), &Stats::of(&t), Some(&floor), "p50 ≤ 2 ms");
     let _ = http.cancel().await;
 
     // 50 concurrent clients × 100 calls.
@@ -115,11 +96,12 @@ async fn main() {
         all.extend(t);
         errors += e;
     }
+    let s = Stats::of(&all);
+    row(&format!("50 HTTP clients × 100 calls ({errors} errors)"), &s, Some(&floor), "0 errors");
     println!(
-        "{:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   errors {errors}   ({} calls in {:.1} s; target 0 errors)",
-        "50 concurrent HTTP clients × 100 calls",
-        ms(pct(&mut all, 0.5)),
-        ms(pct(&mut all, 0.99)),
+        "{:<46} p99 {:.2} ms; {} calls in {:.1} s",
+        "",
+        common::ms(s.p99),
         all.len(),
         start.elapsed().as_secs_f64()
     );

@@ -1,6 +1,9 @@
-//! Benchmark of tasks and the daemon, each against a floor measured in the same run:
+//! Benchmark of tasks and the daemon, each against a floor measured in the same run
+//! (p50, p90 and max over [`RUNS`] runs):
 //! - `run_task` until the agent accepted the prompt, over a direct call to the same opencode
 //!   (POST /session + prompt_async);
+//! - `delete` of a workspace that ran a task (until it returns, and until podman's objects
+//!   are gone);
 //! - the daemon's RSS idle and with 10 workspaces;
 //! - proposal extraction for a change of 1,000 files.
 //!
@@ -17,9 +20,9 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::Env;
+use common::{Env, Stats, header, leftovers, ms, removals_done, row};
 
-const RUNS: usize = 10;
+const RUNS: usize = 20;
 
 fn rss_kb(pid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -29,15 +32,6 @@ fn rss_kb(pid: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -174,13 +168,14 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let (o, f) = (median(&mut ours), median(&mut floor));
+    let (o, f) = (Stats::of(&ours), Stats::of(&floor));
+    header();
+    row("run_task → agent accepted the prompt", &o, Some(&f), "overhead ≤ 10 ms at p50");
     println!(
-        "{:<52} {:>7.1} ms   direct opencode {:>6.1} ms   overhead {:>6.1} ms   (target ≤ 20 ms)",
-        format!("run_task → agent accepted the prompt ({RUNS} runs, median)"),
-        ms(o),
-        ms(f),
-        ms(o.saturating_sub(f))
+        "{:<46} overhead over the direct call: p50 {:.1} ms, p90 {:.1} ms\n",
+        "",
+        ms(o.p50.saturating_sub(f.p50)),
+        ms(o.p90.saturating_sub(f.p90))
     );
 
     // Proposal extraction for 1,000 files.
@@ -195,6 +190,26 @@ async fn main() {
         .unwrap_or_default();
     let collected = msg.rsplit("collected in ").next().unwrap_or("?").trim_end_matches(')');
     println!("{:<52} {:>10}   ({msg})", "proposal extraction, 1,000 files", collected);
+
+    // delete of a workspace that ran a task (its commit and bundle ran as API execs in
+    // the agent's container), one at a time.
+    let data = env.dir.path().join("data");
+    let (mut deletes, mut gone, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let name = format!("d{i}");
+        env.ok(&["up", repo.to_str().unwrap(), "--name", &name]);
+        env.ok(&["run", "-w", &name, "-c", "bench ok"]);
+        let t0 = Instant::now();
+        env.ok(&["delete", &name]);
+        let d = t0.elapsed();
+        deletes.push(d);
+        gone.push(d + removals_done(&data, Duration::from_secs(120)));
+        names.push(name);
+    }
+    header();
+    row("delete after a task, until it returns", &Stats::of(&deletes), None, "p90 ≤ 1 s");
+    row("delete after a task, until podman's objects are gone", &Stats::of(&gone), None, "report");
+    println!("left behind: {:?}\n", leftovers(&env.instance, &names));
 
     // RSS with 10 workspaces.
     for i in 1..10 {

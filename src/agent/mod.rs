@@ -128,11 +128,25 @@ pub trait AgentConnector: Send + Sync {
     fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent>;
 }
 
-/// The production backend: opencode's HTTP API.
-pub struct OpencodeConnector;
+/// The production backend: opencode's HTTP API, every client over one connection pool.
+pub struct OpencodeConnector {
+    http: reqwest::Client,
+}
+
+impl OpencodeConnector {
+    pub fn new() -> Self {
+        OpencodeConnector { http: opencode::http_client() }
+    }
+}
+
+impl Default for OpencodeConnector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl AgentConnector for OpencodeConnector {
     fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent> {
-        Arc::new(opencode::Opencode::new(base_url.to_owned(), password.to_owned()))
+        Arc::new(opencode::Opencode::with_http(base_url.to_owned(), password.to_owned(), self.http.clone()))
     }
 }

@@ -1,6 +1,7 @@
 //! opencode's HTTP API (as verified with opencode 1.18): sessions, `prompt_async`, the `/event`
 //! SSE stream, `/session/status`, messages and abort. HTTP Basic auth, user `opencode`, with
-//! the per-pod password. Every call has a timeout; the event stream has none (it is long-lived).
+//! the per-pod password. Every call has a timeout sized to what it waits for; the event
+//! stream's body has none (it is long-lived), its answer does.
 
 use std::time::Duration;
 
@@ -11,7 +12,26 @@ use serde_json::{Value, json};
 use super::sse::SseDecoder;
 use super::{Agent, AgentError, AgentEvent, Outcome};
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection to the agent is on loopback (its published port): it is made at once or
+/// refused at once.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// One readiness probe. opencode accepts connections a moment before it serves, and a
+/// request sent in that moment is never answered (verified: still waiting after 45 s); its
+/// first real answer takes up to ~1.2 s. A probe is one attempt among many: the caller
+/// retries under its own deadline.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Small calls (sessions, status, prompt delivery, abort): opencode answers in
+/// milliseconds once it serves.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session's messages, which grow with the session.
+const MESSAGES_TIMEOUT: Duration = Duration::from_secs(30);
+/// The event stream's answer (status and headers; opencode sends them at once).
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP client for opencode servers: loopback connect timeout, pooled connections.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default()
+}
 
 #[derive(Clone)]
 pub struct Opencode {
@@ -23,7 +43,12 @@ pub struct Opencode {
 impl Opencode {
     /// A client for the opencode server at `base` (e.g. `http://127.0.0.1:41234`).
     pub fn new(base: String, password: String) -> Self {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Opencode::with_http(base, password, http_client())
+    }
+
+    /// The same over a shared HTTP client ([`http_client`]): its connections are reused
+    /// from one call to the next, and it is built once (building one costs milliseconds).
+    pub fn with_http(base: String, password: String, http: reqwest::Client) -> Self {
         Opencode { base, password, http }
     }
 
@@ -40,7 +65,17 @@ impl Opencode {
     }
 
     async fn json(&self, what: &str, rb: reqwest::RequestBuilder) -> Result<Value, AgentError> {
-        let resp = rb.timeout(CALL_TIMEOUT).send().await.map_err(|e| self.unreachable(e))?;
+        self.json_within(what, rb, CALL_TIMEOUT).await
+    }
+
+    /// A JSON call that takes at most `timeout`, body included.
+    async fn json_within(
+        &self,
+        what: &str,
+        rb: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, AgentError> {
+        let resp = rb.timeout(timeout).send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let is_json =
             resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
@@ -70,7 +105,9 @@ fn truncate(s: &str) -> String {
 
 impl Agent for Opencode {
     async fn ready(&self) -> bool {
-        self.json("list sessions", self.req(reqwest::Method::GET, "/session")).await.is_ok_and(|v| v.is_array())
+        self.json_within("list sessions", self.req(reqwest::Method::GET, "/session"), READY_TIMEOUT)
+            .await
+            .is_ok_and(|v| v.is_array())
     }
 
     async fn create_session(&self, title: &str) -> Result<String, AgentError> {
@@ -106,8 +143,8 @@ impl Agent for Opencode {
     }
 
     async fn outcome(&self, session: &str) -> Result<Outcome, AgentError> {
-        let v =
-            self.json("read messages", self.req(reqwest::Method::GET, &format!("/session/{session}/message"))).await?;
+        let rb = self.req(reqwest::Method::GET, &format!("/session/{session}/message"));
+        let v = self.json_within("read messages", rb, MESSAGES_TIMEOUT).await?;
         Ok(outcome_of(&v))
     }
 
@@ -117,7 +154,14 @@ impl Agent for Opencode {
     }
 
     async fn events(&self) -> Result<BoxStream<'static, AgentEvent>, AgentError> {
-        let resp = self.req(reqwest::Method::GET, "/event").send().await.map_err(|e| self.unreachable(e))?;
+        // The answer is bounded; the stream that follows is not.
+        let resp = tokio::time::timeout(EVENTS_TIMEOUT, self.req(reqwest::Method::GET, "/event").send())
+            .await
+            .map_err(|_| AgentError::Unreachable {
+                url: self.base.clone(),
+                message: format!("no answer to the event subscription within {} s", EVENTS_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Err(AgentError::Status {
                 what: "follow events".into(),
@@ -235,6 +279,59 @@ pub fn outcome_of(messages: &Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback server that accepts connections and never answers, as opencode does for a
+    /// moment before it serves. Its connections stay open until the test ends.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        (url, task)
+    }
+
+    /// Regression (#22): a readiness probe sent while opencode accepted but did not serve
+    /// waited out the 30 s call timeout, so one `up` in four took 33 s. A probe gives up
+    /// after [`READY_TIMEOUT`]; the event subscription's answer is bounded too.
+    #[tokio::test]
+    async fn a_probe_of_an_agent_that_accepts_but_never_answers_gives_up_quickly() {
+        let (url, server) = silent_server().await;
+        let agent = Opencode::new(url, "pw".into());
+        let started = std::time::Instant::now();
+        let probe = async {
+            let ready = tokio::time::timeout(Duration::from_secs(10), agent.ready()).await;
+            (ready, started.elapsed())
+        };
+        let subscribe = async {
+            let events = tokio::time::timeout(Duration::from_secs(10), agent.events()).await;
+            (events, started.elapsed())
+        };
+        let ((ready, probe_took), (events, subscribe_took)) = tokio::join!(probe, subscribe);
+        assert_eq!(ready.ok(), Some(false), "the probe ended, unanswered");
+        assert!(
+            probe_took >= READY_TIMEOUT && probe_took < READY_TIMEOUT + Duration::from_secs(1),
+            "the probe gave up after {probe_took:?}"
+        );
+        assert!(matches!(events, Ok(Err(AgentError::Unreachable { .. }))), "the subscription fails");
+        assert!(subscribe_took < EVENTS_TIMEOUT + Duration::from_secs(1), "after {subscribe_took:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_probe_of_a_closed_port_fails_at_once() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let agent = Opencode::new(format!("http://127.0.0.1:{port}"), "pw".into());
+        let started = std::time::Instant::now();
+        assert!(!agent.ready().await);
+        assert!(started.elapsed() < Duration::from_millis(500), "refused after {:?}", started.elapsed());
+    }
 
     #[test]
     fn parses_the_events_a_task_needs() {

@@ -114,6 +114,11 @@ impl Paths {
         self.data.join("repos").join(format!("{workspace}.git"))
     }
 
+    /// Records of workspaces whose objects are being removed (see `workspaces/removal.rs`).
+    pub fn removals(&self) -> PathBuf {
+        self.data.join("removals")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.runtime.join("api.sock")
     }
@@ -137,6 +142,12 @@ pub struct Core<E> {
     /// Makes the client of a workspace's agent (opencode; a fake in core's tests).
     agents: Arc<dyn AgentConnector>,
     bus: broadcast::Sender<BusEvent>,
+    /// Workspaces whose objects are removed in the background, by name: the receiver turns
+    /// `true` when the removal is over. They are hidden meanwhile.
+    removing: dashmap::DashMap<String, tokio::sync::watch::Receiver<bool>>,
+    /// The last known endpoint (URL, password) of each workspace's agent, so that a task
+    /// starts without asking podman (the agent's answer proves it; see `remembered_agent`).
+    agent_at: dashmap::DashMap<String, (String, String)>,
     /// Cancellation handles of the tasks being driven, by task id.
     running: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
     /// Approvals run one at a time, so that an action is never done twice.
@@ -164,7 +175,7 @@ pub struct Core<E> {
 impl<E: crate::pods::Engine> Core<E> {
     /// A core whose workspaces' agents are opencode.
     pub fn new(config: Config, engine: E, store: Store, paths: Paths) -> Arc<Self> {
-        Self::with_agents(config, engine, store, paths, Arc::new(OpencodeConnector))
+        Self::with_agents(config, engine, store, paths, Arc::new(OpencodeConnector::new()))
     }
 
     /// A core that reaches workspaces' agents through `agents`.
@@ -184,6 +195,8 @@ impl<E: crate::pods::Engine> Core<E> {
             opencode_dir: opencode_dir(),
             agents,
             bus,
+            removing: dashmap::DashMap::new(),
+            agent_at: dashmap::DashMap::new(),
             running: dashmap::DashMap::new(),
             approve_lock: tokio::sync::Mutex::new(()),
             list_cache: std::sync::Mutex::new(None),

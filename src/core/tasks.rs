@@ -21,6 +21,23 @@ const AGENT_STOPPED: &str =
 /// How often a driver asks the agent directly, in case an event was missed.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How long a task's delivery waits for the agent clone's HEAD (when the task has no base).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `check` — an agent call inside the driver's loop — unless the task is cancelled or its
+/// deadline passes first (`None`): a slow agent never holds up either.
+async fn unless_ended<T>(
+    check: impl std::future::Future<Output = T>,
+    token: &CancellationToken,
+    deadline: tokio::time::Instant,
+) -> Option<T> {
+    tokio::select! {
+        r = check => Some(r),
+        _ = token.cancelled() => None,
+        _ = tokio::time::sleep_until(deadline) => None,
+    }
+}
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TaskQuery {
@@ -37,6 +54,25 @@ pub struct TaskDetail {
     pub events: Vec<TaskEvent>,
     /// The proposal's id, when the task left one.
     pub proposal: Option<String>,
+}
+
+/// An agent's event stream.
+type Events = futures_util::stream::BoxStream<'static, AgentEvent>;
+
+/// What `run_task` opened in the agent: the event subscription and the task's session.
+struct Opened {
+    events: Events,
+    session: String,
+    /// User turns the session had before this task.
+    turns_before: i64,
+}
+
+/// The agent of a task just created, subscribed to; `fresh_session`: its session was made
+/// for it (so the prompt cannot have been delivered yet).
+struct Subscribed {
+    agent: Arc<dyn DynAgent>,
+    events: Events,
+    fresh_session: bool,
 }
 
 /// How a driver ended.
@@ -65,30 +101,44 @@ impl<E: Engine> Core<E> {
         if prompt.trim().is_empty() {
             return Err(CoreError::Invalid("the prompt is empty: say what the agent should do".into()));
         }
-        let Some(record) = self.store.workspace(workspace).await? else {
+        // The record, the running tasks and the agent at once. The agent's endpoint is the
+        // one last seen when there is one (no podman call): subscribing to its events
+        // proves it, and a failure there means a fresh lookup, which says what is wrong.
+        let (record, tasks, agent) = tokio::join!(
+            self.store.workspace(workspace),
+            self.store.tasks(Some(workspace)),
+            self.remembered_agent(workspace)
+        );
+        let Some(record) = record? else {
             return Err(CoreError::NotFound(workspace.to_owned()));
         };
         // One task at a time: tasks share the agent's clone, and a task's commit takes
         // everything in it.
-        if let Some(busy) = self.store.tasks(Some(workspace)).await?.into_iter().find(|t| !t.state.is_final()) {
+        if let Some(busy) = tasks?.into_iter().find(|t| !t.state.is_final()) {
             return Err(CoreError::Busy { workspace: workspace.to_owned(), task: busy.id });
         }
         // The agent must be there now (a removed pod is a clear error, not a queued task).
-        let agent = self.agent(workspace).await?;
-        let (follows_proposal, session_id, turns_before) = match follows {
-            Some((proposal, session)) => {
-                let turns = agent.outcome(&session).await?.user_turns as i64;
-                (Some(proposal), Some(session), turns)
+        let (agent, remembered) = agent?;
+        let title: String = prompt.chars().take(60).collect();
+        let (agent, opened) = match self.open(&agent, &title, follows.as_ref()).await {
+            Ok(opened) => (agent, opened),
+            Err(_) if remembered => {
+                self.forget_agent(workspace);
+                let agent = self.agent(workspace).await?;
+                let opened = self.open(&agent, &title, follows.as_ref()).await?;
+                (agent, opened)
             }
-            None => (None, None, 0),
+            Err(e) => return Err(e),
         };
+        let Opened { events, session, turns_before } = opened;
+        let follows_proposal = follows.map(|(proposal, _)| proposal);
         let t = now();
         let task = Task {
             id: format!("t-{}", random_hex(5)),
             workspace: workspace.to_owned(),
             prompt: prompt.to_owned(),
             state: TaskState::Queued,
-            session_id,
+            session_id: Some(session),
             delivered: false,
             base: record.agent_head,
             follows_proposal,
@@ -101,8 +151,29 @@ impl<E: Engine> Core<E> {
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued").await?;
-        self.spawn_driver(task.id.clone(), Some(agent));
+        let fresh_session = task.follows_proposal.is_none();
+        self.spawn_driver(task.id.clone(), Some(Subscribed { agent, events, fresh_session }));
         Ok(task)
+    }
+
+    /// Subscribes to the agent's events and, at the same time, makes the task's session
+    /// (or, for feedback, counts the turns of the session it continues).
+    async fn open(
+        &self,
+        agent: &Arc<dyn DynAgent>,
+        title: &str,
+        follows: Option<&(String, String)>,
+    ) -> Result<Opened, CoreError> {
+        Ok(match follows {
+            Some((_, session)) => {
+                let (events, outcome) = tokio::try_join!(agent.events(), agent.outcome(session))?;
+                Opened { events, session: session.clone(), turns_before: outcome.user_turns as i64 }
+            }
+            None => {
+                let (events, session) = tokio::try_join!(agent.events(), agent.create_session(title))?;
+                Opened { events, session, turns_before: 0 }
+            }
+        })
     }
 
     /// A task with its events and the proposal its work became.
@@ -169,8 +240,9 @@ impl<E: Engine> Core<E> {
         Ok(n)
     }
 
-    /// Drives a task in the background; `agent` saves a lookup when the caller has it.
-    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Arc<dyn DynAgent>>) {
+    /// Drives a task in the background; `agent` (subscribed to) saves a lookup and a
+    /// subscription when the caller has them.
+    fn spawn_driver(self: &Arc<Self>, id: String, agent: Option<Subscribed>) {
         let token = match self.running.entry(id.clone()) {
             dashmap::Entry::Occupied(_) => return, // already driven
             dashmap::Entry::Vacant(v) => v.insert(CancellationToken::new()).clone(),
@@ -189,30 +261,26 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    async fn drive(
-        &self,
-        id: &str,
-        agent: Option<Arc<dyn DynAgent>>,
-        token: &CancellationToken,
-    ) -> Result<(), CoreError> {
+    async fn drive(&self, id: &str, agent: Option<Subscribed>, token: &CancellationToken) -> Result<(), CoreError> {
         let mut task = self.store.task(id).await?.ok_or_else(|| CoreError::TaskNotFound(id.to_owned()))?;
         if task.state.is_final() {
             return Ok(());
         }
-        let agent = match agent {
-            Some(a) => a,
+        let (agent, subscribed) = match agent {
+            Some(Subscribed { agent, events, fresh_session }) => (agent, Some((events, fresh_session))),
             None => match self.agent(&task.workspace).await {
-                Ok(a) => a,
+                Ok(a) => (a, None),
                 Err(e) => {
                     return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
                 }
             },
         };
         // Subscribe before delivering, so that the end of a quick turn is not missed; a new
-        // session is made meanwhile.
-        let (events, (session, fresh)) = match task.session_id.clone() {
-            Some(s) => (agent.events().await?, (s, false)),
-            None => {
+        // session is made meanwhile (`run_task` did both for a task it just made).
+        let (events, (session, fresh)) = match (task.session_id.clone(), subscribed) {
+            (Some(s), Some((events, fresh))) => (events, (s, fresh)),
+            (Some(s), None) => (agent.events().await?, (s, false)),
+            (None, _) => {
                 let title: String = task.prompt.chars().take(60).collect();
                 // Whether the agent reaches its LLM is asked meanwhile: a task it cannot
                 // reach fails now, with the URL and the setting, not after the agent's retries.
@@ -242,7 +310,10 @@ impl<E: Engine> Core<E> {
                 agent.prompt(&session, &task.prompt).await?;
             }
             task.delivered = true;
-            self.store.update_task(&task).await?;
+            // A queued task records its delivery with its move to running (one write).
+            if task.state != TaskState::Queued {
+                self.store.update_task(&task).await?;
+            }
         }
         if task.state == TaskState::Queued {
             self.transition(&mut task, TaskState::Running, "the agent accepted the prompt").await?;
@@ -269,7 +340,10 @@ impl<E: Engine> Core<E> {
                         }
                         // The session went idle: its turn may be over (a failed question is
                         // left to the poll, which judges whether the agent is gone).
-                        if idle && let Ok(Some(end)) = self.check_done(&*agent, &session, &task).await {
+                        if idle
+                            && let Some(Ok(Some(end))) =
+                                unless_ended(self.check_done(&*agent, &session, &task), token, deadline).await
+                        {
                             break end;
                         }
                     }
@@ -285,14 +359,15 @@ impl<E: Engine> Core<E> {
                         }
                     }
                 },
-                _ = poll.tick() => match self.check_done(&*agent, &session, &task).await {
-                    Ok(Some(end)) => break end,
-                    Ok(None) => {}
+                _ = poll.tick() => match unless_ended(self.check_done(&*agent, &session, &task), token, deadline).await {
+                    Some(Ok(Some(end))) => break end,
+                    // Cancelled or past the deadline: the next turn of the loop sees which.
+                    None | Some(Ok(None)) => {}
                     // Not answering: gone (its container stopped) or only slow.
-                    Err(e) if self.agent(&task.workspace).await.is_err() => {
+                    Some(Err(e)) if self.agent(&task.workspace).await.is_err() => {
                         break End::Failed(format!("{AGENT_STOPPED} ({e})"));
                     }
-                    Err(_) => {}
+                    Some(Err(_)) => {}
                 },
             }
         };
@@ -439,12 +514,10 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// The agent clone's HEAD commit, if it has one.
+    /// The agent clone's HEAD commit, if it has one (asked for at most [`HEAD_TIMEOUT`]).
     async fn agent_head(&self, workspace: &str) -> Option<String> {
-        let (code, out, _) = self
-            .exec_capture(workspace, ExecTarget::Agent, &["git", "rev-parse", "--verify", "-q", "HEAD"])
-            .await
-            .ok()?;
+        let ask = self.exec_capture(workspace, ExecTarget::Agent, &["git", "rev-parse", "--verify", "-q", "HEAD"]);
+        let (code, out, _) = tokio::time::timeout(HEAD_TIMEOUT, ask).await.ok()?.ok()?;
         let head = String::from_utf8_lossy(&out).trim().to_owned();
         (code == 0 && !head.is_empty()).then_some(head)
     }

@@ -2,9 +2,10 @@
 //! newer schema), removes the helper containers a previous daemon of this instance left
 //! behind, copies its own executable for agent containers (`exe.rs`: they never mount a
 //! file an upgrade may replace) and removes the copies no container uses, resumes the
-//! tasks it left running, opens every pod's gator socket, and serves the API on the unix
-//! socket and on loopback TCP until SIGTERM, Ctrl-C or `POST /api/v1/shutdown`; then it
-//! finishes the work under way and exits, and the next daemon resumes the tasks.
+//! tasks it left running and the removals of deleted workspaces it did not finish, opens
+//! every pod's gator socket, and serves the API on the unix socket and on loopback TCP until
+//! SIGTERM, Ctrl-C or `POST /api/v1/shutdown`; then it finishes the work under way and
+//! exits, and the next daemon resumes the tasks.
 
 pub mod exe;
 
@@ -59,6 +60,11 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     sockets.open_all().await?;
     core.set_endpoints(sockets);
     let resumed = core.resume_tasks().await?;
+    match core.resume_removals().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("finishing the removal of {n} deleted workspace(s) an earlier daemon left"),
+        Err(e) => tracing::warn!("{e}"),
+    }
     eprintln!(
         "devaipod daemon {} (pid {}, instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
         process.version().version,

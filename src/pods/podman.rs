@@ -31,6 +31,8 @@ pub use super::socket::{default_socket, is_root};
 
 /// Extra time a pod stop may take beyond its grace period.
 const CALL_TIMEOUT_FOR_STOP: Duration = Duration::from_secs(30);
+/// How long an exec's exit code may take to be recorded and read, after its output ended.
+const EXIT_CODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a secret reader may run.
 const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -457,17 +459,23 @@ impl Engine for Podman {
     }
 
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {
-        // The output stream can end a moment before podman records the exit code.
-        for _ in 0..50 {
-            let info = self.docker.inspect_exec(id).await.map_err(|e| docker_err("inspect an exec", e))?;
-            if info.running != Some(true)
-                && let Some(code) = info.exit_code
-            {
-                return Ok(code);
+        // The output stream can end a moment before podman records the exit code: asked
+        // every 100 ms, for EXIT_CODE_TIMEOUT in all (each answer included).
+        let ask = async {
+            loop {
+                let info = self.docker.inspect_exec(id).await.map_err(|e| docker_err("inspect an exec", e))?;
+                if info.running != Some(true)
+                    && let Some(code) = info.exit_code
+                {
+                    return Ok(code);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(EngineError::Timeout { op: "wait for the command's exit code".into(), secs: 5 })
+        };
+        tokio::time::timeout(EXIT_CODE_TIMEOUT, ask).await.map_err(|_| EngineError::Timeout {
+            op: "wait for the command's exit code".into(),
+            secs: EXIT_CODE_TIMEOUT.as_secs(),
+        })?
     }
 
     fn logs(

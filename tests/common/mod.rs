@@ -126,9 +126,22 @@ impl TestEnv {
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
-    /// Names of pods, containers and volumes carrying this instance's label.
+    /// Names of pods, containers and volumes carrying this instance's label, once the
+    /// daemon has finished the removals of deleted workspaces (`delete` returns first and
+    /// removes in the background; a record under `data/removals/` stays until it is done).
     pub fn leftovers(&self) -> Vec<String> {
+        self.wait_for_removals();
         leftovers(&self.instance)
+    }
+
+    /// Waits (at most 60 s) until no removal of a deleted workspace is pending.
+    pub fn wait_for_removals(&self) {
+        let dir = self.dir.path().join("data/removals");
+        let pending = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        let start = std::time::Instant::now();
+        while pending() > 0 && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

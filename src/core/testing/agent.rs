@@ -78,6 +78,11 @@ struct State {
     events: broadcast::Sender<AgentEvent>,
     /// The next prompt is accepted, but its caller never hears back.
     hold_reply: bool,
+    /// This many more readiness probes are accepted and never answered (as opencode does
+    /// with requests that arrive just before it serves).
+    silent_probes: usize,
+    /// Readiness probes made.
+    probes: usize,
     /// The session of the latest prompt.
     last_session: Option<String>,
 }
@@ -103,6 +108,8 @@ impl FakeAgent {
             connects: Vec::new(),
             events: broadcast::channel(256).0,
             hold_reply: false,
+            silent_probes: 0,
+            probes: 0,
             last_session: None,
         };
         FakeAgent {
@@ -131,6 +138,16 @@ impl FakeAgent {
     /// that dies between the agent's acceptance and its own record of it).
     pub fn hold_next_reply(&self) {
         self.state().hold_reply = true;
+    }
+
+    /// The next `n` readiness probes are accepted but never answered.
+    pub fn silence_probes(&self, n: usize) {
+        self.state().silent_probes = n;
+    }
+
+    /// How many readiness probes were made.
+    pub fn probes(&self) -> usize {
+        self.state().probes
     }
 
     pub fn prompts(&self) -> Vec<(String, String)> {
@@ -274,7 +291,22 @@ impl Client {
 
 impl Agent for Client {
     async fn ready(&self) -> bool {
-        self.reach().is_ok_and(|s| s.ready)
+        let (silent, ready) = match self.reach() {
+            Ok(mut s) => {
+                s.probes += 1;
+                let silent = s.silent_probes > 0;
+                s.silent_probes = s.silent_probes.saturating_sub(1);
+                (silent, s.ready)
+            }
+            Err(_) => {
+                self.agent.state().probes += 1;
+                return false;
+            }
+        };
+        if silent {
+            std::future::pending::<()>().await;
+        }
+        ready
     }
 
     async fn create_session(&self, _title: &str) -> Result<String, AgentError> {

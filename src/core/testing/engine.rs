@@ -3,7 +3,8 @@
 //! command runs only in a running container, names are unique). Commands run for real on
 //! the host: each container has a root directory, its paths map below it (argv
 //! arguments included), so that git in the "sandbox" really commits and bundles.
-//! A test makes the next call of an operation fail with [`FakeEngine::fail_next`].
+//! A test makes the next call of an operation fail with [`FakeEngine::fail_next`], or its
+//! calls wait until released with [`FakeEngine::hold`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,11 +33,15 @@ pub enum Op {
     StartPod,
     UploadArchive,
     Exec,
+    RemovePod,
+    RemoveVolume,
 }
 
 #[derive(Clone)]
 pub struct FakeEngine {
     state: Arc<Mutex<State>>,
+    /// Wakes calls waiting on a held operation.
+    released: Arc<tokio::sync::Notify>,
     /// Holds every container's root directory.
     dir: Arc<tempfile::TempDir>,
 }
@@ -53,6 +58,8 @@ struct State {
     execs: BTreeMap<String, i64>,
     /// Operations whose next call fails.
     fail: BTreeSet<Op>,
+    /// Operations whose calls wait until released.
+    held: BTreeSet<Op>,
     /// Every call, by operation name, in order.
     calls: Vec<String>,
     /// Containers whose process exits as soon as their pod starts.
@@ -94,7 +101,7 @@ impl FakeEngine {
             .prefix("devaipod-fake-engine-")
             .tempdir_in(super::scratch())
             .expect("a temporary directory");
-        FakeEngine { state: Arc::default(), dir: Arc::new(dir) }
+        FakeEngine { state: Arc::default(), released: Arc::default(), dir: Arc::new(dir) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -114,6 +121,27 @@ impl FakeEngine {
     /// The next call of `op` fails.
     pub fn fail_next(&self, op: Op) {
         self.state().fail.insert(op);
+    }
+
+    /// Calls of `op` wait (a slow podman) until [`FakeEngine::release`].
+    pub fn hold(&self, op: Op) {
+        self.state().held.insert(op);
+    }
+
+    pub fn release(&self, op: Op) {
+        self.state().held.remove(&op);
+        self.released.notify_waiters();
+    }
+
+    /// Returns once `op` is not held.
+    async fn unless_held(&self, op: Op) {
+        loop {
+            let released = self.released.notified();
+            if !self.state().held.contains(&op) {
+                return;
+            }
+            released.await;
+        }
     }
 
     /// The container's process exits as soon as its pod starts (a broken entrypoint).
@@ -485,7 +513,8 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_pod(&self, name: &str) -> Result<(), EngineError> {
-        let mut s = self.call("remove_pod", None)?;
+        self.unless_held(Op::RemovePod).await;
+        let mut s = self.call("remove_pod", Some(Op::RemovePod))?;
         s.pods.remove(name).ok_or_else(|| not_found(&format!("remove pod {name}"), "pod"))?;
         let gone: Vec<String> = s.containers.iter().filter(|(_, c)| c.pod == name).map(|(n, _)| n.clone()).collect();
         for n in gone {
@@ -536,7 +565,8 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        let mut s = self.call("remove_volume", None)?;
+        self.unless_held(Op::RemoveVolume).await;
+        let mut s = self.call("remove_volume", Some(Op::RemoveVolume))?;
         if !s.volumes.contains_key(name) {
             return Err(not_found(&format!("remove volume {name}"), "volume"));
         }

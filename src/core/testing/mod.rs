@@ -230,3 +230,37 @@ pub async fn published(bus: &mut broadcast::Receiver<BusEvent>, task: &str) -> V
 pub fn keys(events: &[TaskEvent]) -> Vec<&str> {
     events.iter().map(|e| e.key.as_str()).collect()
 }
+
+/// A daemon whose runtime ends at a point of the test's choosing, as a killed process
+/// does; the store, the engine and the agent (which plays on the test's runtime) live on.
+pub struct Doomed(Option<tokio::runtime::Runtime>);
+
+impl Doomed {
+    pub fn new() -> Doomed {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+        Doomed(Some(rt.expect("a runtime")))
+    }
+
+    /// Runs `f` on this runtime (what it spawns runs there too) and returns its output.
+    pub async fn run<T: Send + 'static>(&self, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        let rt = self.0.as_ref().expect("a runtime not killed yet");
+        rt.spawn(f).await.expect("the daemon's call")
+    }
+
+    /// Starts a task in `core`, driven on this runtime.
+    pub async fn run_task(&self, core: &Arc<Core<FakeEngine>>, prompt: &str) -> String {
+        let (core, prompt) = (core.clone(), prompt.to_owned());
+        self.run(async move { core.run_task(WS, &prompt).await }).await.expect("the task starts").id
+    }
+
+    /// The daemon dies: everything it spawned stops where it is.
+    pub fn kill(self) {}
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}

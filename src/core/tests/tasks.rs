@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use super::last_session;
-use crate::core::testing::{
-    FakeEngine, Op, Turn, WS, World, container, keys, pod, published, until, wait_end, wait_task,
-};
-use crate::core::{Core, CoreError};
+use crate::core::CoreError;
+use crate::core::testing::{Doomed, Op, Turn, WS, World, container, keys, pod, published, until, wait_end, wait_task};
 use crate::pods::Engine;
 use crate::pods::naming::Role;
 use crate::store::TaskState;
@@ -241,33 +239,6 @@ async fn run_task_refuses_what_it_cannot_do_and_creates_nothing() {
 
     assert_eq!(w.core.store.tasks(Some(WS)).await.unwrap().len(), 1, "only the first task");
     assert_eq!(w.agent.prompts().len(), 1);
-}
-
-/// A daemon whose runtime ends at a point of the test's choosing, as a killed process
-/// does; the store, the engine and the agent (which plays on the test's runtime) live on.
-struct Doomed(Option<tokio::runtime::Runtime>);
-
-impl Doomed {
-    fn new() -> Doomed {
-        Doomed(Some(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()))
-    }
-
-    /// Starts a task in `core`, driven on this runtime.
-    async fn run_task(&self, core: &std::sync::Arc<Core<FakeEngine>>, prompt: &str) -> String {
-        let (core, prompt) = (core.clone(), prompt.to_owned());
-        let rt = self.0.as_ref().unwrap();
-        rt.spawn(async move { core.run_task(WS, &prompt).await }).await.unwrap().unwrap().id
-    }
-
-    fn kill(self) {}
-}
-
-impl Drop for Doomed {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// Where a daemon dies during a task.

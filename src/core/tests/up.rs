@@ -1,7 +1,12 @@
 //! `up`: what it makes and its first task, what it refuses before making anything, the
-//! rollback of a failure in each phase (a table), and `delete`.
+//! rollback of a failure in each phase (a table), its wait for the agent's API, and
+//! `delete`, whose removals run in the background and survive a crash.
 
-use crate::core::testing::{Op, Steps, Turn, WS, World, container, git, pod, wait_end};
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use crate::core::testing::{Doomed, Op, Steps, Turn, WS, World, container, git, pod, until, wait_end};
 use crate::core::{CoreError, UpOutcome, UpRequest};
 use crate::pods::EngineError;
 use crate::pods::naming::{Role, WorkspaceName};
@@ -46,6 +51,8 @@ async fn up_makes_the_pod_and_starts_the_first_task_and_delete_removes_it_all() 
     assert!(w.core.store.proposal_for_task(&first.id).await.unwrap().is_some());
 
     w.core.delete(WS, false).await.unwrap();
+    assert!(matches!(w.core.status(WS).await, Err(CoreError::NotFound(_))), "gone at once");
+    until(|| w.core.removals_pending().is_empty()).await;
     assert_eq!(w.engine.pods(), Vec::<String>::new());
     assert_eq!(w.engine.volumes(), Vec::<String>::new());
     assert_eq!(w.engine.secrets(), Vec::<String>::new());
@@ -125,4 +132,88 @@ async fn a_failed_up_removes_what_it_made_in_every_phase() {
     }
     let created = w.up().await;
     assert_eq!(created.workspace.status, "Running", "nothing left behind stands in the way");
+}
+
+/// Regression (#22): opencode accepts connections a moment before it serves and never
+/// answers a request sent then; a probe that waited for that answer stalled `up` for the
+/// whole call timeout (30 s) one time in four. Probes are hedged and bounded: three silent
+/// probes cost three probe intervals, not three timeouts (tokio's paused time).
+#[tokio::test]
+async fn silent_readiness_probes_cost_an_interval_not_a_timeout() {
+    let w = World::new().await;
+    w.up().await;
+    w.core.stop(WS).await.unwrap();
+    w.agent.silence_probes(3);
+    let probes_before = w.agent.probes();
+    tokio::time::pause();
+
+    let started = tokio::time::Instant::now();
+    let started_ok = tokio::time::timeout(Duration::from_secs(60), w.core.start(WS)).await;
+    let took = started.elapsed();
+    assert!(matches!(started_ok, Ok(Ok(()))), "start waited for the agent: {started_ok:?}");
+    assert_eq!(w.agent.probes() - probes_before, 4, "three silent probes, then one answered");
+    assert!(took < Duration::from_secs(1), "ready after {took:?}: well under one probe's timeout (2 s)");
+}
+
+/// `delete` returns before podman has removed anything (a pod whose containers ran API
+/// execs takes 3.3 s to remove, a big volume much longer): the workspace is hidden at once,
+/// its removal is recorded first, and a daemon killed before the removal ends finishes it
+/// at its next start.
+#[tokio::test]
+async fn delete_returns_at_once_and_a_crash_does_not_leak_what_it_removes() {
+    let w = World::new().await;
+    w.up().await;
+    let records = || std::fs::read_dir(w.core.paths.removals()).map(|d| d.count()).unwrap_or(0);
+    w.engine.hold(Op::RemovePod);
+    let daemon = Doomed::new();
+    let dying = w.restart();
+    let deleting = dying.clone();
+    daemon.run(async move { deleting.delete(WS, false).await }).await.expect("delete returns while podman works");
+
+    assert!(matches!(dying.status(WS).await, Err(CoreError::NotFound(_))), "hidden at once");
+    assert_eq!(dying.list().await.unwrap(), []);
+    assert_eq!(dying.workspace_names().await.unwrap(), Vec::<String>::new(), "its record is gone");
+    assert_eq!(dying.removals_pending(), [WS]);
+    assert_eq!((w.engine.pods(), records()), (vec![pod()], 1), "recorded, not removed yet");
+
+    daemon.kill();
+    w.engine.release(Op::RemovePod);
+    let core = w.restart();
+    assert_eq!(core.resume_removals().await.unwrap(), 1);
+    assert!(matches!(core.status(WS).await, Err(CoreError::NotFound(_))), "hidden after the restart too");
+    until(|| core.removals_pending().is_empty()).await;
+    assert_eq!(w.engine.pods(), Vec::<String>::new());
+    assert_eq!(w.engine.containers(), Vec::<String>::new());
+    assert_eq!(w.engine.volumes(), Vec::<String>::new());
+    assert_eq!(w.engine.secrets(), Vec::<String>::new());
+    assert_eq!(w.engine.images(), Vec::<String>::new());
+    assert_eq!(records(), 0, "the record goes with the last object");
+    assert_eq!(w.restart().resume_removals().await.unwrap(), 0, "nothing left to do");
+}
+
+/// `up` of a name whose deleted workspace is still being removed waits for the removal
+/// (its volumes have the same names), then makes the workspace anew.
+#[tokio::test]
+async fn up_of_a_name_being_removed_waits_for_the_removal() {
+    let w = World::new().await;
+    w.up().await;
+    w.engine.hold(Op::RemoveVolume);
+    w.core.delete(WS, false).await.unwrap();
+
+    let steps = Arc::new(Steps::default());
+    let (core, req, seen) = (w.core.clone(), w.request(), steps.clone());
+    let up = tokio::spawn(async move { core.up(&req, &*seen).await });
+    let waiting = "waiting for the deleted workspace `ws` to be removed";
+    until(|| steps.all().iter().any(|s| s == waiting)).await;
+    assert!(!up.is_finished(), "up waits");
+    assert_eq!(w.engine.volumes().len(), 3, "the old volumes are still there");
+
+    w.engine.release(Op::RemoveVolume);
+    let created = match up.await.expect("up's task") {
+        Ok(UpOutcome::Created(c)) => c,
+        other => panic!("up after the removal: {other:?}"),
+    };
+    assert_eq!(created.workspace.status, "Running");
+    assert_eq!(w.core.removals_pending(), Vec::<String>::new());
+    assert_eq!(w.engine.volumes().len(), 3, "the new workspace's");
 }

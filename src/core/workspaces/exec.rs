@@ -8,6 +8,10 @@ use crate::pods::engine::{ExecSession, Output};
 use crate::pods::naming::{self, Role};
 use crate::pods::plan::{self};
 
+/// The most a captured command (git in the sandbox: status, commit, bundle, fetch) may take,
+/// as long as the daemon's own git commands (`git::TIMEOUT`).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl<E: Engine> Core<E> {
     /// Where commands run in a workspace's container: the running container, its user and
     /// the repository's folder.
@@ -45,7 +49,8 @@ impl<E: Engine> Core<E> {
         Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
     }
 
-    /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr).
+    /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr). The
+    /// whole run (start, output, exit code) takes at most [`EXEC_TIMEOUT`].
     pub(in crate::core) async fn exec_capture(
         &self,
         name: &str,
@@ -53,15 +58,25 @@ impl<E: Engine> Core<E> {
         argv: &[&str],
     ) -> Result<(i64, Vec<u8>, String), CoreError> {
         use futures_util::StreamExt;
-        let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(chunk) = s.output.next().await {
-            match chunk? {
-                Output::Stdout(b) => out.extend_from_slice(&b),
-                Output::Stderr(b) => err.extend_from_slice(&b),
+        let run = async {
+            let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            while let Some(chunk) = s.output.next().await {
+                match chunk? {
+                    Output::Stdout(b) => out.extend_from_slice(&b),
+                    Output::Stderr(b) => err.extend_from_slice(&b),
+                }
             }
-        }
-        let code = self.engine.exec_exit_code(&s.id).await?;
-        Ok((code, out, String::from_utf8_lossy(&err).into_owned()))
+            let code = self.engine.exec_exit_code(&s.id).await?;
+            Ok((code, out, String::from_utf8_lossy(&err).into_owned()))
+        };
+        tokio::time::timeout(EXEC_TIMEOUT, run).await.map_err(|_| {
+            CoreError::Io(format!(
+                "`{}` in the {} container did not finish within {} s",
+                argv.join(" "),
+                target.role().as_str(),
+                EXEC_TIMEOUT.as_secs()
+            ))
+        })?
     }
 }

@@ -21,11 +21,11 @@ impl<E: Engine> Core<E> {
     /// and devaipod's own changes (up, stop, start, delete) are visible at once.
     pub async fn list(&self) -> Result<Vec<WorkspaceStatus>, CoreError> {
         if let Some(list) = self.cached_list(LIST_FRESH) {
-            return Ok(list);
+            return Ok(self.visible(list));
         }
         let _one = self.list_call.lock().await;
         if let Some(list) = self.cached_list(LIST_FRESH) {
-            return Ok(list); // made while this caller waited
+            return Ok(self.visible(list)); // made while this caller waited
         }
         let generation = self.list_generation.load(std::sync::atomic::Ordering::SeqCst);
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
@@ -36,7 +36,15 @@ impl<E: Engine> Core<E> {
         {
             *cache = Some((Instant::now(), out.clone()));
         }
-        Ok(out)
+        Ok(self.visible(out))
+    }
+
+    /// Without the workspaces being removed (deleted: their pods go in the background).
+    fn visible(&self, mut list: Vec<WorkspaceStatus>) -> Vec<WorkspaceStatus> {
+        if !self.removing.is_empty() {
+            list.retain(|w| !self.being_removed(&w.name));
+        }
+        list
     }
 
     /// The cached listing, if younger than `max_age`.
@@ -52,7 +60,7 @@ impl<E: Engine> Core<E> {
     pub async fn list_for_page(self: &Arc<Self>) -> Result<Vec<WorkspaceStatus>, CoreError> {
         let cached = self.list_cache.lock().ok().and_then(|c| c.clone());
         match cached {
-            Some((at, list)) if at.elapsed() < LIST_FRESH => Ok(list),
+            Some((at, list)) if at.elapsed() < LIST_FRESH => Ok(self.visible(list)),
             Some((at, list)) if at.elapsed() < LIST_STALE => {
                 if !self.list_refreshing.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     let me = self.clone();
@@ -63,7 +71,7 @@ impl<E: Engine> Core<E> {
                         me.list_refreshing.store(false, std::sync::atomic::Ordering::SeqCst);
                     });
                 }
-                Ok(list)
+                Ok(self.visible(list))
             }
             _ => self.list().await,
         }

@@ -1,9 +1,11 @@
 //! Workspaces: their types, and `status`, `stop`, `start`, `delete`, the agent of a
 //! workspace. `up.rs` creates one (and rolls a failed `up` back), `listing.rs` lists them
-//! (shared, briefly cached), `exec.rs` runs commands in their containers.
+//! (shared, briefly cached), `exec.rs` runs commands in their containers, `removal.rs`
+//! removes a deleted one's objects in the background.
 
 mod exec;
 mod listing;
+mod removal;
 mod up;
 
 use std::collections::BTreeMap;
@@ -215,6 +217,9 @@ impl<E: Engine> Core<E> {
     /// The pod of workspace `name` of this instance, or `NotFound`.
     pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        if self.being_removed(name) {
+            return Err(CoreError::NotFound(name.to_owned()));
+        }
         let pods = self
             .engine
             .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
@@ -255,33 +260,63 @@ impl<E: Engine> Core<E> {
         self.agent_endpoint(name).await
     }
 
-    /// A client for the workspace's agent, made by the core's connector.
-    pub(super) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
+    /// A client for the workspace's agent, made by the core's connector, from a fresh
+    /// lookup (the record and the pod): an error says why the agent cannot be reached.
+    pub(in crate::core) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
         let (url, password) = self.agent_endpoint(name).await?;
         Ok(self.agents.connect(&url, &password))
     }
 
+    /// A client for the workspace's agent at its last known endpoint without asking podman
+    /// (`true`), else from a lookup (`false`). A caller given a remembered one proves it
+    /// with a call, and on failure forgets it ([`Core::forget_agent`]) and looks up again.
+    pub(in crate::core) async fn remembered_agent(&self, name: &str) -> Result<(Arc<dyn DynAgent>, bool), CoreError> {
+        let known = self.agent_at.get(name).map(|e| e.value().clone());
+        match known {
+            Some((url, password)) => Ok((self.agents.connect(&url, &password), true)),
+            None => Ok((self.agent(name).await?, false)),
+        }
+    }
+
+    /// Forgets the remembered endpoint of a workspace's agent (stopped, started, deleted,
+    /// or not answering there).
+    pub(in crate::core) fn forget_agent(&self, name: &str) {
+        self.agent_at.remove(name);
+    }
+
     /// The URL of the workspace's agent API (its published port) and its password, when
-    /// its container runs.
+    /// its container runs: the record and the pod (inspected by its name, its labels
+    /// checked: one engine call) are read at once. Remembered for [`Core::remembered_agent`].
     async fn agent_endpoint(&self, name: &str) -> Result<(String, String), CoreError> {
-        let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        let pod = match self.find(name).await {
-            Err(CoreError::NotFound(_)) => return Err(CoreError::PodGone(name.to_owned())),
-            other => other?,
+        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let pod = n.pod();
+        let (record, info) = tokio::join!(self.store.workspace(name), self.engine.inspect_pod(&pod));
+        let record = record?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        let ours = |i: &PodInfo| {
+            i.labels.get(naming::LABEL_INSTANCE).map(String::as_str) == Some(self.instance())
+                && i.labels.get(naming::LABEL_WORKSPACE).map(String::as_str) == Some(name)
         };
-        let info = self.engine.inspect_pod(&pod.name).await?;
+        let info = match info {
+            Ok(i) if ours(&i) && !self.being_removed(name) => i,
+            Ok(_) | Err(EngineError::NotFound { .. }) => {
+                self.forget_agent(name);
+                return Err(CoreError::PodGone(name.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let running =
             info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let url = agent_url(&info).filter(|_| running).ok_or_else(|| CoreError::NotRunning {
-            name: name.to_owned(),
-            role: "agent",
-            status: info.status.clone(),
-        })?;
+        let Some(url) = agent_url(&info).filter(|_| running) else {
+            self.forget_agent(name);
+            return Err(CoreError::NotRunning { name: name.to_owned(), role: "agent", status: info.status.clone() });
+        };
+        self.agent_at.insert(name.to_owned(), (url.clone(), record.agent_password.clone()));
         Ok((url, record.agent_password))
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
+        self.forget_agent(name);
         let r = self.engine.stop_pod(&pod.name, 5).await;
         self.changed().await;
         Ok(r?)
@@ -290,6 +325,7 @@ impl<E: Engine> Core<E> {
     /// Starts a stopped workspace and waits for its agent.
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
+        self.forget_agent(name);
         let r = self.engine.start_pod(&pod.name).await;
         self.changed().await;
         r?;
@@ -297,54 +333,49 @@ impl<E: Engine> Core<E> {
         self.wait_for_agent(name, &pod.name, &record.agent_password).await
     }
 
-    /// Removes the pod, its containers, its secrets, its built image and (unless
-    /// `keep_volumes`) its volumes and repository. Only objects labelled with this instance
-    /// and this workspace are touched. Running tasks are cancelled first.
-    pub async fn delete(&self, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
-        let pod = self.find(name).await;
-        let volumes = if keep_volumes {
-            Vec::new()
-        } else {
+    /// Deletes a workspace: its running tasks are cancelled, its record goes (unless
+    /// `keep_volumes`), and its pod, containers, secrets, built image and (unless
+    /// `keep_volumes`) volumes are removed in the background, recorded durably first
+    /// (`removal.rs`); it is hidden from then on. Only objects labelled with this instance
+    /// and this workspace are touched. The daemon's repository stays: the workspace's
+    /// proposals remain readable.
+    pub async fn delete(self: &Arc<Self>, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
+        let volumes = async {
+            if keep_volumes {
+                return Ok(Vec::new());
+            }
             self.engine
                 .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
-                .await?
+                .await
         };
-        let record = self.store.workspace(name).await?;
-        match pod {
-            Ok(p) => {
-                for t in self.store.tasks(Some(name)).await? {
-                    if let Some(token) = self.running.get(&t.id) {
-                        token.cancel();
-                    }
-                }
-                let removed = self.engine.remove_pod(&p.name).await;
-                self.changed().await; // also when removal failed half-way
-                removed?
+        let (pod, volumes, record) = tokio::join!(self.find(name), volumes, self.store.workspace(name));
+        let (volumes, record) = (volumes?, record?);
+        let pod = match pod {
+            Ok(p) => Some(p.name),
+            Err(CoreError::NotFound(_)) if !self.being_removed(name) && (!volumes.is_empty() || record.is_some()) => {
+                None
             }
-            Err(CoreError::NotFound(_)) if !volumes.is_empty() || record.is_some() => {}
             Err(e) => return Err(e),
+        };
+        self.forget_agent(name);
+        for t in self.store.tasks(Some(name)).await? {
+            if let Some(token) = self.running.get(&t.id) {
+                token.cancel();
+            }
         }
+        let (secrets, image) = match WorkspaceName::new(name) {
+            Ok(n) => (
+                vec![format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())],
+                Some(plan::build_tag(self.instance(), &n)),
+            ),
+            Err(_) => (Vec::new(), None),
+        };
+        self.remove_later(removal::Removal { workspace: name.to_owned(), pod, volumes, secrets, image }).await?;
         self.changed().await;
-        for v in volumes {
-            self.engine.remove_volume(&v).await?;
-        }
-        if let Ok(n) = WorkspaceName::new(name) {
-            for secret in [format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())] {
-                match self.engine.remove_secret(&secret).await {
-                    Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            match self.engine.remove_image(&plan::build_tag(self.instance(), &n)).await {
-                Ok(()) | Err(EngineError::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("cannot remove the built image of {name}: {e}"),
-            }
-        }
         if let Some(endpoints) = self.endpoints() {
             endpoints.close(name);
         }
         if !keep_volumes {
-            // The daemon's repository stays: the workspace's proposals remain readable.
             self.store.delete_workspace(name).await?;
         }
         self.publish(BusEvent {

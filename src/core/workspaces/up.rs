@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::core::lifecycle::{InContainer, run_on_host};
@@ -39,6 +39,15 @@ struct Payload {
 
 /// A lifecycle command that runs longer than this fails `up`.
 const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often a new readiness probe starts while the agent has not answered.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// The most one readiness probe may take, whatever the backend does (opencode's own probe
+/// gives up after `agent::opencode::READY_TIMEOUT`, the same).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Probes in flight at once (hung ones are dropped at [`PROBE_TIMEOUT`]).
+const PROBES_IN_FLIGHT: usize = 8;
+/// How often the agent's container is checked while waiting for its API.
+const CHECK_RUNNING_EVERY: Duration = Duration::from_millis(500);
 
 impl<E: Engine> Core<E> {
     pub async fn up(self: &Arc<Self>, req: &UpRequest, progress: &dyn Progress) -> Result<UpOutcome, CoreError> {
@@ -165,7 +174,7 @@ impl<E: Engine> Core<E> {
             return Ok(UpOutcome::Planned(Box::new(plan)));
         }
 
-        self.preflight(&plan).await?;
+        self.preflight(&plan, progress).await?;
         // The agent gets the committed state only: archive it before initializeCommand,
         // which may write host secrets into the checkout for the human's side.
         let agent_tar = archive(&checkout).await?;
@@ -233,7 +242,8 @@ impl<E: Engine> Core<E> {
     /// instance): one listing, then a lookup per candidate.
     async fn free_name(&self, base: WorkspaceName) -> Result<WorkspaceName, CoreError> {
         let taken: Vec<String> = self.engine.list_pods(&[]).await?.into_iter().map(|p| p.name).collect();
-        let free = |n: &WorkspaceName| !taken.contains(&n.pod());
+        // A deleted workspace's pod still being removed does not take its name: `up` waits.
+        let free = |n: &WorkspaceName| !taken.contains(&n.pod()) || self.being_removed(n.as_str());
         if free(&base) {
             return Ok(base);
         }
@@ -268,7 +278,17 @@ impl<E: Engine> Core<E> {
     }
 
     /// Everything that can be checked before creating anything.
-    async fn preflight(&self, plan: &PodPlan) -> Result<(), CoreError> {
+    async fn preflight(&self, plan: &PodPlan, progress: &dyn Progress) -> Result<(), CoreError> {
+        let name = plan.name.as_str();
+        if self.being_removed(name) {
+            progress.step(&format!("waiting for the deleted workspace `{name}` to be removed"));
+            if !self.removal_finished(name).await {
+                return Err(CoreError::Conflict(format!(
+                    "the deleted workspace `{name}` is still being removed after {} s; try again later, or choose another --name",
+                    removal::REMOVAL_WAIT.as_secs()
+                )));
+            }
+        }
         if self.engine.pod_exists(&plan.pod.name).await? {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
@@ -406,27 +426,64 @@ impl<E: Engine> Core<E> {
         self.wait_for_agent(plan.name.as_str(), &plan.pod.name, &payload.password).await
     }
 
-    /// Polls the agent's HTTP API (not a TCP probe) until it serves, with a deadline.
+    /// Waits until the agent's HTTP API serves (not a TCP probe: opencode accepts
+    /// connections before it serves), within `[agent] ready-timeout-secs`.
+    ///
+    /// Probes are hedged: a new one starts every [`PROBE_EVERY`] while earlier ones are
+    /// still in flight, each bounded by [`PROBE_TIMEOUT`], and the first answer wins. A
+    /// request opencode accepted too early is never answered; it costs one interval, not
+    /// a timeout. The agent's container is checked every [`CHECK_RUNNING_EVERY`]: an agent
+    /// that exited fails at once.
     pub(in crate::core) async fn wait_for_agent(&self, name: &str, pod: &str, password: &str) -> Result<(), CoreError> {
-        let deadline = Instant::now() + Duration::from_secs(self.config.agent.ready_timeout_secs);
-        let mut delay = Duration::from_millis(100);
+        use futures_util::StreamExt;
+        let secs = self.config.agent.ready_timeout_secs;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let mut probes = futures_util::stream::FuturesUnordered::new();
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut agent: Option<(Arc<dyn crate::agent::DynAgent>, String)> = None;
+        let mut checked: Option<tokio::time::Instant> = None;
+        let mut tried = false;
         loop {
-            let info = self.engine.inspect_pod(pod).await?;
-            let agent_running =
-                info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-            if !agent_running {
-                return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
+            tokio::select! {
+                Some(answered) = probes.next() => {
+                    if matches!(answered, Ok(true)) {
+                        if let Some((_, url)) = agent {
+                            self.agent_at.insert(name.to_owned(), (url, password.to_owned()));
+                        }
+                        return Ok(());
+                    }
+                }
+                _ = tick.tick() => {
+                    if checked.is_none_or(|at| at.elapsed() >= CHECK_RUNNING_EVERY) {
+                        let info = self.engine.inspect_pod(pod).await?;
+                        let running = info
+                            .containers
+                            .iter()
+                            .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+                        if !running {
+                            return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
+                        }
+                        checked = Some(tokio::time::Instant::now());
+                        if agent.is_none()
+                            && let Some(url) = agent_url(&info)
+                        {
+                            agent = Some((self.agents.connect(&url, password), url));
+                        }
+                    }
+                    // At least one probe, however short the deadline.
+                    if tokio::time::Instant::now() >= deadline && (tried || agent.is_none()) {
+                        return Err(CoreError::AgentNotReady { name: name.into(), secs });
+                    }
+                    if let Some((agent, _)) = &agent
+                        && probes.len() < PROBES_IN_FLIGHT
+                    {
+                        let agent = agent.clone();
+                        probes.push(async move { tokio::time::timeout(PROBE_TIMEOUT, agent.ready()).await });
+                        tried = true;
+                    }
+                }
             }
-            if let Some(url) = agent_url(&info)
-                && self.agents.connect(&url, password).ready().await
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(CoreError::AgentNotReady { name: name.into(), secs: self.config.agent.ready_timeout_secs });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 
