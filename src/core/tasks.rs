@@ -278,7 +278,16 @@ impl<E: Engine> Core<E> {
         // Subscribe before delivering, so that the end of a quick turn is not missed; a new
         // session is made meanwhile (`run_task` did both for a task it just made).
         let (events, (session, fresh)) = match (task.session_id.clone(), subscribed) {
-            (Some(s), Some((events, fresh))) => (events, (s, fresh)),
+            (Some(s), Some((events, fresh))) => {
+                // `run_task` made the session; whether the agent reaches its LLM is asked
+                // before the prompt goes (cached per workspace: usually no wait).
+                if !task.delivered
+                    && let Err(reason) = self.llm_gate(&task.workspace).await
+                {
+                    return self.finish(&mut task, End::Failed(reason)).await;
+                }
+                (events, (s, fresh))
+            }
             (Some(s), None) => (agent.events().await?, (s, false)),
             (None, _) => {
                 let title: String = task.prompt.chars().take(60).collect();
