@@ -175,6 +175,18 @@ fn an_executable_replaced_under_the_daemon_leaves_up_tasks_and_approve_working()
     // 4. A copy no container uses any more goes at the next start; those in use stay.
     ok(dv(&["delete", "one"]), "delete one");
     ok(dv(&["delete", "two"]), "delete two");
+    // `delete` removes the pods in the background: until they are gone, their containers
+    // still use the first copy.
+    for pod in ["devaipod-one", "devaipod-two"] {
+        let gone = (0..600).any(|_| {
+            let exists = std::process::Command::new("podman").args(["pod", "exists", pod]).status().unwrap();
+            exists.code() == Some(1) || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            }
+        });
+        assert!(gone, "{pod} is removed within a minute");
+    }
     ok(dv(&["restart-daemon"]), "restart-daemon");
     let third_copy = PathBuf::from(daemon_version(&env)["bridge"].as_str().unwrap().to_owned());
     assert_eq!(copies(&env), sorted([second_copy, third_copy]), "the first copy is gone; three uses the second");
