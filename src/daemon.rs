@@ -63,8 +63,14 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    web::serve(core, token, tcp, &paths.socket(), shutdown).await?;
+    web::serve(core.clone(), token, tcp, &paths.socket(), shutdown).await?;
     gator_shutdown.cancel();
+    // Removals of deleted workspaces get a moment to finish; any left are finished at the
+    // next start (their records stay).
+    let pending = core.settle_removals(REMOVALS_AT_STOP).await;
+    if pending > 0 {
+        tracing::info!("{pending} removal(s) of deleted workspaces left for the next start");
+    }
     drop(lock);
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());
@@ -94,3 +100,5 @@ async fn sweep_helpers(engine: &impl Engine, instance: &str) {
 }
 
 const SWEEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stopping daemon waits for removals under way.
+const REMOVALS_AT_STOP: std::time::Duration = std::time::Duration::from_secs(10);
