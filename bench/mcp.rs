@@ -109,6 +109,8 @@ async fn main() {
     for i in 0..WORKSPACES {
         let _ = env.cmd(&["delete", &format!("m{i}")]).output();
     }
+    // The daemon removes deleted workspaces in the background: let it finish first.
+    common::removals_done(&env.dir.path().join("data"), Duration::from_secs(300));
     if let Ok(pid) = std::fs::read_to_string(env.dir.path().join("run/daemon.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, leftovers, removals_done, row};
+use common::{Env, Stats, header, leftovers, podman, podman_floor_delete, podman_floor_up, removals_done, row};
 
 const RUNS: usize = 20;
-const IMAGE: &str = "localhost/devaipod-base:latest";
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -48,10 +47,7 @@ fn main() {
             podman(&["exec", &format!("{pod}-agent"), "git", "--version"]);
         }
         floor_delete.push(timed(|| {
-            podman(&["pod", "rm", "-f", "-t", "0", &pod]);
-            for v in ["workspace", "agent-workspace", "agent-home"] {
-                podman(&["volume", "rm", "-f", &format!("{pod}-{v}")]);
-            }
+            podman_floor_delete(&n);
             String::new()
         }));
 
@@ -112,91 +108,6 @@ fn timed(f: impl FnOnce() -> String) -> Duration {
 
 fn existing(instance: &str) -> usize {
     podman(&["pod", "ps", "-q", "--filter", &format!("label=io.devaipod.instance={instance}")]).lines().count()
-}
-
-fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman").args(args).output().expect("podman");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// What `devaipod up` creates, done with the podman CLI.
-fn podman_floor_up(n: &str, instance: &str, opencode: &Path) -> String {
-    let label = format!("io.devaipod.instance={instance}");
-    let pod = format!("devaipod-{n}");
-    for v in ["workspace", "agent-workspace", "agent-home"] {
-        podman(&["volume", "create", "--label", &label, &format!("{pod}-{v}")]);
-    }
-    podman(&["pod", "create", "--label", &label, "--name", &pod, "-p", "127.0.0.1::4096"]);
-    podman(&[
-        "create",
-        "--pod",
-        &pod,
-        "--name",
-        &format!("{pod}-workspace"),
-        "--init",
-        "--label",
-        &label,
-        "-v",
-        &format!("{pod}-workspace:/workspaces/r"),
-        IMAGE,
-        "/run/podman-init",
-        "-P",
-    ]);
-    podman(&[
-        "create",
-        "--pod",
-        &pod,
-        "--name",
-        &format!("{pod}-agent"),
-        "--init",
-        "--label",
-        &label,
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_BIND_SERVICE",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "1000:1000",
-        "-v",
-        &format!("{pod}-agent-workspace:/workspaces/r"),
-        "-v",
-        &format!("{pod}-workspace:/mnt/main-workspace:ro"),
-        "-v",
-        &format!("{pod}-agent-home:/home/agent"),
-        "-v",
-        &format!("{}:/opt/devaipod/bin:ro", opencode.display()),
-        "-e",
-        "HOME=/home/agent",
-        "-e",
-        "OPENCODE_DISABLE_MODELS_FETCH=1",
-        "-e",
-        "OPENCODE_SERVER_PASSWORD=floor",
-        IMAGE,
-        "/opt/devaipod/bin/opencode",
-        "serve",
-        "--port",
-        "4096",
-        "--hostname",
-        "0.0.0.0",
-    ]);
-    podman(&["pod", "start", &pod]);
-    // Ready when opencode's API answers, as devaipod waits for it (a short limit per try:
-    // opencode never answers a request that arrives just before it serves).
-    let port = podman(&["port", &format!("{pod}-agent"), "4096"]);
-    let url = format!("http://{}/session", port.trim());
-    for _ in 0..600 {
-        let ok = Command::new("curl")
-            .args(["-fs", "-o", "/dev/null", "--max-time", "0.3", "-u", "opencode:floor", &url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    port
 }
 
 fn fixture(dir: &Path) -> std::path::PathBuf {

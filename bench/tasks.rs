@@ -227,6 +227,8 @@ async fn main() {
     for name in ["r", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"] {
         let _ = env.cmd(&["delete", name]).output();
     }
+    // The daemon removes deleted workspaces in the background: let it finish first.
+    removals_done(&data, Duration::from_secs(300));
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = llm.kill();

@@ -79,12 +79,18 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    web::serve(core, token, tcp, &paths.socket(), process.clone(), shutdown).await?;
+    web::serve(core.clone(), token, tcp, &paths.socket(), process.clone(), shutdown).await?;
     // No request is taken any more; an `up` whose client left may still be at work.
     if tokio::time::timeout(web::WORK_GRACE, process.work_done()).await.is_err() {
         tracing::warn!("stopping with work under way after {} s", web::WORK_GRACE.as_secs());
     }
     gator_shutdown.cancel();
+    // Removals of deleted workspaces get a moment to finish; any left are finished at the
+    // next start (their records stay).
+    let pending = core.settle_removals(REMOVALS_AT_STOP).await;
+    if pending > 0 {
+        tracing::info!("{pending} removal(s) of deleted workspaces left for the next start");
+    }
     // The files go before the lock: the next daemon may start as soon as the lock is free.
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());
@@ -137,3 +143,5 @@ async fn sweep_helpers(engine: &impl Engine, instance: &str) {
 }
 
 const SWEEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stopping daemon waits for removals under way.
+const REMOVALS_AT_STOP: std::time::Duration = std::time::Duration::from_secs(10);

@@ -31,6 +31,9 @@ pub use super::socket::{default_socket, is_root};
 
 /// Extra time a pod stop may take beyond its grace period.
 const CALL_TIMEOUT_FOR_STOP: Duration = Duration::from_secs(30);
+/// A listing that met a removal is asked again this many times, this far apart.
+const LISTING_TRIES: u32 = 5;
+const LISTING_RETRY: Duration = Duration::from_millis(50);
 /// How long an exec's exit code may take to be recorded and read, after its output ended.
 const EXIT_CODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a secret reader may run.
@@ -59,6 +62,23 @@ impl Podman {
             Ok(_) => Ok(true),
             Err(EngineError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// A listing. Podman 4.3 answers a listing with 404 when an object it lists is removed
+    /// meanwhile ("no volume with name … found in database"), which happens while deleted
+    /// workspaces are removed in the background: such a listing is asked again (a few
+    /// times, [`LISTING_RETRY`] apart).
+    async fn listing<T: serde::de::DeserializeOwned>(&self, op: &str, path: &str) -> Result<T, EngineError> {
+        let mut tries = 0;
+        loop {
+            match self.api.get_json(op, path).await {
+                Err(EngineError::NotFound { .. }) if tries < LISTING_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(LISTING_RETRY).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -301,7 +321,7 @@ impl Engine for Podman {
         for role in [ROLE_SECRET_READER, ROLE_LLM_PROBE] {
             let labels = [(LABEL_INSTANCE, instance), (LABEL_ROLE, role)];
             let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
-            let listed: Vec<ListedContainer> = self.api.get_json("list helper containers", &path).await?;
+            let listed: Vec<ListedContainer> = self.listing("list helper containers", &path).await?;
             for c in listed.iter().filter(|c| has_all(c.labels.as_ref(), &labels)) {
                 match self.remove_helper(c).await {
                     Ok(()) => removed.push(c.names.first().unwrap_or(&c.id).clone()),
@@ -399,8 +419,8 @@ impl Engine for Podman {
     }
 
     async fn list_pods(&self, labels: &[(&str, &str)]) -> Result<Vec<PodInfo>, EngineError> {
-        let pods: Vec<ListedPod> =
-            self.api.get_json("list pods", &format!("/pods/json?filters={}", label_filter(labels))).await?;
+        let path = format!("/pods/json?filters={}", label_filter(labels));
+        let pods: Vec<ListedPod> = self.listing("list pods", &path).await?;
         Ok(pods.into_iter().filter(|p| has_all(p.labels.as_ref(), labels)).map(ListedPod::into_info).collect())
     }
 
@@ -411,8 +431,8 @@ impl Engine for Podman {
     }
 
     async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, EngineError> {
-        let vols: Vec<ListedVolume> =
-            self.api.get_json("list volumes", &format!("/volumes/json?filters={}", label_filter(labels))).await?;
+        let path = format!("/volumes/json?filters={}", label_filter(labels));
+        let vols: Vec<ListedVolume> = self.listing("list volumes", &path).await?;
         Ok(vols.into_iter().filter(|v| has_all(v.labels.as_ref(), labels)).map(|v| v.name).collect())
     }
 

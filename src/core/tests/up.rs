@@ -199,6 +199,7 @@ async fn up_of_a_name_being_removed_waits_for_the_removal() {
     w.up().await;
     w.engine.hold(Op::RemoveVolume);
     w.core.delete(WS, false).await.unwrap();
+    assert_eq!(w.core.settle_removals(Duration::from_millis(20)).await, 1, "a stopping daemon waits, bounded");
 
     let steps = Arc::new(Steps::default());
     let (core, req, seen) = (w.core.clone(), w.request(), steps.clone());

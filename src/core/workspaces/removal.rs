@@ -160,6 +160,17 @@ impl<E: Engine> Core<E> {
         Ok(n)
     }
 
+    /// Waits, at most `limit`, until no removal is under way (a daemon that stops gives
+    /// them a moment to finish); returns how many are still under way.
+    pub async fn settle_removals(&self, limit: Duration) -> usize {
+        let waits: Vec<_> = self.removing.iter().map(|e| e.value().clone()).collect();
+        let all = futures_util::future::join_all(waits.into_iter().map(|mut w| async move {
+            let _ = w.wait_for(|done| *done).await;
+        }));
+        let _ = tokio::time::timeout(limit, all).await;
+        self.removing.len()
+    }
+
     /// Workspaces whose objects are being removed.
     pub fn removals_pending(&self) -> Vec<String> {
         let mut names: Vec<String> = self.removing.iter().map(|e| e.key().clone()).collect();
