@@ -47,6 +47,7 @@ async fn bare_pod(e: &Podman, instance: &str, name: &WorkspaceName) {
         devices: Vec::new(),
         shm_size: None,
         init: true,
+        network: devaipod::pods::plan::ContainerNetwork::Pod,
         labels: naming::labels(instance, name, Some(Role::Workspace)),
     };
     e.create_container(&pod.name, &idle).await.unwrap();

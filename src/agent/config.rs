@@ -1,6 +1,7 @@
 //! The opencode configuration devaipod starts the agent with: an OpenAI-compatible
-//! provider from `[agent]`, offline model list, unattended permissions, no secrets inline
-//! (the API key is referenced as `{env:DEVAIPOD_LLM_API_KEY}`).
+//! provider from `[agent]` reached through the daemon's egress proxy, offline model list,
+//! unattended permissions, no secrets inline (the API key is referenced as
+//! `{env:DEVAIPOD_LLM_API_KEY}`, which holds a placeholder: the proxy adds the real key).
 
 use serde_json::{Value, json};
 
@@ -8,8 +9,18 @@ use crate::config::AgentConfig;
 
 /// The agent's API key variable inside the agent container.
 pub const API_KEY_ENV: &str = "DEVAIPOD_LLM_API_KEY";
-/// The port opencode serves on inside the pod.
+/// The port opencode serves on, on the agent container's loopback.
 pub const PORT: u16 = 4096;
+/// What the agent holds instead of the LLM key; the egress proxy replaces it.
+pub const PLACEHOLDER_KEY: &str = "devaipod-egress-proxy-adds-the-key";
+/// The path prefix of the egress proxy's LLM route.
+pub const LLM_ROUTE: &str = "/llm";
+
+/// `[agent]` as the agent sees it: the provider's base URL is the egress proxy's LLM route
+/// on the agent's loopback (`http://127.0.0.1:<port>/llm`), which forwards to the real one.
+pub fn through_proxy(agent: &AgentConfig, egress_port: u16) -> AgentConfig {
+    AgentConfig { base_url: format!("http://127.0.0.1:{egress_port}{LLM_ROUTE}"), ..agent.clone() }
+}
 
 /// `gator`: the argv of the gator bridge inside the agent container, offered to the agent
 /// as the local MCP server `gator` (its tools appear as `gator_<tool>`).

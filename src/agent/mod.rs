@@ -5,8 +5,10 @@
 //! client ([`DynAgent`]) for a workspace's agent; tests give it a fake.
 
 pub mod config;
+pub mod endpoint;
 pub mod llm;
 pub mod opencode;
+pub mod shim;
 mod sse;
 
 use std::future::Future;
@@ -122,20 +124,35 @@ impl<A: Agent> DynAgent for A {
 }
 
 /// How `core` reaches the agent of a workspace: a client for the agent API served at
-/// `base_url` (the pod's published port) with the pod's password. Nothing is contacted
-/// until the first call.
+/// `endpoint` (see [`endpoint`]: the pod's API socket, `unix:<path>`, or an HTTP base URL)
+/// with the pod's password. Nothing is contacted until the first call.
 pub trait AgentConnector: Send + Sync {
-    fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent>;
+    fn connect(&self, endpoint: &str, password: &str) -> Arc<dyn DynAgent>;
 }
 
-/// The production backend: opencode's HTTP API, every client over one connection pool.
+/// The production backend: opencode's HTTP API. HTTP endpoints share one connection pool;
+/// each API socket gets a client of its own, kept while that socket (by inode) stays.
 pub struct OpencodeConnector {
     http: reqwest::Client,
+    sockets: dashmap::DashMap<std::path::PathBuf, (Arc<endpoint::SocketRef>, reqwest::Client)>,
 }
 
 impl OpencodeConnector {
     pub fn new() -> Self {
-        OpencodeConnector { http: opencode::http_client() }
+        OpencodeConnector { http: opencode::http_client(), sockets: dashmap::DashMap::new() }
+    }
+
+    /// The client for the API socket at `path`: the cached one while the socket there is
+    /// the same, a new one when it was replaced (the agent restarted).
+    fn unix_client(&self, path: &std::path::Path) -> std::io::Result<(Arc<endpoint::SocketRef>, reqwest::Client)> {
+        let socket = endpoint::SocketRef::open(path)?;
+        if let Some(cached) = self.sockets.get(path).filter(|c| c.0.same(&socket)) {
+            return Ok(cached.clone());
+        }
+        let socket = Arc::new(socket);
+        let client = opencode::unix_client(&socket);
+        self.sockets.insert(path.to_owned(), (socket.clone(), client.clone()));
+        Ok((socket, client))
     }
 }
 
@@ -146,7 +163,14 @@ impl Default for OpencodeConnector {
 }
 
 impl AgentConnector for OpencodeConnector {
-    fn connect(&self, base_url: &str, password: &str) -> Arc<dyn DynAgent> {
-        Arc::new(opencode::Opencode::with_http(base_url.to_owned(), password.to_owned(), self.http.clone()))
+    fn connect(&self, endpoint: &str, password: &str) -> Arc<dyn DynAgent> {
+        let password = password.to_owned();
+        Arc::new(match endpoint::Endpoint::parse(endpoint) {
+            endpoint::Endpoint::Http(base) => opencode::Opencode::with_http(base.to_owned(), password, self.http.clone()),
+            endpoint::Endpoint::Unix(path) => match self.unix_client(path) {
+                Ok((socket, client)) => opencode::Opencode::over_socket(endpoint.to_owned(), password, client, socket),
+                Err(e) => opencode::Opencode::unreachable_at(endpoint.to_owned(), e.to_string()),
+            },
+        })
     }
 }

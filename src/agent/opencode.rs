@@ -9,6 +9,9 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use super::endpoint;
 use super::sse::SseDecoder;
 use super::{Agent, AgentError, AgentEvent, Outcome};
 
@@ -33,11 +36,28 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default()
 }
 
+/// A client for an opencode server behind the API socket `socket` (requests are written
+/// against [`endpoint::UNIX_BASE`]).
+pub fn unix_client(socket: &endpoint::SocketRef) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .unix_socket(socket.path())
+        .build()
+        .unwrap_or_default()
+}
+
 #[derive(Clone)]
 pub struct Opencode {
+    /// The URL requests are written against.
     base: String,
+    /// The endpoint as core knows it (what errors name).
+    endpoint: String,
     password: String,
     http: reqwest::Client,
+    /// The API socket a unix client connects to, held open while the client lives.
+    _socket: Option<Arc<endpoint::SocketRef>>,
+    /// Why the endpoint cannot be reached at all (every call fails with it).
+    broken: Option<String>,
 }
 
 impl Opencode {
@@ -49,11 +69,34 @@ impl Opencode {
     /// The same over a shared HTTP client ([`http_client`]): its connections are reused
     /// from one call to the next, and it is built once (building one costs milliseconds).
     pub fn with_http(base: String, password: String, http: reqwest::Client) -> Self {
-        Opencode { base, password, http }
+        Opencode { endpoint: base.clone(), base, password, http, _socket: None, broken: None }
     }
 
+    /// A client for the agent behind an API socket (`endpoint` is `unix:<path>`).
+    pub fn over_socket(
+        endpoint: String,
+        password: String,
+        http: reqwest::Client,
+        socket: Arc<endpoint::SocketRef>,
+    ) -> Self {
+        Opencode { base: endpoint::UNIX_BASE.into(), endpoint, password, http, _socket: Some(socket), broken: None }
+    }
+
+    /// A client whose every call fails with `why` (its endpoint cannot be opened).
+    pub fn unreachable_at(endpoint: String, why: String) -> Self {
+        Opencode {
+            base: endpoint::UNIX_BASE.into(),
+            endpoint,
+            password: String::new(),
+            http: reqwest::Client::new(),
+            _socket: None,
+            broken: Some(why),
+        }
+    }
+
+    /// The endpoint this client reaches (`unix:<path>` or an HTTP base URL).
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.endpoint
     }
 
     pub fn password(&self) -> &str {
@@ -75,6 +118,7 @@ impl Opencode {
         rb: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Value, AgentError> {
+        self.usable()?;
         let resp = rb.timeout(timeout).send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let is_json =
@@ -94,7 +138,14 @@ impl Opencode {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> AgentError {
-        AgentError::Unreachable { url: self.base.clone(), message: e.without_url().to_string() }
+        AgentError::Unreachable { url: self.endpoint.clone(), message: e.without_url().to_string() }
+    }
+
+    fn usable(&self) -> Result<(), AgentError> {
+        match &self.broken {
+            Some(why) => Err(AgentError::Unreachable { url: self.endpoint.clone(), message: why.clone() }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -122,6 +173,7 @@ impl Agent for Opencode {
 
     async fn prompt(&self, session: &str, text: &str) -> Result<(), AgentError> {
         let body = json!({ "parts": [{ "type": "text", "text": text }] });
+        self.usable()?;
         let resp = self
             .req(reqwest::Method::POST, &format!("/session/{session}/prompt_async"))
             .json(&body)
@@ -155,10 +207,11 @@ impl Agent for Opencode {
 
     async fn events(&self) -> Result<BoxStream<'static, AgentEvent>, AgentError> {
         // The answer is bounded; the stream that follows is not.
+        self.usable()?;
         let resp = tokio::time::timeout(EVENTS_TIMEOUT, self.req(reqwest::Method::GET, "/event").send())
             .await
             .map_err(|_| AgentError::Unreachable {
-                url: self.base.clone(),
+                url: self.endpoint.clone(),
                 message: format!("no answer to the event subscription within {} s", EVENTS_TIMEOUT.as_secs()),
             })?
             .map_err(|e| self.unreachable(e))?;

@@ -132,6 +132,26 @@ pub enum Command {
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
+    /// (An agent container's main process) run the agent; relay its API socket and its
+    /// traffic out to the daemon's egress proxy.
+    #[command(hide = true)]
+    AgentShim {
+        /// The API socket to serve.
+        #[arg(long)]
+        api: PathBuf,
+        /// The agent's own address on loopback.
+        #[arg(long)]
+        to: String,
+        /// The loopback port the agent's traffic out is taken on.
+        #[arg(long)]
+        egress_port: u16,
+        /// The daemon's egress proxy socket.
+        #[arg(long)]
+        egress: PathBuf,
+        /// The agent's command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Check the setup: podman, image, opencode, config, daemon, API key, the LLM from the agents' network, disk.
     /// Exit code 0 only when nothing is an error.
     Doctor {
@@ -283,6 +303,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::ProbeLlm { base_url, timeout_secs } => return doctor::probe_llm(base_url, timeout_secs).await,
+        Command::AgentShim { api, to, egress_port, egress, command } => {
+            let shim = crate::agent::shim::Shim { api, to, egress_port, egress, command };
+            return crate::agent::shim::run(shim).await.context("agent-shim");
+        }
         // These read the config file themselves: doctor reports a broken one, init writes it.
         Command::Doctor { workspace } => return doctor::run(cli.config.as_deref(), workspace, cli.json).await,
         Command::Init(args) => return init::run(cli.config.as_deref(), args, cli.json).await,
@@ -329,6 +353,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
         Command::Serve { .. }
         | Command::Token
         | Command::GatorBridge { .. }
+        | Command::AgentShim { .. }
         | Command::RestartDaemon
         | Command::ProbeLlm { .. }
         | Command::Doctor { .. }

@@ -110,6 +110,28 @@ impl Paths {
         self.data.join("token")
     }
 
+    /// The directory of a workspace's gator and egress sockets (served by the daemon,
+    /// mounted read-only into its agent container only).
+    pub fn pod_sockets(&self, workspace: &str) -> PathBuf {
+        self.runtime.join("gator").join(workspace)
+    }
+
+    /// The directory the agent's relay serves its API socket in (mounted read-write into
+    /// that agent container only: what is in it is the agent's).
+    pub fn agent_dir(&self, workspace: &str) -> PathBuf {
+        self.runtime.join("agent").join(workspace)
+    }
+
+    /// The agent's API socket, as the daemon reaches it.
+    pub fn agent_socket(&self, workspace: &str) -> PathBuf {
+        self.agent_dir(workspace).join(crate::pods::plan::AGENT_API_SOCKET)
+    }
+
+    /// The seccomp profile of agent containers (podman's default without user namespaces).
+    pub fn agent_seccomp(&self) -> PathBuf {
+        self.data.join("seccomp-agent.json")
+    }
+
     pub fn repo(&self, workspace: &str) -> PathBuf {
         self.data.join("repos").join(format!("{workspace}.git"))
     }

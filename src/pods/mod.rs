@@ -8,6 +8,7 @@ pub mod libpod;
 pub mod naming;
 pub mod plan;
 pub mod podman;
+pub mod seccomp;
 pub mod socket;
 pub mod spec;
 pub mod wire;

@@ -24,7 +24,18 @@ pub const AGENT_USER: &str = "1000:1000";
 pub const GATOR_SOCKET_DIR: &str = "/run/devaipod/gator";
 /// The gator socket's file name (in the host directory and in the pod).
 pub const GATOR_SOCKET_NAME: &str = "gator.sock";
-/// Where the devaipod binary (gator's stdio bridge) appears in the agent container.
+/// The egress proxy's socket file name, beside gator's (served by the daemon).
+pub const EGRESS_SOCKET_NAME: &str = "egress.sock";
+/// Where the directory of the agent's API socket appears in the agent container (the one
+/// directory it shares with the host that it may write).
+pub const AGENT_API_DIR: &str = "/run/devaipod/agent";
+/// The agent's API socket's file name (in the host directory and in the pod).
+pub const AGENT_API_SOCKET: &str = "api.sock";
+/// The agent's way out: its relay listens here on the container's loopback and carries
+/// each connection to the egress proxy's socket.
+pub const EGRESS_PORT: u16 = 3128;
+/// Where the devaipod binary appears in the agent container: the relay the container runs
+/// (`agent-shim`), gator's stdio bridge and the LLM probe.
 pub const GATOR_BRIDGE: &str = "/opt/devaipod/gator/devaipod";
 /// The idle process of the workspace container: podman's init (catatonit, static,
 /// injected by podman with `init: true`) in pause mode. It needs nothing from the image,
@@ -48,8 +59,8 @@ pub struct PlanRequest {
     pub checkout_dir: PathBuf,
     /// The password of the agent's API (random per pod).
     pub agent_password: Redacted,
-    /// Gator for this pod: mounted into the agent container only.
-    pub gator: Option<GatorMount>,
+    /// The host side of the agent's sockets and the files its container runs with.
+    pub sandbox: SandboxMounts,
 }
 
 impl std::fmt::Debug for PlanRequest {
@@ -63,18 +74,23 @@ impl std::fmt::Debug for PlanRequest {
             .field("opencode_dir", &self.opencode_dir)
             .field("checkout_dir", &self.checkout_dir)
             .field("agent_password", &self.agent_password)
-            .field("gator", &self.gator)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
 
-/// The host side of a pod's gator endpoint.
+/// The host side of what connects an agent container to the daemon. The container has no
+/// network but loopback: these are its only ways out and in.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GatorMount {
-    /// Directory holding this pod's socket (and nothing else).
+pub struct SandboxMounts {
+    /// This pod's gator and egress sockets, served by the daemon (mounted read-only).
     pub socket_dir: PathBuf,
-    /// The devaipod binary, run inside the agent as the stdio bridge.
+    /// Where the agent's relay serves its API socket for the daemon (mounted read-write).
+    pub api_dir: PathBuf,
+    /// The devaipod binary: the relay, gator's stdio bridge, the LLM probe.
     pub bridge: PathBuf,
+    /// The seccomp profile of the agent container (no user namespaces), when known.
+    pub seccomp: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -180,7 +196,25 @@ pub struct ContainerPlan {
     pub devices: Vec<String>,
     pub shm_size: Option<u64>,
     pub init: bool,
+    /// Which network the container is on.
+    pub network: ContainerNetwork,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerNetwork {
+    /// The pod's: its ports, its way out (the human's workspace container).
+    Pod,
+    /// A network namespace of its own with loopback only, and its own IPC namespace: no
+    /// route to the pod's other container, other pods, the host or anywhere else.
+    LoopbackOnly,
+}
+
+/// The podman secret holding a workspace's LLM key taken from the caller's environment.
+pub fn llm_key_secret(name: &WorkspaceName) -> String {
+    format!("{}-llm-key", name.pod())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -369,23 +403,37 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         devices: run_args.devices.clone(),
         shm_size: run_args.shm_size,
         init: true,
+        network: ContainerNetwork::Pod,
         labels: ws_labels,
     };
     if c.init == Some(false) || run_args.init == Some(false) {
         warnings.push("init: false is ignored; devaipod always runs an init so that stop is quick".into());
     }
 
-    // The agent: same image, hardened, its own clone, the human's workspace read-only,
-    // running opencode's server with a per-pod password and the LLM key only.
+    // The agent: same image, hardened, its own clone, the human's workspace read-only, no
+    // network but loopback (its relay carries the API in and the egress out through the
+    // sockets below), no user namespaces, and no credential: the LLM key is added by the
+    // daemon's egress proxy, so the agent holds a placeholder.
     let mut agent_env = common;
     agent_env.insert("HOME".into(), AGENT_HOME.into());
     agent_env.insert("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into());
-    let gator_command = req.gator.as_ref().map(|_| {
-        let socket = format!("{}/{}", GATOR_SOCKET_DIR, GATOR_SOCKET_NAME);
-        vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), socket]
-    });
-    let opencode_config = agent_config::opencode_config(&config.agent, gator_command.as_deref());
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        agent_env.insert(var.into(), proxy.clone());
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        agent_env.insert(var.into(), "127.0.0.1,localhost".into());
+    }
+    let sandbox = &req.sandbox;
+    let gator_command = vec![
+        GATOR_BRIDGE.to_owned(),
+        "gator-bridge".to_owned(),
+        format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"),
+    ];
+    let llm = agent_config::through_proxy(&config.agent, EGRESS_PORT);
+    let opencode_config = agent_config::opencode_config(&llm, Some(&gator_command));
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
+    agent_env.insert(agent_config::API_KEY_ENV.into(), agent_config::PLACEHOLDER_KEY.into());
     let password_secret = format!("{}-agent-password", name.pod());
     let secret_labels = naming::labels(&req.instance, name, None);
     let mut secrets = vec![SecretPlan {
@@ -393,41 +441,47 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         value: req.agent_password.clone(),
         labels: secret_labels.clone(),
     }];
-    let mut agent_secret_env = BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
-    match (&config.agent.api_key_secret, &config.agent.api_key_env) {
-        (Some(secret), _) => {
-            agent_secret_env.insert(agent_config::API_KEY_ENV.into(), secret.clone());
-        }
-        (None, Some(var)) => {
-            let value = req.host_env.get(var.as_str()).ok_or_else(|| {
-                invalid(format!(
-                    "[agent] api-key-env names {var}, which is not set in the environment `up` was run from: set it there (e.g. `{var}=… devaipod up …`), or use [agent] api-key-secret"
-                ))
-            })?;
-            let key_secret = format!("{}-llm-key", name.pod());
-            secrets.push(SecretPlan {
-                name: key_secret.clone(),
-                value: Redacted(value.clone()),
-                labels: secret_labels.clone(),
-            });
-            agent_secret_env.insert(agent_config::API_KEY_ENV.into(), key_secret);
-        }
-        (None, None) => {
-            agent_env.insert(agent_config::API_KEY_ENV.into(), "none".into());
-        }
+    let agent_secret_env = BTreeMap::from([("OPENCODE_SERVER_PASSWORD".to_owned(), password_secret)]);
+    // The key from the caller's environment is kept as a podman secret that no container
+    // mounts: the daemon reads it for the egress proxy (`[agent] api-key-secret` likewise).
+    if let (None, Some(var)) = (&config.agent.api_key_secret, &config.agent.api_key_env) {
+        let value = req.host_env.get(var.as_str()).ok_or_else(|| {
+            invalid(format!(
+                "[agent] api-key-env names {var}, which is not set in the environment `up` was run from: set it there (e.g. `{var}=… devaipod up …`), or use [agent] api-key-secret"
+            ))
+        })?;
+        secrets.push(SecretPlan {
+            name: llm_key_secret(name),
+            value: Redacted(value.clone()),
+            labels: secret_labels.clone(),
+        });
     }
+    let mut command = vec![
+        GATOR_BRIDGE.to_owned(),
+        "agent-shim".into(),
+        "--api".into(),
+        format!("{AGENT_API_DIR}/{AGENT_API_SOCKET}"),
+        "--to".into(),
+        format!("127.0.0.1:{}", agent_config::PORT),
+        "--egress-port".into(),
+        EGRESS_PORT.to_string(),
+        "--egress".into(),
+        format!("{GATOR_SOCKET_DIR}/{EGRESS_SOCKET_NAME}"),
+        "--".into(),
+    ];
+    command.extend([
+        format!("{INJECT_DIR}/opencode"),
+        "serve".into(),
+        "--port".into(),
+        agent_config::PORT.to_string(),
+        "--hostname".into(),
+        "127.0.0.1".into(),
+    ]);
     let agent = ContainerPlan {
         name: name.container(Role::Agent),
         role: Role::Agent,
         image: image_ref,
-        command: vec![
-            format!("{INJECT_DIR}/opencode"),
-            "serve".into(),
-            "--port".into(),
-            agent_config::PORT.to_string(),
-            "--hostname".into(),
-            "0.0.0.0".into(),
-        ],
+        command,
         user: Some(AGENT_USER.into()),
         workdir: workspace_folder.clone(),
         env: agent_env,
@@ -442,29 +496,25 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             MountPlan::Volume { name: name.workspace_volume(), target: MAIN_WORKSPACE.into(), readonly: true },
             MountPlan::Volume { name: name.agent_home_volume(), target: AGENT_HOME.into(), readonly: false },
             MountPlan::Bind { source: req.opencode_dir.clone(), target: INJECT_DIR.into(), readonly: true },
-        ]
-        .into_iter()
-        .chain(req.gator.iter().flat_map(|g| {
-            [
-                MountPlan::Bind { source: g.socket_dir.clone(), target: GATOR_SOCKET_DIR.into(), readonly: true },
-                MountPlan::Bind { source: g.bridge.clone(), target: GATOR_BRIDGE.into(), readonly: true },
-            ]
-        }))
-        .collect(),
+            MountPlan::Bind { source: sandbox.socket_dir.clone(), target: GATOR_SOCKET_DIR.into(), readonly: true },
+            MountPlan::Bind { source: sandbox.api_dir.clone(), target: AGENT_API_DIR.into(), readonly: false },
+            MountPlan::Bind { source: sandbox.bridge.clone(), target: GATOR_BRIDGE.into(), readonly: true },
+        ],
         cap_drop: vec!["ALL".into()],
         cap_add: vec!["NET_BIND_SERVICE".into()],
         no_new_privileges: true,
         privileged: false,
-        security_opt: Vec::new(),
+        security_opt: sandbox.seccomp.iter().map(|p| format!("seccomp={}", p.display())).collect(),
         devices: Vec::new(),
         shm_size: None,
         init: true,
+        network: ContainerNetwork::LoopbackOnly,
         labels: naming::labels(&req.instance, name, Some(Role::Agent)),
     };
 
-    // The pod: ports published on loopback only.
-    // The agent's API first: published on 127.0.0.1 for the daemon.
-    let mut ports = vec![agent_config::PORT];
+    // The pod: the human's forwarded ports published on loopback only (the agent's API is
+    // its socket, not a port).
+    let mut ports = Vec::new();
     for p in &c.forward_ports {
         match p.local_port() {
             Some(port) if !ports.contains(&port) => ports.push(port),

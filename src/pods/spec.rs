@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::engine::HelperRun;
 use super::libpod::enc;
 use super::naming::{self, ROLE_SECRET_READER};
-use super::plan::{ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
+use super::plan::{ContainerNetwork, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use super::wire::{
     ContainerCreate, Device, LogConfiguration, Mount, NamedVolume, Namespace, PodCreate, PortMapping, VolumeCreate,
 };
@@ -57,8 +57,13 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         apparmor_profile: None,
         selinux_opts: Vec::new(),
         netns: None,
+        ipcns: None,
         log_configuration: None,
     };
+    if c.network == ContainerNetwork::LoopbackOnly {
+        spec.netns = Some(Namespace { nsmode: "none".into() });
+        spec.ipcns = Some(Namespace { nsmode: "private".into() });
+    }
     for opt in &c.security_opt {
         let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt, ""));
         match k {
@@ -135,6 +140,7 @@ pub fn helper(name: &str, run: &HelperRun) -> ContainerCreate {
         apparmor_profile: None,
         selinux_opts: Vec::new(),
         netns: None,
+        ipcns: None,
         log_configuration: None,
     }
 }
@@ -223,6 +229,7 @@ pub fn secret_reader(r: &SecretReader<'_>) -> ContainerCreate {
         apparmor_profile: None,
         selinux_opts: Vec::new(),
         netns: Some(Namespace { nsmode: "none".into() }),
+        ipcns: None,
         log_configuration: Some(LogConfiguration { driver: "k8s-file".into(), path: r.log.to_owned() }),
     }
 }
@@ -281,10 +288,12 @@ api-key-env = "LLM_KEY"
             opencode_dir: "/cache/opencode/bin".into(),
             checkout_dir: "/tmp/checkout/hello".into(),
             agent_password: Redacted("pw-123".into()),
-            gator: Some(plan::GatorMount {
+            sandbox: plan::SandboxMounts {
                 socket_dir: "/run/d/gator/hello".into(),
+                api_dir: "/run/d/agent/hello".into(),
                 bridge: "/usr/bin/devaipod".into(),
-            }),
+                seccomp: Some("/data/seccomp-agent.json".into()),
+            },
         }
     }
 
@@ -327,9 +336,19 @@ api-key-env = "LLM_KEY"
         let a = agent();
         assert_eq!(a["privileged"], json!(false));
         assert_eq!(a["devices"], json!([]));
-        for key in ["seccomp_profile_path", "apparmor_profile", "selinux_opts", "shm_size"] {
+        for key in ["apparmor_profile", "selinux_opts", "shm_size"] {
             assert_eq!(a.get(key), None, "{key}");
         }
+        assert_eq!(a["seccomp_profile_path"], json!("/data/seccomp-agent.json"), "devaipod's: no user namespaces");
+    }
+
+    #[test]
+    fn agent_has_no_network_but_loopback_and_its_own_ipc() {
+        let a = agent();
+        assert_eq!(a["netns"], json!({ "nsmode": "none" }));
+        assert_eq!(a["ipcns"], json!({ "nsmode": "private" }));
+        let w = workspace(None);
+        assert_eq!((w.get("netns"), w.get("ipcns")), (None, None), "the human's container keeps the pod's");
     }
 
     #[test]
@@ -355,12 +374,13 @@ api-key-env = "LLM_KEY"
     }
 
     #[test]
-    fn agent_binds_opencode_and_its_gator_socket_read_only() {
+    fn agent_binds_opencode_and_its_sockets_read_only_but_its_api_directory() {
         assert_eq!(
             agent()["mounts"],
             json!([
                 { "type": "bind", "source": "/cache/opencode/bin", "destination": "/opt/devaipod/bin", "options": ["rbind", "ro"] },
                 { "type": "bind", "source": "/run/d/gator/hello", "destination": crate::pods::plan::GATOR_SOCKET_DIR, "options": ["rbind", "ro"] },
+                { "type": "bind", "source": "/run/d/agent/hello", "destination": crate::pods::plan::AGENT_API_DIR, "options": ["rbind"] },
                 { "type": "bind", "source": "/usr/bin/devaipod", "destination": crate::pods::plan::GATOR_BRIDGE, "options": ["rbind", "ro"] },
             ])
         );
@@ -371,10 +391,8 @@ api-key-env = "LLM_KEY"
         let a = agent();
         assert_eq!(
             a["secret_env"],
-            json!({
-                "DEVAIPOD_LLM_API_KEY": "devaipod-hello-llm-key",
-                "OPENCODE_SERVER_PASSWORD": "devaipod-hello-agent-password",
-            })
+            json!({ "OPENCODE_SERVER_PASSWORD": "devaipod-hello-agent-password" }),
+            "the LLM key is added by the egress proxy, never given to the agent"
         );
         let text = a.to_string();
         for value in ["pw-123", "llm-key-value", "ghp-host-token", "npm-secret-value", "my-api-key"] {
@@ -386,7 +404,24 @@ api-key-env = "LLM_KEY"
     fn agent_env_holds_the_allowlist_and_its_settings_only() {
         let a = agent();
         let keys: Vec<&str> = a["env"].as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["EDITOR", "HOME", "OPENCODE_CONFIG_CONTENT", "OPENCODE_DISABLE_MODELS_FETCH", "TERM"]);
+        assert_eq!(
+            keys,
+            [
+                "DEVAIPOD_LLM_API_KEY",
+                "EDITOR",
+                "HOME",
+                "HTTPS_PROXY",
+                "HTTP_PROXY",
+                "NO_PROXY",
+                "OPENCODE_CONFIG_CONTENT",
+                "OPENCODE_DISABLE_MODELS_FETCH",
+                "TERM",
+                "http_proxy",
+                "https_proxy",
+                "no_proxy"
+            ]
+        );
+        assert_eq!(a["env"]["DEVAIPOD_LLM_API_KEY"], json!(crate::agent::config::PLACEHOLDER_KEY));
         assert_eq!(a["env"]["TERM"], json!("xterm"));
         assert_eq!(a["env"]["EDITOR"], json!("vi"));
         assert_eq!(a["env"]["HOME"], json!("/home/agent"));
@@ -408,8 +443,10 @@ api-key-env = "LLM_KEY"
     #[test]
     fn agent_argv_replaces_the_images_entrypoint_and_cmd() {
         let a = agent();
-        assert_eq!(a["entrypoint"], json!(["/opt/devaipod/bin/opencode"]));
-        assert_eq!(a["command"], json!(["serve", "--port", "4096", "--hostname", "0.0.0.0"]));
+        assert_eq!(a["entrypoint"], json!([crate::pods::plan::GATOR_BRIDGE]));
+        let command = a["command"].as_array().unwrap();
+        assert_eq!(command[0], json!("agent-shim"));
+        assert_eq!(command[command.len() - 6..], json!(["/opt/devaipod/bin/opencode", "serve", "--port", "4096", "--hostname", "127.0.0.1"]).as_array().unwrap()[..]);
         assert_eq!(a["work_dir"], json!("/workspaces/hello"));
     }
 
@@ -542,10 +579,8 @@ api-key-env = "LLM_KEY"
         let p = planned(Some(PRIVILEGED));
         assert_eq!(
             serde_json::to_value(pod(&p.pod)).unwrap()["portmappings"],
-            json!([
-                { "container_port": 4096, "host_ip": "127.0.0.1", "host_port": 0, "protocol": "tcp" },
-                { "container_port": 8000, "host_ip": "127.0.0.1", "host_port": 0, "protocol": "tcp" },
-            ])
+            json!([{ "container_port": 8000, "host_ip": "127.0.0.1", "host_port": 0, "protocol": "tcp" }]),
+            "the human's forwarded ports; the agent's API is its socket"
         );
     }
 

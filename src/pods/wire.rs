@@ -51,6 +51,8 @@ pub struct ContainerCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<Namespace>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipcns: Option<Namespace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<LogConfiguration>,
 }
 

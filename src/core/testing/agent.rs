@@ -2,8 +2,8 @@
 //! fail, hang, stop, ask) in the background, as a real agent works after accepting a
 //! prompt; prompts, sessions, aborts and connections are recorded for the test to count.
 //! It answers only while its container runs in the [`FakeEngine`] and only to the pod's
-//! password on the pod's published port, so core must find and authenticate it as it
-//! would opencode. It is its own [`AgentConnector`].
+//! password on its API socket (in the directory mounted into its container), so core must
+//! find and authenticate it as it would opencode. It is its own [`AgentConnector`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,8 +15,9 @@ use futures_util::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use super::engine::FakeEngine;
-use crate::agent::{Agent, AgentConnector, AgentError, AgentEvent, DynAgent, Outcome, config as agent_config};
+use crate::agent::{Agent, AgentConnector, AgentError, AgentEvent, DynAgent, Outcome};
 use crate::pods::naming::{Role, WorkspaceName};
+use crate::pods::plan;
 
 /// What the agent does with a prompt.
 #[derive(Debug, Clone)]
@@ -269,9 +270,11 @@ impl Client {
         if a.engine.container_state(&a.container()) != Some("running") {
             return Err(unreachable("connection refused"));
         }
-        let port = a.engine.published_port(&a.workspace.pod(), agent_config::PORT);
-        if port.map(|p| format!("http://127.0.0.1:{p}")).as_deref() != Some(self.url.as_str()) {
-            return Err(unreachable("connection refused (not the agent's port)"));
+        // Its API socket is in the directory mounted at the agent's API directory.
+        let dir = a.engine.bind_source(&a.container(), plan::AGENT_API_DIR);
+        let socket = dir.map(|d| crate::agent::endpoint::unix(&d.join(plan::AGENT_API_SOCKET)));
+        if socket.as_deref() != Some(self.url.as_str()) {
+            return Err(unreachable("no such socket (not the agent's API socket)"));
         }
         let secret = a.engine.secret(&format!("{}-agent-password", a.workspace.pod()));
         if secret.as_deref() != Some(self.password.as_str()) {

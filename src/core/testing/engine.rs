@@ -207,6 +207,15 @@ impl FakeEngine {
         s.pods.get(pod)?.ports.iter().find(|p| p.container_port == container_port).map(|p| p.host_port)
     }
 
+    /// The host directory bind-mounted at `target` in `container`.
+    pub fn bind_source(&self, container: &str, target: &str) -> Option<PathBuf> {
+        let s = self.state();
+        s.containers.get(container)?.plan.mounts.iter().find_map(|m| match m {
+            crate::pods::plan::MountPlan::Bind { source, target: t, .. } if t == target => Some(source.clone()),
+            _ => None,
+        })
+    }
+
     /// Where a path inside a container is on the host.
     pub fn host_path(&self, container: &str, path: &str) -> Option<PathBuf> {
         let s = self.state();

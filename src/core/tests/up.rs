@@ -38,10 +38,13 @@ async fn up_makes_the_pod_and_starts_the_first_task_and_delete_removes_it_all() 
     assert_eq!(git(&w.workspace_clone(), &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&w.bare_repo(), &["rev-parse", "refs/devaipod/source"]), head);
 
-    // The agent is reached on its published port with the pod's password (the proxy too).
+    // The agent is reached on its API socket, in the directory mounted into its container
+    // only, with the pod's password (the proxy too).
     let password = w.engine.secret("devaipod-ws-agent-password").unwrap();
-    let port = w.engine.published_port(&pod(), crate::agent::config::PORT).unwrap();
-    assert_eq!(w.core.agent_ui_target(WS).await.unwrap(), (format!("http://127.0.0.1:{port}"), password.clone()));
+    let dir = w.engine.bind_source("devaipod-ws-agent", crate::pods::plan::AGENT_API_DIR).unwrap();
+    assert_eq!(dir, w.core.paths.agent_dir(WS));
+    let endpoint = format!("unix:{}/api.sock", dir.display());
+    assert_eq!(w.core.agent_ui_target(WS).await.unwrap(), (endpoint, password.clone()));
     assert!(w.agent.connects().iter().all(|(_, p)| *p == password));
 
     let first = created.task.expect("the first task");

@@ -17,7 +17,6 @@ use serde::Serialize;
 
 use super::{BusEvent, Core, CoreError};
 use crate::agent::DynAgent;
-use crate::agent::config as agent_config;
 use crate::pods::engine::{ExecSpec, Output, PodInfo, PublishedPort};
 use crate::pods::naming::{self, Role, WorkspaceName};
 use crate::pods::plan::{self, PodPlan};
@@ -284,7 +283,7 @@ impl<E: Engine> Core<E> {
         self.agent_at.remove(name);
     }
 
-    /// The URL of the workspace's agent API (its published port) and its password, when
+    /// The endpoint of the workspace's agent API (its API socket) and its password, when
     /// its container runs: the record and the pod (inspected by its name, its labels
     /// checked: one engine call) are read at once. Remembered for [`Core::remembered_agent`].
     async fn agent_endpoint(&self, name: &str) -> Result<(String, String), CoreError> {
@@ -306,7 +305,7 @@ impl<E: Engine> Core<E> {
         };
         let running =
             info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let Some(url) = agent_url(&info).filter(|_| running) else {
+        let Some(url) = Some(crate::agent::endpoint::unix(&self.paths.agent_socket(name))).filter(|_| running) else {
             self.forget_agent(name);
             return Err(CoreError::NotRunning { name: name.to_owned(), role: "agent", status: info.status.clone() });
         };
@@ -365,7 +364,7 @@ impl<E: Engine> Core<E> {
         }
         let (secrets, image) = match WorkspaceName::new(name) {
             Ok(n) => (
-                vec![format!("{}-agent-password", n.pod()), format!("{}-llm-key", n.pod())],
+                vec![format!("{}-agent-password", n.pod()), plan::llm_key_secret(&n)],
                 Some(plan::build_tag(self.instance(), &n)),
             ),
             Err(_) => (Vec::new(), None),
@@ -375,6 +374,7 @@ impl<E: Engine> Core<E> {
         if let Some(endpoints) = self.endpoints() {
             endpoints.close(name);
         }
+        self.close_agent_dir(name);
         if !keep_volumes {
             self.store.delete_workspace(name).await?;
         }
@@ -388,14 +388,6 @@ impl<E: Engine> Core<E> {
         });
         Ok(())
     }
-}
-
-/// `http://127.0.0.1:<port>` of the agent's published API port.
-fn agent_url(info: &PodInfo) -> Option<String> {
-    info.ports
-        .iter()
-        .find(|p| p.container_port == agent_config::PORT)
-        .map(|p| format!("http://127.0.0.1:{}", p.host_port))
 }
 
 pub(super) fn random_hex(bytes: usize) -> String {

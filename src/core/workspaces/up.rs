@@ -14,7 +14,8 @@ use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::github::{self, GithubSource, ItemKind, Scope};
 use crate::pods::naming::{self, Role, WorkspaceName};
-use crate::pods::plan::{self, GatorMount, ImagePlan, PlanRequest, PodPlan, Redacted};
+use crate::pods::seccomp;
+use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted, SandboxMounts};
 use crate::pods::{Engine, EngineError};
 use crate::store::{WorkspaceRecord, now};
 
@@ -147,12 +148,14 @@ impl<E: Engine> Core<E> {
             }
             None => None,
         };
-        let gator_mount = match self.endpoints() {
-            Some(endpoints) if !req.dry_run => Some(GatorMount {
-                socket_dir: self.paths.runtime.join("gator").join(name.as_str()),
-                bridge: endpoints.bridge()?,
-            }),
-            _ => None,
+        let sandbox = SandboxMounts {
+            socket_dir: self.paths.pod_sockets(name.as_str()),
+            api_dir: self.paths.agent_dir(name.as_str()),
+            bridge: match self.endpoints() {
+                Some(endpoints) => endpoints.bridge()?,
+                None => PathBuf::from(plan::GATOR_BRIDGE),
+            },
+            seccomp: Some(self.paths.agent_seccomp()),
         };
         let plan_req = PlanRequest {
             name: name.clone(),
@@ -163,7 +166,7 @@ impl<E: Engine> Core<E> {
             opencode_dir: self.opencode_dir.clone(),
             checkout_dir: local_folder,
             agent_password: Redacted(random_hex(32)),
-            gator: gator_mount,
+            sandbox,
         };
         let plan = plan::plan(&self.config, dc.as_ref(), &plan_req)?;
         self.no_own_directories(&plan)?;
@@ -184,9 +187,11 @@ impl<E: Engine> Core<E> {
         let workspace_tar =
             if plan.lifecycle.initialize.is_some() { archive(&checkout).await? } else { agent_tar.clone() };
         let mut created = Made::default();
-        if let (Some(endpoints), Some(_)) = (self.endpoints(), &plan_req.gator) {
+        self.agent_seccomp().await?;
+        created.endpoint = Some(name.to_string());
+        self.open_agent_dir(name.as_str())?;
+        if let Some(endpoints) = self.endpoints() {
             endpoints.open(name.as_str())?;
-            created.endpoint = Some(name.to_string());
         }
         let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
         let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
@@ -258,8 +263,10 @@ impl<E: Engine> Core<E> {
             let plan::MountPlan::Bind { source, .. } = m else { continue };
             let bridge =
                 matches!(m, plan::MountPlan::Bind { target, readonly: true, .. } if target == plan::GATOR_BRIDGE);
-            if plan.agent.mounts.contains(m) && (source.starts_with(self.paths.runtime.join("gator")) || bridge) {
-                continue; // the agent's own gator directory and bridge, planned by devaipod
+            let own_dir = *source == self.paths.pod_sockets(plan.name.as_str())
+                || *source == self.paths.agent_dir(plan.name.as_str());
+            if plan.agent.mounts.contains(m) && (own_dir || bridge) {
+                continue; // the agent's own socket directories and bridge, planned by devaipod
             }
             let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
             let covers = |dir: &Path| {
@@ -441,16 +448,16 @@ impl<E: Engine> Core<E> {
         let mut probes = futures_util::stream::FuturesUnordered::new();
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut agent: Option<(Arc<dyn crate::agent::DynAgent>, String)> = None;
+        // The agent's API socket appears when its relay starts: each probe opens it anew.
+        let url = crate::agent::endpoint::unix(&self.paths.agent_socket(name));
+        let mut seen_running = false;
         let mut checked: Option<tokio::time::Instant> = None;
         let mut tried = false;
         loop {
             tokio::select! {
                 Some(answered) = probes.next() => {
                     if matches!(answered, Ok(true)) {
-                        if let Some((_, url)) = agent {
-                            self.agent_at.insert(name.to_owned(), (url, password.to_owned()));
-                        }
+                        self.agent_at.insert(name.to_owned(), (url, password.to_owned()));
                         return Ok(());
                     }
                 }
@@ -465,20 +472,14 @@ impl<E: Engine> Core<E> {
                             return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
                         }
                         checked = Some(tokio::time::Instant::now());
-                        if agent.is_none()
-                            && let Some(url) = agent_url(&info)
-                        {
-                            agent = Some((self.agents.connect(&url, password), url));
-                        }
+                        seen_running = true;
                     }
                     // At least one probe, however short the deadline.
-                    if tokio::time::Instant::now() >= deadline && (tried || agent.is_none()) {
+                    if tokio::time::Instant::now() >= deadline && (tried || !seen_running) {
                         return Err(CoreError::AgentNotReady { name: name.into(), secs });
                     }
-                    if let Some((agent, _)) = &agent
-                        && probes.len() < PROBES_IN_FLIGHT
-                    {
-                        let agent = agent.clone();
+                    if seen_running && probes.len() < PROBES_IN_FLIGHT {
+                        let agent = self.agents.connect(&url, password);
                         probes.push(async move { tokio::time::timeout(PROBE_TIMEOUT, agent.ready()).await });
                         tried = true;
                     }
@@ -511,9 +512,55 @@ impl<E: Engine> Core<E> {
         if let Some(repo) = &created.repo {
             let _ = tokio::fs::remove_dir_all(repo).await;
         }
-        if let (Some(ws), Some(endpoints)) = (&created.endpoint, self.endpoints()) {
-            endpoints.close(ws);
+        if let Some(ws) = &created.endpoint {
+            if let Some(endpoints) = self.endpoints() {
+                endpoints.close(ws);
+            }
+            self.close_agent_dir(ws);
         }
+    }
+
+    /// The directory the agent's relay serves its API socket in. The agent's user (a
+    /// subordinate uid under rootless podman) must create the socket: the directory is open
+    /// to all, and reachable only through the runtime directory (0700) and the agent's mount.
+    fn open_agent_dir(&self, ws: &str) -> Result<(), CoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |e: std::io::Error| CoreError::Io(format!("the agent's socket directory of {ws}: {e}"));
+        let dir = self.paths.agent_dir(ws);
+        let _ = std::fs::remove_dir_all(&dir); // what an earlier pod of this name left
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)
+    }
+
+    pub(in crate::core) fn close_agent_dir(&self, ws: &str) {
+        let _ = std::fs::remove_dir_all(self.paths.agent_dir(ws));
+    }
+
+    /// Writes the agent containers' seccomp profile (podman's default without user
+    /// namespaces) when it is missing or podman's default changed.
+    async fn agent_seccomp(&self) -> Result<(), CoreError> {
+        let target = self.paths.agent_seccomp();
+        let job = tokio::task::spawn_blocking(move || {
+            let found = seccomp::DEFAULT_PROFILES.iter().find_map(|p| std::fs::read_to_string(p).ok());
+            let Some(default) = found else {
+                return Err(CoreError::Invalid(format!(
+                    "podman's default seccomp profile is not at {}: devaipod builds the agents' profile from it (install containers-common)",
+                    seccomp::DEFAULT_PROFILES.join(" or ")
+                )));
+            };
+            let profile = seccomp::without_user_namespaces(&default).map_err(|e| CoreError::Invalid(e.to_string()))?;
+            if std::fs::read_to_string(&target).ok().as_deref() == Some(profile.as_str()) {
+                return Ok(());
+            }
+            let io = |e: std::io::Error| CoreError::Io(format!("write {}: {e}", target.display()));
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let tmp = target.with_extension("json.tmp");
+            std::fs::write(&tmp, &profile).map_err(io)?;
+            std::fs::rename(&tmp, &target).map_err(io)
+        });
+        job.await.map_err(|e| CoreError::Io(e.to_string()))?
     }
 }
 

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::agent::config as agent_config;
 use crate::config;
 use crate::devcontainer::HostContext;
 
@@ -19,7 +20,12 @@ fn request() -> PlanRequest {
         opencode_dir: "/cache/opencode/bin".into(),
         checkout_dir: "/tmp/checkout/hello".into(),
         agent_password: Redacted("pw-123".into()),
-        gator: None,
+        sandbox: SandboxMounts {
+            socket_dir: "/run/d/gator/hello".into(),
+            api_dir: "/run/d/agent/hello".into(),
+            bridge: "/usr/bin/devaipod".into(),
+            seccomp: Some("/data/seccomp-agent.json".into()),
+        },
     }
 }
 
@@ -73,12 +79,35 @@ fn plan_without_devcontainer_uses_default_image_and_design_names() {
     assert_eq!(p.pod.labels[naming::LABEL_SOURCE], "/src/hello");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.workspace.command, IDLE_COMMAND);
-    assert_eq!(p.agent.command, ["/opt/devaipod/bin/opencode", "serve", "--port", "4096", "--hostname", "0.0.0.0"]);
-    assert_eq!(p.pod.ports, [4096], "the agent's API, on 127.0.0.1");
+    // The relay runs the agent, which serves on its own loopback only.
+    assert_eq!(
+        p.agent.command,
+        [
+            GATOR_BRIDGE,
+            "agent-shim",
+            "--api",
+            "/run/devaipod/agent/api.sock",
+            "--to",
+            "127.0.0.1:4096",
+            "--egress-port",
+            "3128",
+            "--egress",
+            "/run/devaipod/gator/egress.sock",
+            "--",
+            "/opt/devaipod/bin/opencode",
+            "serve",
+            "--port",
+            "4096",
+            "--hostname",
+            "127.0.0.1"
+        ]
+    );
+    assert!(p.pod.ports.is_empty(), "the agent's API is its socket, not a port: {:?}", p.pod.ports);
+    assert_eq!((p.workspace.network, p.agent.network), (ContainerNetwork::Pod, ContainerNetwork::LoopbackOnly));
     assert_eq!(p.secrets.len(), 1);
     assert_eq!(p.secrets[0].name, "devaipod-hello-agent-password");
     assert_eq!(p.agent.secret_env["OPENCODE_SERVER_PASSWORD"], "devaipod-hello-agent-password");
-    assert_eq!(p.agent.env["DEVAIPOD_LLM_API_KEY"], "none");
+    assert_eq!(p.agent.env["DEVAIPOD_LLM_API_KEY"], agent_config::PLACEHOLDER_KEY);
     assert!(p.workspace.init && p.agent.init);
 }
 
@@ -94,7 +123,9 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
     assert_eq!(a.cap_drop, ["ALL"]);
     assert_eq!(a.cap_add, ["NET_BIND_SERVICE"]);
     assert!(a.no_new_privileges && !a.privileged);
-    assert!(a.devices.is_empty() && a.security_opt.is_empty());
+    assert!(a.devices.is_empty());
+    assert_eq!(a.security_opt, ["seccomp=/data/seccomp-agent.json"], "no user namespaces");
+    assert_eq!(a.network, ContainerNetwork::LoopbackOnly);
     assert_eq!(a.user.as_deref(), Some(AGENT_USER));
     assert_eq!(
         a.mounts,
@@ -111,6 +142,9 @@ fn agent_is_hardened_and_sees_the_workspace_read_only() {
             },
             MountPlan::Volume { name: "devaipod-hello-agent-home".into(), target: AGENT_HOME.into(), readonly: false },
             MountPlan::Bind { source: "/cache/opencode/bin".into(), target: INJECT_DIR.into(), readonly: true },
+            MountPlan::Bind { source: "/run/d/gator/hello".into(), target: GATOR_SOCKET_DIR.into(), readonly: true },
+            MountPlan::Bind { source: "/run/d/agent/hello".into(), target: AGENT_API_DIR.into(), readonly: false },
+            MountPlan::Bind { source: "/usr/bin/devaipod".into(), target: GATOR_BRIDGE.into(), readonly: true },
         ]
     );
     // The devcontainer's privileges go to the human's container only.
@@ -125,7 +159,20 @@ fn env_is_partitioned_and_trusted_values_never_print() {
     let agent_env: Vec<&str> = p.agent.env.keys().map(String::as_str).collect();
     assert_eq!(
         agent_env,
-        ["DEVAIPOD_LLM_API_KEY", "EDITOR", "HOME", "OPENCODE_CONFIG_CONTENT", "OPENCODE_DISABLE_MODELS_FETCH", "TERM"],
+        [
+            "DEVAIPOD_LLM_API_KEY",
+            "EDITOR",
+            "HOME",
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "NO_PROXY",
+            "OPENCODE_CONFIG_CONTENT",
+            "OPENCODE_DISABLE_MODELS_FETCH",
+            "TERM",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy"
+        ],
         "agent: allowlisted env, fixed vars and its own settings only"
     );
     assert!(p.agent.trusted_env.is_empty());
@@ -176,7 +223,7 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
     assert_eq!((b.args["V"].as_str(), b.target.as_deref()), ("2", Some("dev")));
     assert_eq!(p.workspace.image, b.tag);
     assert_eq!(p.agent.image, b.tag);
-    assert_eq!(p.pod.ports, [4096, 3000]);
+    assert_eq!(p.pod.ports, [3000]);
     assert_eq!(p.workspace_folder, "/src");
     assert_eq!(p.agent.workdir, "/src");
     assert_eq!(p.workspace.user.as_deref(), Some("vscode"));
@@ -235,19 +282,25 @@ fn every_conformance_file_plans_or_gives_a_clear_error() {
 }
 
 #[test]
-fn the_llm_key_goes_to_the_agent_only_as_a_secret() {
+fn the_llm_key_never_enters_a_container() {
     let c = config("[agent]\nbase-url = \"http://llm.test/v1\"\nmodel = \"m\"\napi-key-env = \"GH_TOKEN\"\n");
     let p = plan(&c, None, &request()).unwrap();
-    assert_eq!(p.agent.secret_env["DEVAIPOD_LLM_API_KEY"], "devaipod-hello-llm-key");
+    // Kept as a podman secret no container mounts: the daemon's egress proxy reads it.
+    assert_eq!(p.secrets[1].name, "devaipod-hello-llm-key");
     assert_eq!(p.secrets[1].value.0, "ghp_supersecret");
-    assert!(!p.workspace.secret_env.contains_key("DEVAIPOD_LLM_API_KEY"));
-    assert!(!p.agent.env.contains_key("DEVAIPOD_LLM_API_KEY"));
+    for c in [&p.workspace, &p.agent] {
+        assert!(!c.secret_env.values().any(|s| s.contains("llm-key")), "{:?}", c.secret_env);
+        assert!(!format!("{:?}", c.env).contains("ghp_supersecret"));
+    }
+    assert_eq!(p.agent.env["DEVAIPOD_LLM_API_KEY"], agent_config::PLACEHOLDER_KEY);
+    // The agent's provider is the proxy's LLM route on its loopback, and its way out is the relay.
     let cfg: serde_json::Value = serde_json::from_str(&p.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
-    assert_eq!(cfg["provider"]["devaipod"]["options"]["baseURL"], "http://llm.test/v1");
+    assert_eq!(cfg["provider"]["devaipod"]["options"]["baseURL"], "http://127.0.0.1:3128/llm");
+    assert_eq!(p.agent.env["HTTPS_PROXY"], "http://127.0.0.1:3128");
 
     let c = config("[agent]\napi-key-secret = \"my_llm_key\"\n");
     let p = plan(&c, None, &request()).unwrap();
-    assert_eq!(p.agent.secret_env["DEVAIPOD_LLM_API_KEY"], "my_llm_key");
+    assert!(!p.agent.secret_env.values().any(|s| s == "my_llm_key"), "the user's secret is read by the daemon only");
     assert_eq!(p.secrets.len(), 1);
 
     let c = config("[agent]\napi-key-env = \"NOT_SET_ANYWHERE\"\n");
@@ -267,8 +320,7 @@ fn a_folder_over_the_agent_mounts_is_refused() {
 
 #[test]
 fn gator_reaches_the_agent_only_through_its_socket_directory() {
-    let mut req = request();
-    req.gator = Some(GatorMount { socket_dir: "/run/d/gator/hello".into(), bridge: "/usr/bin/devaipod".into() });
+    let req = request();
     let p = plan(&config(""), None, &req).unwrap();
     let gator_dir =
         MountPlan::Bind { source: "/run/d/gator/hello".into(), target: GATOR_SOCKET_DIR.into(), readonly: true };
