@@ -225,7 +225,8 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
     let plan = env.json(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert_eq!(plan["name"], "dry");
     assert_eq!(plan["image"], serde_json::json!({"kind": "existing", "reference": "localhost/some:img"}));
-    assert_eq!(plan["pod"]["ports"], serde_json::json!([4096, 8000]));
+    assert_eq!(plan["pod"]["ports"], serde_json::json!([8000]), "the agent's API is a socket, not a port");
+    assert_eq!(plan["agent"]["network"], "loopback-only");
     assert_eq!(plan["agent"]["cap_drop"], serde_json::json!(["ALL"]));
     assert_eq!(plan["workspace"]["cap_add"], serde_json::json!(["SYS_PTRACE"]));
     assert_eq!(plan["workspace"]["trusted_env"]["HIDDEN"], "<redacted>");
@@ -296,10 +297,13 @@ api-key-env = "IT_KEY"
 
     with_caller(&["up", repo, "--name", "envs"]);
     assert_eq!(env.ok(&["exec", "envs", "--agent", "--", "printenv", "IT_CALLER"]).trim(), "caller-value");
+    // The key never enters the agent: it holds a placeholder, the egress proxy adds the key.
     assert_eq!(
         env.ok(&["exec", "envs", "--agent", "--", "printenv", "DEVAIPOD_LLM_API_KEY"]).trim(),
-        "caller-key-5d1e"
+        "devaipod-egress-proxy-adds-the-key"
     );
+    let environ = env.ok(&["exec", "envs", "--agent", "--", "sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"]);
+    assert!(environ.contains("OPENCODE_CONFIG_CONTENT") && !environ.contains("caller-key-5d1e"), "{environ}");
     assert_eq!(env.ok(&["exec", "envs", "--", "printenv", "FROM_LOCAL"]).trim(), "caller-local");
     // Never logged, never stored.
     for file in ["daemon.log", "state.db", "state.db-wal", "state.db-shm"] {
