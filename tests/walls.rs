@@ -59,7 +59,8 @@ fn an_agent_reaches_nothing_but_its_relay_and_cannot_make_user_namespaces() {
     for name in [&a, &b] {
         env.ok(&["up", repo.to_str().unwrap(), "--name", name]);
     }
-    let (agent, own, other) = (format!("devaipod-{a}-agent"), format!("devaipod-{a}-workspace"), format!("devaipod-{b}-workspace"));
+    let (agent, own, other) =
+        (format!("devaipod-{a}-agent"), format!("devaipod-{a}-workspace"), format!("devaipod-{b}-workspace"));
     listen(&own, "127.0.0.1", 9101);
     listen(&own, "0.0.0.0", 9102);
     listen(&other, "0.0.0.0", 9103);
@@ -85,8 +86,7 @@ fn an_agent_reaches_nothing_but_its_relay_and_cannot_make_user_namespaces() {
     }
     // No interface but loopback.
     let interfaces = podman(&["exec", &agent, "cat", "/proc/net/dev"]);
-    let names: Vec<&str> =
-        interfaces.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let names: Vec<&str> = interfaces.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
     assert_eq!(names, ["lo"], "{interfaces}");
 
     // No user namespaces in the agent; the human's container is not restricted so.

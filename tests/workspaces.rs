@@ -302,7 +302,8 @@ api-key-env = "IT_KEY"
         env.ok(&["exec", "envs", "--agent", "--", "printenv", "DEVAIPOD_LLM_API_KEY"]).trim(),
         "devaipod-egress-proxy-adds-the-key"
     );
-    let environ = env.ok(&["exec", "envs", "--agent", "--", "sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"]);
+    let environ =
+        env.ok(&["exec", "envs", "--agent", "--", "sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"]);
     assert!(environ.contains("OPENCODE_CONFIG_CONTENT") && !environ.contains("caller-key-5d1e"), "{environ}");
     assert_eq!(env.ok(&["exec", "envs", "--", "printenv", "FROM_LOCAL"]).trim(), "caller-local");
     // Never logged, never stored.

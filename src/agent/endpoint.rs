@@ -80,6 +80,43 @@ impl SocketRef {
     }
 }
 
+/// How to reach an endpoint over HTTP: the base to write URLs against, a client that
+/// reaches it, and for a socket the socket itself, held open while the route lives.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `http://127.0.0.1:4096` or [`UNIX_BASE`].
+    pub base: String,
+    /// What a `Host` header names.
+    pub authority: String,
+    pub http: reqwest::Client,
+    socket: Option<std::sync::Arc<SocketRef>>,
+}
+
+impl Route {
+    /// A route to `endpoint` with a client from `builder` (its timeouts and policies).
+    pub fn open(endpoint: &str, builder: reqwest::ClientBuilder) -> std::io::Result<Route> {
+        let built = |b: reqwest::ClientBuilder| b.build().map_err(std::io::Error::other);
+        match Endpoint::parse(endpoint) {
+            Endpoint::Http(base) => Ok(Route {
+                base: base.to_owned(),
+                authority: base.split_once("://").map_or(base, |(_, a)| a).to_owned(),
+                http: built(builder)?,
+                socket: None,
+            }),
+            Endpoint::Unix(path) => {
+                let socket = std::sync::Arc::new(SocketRef::open(path)?);
+                let http = built(builder.unix_socket(socket.path()))?;
+                Ok(Route { base: UNIX_BASE.into(), authority: "agent".into(), http, socket: Some(socket) })
+            }
+        }
+    }
+
+    /// The socket of a unix route (`None` for TCP: connect to [`Route::authority`]).
+    pub fn socket(&self) -> Option<&SocketRef> {
+        self.socket.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,7 +166,9 @@ impl AgentConnector for OpencodeConnector {
     fn connect(&self, endpoint: &str, password: &str) -> Arc<dyn DynAgent> {
         let password = password.to_owned();
         Arc::new(match endpoint::Endpoint::parse(endpoint) {
-            endpoint::Endpoint::Http(base) => opencode::Opencode::with_http(base.to_owned(), password, self.http.clone()),
+            endpoint::Endpoint::Http(base) => {
+                opencode::Opencode::with_http(base.to_owned(), password, self.http.clone())
+            }
             endpoint::Endpoint::Unix(path) => match self.unix_client(path) {
                 Ok((socket, client)) => opencode::Opencode::over_socket(endpoint.to_owned(), password, client, socket),
                 Err(e) => opencode::Opencode::unreachable_at(endpoint.to_owned(), e.to_string()),

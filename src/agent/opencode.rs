@@ -39,11 +39,7 @@ pub fn http_client() -> reqwest::Client {
 /// A client for an opencode server behind the API socket `socket` (requests are written
 /// against [`endpoint::UNIX_BASE`]).
 pub fn unix_client(socket: &endpoint::SocketRef) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .unix_socket(socket.path())
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).unix_socket(socket.path()).build().unwrap_or_default()
 }
 
 #[derive(Clone)]

@@ -425,11 +425,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         agent_env.insert(var.into(), "127.0.0.1,localhost".into());
     }
     let sandbox = &req.sandbox;
-    let gator_command = vec![
-        GATOR_BRIDGE.to_owned(),
-        "gator-bridge".to_owned(),
-        format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"),
-    ];
+    let gator_command =
+        vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
     let llm = agent_config::through_proxy(&config.agent, EGRESS_PORT);
     let opencode_config = agent_config::opencode_config(&llm, Some(&gator_command));
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());

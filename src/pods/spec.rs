@@ -446,7 +446,12 @@ api-key-env = "LLM_KEY"
         assert_eq!(a["entrypoint"], json!([crate::pods::plan::GATOR_BRIDGE]));
         let command = a["command"].as_array().unwrap();
         assert_eq!(command[0], json!("agent-shim"));
-        assert_eq!(command[command.len() - 6..], json!(["/opt/devaipod/bin/opencode", "serve", "--port", "4096", "--hostname", "127.0.0.1"]).as_array().unwrap()[..]);
+        assert_eq!(
+            command[command.len() - 6..],
+            json!(["/opt/devaipod/bin/opencode", "serve", "--port", "4096", "--hostname", "127.0.0.1"])
+                .as_array()
+                .unwrap()[..]
+        );
         assert_eq!(a["work_dir"], json!("/workspaces/hello"));
     }
 

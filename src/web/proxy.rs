@@ -25,6 +25,7 @@ use futures_util::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::session::{self, Authn, WebAuth};
+use crate::agent::endpoint::Route;
 use crate::core::{Core, CoreError};
 use crate::pods::Engine;
 
@@ -45,16 +46,15 @@ pub struct AgentProxies<E> {
     ports: DashMap<String, (u16, CancellationToken)>,
     opening: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
-    http: reqwest::Client,
+}
+
+/// The client the proxy reaches an agent with: no redirects followed (the browser sees them).
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).redirect(reqwest::redirect::Policy::none())
 }
 
 impl<E: Engine + 'static> AgentProxies<E> {
     pub fn new(core: Arc<Core<E>>, auth: WebAuth, main_port: u16, shutdown: CancellationToken) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
         let proxies = Arc::new(AgentProxies {
             core: core.clone(),
             auth,
@@ -62,7 +62,6 @@ impl<E: Engine + 'static> AgentProxies<E> {
             ports: DashMap::new(),
             opening: tokio::sync::Mutex::new(()),
             shutdown,
-            http,
         });
         // A deleted workspace's proxy goes with it.
         let weak = Arc::downgrade(&proxies);
@@ -119,7 +118,8 @@ struct Target<E> {
     ws: String,
     /// Cancelled when the workspace's proxy is closed: ends its listener and its WebSockets.
     stop: CancellationToken,
-    cached: Arc<tokio::sync::Mutex<Option<(Instant, String, String)>>>,
+    /// The agent's route (its API socket, held open) and password, and when they were looked up.
+    cached: Arc<tokio::sync::Mutex<Option<(Instant, Route, String)>>>,
 }
 
 impl<E> Clone for Target<E> {
@@ -216,27 +216,37 @@ async fn forward<E: Engine + 'static>(State(t): State<Target<E>>, req: Request) 
         }
         _ => {}
     }
-    let (base, password) = {
+    let (route, password) = {
         let mut cached = t.cached.lock().await;
         match cached.as_ref() {
-            Some((at, b, p)) if at.elapsed() < TARGET_FRESH => (b.clone(), p.clone()),
-            _ => match t.proxies.core.agent_ui_target(&t.ws).await {
-                Ok((b, p)) => {
-                    *cached = Some((Instant::now(), b.clone(), p.clone()));
-                    (b, p)
+            Some((at, r, p)) if at.elapsed() < TARGET_FRESH => (r.clone(), p.clone()),
+            _ => {
+                let opened = match t.proxies.core.agent_ui_target(&t.ws).await {
+                    Ok((endpoint, p)) => {
+                        Route::open(&endpoint, client_builder()).map(|r| (r, p)).map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match opened {
+                    Ok((r, p)) => {
+                        *cached = Some((Instant::now(), r.clone(), p.clone()));
+                        (r, p)
+                    }
+                    Err(e) => {
+                        return plain(StatusCode::BAD_GATEWAY, &format!("The agent of {} is not reachable: {e}", t.ws));
+                    }
                 }
-                Err(e) => {
-                    return plain(StatusCode::BAD_GATEWAY, &format!("The agent of {} is not reachable: {e}", t.ws));
-                }
-            },
+            }
         }
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if is_websocket(&headers) {
-        return tunnel(req, &base, &password, &path, t.stop.clone()).await;
+        return tunnel(req, &route, &password, &path, t.stop.clone()).await;
     }
-    let mut out =
-        t.proxies.http.request(req.method().clone(), format!("{base}{path}")).basic_auth("opencode", Some(&password));
+    let mut out = route
+        .http
+        .request(req.method().clone(), format!("{}{path}", route.base))
+        .basic_auth("opencode", Some(&password));
     for (name, value) in headers.iter().filter(|(n, _)| forwarded_request_header(n)) {
         out = out.header(name, value);
     }
@@ -302,10 +312,13 @@ enum Handshake {
 
 /// Sends the handshake over `io` with hyper's HTTP/1.1 client and, on `101`, takes the
 /// connection over (with any bytes the agent sent after its answer).
-async fn handshake_with_agent(
-    io: tokio::net::TcpStream,
+async fn handshake_with_agent<IO>(
+    io: IO,
     req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
-) -> Result<Handshake, hyper::Error> {
+) -> Result<Handshake, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
     let mut conn = std::pin::pin!(conn.with_upgrades());
     let mut send = std::pin::pin!(sender.send_request(req));
@@ -333,24 +346,35 @@ async fn handshake_with_agent(
 /// password); only its `101` gives the browser a `101` (with the agent's `Sec-WebSocket-*`
 /// answer), a refusal gives the browser the agent's status. Then both upgraded connections
 /// are joined until either side closes or the workspace's proxy is closed (`stop`).
-async fn tunnel(mut req: Request, base: &str, password: &str, path: &str, stop: CancellationToken) -> Response {
+async fn tunnel(mut req: Request, route: &Route, password: &str, path: &str, stop: CancellationToken) -> Response {
     // A WebSocket is not bound by CORS: the handshake must come from the proxy's own page.
     if !session::same_origin(req.headers()) {
         return session::cross_origin();
     }
-    let Some(authority) = base.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
-        return plain(StatusCode::BAD_GATEWAY, "the agent's address is not plain http");
-    };
-    let upstream = match upgrade_request(req.headers(), authority, password, path) {
+    let upstream = match upgrade_request(req.headers(), &route.authority, password, path) {
         Ok(r) => r,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("Cannot forward this WebSocket: {e}")),
     };
-    let io = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority)).await {
-        Ok(Ok(io)) => io,
-        Ok(Err(e)) => return plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}")),
-        Err(_) => return plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time."),
+    let handshake = async {
+        match route.socket() {
+            Some(socket) => match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect()).await {
+                Ok(Ok(io)) => Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await),
+                Ok(Err(e)) => Err(plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}"))),
+                Err(_) => Err(plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time.")),
+            },
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&route.authority)).await
+            {
+                Ok(Ok(io)) => Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await),
+                Ok(Err(e)) => Err(plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}"))),
+                Err(_) => Err(plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time.")),
+            },
+        }
     };
-    let (headers, agent) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await {
+    let answered = match handshake.await {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
+    let (headers, agent) = match answered {
         Ok(Ok(Handshake::Accepted(headers, agent))) => (headers, agent),
         Ok(Ok(Handshake::Refused(status))) => {
             // Its error status; anything else would tell the browser nothing true.

@@ -201,12 +201,6 @@ impl FakeEngine {
         }
     }
 
-    /// The host port the pod publishes `container_port` on.
-    pub fn published_port(&self, pod: &str, container_port: u16) -> Option<u16> {
-        let s = self.state();
-        s.pods.get(pod)?.ports.iter().find(|p| p.container_port == container_port).map(|p| p.host_port)
-    }
-
     /// The host directory bind-mounted at `target` in `container`.
     pub fn bind_source(&self, container: &str, target: &str) -> Option<PathBuf> {
         let s = self.state();

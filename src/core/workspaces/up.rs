@@ -14,8 +14,8 @@ use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::github::{self, GithubSource, ItemKind, Scope};
 use crate::pods::naming::{self, Role, WorkspaceName};
-use crate::pods::seccomp;
 use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted, SandboxMounts};
+use crate::pods::seccomp;
 use crate::pods::{Engine, EngineError};
 use crate::store::{WorkspaceRecord, now};
 

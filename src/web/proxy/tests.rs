@@ -53,15 +53,19 @@ mod websocket {
 
     /// The agent: records every handshake it reads, answers `refuse` instead of `101` when
     /// set, else picks the first offered subprotocol, greets and echoes.
+    /// A stand-in for the agent behind its API socket (as the agent's relay serves it).
     struct Agent {
-        base: String,
+        endpoint: String,
         seen: Arc<Mutex<Vec<(Uri, HeaderMap)>>>,
+        _dir: tempfile::TempDir,
     }
 
     impl Agent {
         async fn start(refuse: Option<StatusCode>) -> Agent {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("api.sock");
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let endpoint = crate::agent::endpoint::unix(&socket);
             let seen = Arc::new(Mutex::new(Vec::new()));
             let record = seen.clone();
             tokio::spawn(async move {
@@ -104,7 +108,7 @@ mod websocket {
                     });
                 }
             });
-            Agent { base, seen }
+            Agent { endpoint, seen, _dir: dir }
         }
 
         fn seen(&self) -> Vec<(Uri, HeaderMap)> {
@@ -130,7 +134,8 @@ mod websocket {
         let session = auth.start_session().await.unwrap();
         let proxies = AgentProxies::new(core, auth, 8080, CancellationToken::new());
         let stop = CancellationToken::new();
-        let resolved = (Instant::now(), agent.base.clone(), PASSWORD.to_owned());
+        let route = crate::agent::endpoint::Route::open(&agent.endpoint, client_builder()).unwrap();
+        let resolved = (Instant::now(), route, PASSWORD.to_owned());
         let target = Target {
             proxies,
             ws: "w".to_owned(),
@@ -204,7 +209,7 @@ mod websocket {
         let (uri, h) = &seen[0];
         assert_eq!(uri.to_string(), PATH);
         assert_eq!(h[header::AUTHORIZATION], AGENT_AUTH);
-        assert_eq!(h[header::HOST], agent.base.trim_start_matches("http://"));
+        assert_eq!(h[header::HOST], "agent", "our Host, not the browser's");
         assert!(h.get(header::COOKIE).is_none(), "the browser's cookie reached the agent: {h:?}");
         assert!(h.get(header::ORIGIN).is_none());
         assert_eq!(h["sec-websocket-version"], "13");
@@ -248,10 +253,13 @@ mod websocket {
 
     #[tokio::test]
     async fn an_unreachable_agent_is_a_bad_gateway() {
-        let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let agent = Agent { base: format!("http://{}", gone.local_addr().unwrap()), seen: Default::default() };
-        drop(gone);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let gone = tokio::net::UnixListener::bind(&socket).unwrap();
+        let endpoint = crate::agent::endpoint::unix(&socket);
+        let agent = Agent { endpoint, seen: Default::default(), _dir: dir };
         let p = proxy(&agent).await;
+        drop(gone); // the agent's relay is gone: its socket answers nothing
         let (status, _) = refused_status(browser(&p, Some(&own_origin(&p)), true).await);
         assert_eq!(status, StatusCode::BAD_GATEWAY);
     }
