@@ -193,6 +193,10 @@ pub struct UpArgs {
     /// Also start a task with this prompt (without following it).
     #[arg(short = 'c', long = "command")]
     pub task: Option<String>,
+    /// A host the agent may reach beyond [network] allow-hosts (repeatable): host,
+    /// host:port, *.domain or *.domain:port. Change later with `devaipod egress`.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +353,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 task: a.task,
                 require_task: false,
                 env: Some(CallerEnv::current()),
+                allow_hosts: a.allow_hosts,
             };
             let created = match up(c, &req).await? {
                 UpResult::Planned(plan) => {
