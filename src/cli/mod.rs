@@ -129,6 +129,9 @@ pub enum Command {
     /// What a workspace's agent may do through gator (GitHub, git push), and what it did.
     #[command(subcommand)]
     Gator(GatorCommand),
+    /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
@@ -149,6 +152,25 @@ pub enum Command {
         base_url: Option<String>,
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Show what a workspace's agent may reach: the mode, its own hosts, [network] allow-hosts.
+    Show { workspace: String },
+    /// Let the agent reach more hosts: host, host:port, *.domain or *.domain:port (no port:
+    /// 80 and 443). Applies at once. The refusals are in `devaipod gator log`.
+    Allow {
+        workspace: String,
+        #[arg(required = true, value_name = "PATTERN")]
+        hosts: Vec<String>,
+    },
+    /// Take a host pattern off the workspace's own list.
+    Remove {
+        workspace: String,
+        #[arg(value_name = "PATTERN")]
+        host: String,
     },
 }
 
@@ -477,6 +499,18 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Gator(g) => gator(c, g, json).await?,
+        Command::Egress(e) => {
+            let view = match e {
+                EgressCommand::Show { workspace } => c.egress(&workspace).await?,
+                EgressCommand::Allow { workspace, hosts } => c.egress_allow(&workspace, &hosts).await?,
+                EgressCommand::Remove { workspace, host } => c.egress_remove(&workspace, &host).await?,
+            };
+            if json {
+                output::json(&view)?;
+            } else {
+                output::egress(&view)?;
+            }
+        }
         Command::Reject { id, feedback } => {
             let r = c.reject(&id, feedback.as_deref()).await?;
             if json {
