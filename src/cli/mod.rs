@@ -129,6 +129,9 @@ pub enum Command {
     /// What a workspace's agent may do through gator (GitHub, git push), and what it did.
     #[command(subcommand)]
     Gator(GatorCommand),
+    /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
@@ -173,6 +176,25 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Show what a workspace's agent may reach: the mode, its own hosts, [network] allow-hosts.
+    Show { workspace: String },
+    /// Let the agent reach more hosts: host, host:port, *.domain or *.domain:port (no port:
+    /// 80 and 443). Applies at once. The refusals are in `devaipod gator log`.
+    Allow {
+        workspace: String,
+        #[arg(required = true, value_name = "PATTERN")]
+        hosts: Vec<String>,
+    },
+    /// Take a host pattern off the workspace's own list.
+    Remove {
+        workspace: String,
+        #[arg(value_name = "PATTERN")]
+        host: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum GatorCommand {
     /// Show a workspace's scopes (its own and those from devaipod.toml).
     Show { workspace: String },
@@ -213,6 +235,10 @@ pub struct UpArgs {
     /// Also start a task with this prompt (without following it).
     #[arg(short = 'c', long = "command")]
     pub task: Option<String>,
+    /// A host the agent may reach beyond [network] allow-hosts (repeatable): host,
+    /// host:port, *.domain or *.domain:port. Change later with `devaipod egress`.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +400,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 task: a.task,
                 require_task: false,
                 env: Some(CallerEnv::current()),
+                allow_hosts: a.allow_hosts,
             };
             let created = match up(c, &req).await? {
                 UpResult::Planned(plan) => {
@@ -497,6 +524,18 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Gator(g) => gator(c, g, json).await?,
+        Command::Egress(e) => {
+            let view = match e {
+                EgressCommand::Show { workspace } => c.egress(&workspace).await?,
+                EgressCommand::Allow { workspace, hosts } => c.egress_allow(&workspace, &hosts).await?,
+                EgressCommand::Remove { workspace, host } => c.egress_remove(&workspace, &host).await?,
+            };
+            if json {
+                output::json(&view)?;
+            } else {
+                output::egress(&view)?;
+            }
+        }
         Command::Reject { id, feedback } => {
             let r = c.reject(&id, feedback.as_deref()).await?;
             if json {

@@ -257,6 +257,27 @@ pub fn scopes(v: &Value) -> Result<()> {
     Ok(())
 }
 
+pub fn egress(v: &crate::core::EgressView) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "workspace  {}", clean(&v.workspace))?;
+    let mode = match v.mode.as_str() {
+        "open" => "open: any public host (never the host's or internal addresses)",
+        _ => "allowlist: the LLM and the hosts below",
+    };
+    writeln!(o, "egress     {mode}")?;
+    writeln!(o, "llm        {} (at http://127.0.0.1:3128/llm/ in the agent)", clean(&v.llm))?;
+    if v.hosts.is_empty() && v.from_config.is_empty() {
+        writeln!(o, "hosts      none (allow one with `devaipod egress allow {} HOST`)", clean(&v.workspace))?;
+    }
+    for h in &v.hosts {
+        writeln!(o, "host       {}", clean(h))?;
+    }
+    for h in &v.from_config {
+        writeln!(o, "host       {} (from devaipod.toml)", clean(h))?;
+    }
+    Ok(())
+}
+
 pub fn audit(v: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let items = v.as_array().cloned().unwrap_or_default();

@@ -47,7 +47,7 @@ enum Outcome {
 /// An input, as each surface takes it.
 #[derive(Debug, Clone)]
 enum Input {
-    Create { source: String, task: Option<String> },
+    Create { source: String, task: Option<String>, hosts: Vec<String> },
     RunTask { workspace: String, prompt: String },
     ListTasks { state: String },
     ListProposals { state: String },
@@ -132,10 +132,13 @@ impl Surfaces {
 
     async fn cli(&self, input: &Input) -> Result<(), String> {
         let args: Vec<String> = match input {
-            Input::Create { source, task } => {
+            Input::Create { source, task, hosts } => {
                 let mut a = vec!["up".into(), source.clone(), "--name".into(), WS.into()];
                 if let Some(t) = task {
                     a.extend(["-c".into(), t.clone()]);
+                }
+                for h in hosts {
+                    a.extend(["--allow-host".into(), h.clone()]);
                 }
                 a
             }
@@ -165,8 +168,8 @@ impl Surfaces {
 
     async fn mcp(&self, input: &Input) -> Result<(), String> {
         let (tool, args) = match input {
-            Input::Create { source, task } => {
-                ("create_workspace", json!({ "source": source, "name": WS, "task": task }))
+            Input::Create { source, task, hosts } => {
+                ("create_workspace", json!({ "source": source, "name": WS, "task": task, "allow_hosts": hosts }))
             }
             Input::RunTask { workspace, prompt } => ("run_task", json!({ "workspace": workspace, "prompt": prompt })),
             Input::ListTasks { state } => ("list_tasks", json!({ "state": state })),
@@ -190,13 +193,17 @@ impl Surfaces {
     async fn web(&self, input: &Input) -> Result<(), String> {
         // What the pages' forms post (app.js `formBody`: empty fields left out).
         let (method, path, body) = match input {
-            Input::Create { source, task } => {
+            Input::Create { source, task, hosts } => {
                 let mut b = json!({ "name": WS, "read_only": false });
                 if !source.is_empty() {
                     b["source"] = json!(source);
                 }
                 if let Some(t) = task.as_ref().filter(|t| !t.is_empty()) {
                     b["task"] = json!(t);
+                }
+                // The form's hosts field (`data-list`): split into a list, left out when empty.
+                if !hosts.is_empty() {
+                    b["allow_hosts"] = json!(hosts);
                 }
                 ("POST", "/api/v1/workspaces".to_owned(), Some(b))
             }
@@ -252,9 +259,14 @@ impl Surfaces {
         let sent = self.send(surface, input).await;
         match (input, sent) {
             (_, Err(e)) => Outcome::Refused(e),
-            (Input::Create { .. }, Ok(())) => {
+            (Input::Create { hosts, .. }, Ok(())) => {
                 let exists = self.core().status(WS).await.is_ok();
                 assert!(exists, "{surface:?}: the workspace exists after a successful create");
+                let mut stored = self.core().egress_view(WS).await.unwrap().hosts;
+                let mut given = hosts.clone();
+                stored.sort();
+                given.sort();
+                assert_eq!(stored, given, "{surface:?}: the workspace's own egress hosts");
                 let new: Vec<_> = self
                     .core()
                     .tasks(&Default::default())
@@ -317,25 +329,46 @@ async fn every_surface_ends_each_input_the_same_way() {
     let creates: Vec<(&str, Input, Outcome)> = vec![
         (
             "a GitHub issue brings its task",
-            Input::Create { source: issue.clone(), task: None },
+            Input::Create { source: issue.clone(), task: None, hosts: vec![] },
             created(Some(issue_task)),
         ),
         (
             "a given task wins over the issue's",
-            Input::Create { source: issue.clone(), task: Some("Only fix the typo".into()) },
+            Input::Create { source: issue.clone(), task: Some("Only fix the typo".into()), hosts: vec![] },
             created(Some("Only fix the typo")),
         ),
         (
             "a local path with a task",
-            Input::Create { source: source.clone(), task: Some("Add a file".into()) },
+            Input::Create { source: source.clone(), task: Some("Add a file".into()), hosts: vec![] },
             created(Some("Add a file")),
         ),
-        ("a blank task is none", Input::Create { source: source.clone(), task: Some("   ".into()) }, created(None)),
-        ("no task, no issue: none", Input::Create { source: source.clone(), task: None }, created(None)),
+        (
+            "a blank task is none",
+            Input::Create { source: source.clone(), task: Some("   ".into()), hosts: vec![] },
+            created(None),
+        ),
+        ("no task, no issue: none", Input::Create { source: source.clone(), task: None, hosts: vec![] }, created(None)),
         (
             "an empty source is refused",
-            Input::Create { source: String::new(), task: None },
+            Input::Create { source: String::new(), task: None, hosts: vec![] },
             refused("`source` is required: a local git repository, a git URL, or a GitHub issue/PR URL"),
+        ),
+        (
+            "extra egress hosts",
+            Input::Create {
+                source: source.clone(),
+                task: None,
+                hosts: vec!["pypi.org".into(), "*.github.com:22".into()],
+            },
+            created(None),
+        ),
+        (
+            "a bad egress host pattern is refused before anything is made",
+            Input::Create { source: source.clone(), task: None, hosts: vec!["pypi.org".into(), "*.x".into()] },
+            refused(&format!(
+                "`*.x` is not a host pattern (`*.` needs a domain with a dot, e.g. *.example.org): {}",
+                crate::config::HOST_PATTERN_GRAMMAR
+            )),
         ),
     ];
     for (what, input, want) in &creates {

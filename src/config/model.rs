@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{EnvName, InstanceId, RepoPattern, SecretRef};
+use super::values::{EnvName, HostName, HostPattern, InstanceId, RepoPattern, SecretRef};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -162,20 +162,26 @@ impl Default for Ssh {
     }
 }
 
+/// `[network]`: what agents reach through devaipod's egress proxy (the only way out of
+/// their network namespace). In both modes the proxy refuses loopback, private, link-local
+/// and other internal addresses, except those of `hosts` and of `[agent] base-url`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Network {
-    /// `open` (default) or `allowlist`: agents reach only the LLM endpoint and `allow-hosts`.
+    /// `allowlist` (default): the LLM endpoint and `allow-hosts` only; `open`: any public host.
     pub egress: NetworkEgress,
-    /// Host names an agent may reach when `egress = "allowlist"`.
-    pub allow_hosts: Vec<String>,
+    /// Hosts every agent may reach: `host`, `host:port`, `*.domain`, `*.domain:port`.
+    pub allow_hosts: Vec<HostPattern>,
+    /// Names the proxy resolves to these addresses (before DNS); their addresses are
+    /// exempt from the private-address rule.
+    pub hosts: BTreeMap<HostName, std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkEgress {
-    #[default]
     Open,
+    #[default]
     Allowlist,
 }
 

@@ -1,4 +1,5 @@
-//! One unix socket per pod: `<runtime>/gator/<workspace>/gator.sock`, the directory mounted
+//! Two unix sockets per pod: `<runtime>/gator/<workspace>/gator.sock` (gator's MCP) and
+//! `egress.sock` beside it (the egress proxy, `crate::egress`), the directory mounted
 //! (read-only) into that pod's agent container only. A connection is served as the
 //! workspace whose socket it came in on: identity is the socket, nothing the agent says.
 
@@ -115,9 +116,22 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         let listener = tokio::net::UnixListener::bind(&path).map_err(|e| io("bind", e))?;
         set_mode(&path, 0o666).map_err(|e| io("chmod", e))?;
 
+        // The egress proxy's socket beside it (the agent-shim's way out; see `egress`).
+        let egress_path = dir.join(crate::egress::SOCKET_NAME);
+        match std::fs::remove_file(&egress_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove old egress socket", e)),
+        }
+        let egress = tokio::net::UnixListener::bind(&egress_path).map_err(|e| io("bind egress", e))?;
+        set_mode(&egress_path, 0o666).map_err(|e| io("chmod", e))?;
+
         let token = self.shutdown.child_token();
         if let Some(old) = self.listeners.insert(ws.to_owned(), token.clone()) {
             old.cancel();
+        }
+        if let Some(core) = self.core.upgrade() {
+            tokio::spawn(crate::egress::serve(egress, &core, ws, token.clone()));
         }
         let core = self.core.clone();
         let workspace = ws.to_owned();
