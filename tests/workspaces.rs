@@ -308,7 +308,7 @@ fn up_uses_the_callers_environment_not_the_daemons() {
     assert!(text(&files.stdout).trim().is_empty(), "the key is in files of the agent: {}", text(&files.stdout));
     // A task works with the key all the same: the LLM got it from the egress proxy.
     let out = env.json(&["run", "-w", "envs", "-c", "nothing to change"]);
-    assert_eq!(out["state"], "completed", "{out:#}");
+    assert_eq!(out["task"]["state"], "completed", "{out:#}");
     let seen = llm.requests();
     assert!(!seen.is_empty());
     for r in &seen {
