@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// Set by devaipod's egress proxy on an answer of its LLM route: the provider's base URL
+/// (`[agent] base-url`) the request went to. A probe through the proxy reports that URL.
+pub const UPSTREAM_HEADER: &str = "x-devaipod-llm-upstream";
+/// Set by the egress proxy when it could not reach the provider at all, with the cause in a
+/// few words: the probe reports no answer, not the proxy's own 502.
+pub const UNREACHABLE_HEADER: &str = "x-devaipod-llm-unreachable";
+
 /// The longest model list read (a provider with thousands of models lists them in well under this).
 const MAX_BODY: usize = 1 << 20;
 /// At most this many model ids are kept.
@@ -54,6 +61,15 @@ pub async fn probe(base_url: &str, key: Option<&str>, timeout: Duration) -> Prob
     }
     match req.send().await {
         Ok(mut resp) => {
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if let Some(upstream) = header(UPSTREAM_HEADER) {
+                report.base_url = upstream;
+            }
+            if let Some(why) = header(UNREACHABLE_HEADER) {
+                report.error = Some(why);
+                report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                return report;
+            }
             report.status = Some(resp.status().as_u16());
             let mut body = Vec::new();
             let complete = loop {
@@ -87,7 +103,8 @@ fn model_ids(body: &[u8]) -> Option<Vec<String>> {
 
 /// Why a request got no answer, in a few words: the innermost cause (`connection refused`),
 /// a name that does not resolve, or the timeout.
-fn cause(e: &reqwest::Error, timeout: Duration) -> String {
+/// Why a request got no answer, in a few words (`connection refused`, `no answer within 5 s`).
+pub fn cause(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", timeout.as_secs());
     }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::policy::{self, Decision, Policy};
 use super::request::{self, Route};
+use crate::agent::llm as llm_probe;
 use crate::core::Core;
 use crate::pods::Engine;
 
@@ -520,15 +521,28 @@ async fn llm<E: Engine + 'static>(
     let out = Arc::new(AtomicU64::new(0));
     rb = rb.body(reqwest::Body::wrap_stream(request_stream(body, out.clone())));
     let path = rest.split('?').next().unwrap_or_default();
+    // The probe of `devaipod doctor` and of a task's gate reads these headers: which URL was
+    // asked, and that the provider (not the proxy) could not be reached.
+    let mark = |mut r: Response<Body>, unreachable: Option<String>| {
+        if let Ok(v) = HeaderValue::from_str(&upstream.base_url) {
+            r.headers_mut().insert(llm_probe::UPSTREAM_HEADER, v);
+        }
+        if let Some(v) = unreachable.and_then(|u| HeaderValue::from_str(&u).ok()) {
+            r.headers_mut().insert(llm_probe::UNREACHABLE_HEADER, v);
+        }
+        r
+    };
     let resp = match tokio::time::timeout(shared.limits.response_timeout, rb.send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            let short = llm_probe::cause(&e, shared.limits.response_timeout);
             let why = format!("the LLM at {target} did not answer: {}", error_chain(&e));
-            return shared.stopped(core, &target, Stop::Fail(why)).await;
+            return mark(shared.stopped(core, &target, Stop::Fail(why)).await, Some(short));
         }
         Err(_) => {
+            let short = format!("no answer within {} s", shared.limits.response_timeout.as_secs());
             let why = format!("the LLM at {target} sent no answer in {:?}", shared.limits.response_timeout);
-            return shared.stopped(core, &target, Stop::Fail(why)).await;
+            return mark(shared.stopped(core, &target, Stop::Fail(why)).await, Some(short));
         }
     };
     let code = resp.status();
@@ -540,9 +554,10 @@ async fn llm<E: Engine + 'static>(
         }
     }
     let tally = Tally { shared: shared.clone(), target, why, out, inn: AtomicU64::new(0) };
-    builder
+    let answered = builder
         .body(counted(resp.bytes_stream(), tally))
-        .unwrap_or_else(|e| answer(StatusCode::BAD_GATEWAY, &format!("devaipod egress: {e}")))
+        .unwrap_or_else(|e| answer(StatusCode::BAD_GATEWAY, &format!("devaipod egress: {e}")));
+    mark(answered, None)
 }
 
 /// `host:port` of a base URL, for the audit.
