@@ -45,6 +45,10 @@ pub enum CoreError {
     NotRunning { name: String, role: &'static str, status: String },
     #[error("{0}")]
     Io(String),
+    #[error(
+        "the task's work is larger than [agent] max-proposal-mb ({limit_mb} MiB, compressed): remove large or generated files from the agent's clone (or add them to .gitignore), or raise max-proposal-mb in config.toml"
+    )]
+    ProposalTooLarge { limit_mb: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
