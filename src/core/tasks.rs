@@ -394,6 +394,7 @@ impl<E: Engine> Core<E> {
         // Collecting the work obeys the cancel and the deadline as the turn did.
         let end = match end {
             End::Done(o) if o.error.is_none() => {
+                task.summary = o.final_text;
                 let started = std::time::Instant::now();
                 tokio::select! {
                     made = self.make_proposal(&task) => End::Collected(made, started.elapsed()),
@@ -466,7 +467,10 @@ impl<E: Engine> Core<E> {
                     self.transition(task, TaskState::Failed, &err).await
                 }
                 // The driver collects the work first; a turn that ends here had none.
-                None => self.transition(task, TaskState::Completed, "completed without changes").await,
+                None => {
+                    task.summary = o.final_text;
+                    self.transition(task, TaskState::Completed, "completed without changes").await
+                }
             },
             End::Collected(made, took) => match made {
                 Ok(Some(p)) => {

@@ -62,12 +62,14 @@ async fn collection_runs_none_of_the_agents_git_configuration_and_leaves_its_clo
     let task = w.core.run_task(WS, "add a.txt").await.unwrap();
     let task = wait_end(&w.core, &task.id).await;
     assert_eq!((task.state, task.error.as_deref()), (TaskState::Completed, None));
+    assert_eq!(task.summary.as_deref(), Some("added a.txt"));
     assert!(started.elapsed() < Duration::from_secs(20), "nothing slept: {:?}", started.elapsed());
     assert!(!marker.exists(), "a planted filter, hook, fsmonitor, include or alias ran");
 
     let p = w.core.store.proposal_for_task(&task.id).await.unwrap().expect("a proposal");
     let files: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(files, [".gitattributes", ".gitignore", "a.txt"]);
+    assert_eq!(p.summary, "added a.txt");
     // The bytes as the agent wrote them (no filter touched them), on the task's base.
     let bare = w.bare_repo();
     assert_eq!(git(&bare, &["cat-file", "blob", &format!("{}:a.txt", p.head)]), "a");
