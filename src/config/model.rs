@@ -196,8 +196,8 @@ pub struct AgentConfig {
     pub task_timeout_secs: u64,
     /// How long to wait for the agent's API after the pod starts.
     pub ready_timeout_secs: u64,
-    /// The most a task's collected work may weigh (the compressed bundle that leaves the
-    /// sandbox), in MiB; more fails the task.
+    /// The most a task's collected work may weigh (the bundle that leaves the sandbox: its
+    /// new content, uncompressed), in MiB; more fails the task.
     pub max_proposal_mb: u64,
 }
 

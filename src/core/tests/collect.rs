@@ -150,3 +150,16 @@ async fn the_deadline_applies_while_the_work_is_collected() {
     assert!(w.engine.calls().iter().any(|c| c == "exec_to"), "it was collecting");
     w.engine.release(Op::ExecTo);
 }
+
+/// What a captured command prints is held in memory: in the agent's container, the agent
+/// decides how much that is, so it has a bound.
+#[tokio::test]
+async fn a_captured_command_that_prints_too_much_fails_instead_of_filling_memory() {
+    let w = World::new().await;
+    w.up().await;
+    let agent = crate::core::ExecTarget::Agent;
+    let e = w.core.exec_capture(WS, agent, &["head", "-c", "2000000", "/dev/zero"]).await.unwrap_err();
+    assert_eq!(e.to_string(), "`head -c 2000000 /dev/zero` in the agent container printed more than 1024 KiB");
+    let (code, out, _) = w.core.exec_capture(WS, agent, &["head", "-c", "1000", "/dev/zero"]).await.unwrap();
+    assert_eq!((code, out.len()), (0, 1000));
+}
