@@ -108,14 +108,6 @@ impl BareRepo {
         run(c, "cat-file").await.is_ok()
     }
 
-    /// Fetches `branch` from a bundle file into `refs/heads/<branch>`; returns its commit.
-    pub async fn fetch_bundle(&self, bundle: &Path, branch: &str) -> Result<String, GitError> {
-        let mut c = git(&self.path);
-        c.args(["fetch", "--quiet", "--no-tags"]).arg(bundle).arg(format!("+refs/heads/{branch}:refs/heads/{branch}"));
-        run(c, "fetch the agent's bundle").await?;
-        self.rev(&format!("refs/heads/{branch}")).await
-    }
-
     /// Fetches `src` (a full ref name) from a bundle file into `dst`, forced; returns its
     /// commit. Every object is checked as it arrives (`fetch.fsckObjects`).
     pub async fn fetch_bundle_ref(&self, bundle: &Path, src: &str, dst: &str) -> Result<String, GitError> {
@@ -150,11 +142,12 @@ impl BareRepo {
         Ok(String::from_utf8_lossy(&run(c, "commit-tree").await?).trim().to_owned())
     }
 
-    /// Points `name` at `commit`; `old`: only if it is there now (`None`: whatever it is).
+    /// Points `name` at `commit`, only if it is at `old` now (`None`: only if it is not
+    /// there yet): a compare-and-swap.
     pub async fn update_ref(&self, name: &str, commit: &str, old: Option<&str>) -> Result<(), GitError> {
         let mut c = git(&self.path);
-        c.args(["update-ref", name, commit]);
-        c.args(old);
+        let absent = "0".repeat(commit.len().max(40));
+        c.args(["update-ref", name, commit, old.unwrap_or(&absent)]);
         run(c, "update-ref").await.map(drop)
     }
 
@@ -329,7 +322,8 @@ mod tests {
         let bundle = d.path().join("t1.bundle");
         sh(&src, &["bundle", "create", "-q", bundle.to_str().unwrap(), &format!("{base}..devaipod/t1")]);
         assert!(bare.has_commit(&base).await);
-        let head = bare.fetch_bundle(&bundle, "devaipod/t1").await.unwrap();
+        let branch = "refs/heads/devaipod/t1";
+        let head = bare.fetch_bundle_ref(&bundle, branch, branch).await.unwrap();
 
         let s = bare.stats(&base, &head).await.unwrap();
         assert_eq!(s.commits.len(), 1);
