@@ -410,4 +410,42 @@ touch .git/index.lock
     assert!(!tty.status.success());
     assert!(text(&tty.stdout).contains("stdout is a terminal: pipe it or redirect it"), "{}", text(&tty.stdout));
     assert!(!tty.stdout.contains(&0x1b), "nothing of the diff reached the terminal");
+
+    // A daemon killed with -9 while it collects (the bundle is arriving): the next daemon
+    // collects again, and the task ends with exactly one proposal.
+    env.ok(&["exec", "--agent", "big", "--", "sh", "-c", "head -c 100000000 /dev/urandom > more.bin"]);
+    let mut client = env
+        .cmd(&["run", "-w", "big", "-c", "keep what is there"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = env.dir.path().join("data/repos/big.git/devaipod-collect");
+    let arriving = || {
+        std::fs::read_dir(&staging)
+            .map(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+            .unwrap_or(false)
+    };
+    let start = Instant::now();
+    while !arriving() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the collection never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.kill_daemon("KILL");
+    let _ = client.wait();
+    let tasks = env.json(&["tasks", "-w", "big"]);
+    let id = tasks[0]["id"].as_str().unwrap().to_owned();
+    let t = wait_task(&env, &id, 120, |t| t["task"]["state"] != "running" && t["task"]["state"] != "queued");
+    assert_eq!(t["task"]["state"], "completed", "{t:#}");
+    assert_ne!(env.daemon_pid(), Some(pid));
+    let props: Vec<Value> = env.json(&["proposals", "-w", "big"])["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["task_id"] == id.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(props.len(), 1, "{props:#?}");
+    let files = env.json(&["proposal", props[0]["id"].as_str().unwrap()])["files"].clone();
+    assert!(files.as_array().unwrap().iter().any(|f| f["path"] == "more.bin"), "{files:#}");
 }
