@@ -136,6 +136,15 @@ pub struct Rejected {
     pub follow_up_task: Option<Task>,
 }
 
+/// A collection's staging directory, removed when it goes out of scope.
+struct Staging(std::path::PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Who the proposal commits are by.
 const AGENT_IDENTITY: (&str, &str) = ("devaipod agent", "agent@devaipod.invalid");
 
@@ -246,12 +255,13 @@ impl<E: Engine> Core<E> {
         let mut spec = place.spec(argv.iter().map(|a| (*a).to_owned()).collect(), false);
         spec.env = collect_env();
 
-        // Staged on disk, never in memory; what a killed daemon left here goes first.
-        let staging = repo.path.join("devaipod-collect");
+        // Staged on disk, never in memory; what a killed daemon left here goes first, and
+        // the staging goes however this ends (an error, a cancel that drops this future).
+        let staging = Staging(repo.path.join("devaipod-collect"));
         let io = |e: std::io::Error| CoreError::Io(format!("staging the collected work: {e}"));
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-        tokio::fs::create_dir_all(&staging).await.map_err(io)?;
-        let bundle = staging.join(format!("{}.bundle", task.id));
+        let _ = tokio::fs::remove_dir_all(&staging.0).await;
+        tokio::fs::create_dir_all(&staging.0).await.map_err(io)?;
+        let bundle = staging.0.join(format!("{}.bundle", task.id));
         let mut file = tokio::fs::File::create(&bundle).await.map_err(io)?;
         let limit_mb = self.config.agent.max_proposal_mb;
         let limit = limit_mb.saturating_mul(1024 * 1024);
@@ -266,14 +276,10 @@ impl<E: Engine> Core<E> {
         drop(file);
         let ran = match ran {
             Ok(ran) => ran,
-            Err(EngineError::OutputTooLarge { .. }) => {
-                let _ = tokio::fs::remove_dir_all(&staging).await;
-                return Err(CoreError::ProposalTooLarge { limit_mb });
-            }
+            Err(EngineError::OutputTooLarge { .. }) => return Err(CoreError::ProposalTooLarge { limit_mb }),
             Err(e) => return Err(e.into()),
         };
         if ran.exit_code != 0 || ran.stdout_bytes == 0 {
-            let _ = tokio::fs::remove_dir_all(&staging).await;
             return Err(CoreError::Io(format!(
                 "collecting the work in the agent container failed (exit code {}): {}",
                 ran.exit_code,
@@ -281,9 +287,9 @@ impl<E: Engine> Core<E> {
             )));
         }
         let collected_ref = format!("refs/devaipod/collected/{}", task.id);
-        let fetched = repo.fetch_bundle_ref(&bundle, "refs/heads/collected", &collected_ref).await;
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-        let tree = repo.tree(&fetched?).await?;
+        let fetched = repo.fetch_bundle_ref(&bundle, "refs/heads/collected", &collected_ref).await?;
+        drop(staging);
+        let tree = repo.tree(&fetched).await?;
 
         // The proposal's commit: on what a push collected before, else on the task's base.
         let at = repo.rev(&format!("refs/heads/{branch}")).await.ok();

@@ -128,6 +128,7 @@ async fn cancel_ends_a_task_while_its_work_is_collected() {
     assert!(started.elapsed() < Duration::from_secs(2), "cancelled after {:?}", started.elapsed());
     w.engine.release(Op::ExecTo);
     assert!(w.core.store.proposal_for_task(&task.id).await.unwrap().is_none());
+    assert!(!w.bare_repo().join("devaipod-collect").exists(), "the staging went with the cancel");
 }
 
 /// In tokio's paused time: a collection that does not end fails the task at its deadline.
