@@ -202,6 +202,9 @@ pub struct AgentConfig {
     pub task_timeout_secs: u64,
     /// How long to wait for the agent's API after the pod starts.
     pub ready_timeout_secs: u64,
+    /// The most a task's collected work may weigh (the bundle that leaves the sandbox: its
+    /// new content, uncompressed), in MiB; more fails the task.
+    pub max_proposal_mb: u64,
 }
 
 impl Default for AgentConfig {
@@ -213,6 +216,7 @@ impl Default for AgentConfig {
             api_key_secret: None,
             task_timeout_secs: 1800,
             ready_timeout_secs: 120,
+            max_proposal_mb: 1024,
         }
     }
 }
