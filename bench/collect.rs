@@ -50,7 +50,7 @@ fn main() {
     std::fs::write(&script_path, script.to_string()).unwrap();
     let mut llm = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-        .args(["--host", "0.0.0.0", "--port", "0", "--script"])
+        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
         .arg(&script_path)
         .stdout(Stdio::piped())
         .spawn()

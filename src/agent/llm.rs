@@ -45,10 +45,32 @@ impl Probe {
 /// `GET <base_url>/models` with `key` as the bearer token (as the agent sends it), within
 /// `timeout` (connecting, answering and reading). Never fails: a failure is in the report.
 pub async fn probe(base_url: &str, key: Option<&str>, timeout: Duration) -> Probe {
+    probe_with(reqwest::Client::builder(), base_url, key, timeout).await
+}
+
+/// The same from this host, as devaipod's egress proxy reaches the provider: no proxy of
+/// the environment, and the URL's host connected at `address` when one is given (the
+/// daemon's own address for it, e.g. `host.containers.internal` at loopback).
+pub async fn probe_from_host(
+    base_url: &str,
+    key: Option<&str>,
+    timeout: Duration,
+    address: Option<std::net::IpAddr>,
+) -> Probe {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let (Some(ip), Some(host)) =
+        (address, reqwest::Url::parse(base_url).ok().and_then(|u| u.host_str().map(str::to_owned)))
+    {
+        builder = builder.resolve(&host, std::net::SocketAddr::new(ip, 0));
+    }
+    probe_with(builder, base_url, key, timeout).await
+}
+
+async fn probe_with(builder: reqwest::ClientBuilder, base_url: &str, key: Option<&str>, timeout: Duration) -> Probe {
     let started = Instant::now();
     let mut report = Probe { base_url: base_url.to_owned(), status: None, models: None, error: None, millis: 0 };
     let url = models_url(base_url);
-    let client = match reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build() {
+    let client = match builder.timeout(timeout).connect_timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => {
             report.error = Some(format!("cannot make an HTTP client: {e}"));

@@ -10,8 +10,8 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions, ServiceGator,
-    ServiceGatorGh, Ssh, Trusted,
+    AgentConfig, Config, EnvSection, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, RepoPermissions,
+    ServiceGator, ServiceGatorGh, Ssh, Trusted,
 };
 pub use values::{
     EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, is_dns_label,

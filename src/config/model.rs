@@ -177,6 +177,22 @@ pub struct Network {
     pub hosts: BTreeMap<HostName, std::net::IpAddr>,
 }
 
+/// The name containers use for this host. The daemon, on the host, reaches it at loopback.
+pub const HOST_CONTAINERS_INTERNAL: &str = "host.containers.internal";
+
+impl Network {
+    /// The address the daemon (its egress proxy, the doctor) connects to for `host` instead
+    /// of resolving it: the owner's `[network] hosts`, and `host.containers.internal`, when
+    /// it is the LLM endpoint's host (`llm_host`), at this host's loopback. Lowercase names.
+    pub fn daemon_address(&self, host: &str, llm_host: Option<&str>) -> Option<std::net::IpAddr> {
+        let named = self.hosts.iter().find(|(name, _)| name.as_str() == host).map(|(_, ip)| *ip);
+        named.or_else(|| {
+            (host == HOST_CONTAINERS_INTERNAL && llm_host == Some(HOST_CONTAINERS_INTERNAL))
+                .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkEgress {

@@ -22,8 +22,7 @@ pub struct Policy {
     pub llm_host: Option<String>,
 }
 
-/// The name containers use for the host; the daemon, on the host, reaches it at loopback.
-pub const HOST_CONTAINERS_INTERNAL: &str = "host.containers.internal";
+pub use crate::config::HOST_CONTAINERS_INTERNAL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -57,8 +56,7 @@ impl Policy {
         if let Some(ip) = self.hosts.get(&host) {
             return Some(*ip);
         }
-        (host == HOST_CONTAINERS_INTERNAL && self.llm_host.as_deref() == Some(HOST_CONTAINERS_INTERNAL))
-            .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        Network::default().daemon_address(&host, self.llm_host.as_deref())
     }
 
     /// Whether `host`'s addresses are exempt from the private-address rule: the owner named
