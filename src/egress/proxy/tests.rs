@@ -400,3 +400,28 @@ async fn a_silent_connection_is_closed_after_the_head_timeout() {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("closed in time").unwrap();
 }
+
+#[tokio::test]
+async fn a_key_that_cannot_be_read_fails_the_llm_route_with_502_and_is_not_read_again_at_once() {
+    let (port, _seen, _release) = llm_server().await;
+    let w = World::with_config(|c| {
+        c.agent.base_url = format!("http://127.0.0.1:{port}/v1");
+        c.agent.api_key_secret = Some("missing-llm-key".into());
+    })
+    .await;
+    let proxy = start(&w.core, Limits::default());
+    let request = b"GET /llm/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\nConnection: close\r\n\r\n";
+    for _ in 0..2 {
+        let answer = exchange(&proxy, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 502")
+                && answer.contains("cannot read the LLM key from podman secret missing-llm-key"),
+            "{answer}"
+        );
+    }
+    let reads = w.engine.calls().iter().filter(|c| c.starts_with("secret_value")).count();
+    assert_eq!(reads, 1, "the failure is remembered");
+    let rows = egress_rows(w.core.audit_log(Some(WS), 10).await.unwrap());
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|(d, t, _)| d == "error" && t == &format!("127.0.0.1:{port}")), "{rows:?}");
+}
