@@ -425,3 +425,38 @@ async fn a_key_that_cannot_be_read_fails_the_llm_route_with_502_and_is_not_read_
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|(d, t, _)| d == "error" && t == &format!("127.0.0.1:{port}")), "{rows:?}");
 }
+
+/// Several LLM requests ride one agent connection (the provider closes each of its own).
+#[tokio::test]
+async fn one_agent_connection_carries_several_llm_requests() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = l.accept().await {
+            n += 1;
+            let (head, _) = read_request(&mut s).await;
+            assert!(head.starts_with("GET /v1/models HTTP/1.1"), "{head}");
+            let body = format!("{{\"n\":{n}}}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+        }
+    });
+    let w = World::with_config(|c| c.agent.base_url = format!("http://127.0.0.1:{port}/v1")).await;
+    let proxy = start(&w.core, Limits::default());
+    let mut s = UnixStream::connect(&proxy.socket).await.unwrap();
+    for n in 1..=2 {
+        s.write_all(b"GET /llm/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n").await.unwrap();
+        let answer = read_until(&mut s, &format!("{{\"n\":{n}}}")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.to_ascii_lowercase().contains("connection: close"), "the agent's connection stays: {answer}");
+    }
+    let rows = audit_rows(&w.core, 2).await;
+    assert!(
+        rows.iter().all(|(d, _, r)| d == "allow" && r.starts_with("llm GET /models: 200; 0 B out, 7 B in")),
+        "{rows:?}"
+    );
+}
