@@ -460,3 +460,27 @@ async fn one_agent_connection_carries_several_llm_requests() {
         "{rows:?}"
     );
 }
+
+/// A tunnel holds its connection's place: the limit counts open tunnels.
+#[tokio::test]
+async fn an_open_tunnel_counts_against_the_connection_limit() {
+    let (port, _) = echo_server().await;
+    let w = World::with_config(|c| {
+        hosts(&["echo.test"])(c);
+        c.network.allow_hosts = vec![HostPattern::parse(&format!("echo.test:{port}")).unwrap()];
+    })
+    .await;
+    let proxy = start(&w.core, Limits { max_connections: 1, ..Limits::default() });
+    let (mut tunnel, head) = connect_through(&proxy, &format!("echo.test:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = exchange(&proxy, b"").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    tunnel.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).await.unwrap();
+    drop(tunnel);
+    audit_rows(&w.core, 1).await;
+    let answer = exchange(&proxy, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "the place is free again: {answer}");
+}
