@@ -449,3 +449,57 @@ async fn every_surface_ends_each_input_the_same_way() {
         }
     }
 }
+
+/// A workspace's own egress hosts change alike through the CLI, MCP and the API (core
+/// parses and stores them; a bad pattern is refused in the same words everywhere).
+#[tokio::test]
+async fn egress_hosts_change_alike_through_every_surface() {
+    let s = Surfaces::new().await;
+    s.world.up().await;
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = std::iter::once("devaipod").chain(args.iter().copied()).map(str::to_owned).collect();
+        let client = s.client.clone();
+        async move {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            match execute(cli.command, &client, true).await {
+                Ok(code) if code == ExitCode::SUCCESS => Ok(()),
+                Ok(code) => Err(format!("exit {code:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        }
+    };
+    let session = &s.mcp;
+    let mcp = |args: Value| async move {
+        let args = args.as_object().cloned().unwrap_or_default();
+        let r = session
+            .call_tool(CallToolRequestParams::new("workspace_egress").with_arguments(args))
+            .await
+            .map_err(|e| format!("protocol error: {e}"))?;
+        let text: Vec<String> = r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect();
+        if r.is_error == Some(true) { Err(text.join("\n")) } else { Ok(r.structured_content) }
+    };
+    let hosts = || async { s.core().egress_view(WS).await.unwrap().hosts };
+
+    cli(&["egress", "allow", WS, "PyPI.org", "*.github.com"]).await.unwrap();
+    assert_eq!(hosts().await, ["*.github.com", "pypi.org"], "stored in their canonical form");
+    let shown = mcp(json!({ "workspace": WS, "remove": ["pypi.org"] })).await.unwrap().unwrap();
+    assert_eq!(shown["hosts"], json!(["*.github.com"]));
+    assert_eq!(shown["mode"], json!("allowlist"));
+    let view = s.client.egress_set(WS, &["a.org:8443".to_owned()]).await.unwrap();
+    assert_eq!(view.hosts, ["a.org:8443"]);
+    let view = s.client.egress_remove(WS, "a.org:8443").await.unwrap();
+    assert!(view.hosts.is_empty());
+    cli(&["egress", "show", WS]).await.unwrap();
+
+    let bad = format!(
+        "`*.x` is not a host pattern (`*.` needs a domain with a dot, e.g. *.example.org): {}",
+        crate::config::HOST_PATTERN_GRAMMAR
+    );
+    assert_eq!(cli(&["egress", "allow", WS, "*.x"]).await.unwrap_err(), bad);
+    assert_eq!(mcp(json!({ "workspace": WS, "allow": ["*.x"] })).await.unwrap_err(), bad);
+    assert_eq!(s.client.egress_allow(WS, &["*.x".to_owned()]).await.unwrap_err().to_string(), bad);
+    let absent = "ws has no host pattern `x.org` of its own (it has: none)";
+    assert_eq!(cli(&["egress", "remove", WS, "x.org"]).await.unwrap_err(), absent);
+    assert_eq!(mcp(json!({ "workspace": WS, "remove": ["x.org"] })).await.unwrap_err(), absent);
+    assert!(hosts().await.is_empty());
+}

@@ -44,6 +44,9 @@ impl std::fmt::Debug for LlmUpstream {
     }
 }
 
+/// How long a failed read of a workspace's LLM key is remembered.
+const KEY_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Parses host patterns given by a caller; the error names the bad one and the grammar.
 pub fn parse_host_patterns(patterns: &[String]) -> Result<Vec<HostPattern>, CoreError> {
     patterns.iter().map(|p| HostPattern::parse(p).map_err(CoreError::Invalid)).collect()
@@ -124,15 +127,34 @@ impl<E: Engine> Core<E> {
         let secret =
             if self.engine.secret_exists(&own).await? { Some(own) } else { self.config.agent.api_key_secret.clone() };
         let Some(secret) = secret else { return Ok(LlmUpstream { base_url, key: None }) };
+        // After a failure, a minute before podman is asked again (each read runs a container).
+        if let Some(failed) = self.llm_key_failures.get(ws)
+            && failed.0.elapsed() < KEY_RETRY_AFTER
+        {
+            return Err(CoreError::Io(failed.1.clone()));
+        }
+        match self.read_secret(&secret).await {
+            Ok(key) => {
+                self.llm_key_failures.remove(ws);
+                self.llm_keys.insert(ws.to_owned(), key.clone());
+                Ok(LlmUpstream { base_url, key: Some(key) })
+            }
+            Err(e) => {
+                let why = format!("cannot read the LLM key from podman secret {secret}: {e}");
+                self.llm_key_failures.insert(ws.to_owned(), (std::time::Instant::now(), why.clone()));
+                Err(CoreError::Io(why))
+            }
+        }
+    }
+
+    async fn read_secret(&self, secret: &str) -> Result<String, CoreError> {
         let scratch = self.paths.runtime.join("secrets");
         tokio::fs::create_dir_all(&scratch)
             .await
             .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await)
             .map_err(|e| CoreError::Io(format!("secret scratch directory {}: {e}", scratch.display())))?;
-        let value = self.engine.secret_value(&secret, &self.config.default_image, &scratch, self.instance()).await?;
-        let key = value.trim().to_owned();
-        self.llm_keys.insert(ws.to_owned(), key.clone());
-        Ok(LlmUpstream { base_url, key: Some(key) })
+        let value = self.engine.secret_value(secret, &self.config.default_image, &scratch, self.instance()).await?;
+        Ok(value.trim().to_owned())
     }
 
     /// Keeps the LLM key `up` had from the caller's environment (no podman read later).
@@ -142,5 +164,6 @@ impl<E: Engine> Core<E> {
 
     pub(super) fn forget_llm_key(&self, ws: &str) {
         self.llm_keys.remove(ws);
+        self.llm_key_failures.remove(ws);
     }
 }

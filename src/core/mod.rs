@@ -196,6 +196,8 @@ pub struct Core<E> {
     llm_gates: dashmap::DashMap<String, std::time::Instant>,
     /// Each workspace's LLM key, once read (see `Core::llm_upstream`). Never logged.
     llm_keys: dashmap::DashMap<String, String>,
+    /// When reading a workspace's LLM key last failed, and why (retried after a minute).
+    llm_key_failures: dashmap::DashMap<String, (std::time::Instant, String)>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -235,6 +237,7 @@ impl<E: crate::pods::Engine> Core<E> {
             github_secret: tokio::sync::Mutex::new((None, None)),
             llm_gates: dashmap::DashMap::new(),
             llm_keys: dashmap::DashMap::new(),
+            llm_key_failures: dashmap::DashMap::new(),
         })
     }
 

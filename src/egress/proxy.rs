@@ -152,12 +152,14 @@ async fn accept_loop<E: Engine + 'static>(
             continue;
         };
         let shared = shared.clone();
+        // Held by the connection and by a tunnel made on it: a tunnel counts as a connection.
+        let permit = Arc::new(permit);
         tokio::spawn(async move {
-            let _permit = permit;
             let svc_shared = shared.clone();
+            let svc_permit = permit.clone();
             let service = hyper::service::service_fn(move |req| {
-                let shared = svc_shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                let (shared, permit) = (svc_shared.clone(), svc_permit.clone());
+                async move { Ok::<_, Infallible>(handle(&shared, req, permit).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -193,7 +195,11 @@ enum Stop {
     Fail(String),
 }
 
-async fn handle<E: Engine + 'static>(shared: &Arc<Shared<E>>, req: Request<Incoming>) -> Response<Body> {
+async fn handle<E: Engine + 'static>(
+    shared: &Arc<Shared<E>>,
+    req: Request<Incoming>,
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+) -> Response<Body> {
     let Some(core) = shared.core.upgrade() else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "devaipod is stopping");
     };
@@ -203,7 +209,7 @@ async fn handle<E: Engine + 'static>(shared: &Arc<Shared<E>>, req: Request<Incom
         Err(refusal) => return answer(status(refusal.status), &refusal.reason),
     };
     match route {
-        Route::Connect { host, port } => tunnel(shared, &core, req, &host, port).await,
+        Route::Connect { host, port } => tunnel(shared, &core, req, &host, port, permit).await,
         Route::Forward { host, port, path } => forward(shared, &core, req, &host, port, &path).await,
         Route::Llm { rest } => llm(shared, &core, req, &rest).await,
     }
@@ -218,8 +224,10 @@ impl<E: Engine + 'static> Shared<E> {
 
     /// The same, later (when a connection ends), without holding the core meanwhile.
     fn audit_later(self: &Arc<Self>, target: String, decision: &'static str, reason: String) {
+        // A body dropped outside the runtime (at exit) has no one left to tell.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let shared = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             if let Some(core) = shared.core.upgrade() {
                 shared.audit(&core, &target, decision, &reason).await;
             }
@@ -290,6 +298,7 @@ async fn tunnel<E: Engine + 'static>(
     req: Request<Incoming>,
     host: &str,
     port: u16,
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) -> Response<Body> {
     let target = format!("{host}:{port}");
     let (upstream, why) = match shared.admit(core, host, port).await {
@@ -298,6 +307,7 @@ async fn tunnel<E: Engine + 'static>(
     };
     let shared = shared.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let (out, inn) =
@@ -456,7 +466,7 @@ async fn forward<E: Engine + 'static>(
     }
     let host_header = if port == 80 { host.to_owned() } else { target.clone() };
     up = up.header(header::HOST, host_header).header(header::CONNECTION, "close");
-    let up = match up.body(reqwest_free_body(body, out.clone())) {
+    let up = match up.body(agent_body(body, out.clone())) {
         Ok(r) => r,
         Err(e) => return answer(StatusCode::BAD_REQUEST, &format!("devaipod egress: {e}")),
     };
@@ -477,7 +487,7 @@ async fn forward<E: Engine + 'static>(
 }
 
 /// The agent's body for hyper's client, counted.
-fn reqwest_free_body(body: Incoming, out: Arc<AtomicU64>) -> Body {
+fn agent_body(body: Incoming, out: Arc<AtomicU64>) -> Body {
     StreamBody::new(
         request_stream(body, out).map(|c| c.map(Frame::data).map_err(|e| std::io::Error::other(e.to_string()))),
     )

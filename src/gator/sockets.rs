@@ -195,3 +195,44 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         let _ = std::fs::remove_dir_all(self.dir(ws));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::core::testing::{WS, World};
+
+    /// `open` serves gator's and the egress proxy's sockets side by side (0666, the
+    /// directory mounted into the pod); `close` stops both and removes them.
+    #[tokio::test]
+    async fn a_pod_gets_its_egress_socket_beside_gator_and_loses_both_at_close() {
+        use std::os::unix::fs::PermissionsExt;
+        let w = World::new().await;
+        let stop = CancellationToken::new();
+        let sockets = PodSockets::new(&w.core, stop.clone(), PathBuf::from("/bin/true"));
+        let dir = sockets.open(WS).unwrap();
+        let egress = dir.join(crate::egress::SOCKET_NAME);
+        for name in [SOCKET_NAME, crate::egress::SOCKET_NAME] {
+            let mode = std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o666, "{name}");
+        }
+        let mut s = tokio::net::UnixStream::connect(&egress).await.unwrap();
+        s.write_all(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        let mut chunk = [0u8; 512];
+        while !answer.contains("allow-hosts") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "{answer}");
+            answer.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        let rows = w.core.audit_log(Some(WS), 10).await.unwrap();
+        assert_eq!((rows[0].tool.as_str(), rows[0].decision.as_str()), ("egress", "deny"));
+
+        sockets.close(WS);
+        assert!(!dir.exists());
+        assert!(tokio::net::UnixStream::connect(&egress).await.is_err());
+        stop.cancel();
+    }
+}

@@ -235,7 +235,7 @@ async fn api(method: &str, path: &str, content_type: Option<&str>, body: &str) -
 async fn bad_requests_answer_json_that_names_the_field() {
     const JSON: Option<&str> = Some("application/json");
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
-    let cases: [Case; 9] = [
+    let cases: [Case; 12] = [
         (
             "POST",
             "/api/v1/workspaces",
@@ -280,6 +280,23 @@ async fn bad_requests_answer_json_that_names_the_field() {
         ("GET", "/api/v1/proposals?limit=many", None, "", StatusCode::BAD_REQUEST, "invalid query string: limit"),
         ("GET", "/api/v1/proposals?limit=0", None, "", StatusCode::BAD_REQUEST, "limit must be 1 to 500"),
         ("GET", "/api/v1/tasks?state=weird", None, "", StatusCode::BAD_REQUEST, "unknown task state `weird`"),
+        (
+            "PUT",
+            "/api/v1/workspaces/w/egress",
+            JSON,
+            r#"{"hosts":"pypi.org"}"#,
+            StatusCode::BAD_REQUEST,
+            "hosts: invalid type",
+        ),
+        (
+            "POST",
+            "/api/v1/workspaces/w/egress",
+            JSON,
+            r#"{"host":["a.org"]}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `host`",
+        ),
+        ("DELETE", "/api/v1/workspaces/w/egress?hots=a.org", None, "", StatusCode::BAD_REQUEST, "unknown field `hots`"),
     ];
     for (method, path, ct, body, status, want) in cases {
         let (got, v) = api(method, path, ct, body).await;

@@ -400,3 +400,87 @@ async fn a_silent_connection_is_closed_after_the_head_timeout() {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("closed in time").unwrap();
 }
+
+#[tokio::test]
+async fn a_key_that_cannot_be_read_fails_the_llm_route_with_502_and_is_not_read_again_at_once() {
+    let (port, _seen, _release) = llm_server().await;
+    let w = World::with_config(|c| {
+        c.agent.base_url = format!("http://127.0.0.1:{port}/v1");
+        c.agent.api_key_secret = Some("missing-llm-key".into());
+    })
+    .await;
+    let proxy = start(&w.core, Limits::default());
+    let request = b"GET /llm/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\nConnection: close\r\n\r\n";
+    for _ in 0..2 {
+        let answer = exchange(&proxy, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 502")
+                && answer.contains("cannot read the LLM key from podman secret missing-llm-key"),
+            "{answer}"
+        );
+    }
+    let reads = w.engine.calls().iter().filter(|c| c.starts_with("secret_value")).count();
+    assert_eq!(reads, 1, "the failure is remembered");
+    let rows = egress_rows(w.core.audit_log(Some(WS), 10).await.unwrap());
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|(d, t, _)| d == "error" && t == &format!("127.0.0.1:{port}")), "{rows:?}");
+}
+
+/// Several LLM requests ride one agent connection (the provider closes each of its own).
+#[tokio::test]
+async fn one_agent_connection_carries_several_llm_requests() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = l.accept().await {
+            n += 1;
+            let (head, _) = read_request(&mut s).await;
+            assert!(head.starts_with("GET /v1/models HTTP/1.1"), "{head}");
+            let body = format!("{{\"n\":{n}}}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+        }
+    });
+    let w = World::with_config(|c| c.agent.base_url = format!("http://127.0.0.1:{port}/v1")).await;
+    let proxy = start(&w.core, Limits::default());
+    let mut s = UnixStream::connect(&proxy.socket).await.unwrap();
+    for n in 1..=2 {
+        s.write_all(b"GET /llm/models HTTP/1.1\r\nHost: 127.0.0.1:3128\r\n\r\n").await.unwrap();
+        let answer = read_until(&mut s, &format!("{{\"n\":{n}}}")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.to_ascii_lowercase().contains("connection: close"), "the agent's connection stays: {answer}");
+    }
+    let rows = audit_rows(&w.core, 2).await;
+    assert!(
+        rows.iter().all(|(d, _, r)| d == "allow" && r.starts_with("llm GET /models: 200; 0 B out, 7 B in")),
+        "{rows:?}"
+    );
+}
+
+/// A tunnel holds its connection's place: the limit counts open tunnels.
+#[tokio::test]
+async fn an_open_tunnel_counts_against_the_connection_limit() {
+    let (port, _) = echo_server().await;
+    let w = World::with_config(|c| {
+        hosts(&["echo.test"])(c);
+        c.network.allow_hosts = vec![HostPattern::parse(&format!("echo.test:{port}")).unwrap()];
+    })
+    .await;
+    let proxy = start(&w.core, Limits { max_connections: 1, ..Limits::default() });
+    let (mut tunnel, head) = connect_through(&proxy, &format!("echo.test:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = exchange(&proxy, b"").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    tunnel.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).await.unwrap();
+    drop(tunnel);
+    audit_rows(&w.core, 1).await;
+    let answer = exchange(&proxy, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "the place is free again: {answer}");
+}
