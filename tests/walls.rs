@@ -133,7 +133,7 @@ fn the_agent_reaches_an_allowed_host_through_the_proxy_and_nothing_else() {
         }
     });
     let config = format!(
-        "[network]\negress = \"allowlist\"\nallow-hosts = [\"allowed.test:{port}\"]\nhosts = {{ \"allowed.test\" = \"127.0.0.1\" }}\n"
+        "[network]\negress = \"allowlist\"\nallow-hosts = [\"allowed.test:{port}\"]\nhosts = {{ \"allowed.test\" = \"127.0.0.1\" }}\nagent-ports = [9104]\n"
     );
     let env = TestEnv::new(&config);
     let ws = format!("wallc{}", std::process::id());
@@ -152,6 +152,19 @@ fn the_agent_reaches_an_allowed_host_through_the_proxy_and_nothing_else() {
         let line = through_relay(&agent, &format!("CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n"));
         assert!(line.starts_with("HTTP/1.1 403"), "{target}: {line}");
     }
+    // Its own workspace container's opened port (agent-ports), through the proxy only.
+    let own = format!("devaipod-{ws}-workspace");
+    listen(&own, "0.0.0.0", 9104);
+    listen(&own, "0.0.0.0", 9105);
+    let opened = "CONNECT workspace:9104 HTTP/1.1\\r\\nHost: workspace:9104\\r\\n\\r\\n";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !through_relay(&agent, opened).starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "workspace:9104 (agent-ports) through the proxy");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let closed = through_relay(&agent, "CONNECT workspace:9105 HTTP/1.1\\r\\nHost: workspace:9105\\r\\n\\r\\n");
+    assert!(closed.starts_with("HTTP/1.1 403"), "a port not in agent-ports: {closed}");
+
     // Every decision is audited, allowed and denied alike.
     let log = env.json(&["gator", "log", &ws]);
     let rows = log.as_array().unwrap();

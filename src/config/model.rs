@@ -175,7 +175,14 @@ pub struct Network {
     /// Names the proxy resolves to these addresses (before DNS); their addresses are
     /// exempt from the private-address rule.
     pub hosts: BTreeMap<HostName, std::net::IpAddr>,
+    /// Ports of its own workspace container an agent may reach, through the egress proxy as
+    /// `workspace:<port>` (published on 127.0.0.1 like `forwardPorts`).
+    pub agent_ports: Vec<std::num::NonZeroU16>,
 }
+
+/// The name an agent reaches its own workspace container's `[network] agent-ports` by,
+/// through the egress proxy.
+pub const WORKSPACE_HOST: &str = "workspace";
 
 /// The name containers use for this host. The daemon, on the host, reaches it at loopback.
 pub const HOST_CONTAINERS_INTERNAL: &str = "host.containers.internal";

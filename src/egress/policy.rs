@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::config::{HostPattern, Network, NetworkEgress};
+use crate::config::{HostPattern, Network, NetworkEgress, WORKSPACE_HOST};
 
 /// What applies to one workspace's connections, read at each request.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct Policy {
     pub hosts: BTreeMap<String, IpAddr>,
     /// The host of `[agent] base-url` (lowercase): exempt from the private-address rule.
     pub llm_host: Option<String>,
+    /// `[network] agent-ports`: ports of the workspace's own container, as `workspace:<port>`.
+    pub agent_ports: Vec<u16>,
 }
 
 pub use crate::config::HOST_CONTAINERS_INTERNAL;
@@ -32,7 +34,7 @@ pub enum Decision {
     Deny(String),
 }
 
-fn norm(host: &str) -> String {
+pub fn norm(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -46,6 +48,7 @@ impl Policy {
             own,
             hosts: network.hosts.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect(),
             llm_host,
+            agent_ports: network.agent_ports.iter().map(|p| p.get()).collect(),
         }
     }
 
@@ -71,6 +74,16 @@ impl Policy {
 /// after resolution with [`usable`]).
 pub fn decide(p: &Policy, host: &str, port: u16) -> Decision {
     let host = norm(host);
+    if host == WORKSPACE_HOST {
+        // The agent's own workspace container: only the ports the owner opened, in either mode.
+        return if p.agent_ports.contains(&port) {
+            Decision::Allow(format!("agent-ports {port}"))
+        } else {
+            Decision::Deny(format!(
+                "{WORKSPACE_HOST}:{port} is not in [network] agent-ports (the owner can open it: agent-ports = [{port}] in devaipod.toml)"
+            ))
+        };
+    }
     if let Some(pat) = p.own.iter().find(|pat| pat.matches(&host, port)) {
         return Decision::Allow(format!("{}'s allow-hosts {pat}", p.workspace));
     }
@@ -171,6 +184,7 @@ mod tests {
             egress: mode,
             allow_hosts: config.iter().map(|p| HostPattern::parse(p).unwrap()).collect(),
             hosts: [("git.internal".to_owned().try_into().unwrap(), "127.0.0.1".parse().unwrap())].into(),
+            agent_ports: vec![std::num::NonZeroU16::new(3000).unwrap()],
         };
         Policy::new(
             "ws",
@@ -207,6 +221,9 @@ mod tests {
             ),
             (&allow, "git.example.org", 22, Ok("allow-hosts git.example.org:22")),
             (&allow, "crates.io", 8443, Ok("ws's allow-hosts crates.io:8443")),
+            (&allow, "workspace", 3000, Ok("agent-ports 3000")),
+            (&allow, "workspace", 3001, Err("workspace:3001 is not in [network] agent-ports")),
+            (&open, "workspace", 22, Err("workspace:22 is not in [network] agent-ports")),
             (&allow, "crates.io", 443, Err("crates.io:443 is not in")),
             (&open, "anything.example", 443, Ok("egress = open")),
             (&open, "pypi.org", 443, Ok("allow-hosts pypi.org")),

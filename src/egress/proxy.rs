@@ -243,6 +243,24 @@ impl<E: Engine + 'static> Shared<E> {
             Decision::Allow(why) => why,
             Decision::Deny(why) => return Err(Stop::Deny(why)),
         };
+        if policy::norm(host) == crate::config::WORKSPACE_HOST {
+            // An agent-port of its own workspace container: where the pod publishes it on
+            // this host's loopback (rootful and rootless alike).
+            let published = core.published_port(&self.workspace, port).await.map_err(|e| Stop::Fail(e.to_string()))?;
+            let Some(hp) = published else {
+                return Err(Stop::Fail(format!(
+                    "the workspace does not publish port {port} (it was made before agent-ports named it: make it again)"
+                )));
+            };
+            let a = SocketAddr::from(([127, 0, 0, 1], hp));
+            return match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => Ok((s, why)),
+                Ok(Err(e)) => Err(Stop::Fail(format!("cannot connect to {host}:{port}: {e}"))),
+                Err(_) => {
+                    Err(Stop::Fail(format!("connecting to {host}:{port} took over {:?}", self.limits.connect_timeout)))
+                }
+            };
+        }
         let addrs: Vec<SocketAddr> = if let Some(ip) = policy.mapped(host) {
             vec![SocketAddr::new(ip, port)]
         } else if let Some(ip) = request::ip_literal(host) {

@@ -512,6 +512,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     // The pod: the human's forwarded ports published on loopback only (the agent's API is
     // its socket, not a port).
     let mut ports = Vec::new();
+    // `[network] agent-ports`: the egress proxy reaches them for the agent at these.
+    for port in config.network.agent_ports.iter().map(|p| p.get()) {
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
     for p in &c.forward_ports {
         match p.local_port() {
             Some(port) if !ports.contains(&port) => ports.push(port),

@@ -230,6 +230,13 @@ impl<E: Engine> Core<E> {
         pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
+    /// The host port (on 127.0.0.1) the workspace's pod publishes `container_port` on.
+    pub async fn published_port(&self, name: &str, container_port: u16) -> Result<Option<u16>, CoreError> {
+        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let info = self.engine.inspect_pod(&n.pod()).await?;
+        Ok(info.ports.iter().find(|p| p.container_port == container_port).map(|p| p.host_port))
+    }
+
     pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
         let pod = self.find(name).await?;
         let pod = self.engine.inspect_pod(&pod.name).await?;
