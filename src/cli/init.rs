@@ -111,7 +111,7 @@ pub async fn run(explicit: Option<&Path>, a: InitArgs, as_json: bool) -> Result<
 
     let check = if a.no_check { None } else { Some(check(&config, &path).await?) };
     let backup = write(&path, &text, a.force)?;
-    let paths = Paths::for_instance(config.instance.as_str());
+    let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     let running = crate::client::healthy(&paths.socket()).await;
     if as_json {
         super::output::json(&Written {

@@ -17,9 +17,7 @@ use super::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error(
-        "cannot reach podman at {socket}: {reason}\n  start it with `scripts/setup.sh`, or: mkdir -p /run/podman && podman system service --time=0 unix://{socket} &\n  (or point CONTAINER_HOST at a running podman socket)"
-    )]
+    #[error("cannot reach podman at {}: {reason}\n  {}", socket.display(), super::socket::start_hint(socket))]
     Unavailable { socket: PathBuf, reason: String },
     /// HTTP 404: the object is not there. `message` is podman's own reason.
     #[error("podman could not {op}: {message}")]
