@@ -140,6 +140,24 @@ impl ErrorBody {
         let said = said.trim();
         (!said.is_empty()).then(|| said.to_owned())
     }
+
+    /// Whether podman says the object exists already. Its causes (libpod's `define`
+    /// errors) are "pod already exists", "container already exists", "volume already
+    /// exists", and for secrets (answered 500) "secret name in use"; a name taken by a
+    /// container reads "… is already in use by …". Nothing else counts: "volume is being
+    /// used", "container state improper" and a pod that failed to start are other conflicts.
+    pub fn says_exists(body: &[u8]) -> bool {
+        let e: ErrorBody = match serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(_) => ErrorBody { cause: String::new(), message: String::from_utf8_lossy(body).into_owned() },
+        };
+        said_exists(&e.cause) || said_exists(&e.message)
+    }
+}
+
+fn said_exists(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("already exists") || t.contains("name in use") || t.contains("is already in use")
 }
 
 /// What pod start and stop answer with 200: per-container errors, if any.

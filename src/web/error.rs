@@ -42,7 +42,9 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         Engine(e) => match e {
             EngineError::Unavailable { .. } | EngineError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // An object vanished or is in the way: the state changed under the request.
-            EngineError::NotFound { .. } | EngineError::Conflict { .. } => StatusCode::CONFLICT,
+            EngineError::NotFound { .. } | EngineError::Conflict { .. } | EngineError::AlreadyExists { .. } => {
+                StatusCode::CONFLICT
+            }
             EngineError::Pull { .. } | EngineError::Build { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::Api { .. } | EngineError::Spec(_) => StatusCode::INTERNAL_SERVER_ERROR,
         },
