@@ -156,10 +156,8 @@ fn check(op: &str, status: StatusCode, bytes: Bytes) -> Result<Bytes, EngineErro
 pub fn status_error(op: &str, status: StatusCode, body: &[u8]) -> EngineError {
     let message = ErrorBody::reason(body).unwrap_or_else(|| status.to_string());
     let op = op.to_owned();
-    if status.is_server_error() || status.is_client_error() {
-        if ErrorBody::says_exists(body) {
-            return EngineError::AlreadyExists { op, message };
-        }
+    if (status.is_server_error() || status.is_client_error()) && ErrorBody::says_exists(body) {
+        return EngineError::AlreadyExists { op, message };
     }
     match status {
         StatusCode::NOT_FOUND => EngineError::NotFound { op, message },
