@@ -130,11 +130,14 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// What podman said went wrong: its message (which usually ends with the cause), else
-    /// the cause, else the body as text; `None` when the body says nothing.
+    /// the cause, else the per-container errors of a pod start or stop (a 409), else the body
+    /// as text; `None` when the body says nothing.
     pub fn reason(body: &[u8]) -> Option<String> {
         let said = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) if !e.message.trim().is_empty() => e.message,
-            Ok(e) => e.cause,
+            Ok(e) if !e.cause.trim().is_empty() => e.cause,
+            // A pod's start or stop that failed answers 409 with its per-container report.
+            Ok(_) => PodActionReport::errors(body).unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(body).into_owned(),
         };
         let said = said.trim();
@@ -517,6 +520,12 @@ mod tests {
         );
         assert_eq!(ErrorBody::reason(b"plain text\n").as_deref(), Some("plain text"));
         assert_eq!(ErrorBody::reason(b""), None, "a 304 has no body");
+        // podman 4.3.1's 409 to a pod start whose container cannot start.
+        let report = br#"{"Errs":["starting container 1985: runc: exec: "/x": stat /x: no such file or directory"],"Id":"658f"}"#;
+        assert_eq!(
+            ErrorBody::reason(report).as_deref(),
+            Some(r#"starting container 1985: runc: exec: "/x": stat /x: no such file or directory"#)
+        );
     }
 
     #[test]
