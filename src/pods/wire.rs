@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(ErrorBody::reason(b"plain text\n").as_deref(), Some("plain text"));
         assert_eq!(ErrorBody::reason(b""), None, "a 304 has no body");
         // podman 4.3.1's 409 to a pod start whose container cannot start.
-        let report = br#"{"Errs":["starting container 1985: runc: exec: "/x": stat /x: no such file or directory"],"Id":"658f"}"#;
+        let report = br#"{"Errs":["starting container 1985: runc: exec: \"/x\": stat /x: no such file or directory"],"Id":"658f"}"#;
         assert_eq!(
             ErrorBody::reason(report).as_deref(),
             Some(r#"starting container 1985: runc: exec: "/x": stat /x: no such file or directory"#)
