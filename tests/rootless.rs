@@ -9,6 +9,29 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+/// A podman secret of this user's, removed on drop.
+struct Secret(String);
+
+impl Secret {
+    fn create(name: &str, value: &str) -> Secret {
+        let mut child = Command::new("podman")
+            .args(["secret", "create", name, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+        Secret(name.to_owned())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        podman(&["secret", "rm", &self.0]);
+    }
+}
+
 /// `devaipod gator-bridge` inside `agent` (as the agent's own user): an MCP `initialize`
 /// on stdin, the first line it answers.
 fn gator_answer(agent: &str) -> String {
@@ -43,8 +66,15 @@ fn the_core_loop_runs_on_rootless_podman() {
         return;
     }
     assert!(!devaipod::pods::podman::is_root());
-    let env = TestEnv::new("");
-    let repo = fixture_repo(env.dir.path(), "rl", &[("src/main.txt", "rootless\n")]);
+    let secret = format!("devaipod-rl-{}", std::process::id());
+    let _secret = Secret::create(&secret, "rootless-secret-5e1f");
+    let env = TestEnv::new(&format!("[trusted]\nsecrets = [\"RL_SECRET={secret}\"]\n"));
+    let devcontainer = r#"{ "image": "localhost/devaipod-base:latest", "forwardPorts": [9000] }"#;
+    let repo = fixture_repo(
+        env.dir.path(),
+        "rl",
+        &[("src/main.txt", "rootless\n"), (".devcontainer/devcontainer.json", devcontainer)],
+    );
     let up = std::time::Instant::now();
     env.ok(&["up", repo.to_str().unwrap(), "--name", "rl"]);
     eprintln!("rootless up (agent answering) took {:?}", up.elapsed());
@@ -52,7 +82,42 @@ fn the_core_loop_runs_on_rootless_podman() {
     assert!(info.starts_with("true "), "podman is rootless here: {info}");
     eprintln!("storage: {}", info.split_whitespace().nth(1).unwrap_or("?"));
 
+    // A podman secret of the user's reaches the human's container only.
+    assert_eq!(env.ok(&["exec", "rl", "--", "printenv", "RL_SECRET"]), "rootless-secret-5e1f\n");
+    assert!(!env.ok(&["exec", "rl", "--agent", "--", "env"]).contains("rootless-secret-5e1f"));
+
+    // A forwarded port is published on the host's 127.0.0.1 (rootlessport) and reaches a
+    // server in the human's container.
     let status = env.json(&["status", "rl"]);
+    let port = status["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["container_port"] == 9000))
+        .unwrap_or_else(|| panic!("port 9000 published: {status}"));
+    assert_eq!(port["host_ip"], "127.0.0.1", "{status}");
+    let host_port = port["host_port"].as_u64().unwrap();
+    let serve = "git init -q --bare /tmp/p.git && (git daemon --reuseaddr --export-all --listen=0.0.0.0 --port=9000 --base-path=/tmp /tmp >/dev/null 2>&1 </dev/null &)";
+    env.ok(&["exec", "rl", "--", "sh", "-c", serve]);
+    let url = format!("git://127.0.0.1:{host_port}/p.git");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !Command::new("git").args(["ls-remote", &url]).output().unwrap().status.success() {
+        assert!(std::time::Instant::now() < deadline, "{url} does not answer");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // The agent's UI through the daemon's proxy (its own port), which reaches the agent
+    // through its API socket.
+    let auth = format!("Authorization: Bearer {}", env.token());
+    let curl = |url: &str| {
+        let out = Command::new("curl").args(["-fsS", "--max-time", "20", "-H", &auth, url]).output().unwrap();
+        assert!(out.status.success(), "GET {url}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let page = curl(&format!("http://{}/workspaces/rl/agent", env.daemon_addr()));
+    let origin = page.split("http://127.0.0.1:").nth(1).unwrap_or_else(|| panic!("the agent UI's origin: {page}"));
+    let ui_port: String = origin.chars().take_while(char::is_ascii_digit).collect();
+    let sessions = curl(&format!("http://127.0.0.1:{ui_port}/session"));
+    assert!(sessions.trim_start().starts_with('['), "opencode's sessions through the proxy: {sessions}");
+
     assert_eq!((status["workspace"].as_str(), status["agent"].as_str()), (Some("running"), Some("running")));
     assert_eq!(env.ok(&["exec", "rl", "--", "cat", "src/main.txt"]), "rootless\n");
     assert_eq!(env.ok(&["exec", "rl", "--agent", "--", "id", "-u"]).trim(), "1000");
