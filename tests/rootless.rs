@@ -189,5 +189,5 @@ fn a_user_without_a_runtime_directory_is_told_what_to_do() {
         "{err}"
     );
     assert!(err.contains(&format!("install -d -m 0700 -o $(id -un) /run/user/{uid}")), "{err}");
-    assert!(!std::path::Path::new("/tmp/devaipod").exists());
+    assert!(!std::path::Path::new("/tmp/devaipod/norun").exists(), "nothing in a shared directory");
 }
