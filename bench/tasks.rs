@@ -52,8 +52,10 @@ async fn main() {
     std::fs::write(&script_path, script.to_string()).unwrap();
     let mut llm = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-        .args(["--host", "0.0.0.0", "--port", "0", "--script"])
+        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
         .arg(&script_path)
+        .arg("--log")
+        .arg(env.dir.path().join("llm.jsonl"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
@@ -84,9 +86,11 @@ async fn main() {
     env.ok(&["up", repo.to_str().unwrap(), "--name", "r"]);
     let ws: Value =
         http.get(format!("{base}/api/v1/workspaces/r")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    let agent_port =
-        ws["ports"].as_array().unwrap().iter().find(|p| p["container_port"] == 4096).unwrap()["host_port"].clone();
-    let agent = format!("http://127.0.0.1:{agent_port}");
+    assert_eq!(ws["name"], "r");
+    // The agent's API is its socket (its relay serves it): the same way in as the daemon's.
+    let socket = env.dir.path().join("run/agent/r/api.sock");
+    let agent_http = reqwest::Client::builder().unix_socket(socket).build().unwrap();
+    let agent = "http://agent".to_owned();
     let password: String = rusqlite::Connection::open(env.dir.path().join("data/state.db"))
         .unwrap()
         .query_row("SELECT agent_password FROM workspaces WHERE name = 'r'", [], |r| r.get(0))
@@ -131,7 +135,7 @@ async fn main() {
         ours.push(accepted.expect("the task ran"));
 
         let t0 = Instant::now();
-        let s: Value = http
+        let s: Value = agent_http
             .post(format!("{agent}/session"))
             .basic_auth("opencode", Some(&password))
             .json(&json!({ "title": "direct" }))
@@ -142,7 +146,7 @@ async fn main() {
             .await
             .unwrap();
         let sid = s["id"].as_str().unwrap();
-        let r = http
+        let r = agent_http
             .post(format!("{agent}/session/{sid}/prompt_async"))
             .basic_auth("opencode", Some(&password))
             .json(&json!({ "parts": [{ "type": "text", "text": "bench ok" }] }))
@@ -153,7 +157,7 @@ async fn main() {
         floor.push(t0.elapsed());
         // Let that turn end before the next run.
         for _ in 0..200 {
-            let st: Value = http
+            let st: Value = agent_http
                 .get(format!("{agent}/session/status"))
                 .basic_auth("opencode", Some(&password))
                 .send()
@@ -176,6 +180,38 @@ async fn main() {
         "",
         ms(o.p50.saturating_sub(f.p50)),
         ms(o.p90.saturating_sub(f.p90))
+    );
+
+    // The egress proxy's LLM route: a chat completion through the workspace's egress socket
+    // (the daemon's proxy: policy, the key added, TLS-less here, streamed back) against the
+    // same request straight to the scripted LLM.
+    // The chat requests each task made (the log holds the tasks' requests so far).
+    let logged = std::fs::read_to_string(env.dir.path().join("llm.jsonl")).unwrap_or_default().lines().count();
+    let requests = logged as f64 / RUNS as f64;
+    let egress =
+        reqwest::Client::builder().unix_socket(env.dir.path().join("run/gator/r/egress.sock")).build().unwrap();
+    let direct = reqwest::Client::new();
+    let body = json!({ "model": "scripted", "stream": true, "messages": [{ "role": "user", "content": "bench ok" }] });
+    let (mut proxied, mut straight) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS * 5 {
+        for (client, url, into) in [
+            (&egress, "http://127.0.0.1:3128/llm/chat/completions".to_owned(), &mut proxied),
+            (&direct, format!("http://127.0.0.1:{port}/v1/chat/completions"), &mut straight),
+        ] {
+            let t0 = Instant::now();
+            let resp = client.post(&url).json(&body).send().await.unwrap();
+            assert!(resp.status().is_success(), "{url}: {}", resp.status());
+            resp.bytes().await.unwrap();
+            into.push(t0.elapsed());
+        }
+    }
+    let (p, d) = (Stats::of(&proxied), Stats::of(&straight));
+    row("LLM request through the egress proxy", &p, Some(&d), "report");
+    println!(
+        "{:<46} overhead per request: p50 {:.2} ms, p90 {:.2} ms; a task here makes {requests:.1} chat requests\n",
+        "",
+        ms(p.p50.saturating_sub(d.p50)),
+        ms(p.p90.saturating_sub(d.p90)),
     );
 
     // Proposal extraction for 1,000 files.

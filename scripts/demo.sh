@@ -28,7 +28,7 @@ cat > "$work/script.json" <<'JSON'
   {"tool": "bash", "args": {"command": "git -C /workspaces/sample status --short", "description": "check the work"}},
   {"text": "Added GREETING.md with a friendly greeting."}]}]}
 JSON
-python3 tests/support/scripted_llm.py --host 0.0.0.0 --port 0 --script "$work/script.json" > "$work/llm.out" &
+python3 tests/support/scripted_llm.py --host 127.0.0.1 --port 0 --script "$work/script.json" > "$work/llm.out" &
 llm_pid=$!
 for _ in $(seq 1 50); do grep -q listening "$work/llm.out" 2>/dev/null && break; sleep 0.1; done
 port=$(awk '{print $3}' "$work/llm.out")

@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod devcontainer;
+pub mod egress;
 pub mod encode;
 pub mod gator;
 pub mod git;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ()>;
 
-const TOOLS: [&str; 12] = [
+const TOOLS: [&str; 13] = [
     "approve",
     "cancel_task",
     "create_workspace",
@@ -27,6 +27,7 @@ const TOOLS: [&str; 12] = [
     "list_workspaces",
     "reject",
     "run_task",
+    "workspace_egress",
 ];
 
 async fn stdio_client(env: &TestEnv) -> Client {

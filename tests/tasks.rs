@@ -27,7 +27,8 @@ fn script(folder: &str) -> Value {
         ]},
         { "match": "take your time", "delay": 60, "steps": [{ "text": "too late" }] },
         { "match": "provider says no", "error": { "status": 400, "message": "model not allowed for this key" } },
-        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] }
+        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] },
+        { "match": "keep what is there", "steps": [{ "text": "Kept it" }] }
     ]})
 }
 
@@ -320,4 +321,131 @@ fn a_deadline_or_an_agent_crash_fails_the_task_with_the_reason() {
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     let err = t["task"]["error"].as_str().unwrap();
     assert!(err.contains("the agent stopped") || err.contains("not running"), "{err}");
+}
+
+/// Peak and current resident memory of a process, in KiB (VmHWM, VmRSS).
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_default();
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A 300 MB proposal is collected with the daemon's memory flat; a filter, hooks and
+/// fsmonitor the agent planted in its clone do not run; `diff` shows the agent's escape
+/// sequences without sending them, `--raw` sends them to a pipe only.
+#[test]
+fn a_large_proposal_is_collected_in_flat_memory_without_the_agents_git_config() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&script("/workspaces/big"));
+    let env = TestEnv::new(&llm.agent_config());
+    let repo = fixture_repo(env.dir.path(), "big", &[]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "big"]);
+
+    // As the agent: 300 MB that do not compress, a file of escape sequences, and git
+    // configuration that would leave /tmp/ran (and sleep) if collection ran it.
+    let plant = r#"set -e
+head -c 300000000 /dev/urandom > big.bin
+printf 'title \033]0;pwned\007\033[2J\n' > esc.txt
+mkdir -p .git/evil
+printf '#!/bin/sh\ntouch /tmp/ran\nsleep 120\n' > .git/evil/hook
+chmod +x .git/evil/hook
+for h in pre-commit post-commit commit-msg reference-transaction; do cp .git/evil/hook .git/evil/$h; done
+git config filter.evil.clean 'sh -c "touch /tmp/ran; sleep 120; cat"'
+git config filter.evil.required true
+git config core.hooksPath "$PWD/.git/evil"
+git config core.fsmonitor "$PWD/.git/evil/hook"
+echo '* filter=evil' > .gitattributes
+touch .git/index.lock
+"#;
+    env.ok(&["exec", "--agent", "big", "--", "sh", "-c", plant]);
+
+    let pid = env.daemon_pid().expect("a daemon");
+    // Start the peak afresh (VmHWM := VmRSS) and measure the rise from here.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let (_, idle) = memory(pid);
+    let started = Instant::now();
+    let out = env.run(&["--json", "run", "-w", "big", "-c", "keep what is there"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let took = started.elapsed();
+    let (peak, _) = memory(pid);
+    assert_eq!(env.daemon_pid(), Some(pid), "the same daemon collected it");
+    let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["task"]["state"], "completed", "{v:#}");
+    let rise_mb = peak.saturating_sub(idle) / 1024;
+    eprintln!("collected 300 MB in {took:?}; daemon RSS {} MB idle, peak {} MB", idle / 1024, peak / 1024);
+    assert!(rise_mb < 64, "the daemon's memory rose by {rise_mb} MB while collecting 300 MB");
+
+    let pid_s = v["proposal"].as_str().expect("a proposal").to_owned();
+    let p = env.json(&["proposal", &pid_s]);
+    let files: Vec<&str> = p["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(files, [".gitattributes", "big.bin", "esc.txt"]);
+    // Nothing planted ran, and the clone was left as it was.
+    let ran = env.run(&["exec", "--agent", "big", "--", "test", "-e", "/tmp/ran"]);
+    assert!(!ran.status.success(), "a planted filter, hook or fsmonitor ran");
+    env.ok(&["exec", "--agent", "big", "--", "test", "-e", ".git/index.lock"]);
+
+    // `diff` shows the escape sequences; none reaches the terminal.
+    let diff = env.run(&["diff", &pid_s]);
+    assert!(diff.status.success());
+    assert!(!diff.stdout.iter().any(|b| *b == 0x1b || *b == 0x07), "an ESC or BEL was printed");
+    assert!(text(&diff.stdout).contains("+title ␛]0;pwned␇␛[2J"), "{}", text(&diff.stdout));
+    // `--raw` gives the bytes to a pipe, and refuses a terminal.
+    let raw = env.run(&["diff", &pid_s, "--raw"]);
+    assert!(raw.stdout.windows(3).any(|w| w == b"\x1b]0"), "--raw keeps the bytes");
+    let exe = env!("CARGO_BIN_EXE_devaipod");
+    let tty = Command::new("script")
+        .args(["-qec", &format!("{exe} diff {pid_s} --raw"), "/dev/null"])
+        .env("DEVAIPOD_INSTANCE", &env.instance)
+        .env("DEVAIPOD_CONFIG", &env.config)
+        .env("DEVAIPOD_DATA_DIR", env.dir.path().join("data"))
+        .env("DEVAIPOD_RUNTIME_DIR", env.dir.path().join("run"))
+        .env("DEVAIPOD_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!tty.status.success());
+    assert!(text(&tty.stdout).contains("stdout is a terminal: pipe it or redirect it"), "{}", text(&tty.stdout));
+    assert!(!tty.stdout.contains(&0x1b), "nothing of the diff reached the terminal");
+
+    // A daemon killed with -9 while it collects (the bundle is arriving): the next daemon
+    // collects again, and the task ends with exactly one proposal.
+    env.ok(&["exec", "--agent", "big", "--", "sh", "-c", "head -c 100000000 /dev/urandom > more.bin"]);
+    let mut client = env
+        .cmd(&["run", "-w", "big", "-c", "keep what is there"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = env.dir.path().join("data/repos/big.git/devaipod-collect");
+    let arriving = || {
+        std::fs::read_dir(&staging)
+            .map(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+            .unwrap_or(false)
+    };
+    let start = Instant::now();
+    while !arriving() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the collection never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.kill_daemon("KILL");
+    let _ = client.wait();
+    let tasks = env.json(&["tasks", "-w", "big"]);
+    let id = tasks[0]["id"].as_str().unwrap().to_owned();
+    let t = wait_task(&env, &id, 120, |t| t["task"]["state"] != "running" && t["task"]["state"] != "queued");
+    assert_eq!(t["task"]["state"], "completed", "{t:#}");
+    assert_ne!(env.daemon_pid(), Some(pid));
+    let props: Vec<Value> = env.json(&["proposals", "-w", "big"])["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["task_id"] == id.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(props.len(), 1, "{props:#?}");
+    let files = env.json(&["proposal", props[0]["id"].as_str().unwrap()])["files"].clone();
+    assert!(files.as_array().unwrap().iter().any(|f| f["path"] == "more.bin"), "{files:#}");
 }

@@ -107,3 +107,63 @@ fn an_agent_reaches_nothing_but_its_relay_and_cannot_make_user_namespaces() {
     }
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
+
+/// Sends `request` to the agent's relay (its proxy port on loopback) from inside `container`
+/// and returns the first line of the answer.
+fn through_relay(container: &str, request: &str) -> String {
+    let script = format!("exec 3<>/dev/tcp/127.0.0.1/3128 && printf '{request}' >&3 && timeout 5 head -n 1 <&3");
+    podman(&["exec", container, "bash", "-c", &script]).trim().to_owned()
+}
+
+#[test]
+fn the_agent_reaches_an_allowed_host_through_the_proxy_and_nothing_else() {
+    if !podman_available() {
+        return;
+    }
+    // A server on this host's loopback stands in for an allowed host on the internet: the
+    // proxy's resolver names it (`[network] hosts`); the agent could never reach it itself.
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = allowed.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in allowed.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nallowed");
+        }
+    });
+    let config = format!(
+        "[network]\negress = \"allowlist\"\nallow-hosts = [\"allowed.test:{port}\"]\nhosts = {{ \"allowed.test\" = \"127.0.0.1\" }}\n"
+    );
+    let env = TestEnv::new(&config);
+    let ws = format!("wallc{}", std::process::id());
+    let repo = fixture_repo(env.dir.path(), "egress", &[("README.md", "egress\n")]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", &ws]);
+    let agent = format!("devaipod-{ws}-agent");
+
+    // Allowed: a tunnel, and plain HTTP forwarding.
+    let connect = format!("CONNECT allowed.test:{port} HTTP/1.1\\r\\nHost: allowed.test:{port}\\r\\n\\r\\n");
+    assert!(through_relay(&agent, &connect).starts_with("HTTP/1.1 200"), "CONNECT to an allowed host");
+    let get = format!("GET http://allowed.test:{port}/ HTTP/1.1\\r\\nHost: allowed.test:{port}\\r\\n\\r\\n");
+    assert!(through_relay(&agent, &get).starts_with("HTTP/1.1 200"), "GET through the proxy");
+    // Refused: a host off the list, the allowed host on another port, and this host's
+    // loopback by address.
+    for target in ["denied.test:443", &format!("allowed.test:{}", port.wrapping_add(1)), &format!("127.0.0.1:{port}")] {
+        let line = through_relay(&agent, &format!("CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n"));
+        assert!(line.starts_with("HTTP/1.1 403"), "{target}: {line}");
+    }
+    // Every decision is audited, allowed and denied alike.
+    let log = env.json(&["gator", "log", &ws]);
+    let rows = log.as_array().unwrap();
+    let egress = |decision: &str, target: &str| {
+        rows.iter().any(|r| {
+            r["tool"] == "egress"
+                && r["decision"] == decision
+                && r["target"].as_str().is_some_and(|t| t.contains(target))
+        })
+    };
+    assert!(egress("allow", "allowed.test"), "{log:#}");
+    assert!(egress("deny", "denied.test"), "{log:#}");
+    env.ok(&["delete", &ws]);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}

@@ -274,13 +274,11 @@ fn up_uses_the_callers_environment_not_the_daemons() {
     if !podman_available() {
         return;
     }
-    let config = r#"
-[env]
-allowlist = ["IT_CALLER"]
-[agent]
-api-key-env = "IT_KEY"
-"#;
-    let env = TestEnv::new(config);
+    let llm = ScriptedLlm::start(&serde_json::json!({ "rules": [
+        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] }
+    ]}));
+    let config = format!("[env]\nallowlist = [\"IT_CALLER\"]\n{}api-key-env = \"IT_KEY\"\n", llm.agent_config());
+    let env = TestEnv::new(&config);
     let dc = r#"{ "containerEnv": { "FROM_LOCAL": "${localEnv:IT_LOCAL}" } }"#;
     let repo = fixture_repo(env.dir.path(), "envs", &[(".devcontainer/devcontainer.json", dc)]);
     let repo = repo.to_str().unwrap();
@@ -330,6 +328,17 @@ api-key-env = "IT_KEY"
     let environ =
         env.ok(&["exec", "envs", "--agent", "--", "sh", "-c", "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"]);
     assert!(environ.contains("OPENCODE_CONFIG_CONTENT") && !environ.contains("caller-key-5d1e"), "{environ}");
+    let files =
+        env.run(&["exec", "envs", "--agent", "--", "grep", "-rls", "caller-key-5d1e", "/home/agent", "/run", "/tmp"]);
+    assert!(text(&files.stdout).trim().is_empty(), "the key is in files of the agent: {}", text(&files.stdout));
+    // A task works with the key all the same: the LLM got it from the egress proxy.
+    let out = env.json(&["run", "-w", "envs", "-c", "nothing to change"]);
+    assert_eq!(out["task"]["state"], "completed", "{out:#}");
+    let seen = llm.requests();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        assert_eq!(r["authorization"], "Bearer caller-key-5d1e", "{r}");
+    }
     assert_eq!(env.ok(&["exec", "envs", "--", "printenv", "FROM_LOCAL"]).trim(), "caller-local");
     // Never logged, never stored.
     for file in ["daemon.log", "state.db", "state.db-wal", "state.db-shm"] {

@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+/// Set by devaipod's egress proxy on an answer of its LLM route: the provider's base URL
+/// (`[agent] base-url`) the request went to. A probe through the proxy reports that URL.
+pub const UPSTREAM_HEADER: &str = "x-devaipod-llm-upstream";
+/// Set by the egress proxy when it could not reach the provider at all, with the cause in a
+/// few words: the probe reports no answer, not the proxy's own 502.
+pub const UNREACHABLE_HEADER: &str = "x-devaipod-llm-unreachable";
+
 /// The longest model list read (a provider with thousands of models lists them in well under this).
 const MAX_BODY: usize = 1 << 20;
 /// At most this many model ids are kept.
@@ -38,10 +45,32 @@ impl Probe {
 /// `GET <base_url>/models` with `key` as the bearer token (as the agent sends it), within
 /// `timeout` (connecting, answering and reading). Never fails: a failure is in the report.
 pub async fn probe(base_url: &str, key: Option<&str>, timeout: Duration) -> Probe {
+    probe_with(reqwest::Client::builder(), base_url, key, timeout).await
+}
+
+/// The same from this host, as devaipod's egress proxy reaches the provider: no proxy of
+/// the environment, and the URL's host connected at `address` when one is given (the
+/// daemon's own address for it, e.g. `host.containers.internal` at loopback).
+pub async fn probe_from_host(
+    base_url: &str,
+    key: Option<&str>,
+    timeout: Duration,
+    address: Option<std::net::IpAddr>,
+) -> Probe {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let (Some(ip), Some(host)) =
+        (address, reqwest::Url::parse(base_url).ok().and_then(|u| u.host_str().map(str::to_owned)))
+    {
+        builder = builder.resolve(&host, std::net::SocketAddr::new(ip, 0));
+    }
+    probe_with(builder, base_url, key, timeout).await
+}
+
+async fn probe_with(builder: reqwest::ClientBuilder, base_url: &str, key: Option<&str>, timeout: Duration) -> Probe {
     let started = Instant::now();
     let mut report = Probe { base_url: base_url.to_owned(), status: None, models: None, error: None, millis: 0 };
     let url = models_url(base_url);
-    let client = match reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build() {
+    let client = match builder.timeout(timeout).connect_timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => {
             report.error = Some(format!("cannot make an HTTP client: {e}"));
@@ -54,6 +83,15 @@ pub async fn probe(base_url: &str, key: Option<&str>, timeout: Duration) -> Prob
     }
     match req.send().await {
         Ok(mut resp) => {
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if let Some(upstream) = header(UPSTREAM_HEADER) {
+                report.base_url = upstream;
+            }
+            if let Some(why) = header(UNREACHABLE_HEADER) {
+                report.error = Some(why);
+                report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                return report;
+            }
             report.status = Some(resp.status().as_u16());
             let mut body = Vec::new();
             let complete = loop {
@@ -87,7 +125,8 @@ fn model_ids(body: &[u8]) -> Option<Vec<String>> {
 
 /// Why a request got no answer, in a few words: the innermost cause (`connection refused`),
 /// a name that does not resolve, or the timeout.
-fn cause(e: &reqwest::Error, timeout: Duration) -> String {
+/// Why a request got no answer, in a few words (`connection refused`, `no answer within 5 s`).
+pub fn cause(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", timeout.as_secs());
     }

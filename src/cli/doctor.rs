@@ -118,12 +118,7 @@ pub async fn run(explicit: Option<&Path>, workspace: Option<String>, as_json: bo
 async fn local_checks(config: &Config, paths: &Paths, req: &DoctorRequest) -> Result<Vec<Check>> {
     let socket = default_socket();
     let engine = Podman::new(&socket)?;
-    let places = Places {
-        paths,
-        opencode_dir: &crate::core::opencode_dir(),
-        probe_binary: std::env::current_exe().ok(),
-        socket,
-    };
+    let places = Places { paths, opencode_dir: &crate::core::opencode_dir(), socket };
     Ok(doctor::checks(&engine, config, &places, req.env.as_ref()).await)
 }
 

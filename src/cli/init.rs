@@ -299,7 +299,7 @@ fn render(a: &Answers) -> String {
         }
     };
     format!(
-        "# devaipod configuration, written by `devaipod init`; docs/configuration.md lists every key.\n\n[agent]\n# An OpenAI-compatible API, as the agent's container reaches it.\nbase-url = {}\nmodel = {}\n{key}",
+        "# devaipod configuration, written by `devaipod init`; docs/configuration.md lists every key.\n\n[agent]\n# An OpenAI-compatible API, as this host reaches it (devaipod's egress proxy connects for the agents).\nbase-url = {}\nmodel = {}\n{key}",
         q(&a.base_url),
         q(&a.model)
     )
@@ -329,10 +329,10 @@ async fn check(config: &Config, path: &Path) -> Result<Check> {
     if key_check.level == Level::Error {
         refuse(&key_check)?;
     }
-    let binary = std::env::current_exe().context("cannot find the devaipod binary to probe with")?;
-    eprintln!("==> asking {} from a container on the agents' network", config.agent.base_url);
-    let probe = doctor::probe_in_helper(&engine, config, &binary, Some(&env)).await;
-    let line = doctor::judge::llm(&config.agent, &Via::Helper, probe.as_ref().map_err(String::as_str), &key, &edit);
+    eprintln!("==> asking {} from this host, as devaipod's egress proxy reaches it", config.agent.base_url);
+    let paths = crate::core::Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
+    let probe = doctor::probe_from_host(&engine, config, &paths, Some(&env)).await;
+    let line = doctor::judge::llm(&config.agent, &Via::Host, probe.as_ref().map_err(String::as_str), &key, &edit);
     if probe.is_err() || line.level == Level::Error {
         refuse(&line)?;
     }

@@ -76,6 +76,10 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<u32>,
+        /// The bytes as they are, escape sequences included (refused when stdout is a
+        /// terminal: pipe it or redirect it).
+        #[arg(long)]
+        raw: bool,
     },
     /// Stop a workspace's pod (volumes and containers stay).
     Stop { workspace: String },
@@ -116,8 +120,14 @@ pub enum Command {
     },
     /// Show one proposal: its branch, commits, files with +/- and approvals.
     Proposal { id: String },
-    /// Print a proposal's unified diff.
-    Diff { id: String },
+    /// Print a proposal's unified diff (control characters shown, never sent to the terminal).
+    Diff {
+        id: String,
+        /// The agent's bytes as they are, escape sequences included (refused when stdout is
+        /// a terminal: pipe it or redirect it, e.g. `> change.patch`).
+        #[arg(long)]
+        raw: bool,
+    },
     /// Approve a proposal: --apply puts its branch into the workspace's repository, --push pushes it.
     Approve(ApproveArgs),
     /// Reject a proposal; with -m, the feedback goes to the same agent as a follow-up task.
@@ -129,6 +139,9 @@ pub enum Command {
     /// What a workspace's agent may do through gator (GitHub, git push), and what it did.
     #[command(subcommand)]
     Gator(GatorCommand),
+    /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
@@ -173,6 +186,25 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Show what a workspace's agent may reach: the mode, its own hosts, [network] allow-hosts.
+    Show { workspace: String },
+    /// Let the agent reach more hosts: host, host:port, *.domain or *.domain:port (no port:
+    /// 80 and 443). Applies at once. The refusals are in `devaipod gator log`.
+    Allow {
+        workspace: String,
+        #[arg(required = true, value_name = "PATTERN")]
+        hosts: Vec<String>,
+    },
+    /// Take a host pattern off the workspace's own list.
+    Remove {
+        workspace: String,
+        #[arg(value_name = "PATTERN")]
+        host: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum GatorCommand {
     /// Show a workspace's scopes (its own and those from devaipod.toml).
     Show { workspace: String },
@@ -213,6 +245,10 @@ pub struct UpArgs {
     /// Also start a task with this prompt (without following it).
     #[arg(short = 'c', long = "command")]
     pub task: Option<String>,
+    /// A host the agent may reach beyond [network] allow-hosts (repeatable): host,
+    /// host:port, *.domain or *.domain:port. Change later with `devaipod egress`.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    pub allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +410,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 task: a.task,
                 require_task: false,
                 env: Some(CallerEnv::current()),
+                allow_hosts: a.allow_hosts,
             };
             let created = match up(c, &req).await? {
                 UpResult::Planned(plan) => {
@@ -437,20 +474,30 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             if json { output::json(&v)? } else { output::status(&v)? }
         }
         Command::Exec(a) => return exec(c, a).await,
-        Command::Logs { workspace, agent, follow, tail } => {
+        Command::Logs { workspace, agent, follow, tail, raw } => {
+            if raw {
+                output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
+            }
             c.workspace(&workspace).await?; // exists in this instance
             let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
             let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
             let engine = Podman::new(&default_socket())?;
             let mut stream = engine.logs(&name.container(role), follow, tail);
             let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+            // What the containers print is the agent's (or its tools'): cleaned unless --raw.
+            let (mut clean_out, mut clean_err) = (output::Cleaner::default(), output::Cleaner::default());
             while let Some(chunk) = stream.next().await {
                 match chunk.context("reading logs")? {
-                    Output::Stdout(b) => out.write_all(&b).await?,
-                    Output::Stderr(b) => err.write_all(&b).await?,
+                    Output::Stdout(b) if raw => out.write_all(&b).await?,
+                    Output::Stderr(b) if raw => err.write_all(&b).await?,
+                    Output::Stdout(b) => out.write_all(clean_out.push(&b).as_bytes()).await?,
+                    Output::Stderr(b) => err.write_all(clean_err.push(&b).as_bytes()).await?,
                 }
                 out.flush().await?;
             }
+            out.write_all(clean_out.finish().as_bytes()).await?;
+            err.write_all(clean_err.finish().as_bytes()).await?;
+            out.flush().await?;
         }
         Command::Stop { workspace } => output::done(&serde_json::to_value(c.stop(&workspace).await?)?, json)?,
         Command::Start { workspace } => output::done(&serde_json::to_value(c.start(&workspace).await?)?, json)?,
@@ -474,9 +521,18 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             let p = c.proposal(&id).await?;
             if json { output::json(&p)? } else { output::proposal(&p)? }
         }
-        Command::Diff { id } => {
+        Command::Diff { id, raw } => {
+            if raw && !json {
+                output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
+            }
             let diff = c.diff(&id).await?;
-            if json { output::json(&json!({ "proposal": id, "diff": diff }))? } else { print!("{diff}") }
+            if json {
+                output::json(&json!({ "proposal": id, "diff": diff }))?
+            } else if raw {
+                std::io::Write::write_all(&mut std::io::stdout().lock(), diff.as_bytes())?
+            } else {
+                output::diff(&diff)?
+            }
         }
         Command::Approve(a) => {
             let action = if a.apply {
@@ -497,6 +553,18 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Gator(g) => gator(c, g, json).await?,
+        Command::Egress(e) => {
+            let view = match e {
+                EgressCommand::Show { workspace } => c.egress(&workspace).await?,
+                EgressCommand::Allow { workspace, hosts } => c.egress_allow(&workspace, &hosts).await?,
+                EgressCommand::Remove { workspace, host } => c.egress_remove(&workspace, &host).await?,
+            };
+            if json {
+                output::json(&view)?;
+            } else {
+                output::egress(&view)?;
+            }
+        }
         Command::Reject { id, feedback } => {
             let r = c.reject(&id, feedback.as_deref()).await?;
             if json {

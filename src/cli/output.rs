@@ -16,10 +16,87 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-/// Text from agents, for a terminal: control characters (escape sequences, carriage
-/// returns) are shown as `�`, never sent to the terminal.
+/// The one choke point for agent-controlled text on its way to a terminal: every printer
+/// of such text goes through [`visible`] (whole strings through [`clean`], streams through
+/// [`Cleaner`]). Newline and tab pass; every other C0 control and DEL is shown as its
+/// Unicode picture (ESC as `␛`, BEL as `␇`, CR as `␍`), every C1 control as `�`, so that
+/// an escape sequence stays readable and never reaches the terminal.
+pub fn visible(c: char) -> char {
+    match c {
+        '\n' | '\t' => c,
+        '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        '\u{80}'..='\u{9f}' => '\u{fffd}',
+        c => c,
+    }
+}
+
+/// Agent text, for a terminal (see [`visible`]).
 pub fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+    text.chars().map(visible).collect()
+}
+
+/// Agent bytes streamed to a terminal (logs, a diff): decoded as UTF-8 across chunk
+/// boundaries (invalid bytes become `�`), each character through [`visible`].
+#[derive(Debug, Default)]
+pub struct Cleaner {
+    /// The start of a character cut by the end of the last chunk.
+    pending: Vec<u8>,
+}
+
+impl Cleaner {
+    /// The clean text of `chunk` (a character it cuts comes with the next chunk).
+    pub fn push(&mut self, chunk: &[u8]) -> String {
+        let mut bytes = std::mem::take(&mut self.pending);
+        bytes.extend_from_slice(chunk);
+        let mut out = String::with_capacity(bytes.len());
+        let mut rest = bytes.as_slice();
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    out.extend(text.chars().map(visible));
+                    return out;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    out.extend(std::str::from_utf8(good).unwrap_or_default().chars().map(visible));
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push('\u{fffd}');
+                            rest = &bad[n..];
+                        }
+                        None => {
+                            self.pending = bad.to_vec(); // cut: the rest comes next
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What is left at the end of the stream.
+    pub fn finish(&mut self) -> String {
+        if std::mem::take(&mut self.pending).is_empty() { String::new() } else { "\u{fffd}".into() }
+    }
+}
+
+/// `--raw` writes agent bytes as they are: never to a terminal.
+pub fn refuse_raw_on_terminal(stdout_is_terminal: bool) -> Result<()> {
+    if stdout_is_terminal {
+        anyhow::bail!(
+            "--raw prints the agent's bytes as they are, escape sequences included, and stdout is a terminal: pipe it or redirect it to a file (e.g. `devaipod diff <id> --raw > change.patch`)"
+        );
+    }
+    Ok(())
+}
+
+/// A proposal's diff, for a terminal (see [`visible`]).
+pub fn diff(diff: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(clean(diff).as_bytes())?;
+    o.flush()?;
+    Ok(())
 }
 
 pub fn plan(plan: &Value, as_json: bool) -> Result<()> {
@@ -257,6 +334,27 @@ pub fn scopes(v: &Value) -> Result<()> {
     Ok(())
 }
 
+pub fn egress(v: &crate::core::EgressView) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "workspace  {}", clean(&v.workspace))?;
+    let mode = match v.mode.as_str() {
+        "open" => "open: any public host (never the host's or internal addresses)",
+        _ => "allowlist: the LLM and the hosts below",
+    };
+    writeln!(o, "egress     {mode}")?;
+    writeln!(o, "llm        {} (at http://127.0.0.1:3128/llm/ in the agent)", clean(&v.llm))?;
+    if v.hosts.is_empty() && v.from_config.is_empty() {
+        writeln!(o, "hosts      none (allow one with `devaipod egress allow {} HOST`)", clean(&v.workspace))?;
+    }
+    for h in &v.hosts {
+        writeln!(o, "host       {}", clean(h))?;
+    }
+    for h in &v.from_config {
+        writeln!(o, "host       {} (from devaipod.toml)", clean(h))?;
+    }
+    Ok(())
+}
+
 pub fn audit(v: &Value) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let items = v.as_array().cloned().unwrap_or_default();
@@ -300,4 +398,35 @@ pub fn doctor(checks: &[crate::core::doctor::Check]) -> Result<()> {
         writeln!(o, "{}, {}", plural(errors, "error"), plural(warnings, "warning"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_sequences_are_shown_never_sent() {
+        let diff = "+title \u{1b}]0;pwned\u{7}\u{1b}[2J\r\n+bell\u{7}\tend\u{7f}\u{9b}31m\n+caf\u{e9}\n";
+        let shown = clean(diff);
+        assert_eq!(shown, "+title ␛]0;pwned␇␛[2J␍\n+bell␇\tend␡\u{fffd}31m\n+caf\u{e9}\n");
+        assert!(shown.chars().all(|c| !c.is_control() || c == '\n' || c == '\t'), "{shown:?}");
+    }
+
+    #[test]
+    fn a_stream_is_cleaned_across_chunk_boundaries() {
+        // "é" (C3 A9) and an ESC cut across chunks; an invalid byte; a cut at the very end.
+        let mut c = Cleaner::default();
+        let mut out = c.push(b"a\xc3");
+        out += &c.push(b"\xa9\x1b");
+        out += &c.push(b"[31m\xff\n\xe2\x82");
+        out += &c.finish();
+        assert_eq!(out, "a\u{e9}␛[31m\u{fffd}\n\u{fffd}");
+    }
+
+    #[test]
+    fn raw_is_refused_on_a_terminal_only() {
+        let e = refuse_raw_on_terminal(true).unwrap_err().to_string();
+        assert!(e.contains("stdout is a terminal: pipe it or redirect it"), "{e}");
+        assert!(refuse_raw_on_terminal(false).is_ok());
+    }
 }

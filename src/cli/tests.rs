@@ -47,7 +47,7 @@ enum Outcome {
 /// An input, as each surface takes it.
 #[derive(Debug, Clone)]
 enum Input {
-    Create { source: String, task: Option<String> },
+    Create { source: String, task: Option<String>, hosts: Vec<String> },
     RunTask { workspace: String, prompt: String },
     ListTasks { state: String },
     ListProposals { state: String },
@@ -132,10 +132,13 @@ impl Surfaces {
 
     async fn cli(&self, input: &Input) -> Result<(), String> {
         let args: Vec<String> = match input {
-            Input::Create { source, task } => {
+            Input::Create { source, task, hosts } => {
                 let mut a = vec!["up".into(), source.clone(), "--name".into(), WS.into()];
                 if let Some(t) = task {
                     a.extend(["-c".into(), t.clone()]);
+                }
+                for h in hosts {
+                    a.extend(["--allow-host".into(), h.clone()]);
                 }
                 a
             }
@@ -165,8 +168,8 @@ impl Surfaces {
 
     async fn mcp(&self, input: &Input) -> Result<(), String> {
         let (tool, args) = match input {
-            Input::Create { source, task } => {
-                ("create_workspace", json!({ "source": source, "name": WS, "task": task }))
+            Input::Create { source, task, hosts } => {
+                ("create_workspace", json!({ "source": source, "name": WS, "task": task, "allow_hosts": hosts }))
             }
             Input::RunTask { workspace, prompt } => ("run_task", json!({ "workspace": workspace, "prompt": prompt })),
             Input::ListTasks { state } => ("list_tasks", json!({ "state": state })),
@@ -190,13 +193,17 @@ impl Surfaces {
     async fn web(&self, input: &Input) -> Result<(), String> {
         // What the pages' forms post (app.js `formBody`: empty fields left out).
         let (method, path, body) = match input {
-            Input::Create { source, task } => {
+            Input::Create { source, task, hosts } => {
                 let mut b = json!({ "name": WS, "read_only": false });
                 if !source.is_empty() {
                     b["source"] = json!(source);
                 }
                 if let Some(t) = task.as_ref().filter(|t| !t.is_empty()) {
                     b["task"] = json!(t);
+                }
+                // The form's hosts field (`data-list`): split into a list, left out when empty.
+                if !hosts.is_empty() {
+                    b["allow_hosts"] = json!(hosts);
                 }
                 ("POST", "/api/v1/workspaces".to_owned(), Some(b))
             }
@@ -252,9 +259,14 @@ impl Surfaces {
         let sent = self.send(surface, input).await;
         match (input, sent) {
             (_, Err(e)) => Outcome::Refused(e),
-            (Input::Create { .. }, Ok(())) => {
+            (Input::Create { hosts, .. }, Ok(())) => {
                 let exists = self.core().status(WS).await.is_ok();
                 assert!(exists, "{surface:?}: the workspace exists after a successful create");
+                let mut stored = self.core().egress_view(WS).await.unwrap().hosts;
+                let mut given = hosts.clone();
+                stored.sort();
+                given.sort();
+                assert_eq!(stored, given, "{surface:?}: the workspace's own egress hosts");
                 let new: Vec<_> = self
                     .core()
                     .tasks(&Default::default())
@@ -317,25 +329,46 @@ async fn every_surface_ends_each_input_the_same_way() {
     let creates: Vec<(&str, Input, Outcome)> = vec![
         (
             "a GitHub issue brings its task",
-            Input::Create { source: issue.clone(), task: None },
+            Input::Create { source: issue.clone(), task: None, hosts: vec![] },
             created(Some(issue_task)),
         ),
         (
             "a given task wins over the issue's",
-            Input::Create { source: issue.clone(), task: Some("Only fix the typo".into()) },
+            Input::Create { source: issue.clone(), task: Some("Only fix the typo".into()), hosts: vec![] },
             created(Some("Only fix the typo")),
         ),
         (
             "a local path with a task",
-            Input::Create { source: source.clone(), task: Some("Add a file".into()) },
+            Input::Create { source: source.clone(), task: Some("Add a file".into()), hosts: vec![] },
             created(Some("Add a file")),
         ),
-        ("a blank task is none", Input::Create { source: source.clone(), task: Some("   ".into()) }, created(None)),
-        ("no task, no issue: none", Input::Create { source: source.clone(), task: None }, created(None)),
+        (
+            "a blank task is none",
+            Input::Create { source: source.clone(), task: Some("   ".into()), hosts: vec![] },
+            created(None),
+        ),
+        ("no task, no issue: none", Input::Create { source: source.clone(), task: None, hosts: vec![] }, created(None)),
         (
             "an empty source is refused",
-            Input::Create { source: String::new(), task: None },
+            Input::Create { source: String::new(), task: None, hosts: vec![] },
             refused("`source` is required: a local git repository, a git URL, or a GitHub issue/PR URL"),
+        ),
+        (
+            "extra egress hosts",
+            Input::Create {
+                source: source.clone(),
+                task: None,
+                hosts: vec!["pypi.org".into(), "*.github.com:22".into()],
+            },
+            created(None),
+        ),
+        (
+            "a bad egress host pattern is refused before anything is made",
+            Input::Create { source: source.clone(), task: None, hosts: vec!["pypi.org".into(), "*.x".into()] },
+            refused(&format!(
+                "`*.x` is not a host pattern (`*.` needs a domain with a dot, e.g. *.example.org): {}",
+                crate::config::HOST_PATTERN_GRAMMAR
+            )),
         ),
     ];
     for (what, input, want) in &creates {
@@ -415,4 +448,58 @@ async fn every_surface_ends_each_input_the_same_way() {
             assert_eq!(&got, want, "{what}, through {surface:?}");
         }
     }
+}
+
+/// A workspace's own egress hosts change alike through the CLI, MCP and the API (core
+/// parses and stores them; a bad pattern is refused in the same words everywhere).
+#[tokio::test]
+async fn egress_hosts_change_alike_through_every_surface() {
+    let s = Surfaces::new().await;
+    s.world.up().await;
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = std::iter::once("devaipod").chain(args.iter().copied()).map(str::to_owned).collect();
+        let client = s.client.clone();
+        async move {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            match execute(cli.command, &client, true).await {
+                Ok(code) if code == ExitCode::SUCCESS => Ok(()),
+                Ok(code) => Err(format!("exit {code:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        }
+    };
+    let session = &s.mcp;
+    let mcp = |args: Value| async move {
+        let args = args.as_object().cloned().unwrap_or_default();
+        let r = session
+            .call_tool(CallToolRequestParams::new("workspace_egress").with_arguments(args))
+            .await
+            .map_err(|e| format!("protocol error: {e}"))?;
+        let text: Vec<String> = r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect();
+        if r.is_error == Some(true) { Err(text.join("\n")) } else { Ok(r.structured_content) }
+    };
+    let hosts = || async { s.core().egress_view(WS).await.unwrap().hosts };
+
+    cli(&["egress", "allow", WS, "PyPI.org", "*.github.com"]).await.unwrap();
+    assert_eq!(hosts().await, ["*.github.com", "pypi.org"], "stored in their canonical form");
+    let shown = mcp(json!({ "workspace": WS, "remove": ["pypi.org"] })).await.unwrap().unwrap();
+    assert_eq!(shown["hosts"], json!(["*.github.com"]));
+    assert_eq!(shown["mode"], json!("allowlist"));
+    let view = s.client.egress_set(WS, &["a.org:8443".to_owned()]).await.unwrap();
+    assert_eq!(view.hosts, ["a.org:8443"]);
+    let view = s.client.egress_remove(WS, "a.org:8443").await.unwrap();
+    assert!(view.hosts.is_empty());
+    cli(&["egress", "show", WS]).await.unwrap();
+
+    let bad = format!(
+        "`*.x` is not a host pattern (`*.` needs a domain with a dot, e.g. *.example.org): {}",
+        crate::config::HOST_PATTERN_GRAMMAR
+    );
+    assert_eq!(cli(&["egress", "allow", WS, "*.x"]).await.unwrap_err(), bad);
+    assert_eq!(mcp(json!({ "workspace": WS, "allow": ["*.x"] })).await.unwrap_err(), bad);
+    assert_eq!(s.client.egress_allow(WS, &["*.x".to_owned()]).await.unwrap_err().to_string(), bad);
+    let absent = "ws has no host pattern `x.org` of its own (it has: none)";
+    assert_eq!(cli(&["egress", "remove", WS, "x.org"]).await.unwrap_err(), absent);
+    assert_eq!(mcp(json!({ "workspace": WS, "remove": ["x.org"] })).await.unwrap_err(), absent);
+    assert!(hosts().await.is_empty());
 }

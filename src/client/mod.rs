@@ -29,8 +29,8 @@ pub use version::{DaemonVersion, Supervisor};
 
 use crate::core::doctor::{DoctorReport, DoctorRequest};
 use crate::core::{
-    ApproveAction, BusEvent, Created, Done, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage, ProposalQuery,
-    Rejected, ScopeView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
+    ApproveAction, BusEvent, Created, Done, EgressView, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage,
+    ProposalQuery, Rejected, ScopeView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
 };
 use crate::encode::enc;
 use crate::store::{AuditEntry, Task};
@@ -378,6 +378,28 @@ impl Client {
 
     pub async fn remove_scope(&self, workspace: &str, scope: &str) -> Result<ScopeView, ClientError> {
         self.post(&format!("/api/v1/workspaces/{}/scopes/remove", enc(workspace)), &json!({ "scope": scope })).await
+    }
+
+    // ---- egress ----
+
+    pub async fn egress(&self, workspace: &str) -> Result<EgressView, ClientError> {
+        self.get(&format!("/api/v1/workspaces/{}/egress", enc(workspace))).await
+    }
+
+    /// Adds host patterns to the workspace's own egress list.
+    pub async fn egress_allow(&self, workspace: &str, hosts: &[String]) -> Result<EgressView, ClientError> {
+        self.post(&format!("/api/v1/workspaces/{}/egress", enc(workspace)), &json!({ "hosts": hosts })).await
+    }
+
+    /// Replaces the workspace's own egress list.
+    pub async fn egress_set(&self, workspace: &str, hosts: &[String]) -> Result<EgressView, ClientError> {
+        let path = format!("/api/v1/workspaces/{}/egress", enc(workspace));
+        self.call(Method::PUT, &path, Some(json(&path, &json!({ "hosts": hosts }))?)).await
+    }
+
+    pub async fn egress_remove(&self, workspace: &str, host: &str) -> Result<EgressView, ClientError> {
+        let path = format!("/api/v1/workspaces/{}/egress{}", enc(workspace), query(&[("host", Some(host.to_owned()))]));
+        self.call(Method::DELETE, &path, None).await
     }
 
     pub async fn audit(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {

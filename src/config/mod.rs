@@ -10,10 +10,12 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, Config, EnvSection, Network, NetworkEgress, Orchestration, RepoPermissions, ServiceGator,
-    ServiceGatorGh, Ssh, Trusted,
+    AgentConfig, Config, EnvSection, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, RepoPermissions,
+    ServiceGator, ServiceGatorGh, Ssh, Trusted,
 };
-pub use values::{EnvName, InstanceId, RepoPattern, SecretRef, is_dns_label};
+pub use values::{
+    EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, is_dns_label,
+};
 
 /// The base image built by `scripts/setup.sh`, used when neither the request, the
 /// devcontainer.json nor the config names one.

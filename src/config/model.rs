@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{EnvName, InstanceId, RepoPattern, SecretRef};
+use super::values::{EnvName, HostName, HostPattern, InstanceId, RepoPattern, SecretRef};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -162,20 +162,42 @@ impl Default for Ssh {
     }
 }
 
+/// `[network]`: what agents reach through devaipod's egress proxy (the only way out of
+/// their network namespace). In both modes the proxy refuses loopback, private, link-local
+/// and other internal addresses, except those of `hosts` and of `[agent] base-url`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Network {
-    /// `open` (default) or `allowlist`: agents reach only the LLM endpoint and `allow-hosts`.
+    /// `allowlist` (default): the LLM endpoint and `allow-hosts` only; `open`: any public host.
     pub egress: NetworkEgress,
-    /// Host names an agent may reach when `egress = "allowlist"`.
-    pub allow_hosts: Vec<String>,
+    /// Hosts every agent may reach: `host`, `host:port`, `*.domain`, `*.domain:port`.
+    pub allow_hosts: Vec<HostPattern>,
+    /// Names the proxy resolves to these addresses (before DNS); their addresses are
+    /// exempt from the private-address rule.
+    pub hosts: BTreeMap<HostName, std::net::IpAddr>,
+}
+
+/// The name containers use for this host. The daemon, on the host, reaches it at loopback.
+pub const HOST_CONTAINERS_INTERNAL: &str = "host.containers.internal";
+
+impl Network {
+    /// The address the daemon (its egress proxy, the doctor) connects to for `host` instead
+    /// of resolving it: the owner's `[network] hosts`, and `host.containers.internal`, when
+    /// it is the LLM endpoint's host (`llm_host`), at this host's loopback. Lowercase names.
+    pub fn daemon_address(&self, host: &str, llm_host: Option<&str>) -> Option<std::net::IpAddr> {
+        let named = self.hosts.iter().find(|(name, _)| name.as_str() == host).map(|(_, ip)| *ip);
+        named.or_else(|| {
+            (host == HOST_CONTAINERS_INTERNAL && llm_host == Some(HOST_CONTAINERS_INTERNAL))
+                .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkEgress {
-    #[default]
     Open,
+    #[default]
     Allowlist,
 }
 
@@ -196,6 +218,9 @@ pub struct AgentConfig {
     pub task_timeout_secs: u64,
     /// How long to wait for the agent's API after the pod starts.
     pub ready_timeout_secs: u64,
+    /// The most a task's collected work may weigh (the bundle that leaves the sandbox: its
+    /// new content, uncompressed), in MiB; more fails the task.
+    pub max_proposal_mb: u64,
 }
 
 impl Default for AgentConfig {
@@ -207,6 +232,7 @@ impl Default for AgentConfig {
             api_key_secret: None,
             task_timeout_secs: 1800,
             ready_timeout_secs: 120,
+            max_proposal_mb: 1024,
         }
     }
 }

@@ -53,7 +53,8 @@ enabled = true
 listen = "127.0.0.1:2200"
 [network]
 egress = "allowlist"
-allow-hosts = ["api.example.test"]
+allow-hosts = ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]
+hosts = { "git.internal" = "127.0.0.1" }
 "#,
         Path::new("x.toml"),
     )
@@ -71,6 +72,75 @@ allow-hosts = ["api.example.test"]
     assert!(hello.create_draft && hello.push_new_branch && !hello.write);
     assert_eq!(c.orchestration.max_workers, 4);
     assert_eq!(c.network.egress, NetworkEgress::Allowlist);
+    let hosts: Vec<String> = c.network.allow_hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]);
+    let mapped: Vec<_> = c.network.hosts.iter().map(|(k, v)| (k.as_str(), v.to_string())).collect();
+    assert_eq!(mapped, [("git.internal", "127.0.0.1".to_owned())]);
+}
+
+#[test]
+fn egress_is_an_allowlist_unless_opened() {
+    assert_eq!(Config::default().network.egress, NetworkEgress::Allowlist);
+    let c = parse("[network]\negress = \"open\"\n", Path::new("x.toml")).unwrap();
+    assert_eq!(c.network.egress, NetworkEgress::Open);
+}
+
+#[test]
+fn host_patterns_follow_their_grammar() {
+    let good: &[(&str, &str, bool, Option<u16>)] = &[
+        ("pypi.org", "pypi.org", false, None),
+        ("PyPI.org:8443", "pypi.org", false, Some(8443)),
+        ("*.github.com", "github.com", true, None),
+        ("*.example.org:443", "example.org", true, Some(443)),
+        ("10.0.0.1", "10.0.0.1", false, None),
+        ("[::1]:80", "[::1]", false, Some(80)),
+        ("localhost", "localhost", false, None),
+    ];
+    for (text, host, wildcard, port) in good {
+        let p = HostPattern::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!((p.host.as_str(), p.wildcard, p.port), (*host, *wildcard, *port), "{text}");
+        assert_eq!(HostPattern::parse(&p.to_string()).unwrap(), p, "{text} round-trips");
+    }
+    let bad: &[(&str, &str)] = &[
+        ("", "empty"),
+        ("*", "`*` only as the first label"),
+        ("a.*.org", "`*` only as the first label"),
+        ("*.org", "needs a domain with a dot"),
+        ("example.org:0", "port `0` is not 1 to 65535"),
+        ("example.org:http", "port `http` is not 1 to 65535"),
+        ("exa mple.org", "not a DNS name"),
+        ("https://example.org", "a URL or path: give the host only"),
+        ("*.10.0.0.1", "not an address"),
+        ("[nope]", "not an IPv6 address"),
+        ("-a.org", "not a DNS name"),
+    ];
+    for (text, why) in bad {
+        let e = HostPattern::parse(text).expect_err(text);
+        assert!(e.starts_with(&format!("`{text}` is not a host pattern")) && e.contains(why), "{text}: {e}");
+        assert!(e.ends_with(crate::config::HOST_PATTERN_GRAMMAR), "{e}");
+    }
+}
+
+#[test]
+fn host_patterns_match_hosts_and_ports() {
+    let p = |s: &str| HostPattern::parse(s).unwrap();
+    let cases: &[(&str, &str, u16, bool)] = &[
+        ("example.org", "example.org", 443, true),
+        ("example.org", "EXAMPLE.org.", 80, true),
+        ("example.org", "example.org", 22, false),
+        ("example.org", "www.example.org", 443, false),
+        ("example.org:8443", "example.org", 8443, true),
+        ("example.org:8443", "example.org", 443, false),
+        ("*.example.org", "a.example.org", 443, true),
+        ("*.example.org", "a.b.example.org", 80, true),
+        ("*.example.org", "example.org", 443, false),
+        ("*.example.org", "badexample.org", 443, false),
+        ("*.example.org:22", "git.example.org", 22, true),
+        ("*.example.org:22", "git.example.org", 443, false),
+    ];
+    for (pattern, host, port, want) in cases {
+        assert_eq!(p(pattern).matches(host, *port), *want, "{pattern} vs {host}:{port}");
+    }
 }
 
 #[test]
@@ -90,6 +160,11 @@ fn errors_name_file_line_and_key() {
             "[network]\negress = \"closed\"\n",
             "network.egress: unknown variant `closed`, expected `open` or `allowlist`",
         ),
+        (
+            "[network]\nallow-hosts = [\"ok.org\", \"*.bad\"]\n",
+            ":2:15: network.allow-hosts[1]: `*.bad` is not a host pattern (`*.` needs a domain with a dot, e.g. *.example.org): use host, host:port, *.domain",
+        ),
+        ("[network]\nhosts = { \"a.org\" = \"nope\" }\n", "network.hosts.a.org: invalid IP address syntax"),
         (
             "[service-gator.gh.repos]\n\"nope\" = {}\n",
             "2:1: service-gator.gh.repos.nope: `nope` is not `owner/repo` or `owner/*`",

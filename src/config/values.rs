@@ -183,3 +183,168 @@ pub(super) fn repo_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D
         Err(serde::de::Error::custom(format!("`{s}` has no `{{repo}}` (e.g. https://github.com/{{repo}}.git)")))
     }
 }
+
+/// An entry of `[network] allow-hosts` (and of a workspace's own egress list): `host`,
+/// `host:port`, `*.domain` (its subdomains, not the domain itself) or `*.domain:port`. A
+/// host is a DNS name or an IPv4 literal (an IPv6 literal in brackets); names compare
+/// without case. Without a port, 80 and 443 are meant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPattern {
+    /// Lowercase; for `*.domain`, the domain.
+    pub host: String,
+    /// `*.domain`: subdomains of `host` only.
+    pub wildcard: bool,
+    /// `None`: ports 80 and 443.
+    pub port: Option<u16>,
+}
+
+/// What every refusal of a host pattern says after naming the entry.
+pub const HOST_PATTERN_GRAMMAR: &str = "use host, host:port, *.domain or *.domain:port (e.g. pypi.org, example.org:8443, *.github.com); without a port, 80 and 443";
+
+impl HostPattern {
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let bad = |why: &str| format!("`{s}` is not a host pattern ({why}): {HOST_PATTERN_GRAMMAR}");
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad("empty"));
+        }
+        if t.contains("://") || t.contains('/') {
+            return Err(bad("a URL or path: give the host only"));
+        }
+        let (wildcard, rest) = match t.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
+        // `[v6]` or `[v6]:port`; otherwise the last `:` separates the port.
+        let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+            let (v6, after) = r.split_once(']').ok_or_else(|| bad("an unclosed `[`"))?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address in brackets"));
+            }
+            match after {
+                "" => (format!("[{}]", v6.to_ascii_lowercase()), None),
+                p => (
+                    format!("[{}]", v6.to_ascii_lowercase()),
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("text after `]`"))?),
+                ),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
+                None => (rest.to_ascii_lowercase(), None),
+            }
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(bad(&format!("port `{p}` is not 1 to 65535"))),
+            },
+        };
+        if host.contains('*') {
+            return Err(bad("`*` only as the first label, `*.domain`"));
+        }
+        let ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+        if wildcard && ip {
+            return Err(bad("`*.` goes before a domain name, not an address"));
+        }
+        if !ip {
+            let labels_ok = host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if !labels_ok {
+                return Err(bad("not a DNS name"));
+            }
+            if wildcard && !host.contains('.') {
+                return Err(bad("`*.` needs a domain with a dot, e.g. *.example.org"));
+            }
+        }
+        Ok(HostPattern { host, wildcard, port })
+    }
+
+    /// Whether a connection to `host` (a name, an IPv4 literal or `[v6]`) on `port` is one
+    /// this pattern names.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        if !port_ok {
+            return false;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.wildcard {
+            host.len() > self.host.len() + 1
+                && host.ends_with(&self.host)
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        } else {
+            host == self.host
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        HostPattern::parse(&s)
+    }
+}
+
+impl From<HostPattern> for String {
+    fn from(p: HostPattern) -> String {
+        p.to_string()
+    }
+}
+
+/// A key of `[network] hosts`: a DNS name (lowercased).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HostName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match HostPattern::parse(&s) {
+            Ok(p)
+                if !p.wildcard
+                    && p.port.is_none()
+                    && !p.host.starts_with('[')
+                    && p.host.parse::<std::net::Ipv4Addr>().is_err() =>
+            {
+                Ok(HostName(p.host))
+            }
+            _ => Err(format!("`{s}` is not a host name (a DNS name without port or `*`, e.g. api.example.org)")),
+        }
+    }
+}
+
+impl From<HostName> for String {
+    fn from(h: HostName) -> String {
+        h.0
+    }
+}

@@ -45,6 +45,10 @@ pub enum CoreError {
     NotRunning { name: String, role: &'static str, status: String },
     #[error("{0}")]
     Io(String),
+    #[error(
+        "the task's work is larger than [agent] max-proposal-mb ({limit_mb} MiB of new content): remove large or generated files from the agent's clone (or add them to .gitignore), or raise it in devaipod.toml"
+    )]
+    ProposalTooLarge { limit_mb: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -147,7 +147,7 @@ impl<E: Engine> Core<E> {
         });
     }
 
-    /// Records one gator call and publishes it on the bus.
+    /// Records one gator call or egress decision and publishes it on the bus.
     pub async fn audit(
         &self,
         ws: &str,
@@ -157,11 +157,15 @@ impl<E: Engine> Core<E> {
         reason: &str,
     ) -> Result<AuditEntry, CoreError> {
         let entry = self.store.audit(ws, tool, target, decision, reason).await?;
-        let message = format!("gator {} {tool} {target}: {reason}", entry.decision);
+        // The egress proxy's decisions (tool `egress`) read as such; the rest are gator's.
+        let (kind, message) = match tool {
+            "egress" => ("egress", format!("egress {} {target}: {reason}", entry.decision)),
+            _ => ("gator", format!("gator {} {tool} {target}: {reason}", entry.decision)),
+        };
         // During a task the call is part of its progress (stored with it, shown live).
         if let Some(task) = self.current_task(ws).await? {
-            let key = format!("gator:{}", entry.id);
-            if let Some(ev) = self.store.add_event(&task, &key, "gator", &message).await? {
+            let key = format!("{kind}:{}", entry.id);
+            if let Some(ev) = self.store.add_event(&task, &key, kind, &message).await? {
                 self.publish(BusEvent::stored(ev, ws));
             }
         } else {

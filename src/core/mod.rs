@@ -6,6 +6,7 @@
 //! spawns; the store is the single writer of state.
 
 pub mod doctor;
+mod egress;
 mod error;
 mod gator;
 mod lifecycle;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub use egress::{EgressView, LlmUpstream, parse_host_patterns};
 pub use error::CoreError;
 pub use gator::{PodEndpoints, ScopeView};
 
@@ -219,6 +221,10 @@ pub struct Core<E> {
     github_secret: tokio::sync::Mutex<(Option<String>, Option<std::time::Instant>)>,
     /// When each workspace's agent last reached its LLM (see `Core::llm_gate`).
     llm_gates: dashmap::DashMap<String, std::time::Instant>,
+    /// Each workspace's LLM key, once read (see `Core::llm_upstream`). Never logged.
+    llm_keys: dashmap::DashMap<String, String>,
+    /// When reading a workspace's LLM key last failed, and why (retried after a minute).
+    llm_key_failures: dashmap::DashMap<String, (std::time::Instant, String)>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -257,6 +263,8 @@ impl<E: crate::pods::Engine> Core<E> {
             github_http: crate::github::client::http_client(),
             github_secret: tokio::sync::Mutex::new((None, None)),
             llm_gates: dashmap::DashMap::new(),
+            llm_keys: dashmap::DashMap::new(),
+            llm_key_failures: dashmap::DashMap::new(),
         })
     }
 

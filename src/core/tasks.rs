@@ -13,7 +13,7 @@ use super::workspaces::random_hex;
 use super::{BusEvent, Core, CoreError, ExecTarget, state_of_key};
 use crate::agent::{AgentEvent, DynAgent, Outcome};
 use crate::pods::Engine;
-use crate::store::{Task, TaskEvent, TaskState, now};
+use crate::store::{Proposal, Task, TaskEvent, TaskState, now};
 
 const AGENT_STOPPED: &str =
     "the agent stopped while working (its container is not running); see `devaipod logs <workspace> --agent`";
@@ -77,7 +77,11 @@ struct Subscribed {
 
 /// How a driver ended.
 enum End {
+    /// The agent's turn is over (its outcome may carry the provider's error).
     Done(Outcome),
+    /// The turn is over and its work was collected: the proposal made (`None`: nothing
+    /// changed), or why it could not be, and how long it took.
+    Collected(Result<Option<Proposal>, CoreError>, Duration),
     Failed(String),
     Cancelled,
 }
@@ -387,6 +391,22 @@ impl<E: Engine> Core<E> {
                 self.on_event(&mut task, ev).await?;
             }
         }
+        // Collecting the work obeys the cancel and the deadline as the turn did.
+        let end = match end {
+            End::Done(o) if o.error.is_none() => {
+                task.summary = o.final_text;
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    made = self.make_proposal(&task) => End::Collected(made, started.elapsed()),
+                    _ = token.cancelled() => End::Cancelled,
+                    _ = tokio::time::sleep_until(deadline) => End::Failed(format!(
+                        "the agent finished, but collecting its work did not end within the task's deadline of {} s ([agent] task-timeout-secs)",
+                        self.config.agent.task_timeout_secs
+                    )),
+                }
+            }
+            end => end,
+        };
         self.finish(&mut task, end).await
     }
 
@@ -440,35 +460,38 @@ impl<E: Engine> Core<E> {
                 task.error = Some(reason.clone());
                 self.transition(task, TaskState::Failed, &reason).await
             }
-            End::Done(o) => {
-                if let Some(err) = o.error {
+            End::Done(o) => match o.error {
+                Some(err) => {
                     let err = super::doctor::explain_provider_error(&err, &self.config);
                     task.error = Some(err.clone());
-                    return self.transition(task, TaskState::Failed, &err).await;
+                    self.transition(task, TaskState::Failed, &err).await
                 }
-                task.summary = o.final_text;
-                let started = std::time::Instant::now();
-                match self.make_proposal(task).await {
-                    Ok(Some(p)) => {
-                        let msg = format!(
-                            "proposal {}: {} file(s), +{} -{} (collected in {} ms)",
-                            p.id,
-                            p.files.len(),
-                            p.added,
-                            p.removed,
-                            started.elapsed().as_millis()
-                        );
-                        self.event(task, "proposal", "proposal", &msg).await?;
-                        self.transition(task, TaskState::Completed, "completed").await
-                    }
-                    Ok(None) => self.transition(task, TaskState::Completed, "completed without changes").await,
-                    Err(e) => {
-                        let reason = format!("the agent finished, but its work could not be collected: {e}");
-                        task.error = Some(reason.clone());
-                        self.transition(task, TaskState::Failed, &reason).await
-                    }
+                // The driver collects the work first; a turn that ends here had none.
+                None => {
+                    task.summary = o.final_text;
+                    self.transition(task, TaskState::Completed, "completed without changes").await
                 }
-            }
+            },
+            End::Collected(made, took) => match made {
+                Ok(Some(p)) => {
+                    let msg = format!(
+                        "proposal {}: {} file(s), +{} -{} (collected in {} ms)",
+                        p.id,
+                        p.files.len(),
+                        p.added,
+                        p.removed,
+                        took.as_millis()
+                    );
+                    self.event(task, "proposal", "proposal", &msg).await?;
+                    self.transition(task, TaskState::Completed, "completed").await
+                }
+                Ok(None) => self.transition(task, TaskState::Completed, "completed without changes").await,
+                Err(e) => {
+                    let reason = format!("the agent finished, but its work could not be collected: {e}");
+                    task.error = Some(reason.clone());
+                    self.transition(task, TaskState::Failed, &reason).await
+                }
+            },
         }
     }
 

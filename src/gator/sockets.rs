@@ -1,4 +1,5 @@
-//! One unix socket per pod: `<runtime>/gator/<workspace>/gator.sock`, the directory mounted
+//! Two unix sockets per pod: `<runtime>/gator/<workspace>/gator.sock` (gator's MCP) and
+//! `egress.sock` beside it (the egress proxy, `crate::egress`), the directory mounted
 //! (read-only) into that pod's agent container only. A connection is served as the
 //! workspace whose socket it came in on: identity is the socket, nothing the agent says.
 
@@ -115,9 +116,22 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         let listener = tokio::net::UnixListener::bind(&path).map_err(|e| io("bind", e))?;
         set_mode(&path, 0o666).map_err(|e| io("chmod", e))?;
 
+        // The egress proxy's socket beside it (the agent-shim's way out; see `egress`).
+        let egress_path = dir.join(crate::egress::SOCKET_NAME);
+        match std::fs::remove_file(&egress_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove old egress socket", e)),
+        }
+        let egress = tokio::net::UnixListener::bind(&egress_path).map_err(|e| io("bind egress", e))?;
+        set_mode(&egress_path, 0o666).map_err(|e| io("chmod", e))?;
+
         let token = self.shutdown.child_token();
         if let Some(old) = self.listeners.insert(ws.to_owned(), token.clone()) {
             old.cancel();
+        }
+        if let Some(core) = self.core.upgrade() {
+            tokio::spawn(crate::egress::serve(egress, &core, ws, token.clone()));
         }
         let core = self.core.clone();
         let workspace = ws.to_owned();
@@ -179,5 +193,46 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         }
         self.peers.remove(ws);
         let _ = std::fs::remove_dir_all(self.dir(ws));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::core::testing::{WS, World};
+
+    /// `open` serves gator's and the egress proxy's sockets side by side (0666, the
+    /// directory mounted into the pod); `close` stops both and removes them.
+    #[tokio::test]
+    async fn a_pod_gets_its_egress_socket_beside_gator_and_loses_both_at_close() {
+        use std::os::unix::fs::PermissionsExt;
+        let w = World::new().await;
+        let stop = CancellationToken::new();
+        let sockets = PodSockets::new(&w.core, stop.clone(), PathBuf::from("/bin/true"));
+        let dir = sockets.open(WS).unwrap();
+        let egress = dir.join(crate::egress::SOCKET_NAME);
+        for name in [SOCKET_NAME, crate::egress::SOCKET_NAME] {
+            let mode = std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o666, "{name}");
+        }
+        let mut s = tokio::net::UnixStream::connect(&egress).await.unwrap();
+        s.write_all(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        let mut chunk = [0u8; 512];
+        while !answer.contains("allow-hosts") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "{answer}");
+            answer.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        let rows = w.core.audit_log(Some(WS), 10).await.unwrap();
+        assert_eq!((rows[0].tool.as_str(), rows[0].decision.as_str()), ("egress", "deny"));
+
+        sockets.close(WS);
+        assert!(!dir.exists());
+        assert!(tokio::net::UnixStream::connect(&egress).await.is_err());
+        stop.cancel();
     }
 }

@@ -44,7 +44,17 @@ fn git(repo: &Path) -> tokio::process::Command {
 }
 
 async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<Vec<u8>, GitError> {
-    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+    let output = cmd.output();
+    // Core's tests run in tokio's paused time, which jumps to the next timer whenever the
+    // runtime waits on nothing but I/O: a blocking task holds it while git runs, as the
+    // fake engine's commands do.
+    #[cfg(test)]
+    let output = {
+        let handle = tokio::runtime::Handle::current();
+        let output = tokio::task::spawn_blocking(move || handle.block_on(output));
+        async move { output.await.unwrap_or_else(|e| Err(std::io::Error::other(e))) }
+    };
+    let out = tokio::time::timeout(TIMEOUT, output)
         .await
         .map_err(|_| GitError::Timeout { what: what.into() })?
         .map_err(GitError::Spawn)?;
@@ -98,12 +108,54 @@ impl BareRepo {
         run(c, "cat-file").await.is_ok()
     }
 
-    /// Fetches `branch` from a bundle file into `refs/heads/<branch>`; returns its commit.
-    pub async fn fetch_bundle(&self, bundle: &Path, branch: &str) -> Result<String, GitError> {
+    /// Fetches `src` (a full ref name) from a bundle file into `dst`, forced; returns its
+    /// commit. Every object is checked as it arrives (`fetch.fsckObjects`).
+    pub async fn fetch_bundle_ref(&self, bundle: &Path, src: &str, dst: &str) -> Result<String, GitError> {
         let mut c = git(&self.path);
-        c.args(["fetch", "--quiet", "--no-tags"]).arg(bundle).arg(format!("+refs/heads/{branch}:refs/heads/{branch}"));
-        run(c, "fetch the agent's bundle").await?;
-        self.rev(&format!("refs/heads/{branch}")).await
+        c.args(["-c", "fetch.fsckObjects=true", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
+            .arg(bundle)
+            .arg(format!("+{src}:{dst}"));
+        run(c, "fetch the collected work").await?;
+        self.rev(dst).await
+    }
+
+    /// The tree of a commit.
+    pub async fn tree(&self, rev: &str) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args(["rev-parse", "--verify", "--quiet", &format!("{rev}^{{tree}}")]);
+        Ok(String::from_utf8_lossy(&run(c, "rev-parse").await?).trim().to_owned())
+    }
+
+    /// A new commit of `tree` on `parent`, by `identity` (name, email); returns it.
+    pub async fn commit_tree(
+        &self,
+        tree: &str,
+        parent: &str,
+        message: &str,
+        identity: (&str, &str),
+    ) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args(["-c", "commit.gpgSign=false", "commit-tree", tree, "-p", parent, "-m", message]);
+        for who in ["AUTHOR", "COMMITTER"] {
+            c.env(format!("GIT_{who}_NAME"), identity.0).env(format!("GIT_{who}_EMAIL"), identity.1);
+        }
+        Ok(String::from_utf8_lossy(&run(c, "commit-tree").await?).trim().to_owned())
+    }
+
+    /// Points `name` at `commit`, only if it is at `old` now (`None`: only if it is not
+    /// there yet): a compare-and-swap.
+    pub async fn update_ref(&self, name: &str, commit: &str, old: Option<&str>) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        let absent = "0".repeat(commit.len().max(40));
+        c.args(["update-ref", name, commit, old.unwrap_or(&absent)]);
+        run(c, "update-ref").await.map(drop)
+    }
+
+    /// Removes a ref (one that is not there is not an error).
+    pub async fn delete_ref(&self, name: &str) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args(["update-ref", "-d", name]);
+        run(c, "update-ref -d").await.map(drop)
     }
 
     pub async fn rev(&self, rev: &str) -> Result<String, GitError> {
@@ -270,7 +322,8 @@ mod tests {
         let bundle = d.path().join("t1.bundle");
         sh(&src, &["bundle", "create", "-q", bundle.to_str().unwrap(), &format!("{base}..devaipod/t1")]);
         assert!(bare.has_commit(&base).await);
-        let head = bare.fetch_bundle(&bundle, "devaipod/t1").await.unwrap();
+        let branch = "refs/heads/devaipod/t1";
+        let head = bare.fetch_bundle_ref(&bundle, branch, branch).await.unwrap();
 
         let s = bare.stats(&base, &head).await.unwrap();
         assert_eq!(s.commits.len(), 1);

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientError, UpProgress, UpResult};
 use crate::core::{
-    ApproveAction, CallerEnv, Done, ProposalDetail, ProposalPage, ProposalQuery, Rejected, TaskDetail, TaskQuery,
-    UpRequest, WorkspaceStatus,
+    ApproveAction, CallerEnv, Done, EgressView, ProposalDetail, ProposalPage, ProposalQuery, Rejected, TaskDetail,
+    TaskQuery, UpRequest, WorkspaceStatus,
 };
 use crate::store::Task;
 
@@ -59,6 +59,25 @@ pub struct CreateWorkspace {
     /// For a GitHub source: the agent may only read through gator (no push, no draft PR).
     #[serde(default)]
     pub read_only: bool,
+    /// Hosts the agent may reach beyond devaipod.toml's `[network] allow-hosts`: `host`,
+    /// `host:port`, `*.domain` or `*.domain:port` (no port: 80 and 443).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(extend("required" = ["workspace"]))]
+pub struct WorkspaceEgress {
+    /// The workspace's name.
+    #[serde(default)]
+    pub workspace: String,
+    /// Host patterns to add to the workspace's own list (`host`, `host:port`, `*.domain`,
+    /// `*.domain:port`; no port: 80 and 443). Applies to the agent's next connection.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Host patterns to take off the workspace's own list.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -223,6 +242,7 @@ impl DevaipodMcp {
             task: p.task,
             read_only: p.read_only,
             env: self.caller.env.clone(),
+            allow_hosts: p.allow_hosts,
             ..Default::default()
         };
         let progress = Progress::new(&ctx);
@@ -262,6 +282,25 @@ impl DevaipodMcp {
         required("name", &p.name)?;
         let workspace = self.client.workspace(&p.name).await.map_err(fail)?;
         Ok(Json(WorkspaceOut { workspace, task: None, first_task_error: None }))
+    }
+
+    #[tool(
+        description = "Show, and optionally change, which hosts a workspace's agent may reach through devaipod's egress proxy (its only way out). `allow` adds host patterns to the workspace's own list, `remove` takes them off; both empty just shows. The LLM endpoint is always reachable; the host's and internal addresses never are. Denied connections are in the audit log.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn workspace_egress(&self, Parameters(p): Parameters<WorkspaceEgress>) -> Result<Json<EgressView>, String> {
+        required("workspace", &p.workspace)?;
+        let mut view = None;
+        if !p.allow.is_empty() {
+            view = Some(self.client.egress_allow(&p.workspace, &p.allow).await.map_err(fail)?);
+        }
+        for host in &p.remove {
+            view = Some(self.client.egress_remove(&p.workspace, host).await.map_err(fail)?);
+        }
+        match view {
+            Some(v) => Ok(Json(v)),
+            None => Ok(Json(self.client.egress(&p.workspace).await.map_err(fail)?)),
+        }
     }
 
     #[tool(
@@ -484,12 +523,12 @@ mod tests {
     #[test]
     fn output_schemas_list_the_real_fields() {
         let tools = DevaipodMcp::tool_router().list_all();
-        assert_eq!(tools.len(), 12);
+        assert_eq!(tools.len(), 13);
         let task = ["base", "created_at", "deadline_at", "delivered", "error", "follows_proposal", "id", "prompt"];
         let proposal =
             ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
         type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
-        let table: [Row; 12] = [
+        let table: [Row; 13] = [
             ("create_workspace", &["first_task_error", "task", "workspace"], Some(("task", &task))),
             ("list_workspaces", &["workspaces"], None),
             (
@@ -498,6 +537,7 @@ mod tests {
                 Some(("workspace", &["agent", "name", "pod", "status"])),
             ),
             ("delete_workspace", &["result", "workspace"], None),
+            ("workspace_egress", &["from_config", "hosts", "llm", "mode", "workspace"], None),
             ("run_task", &["events", "proposal", "task"], Some(("task", &task))),
             ("get_task", &["events", "proposal", "task"], Some(("task", &task))),
             ("cancel_task", &["events", "proposal", "task"], Some(("task", &task))),

@@ -41,6 +41,12 @@ pub enum EngineError {
     Pull { image: String, message: String },
     #[error("building the image failed: {message}")]
     Build { message: String },
+    /// A streamed command printed more than its limit (its output is cut there, the run
+    /// abandoned).
+    #[error("`{command}` printed more than {limit} bytes")]
+    OutputTooLarge { command: String, limit: u64 },
+    #[error("writing the output of `{command}`: {message}")]
+    Output { command: String, message: String },
 }
 
 /// A pod as the engine reports it.
@@ -142,6 +148,51 @@ pub struct ExecSession {
     pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
+/// How a streamed command ended ([`Engine::exec_to`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRun {
+    pub exit_code: i64,
+    /// How many bytes of stdout went to the writer.
+    pub stdout_bytes: u64,
+    /// The start of its stderr (at most [`STDERR_KEPT`] bytes).
+    pub stderr: String,
+}
+
+/// How much of a streamed command's stderr is kept.
+pub const STDERR_KEPT: usize = 16 * 1024;
+
+/// Copies an exec's output into `out` (stdout, at most `limit` bytes) and keeps the start of
+/// its stderr: the engines' shared half of [`Engine::exec_to`]. Returns the stdout bytes and
+/// the stderr kept; the caller asks for the exit code.
+pub async fn pump_to(
+    output: &mut BoxStream<'static, Result<Output, EngineError>>,
+    out: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    limit: u64,
+    command: &str,
+) -> Result<(u64, String), EngineError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let (mut written, mut err) = (0u64, Vec::new());
+    let failed = |e: std::io::Error| EngineError::Output { command: command.to_owned(), message: e.to_string() };
+    while let Some(chunk) = output.next().await {
+        match chunk? {
+            Output::Stdout(b) => {
+                written += b.len() as u64;
+                if written > limit {
+                    return Err(EngineError::OutputTooLarge { command: command.to_owned(), limit });
+                }
+                out.write_all(&b).await.map_err(failed)?;
+            }
+            Output::Stderr(b) => {
+                let room = STDERR_KEPT.saturating_sub(err.len());
+                err.extend_from_slice(&b[..b.len().min(room)]);
+            }
+        }
+    }
+    out.flush().await.map_err(failed)?;
+    Ok((written, String::from_utf8_lossy(&err).into_owned()))
+}
+
 /// What a workspace needs from a container engine. Every call has a timeout.
 pub trait Engine: Send + Sync + 'static {
     /// Fails with [`EngineError::Unavailable`] when the engine is not running.
@@ -209,6 +260,16 @@ pub trait Engine: Send + Sync + 'static {
     fn list_volumes(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn exec(&self, container: &str, spec: &ExecSpec) -> impl Future<Output = Result<ExecSession, EngineError>> + Send;
+    /// Runs a command to its end with its stdout streamed into `out`, never held in memory:
+    /// more than `limit` bytes fails with [`EngineError::OutputTooLarge`] (and abandons the
+    /// run). The caller bounds its time; dropping the future abandons the command.
+    fn exec_to(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        out: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        limit: u64,
+    ) -> impl Future<Output = Result<ExecRun, EngineError>> + Send;
     /// The exit code of a finished exec.
     fn exec_exit_code(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
     fn logs(&self, container: &str, follow: bool, tail: Option<u32>)

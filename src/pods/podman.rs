@@ -15,7 +15,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use hyper::Method;
 
-use super::engine::{Engine, EngineError, EngineInfo, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo};
+use super::engine::{
+    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, pump_to,
+};
 use super::image::{build_context, read_progress};
 use super::libpod::{Body, CALL_TIMEOUT, Libpod, enc, label_filter};
 use super::naming::{
@@ -477,6 +479,20 @@ impl Engine for Podman {
             }),
             StartExecResults::Detached => Err(api_err(&op, "the exec started detached")),
         }
+    }
+
+    async fn exec_to(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        out: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        limit: u64,
+    ) -> Result<ExecRun, EngineError> {
+        let mut session = self.exec(container, spec).await?;
+        let command = spec.argv.first().cloned().unwrap_or_default();
+        let (stdout_bytes, stderr) = pump_to(&mut session.output, out, limit, &command).await?;
+        let exit_code = self.exec_exit_code(&session.id).await?;
+        Ok(ExecRun { exit_code, stdout_bytes, stderr })
     }
 
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {

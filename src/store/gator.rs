@@ -72,6 +72,63 @@ impl Store {
         .await
     }
 
+    /// The workspace's own egress host patterns (as stored strings), oldest first.
+    pub async fn egress_hosts(&self, workspace: &str) -> Result<Vec<String>, StoreError> {
+        let ws = workspace.to_owned();
+        self.with(move |c| {
+            let mut st =
+                c.prepare("SELECT pattern FROM egress_hosts WHERE workspace = ?1 ORDER BY added_at, pattern")?;
+            let rows = st.query_map([ws], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    /// Adds egress host patterns; how many were new.
+    pub async fn add_egress_hosts(&self, workspace: &str, patterns: &[String]) -> Result<usize, StoreError> {
+        let (ws, patterns) = (workspace.to_owned(), patterns.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for p in &patterns {
+                n += tx.execute(
+                    "INSERT OR IGNORE INTO egress_hosts (workspace, pattern, added_at) VALUES (?1, ?2, ?3)",
+                    params![ws, p, now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Replaces the workspace's egress host patterns with `patterns`.
+    pub async fn set_egress_hosts(&self, workspace: &str, patterns: &[String]) -> Result<(), StoreError> {
+        let (ws, patterns) = (workspace.to_owned(), patterns.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM egress_hosts WHERE workspace = ?1", [&ws])?;
+            for p in &patterns {
+                tx.execute(
+                    "INSERT OR IGNORE INTO egress_hosts (workspace, pattern, added_at) VALUES (?1, ?2, ?3)",
+                    params![ws, p, now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an egress host pattern; `false` when the workspace did not have it.
+    pub async fn remove_egress_host(&self, workspace: &str, pattern: &str) -> Result<bool, StoreError> {
+        let (ws, p) = (workspace.to_owned(), pattern.to_owned());
+        self.with(move |c| {
+            Ok(c.execute("DELETE FROM egress_hosts WHERE workspace = ?1 AND pattern = ?2", params![ws, p])? == 1)
+        })
+        .await
+    }
+
     pub async fn clear_scopes(&self, workspace: &str) -> Result<(), StoreError> {
         let ws = workspace.to_owned();
         self.with(move |c| {

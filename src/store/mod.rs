@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_gator.sql"),
     include_str!("migrations/003_sessions.sql"),
+    include_str!("migrations/004_egress.sql"),
 ];
 
 /// The schema version this build writes (a database's `user_version` after `open`).
@@ -163,6 +164,7 @@ impl Store {
         let name = name.to_owned();
         self.with(move |c| {
             c.execute("DELETE FROM gator_scopes WHERE workspace = ?1", [&name])?;
+            c.execute("DELETE FROM egress_hosts WHERE workspace = ?1", [&name])?;
             c.execute("DELETE FROM workspaces WHERE name = ?1", [&name])?;
             Ok(())
         })

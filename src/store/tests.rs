@@ -174,6 +174,7 @@ const RELEASED_MIGRATIONS: &[(&str, &str)] = &[
     ("001_init.sql", "67474ca53f4ee13472fec0e832e5a98b7cb1959835cd68d25ae01adbb5dfbdf7"),
     ("002_gator.sql", "6aa0433aa66b386d85d94fb8f061034e5cfd17cd6d5b3eaaaf809006c757f42a"),
     ("003_sessions.sql", "3d4aa7aeacc31aaf914f345c656a359e44046e887db9f6cafacf1a3446a86c2d"),
+    ("004_egress.sql", "1e52eb1fbdb0511c23c95d4f721e1a5ebb4b0504b439bf4d05d3ecd62920cf5f"),
 ];
 
 #[test]
@@ -241,6 +242,10 @@ fn fixture_database(path: &std::path::Path, version: u32) {
         c.execute("INSERT INTO sessions (id_hash, created_at, expires_at) VALUES ('h', 1, ?1)", [now() + 3600])
             .unwrap();
     }
+    if version >= 4 {
+        c.execute_batch("INSERT INTO egress_hosts (workspace, pattern, added_at) VALUES ('w', '*.pypi.org', 10);")
+            .unwrap();
+    }
 }
 
 /// Every released schema version, with data in it, opens with this build: the rows are read
@@ -288,11 +293,16 @@ async fn a_database_of_every_released_schema_version_is_migrated_with_its_data()
         assert_eq!(s.audit_log(Some("w"), 10).await.unwrap().len(), usize::from(version >= 2));
         assert_eq!(s.scopes("w").await.unwrap().len(), usize::from(version >= 2));
         assert_eq!(s.session_expiry("h").await.unwrap().is_some(), version >= 3);
+        assert_eq!(s.egress_hosts("w").await.unwrap().len(), usize::from(version >= 4));
         // What later migrations added works on the migrated database.
         s.insert_task(task("t-after")).await.unwrap();
         assert!(s.add_scope("w", "github:octo/w:read,push-new-branch").await.unwrap());
         s.insert_session("h2", now() + 60).await.unwrap();
         assert!(s.session_expiry("h2").await.unwrap().is_some());
+        assert_eq!(
+            s.add_egress_hosts("w", &["pypi.org".into(), "*.pypi.org".into()]).await.unwrap(),
+            1 + usize::from(version < 4)
+        );
     }
 }
 
@@ -316,4 +326,19 @@ fn a_database_newer_than_this_build_is_refused_and_left_unchanged() {
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before, "the database is not touched");
+}
+
+#[tokio::test]
+async fn egress_hosts_are_kept_per_workspace_and_go_with_it() {
+    let s = Store::open_in_memory().unwrap();
+    assert_eq!(s.add_egress_hosts("a", &["x.org".into(), "y.org:22".into(), "x.org".into()]).await.unwrap(), 2);
+    s.add_egress_hosts("b", &["z.org".into()]).await.unwrap();
+    assert_eq!(s.egress_hosts("a").await.unwrap(), ["x.org", "y.org:22"]);
+    assert!(s.remove_egress_host("a", "x.org").await.unwrap());
+    assert!(!s.remove_egress_host("a", "x.org").await.unwrap());
+    s.set_egress_hosts("a", &["q.org".into()]).await.unwrap();
+    assert_eq!(s.egress_hosts("a").await.unwrap(), ["q.org"]);
+    s.delete_workspace("a").await.unwrap();
+    assert!(s.egress_hosts("a").await.unwrap().is_empty());
+    assert_eq!(s.egress_hosts("b").await.unwrap(), ["z.org"]);
 }

@@ -268,6 +268,49 @@ pub async fn remove_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>
     to_json(core.remove_scope(&name, &b.scope).await?)
 }
 
+// ---- egress ----
+
+pub async fn get_egress<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
+    to_json(core.egress_view(&name).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressBody {
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+/// Adds host patterns to the workspace's own list.
+pub async fn allow_egress<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    ApiJson(b): ApiJson<EgressBody>,
+) -> R {
+    to_json(core.egress_allow(&name, &b.hosts).await?)
+}
+
+/// Replaces the workspace's own list.
+pub async fn set_egress<E: Engine>(State(core): S<E>, Path(name): Path<String>, ApiJson(b): ApiJson<EgressBody>) -> R {
+    to_json(core.egress_set(&name, &b.hosts).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressHostQuery {
+    #[serde(default)]
+    host: String,
+}
+
+/// Takes one pattern off the workspace's own list (`?host=PATTERN`).
+pub async fn remove_egress<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<EgressHostQuery>,
+) -> R {
+    to_json(core.egress_remove(&name, &q.host).await?)
+}
+
 #[derive(Deserialize)]
 pub struct AuditQuery {
     workspace: Option<String>,

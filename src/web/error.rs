@@ -36,17 +36,23 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         | TaskEnded { .. } => StatusCode::CONFLICT,
         Github(_) => StatusCode::BAD_GATEWAY,
         // What the user's repository or machine must provide.
-        ImageMissing { .. } | SecretMissing { .. } | OpencodeMissing(_) | Lifecycle { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        ImageMissing { .. }
+        | SecretMissing { .. }
+        | OpencodeMissing(_)
+        | Lifecycle { .. }
+        | ProposalTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Engine(e) => match e {
             EngineError::Unavailable { .. } | EngineError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // An object vanished or is in the way: the state changed under the request.
             EngineError::NotFound { .. } | EngineError::Conflict { .. } | EngineError::AlreadyExists { .. } => {
                 StatusCode::CONFLICT
             }
-            EngineError::Pull { .. } | EngineError::Build { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::Api { .. } | EngineError::Spec(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Pull { .. } | EngineError::Build { .. } | EngineError::OutputTooLarge { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            EngineError::Api { .. } | EngineError::Spec(_) | EngineError::Output { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         },
         AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
         Io(_) | Store(_) | Git(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -218,6 +218,8 @@ pub async fn dashboard<E: Engine>(State(st): S<E>, Query(q): Query<FragmentQuery
 <span><label for="image">Image (optional)</label><input id="image" name="image" placeholder="devcontainer.json's or the default"></span></div>
 <label for="task">First task (optional; a GitHub issue or PR brings its own)</label>
 <textarea id="task" name="task" rows="2" placeholder="What the agent should do first"></textarea>
+<label for="allow_hosts">Extra hosts the agent may reach (optional; e.g. <code>pypi.org *.github.com example.org:8443</code>)</label>
+<input id="allow_hosts" name="allow_hosts" data-list placeholder="beyond [network] allow-hosts; separated by spaces or commas">
 <label class="check"><input type="checkbox" name="read_only"> GitHub source: the agent may only read</label>
 <button type="submit">Create</button>
 <ol class="progress" aria-live="polite"></ol><p class="error" role="alert"></p>

@@ -1,5 +1,5 @@
 //! A router that remembers its routes: every route is added through [`Routes::get`],
-//! [`Routes::post`] or [`Routes::delete`], which record the method and path, so the
+//! [`Routes::post`], [`Routes::put`] or [`Routes::delete`], which record the method and path, so the
 //! authentication sweep test walks the real route table rather than a copy of it.
 
 use axum::Router;
@@ -30,6 +30,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
     pub fn post<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
         self.add("POST", path, routing::post(handler))
+    }
+
+    pub fn put<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.add("PUT", path, routing::put(handler))
     }
 
     pub fn delete<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {

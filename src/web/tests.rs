@@ -235,7 +235,7 @@ async fn api(method: &str, path: &str, content_type: Option<&str>, body: &str) -
 async fn bad_requests_answer_json_that_names_the_field() {
     const JSON: Option<&str> = Some("application/json");
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, StatusCode, &'a str);
-    let cases: [Case; 9] = [
+    let cases: [Case; 12] = [
         (
             "POST",
             "/api/v1/workspaces",
@@ -280,6 +280,23 @@ async fn bad_requests_answer_json_that_names_the_field() {
         ("GET", "/api/v1/proposals?limit=many", None, "", StatusCode::BAD_REQUEST, "invalid query string: limit"),
         ("GET", "/api/v1/proposals?limit=0", None, "", StatusCode::BAD_REQUEST, "limit must be 1 to 500"),
         ("GET", "/api/v1/tasks?state=weird", None, "", StatusCode::BAD_REQUEST, "unknown task state `weird`"),
+        (
+            "PUT",
+            "/api/v1/workspaces/w/egress",
+            JSON,
+            r#"{"hosts":"pypi.org"}"#,
+            StatusCode::BAD_REQUEST,
+            "hosts: invalid type",
+        ),
+        (
+            "POST",
+            "/api/v1/workspaces/w/egress",
+            JSON,
+            r#"{"host":["a.org"]}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `host`",
+        ),
+        ("DELETE", "/api/v1/workspaces/w/egress?hots=a.org", None, "", StatusCode::BAD_REQUEST, "unknown field `hots`"),
     ];
     for (method, path, ct, body, status, want) in cases {
         let (got, v) = api(method, path, ct, body).await;
@@ -435,4 +452,35 @@ async fn the_doctor_answers_as_json_and_as_a_page() {
     assert!(page.contains(r#"<span class="badge bad">error</span></td><td><code>podman</code>"#), "{page}");
     assert!(page.contains("fix: start it with scripts/setup.sh"), "{page}");
     assert!(page.contains("<code>daemon</code>"), "the page has the daemon's own line: {page}");
+}
+
+/// A proposal whose content (a file name and its lines) holds markup and escape sequences:
+/// the proposal page shows them as text, sends no `<script>` and no control byte.
+#[tokio::test]
+async fn the_proposal_page_escapes_the_agents_markup_and_control_bytes() {
+    use crate::core::testing::{Turn, WS, World, wait_end};
+    let w = World::new().await;
+    w.up().await;
+    let hostile = "<script>alert(1)</script>\n\u{1b}]0;pwned\u{7}\u{1b}[2J\n";
+    w.agent.script(Turn::complete("<b>done</b>").writes("<i>x</i>.txt", hostile));
+    let task = w.core.run_task(WS, "write it").await.unwrap();
+    let task = wait_end(&w.core, &task.id).await;
+    let p = w.core.task_detail(&task.id).await.unwrap().proposal.expect("a proposal");
+    let p = w.core.proposal(&p).await.unwrap();
+    assert!(w.core.diff(&p.id).await.unwrap().contains("\u{1b}]0;pwned\u{7}"), "the diff holds the bytes");
+
+    let (app, _) = tcp_app(w.core.clone(), TOKEN.to_owned(), 8080, Default::default());
+    let cookie = logged_in(&app).await;
+    let resp = send(
+        &app,
+        req("GET", &format!("/proposals/{}", p.id)).header(header::COOKIE, &cookie).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("+&lt;script&gt;alert(1)&lt;/script&gt;"), "the line is shown as text");
+    assert!(page.contains("&lt;i&gt;x&lt;/i&gt;.txt"), "the file name is shown as text");
+    assert!(!page.contains("<script>alert") && !page.contains("<i>x</i>") && !page.contains("<b>done</b>"));
+    assert!(!page.bytes().any(|b| b == 0x1b || b == 0x07), "no ESC or BEL reaches the browser");
 }

@@ -303,15 +303,16 @@ impl Drop for SupportServer {
     }
 }
 
-/// The scripted OpenAI-compatible LLM (`tests/support/scripted_llm.py`), listening on all
-/// addresses of this host so that agent containers reach it as `host.containers.internal`.
+/// The scripted OpenAI-compatible LLM (`tests/support/scripted_llm.py`), on this host's
+/// loopback only: agents reach it through the daemon's egress proxy, which connects to
+/// `host.containers.internal` at loopback.
 pub struct ScriptedLlm {
     server: SupportServer,
 }
 
 impl ScriptedLlm {
     pub fn start(script: &serde_json::Value) -> ScriptedLlm {
-        let server = SupportServer::start("scripted_llm.py", &["--host", "0.0.0.0"], ("script", script));
+        let server = SupportServer::start("scripted_llm.py", &["--host", "127.0.0.1"], ("script", script));
         ScriptedLlm { server }
     }
 

@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamablehttp_client
 TOOLS = {
     "approve", "cancel_task", "create_workspace", "delete_workspace", "get_proposal", "get_task",
     "get_workspace", "list_proposals", "list_tasks", "list_workspaces", "reject", "run_task",
+    "workspace_egress",
 }
 
 

@@ -341,8 +341,8 @@ pub fn api_key(source: &KeySource, config_path: &str) -> Check {
 /// Where the LLM was probed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// A throwaway container on the network workspaces' pods use.
-    Helper,
+    /// This host, where the daemon's egress proxy connects to the provider from.
+    Host,
     /// A workspace's agent container.
     Workspace(String),
 }
@@ -350,7 +350,7 @@ pub enum Via {
 impl Via {
     fn words(&self) -> String {
         match self {
-            Via::Helper => "a container on the agents' network".to_owned(),
+            Via::Host => "this host (where devaipod's egress proxy connects from)".to_owned(),
             Via::Workspace(w) => format!("the agent of workspace `{w}`"),
         }
     }
@@ -426,13 +426,10 @@ pub fn llm(agent: &AgentConfig, via: &Via, probe: Result<&Probe, &str>, key: &Ke
 fn unreachable_fix(url: &str, config_path: &str) -> String {
     let host = host_of(url);
     let port = port_of(url);
-    if ["localhost", "127.0.0.1", "::1", "[::1]"].contains(&host) {
+    if ["localhost", "127.0.0.1", "::1", "[::1]", "host.containers.internal"].contains(&host) {
+        // The daemon's egress proxy connects for the agents, from this host.
         format!(
-            "inside a container, {host} is the container itself: for a server on this host set [agent] base-url = \"http://host.containers.internal:{port}/v1\" in {config_path}"
-        )
-    } else if host == "host.containers.internal" {
-        format!(
-            "start the LLM server on this host, listening on port {port} of an address containers reach (0.0.0.0, not only 127.0.0.1); or set [agent] base-url in {config_path}, e.g. base-url = \"https://api.openai.com/v1\""
+            "start the LLM server on this host, listening on port {port} (127.0.0.1 is enough: devaipod's egress proxy connects from this host); or set [agent] base-url in {config_path}, e.g. base-url = \"https://api.openai.com/v1\""
         )
     } else {
         format!("check the address and the network, or set [agent] base-url in {config_path}")

@@ -1,20 +1,21 @@
 //! `devaipod doctor`: is this machine ready to run agents, and what to change when not. The
 //! probes here gather facts, each with a timeout — podman and its runtime, the base image,
-//! opencode, the API key's source, gator's token, free disk, and the LLM endpoint from a
-//! container on the agents' network path — and `judge.rs` (pure) says what they mean. The
+//! opencode, the API key's source, gator's token, free disk, and the LLM endpoint as the
+//! egress proxy reaches it — and `judge.rs` (pure) says what they mean. The
 //! same probe guards a task's prompt ([`Core::llm_gate`]): a task whose agent cannot reach
 //! its LLM fails within seconds, naming the URL and the setting.
 //!
-//! The LLM probe is devaipod's own binary (`devaipod probe-llm`, hidden), run where the
-//! agent runs: in a workspace's agent container (the binary is mounted there read-only for
-//! gator's bridge), or in a throwaway helper container on the same network when no
-//! workspace is asked about.
+//! Agents reach their LLM only through the daemon's egress proxy, so the LLM is probed from
+//! this host (`probe_from_host`, where the proxy connects from) when no workspace is asked
+//! about; for a workspace, and before a task's prompt, devaipod's own binary (`devaipod
+//! probe-llm`, hidden, mounted read-only into agent containers) asks from inside the agent
+//! container, through its relay and the proxy, which marks the provider's URL and, when it
+//! could not reach it, the cause on its answer.
 
 pub mod judge;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,13 +27,10 @@ pub use judge::{
 };
 
 use super::{CallerEnv, Core, ExecTarget, Paths};
-use crate::agent::config::API_KEY_ENV;
 use crate::agent::llm::Probe;
 use crate::config::{self, Config};
 use crate::pods::Engine;
-use crate::pods::engine::HelperRun;
-use crate::pods::naming::{self, ROLE_LLM_PROBE};
-use crate::pods::plan::{AGENT_USER, GATOR_BRIDGE, MountPlan, Redacted, SecretPlan};
+use crate::pods::plan::GATOR_BRIDGE;
 
 /// How long the probe waits for the LLM endpoint (connect and answer).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,8 +74,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Places<'a> {
     pub paths: &'a Paths,
     pub opencode_dir: &'a Path,
-    /// The devaipod binary the LLM probe runs (mounted read-only into its container).
-    pub probe_binary: Option<PathBuf>,
     /// The socket podman is reached at (for messages).
     pub socket: PathBuf,
 }
@@ -107,13 +103,8 @@ pub async fn checks<E: Engine>(
 
     let key = key_source(engine, config, env).await;
     out.push(judge::api_key(&key, &edit));
-    let probe = match (&info, &image, &places.probe_binary) {
-        (Err(e), _, _) => Err(format!("podman does not answer ({})", first_line(e))),
-        (_, Ok(false), _) => Err(format!("the helper container needs the image {}", config.default_image)),
-        (_, _, None) => Err("the devaipod binary to probe with was not found".to_owned()),
-        (Ok(_), _, Some(binary)) => probe_in_helper(engine, config, binary, env).await,
-    };
-    out.push(judge::llm(&config.agent, &Via::Helper, probe.as_ref().map_err(String::as_str), &key, &edit));
+    let probe = probe_from_host(engine, config, places.paths, env).await;
+    out.push(judge::llm(&config.agent, &Via::Host, probe.as_ref().map_err(String::as_str), &key, &edit));
     out.push(judge::gator_token(&token_source(engine, config).await, &edit));
     out.push(judge::disk(
         &places.paths.data,
@@ -160,10 +151,6 @@ where
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {} s", QUESTION_TIMEOUT.as_secs())),
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
 }
 
 /// The opencode binary in `dir` and its version: from its npm package's `package.json`
@@ -260,74 +247,45 @@ fn probe_argv(base_url: Option<&str>) -> Vec<String> {
     argv
 }
 
-/// Probes `config`'s LLM endpoint from a throwaway container on the network workspaces'
-/// pods use, as uid 1000 like the agent, with the key the agent would get (a temporary
-/// podman secret when it comes from the environment).
-pub async fn probe_in_helper<E: Engine>(
+/// Probes `config`'s LLM endpoint from this host, as the daemon's egress proxy reaches it
+/// for every agent (agents have no network of their own): `host.containers.internal` and
+/// `[network] hosts` at the daemon's own addresses, with the key the proxy would add (a
+/// podman secret read through a throwaway container, or the caller's variable).
+pub async fn probe_from_host<E: Engine>(
     engine: &E,
     config: &Config,
-    binary: &Path,
+    paths: &Paths,
     env: Option<&CallerEnv>,
 ) -> Result<Probe, String> {
-    let instance = config.instance.as_str();
-    let mut run = HelperRun {
-        role: ROLE_LLM_PROBE,
-        image: config.default_image.clone(),
-        argv: probe_argv(Some(&config.agent.base_url)),
-        mounts: vec![MountPlan::Bind { source: binary.to_owned(), target: GATOR_BRIDGE.into(), readonly: true }],
-        env: BTreeMap::new(),
-        secret_env: BTreeMap::new(),
-        user: Some(AGENT_USER.to_owned()),
-        instance: instance.to_owned(),
-        timeout_secs: PROBE_DEADLINE.as_secs(),
-    };
-    let mut temporary = None;
-    match (&config.agent.api_key_secret, key_value(config, env)) {
+    let key = match (&config.agent.api_key_secret, key_value(config, env)) {
         (Some(secret), _) => {
-            run.secret_env.insert(API_KEY_ENV.to_owned(), secret.clone());
+            let scratch = paths.runtime.join("secrets");
+            std::fs::create_dir_all(&scratch)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| format!("secret scratch directory {}: {e}", scratch.display()))?;
+            let read = engine.secret_value(secret, &config.default_image, &scratch, config.instance.as_str());
+            Some(question(read).await.map_err(|e| format!("cannot read the key from podman secret `{secret}`: {e}"))?)
         }
-        (None, Some(value)) => {
-            let name = format!("{}{:016x}-llm-key", naming::HELPER_PREFIX, rand::random::<u64>());
-            let plan = SecretPlan {
-                name: name.clone(),
-                value: Redacted(value),
-                labels: naming::helper_labels(instance, ROLE_LLM_PROBE),
-            };
-            question(engine.create_secret(&plan)).await?;
-            run.secret_env.insert(API_KEY_ENV.to_owned(), name.clone());
-            temporary = Some(name);
-        }
-        (None, None) => {
-            // As the agent: opencode sends "none" when no key is configured.
-            run.env.insert(API_KEY_ENV.to_owned(), "none".to_owned());
-        }
-    }
-    let ran = tokio::time::timeout(PROBE_DEADLINE + QUESTION_TIMEOUT, engine.run_helper(&run)).await;
-    if let Some(name) = temporary
-        && let Err(e) = question(engine.remove_secret(&name)).await
-    {
-        tracing::warn!("cannot remove the probe's temporary secret {name}: {e}");
-    }
-    match ran {
-        Ok(Ok(out)) => judge::read_probe(out.exit_code, &out.stdout, &out.stderr),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("the probe did not finish within {} s", (PROBE_DEADLINE + QUESTION_TIMEOUT).as_secs())),
-    }
+        (None, value) => value,
+    };
+    let base = &config.agent.base_url;
+    let host = reqwest::Url::parse(base).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let address = host.as_deref().and_then(|h| config.network.daemon_address(h, Some(h)));
+    Ok(crate::agent::llm::probe_from_host(base, key.as_deref().map(str::trim), PROBE_TIMEOUT, address).await)
 }
 
 impl<E: Engine> Core<E> {
     /// The doctor's report as this daemon sees it: every check but `daemon` (which the
     /// caller makes from the report's `version` and `pid`).
     pub async fn doctor(&self, req: &DoctorRequest) -> DoctorReport {
-        let places = Places {
-            paths: &self.paths,
-            opencode_dir: &self.opencode_dir,
-            probe_binary: std::env::current_exe().ok(),
-            socket: self.engine_socket(),
-        };
+        let places = Places { paths: &self.paths, opencode_dir: &self.opencode_dir, socket: self.engine_socket() };
         let mut checks = checks(&self.engine, &self.config, &places, req.env.as_ref()).await;
         if let Some(ws) = req.workspace.as_deref().filter(|w| !w.trim().is_empty()) {
-            // Asked about a workspace: its agent's own view replaces the helper's.
+            // Asked about a workspace: its agent's own view (through its relay and the
+            // egress proxy) replaces this host's.
             let key = key_source(&self.engine, &self.config, req.env.as_ref()).await;
             let probe = self.probe_in_agent(ws).await;
             let line = judge::llm(

@@ -44,7 +44,7 @@ fn is(c: &Check, level: Level, summary: &str, fix: &str) {
 
 #[test]
 fn the_llm_line_names_the_url_the_model_and_the_setting() {
-    let via = Via::Helper;
+    let via = Via::Host;
     let none = KeySource::None;
     // (the probe's result, the key's source, level, summary contains, fix contains)
     type Row<'a> = (Result<Probe, &'a str>, KeySource, Level, &'a str, &'a str);
@@ -62,15 +62,15 @@ fn the_llm_line_names_the_url_the_model_and_the_setting() {
             Ok(probe(None, None, Some("connection refused"))),
             none.clone(),
             Level::Error,
-            "http://host.containers.internal:11434/v1 cannot be reached from a container on the agents' network (connection refused)",
-            "listening on port 11434 of an address containers reach (0.0.0.0, not only 127.0.0.1); or set [agent] base-url in /home/u/.config/devaipod.toml",
+            "http://host.containers.internal:11434/v1 cannot be reached from this host (where devaipod's egress proxy connects from) (connection refused)",
+            "listening on port 11434 (127.0.0.1 is enough: devaipod's egress proxy connects from this host); or set [agent] base-url in /home/u/.config/devaipod.toml",
         ),
         (
             Ok(Probe { base_url: "http://127.0.0.1:8000/v1".into(), ..probe(None, None, Some("connection refused")) }),
             none.clone(),
             Level::Error,
             "http://127.0.0.1:8000/v1 cannot be reached",
-            "127.0.0.1 is the container itself: for a server on this host set [agent] base-url = \"http://host.containers.internal:8000/v1\"",
+            "start the LLM server on this host, listening on port 8000",
         ),
         (
             Ok(probe(Some(401), None, None)),
@@ -353,12 +353,41 @@ async fn a_probe_that_cannot_tell_lets_the_task_go_on_and_provider_errors_name_t
     assert_eq!(w.agent.prompts().len(), 1, "delivered: the probe could not tell");
 }
 
+/// An LLM endpoint on this host's loopback that lists `model` for any request.
+async fn models_server(model: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let body = serde_json::json!({ "data": [{ "id": model }] }).to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test]
 async fn the_report_of_a_healthy_fake_machine_and_of_a_workspace() {
-    let w = world_with_probe().await;
+    let port = models_server("qwen2.5-coder").await;
+    let w = World::with_config(|c| {
+        c.file = Some(FILE.into());
+        c.agent.base_url = format!("http://127.0.0.1:{port}/v1");
+    })
+    .await;
+    w.core.set_endpoints(Arc::new(NoEndpoints(crate::core::testing::scratch())));
+    w.up().await;
     w.engine.pull_image(crate::config::DEFAULT_IMAGE).await.expect("the base image");
     let answering = probe(Some(200), Some(&["qwen2.5-coder"]), None);
-    stand_in_probe(&w.engine.helper_root(), &answering);
     let root = w.engine.host_path(&container(Role::Agent), "/").expect("the agent's root");
     stand_in_probe(&root, &answering);
 
@@ -368,8 +397,13 @@ async fn the_report_of_a_healthy_fake_machine_and_of_a_workspace() {
     let by = |id: &str| report.checks.iter().find(|c| c.id == id).cloned().expect(id);
     is(&by("podman"), Level::Ok, "podman 4.3.1 (API 4.3.1) at /run/fake/podman.sock, rootful", "");
     is(&by("image"), Level::Ok, "localhost/devaipod-base:latest is here", "");
-    is(&by("llm"), Level::Ok, "answers from a container on the agents' network; model `qwen2.5-coder` is offered", "");
-    assert_eq!(runs(&w.engine.helper_root()), 1);
+    is(
+        &by("llm"),
+        Level::Ok,
+        "answers from this host (where devaipod's egress proxy connects from); model `qwen2.5-coder` is offered",
+        "",
+    );
+    assert_eq!(runs(&root), 0, "no container ran for it");
     assert_eq!((report.version.as_str(), report.pid), (VERSION, std::process::id()));
 
     let ws = w.core.doctor(&DoctorRequest { env: None, workspace: Some(WS.into()) }).await;
@@ -377,15 +411,10 @@ async fn the_report_of_a_healthy_fake_machine_and_of_a_workspace() {
     is(llm, Level::Ok, "answers from the agent of workspace `ws`", "");
     assert_eq!(runs(&root), 1);
 
-    // Without the image, the helper cannot run: said, not guessed.
+    // Without the image the LLM is still probed (from this host); the image line says it.
     w.engine.remove_image(crate::config::DEFAULT_IMAGE).await.expect("removed");
     let report = w.core.doctor(&DoctorRequest::default()).await;
     let by = |id: &str| report.checks.iter().find(|c| c.id == id).cloned().expect(id);
     is(&by("image"), Level::Error, "is not here", "scripts/setup.sh");
-    is(
-        &by("llm"),
-        Level::Warning,
-        "was not probed from a container on the agents' network: the helper container needs the image",
-        "",
-    );
+    assert_eq!(by("llm").level, Level::Ok, "{:?}", by("llm"));
 }

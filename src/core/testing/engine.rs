@@ -15,7 +15,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::pods::engine::{
-    ContainerInfo, EngineInfo, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, PublishedPort,
+    ContainerInfo, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, PublishedPort,
+    STDERR_KEPT,
 };
 use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use crate::pods::{Engine, EngineError};
@@ -33,6 +34,12 @@ pub enum Op {
     StartPod,
     UploadArchive,
     Exec,
+    /// A streamed exec ([`Engine::exec_to`]), held before its command starts (a slow
+    /// command). Its failures are [`Op::Exec`]'s.
+    ExecTo,
+    /// A streamed exec, held after its command ended and its output was written, before
+    /// the caller hears of it.
+    ExecToEnd,
     RemovePod,
     RemoveVolume,
 }
@@ -611,6 +618,104 @@ impl Engine for FakeEngine {
         ])
         .boxed();
         Ok(ExecSession { id, output, input: Box::pin(tokio::io::sink()) })
+    }
+
+    /// Runs the argv on the host below the container's root, its stdout copied into `out`
+    /// as it comes; the process is killed when the future is dropped. (Its pipe is read on
+    /// a blocking thread: as for [`Engine::exec`], tokio's paused time does not jump ahead
+    /// while a command runs.)
+    async fn exec_to(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        out: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        limit: u64,
+    ) -> Result<ExecRun, EngineError> {
+        use std::io::Read;
+        use tokio::io::AsyncWriteExt;
+        drop(self.call("exec_to", Some(Op::Exec))?);
+        self.unless_held(Op::ExecTo).await;
+        let root = self.running_root(container)?;
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(EngineError::Api { op: "exec".into(), status: 400, message: "no command".into() });
+        };
+        let dir = below(&root, spec.workdir.as_deref().unwrap_or("/"));
+        let mut cmd = std::process::Command::new(map_arg(&root, program));
+        cmd.args(args.iter().map(|a| map_arg(&root, a)))
+            .current_dir(&dir)
+            .env("HOME", &root)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .envs(&spec.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let api = |e: std::io::Error| EngineError::Api { op: "exec".into(), status: 500, message: e.to_string() };
+        let mut child = cmd.spawn().map_err(api)?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        // Killed when this future is dropped (a cancelled or abandoned run).
+        struct Kill(Arc<Mutex<std::process::Child>>);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                if let Ok(mut c) = self.0.lock() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let child = Kill(Arc::new(Mutex::new(child)));
+        let keep = std::thread::spawn(move || {
+            let mut err = Vec::new();
+            if let Some(mut stderr) = stderr {
+                let _ = (&mut stderr).take(STDERR_KEPT as u64).read_to_end(&mut err);
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            }
+            err
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let reader = tokio::task::spawn_blocking(move || {
+            let Some(mut stdout) = stdout else { return };
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut written = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.map_err(api)?;
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(EngineError::OutputTooLarge { command: program.clone(), limit });
+            }
+            out.write_all(&chunk).await.map_err(api)?;
+        }
+        out.flush().await.map_err(api)?;
+        let _ = reader.await;
+        let status = {
+            let waited = child.0.clone();
+            tokio::task::spawn_blocking(move || waited.lock().map_err(|_| std::io::Error::other("poisoned"))?.wait())
+                .await
+                .map_err(|e| api(std::io::Error::other(e)))?
+                .map_err(api)?
+        };
+        let err = keep.join().unwrap_or_default();
+        self.unless_held(Op::ExecToEnd).await;
+        Ok(ExecRun {
+            exit_code: i64::from(status.code().unwrap_or(137)),
+            stdout_bytes: written,
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
     }
 
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {

@@ -3,6 +3,7 @@
 //! (exactly-once delivery, one proposal per task, one event per key, nothing left behind
 //! by a failed `up`); each runs in milliseconds, without podman.
 
+mod collect;
 mod proposals;
 mod tasks;
 mod up;

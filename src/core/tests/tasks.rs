@@ -247,14 +247,30 @@ enum CrashPoint {
     BeforeItsRecord,
     /// The agent works; it finishes while no daemon runs.
     WhileTheAgentWorks,
+    /// The agent finished; the collection runs in the sandbox (a killed `git add` of old
+    /// left an `index.lock` in the clone).
+    WhileCollecting,
+    /// The collected work has arrived on the daemon's side.
+    AfterTheBundleArrived,
+    /// A gator push collected the work (the branch is in the daemon's repository, no
+    /// proposal yet); the agent finishes while no daemon runs.
+    AfterAPushCollected,
 }
 
 #[tokio::test]
 async fn a_task_resumed_after_a_crash_is_delivered_once_and_leaves_one_proposal() {
     let w = World::new().await;
     w.up().await;
-    let rows = [("write a.txt", CrashPoint::BeforeItsRecord), ("write b.txt", CrashPoint::WhileTheAgentWorks)];
+    let rows = [
+        ("write a.txt", CrashPoint::BeforeItsRecord),
+        ("write b.txt", CrashPoint::WhileTheAgentWorks),
+        ("write c.txt", CrashPoint::WhileCollecting),
+        ("write d.txt", CrashPoint::AfterTheBundleArrived),
+        ("write e.txt", CrashPoint::AfterAPushCollected),
+    ];
     for (n, (prompt, point)) in rows.into_iter().enumerate() {
+        let mut pushed = None;
+        let mut expected = vec!["state:queued", "state:running", "proposal", "state:completed"];
         let file = prompt.trim_start_matches("write ");
         let daemon = Doomed::new();
         let dying = w.restart();
@@ -278,6 +294,37 @@ async fn a_task_resumed_after_a_crash_is_delivered_once_and_leaves_one_proposal(
                 w.agent.finish(Turn::complete("wrote it").writes(file, "x\n"));
                 id
             }
+            CrashPoint::WhileCollecting | CrashPoint::AfterTheBundleArrived => {
+                let held = if matches!(point, CrashPoint::WhileCollecting) { Op::ExecTo } else { Op::ExecToEnd };
+                std::fs::write(w.agent_clone().join(".git/index.lock"), "").unwrap();
+                w.engine.hold(held);
+                let calls = w.engine.calls().iter().filter(|c| *c == "exec_to").count();
+                w.agent.script(Turn::complete("wrote it").writes(file, "x\n"));
+                let id = daemon.run_task(&dying, prompt).await;
+                until(|| w.engine.calls().iter().filter(|c| *c == "exec_to").count() > calls).await;
+                if held == Op::ExecToEnd {
+                    // The command ended and its output is on the daemon's disk.
+                    let staged = w.bare_repo().join("devaipod-collect").join(format!("{id}.bundle"));
+                    until(|| std::fs::metadata(&staged).is_ok_and(|m| m.len() > 0)).await;
+                }
+                daemon.kill();
+                w.engine.release(held);
+                expected.insert(2, "tool:write-0:completed");
+                id
+            }
+            CrashPoint::AfterAPushCollected => {
+                w.agent.script(Turn::Hang);
+                let id = daemon.run_task(&dying, prompt).await;
+                wait_task(&dying, &id, |t| t.state == TaskState::Running).await;
+                std::fs::write(w.agent_clone().join(file), "x\n").unwrap();
+                let task = dying.store.task(&id).await.unwrap().unwrap();
+                let core = dying.clone();
+                pushed = daemon.run(async move { core.bring_out(&task).await }).await.unwrap();
+                assert!(pushed.is_some(), "the push collected the work");
+                daemon.kill();
+                w.agent.finish(Turn::complete("wrote it").writes(file, "x\n"));
+                id
+            }
         };
 
         let core = w.restart();
@@ -287,9 +334,12 @@ async fn a_task_resumed_after_a_crash_is_delivered_once_and_leaves_one_proposal(
         assert_eq!(w.agent.prompts()[prompts..].len(), 1, "{prompt}: delivered once");
         let p = core.store.proposal_for_task(&id).await.unwrap().expect("a proposal");
         assert!(p.files.iter().any(|f| f.path == file), "{prompt}: {:?}", p.files);
+        if let Some(pushed) = &pushed {
+            assert_eq!(&p.head, pushed, "{prompt}: the same work is the same commit");
+        }
         assert_eq!(core.proposals(&Default::default()).await.unwrap().total, n as u64 + 1, "{prompt}");
         let events = core.store.events(&id).await.unwrap();
-        assert_eq!(keys(&events), ["state:queued", "state:running", "proposal", "state:completed"], "{prompt}");
+        assert_eq!(keys(&events), expected, "{prompt}");
 
         // Another restart finds nothing to do and changes nothing.
         let again = w.restart();

@@ -12,6 +12,11 @@ use crate::pods::plan::{self};
 /// as long as the daemon's own git commands (`git::TIMEOUT`).
 const EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The most a captured command may print (stdout and stderr each): what it prints is held
+/// in memory, and in the agent's container the agent decides what that is. Large output
+/// goes through [`Engine::exec_to`] to a file instead.
+const CAPTURE_LIMIT: usize = 1024 * 1024;
+
 impl<E: Engine> Core<E> {
     /// Where commands run in a workspace's container: the running container, its user and
     /// the repository's folder.
@@ -62,10 +67,19 @@ impl<E: Engine> Core<E> {
             let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             while let Some(chunk) = s.output.next().await {
-                match chunk? {
-                    Output::Stdout(b) => out.extend_from_slice(&b),
-                    Output::Stderr(b) => err.extend_from_slice(&b),
+                let (buf, b) = match chunk? {
+                    Output::Stdout(b) => (&mut out, b),
+                    Output::Stderr(b) => (&mut err, b),
+                };
+                if buf.len() + b.len() > CAPTURE_LIMIT {
+                    return Err(CoreError::Io(format!(
+                        "`{}` in the {} container printed more than {} KiB",
+                        argv.join(" "),
+                        target.role().as_str(),
+                        CAPTURE_LIMIT / 1024
+                    )));
                 }
+                buf.extend_from_slice(&b);
             }
             let code = self.engine.exec_exit_code(&s.id).await?;
             Ok((code, out, String::from_utf8_lossy(&err).into_owned()))

@@ -63,6 +63,10 @@ pub struct UpRequest {
     /// stored, logged or printed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<CallerEnv>,
+    /// Hosts this workspace's agent may reach beyond `[network] allow-hosts` (`host`,
+    /// `host:port`, `*.domain`, `*.domain:port`); changed later with `egress allow/remove`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
 }
 
 impl UpRequest {
@@ -357,6 +361,7 @@ impl<E: Engine> Core<E> {
             Err(e) => return Err(e),
         };
         self.forget_agent(name);
+        self.forget_llm_key(name);
         for t in self.store.tasks(Some(name)).await? {
             if let Some(token) = self.running.get(&t.id) {
                 token.cancel();

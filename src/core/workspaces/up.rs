@@ -59,6 +59,9 @@ impl<E: Engine> Core<E> {
                 "`source` is required: a local git repository, a git URL, or a GitHub issue/PR URL".into(),
             ));
         }
+        // Checked before anything is made: a bad host pattern names itself and the grammar.
+        let allow_hosts: Vec<String> =
+            crate::core::parse_host_patterns(&req.allow_hosts)?.iter().map(ToString::to_string).collect();
         // A GitHub URL (repository, issue or pull request) is cloned from the repository's
         // remote; an issue's or PR's title and body become the first task unless one is given.
         let kind = SourceKind::classify(&req.source, &self.config.service_gator.gh.host);
@@ -211,6 +214,13 @@ impl<E: Engine> Core<E> {
                 agent_head: source::head(&checkout).await,
             })
             .await?;
+        if !allow_hosts.is_empty() {
+            self.store.add_egress_hosts(name.as_str(), &allow_hosts).await?;
+        }
+        // The key from the caller's environment: the egress proxy needs no podman read for it.
+        if let Some(key) = plan.secrets.iter().find(|s| s.name == format!("{}-llm-key", name.pod())) {
+            self.remember_llm_key(name.as_str(), &key.value.0);
+        }
         if let Some(g) = &github {
             self.store.set_github_repo(name.as_str(), Some(&g.repo.to_string())).await?;
             self.store.add_scope(name.as_str(), &Scope::defaults_for(&g.repo, req.read_only).to_string()).await?;
