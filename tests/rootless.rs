@@ -68,7 +68,13 @@ fn the_core_loop_runs_on_rootless_podman() {
     assert!(!devaipod::pods::podman::is_root());
     let secret = format!("devaipod-rl-{}", std::process::id());
     let _secret = Secret::create(&secret, "rootless-secret-5e1f");
-    let env = TestEnv::new(&format!("[trusted]\nsecrets = [\"RL_SECRET={secret}\"]\n"));
+    let llm = ScriptedLlm::start(&serde_json::json!({ "rules": [
+        { "match": "please write the greeting", "steps": [
+            { "tool": "write", "args": { "filePath": "/workspaces/rl/hello.txt", "content": "hi from rootless\n" } },
+            { "text": "Wrote hello.txt" }
+        ]}
+    ]}));
+    let env = TestEnv::new(&format!("{}[trusted]\nsecrets = [\"RL_SECRET={secret}\"]\n", llm.agent_config()));
     let devcontainer = r#"{ "image": "localhost/devaipod-base:latest", "forwardPorts": [9000] }"#;
     let repo = fixture_repo(
         env.dir.path(),
@@ -152,6 +158,19 @@ fn the_core_loop_runs_on_rootless_podman() {
     assert!(answer["result"]["serverInfo"].is_object(), "{answer}");
     let ws_mounts = podman(&["exec", "devaipod-rl-workspace", "cat", "/proc/self/mountinfo"]);
     assert!(!ws_mounts.contains("/gator/"), "gator's socket is the agent's only: {ws_mounts}");
+
+    // A task: the agent reaches the scripted LLM only through the daemon's egress proxy;
+    // its proposal is applied into the human's workspace.
+    let out = env.run(&["--json", "run", "-w", "rl", "-c", "please write the greeting"]);
+    assert!(out.status.success(), "run failed:\n{}", text(&out.stderr));
+    let done: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(done["task"]["state"], "completed", "{done:#}");
+    assert!(!llm.requests().is_empty(), "the LLM was asked");
+    let task_id = done["task"]["id"].as_str().unwrap().to_owned();
+    let pid = done["proposal"].as_str().expect("a proposal").to_owned();
+    assert_eq!(env.json(&["approve", &pid, "--apply"])["state"], "applied");
+    let branch = format!("devaipod/{task_id}");
+    assert_eq!(env.ok(&["exec", "rl", "--", "git", "show", &format!("{branch}:hello.txt")]), "hi from rootless\n");
 
     // stop → start → stop → delete.
     env.ok(&["stop", "rl"]);
