@@ -21,6 +21,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A bare pod of the test's instance: one idle container, no agent.
 async fn bare_pod(e: &Podman, instance: &str, name: &WorkspaceName) {
+    pod_running(e, instance, name, &IDLE_COMMAND).await
+}
+
+/// A bare pod of the test's instance whose one container runs `command` (as PID 1 unless it
+/// is the idle command, which runs under an init).
+async fn pod_running(e: &Podman, instance: &str, name: &WorkspaceName, command: &[&str]) {
+    let init = command == IDLE_COMMAND;
     let pod = PodSpec {
         name: name.pod(),
         hostname: name.as_str().to_owned(),
@@ -32,7 +39,7 @@ async fn bare_pod(e: &Podman, instance: &str, name: &WorkspaceName) {
         name: name.container(Role::Workspace),
         role: Role::Workspace,
         image: devaipod::config::DEFAULT_IMAGE.into(),
-        command: IDLE_COMMAND.map(String::from).to_vec(),
+        command: command.iter().map(|s| s.to_string()).collect(),
         user: None,
         workdir: "/".into(),
         env: BTreeMap::new(),
@@ -46,7 +53,7 @@ async fn bare_pod(e: &Podman, instance: &str, name: &WorkspaceName) {
         security_opt: Vec::new(),
         devices: Vec::new(),
         shm_size: None,
-        init: true,
+        init,
         network: devaipod::pods::plan::ContainerNetwork::Pod,
         labels: naming::labels(instance, name, Some(Role::Workspace)),
     };
@@ -94,6 +101,43 @@ fn stop_and_start_are_idempotent_and_any_pod_can_be_removed() {
             gone.to_string(),
             format!("podman could not stop pod {0}: no pod with name or ID {0} found: no such pod", p.pod())
         );
+    });
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
+/// A pod whose start fails (its container's command does not exist) says so in podman's
+/// words, and is removed like any other.
+#[test]
+fn a_pod_whose_start_failed_says_why_and_is_removed() {
+    if !podman_available() {
+        return;
+    }
+    let env = TestEnv::new("");
+    let e = engine();
+    runtime().block_on(async {
+        let p = WorkspaceName::new("nostart").unwrap();
+        pod_running(&e, &env.instance, &p, &["/nonexistent-devaipod-cmd"]).await;
+        let failed = e.start_pod(&p.pod()).await.expect_err("the container cannot start");
+        let said = failed.to_string();
+        assert!(said.starts_with(&format!("podman could not start pod {}", p.pod())), "{said}");
+        assert!(said.contains("/nonexistent-devaipod-cmd"), "podman's reason: {said}");
+        assert!(!matches!(failed, EngineError::AlreadyExists { .. } | EngineError::NotFound { .. }), "{failed:?}");
+        e.stop_pod(&p.pod(), 0).await.expect("stop of a pod that never ran");
+        e.remove_pod(&p.pod()).await.expect("remove of a pod whose start failed");
+        assert!(!e.pod_exists(&p.pod()).await.unwrap());
+
+        // A name podman has already: said so, typed.
+        let taken = WorkspaceName::new("taken").unwrap();
+        bare_pod(&e, &env.instance, &taken).await;
+        let spec = PodSpec {
+            name: taken.pod(),
+            hostname: "taken".into(),
+            labels: naming::labels(&env.instance, &taken, None),
+            ports: Vec::new(),
+        };
+        let again = e.create_pod(&spec).await.unwrap_err();
+        assert!(matches!(again, EngineError::AlreadyExists { .. }), "{again:?}");
+        e.remove_pod(&taken.pod()).await.unwrap();
     });
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }

@@ -211,6 +211,31 @@ fn devcontainer_build_lifecycle_mounts_and_git_url_source() {
     assert_eq!(env.leftovers(), Vec::<String>::new(), "the anonymous mount volume is ours and goes too");
 }
 
+/// An `up` that fails after its pod was made and started (here a postCreateCommand that
+/// fails) removes everything it made, on real podman; the name is free again at once.
+#[test]
+fn an_up_failing_after_the_pod_was_made_leaves_nothing() {
+    if !podman_available() {
+        return;
+    }
+    let env = TestEnv::new("");
+    let repo = fixture_repo(
+        env.dir.path(),
+        "failing",
+        &[(
+            ".devcontainer/devcontainer.json",
+            r#"{ "image": "localhost/devaipod-base:latest", "postCreateCommand": "echo no >&2; exit 7" }"#,
+        )],
+    );
+    let e = env.fails(&["up", repo.to_str().unwrap(), "--name", "late"]);
+    assert!(e.contains("==> creating pod devaipod-late"), "the pod was made: {e}");
+    assert!(e.contains("postCreateCommand") && e.contains('7'), "{e}");
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    assert!(podman(&["secret", "ls", "--format", "{{.Name}}"]).lines().all(|s| !s.starts_with("devaipod-late-")));
+    let e = env.fails(&["status", "late"]);
+    assert!(e.contains("no workspace named `late`"), "{e}");
+}
+
 #[test]
 fn dry_run_prints_the_plan_and_creates_nothing() {
     let env = TestEnv::new("[trusted.env]\nvars = { HIDDEN = \"do-not-print-me\" }\n");

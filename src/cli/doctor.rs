@@ -61,7 +61,7 @@ fn read_config(explicit: Option<&Path>) -> Result<(Config, Option<ConfigError>)>
 
 pub async fn run(explicit: Option<&Path>, workspace: Option<String>, as_json: bool) -> Result<ExitCode> {
     let (config, broken) = read_config(explicit)?;
-    let paths = Paths::for_instance(config.instance.as_str());
+    let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     let req = DoctorRequest { env: Some(CallerEnv::current()), workspace };
     let cli_file = config.file.as_ref().map(|p| p.display().to_string());
     let log = paths.data.join("daemon.log");

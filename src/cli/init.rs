@@ -111,7 +111,7 @@ pub async fn run(explicit: Option<&Path>, a: InitArgs, as_json: bool) -> Result<
 
     let check = if a.no_check { None } else { Some(check(&config, &path).await?) };
     let backup = write(&path, &text, a.force)?;
-    let paths = Paths::for_instance(config.instance.as_str());
+    let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     let running = crate::client::healthy(&paths.socket()).await;
     if as_json {
         super::output::json(&Written {
@@ -330,7 +330,7 @@ async fn check(config: &Config, path: &Path) -> Result<Check> {
         refuse(&key_check)?;
     }
     eprintln!("==> asking {} from this host, as devaipod's egress proxy reaches it", config.agent.base_url);
-    let paths = crate::core::Paths::for_instance(config.instance.as_str());
+    let paths = crate::core::Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     let probe = doctor::probe_from_host(&engine, config, &paths, Some(&env)).await;
     let line = doctor::judge::llm(&config.agent, &Via::Host, probe.as_ref().map_err(String::as_str), &key, &edit);
     if probe.is_err() || line.level == Level::Error {

@@ -349,7 +349,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
-    let paths = Paths::for_instance(config.instance.as_str());
+    let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Serve { listen } => {
             crate::daemon::run(config, &listen).await?;

@@ -173,8 +173,7 @@ impl Client {
             return Ok(client);
         }
         let start = |what: &str, e: &dyn std::fmt::Display| ClientError::Start(format!("{what}: {e}"));
-        std::fs::create_dir_all(&paths.data)
-            .map_err(|e| start(&format!("cannot create {}", paths.data.display()), &e))?;
+        crate::core::private_dir(&paths.data).map_err(ClientError::Start)?;
         let log = paths.data.join("daemon.log");
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -87,21 +87,23 @@ pub struct Paths {
 }
 
 impl Paths {
-    pub fn for_instance(instance: &str) -> Paths {
+    /// This process's directories for `instance` (see [`crate::pods::socket::Host::runtime_dir`]);
+    /// `Err` says what to do when a non-root user has no runtime directory.
+    pub fn for_instance(instance: &str) -> Result<Paths, String> {
         let env_dir = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let home = env_dir("HOME").unwrap_or_else(|| PathBuf::from("/root"));
         let data = env_dir("DEVAIPOD_DATA_DIR").unwrap_or_else(|| {
             env_dir("XDG_DATA_HOME").unwrap_or_else(|| home.join(".local/share")).join("devaipod").join(instance)
         });
-        let runtime = env_dir("DEVAIPOD_RUNTIME_DIR").unwrap_or_else(|| {
-            let base = if crate::pods::podman::is_root() {
-                PathBuf::from("/run")
-            } else {
-                env_dir("XDG_RUNTIME_DIR").unwrap_or_else(std::env::temp_dir)
-            };
-            base.join("devaipod").join(instance)
-        });
-        Paths { data, runtime }
+        let runtime = crate::pods::socket::Host::current().runtime_dir(env_dir("DEVAIPOD_RUNTIME_DIR"), instance)?;
+        Ok(Paths { data, runtime })
+    }
+
+    /// Creates the data and runtime directories (0700), refusing one that exists and belongs
+    /// to someone else.
+    pub fn create(&self) -> Result<(), String> {
+        private_dir(&self.data)?;
+        private_dir(&self.runtime)
     }
 
     pub fn db(&self) -> PathBuf {
@@ -155,6 +157,31 @@ impl Paths {
     pub fn lock_file(&self) -> PathBuf {
         self.runtime.join("daemon.lock")
     }
+}
+
+/// Creates `dir` (and its parents) and makes it 0700; one that exists must be a directory
+/// of this user's (another's could be read or replaced by its owner).
+pub fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    owned_dir(dir, meta.is_dir(), meta.uid(), crate::pods::socket::euid())?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot make {} private (0700): {e}", dir.display()))
+}
+
+/// The rule of [`private_dir`]: a directory (not a link to one) whose owner is `me`.
+fn owned_dir(dir: &std::path::Path, is_dir: bool, owner: u32, me: u32) -> Result<(), String> {
+    if !is_dir {
+        return Err(format!("{} is not a directory (a link or a file is in its place): remove it", dir.display()));
+    }
+    if owner != me {
+        return Err(format!(
+            "{} belongs to uid {owner}, not to you (uid {me}): refusing to keep devaipod's state there; remove it or choose another directory (DEVAIPOD_DATA_DIR, DEVAIPOD_RUNTIME_DIR)",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 pub struct Core<E> {
@@ -263,5 +290,44 @@ impl<E: crate::pods::Engine> Core<E> {
     fn publish(&self, event: BusEvent) {
         // No subscribers is fine.
         let _ = self.bus.send(event);
+    }
+}
+
+#[cfg(test)]
+mod paths_tests {
+    use super::*;
+
+    #[test]
+    fn a_state_directory_must_be_the_users_own_directory() {
+        let d = std::path::Path::new("/run/user/1000/devaipod/work");
+        assert_eq!(owned_dir(d, true, 1000, 1000), Ok(()));
+        let e = owned_dir(d, true, 0, 1000).unwrap_err();
+        assert!(e.starts_with("/run/user/1000/devaipod/work belongs to uid 0, not to you (uid 1000): refusing"), "{e}");
+        let e = owned_dir(d, false, 1000, 1000).unwrap_err();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn state_directories_are_created_private_and_a_foreign_one_is_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths { data: tmp.path().join("data/x"), runtime: tmp.path().join("run/x") };
+        std::fs::create_dir_all(&paths.data).unwrap();
+        std::fs::set_permissions(&paths.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        paths.create().unwrap();
+        for d in [&paths.data, &paths.runtime] {
+            assert_eq!(std::fs::metadata(d).unwrap().mode() & 0o7777, 0o700, "{}", d.display());
+        }
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&paths.data, &link).unwrap();
+        assert!(private_dir(&link).unwrap_err().contains("is not a directory"));
+        if crate::pods::socket::is_root() {
+            // Only root can give a directory away.
+            let foreign = tmp.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(4321), None).unwrap();
+            let e = private_dir(&foreign).unwrap_err();
+            assert!(e.contains("belongs to uid 4321, not to you (uid 0)"), "{e}");
+        }
     }
 }

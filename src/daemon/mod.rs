@@ -23,12 +23,8 @@ use crate::web;
 use crate::web::process::DaemonProcess;
 
 pub async fn run(config: Config, listen: &str) -> Result<()> {
-    let paths = Paths::for_instance(config.instance.as_str());
-    for dir in [&paths.data, &paths.runtime] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
+    paths.create().map_err(anyhow::Error::msg)?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.lock_file())?;
     if lock.try_lock().is_err() {
         bail!("another devaipod daemon runs for instance {} ({})", config.instance, paths.runtime.display());

@@ -17,15 +17,18 @@ use super::spec::SpecError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error(
-        "cannot reach podman at {socket}: {reason}\n  start it with `scripts/setup.sh`, or: mkdir -p /run/podman && podman system service --time=0 unix://{socket} &\n  (or point CONTAINER_HOST at a running podman socket)"
-    )]
+    #[error("cannot reach podman at {}: {reason}\n  {}", socket.display(), super::socket::start_hint(socket))]
     Unavailable { socket: PathBuf, reason: String },
     /// HTTP 404: the object is not there. `message` is podman's own reason.
     #[error("podman could not {op}: {message}")]
     NotFound { op: String, message: String },
-    /// HTTP 409: the object is in the way or in a state that forbids the call (a name in
-    /// use, a container that is running); `message` says which.
+    /// Podman said the object exists already (a pod, container, volume or secret of that
+    /// name): read from its words, whatever the status (409, or 500 for secrets).
+    #[error("podman could not {op}: {message}")]
+    AlreadyExists { op: String, message: String },
+    /// HTTP 409 for anything else: the object is in a state that forbids the call (a volume
+    /// in use, a container that is running, a pod that failed to start); `message` is
+    /// podman's.
     #[error("podman could not {op}: {message}")]
     Conflict { op: String, message: String },
     #[error("podman could not {op}: {message}")]

@@ -156,6 +156,9 @@ fn check(op: &str, status: StatusCode, bytes: Bytes) -> Result<Bytes, EngineErro
 pub fn status_error(op: &str, status: StatusCode, body: &[u8]) -> EngineError {
     let message = ErrorBody::reason(body).unwrap_or_else(|| status.to_string());
     let op = op.to_owned();
+    if (status.is_server_error() || status.is_client_error()) && ErrorBody::says_exists(body) {
+        return EngineError::AlreadyExists { op, message };
+    }
     match status {
         StatusCode::NOT_FOUND => EngineError::NotFound { op, message },
         StatusCode::CONFLICT => EngineError::Conflict { op, message },
@@ -205,8 +208,68 @@ mod tests {
 
         let body = br#"{"cause":"secret name in use","message":"s: secret name in use","response":500}"#;
         let e = status_error("create secret s", StatusCode::INTERNAL_SERVER_ERROR, body);
-        assert!(matches!(e, EngineError::Api { status: 500, .. }), "{e:?}");
+        assert!(matches!(e, EngineError::AlreadyExists { .. }), "{e:?}");
         assert_eq!(e.to_string(), "podman could not create secret s: s: secret name in use");
+    }
+
+    /// "Already exists" only when podman says so; every other conflict keeps its own kind
+    /// and podman's words (answers of podman 4.3.1).
+    #[test]
+    fn a_conflict_means_already_exists_only_when_podman_says_so() {
+        let rows: [(&str, u16, &str, bool); 7] = [
+            (
+                "create pod p",
+                409,
+                r#"{"cause":"pod already exists","message":"adding pod to state: name \"p\" is in use: pod already exists","response":409}"#,
+                true,
+            ),
+            (
+                "create volume v",
+                409,
+                r#"{"cause":"volume already exists","message":"volume with name v already exists: volume already exists","response":409}"#,
+                true,
+            ),
+            (
+                "create container c",
+                500,
+                r#"{"cause":"that name is already in use","message":"creating container storage: the container name \"c\" is already in use by abc. You have to remove that container to be able to reuse that name: that name is already in use","response":500}"#,
+                true,
+            ),
+            (
+                "create secret s",
+                500,
+                r#"{"cause":"secret name in use","message":"s: secret name in use","response":500}"#,
+                true,
+            ),
+            (
+                "remove volume v",
+                409,
+                r#"{"cause":"volume is being used","message":"volume v is being used by the following container(s): abc: volume is being used","response":409}"#,
+                false,
+            ),
+            (
+                "start pod p",
+                409,
+                r#"{"cause":"no such file or directory","message":"starting container abc: runc: exec: \"/nope\": stat /nope: no such file or directory","response":409}"#,
+                false,
+            ),
+            (
+                "remove container c",
+                409,
+                r#"{"cause":"container state improper","message":"container c is running","response":409}"#,
+                false,
+            ),
+        ];
+        for (op, status, body, exists) in rows {
+            let e = status_error(op, StatusCode::from_u16(status).unwrap(), body.as_bytes());
+            let said: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(e.to_string(), format!("podman could not {op}: {}", said["message"].as_str().unwrap()), "{op}");
+            match (exists, status) {
+                (true, _) => assert!(matches!(e, EngineError::AlreadyExists { .. }), "{op}: {e:?}"),
+                (false, 409) => assert!(matches!(e, EngineError::Conflict { .. }), "{op}: {e:?}"),
+                (false, _) => assert!(matches!(e, EngineError::Api { .. }), "{op}: {e:?}"),
+            }
+        }
     }
 
     #[test]

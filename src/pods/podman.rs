@@ -26,7 +26,8 @@ use super::naming::{
 use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::{self, SecretReader};
 use super::wire::{
-    InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, SystemInfo, has_all,
+    ErrorBody, InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, SystemInfo,
+    has_all,
 };
 
 pub use super::socket::{default_socket, is_root};
@@ -545,6 +546,11 @@ fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
     match e {
         E::DockerResponseServerError { status_code: 404, message } => {
             EngineError::NotFound { op: op.to_owned(), message }
+        }
+        E::DockerResponseServerError { status_code: 400..=599, message }
+            if ErrorBody::says_exists(message.as_bytes()) =>
+        {
+            EngineError::AlreadyExists { op: op.to_owned(), message }
         }
         E::DockerResponseServerError { status_code: 409, message } => {
             EngineError::Conflict { op: op.to_owned(), message }

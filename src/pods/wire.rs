@@ -130,16 +130,37 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// What podman said went wrong: its message (which usually ends with the cause), else
-    /// the cause, else the body as text; `None` when the body says nothing.
+    /// the cause, else the per-container errors of a pod start or stop (a 409), else the body
+    /// as text; `None` when the body says nothing.
     pub fn reason(body: &[u8]) -> Option<String> {
         let said = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) if !e.message.trim().is_empty() => e.message,
-            Ok(e) => e.cause,
+            Ok(e) if !e.cause.trim().is_empty() => e.cause,
+            // A pod's start or stop that failed answers 409 with its per-container report.
+            Ok(_) => PodActionReport::errors(body).unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(body).into_owned(),
         };
         let said = said.trim();
         (!said.is_empty()).then(|| said.to_owned())
     }
+
+    /// Whether podman says the object exists already. Its causes (libpod's `define`
+    /// errors) are "pod already exists", "container already exists", "volume already
+    /// exists", and for secrets (answered 500) "secret name in use"; a name taken by a
+    /// container reads "… is already in use by …". Nothing else counts: "volume is being
+    /// used", "container state improper" and a pod that failed to start are other conflicts.
+    pub fn says_exists(body: &[u8]) -> bool {
+        let e: ErrorBody = match serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(_) => ErrorBody { cause: String::new(), message: String::from_utf8_lossy(body).into_owned() },
+        };
+        said_exists(&e.cause) || said_exists(&e.message)
+    }
+}
+
+fn said_exists(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("already exists") || t.contains("name in use") || t.contains("is already in use")
 }
 
 /// What pod start and stop answer with 200: per-container errors, if any.
@@ -499,6 +520,12 @@ mod tests {
         );
         assert_eq!(ErrorBody::reason(b"plain text\n").as_deref(), Some("plain text"));
         assert_eq!(ErrorBody::reason(b""), None, "a 304 has no body");
+        // podman 4.3.1's 409 to a pod start whose container cannot start.
+        let report = br#"{"Errs":["starting container 1985: runc: exec: \"/x\": stat /x: no such file or directory"],"Id":"658f"}"#;
+        assert_eq!(
+            ErrorBody::reason(report).as_deref(),
+            Some(r#"starting container 1985: runc: exec: "/x": stat /x: no such file or directory"#)
+        );
     }
 
     #[test]

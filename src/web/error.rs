@@ -44,7 +44,9 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         Engine(e) => match e {
             EngineError::Unavailable { .. } | EngineError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // An object vanished or is in the way: the state changed under the request.
-            EngineError::NotFound { .. } | EngineError::Conflict { .. } => StatusCode::CONFLICT,
+            EngineError::NotFound { .. } | EngineError::Conflict { .. } | EngineError::AlreadyExists { .. } => {
+                StatusCode::CONFLICT
+            }
             EngineError::Pull { .. } | EngineError::Build { .. } | EngineError::OutputTooLarge { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -11,10 +11,8 @@ pub const LABEL_INSTANCE: &str = "io.devaipod.instance";
 /// Whether podman's API answers. Without it the test is skipped loudly — unless
 /// `DEVAIPOD_REQUIRE_PODMAN=1` (set by CI), where that is a failure.
 pub fn podman_available() -> bool {
-    let socket = std::env::var("CONTAINER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
-        .unwrap_or_else(|| "/run/podman/podman.sock".to_owned());
+    // Where devaipod itself looks (root's podman, or a user's own rootless one).
+    let socket = devaipod::pods::podman::default_socket().display().to_string();
     let ok = Command::new("curl")
         .args(["-fsS", "--max-time", "3", "--unix-socket", &socket, "http://d/v4.0.0/libpod/_ping"])
         .stdout(Stdio::null())
@@ -30,6 +28,72 @@ pub fn podman_available() -> bool {
         );
     }
     ok
+}
+
+/// The user rootless tests run as when started by root (`scripts/setup.sh --rootless`
+/// prepares it).
+pub fn rootless_user() -> String {
+    std::env::var("DEVAIPOD_ROOTLESS_USER").unwrap_or_else(|_| "devaipod-rootless".to_owned())
+}
+
+/// For a test of rootless podman: `true` when it is to run in this process (not root: its
+/// podman is rootless). As root, runs the same test of this binary as [`rootless_user`],
+/// asserts that it passed and returns `false`. Without that user it skips loudly, unless
+/// `DEVAIPOD_REQUIRE_ROOTLESS=1` (set by CI), where that is a failure.
+pub fn rootless_here(test: &str) -> bool {
+    if !devaipod::pods::podman::is_root() {
+        return true;
+    }
+    let user = rootless_user();
+    let skip = |why: String| {
+        if std::env::var("DEVAIPOD_REQUIRE_ROOTLESS").as_deref() == Ok("1") {
+            panic!("{why}, and DEVAIPOD_REQUIRE_ROOTLESS=1");
+        }
+        eprintln!("\n*** SKIP: {why}; run `scripts/setup.sh --rootless` to run {test} ***\n");
+        false
+    };
+    let passwd = Command::new("getent").args(["passwd", &user]).output().unwrap();
+    let fields: Vec<String> = text(&passwd.stdout).trim().split(':').map(str::to_owned).collect();
+    let (Some(uid), Some(home)) = (fields.get(2), fields.get(5)) else {
+        return skip(format!("there is no user {user} for rootless podman"));
+    };
+    let run_dir = format!("/run/user/{uid}");
+    let exe = std::env::current_exe().unwrap();
+    let as_user = |argv: &[&str]| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", &user, "--", "env", "-i"])
+            .arg(format!("HOME={home}"))
+            .arg(format!("USER={user}"))
+            .arg(format!("XDG_RUNTIME_DIR={run_dir}"))
+            .arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default()))
+            .arg("RUST_BACKTRACE=1");
+        for var in ["DEVAIPOD_REQUIRE_PODMAN", "DEVAIPOD_BASE_IMAGE"] {
+            if let Ok(v) = std::env::var(var) {
+                c.arg(format!("{var}={v}"));
+            }
+        }
+        c.args(argv);
+        c
+    };
+    let reach = as_user(&["test", "-x", exe.to_str().unwrap(), "-a", "-x", env!("CARGO_BIN_EXE_devaipod")]).status();
+    if !reach.is_ok_and(|s| s.success()) {
+        return skip(format!(
+            "{user} cannot run {} (build into a target directory every user can enter)",
+            exe.display()
+        ));
+    }
+    let socket = format!("{run_dir}/podman/podman.sock");
+    let ping = ["curl", "-fsS", "--max-time", "3", "--unix-socket", &socket, "http://d/v4.0.0/libpod/_ping"];
+    if !as_user(&ping).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        return skip(format!("{user}'s rootless podman does not answer on {socket}"));
+    }
+    eprintln!("running {test} as {user} (rootless podman at {socket})");
+    let status = as_user(&[exe.to_str().unwrap(), "--exact", test, "--nocapture", "--test-threads", "1"])
+        .current_dir("/")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed as {user} (rootless podman): {status}");
+    false
 }
 
 /// One test's world: an instance id, a config file, a scratch directory, and cleanup.

@@ -185,7 +185,8 @@ pub fn restart_hint(pid: u32) -> String {
 
 /// `podman` and `runtime`: the engine answers, which version, rootful or rootless; its
 /// runtime and cgroups.
-pub fn podman(info: Result<&EngineInfo, &str>, socket: &Path) -> Vec<Check> {
+/// `hint`: what to do when nothing answers at `socket` ([`crate::pods::socket::start_hint`]).
+pub fn podman(info: Result<&EngineInfo, &str>, socket: &Path, hint: &str) -> Vec<Check> {
     match info {
         Ok(i) => {
             let mode = if i.rootless { "rootless" } else { "rootful" };
@@ -211,10 +212,7 @@ pub fn podman(info: Result<&EngineInfo, &str>, socket: &Path) -> Vec<Check> {
         Err(reason) => vec![Check::error(
             "podman",
             format!("podman does not answer at {}: {}", socket.display(), first_line(reason)),
-            format!(
-                "start it with scripts/setup.sh, or: podman system service --time=0 unix://{} & (or point CONTAINER_HOST at a running podman socket)",
-                socket.display()
-            ),
+            hint,
         )],
     }
 }

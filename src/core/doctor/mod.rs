@@ -91,7 +91,11 @@ pub async fn checks<E: Engine>(
     let mut out = vec![config_check(config, &restart_command(places.paths))];
 
     let info = question(engine.info()).await;
-    out.extend(judge::podman(info.as_ref().map_err(String::as_str), &places.socket));
+    out.extend(judge::podman(
+        info.as_ref().map_err(String::as_str),
+        &places.socket,
+        &crate::pods::socket::start_hint(&places.socket),
+    ));
     let image = question(engine.image_exists(&config.default_image)).await;
     out.push(judge::image(&config.default_image, image.as_ref().map(|b| *b).map_err(String::as_str), &edit));
     let opencode = places.opencode_dir.join("opencode");

@@ -149,10 +149,14 @@ fn every_other_line_has_its_fix() {
         storage_driver: "vfs".into(),
     };
     let socket = Path::new("/run/podman/podman.sock");
-    let lines = judge::podman(Ok(&info), socket);
+    let lines = judge::podman(Ok(&info), socket, "unused");
     is(&lines[0], Level::Ok, "podman 4.3.1 (API 4.3.1) at /run/podman/podman.sock, rootless", "");
     is(&lines[1], Level::Warning, "crun (crun version 1.8), cgroups v2 (systemd), storage vfs", "overlay");
-    let down = judge::podman(Err("cannot reach podman at /x: No such file\n  start it…"), socket);
+    let down = judge::podman(
+        Err("cannot reach podman at /x: No such file\n  start it…"),
+        socket,
+        "start it with podman system service --time=0 unix:///run/podman/podman.sock &",
+    );
     is(
         &down[0],
         Level::Error,

@@ -102,6 +102,11 @@ fn conflict(op: &str, message: &str) -> EngineError {
     EngineError::Conflict { op: op.to_owned(), message: message.to_owned() }
 }
 
+/// Podman saying the object exists already.
+fn exists(op: &str, message: &str) -> EngineError {
+    EngineError::AlreadyExists { op: op.to_owned(), message: message.to_owned() }
+}
+
 impl FakeEngine {
     pub fn new() -> FakeEngine {
         let dir = tempfile::Builder::new()
@@ -390,7 +395,7 @@ impl Engine for FakeEngine {
     async fn create_secret(&self, secret: &SecretPlan) -> Result<(), EngineError> {
         let mut s = self.call("create_secret", Some(Op::CreateSecret))?;
         if s.secrets.contains_key(&secret.name) {
-            return Err(conflict(&format!("create secret {}", secret.name), "secret name in use"));
+            return Err(exists(&format!("create secret {}", secret.name), "secret name in use"));
         }
         s.secrets.insert(secret.name.clone(), (secret.value.0.clone(), secret.labels.clone()));
         Ok(())
@@ -440,7 +445,7 @@ impl Engine for FakeEngine {
     async fn create_volume(&self, volume: &VolumePlan) -> Result<(), EngineError> {
         let mut s = self.call("create_volume", Some(Op::CreateVolume))?;
         if s.volumes.contains_key(&volume.name) {
-            return Err(conflict(&format!("create volume {}", volume.name), "volume already exists"));
+            return Err(exists(&format!("create volume {}", volume.name), "volume already exists"));
         }
         s.volumes.insert(volume.name.clone(), volume.labels.clone());
         Ok(())
@@ -449,7 +454,7 @@ impl Engine for FakeEngine {
     async fn create_pod(&self, pod: &PodSpec) -> Result<(), EngineError> {
         let mut s = self.call("create_pod", Some(Op::CreatePod))?;
         if s.pods.contains_key(&pod.name) {
-            return Err(conflict(&format!("create pod {}", pod.name), "pod already exists"));
+            return Err(exists(&format!("create pod {}", pod.name), "pod already exists"));
         }
         let mut ports = Vec::new();
         for &container_port in &pod.ports {
@@ -470,7 +475,7 @@ impl Engine for FakeEngine {
             return Err(not_found(&format!("create a container in pod {pod}"), "pod"));
         }
         if s.containers.contains_key(&c.name) {
-            return Err(conflict(&format!("create container {}", c.name), "container name in use"));
+            return Err(exists(&format!("create container {}", c.name), "container name in use"));
         }
         if !s.images.contains(&c.image) {
             return Err(not_found(&format!("create container {}", c.name), &format!("image {}", c.image)));

@@ -364,8 +364,8 @@ impl<E: Engine> Core<E> {
         for s in &plan.secrets {
             match self.engine.create_secret(s).await {
                 // A stale secret of an earlier pod of this name (which no longer exists:
-                // preflight checked) is replaced; podman answers 500 for a name in use.
-                Err(e @ (EngineError::Conflict { .. } | EngineError::Api { status: 500, .. })) => {
+                // preflight checked) is replaced.
+                Err(e @ EngineError::AlreadyExists { .. }) => {
                     match self.engine.remove_secret(&s.name).await {
                         Ok(()) => self.engine.create_secret(s).await?,
                         // There was none: the failure was another, and is the one to report.
