@@ -77,7 +77,11 @@ fn podman_not_running_says_how_to_start_it() {
     for args in [vec!["up", repo.to_str().unwrap()], vec!["list"]] {
         let e = env.fails(&args);
         assert!(e.contains("cannot reach podman at /tmp/devaipod-no-such.sock"), "{e}");
-        assert!(e.contains("start it with `scripts/setup.sh`"), "{e}");
+        // The hint fits where the socket came from (here CONTAINER_HOST).
+        assert!(
+            e.contains("CONTAINER_HOST points at unix:///tmp/devaipod-no-such.sock: start podman's API service there"),
+            "{e}"
+        );
     }
 }
 
