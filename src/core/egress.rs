@@ -120,13 +120,17 @@ impl<E: Engine> Core<E> {
     /// kept in memory (and `up` remembers a key it had from the caller's environment).
     pub async fn llm_upstream(&self, ws: &str) -> Result<LlmUpstream, CoreError> {
         let base_url = self.config.agent.base_url.clone();
+        // Known (a key, or none at all): no podman call on an agent's request.
         if let Some(key) = self.llm_keys.get(ws) {
-            return Ok(LlmUpstream { base_url, key: Some(key.clone()) });
+            return Ok(LlmUpstream { base_url, key: key.clone() });
         }
         let own = WorkspaceName::new(ws).map(|n| format!("{}-llm-key", n.pod()))?;
         let secret =
             if self.engine.secret_exists(&own).await? { Some(own) } else { self.config.agent.api_key_secret.clone() };
-        let Some(secret) = secret else { return Ok(LlmUpstream { base_url, key: None }) };
+        let Some(secret) = secret else {
+            self.llm_keys.insert(ws.to_owned(), None);
+            return Ok(LlmUpstream { base_url, key: None });
+        };
         // After a failure, a minute before podman is asked again (each read runs a container).
         if let Some(failed) = self.llm_key_failures.get(ws)
             && failed.0.elapsed() < KEY_RETRY_AFTER
@@ -136,7 +140,7 @@ impl<E: Engine> Core<E> {
         match self.read_secret(&secret).await {
             Ok(key) => {
                 self.llm_key_failures.remove(ws);
-                self.llm_keys.insert(ws.to_owned(), key.clone());
+                self.llm_keys.insert(ws.to_owned(), Some(key.clone()));
                 Ok(LlmUpstream { base_url, key: Some(key) })
             }
             Err(e) => {
@@ -159,7 +163,7 @@ impl<E: Engine> Core<E> {
 
     /// Keeps the LLM key `up` had from the caller's environment (no podman read later).
     pub(super) fn remember_llm_key(&self, ws: &str, key: &str) {
-        self.llm_keys.insert(ws.to_owned(), key.to_owned());
+        self.llm_keys.insert(ws.to_owned(), Some(key.to_owned()));
     }
 
     pub(super) fn forget_llm_key(&self, ws: &str) {

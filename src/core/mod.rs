@@ -221,8 +221,9 @@ pub struct Core<E> {
     github_secret: tokio::sync::Mutex<(Option<String>, Option<std::time::Instant>)>,
     /// When each workspace's agent last reached its LLM (see `Core::llm_gate`).
     llm_gates: dashmap::DashMap<String, std::time::Instant>,
-    /// Each workspace's LLM key, once read (see `Core::llm_upstream`). Never logged.
-    llm_keys: dashmap::DashMap<String, String>,
+    /// Each workspace's LLM key once read, or that it has none (see `Core::llm_upstream`).
+    /// Never logged.
+    llm_keys: dashmap::DashMap<String, Option<String>>,
     /// When reading a workspace's LLM key last failed, and why (retried after a minute).
     llm_key_failures: dashmap::DashMap<String, (std::time::Instant, String)>,
 }
