@@ -24,6 +24,7 @@ as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "tool_nam
 
 import argparse
 import json
+import socket
 import sys
 import threading
 import time
@@ -42,6 +43,12 @@ def text_of(content):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        # As real servers do: an answer written in pieces (SSE) goes out at once, not after
+        # the client's delayed ACK (~40 ms per request on a kept-alive connection).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     script = {}
     log_path = None
     counter = 0

@@ -158,6 +158,22 @@ async fn silent_readiness_probes_cost_an_interval_not_a_timeout() {
     assert!(took < Duration::from_secs(1), "ready after {took:?}: well under one probe's timeout (2 s)");
 }
 
+/// After a reboot the runtime directory is gone; the agent container's API directory is
+/// a bind mount, so `start` makes it again (and `delete` removes it).
+#[tokio::test]
+async fn start_makes_the_agents_api_directory_again_and_delete_removes_it() {
+    let w = World::new().await;
+    w.up().await;
+    let dir = w.core.paths.agent_dir(WS);
+    assert!(dir.is_dir());
+    w.core.stop(WS).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    w.core.start(WS).await.unwrap();
+    assert!(dir.is_dir(), "start made {} again", dir.display());
+    w.core.delete(WS, false).await.unwrap();
+    assert!(!dir.exists());
+}
+
 /// `delete` returns before podman has removed anything (a pod whose containers ran API
 /// execs takes 3.3 s to remove, a big volume much longer): the workspace is hidden at once,
 /// its removal is recorded first, and a daemon killed before the removal ends finishes it

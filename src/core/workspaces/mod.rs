@@ -336,6 +336,7 @@ impl<E: Engine> Core<E> {
     pub async fn start(&self, name: &str) -> Result<(), CoreError> {
         let pod = self.find(name).await?;
         self.forget_agent(name);
+        self.ensure_agent_dir(name)?;
         let r = self.engine.start_pod(&pod.name).await;
         self.changed().await;
         r?;

@@ -534,10 +534,16 @@ impl<E: Engine> Core<E> {
     /// subordinate uid under rootless podman) must create the socket: the directory is open
     /// to all, and reachable only through the runtime directory (0700) and the agent's mount.
     fn open_agent_dir(&self, ws: &str) -> Result<(), CoreError> {
+        let _ = std::fs::remove_dir_all(self.paths.agent_dir(ws)); // what an earlier pod of this name left
+        self.ensure_agent_dir(ws)
+    }
+
+    /// The same, kept as it is when it exists: `start` after a reboot (the runtime
+    /// directory is gone, and the agent container's bind mount needs it).
+    pub(in crate::core) fn ensure_agent_dir(&self, ws: &str) -> Result<(), CoreError> {
         use std::os::unix::fs::PermissionsExt;
         let io = |e: std::io::Error| CoreError::Io(format!("the agent's socket directory of {ws}: {e}"));
         let dir = self.paths.agent_dir(ws);
-        let _ = std::fs::remove_dir_all(&dir); // what an earlier pod of this name left
         std::fs::create_dir_all(&dir).map_err(io)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)
     }
