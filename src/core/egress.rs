@@ -137,7 +137,7 @@ impl<E: Engine> Core<E> {
         {
             return Err(CoreError::Io(failed.1.clone()));
         }
-        match self.read_secret(&secret).await {
+        match super::read_secret(&self.engine, &self.config, &self.paths, &secret).await {
             Ok(key) => {
                 self.llm_key_failures.remove(ws);
                 self.llm_keys.insert(ws.to_owned(), Some(key.clone()));
@@ -149,16 +149,6 @@ impl<E: Engine> Core<E> {
                 Err(CoreError::Io(why))
             }
         }
-    }
-
-    async fn read_secret(&self, secret: &str) -> Result<String, CoreError> {
-        let scratch = self.paths.runtime.join("secrets");
-        tokio::fs::create_dir_all(&scratch)
-            .await
-            .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await)
-            .map_err(|e| CoreError::Io(format!("secret scratch directory {}: {e}", scratch.display())))?;
-        let value = self.engine.secret_value(secret, &self.config.default_image, &scratch, self.instance()).await?;
-        Ok(value.trim().to_owned())
     }
 
     /// Keeps the LLM key `up` had from the caller's environment (no podman read later).

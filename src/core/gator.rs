@@ -64,20 +64,9 @@ impl<E: Engine> Core<E> {
         let (value, failed_at) = &mut *cached;
         // After a failure, wait a minute before asking podman again.
         if value.is_none() && failed_at.is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(60)) {
-            let scratch = self.paths.runtime.join("secrets");
-            let made = tokio::fs::create_dir_all(&scratch)
-                .await
-                .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await);
-            let read = match made {
-                Ok(()) => self.engine.secret_value(secret, &self.config.default_image, &scratch, self.instance()).await,
-                Err(e) => Err(crate::pods::EngineError::Api {
-                    op: "secret scratch dir".into(),
-                    status: 0,
-                    message: e.to_string(),
-                }),
-            };
+            let read = super::read_secret(&self.engine, &self.config, &self.paths, secret).await;
             match read {
-                Ok(v) => *value = Some(v.trim().to_owned()),
+                Ok(v) => *value = Some(v),
                 Err(e) => {
                     *failed_at = Some(std::time::Instant::now());
                     tracing::warn!("cannot read the GitHub token from podman secret {secret}: {e}");

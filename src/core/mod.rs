@@ -43,6 +43,23 @@ use crate::agent::{AgentConnector, OpencodeConnector};
 use crate::config::Config;
 use crate::store::Store;
 
+/// A podman secret's value for the daemon's own use (the GitHub token, an LLM key), read
+/// through `engine` into `<runtime>/secrets` (made 0700 first), trimmed.
+pub(crate) async fn read_secret<E: crate::pods::Engine>(
+    engine: &E,
+    config: &Config,
+    paths: &Paths,
+    secret: &str,
+) -> Result<String, CoreError> {
+    let scratch = paths.runtime.join("secrets");
+    tokio::fs::create_dir_all(&scratch)
+        .await
+        .and(tokio::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await)
+        .map_err(|e| CoreError::Io(format!("secret scratch directory {}: {e}", scratch.display())))?;
+    let value = engine.secret_value(secret, &config.default_image, &scratch, config.instance.as_str()).await?;
+    Ok(value.trim().to_owned())
+}
+
 /// One event on the bus: a task's progress or state, a proposal, a workspace change.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct BusEvent {

@@ -342,6 +342,23 @@ where
     Ok(Handshake::Accepted(headers, upgrade.await?))
 }
 
+/// Opens the connection to the agent (`connect`, within [`CONNECT_TIMEOUT`]) and makes the
+/// handshake over it (within [`HANDSHAKE_TIMEOUT`]); a connection that fails is the
+/// browser's answer.
+async fn connect_and_handshake<IO>(
+    connect: impl std::future::Future<Output = std::io::Result<IO>>,
+    upstream: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<Result<Result<Handshake, hyper::Error>, tokio::time::error::Elapsed>, Response>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(io)) => Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await),
+        Ok(Err(e)) => Err(plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}"))),
+        Err(_) => Err(plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time.")),
+    }
+}
+
 /// A WebSocket (opencode's terminal). The handshake is made with the agent first (with its
 /// password); only its `101` gives the browser a `101` (with the agent's `Sec-WebSocket-*`
 /// answer), a refusal gives the browser the agent's status. Then both upgraded connections
@@ -355,22 +372,11 @@ async fn tunnel(mut req: Request, route: &Route, password: &str, path: &str, sto
         Ok(r) => r,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("Cannot forward this WebSocket: {e}")),
     };
-    let handshake = async {
-        match route.socket() {
-            Some(socket) => match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect()).await {
-                Ok(Ok(io)) => Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await),
-                Ok(Err(e)) => Err(plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}"))),
-                Err(_) => Err(plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time.")),
-            },
-            None => match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&route.authority)).await
-            {
-                Ok(Ok(io)) => Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_with_agent(io, upstream)).await),
-                Ok(Err(e)) => Err(plain(StatusCode::BAD_GATEWAY, &format!("The agent is not reachable: {e}"))),
-                Err(_) => Err(plain(StatusCode::GATEWAY_TIMEOUT, "The agent did not accept the connection in time.")),
-            },
-        }
+    let answered = match route.socket() {
+        Some(socket) => connect_and_handshake(socket.connect(), upstream).await,
+        None => connect_and_handshake(tokio::net::TcpStream::connect(&route.authority), upstream).await,
     };
-    let answered = match handshake.await {
+    let answered = match answered {
         Ok(a) => a,
         Err(refusal) => return refusal,
     };

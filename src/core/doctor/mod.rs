@@ -143,9 +143,10 @@ fn restart_command(paths: &Paths) -> String {
 }
 
 /// A podman question with the doctor's timeout; its error as text.
-async fn question<T, F>(f: F) -> Result<T, String>
+async fn question<T, E, F>(f: F) -> Result<T, String>
 where
-    F: std::future::Future<Output = Result<T, crate::pods::EngineError>>,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
 {
     match tokio::time::timeout(QUESTION_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| e.to_string()),
@@ -259,14 +260,7 @@ pub async fn probe_from_host<E: Engine>(
 ) -> Result<Probe, String> {
     let key = match (&config.agent.api_key_secret, key_value(config, env)) {
         (Some(secret), _) => {
-            let scratch = paths.runtime.join("secrets");
-            std::fs::create_dir_all(&scratch)
-                .and_then(|()| {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))
-                })
-                .map_err(|e| format!("secret scratch directory {}: {e}", scratch.display()))?;
-            let read = engine.secret_value(secret, &config.default_image, &scratch, config.instance.as_str());
+            let read = super::read_secret(engine, config, paths, secret);
             Some(question(read).await.map_err(|e| format!("cannot read the key from podman secret `{secret}`: {e}"))?)
         }
         (None, value) => value,
