@@ -191,11 +191,13 @@ fn a_user_without_a_runtime_directory_is_told_what_to_do() {
         eprintln!("\n*** SKIP: needs root (runs devaipod as the user nobody) ***\n");
         return;
     }
+    let staged = stage_for_other_users(); // the build may sit where nobody cannot enter
     let uid = text(&Command::new("id").args(["-u", "nobody"]).output().unwrap().stdout).trim().to_owned();
     assert!(!std::path::Path::new(&format!("/run/user/{uid}")).exists(), "nobody has no /run/user/{uid}");
     let out = Command::new("runuser")
         .args(["-u", "nobody", "--", "env", "-i", "HOME=/nonexistent", "PATH=/usr/bin:/bin", "DEVAIPOD_INSTANCE=norun"])
-        .args([env!("CARGO_BIN_EXE_devaipod"), "list"])
+        .arg(staged.path().join("devaipod"))
+        .arg("list")
         .current_dir("/")
         .output()
         .unwrap();

@@ -58,7 +58,10 @@ pub fn rootless_here(test: &str) -> bool {
         return skip(format!("there is no user {user} for rootless podman"));
     };
     let run_dir = format!("/run/user/{uid}");
-    let exe = std::env::current_exe().unwrap();
+    // The build may sit where only root can enter (a target directory under /root): the
+    // user runs copies, in a directory of this run's that everyone can read.
+    let staged = stage_for_other_users();
+    let exe = staged.path().join("tests").join(std::env::current_exe().unwrap().file_name().unwrap());
     let as_user = |argv: &[&str]| {
         let mut c = Command::new("runuser");
         c.args(["-u", &user, "--", "env", "-i"])
@@ -72,16 +75,13 @@ pub fn rootless_here(test: &str) -> bool {
                 c.arg(format!("{var}={v}"));
             }
         }
+        c.arg(format!("DEVAIPOD_TEST_EXE={}", staged.path().join("devaipod").display()));
+        c.arg(format!("DEVAIPOD_TEST_SUPPORT={}", staged.path().join("support").display()));
         c.args(argv);
         c
     };
-    let reach = as_user(&["test", "-x", exe.to_str().unwrap(), "-a", "-x", env!("CARGO_BIN_EXE_devaipod")]).status();
-    if !reach.is_ok_and(|s| s.success()) {
-        return skip(format!(
-            "{user} cannot run {} (build into a target directory every user can enter)",
-            exe.display()
-        ));
-    }
+    let reach = as_user(&["test", "-x", exe.to_str().unwrap()]).status();
+    assert!(reach.is_ok_and(|s| s.success()), "{user} cannot run the staged copy {}", exe.display());
     let socket = format!("{run_dir}/podman/podman.sock");
     let ping = ["curl", "-fsS", "--max-time", "3", "--unix-socket", &socket, "http://d/v4.0.0/libpod/_ping"];
     if !as_user(&ping).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
@@ -94,6 +94,46 @@ pub fn rootless_here(test: &str) -> bool {
         .unwrap();
     assert!(status.success(), "{test} failed as {user} (rootless podman): {status}");
     false
+}
+
+/// The devaipod executable under test: `DEVAIPOD_TEST_EXE` (a staged copy, see
+/// [`rootless_here`]) or cargo's build.
+pub fn devaipod_exe() -> PathBuf {
+    std::env::var_os("DEVAIPOD_TEST_EXE").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_devaipod")), PathBuf::from)
+}
+
+/// `tests/support`: `DEVAIPOD_TEST_SUPPORT` (a staged copy) or the source tree's.
+pub fn support_dir() -> PathBuf {
+    std::env::var_os("DEVAIPOD_TEST_SUPPORT")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support"), PathBuf::from)
+}
+
+/// Copies of this test binary (`tests/`), the devaipod executable (`devaipod`) and
+/// `tests/support` (`support/`) in a fresh directory that every user can read and run;
+/// removed on drop.
+pub fn stage_for_other_users() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("devaipod-staged-").tempdir().unwrap();
+    let open = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+        open(to, 0o755);
+    };
+    open(dir.path(), 0o755);
+    for sub in ["tests", "support"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        open(&dir.path().join(sub), 0o755);
+    }
+    let exe = std::env::current_exe().unwrap();
+    copy(&exe, &dir.path().join("tests").join(exe.file_name().unwrap()));
+    copy(&devaipod_exe(), &dir.path().join("devaipod"));
+    for entry in std::fs::read_dir(support_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            copy(&entry.path(), &dir.path().join("support").join(entry.file_name()));
+        }
+    }
+    dir
 }
 
 /// One test's world: an instance id, a config file, a scratch directory, and cleanup.
@@ -153,7 +193,7 @@ impl TestEnv {
 
     /// A command running the real devaipod binary in this test's instance.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        self.cmd_exe(Path::new(env!("CARGO_BIN_EXE_devaipod")), args)
+        self.cmd_exe(&devaipod_exe(), args)
     }
 
     /// The same, running another devaipod executable (a copy, an older build).
@@ -267,7 +307,7 @@ impl SupportServer {
         std::fs::write(&input_path, input.1.to_string()).unwrap();
         let log = dir.path().join("requests.jsonl");
         let mut child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(script))
+            .arg(support_dir().join(script))
             .args(args)
             .args(["--port", "0", &format!("--{}", input.0)])
             .arg(&input_path)
