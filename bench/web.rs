@@ -61,6 +61,9 @@ async fn fill_store(env: &Env, names: &[String]) {
             updated_at: 0,
             deadline_at: i64::MAX,
             turns_before: 0,
+            parent: None,
+            worker: None,
+            workers: 0,
         };
         store.insert_task(task).await.unwrap();
         let files = vec![ProposalFile { path: "src/lib.rs".into(), added: Some(3), removed: Some(1) }];

@@ -271,6 +271,10 @@ pub struct RunArgs {
     /// Image for both containers, instead of devcontainer.json's or the default.
     #[arg(long)]
     pub image: Option<String>,
+    /// Let the agent delegate parts of the task to up to N sandboxed worker agents
+    /// (`[orchestration] max-workers` at most); their tasks show under the task.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: u32,
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +413,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 read_only: a.read_only,
                 task: a.task,
                 require_task: false,
+                workers: 0,
                 env: Some(CallerEnv::current()),
                 allow_hosts: a.allow_hosts,
             };
@@ -439,7 +444,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
         }
         Command::Run(a) => {
             let task = match (a.workspace, a.source) {
-                (Some(w), _) => c.run_task(&w, a.task.as_deref().unwrap_or_default()).await?,
+                (Some(w), _) => c.run_task_with(&w, a.task.as_deref().unwrap_or_default(), a.workers).await?,
                 (None, Some(source)) => {
                     let req = UpRequest {
                         source: caller_source(&source)?,
@@ -448,6 +453,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                         read_only: a.read_only,
                         task: a.task,
                         require_task: true,
+                        workers: a.workers,
                         env: Some(CallerEnv::current()),
                         ..Default::default()
                     };

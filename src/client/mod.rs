@@ -277,7 +277,16 @@ impl Client {
     // ---- tasks ----
 
     pub async fn run_task(&self, workspace: &str, prompt: &str) -> Result<Task, ClientError> {
-        self.post("/api/v1/tasks", &json!({ "workspace": workspace, "prompt": prompt })).await
+        self.run_task_with(workspace, prompt, 0).await
+    }
+
+    /// A task whose agent may delegate to up to `workers` worker agents.
+    pub async fn run_task_with(&self, workspace: &str, prompt: &str, workers: u32) -> Result<Task, ClientError> {
+        let mut body = json!({ "workspace": workspace, "prompt": prompt });
+        if workers > 0 {
+            body["workers"] = json!(workers);
+        }
+        self.post("/api/v1/tasks", &body).await
     }
 
     pub async fn task(&self, id: &str) -> Result<TaskDetail, ClientError> {

@@ -133,17 +133,54 @@ pub struct RepoPermissions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Orchestration {
-    /// Lets a task-owner agent delegate sub-tasks to worker containers.
+    /// `false` turns delegation off (as `max-workers = 0`).
     pub enabled: bool,
-    /// Upper bound of worker containers per workspace (1 to 8).
+    /// Worker agents a task may delegate to at once, per workspace (0 to 8; 0: none).
     #[serde(deserialize_with = "super::values::workers")]
     pub max_workers: u8,
+    /// A worker container with no task for this long is stopped (it starts again when
+    /// needed).
+    pub worker_idle_secs: u64,
+    /// A worker's task fails when it has not finished in this time (and never outlives its
+    /// owner's deadline).
+    pub worker_timeout_secs: u64,
+    /// What gator lets a worker do: `none`, `readonly` (read tools only; the default) or
+    /// `inherit` (the workspace's scopes).
+    pub worker_gator: WorkerGator,
+    /// How deep delegation goes: 1, an owner's workers do not delegate (the only depth
+    /// supported).
+    #[serde(deserialize_with = "super::values::max_depth")]
+    pub max_depth: u8,
 }
 
 impl Default for Orchestration {
     fn default() -> Self {
-        Orchestration { enabled: false, max_workers: 2 }
+        Orchestration {
+            enabled: true,
+            max_workers: 2,
+            worker_idle_secs: 300,
+            worker_timeout_secs: 900,
+            worker_gator: WorkerGator::Readonly,
+            max_depth: 1,
+        }
     }
+}
+
+impl Orchestration {
+    /// How many workers a task may have (0 when delegation is off).
+    pub fn limit(&self) -> u32 {
+        if self.enabled { u32::from(self.max_workers) } else { 0 }
+    }
+}
+
+/// `[orchestration] worker-gator`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerGator {
+    None,
+    #[default]
+    Readonly,
+    Inherit,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -48,6 +48,8 @@ read = true
 [orchestration]
 enabled = true
 max-workers = 4
+worker-gator = "none"
+worker-timeout-secs = 60
 [ssh]
 enabled = true
 listen = "127.0.0.1:2200"
@@ -71,6 +73,9 @@ hosts = { "git.internal" = "127.0.0.1" }
     let hello = perms.iter().find(|(k, _)| k.repo.as_deref() == Some("hello")).unwrap().1;
     assert!(hello.create_draft && hello.push_new_branch && !hello.write);
     assert_eq!(c.orchestration.max_workers, 4);
+    assert_eq!(c.orchestration.limit(), 4);
+    assert_eq!(c.orchestration.worker_gator, crate::config::WorkerGator::None);
+    assert_eq!((c.orchestration.worker_timeout_secs, c.orchestration.worker_idle_secs), (60, 300));
     assert_eq!(c.network.egress, NetworkEgress::Allowlist);
     let hosts: Vec<String> = c.network.allow_hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]);
@@ -154,7 +159,15 @@ fn errors_name_file_line_and_key() {
         ),
         ("[trusted]\nsecrets = [\"1X=s\"]\n", "trusted.secrets[0]: `1X` is not an environment variable name"),
         ("[trusted]\nsecrets = [\"X=bad name\"]\n", "`bad name` is not a podman secret name"),
-        ("[orchestration]\nmax-workers = 99\n", ":2:15: orchestration.max-workers: 99 is out of range: use 1 to 8"),
+        (
+            "[orchestration]\nmax-workers = 99\n",
+            ":2:15: orchestration.max-workers: 99 is out of range: use 0 (no workers) to 8",
+        ),
+        (
+            "[orchestration]\nmax-depth = 2\n",
+            ":2:13: orchestration.max-depth: 2 is not supported: workers do not delegate further (use 1)",
+        ),
+        ("[orchestration]\nworker-gator = \"all\"\n", "orchestration.worker-gator: unknown variant `all`"),
         ("[ssh]\nlisten = \"everywhere\"\n", "ssh.listen: `everywhere` is not an address"),
         (
             "[network]\negress = \"closed\"\n",

@@ -157,8 +157,15 @@ impl From<RepoPattern> for String {
 pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     let n = i64::deserialize(d)?;
     match u8::try_from(n) {
-        Ok(n @ 1..=8) => Ok(n),
-        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 1 to 8"))),
+        Ok(n @ 0..=8) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 0 (no workers) to 8"))),
+    }
+}
+
+pub(super) fn max_depth<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match i64::deserialize(d)? {
+        1 => Ok(1),
+        n => Err(serde::de::Error::custom(format!("{n} is not supported: workers do not delegate further (use 1)"))),
     }
 }
 

@@ -145,6 +145,25 @@ impl<E: Engine> Core<E> {
         decision: &str,
         reason: &str,
     ) -> Result<AuditEntry, CoreError> {
+        self.audit_as(ws, super::Seat::Owner, tool, target, decision, reason).await
+    }
+
+    /// The same for one of the workspace's agents: a worker's calls are audited as its
+    /// (`worker <n>:` before the target) and are events of its task.
+    pub async fn audit_as(
+        &self,
+        ws: &str,
+        seat: super::Seat,
+        tool: &str,
+        target: &str,
+        decision: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, CoreError> {
+        let target = match seat {
+            super::Seat::Owner => target.to_owned(),
+            super::Seat::Worker(n) => format!("worker {n}: {target}"),
+        };
+        let target = target.as_str();
         let entry = self.store.audit(ws, tool, target, decision, reason).await?;
         // The egress proxy's decisions (tool `egress`) read as such; the rest are gator's.
         let (kind, message) = match tool {
@@ -152,7 +171,7 @@ impl<E: Engine> Core<E> {
             _ => ("gator", format!("gator {} {tool} {target}: {reason}", entry.decision)),
         };
         // During a task the call is part of its progress (stored with it, shown live).
-        if let Some(task) = self.current_task(ws).await? {
+        if let Some(task) = self.seat_task(ws, seat).await? {
             let key = format!("{kind}:{}", entry.id);
             if let Some(ev) = self.store.add_event(&task, &key, kind, &message).await? {
                 self.publish(BusEvent::stored(ev, ws));
@@ -176,9 +195,14 @@ impl<E: Engine> Core<E> {
 
     /// The workspace's unfinished task (there is at most one), where the agent works now.
     pub async fn current_task(&self, ws: &str) -> Result<Option<String>, CoreError> {
+        self.seat_task(ws, super::Seat::Owner).await
+    }
+
+    /// The unfinished task of one agent of the workspace (its owner or a worker).
+    pub async fn seat_task(&self, ws: &str, seat: super::Seat) -> Result<Option<String>, CoreError> {
         let tasks = self.store.tasks(Some(ws)).await?;
         let open = [TaskState::Queued, TaskState::Running, TaskState::NeedsInput];
-        Ok(tasks.into_iter().find(|t| open.contains(&t.state)).map(|t| t.id))
+        Ok(tasks.into_iter().find(|t| open.contains(&t.state) && super::Seat::of(t) == seat).map(|t| t.id))
     }
 
     /// The branch of the workspace's unfinished task.

@@ -17,6 +17,7 @@ mod tasks;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+mod workers;
 mod workspaces;
 
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub fn random_token() -> String {
 }
 pub use proposals::{ApproveAction, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary, Rejected};
 pub use tasks::{TaskDetail, TaskQuery};
+pub use workers::{Accepted, DiffPage, MAX_DIFF_CHARS, MAX_WAIT_SECS, Seat, WorkerTaskSummary, WorkerTaskView};
 pub use workspaces::{
     CallerEnv, Created, Done, ExecPlace, ExecTarget, Progress, UpOutcome, UpRequest, WorkspaceStatus, opencode_dir,
 };
@@ -146,6 +148,11 @@ impl Paths {
     /// The agent's API socket, as the daemon reaches it.
     pub fn agent_socket(&self, workspace: &str) -> PathBuf {
         self.agent_dir(workspace).join(crate::pods::plan::AGENT_API_SOCKET)
+    }
+
+    /// The plan of a workspace's agent container, kept for making its workers.
+    pub fn agent_plan(&self, workspace: &str) -> PathBuf {
+        self.data.join("agents").join(format!("{workspace}.json"))
     }
 
     /// The seccomp profile of agent containers (podman's default without user namespaces).

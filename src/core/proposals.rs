@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::tasks::Assignment;
+use super::workers::{Seat, worker_seed_ref};
 use super::workspaces::random_hex;
 use super::{Core, CoreError, ExecTarget};
 use crate::git::BareRepo;
@@ -157,7 +159,7 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The environment of the collection inside the sandbox: no git configuration from
 /// anywhere (system, global, HOME, XDG; from the environment only ours), a fixed identity,
 /// no prompts.
-fn collect_env() -> BTreeMap<String, String> {
+pub(super) fn collect_env() -> BTreeMap<String, String> {
     let (name, email) = AGENT_IDENTITY;
     [
         ("GIT_CONFIG_NOSYSTEM", "1"),
@@ -198,8 +200,12 @@ impl<E: Engine> Core<E> {
         let repo = BareRepo::init(self.paths.repo(ws)).await?;
         let base = task.base.clone().unwrap_or_default();
         // The diff shows everything the branch adds to the source (earlier, rejected or
-        // unapproved agent commits included), which is exactly what apply or push ships.
-        let base = repo.rev("refs/devaipod/source").await.unwrap_or(base);
+        // unapproved agent commits included), which is exactly what apply or push ships;
+        // a worker's, what it added to the state it was given.
+        let base = match task.worker {
+            None => repo.rev("refs/devaipod/source").await.unwrap_or(base),
+            Some(_) => base,
+        };
         let stats = repo.stats(&base, &head).await?;
         let proposal = Proposal {
             id: format!("p-{}", random_hex(5)),
@@ -216,7 +222,9 @@ impl<E: Engine> Core<E> {
             state: ProposalState::Open,
             created_at: now(),
         };
-        self.store.set_agent_head(ws, &proposal.head).await?;
+        if task.worker.is_none() {
+            self.store.set_agent_head(ws, &proposal.head).await?;
+        }
         if !self.store.insert_proposal(proposal.clone()).await? {
             return Ok(self.store.proposal_for_task(&task.id).await?);
         }
@@ -236,32 +244,72 @@ impl<E: Engine> Core<E> {
     /// leaves nothing in the way of the next one, and doing it again gives the same head.
     pub(super) async fn bring_out(&self, task: &Task) -> Result<Option<String>, CoreError> {
         let ws = task.workspace.as_str();
-        // One at a time per workspace: a gator push and the task's own end share the
-        // branch and the staging directory.
-        let lock = self.bring_out_locks.entry(ws.to_owned()).or_default().clone();
+        let seat = Seat::of(task);
+        // One at a time per agent: a gator push and the task's own end share the branch
+        // and the staging directory.
+        let lock = self.bring_out_locks.entry(seat.key(ws)).or_default().clone();
         let _one = lock.lock().await;
         let branch = format!("devaipod/{}", task.id);
         let Some(base) = task.base.clone() else {
             return Err(CoreError::Io("the task has no base commit (is the repository empty?)".into()));
         };
         let repo = BareRepo::init(self.paths.repo(ws)).await?;
-        // The source's commit is in the clone (it was copied from the source): the bundle
-        // leaves out what the daemon has of it already.
-        let seed = repo.rev("refs/devaipod/source").await.unwrap_or_else(|_| base.clone());
-        let place = self.exec_target(ws, ExecTarget::Agent).await?;
+        // The clone's seed commit (the source's for the owner, the one it was seeded with
+        // for a worker) is in the clone: the bundle leaves out what the daemon has of it.
+        let seed = match seat {
+            Seat::Owner => repo.rev("refs/devaipod/source").await.unwrap_or_else(|_| base.clone()),
+            Seat::Worker(n) => repo.rev(&worker_seed_ref(n)).await.unwrap_or_else(|_| base.clone()),
+        };
+        let collected_ref = format!("refs/devaipod/collected/{}", task.id);
+        let fetched = self.collect_work(ws, seat, &repo, &seed, &task.id, &collected_ref).await?;
+        let tree = repo.tree(&fetched).await?;
+
+        // The proposal's commit: on what a push collected before, else on the task's base.
+        let at = repo.rev(&format!("refs/heads/{branch}")).await.ok();
+        let parent = at.clone().unwrap_or_else(|| base.clone());
+        let head = if repo.tree(&parent).await? == tree {
+            at // unchanged: the branch as it is (none: the task changed nothing)
+        } else {
+            let subject: String = task.prompt.lines().next().unwrap_or("agent work").chars().take(72).collect();
+            let message = format!("{subject}\n\ndevaipod task {}", task.id);
+            let commit = repo.commit_tree(&tree, &parent, &message, AGENT_IDENTITY).await?;
+            repo.update_ref(&format!("refs/heads/{branch}"), &commit, at.as_deref()).await?;
+            Some(commit)
+        };
+        repo.delete_ref(&collected_ref).await?;
+        Ok(head)
+    }
+
+    /// Runs `collect.sh` in `seat`'s agent container and fetches the commit it makes (the
+    /// work tree on `seed`) into `repo` at `dst_ref`; returns it. The bundle is staged on
+    /// disk, never in memory; what a killed daemon left goes first, and the staging goes
+    /// however this ends (an error, a cancel that drops this future). The caller holds the
+    /// seat's bring-out lock.
+    pub(super) async fn collect_work(
+        &self,
+        ws: &str,
+        seat: Seat,
+        repo: &BareRepo,
+        seed: &str,
+        name: &str,
+        dst_ref: &str,
+    ) -> Result<String, CoreError> {
+        let place = self.seat_place(ws, seat).await?;
         let folder =
             place.workdir.clone().ok_or_else(|| CoreError::Io("the agent's repository folder is unknown".into()))?;
-        let argv = ["sh", "-c", COLLECT_SCRIPT, "devaipod-collect", &folder, &seed];
+        let argv = ["sh", "-c", COLLECT_SCRIPT, "devaipod-collect", &folder, seed];
         let mut spec = place.spec(argv.iter().map(|a| (*a).to_owned()).collect(), false);
         spec.env = collect_env();
 
-        // Staged on disk, never in memory; what a killed daemon left here goes first, and
-        // the staging goes however this ends (an error, a cancel that drops this future).
-        let staging = Staging(repo.path.join("devaipod-collect"));
+        let staging_dir = match seat {
+            Seat::Owner => "devaipod-collect".to_owned(),
+            Seat::Worker(n) => format!("devaipod-collect-w{n}"),
+        };
+        let staging = Staging(repo.path.join(staging_dir));
         let io = |e: std::io::Error| CoreError::Io(format!("staging the collected work: {e}"));
         let _ = tokio::fs::remove_dir_all(&staging.0).await;
         tokio::fs::create_dir_all(&staging.0).await.map_err(io)?;
-        let bundle = staging.0.join(format!("{}.bundle", task.id));
+        let bundle = staging.0.join(format!("{name}.bundle"));
         let mut file = tokio::fs::File::create(&bundle).await.map_err(io)?;
         let limit_mb = self.config.agent.max_proposal_mb;
         let limit = limit_mb.saturating_mul(1024 * 1024);
@@ -286,25 +334,9 @@ impl<E: Engine> Core<E> {
                 ran.stderr.trim()
             )));
         }
-        let collected_ref = format!("refs/devaipod/collected/{}", task.id);
-        let fetched = repo.fetch_bundle_ref(&bundle, "refs/heads/collected", &collected_ref).await?;
+        let fetched = repo.fetch_bundle_ref(&bundle, "refs/heads/collected", dst_ref).await?;
         drop(staging);
-        let tree = repo.tree(&fetched).await?;
-
-        // The proposal's commit: on what a push collected before, else on the task's base.
-        let at = repo.rev(&format!("refs/heads/{branch}")).await.ok();
-        let parent = at.clone().unwrap_or_else(|| base.clone());
-        let head = if repo.tree(&parent).await? == tree {
-            at // unchanged: the branch as it is (none: the task changed nothing)
-        } else {
-            let subject: String = task.prompt.lines().next().unwrap_or("agent work").chars().take(72).collect();
-            let message = format!("{subject}\n\ndevaipod task {}", task.id);
-            let commit = repo.commit_tree(&tree, &parent, &message, AGENT_IDENTITY).await?;
-            repo.update_ref(&format!("refs/heads/{branch}"), &commit, at.as_deref()).await?;
-            Some(commit)
-        };
-        repo.delete_ref(&collected_ref).await?;
-        Ok(head)
+        Ok(fetched)
     }
 
     /// A page of proposals (summaries, newest first).
@@ -353,10 +385,22 @@ impl<E: Engine> Core<E> {
         Ok(repo.diff(&p.base, &p.head).await?)
     }
 
+    /// A worker's proposal is decided by its owner agent, not approved or rejected here.
+    async fn not_a_workers(&self, p: &Proposal) -> Result<(), CoreError> {
+        match self.store.task(&p.task_id).await? {
+            Some(Task { parent: Some(owner), .. }) => Err(CoreError::Invalid(format!(
+                "proposal {} is a worker's, for its owner task {owner} to accept or reject: review the owner's proposal",
+                p.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies or pushes a proposal, once per action.
     pub async fn approve(&self, id: &str, action: ApproveAction) -> Result<ProposalDetail, CoreError> {
         let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
+        self.not_a_workers(&p).await?;
         if p.state == ProposalState::Rejected {
             return Err(CoreError::ProposalClosed {
                 id: id.into(),
@@ -483,8 +527,22 @@ impl<E: Engine> Core<E> {
 
     /// Rejects a proposal; feedback goes to the same agent session as a follow-up task.
     pub async fn reject(self: &Arc<Self>, id: &str, feedback: Option<&str>) -> Result<Rejected, CoreError> {
+        self.reject_inner(id, feedback, false).await
+    }
+
+    /// `worker`: the caller is the owner deciding on its worker's proposal (the only one
+    /// who may).
+    pub(super) async fn reject_inner(
+        self: &Arc<Self>,
+        id: &str,
+        feedback: Option<&str>,
+        worker: bool,
+    ) -> Result<Rejected, CoreError> {
         let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
+        if !worker {
+            self.not_a_workers(&p).await?;
+        }
         match p.state {
             ProposalState::Open => {}
             ProposalState::Rejected => {
@@ -506,8 +564,13 @@ impl<E: Engine> Core<E> {
                     self.store.task(&p.task_id).await?.ok_or_else(|| CoreError::TaskNotFound(p.task_id.clone()))?;
                 let session = task
                     .session_id
+                    .clone()
                     .ok_or_else(|| CoreError::Invalid("the proposal's task has no agent session".into()))?;
-                Some(self.new_task(&p.workspace, text, Some((p.id.clone(), session))).await?)
+                let who = match task.worker {
+                    None => Assignment::owner(task.workers),
+                    Some(_) => self.worker_assignment(&task).await?,
+                };
+                Some(self.new_task(&p.workspace, text, Some((p.id.clone(), session)), who).await?)
             }
             None => None,
         };

@@ -10,7 +10,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::workspaces::random_hex;
-use super::{BusEvent, Core, CoreError, ExecTarget, state_of_key};
+use super::{BusEvent, Core, CoreError, ExecTarget, Seat, state_of_key};
 use crate::agent::{AgentEvent, DynAgent, Outcome};
 use crate::pods::Engine;
 use crate::store::{Proposal, Task, TaskEvent, TaskState, now};
@@ -54,6 +54,9 @@ pub struct TaskDetail {
     pub events: Vec<TaskEvent>,
     /// The proposal's id, when the task left one.
     pub proposal: Option<String>,
+    /// The tasks it delegated to worker agents (an owner task's), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<super::WorkerTaskSummary>,
 }
 
 /// An agent's event stream.
@@ -86,10 +89,56 @@ enum End {
     Cancelled,
 }
 
+/// Who does a new task, and within what: the workspace's own agent (an owner task, which
+/// may delegate to `workers` workers), or a worker for an owner task.
+pub(super) struct Assignment {
+    pub seat: Seat,
+    /// The owner task, for a worker's task.
+    pub parent: Option<String>,
+    /// The commit the worker's clone holds (a worker's task only).
+    pub base: Option<String>,
+    /// When it must end (default: now + `[agent] task-timeout-secs`).
+    pub deadline_at: Option<i64>,
+    pub workers: u32,
+}
+
+impl Assignment {
+    pub fn owner(workers: u32) -> Assignment {
+        Assignment { seat: Seat::Owner, parent: None, base: None, deadline_at: None, workers }
+    }
+}
+
 impl<E: Engine> Core<E> {
     /// Creates a task and starts delivering it; returns at once with the queued task.
     pub async fn run_task(self: &Arc<Self>, workspace: &str, prompt: &str) -> Result<Task, CoreError> {
-        self.new_task(workspace, prompt, None).await
+        self.run_task_with(workspace, prompt, 0).await
+    }
+
+    /// The same, letting the task's agent delegate to up to `workers` worker agents
+    /// (`[orchestration] max-workers` at most).
+    pub async fn run_task_with(
+        self: &Arc<Self>,
+        workspace: &str,
+        prompt: &str,
+        workers: u32,
+    ) -> Result<Task, CoreError> {
+        self.check_workers(workers)?;
+        self.new_task(workspace, prompt, None, Assignment::owner(workers)).await
+    }
+
+    /// `workers` within `[orchestration] max-workers`, or why not.
+    pub(super) fn check_workers(&self, workers: u32) -> Result<(), CoreError> {
+        let limit = self.config.orchestration.limit();
+        if workers <= limit {
+            return Ok(());
+        }
+        Err(CoreError::Invalid(if limit == 0 {
+            format!(
+                "workers: {workers} asked, but delegation is off here ([orchestration] max-workers = 0 or enabled = false)"
+            )
+        } else {
+            format!("workers: {workers} is more than [orchestration] max-workers ({limit}): use 0 to {limit}")
+        }))
     }
 
     /// `follows`: (proposal id, session id) of a rejected proposal whose feedback this is.
@@ -98,6 +147,7 @@ impl<E: Engine> Core<E> {
         workspace: &str,
         prompt: &str,
         follows: Option<(String, String)>,
+        who: Assignment,
     ) -> Result<Task, CoreError> {
         if workspace.trim().is_empty() {
             return Err(CoreError::Invalid("`workspace` is required: the workspace whose agent does the task".into()));
@@ -111,14 +161,14 @@ impl<E: Engine> Core<E> {
         let (record, tasks, agent) = tokio::join!(
             self.store.workspace(workspace),
             self.store.tasks(Some(workspace)),
-            self.remembered_agent(workspace)
+            self.remembered_agent(workspace, who.seat)
         );
         let Some(record) = record? else {
             return Err(CoreError::NotFound(workspace.to_owned()));
         };
-        // One task at a time: tasks share the agent's clone, and a task's commit takes
-        // everything in it.
-        if let Some(busy) = tasks?.into_iter().find(|t| !t.state.is_final()) {
+        // One task at a time per agent: tasks share the agent's clone, and a task's commit
+        // takes everything in it.
+        if let Some(busy) = tasks?.into_iter().find(|t| !t.state.is_final() && Seat::of(t) == who.seat) {
             return Err(CoreError::Busy { workspace: workspace.to_owned(), task: busy.id });
         }
         // The agent must be there now (a removed pod is a clear error, not a queued task).
@@ -127,8 +177,8 @@ impl<E: Engine> Core<E> {
         let (agent, opened) = match self.open(&agent, &title, follows.as_ref()).await {
             Ok(opened) => (agent, opened),
             Err(_) if remembered => {
-                self.forget_agent(workspace);
-                let agent = self.agent(workspace).await?;
+                self.agent_at.remove(&who.seat.key(workspace));
+                let agent = self.seat_agent(workspace, who.seat).await?;
                 let opened = self.open(&agent, &title, follows.as_ref()).await?;
                 (agent, opened)
             }
@@ -144,14 +194,20 @@ impl<E: Engine> Core<E> {
             state: TaskState::Queued,
             session_id: Some(session),
             delivered: false,
-            base: record.agent_head,
+            base: if who.seat == Seat::Owner { record.agent_head } else { who.base },
             follows_proposal,
             error: None,
             summary: None,
             created_at: t,
             updated_at: t,
-            deadline_at: t + self.config.agent.task_timeout_secs as i64,
+            deadline_at: who.deadline_at.unwrap_or(t + self.config.agent.task_timeout_secs as i64),
             turns_before,
+            parent: who.parent,
+            worker: match who.seat {
+                Seat::Owner => None,
+                Seat::Worker(n) => Some(n),
+            },
+            workers: who.workers,
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued").await?;
@@ -184,7 +240,8 @@ impl<E: Engine> Core<E> {
     pub async fn task_detail(&self, id: &str) -> Result<TaskDetail, CoreError> {
         let (task, events) = self.task(id).await?;
         let proposal = self.store.proposal_for_task(id).await?.map(|p| p.id);
-        Ok(TaskDetail { task, events, proposal })
+        let workers = if task.parent.is_none() { self.worker_tasks(id).await? } else { Vec::new() };
+        Ok(TaskDetail { task, events, proposal, workers })
     }
 
     pub async fn task(&self, id: &str) -> Result<(Task, Vec<TaskEvent>), CoreError> {
@@ -204,6 +261,8 @@ impl<E: Engine> Core<E> {
             })?),
         };
         let mut tasks = self.store.tasks(q.workspace.as_deref().filter(|w| !w.is_empty())).await?;
+        // Workers' tasks are listed under their owner (`task_detail`).
+        tasks.retain(|t| t.parent.is_none());
         if let Some(state) = state {
             tasks.retain(|t| t.state == state);
         }
@@ -270,9 +329,15 @@ impl<E: Engine> Core<E> {
         if task.state.is_final() {
             return Ok(());
         }
+        // A worker's task does not outlive its owner's (one resumed after a restart may).
+        if let Some(owner) = task.parent.clone()
+            && self.store.task(&owner).await?.is_none_or(|o| o.state.is_final())
+        {
+            return self.finish(&mut task, End::Failed(format!("its owner task {owner} has ended"))).await;
+        }
         let (agent, subscribed) = match agent {
             Some(Subscribed { agent, events, fresh_session }) => (agent, Some((events, fresh_session))),
-            None => match self.agent(&task.workspace).await {
+            None => match self.seat_agent(&task.workspace, Seat::of(&task)).await {
                 Ok(a) => (a, None),
                 Err(e) => {
                     return self.finish(&mut task, End::Failed(format!("the agent is not available: {e}"))).await;
@@ -343,7 +408,7 @@ impl<E: Engine> Core<E> {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let _ = agent.abort(&session).await;
-                    break End::Failed(format!("the task did not finish within its deadline of {} s ([agent] task-timeout-secs)", self.config.agent.task_timeout_secs));
+                    break End::Failed(format!("the task did not finish within its {}", self.deadline_of(&task)));
                 }
                 ev = events.next() => match ev {
                     Some(ev) if ev.session() == session => {
@@ -363,7 +428,7 @@ impl<E: Engine> Core<E> {
                     Some(_) => {}
                     None => {
                         // The stream ended: the agent restarted or went away.
-                        if self.agent(&task.workspace).await.is_err() {
+                        if self.seat_agent(&task.workspace, Seat::of(&task)).await.is_err() {
                             break End::Failed(AGENT_STOPPED.into());
                         }
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -377,7 +442,7 @@ impl<E: Engine> Core<E> {
                     // Cancelled or past the deadline: the next turn of the loop sees which.
                     None | Some(Ok(None)) => {}
                     // Not answering: gone (its container stopped) or only slow.
-                    Some(Err(e)) if self.agent(&task.workspace).await.is_err() => {
+                    Some(Err(e)) if self.seat_agent(&task.workspace, Seat::of(&task)).await.is_err() => {
                         break End::Failed(format!("{AGENT_STOPPED} ({e})"));
                     }
                     Some(Err(_)) => {}
@@ -400,14 +465,25 @@ impl<E: Engine> Core<E> {
                     made = self.make_proposal(&task) => End::Collected(made, started.elapsed()),
                     _ = token.cancelled() => End::Cancelled,
                     _ = tokio::time::sleep_until(deadline) => End::Failed(format!(
-                        "the agent finished, but collecting its work did not end within the task's deadline of {} s ([agent] task-timeout-secs)",
-                        self.config.agent.task_timeout_secs
+                        "the agent finished, but collecting its work did not end within the task's {}",
+                        self.deadline_of(&task)
                     )),
                 }
             }
             end => end,
         };
         self.finish(&mut task, end).await
+    }
+
+    /// A task's deadline and the setting that bounds it, for the reason it failed.
+    fn deadline_of(&self, task: &Task) -> String {
+        match task.worker {
+            None => format!("deadline of {} s ([agent] task-timeout-secs)", self.config.agent.task_timeout_secs),
+            Some(_) => format!(
+                "deadline of {} s ([orchestration] worker-timeout-secs; never past its owner task's)",
+                self.config.orchestration.worker_timeout_secs
+            ),
+        }
     }
 
     async fn on_event(&self, task: &mut Task, ev: AgentEvent) -> Result<Option<End>, CoreError> {
@@ -447,11 +523,22 @@ impl<E: Engine> Core<E> {
         Ok(None)
     }
 
-    /// Records how a task ended; a finished turn's work becomes a proposal.
+    /// Records how a task ended; a finished turn's work becomes a proposal. An owner's
+    /// workers end with it; a worker's end is told to its owner.
     async fn finish(&self, task: &mut Task, end: End) -> Result<(), CoreError> {
+        let recorded = self.record_end(task, end).await;
+        if task.state.is_final() {
+            self.after_end(task).await;
+        }
+        recorded
+    }
+
+    async fn record_end(&self, task: &mut Task, end: End) -> Result<(), CoreError> {
         match end {
             End::Cancelled => {
-                if let (Some(session), Ok(agent)) = (task.session_id.clone(), self.agent(&task.workspace).await) {
+                if let (Some(session), Ok(agent)) =
+                    (task.session_id.clone(), self.seat_agent(&task.workspace, Seat::of(task)).await)
+                {
                     let _ = agent.abort(&session).await;
                 }
                 self.transition(task, TaskState::Cancelled, "cancelled").await

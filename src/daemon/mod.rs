@@ -56,6 +56,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     sockets.open_all().await?;
     core.set_endpoints(sockets);
     let resumed = core.resume_tasks().await?;
+    core.spawn_worker_reaper(gator_shutdown.clone());
     match core.resume_removals().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("finishing the removal of {n} deleted workspace(s) an earlier daemon left"),

@@ -2,6 +2,8 @@
 //! `egress.sock` beside it (the egress proxy, `crate::egress`), the directory mounted
 //! (read-only) into that pod's agent container only. A connection is served as the
 //! workspace whose socket it came in on: identity is the socket, nothing the agent says.
+//! A worker agent has sockets of its own, under its key (`<workspace>.w<n>`, see
+//! `core::Seat`): gator serves it as that worker.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -12,7 +14,7 @@ use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::PodGator;
-use crate::core::{Core, CoreError, PodEndpoints};
+use crate::core::{Core, CoreError, PodEndpoints, Seat};
 use crate::pods::Engine;
 use crate::pods::plan::GATOR_SOCKET_NAME as SOCKET_NAME;
 
@@ -72,11 +74,14 @@ impl<E: Engine + 'static> PodSockets<E> {
         sockets
     }
 
-    /// Opens the sockets of every workspace in the store (after a daemon start: the agent
-    /// containers keep the directory mounted, so a new socket in it is reachable at once).
+    /// Opens the sockets of every workspace in the store and of their workers (after a
+    /// daemon start: the agent containers keep the directory mounted, so a new socket in it
+    /// is reachable at once).
     pub async fn open_all(&self) -> Result<(), CoreError> {
         let Some(core) = self.core.upgrade() else { return Ok(()) };
-        for ws in core.workspace_names().await? {
+        let mut keys = core.workspace_names().await?;
+        keys.extend(core.worker_keys().await?);
+        for ws in keys {
             if let Err(e) = self.open(&ws) {
                 tracing::warn!("gator: cannot open the socket of {ws}: {e}");
             }
@@ -130,11 +135,13 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         if let Some(old) = self.listeners.insert(ws.to_owned(), token.clone()) {
             old.cancel();
         }
+        let (workspace, seat) = Seat::from_key(ws);
+        let workspace = workspace.to_owned();
         if let Some(core) = self.core.upgrade() {
-            tokio::spawn(crate::egress::serve(egress, &core, ws, token.clone()));
+            tokio::spawn(crate::egress::serve(egress, &core, &workspace, token.clone()));
         }
         let core = self.core.clone();
-        let workspace = ws.to_owned();
+        let key = ws.to_owned();
         let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let peers = self.peers.clone();
         tokio::spawn(async move {
@@ -144,7 +151,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                     accepted = listener.accept() => match accepted {
                         Ok((s, _)) => s,
                         Err(e) => {
-                            tracing::warn!("gator: accept on {workspace}'s socket: {e}");
+                            tracing::warn!("gator: accept on {key}'s socket: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
@@ -153,10 +160,10 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
                 let Some(core) = core.upgrade() else { break };
                 // A pod gets a few connections at a time (opencode opens one), no more.
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    tracing::debug!("gator: {workspace} opened too many connections; refusing one");
+                    tracing::debug!("gator: {key} opened too many connections; refusing one");
                     continue;
                 };
-                let handler = PodGator::new(core, workspace.clone());
+                let handler = PodGator::new(core, workspace.clone(), seat);
                 let conn_token = token.clone();
                 let (peers, ws_of_conn) = (peers.clone(), workspace.clone());
                 tokio::spawn(async move {
@@ -187,9 +194,16 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         Ok(dir)
     }
 
+    /// Closes the workspace's sockets and its workers'.
     fn close(&self, ws: &str) {
-        if let Some((_, token)) = self.listeners.remove(ws) {
-            token.cancel();
+        let workers = format!("{ws}{}", Seat::WORKER_SEPARATOR);
+        let keys: Vec<String> =
+            self.listeners.iter().map(|e| e.key().clone()).filter(|k| k == ws || k.starts_with(&workers)).collect();
+        for key in keys {
+            if let Some((_, token)) = self.listeners.remove(&key) {
+                token.cancel();
+            }
+            let _ = std::fs::remove_dir_all(self.dir(&key));
         }
         self.peers.remove(ws);
         let _ = std::fs::remove_dir_all(self.dir(ws));

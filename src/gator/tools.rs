@@ -14,19 +14,22 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::core::Core;
+use crate::config::WorkerGator;
+use crate::core::{Core, DiffPage, Seat};
 use crate::github::scope::{Perm, RepoId, Request, decide, offers};
 use crate::pods::Engine;
 
-/// Gator for one workspace's agent.
+/// Gator for one agent of a workspace: its owner agent or a worker (the socket it was
+/// accepted on says which).
 pub struct PodGator<E> {
     core: Arc<Core<E>>,
     workspace: String,
+    seat: Seat,
 }
 
 impl<E> Clone for PodGator<E> {
     fn clone(&self) -> Self {
-        PodGator { core: self.core.clone(), workspace: self.workspace.clone() }
+        PodGator { core: self.core.clone(), workspace: self.workspace.clone(), seat: self.seat }
     }
 }
 
@@ -90,6 +93,96 @@ struct Comment {
     /// The comment (Markdown).
     body: String,
 }
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Delegate {
+    /// What the worker is to do: a self-contained task (it sees your clone's state as it is
+    /// now, not this conversation).
+    prompt: String,
+    /// Which worker (1 to your task's workers; default: the first free one).
+    worker: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WorkerTaskId {
+    /// The worker task's id (from delegate_task or list_worker_tasks).
+    id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GetWorkerTask {
+    /// The worker task's id.
+    id: String,
+    /// Wait up to this many seconds (at most 120) for it to end first.
+    wait_seconds: Option<u64>,
+    /// The diff from this character (for the next page: `diff_next_offset`).
+    diff_offset: Option<usize>,
+    /// At most this many characters of diff (default 20000, at most 100000).
+    diff_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RejectWorker {
+    /// The worker task's id.
+    id: String,
+    /// What the worker should change: sent to the same worker as a follow-up task.
+    feedback: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// The orchestration tools: served to a task's owner agent only (never to workers), and
+/// only where delegation is on.
+const ORCHESTRATION: &[Spec] = &[
+    Spec {
+        name: "delegate_task",
+        need: Perm::Read,
+        description: "Hand a part of your task to a sandboxed worker agent (started when needed, its clone given your current work). Returns the worker task; wait for it with get_worker_task.",
+        schema: schema::<Delegate>,
+        read_only: false,
+    },
+    Spec {
+        name: "get_worker_task",
+        need: Perm::Read,
+        description: "A worker task's state, summary, events, and its proposal's files and diff (paged). Can wait for it to end.",
+        schema: schema::<GetWorkerTask>,
+        read_only: true,
+    },
+    Spec {
+        name: "list_worker_tasks",
+        need: Perm::Read,
+        description: "Your task's worker tasks: state, summary, proposal.",
+        schema: schema::<NoArgs>,
+        read_only: true,
+    },
+    Spec {
+        name: "accept_worker_proposal",
+        need: Perm::Read,
+        description: "Bring a finished worker's commits into your clone on branch worker/<id>; then merge them (git merge worker/<id>) so your own proposal contains them.",
+        schema: schema::<WorkerTaskId>,
+        read_only: false,
+    },
+    Spec {
+        name: "reject_worker_proposal",
+        need: Perm::Read,
+        description: "Reject a worker's proposal; feedback goes to the same worker as a follow-up task.",
+        schema: schema::<RejectWorker>,
+        read_only: false,
+    },
+    Spec {
+        name: "cancel_worker_task",
+        need: Perm::Read,
+        description: "Cancel a worker task.",
+        schema: schema::<WorkerTaskId>,
+        read_only: false,
+    },
+];
 
 /// One tool: its name, what it needs, its description and input schema.
 struct Spec {
@@ -176,8 +269,105 @@ fn args<T: DeserializeOwned>(name: &str, raw: &Value) -> Result<T, Refusal> {
 }
 
 impl<E: Engine + 'static> PodGator<E> {
-    pub fn new(core: Arc<Core<E>>, workspace: String) -> Self {
-        PodGator { core, workspace }
+    pub fn new(core: Arc<Core<E>>, workspace: String, seat: Seat) -> Self {
+        PodGator { core, workspace, seat }
+    }
+
+    /// Whether this agent is offered the orchestration tools: the owner, where delegation
+    /// is on.
+    fn orchestrates(&self) -> bool {
+        self.seat == Seat::Owner && self.core.config.orchestration.limit() > 0
+    }
+
+    /// What a worker may do with a GitHub tool needing `need` (`[orchestration]
+    /// worker-gator`); `None` for the owner.
+    fn worker_refusal(&self, need: Perm) -> Option<String> {
+        let Seat::Worker(n) = self.seat else { return None };
+        match (self.core.config.orchestration.worker_gator, need) {
+            (WorkerGator::None, _) => {
+                Some(format!("worker {n} has no gator tools ([orchestration] worker-gator = \"none\")"))
+            }
+            (_, Perm::PushNewBranch | Perm::CreateDraft) => {
+                Some(format!("worker {n} does not push or open pull requests: its work goes to its owner agent"))
+            }
+            (WorkerGator::Readonly, Perm::Read) => None,
+            (WorkerGator::Readonly, _) => {
+                Some(format!("worker {n} may only read ([orchestration] worker-gator = \"readonly\")"))
+            }
+            (WorkerGator::Inherit, _) => None,
+        }
+    }
+
+    /// Whether `tool` is listed for this agent, given the workspace's scopes.
+    fn lists(&self, t: &Spec, scopes: &[crate::github::Scope]) -> bool {
+        offers(scopes, t.need) && self.worker_refusal(t.need).is_none()
+    }
+
+    /// An orchestration tool: allowed for the owner (audited), refused for anyone else.
+    async fn orchestration(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
+        if self.seat != Seat::Owner {
+            return Err(deny("-", format!("unknown tool `{tool}`: workers do not delegate")));
+        }
+        if !self.orchestrates() {
+            return Err(deny("-", "delegation is off here ([orchestration] max-workers = 0 or enabled = false)"));
+        }
+        let core = &self.core;
+        let ws = self.workspace.as_str();
+        let allowed = |target: String| async move {
+            core.audit_as(ws, self.seat, tool, &target, "allow", "the task's owner orchestrates its workers")
+                .await
+                .map_err(|e| failed(&target, e))
+                .map(|_| target)
+        };
+        let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| failed("-", e));
+        match tool {
+            "delegate_task" => {
+                let a: Delegate = args(tool, raw)?;
+                let title: String = a.prompt.chars().take(60).collect();
+                let target =
+                    allowed(format!("worker {}: {title}", a.worker.map_or("any".to_owned(), |n| n.to_string())))
+                        .await?;
+                let task = core.delegate(ws, &a.prompt, a.worker).await.map_err(|e| failed(&target, e))?;
+                to_value(serde_json::to_value(&task))
+            }
+            "get_worker_task" => {
+                let a: GetWorkerTask = args(tool, raw)?;
+                let target = allowed(a.id.clone()).await?;
+                let page = DiffPage { offset: a.diff_offset, limit: a.diff_limit };
+                let view =
+                    core.get_worker_task(ws, &a.id, a.wait_seconds, page).await.map_err(|e| failed(&target, e))?;
+                to_value(serde_json::to_value(&view))
+            }
+            "list_worker_tasks" => {
+                let _: NoArgs = args(tool, raw)?;
+                let target = allowed("-".to_owned()).await?;
+                let list = core.list_worker_tasks(ws).await.map_err(|e| failed(&target, e))?;
+                Ok(json!({ "worker_tasks": list }))
+            }
+            "accept_worker_proposal" => {
+                let a: WorkerTaskId = args(tool, raw)?;
+                let target = allowed(a.id.clone()).await?;
+                let accepted = core.accept_worker(ws, &a.id).await.map_err(|e| failed(&target, e))?;
+                to_value(serde_json::to_value(&accepted))
+            }
+            "reject_worker_proposal" => {
+                let a: RejectWorker = args(tool, raw)?;
+                let target = allowed(a.id.clone()).await?;
+                let r = core.reject_worker(ws, &a.id, a.feedback.as_deref()).await.map_err(|e| failed(&target, e))?;
+                Ok(json!({
+                    "proposal": r.proposal.id,
+                    "state": r.proposal.state,
+                    "follow_up_task": r.follow_up_task.map(|t| t.id),
+                }))
+            }
+            "cancel_worker_task" => {
+                let a: WorkerTaskId = args(tool, raw)?;
+                let target = allowed(a.id.clone()).await?;
+                let t = core.cancel_worker(ws, &a.id).await.map_err(|e| failed(&target, e))?;
+                Ok(json!({ "id": t.id, "state": t.state }))
+            }
+            other => Err(deny("-", format!("unknown tool `{other}`"))),
+        }
     }
 
     async fn repo(&self, given: Option<&str>) -> Result<RepoId, Refusal> {
@@ -191,14 +381,22 @@ impl<E: Engine + 'static> PodGator<E> {
         }
     }
 
-    /// Decides `req` against the workspace's scopes and audits the decision.
+    /// Decides `req` against the workspace's scopes (and, for a worker, `[orchestration]
+    /// worker-gator`) and audits the decision.
     async fn check(&self, tool: &str, target: &str, req: Request<'_>) -> Result<(), Refusal> {
+        let need = TOOLS.iter().find(|t| t.name == tool).map_or(Perm::Write, |t| t.need);
+        if let Some(why) = self.worker_refusal(need) {
+            return Err(deny(target, why));
+        }
         let scopes = self.core.effective_scopes(&self.workspace).await.map_err(|e| failed(target, e))?;
         let d = decide(&scopes, &req);
         if !d.allowed {
             return Err(deny(target, d.reason));
         }
-        self.core.audit(&self.workspace, tool, target, "allow", &d.reason).await.map_err(|e| failed(target, e))?;
+        self.core
+            .audit_as(&self.workspace, self.seat, tool, target, "allow", &d.reason)
+            .await
+            .map_err(|e| failed(target, e))?;
         Ok(())
     }
 
@@ -220,6 +418,9 @@ impl<E: Engine + 'static> PodGator<E> {
     }
 
     async fn dispatch(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
+        if ORCHESTRATION.iter().any(|t| t.name == tool) {
+            return self.orchestration(tool, raw).await;
+        }
         // The GitHub client (and its token) only once a call is allowed.
         let github = || self.core.github();
         match tool {
@@ -314,9 +515,11 @@ impl<E: Engine + 'static> ServerHandler for PodGator<E> {
             .effective_scopes(&self.workspace)
             .await
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let orchestration = if self.orchestrates() { ORCHESTRATION } else { &[] };
         let tools = TOOLS
             .iter()
-            .filter(|t| offers(&scopes, t.need))
+            .filter(|t| self.lists(t, &scopes))
+            .chain(orchestration)
             .map(|t| {
                 let schema = match (t.schema)() {
                     Value::Object(m) => m,
@@ -339,7 +542,9 @@ impl<E: Engine + 'static> ServerHandler for PodGator<E> {
         let result = match self.dispatch(&tool, &raw).await {
             Ok(value) => CallToolResult::structured(value),
             Err(r) => {
-                if let Err(e) = self.core.audit(&self.workspace, &tool, &r.target, r.decision, &r.reason).await {
+                if let Err(e) =
+                    self.core.audit_as(&self.workspace, self.seat, &tool, &r.target, r.decision, &r.reason).await
+                {
                     tracing::error!("gator: cannot write the audit log: {e}");
                     return Err(ErrorData::internal_error("the audit log cannot be written", None));
                 }

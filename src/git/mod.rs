@@ -142,6 +142,33 @@ impl BareRepo {
         Ok(String::from_utf8_lossy(&run(c, "commit-tree").await?).trim().to_owned())
     }
 
+    /// A commit of `tree` with no parent (a worker's seed: the state without its history).
+    pub async fn commit_root(&self, tree: &str, message: &str, identity: (&str, &str)) -> Result<String, GitError> {
+        let mut c = git(&self.path);
+        c.args(["-c", "commit.gpgSign=false", "commit-tree", tree, "-m", message]);
+        for who in ["AUTHOR", "COMMITTER"] {
+            c.env(format!("GIT_{who}_NAME"), identity.0).env(format!("GIT_{who}_EMAIL"), identity.1);
+        }
+        Ok(String::from_utf8_lossy(&run(c, "commit-tree").await?).trim().to_owned())
+    }
+
+    /// Points `name` at `commit`, whatever it pointed at.
+    pub async fn set_ref(&self, name: &str, commit: &str) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args(["update-ref", name, commit]);
+        run(c, "update-ref").await.map(drop)
+    }
+
+    /// A bundle of the full ref `name`, without what `have` holds (the receiver has it).
+    pub async fn bundle_ref(&self, name: &str, have: Option<&str>, out: &Path) -> Result<(), GitError> {
+        let mut c = git(&self.path);
+        c.args(["bundle", "create", "--quiet"]).arg(out).arg(name);
+        if let Some(have) = have {
+            c.arg(format!("^{have}"));
+        }
+        run(c, "bundle create").await.map(drop)
+    }
+
     /// Points `name` at `commit`, only if it is at `old` now (`None`: only if it is not
     /// there yet): a compare-and-swap.
     pub async fn update_ref(&self, name: &str, commit: &str, old: Option<&str>) -> Result<(), GitError> {

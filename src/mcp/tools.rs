@@ -112,6 +112,11 @@ pub struct RunTask {
     /// (default 0: return at once; at most 600). Cancelling the call stops the wait, not the task.
     #[serde(default)]
     pub wait_seconds: u64,
+    /// Let the agent delegate parts of the task to up to this many sandboxed worker agents
+    /// (default 0: none; at most `[orchestration] max-workers`). Their tasks show under the
+    /// task in get_task; the task still ends in one proposal.
+    #[serde(default)]
+    pub workers: u32,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -324,7 +329,7 @@ impl DevaipodMcp {
         if p.wait_seconds > MAX_WAIT_SECS {
             return Err(format!("wait_seconds is at most {MAX_WAIT_SECS}; poll with get_task for longer tasks"));
         }
-        let task = self.client.run_task(&p.workspace, &p.prompt).await.map_err(fail)?;
+        let task = self.client.run_task_with(&p.workspace, &p.prompt, p.workers).await.map_err(fail)?;
         if p.wait_seconds == 0 {
             return Ok(Json(self.client.task(&task.id).await.map_err(fail)?));
         }
@@ -538,9 +543,9 @@ mod tests {
             ),
             ("delete_workspace", &["result", "workspace"], None),
             ("workspace_egress", &["from_config", "hosts", "llm", "mode", "workspace"], None),
-            ("run_task", &["events", "proposal", "task"], Some(("task", &task))),
-            ("get_task", &["events", "proposal", "task"], Some(("task", &task))),
-            ("cancel_task", &["events", "proposal", "task"], Some(("task", &task))),
+            ("run_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
+            ("get_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
+            ("cancel_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
             ("list_tasks", &["tasks"], None),
             ("list_proposals", &["next_offset", "proposals", "total"], None),
             (

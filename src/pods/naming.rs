@@ -20,6 +20,11 @@ pub const LABEL_FOLDER: &str = "io.devaipod.workspace-folder";
 /// The user commands run as in the workspace container (`remoteUser`), when not the image's.
 pub const LABEL_USER: &str = "io.devaipod.user";
 
+/// The role label of a worker agent's container (its number is in [`LABEL_WORKER`]).
+pub const ROLE_WORKER: &str = "worker";
+/// The number of a worker agent, on its container and volumes.
+pub const LABEL_WORKER: &str = "io.devaipod.worker";
+
 /// The role label of the throwaway container that reads a podman secret's value.
 pub const ROLE_SECRET_READER: &str = "secret-reader";
 /// Name prefix of those containers: `devaipod-secret-read-<random>`.
@@ -66,17 +71,20 @@ const RESERVED_SUFFIXES: [&str; 2] = ["-agent", "-workspace"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter, not ending with `-`, `-agent` or `-workspace`"
+    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter, not ending with `-`, `-agent`, `-workspace` or `-worker-<number>`"
 )]
 pub struct InvalidName(pub String);
 
 impl WorkspaceName {
     pub fn new(s: &str) -> Result<Self, InvalidName> {
         // `foo-agent` would own `devaipod-foo-agent-workspace`, which is `foo`'s agent volume.
+        // `foo-worker-1` would own `devaipod-foo-worker-1-workspace`, a volume of `foo`'s
+        // first worker.
         let ok = is_dns_label(s)
             && s.len() <= MAX_NAME_LEN
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && !RESERVED_SUFFIXES.iter().any(|r| s.ends_with(r));
+            && !RESERVED_SUFFIXES.iter().any(|r| s.ends_with(r))
+            && !ends_like_a_worker(s);
         if ok { Ok(WorkspaceName(s.to_owned())) } else { Err(InvalidName(s.to_owned())) }
     }
 
@@ -99,7 +107,7 @@ impl WorkspaceName {
         while out.ends_with('-') {
             out.pop();
         }
-        if RESERVED_SUFFIXES.iter().any(|r| out.ends_with(r)) {
+        if RESERVED_SUFFIXES.iter().any(|r| out.ends_with(r)) || ends_like_a_worker(&out) {
             out.truncate(MAX_NAME_LEN - 6);
             out.push_str("-ws");
         }
@@ -140,6 +148,34 @@ impl WorkspaceName {
     pub fn agent_home_volume(&self) -> String {
         format!("{PREFIX}{}-agent-home", self.0)
     }
+
+    /// The container of worker agent `n` (1, 2, …).
+    pub fn worker_container(&self, n: u32) -> String {
+        format!("{PREFIX}{}-worker-{n}", self.0)
+    }
+
+    /// Worker `n`'s clone.
+    pub fn worker_workspace_volume(&self, n: u32) -> String {
+        format!("{PREFIX}{}-worker-{n}-workspace", self.0)
+    }
+
+    /// Worker `n`'s HOME.
+    pub fn worker_home_volume(&self, n: u32) -> String {
+        format!("{PREFIX}{}-worker-{n}-home", self.0)
+    }
+}
+
+/// `…-worker-<digits>`: the ending of worker containers' names.
+fn ends_like_a_worker(s: &str) -> bool {
+    s.rsplit_once("-worker-").is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The labels of worker agent `n`'s container and volumes.
+pub fn worker_labels(instance: &str, name: &WorkspaceName, n: u32) -> BTreeMap<String, String> {
+    let mut l = labels(instance, name, None);
+    l.insert(LABEL_ROLE.to_owned(), ROLE_WORKER.to_owned());
+    l.insert(LABEL_WORKER.to_owned(), n.to_string());
+    l
 }
 
 impl std::fmt::Display for WorkspaceName {
@@ -185,6 +221,14 @@ mod tests {
         assert_eq!(n.workspace_volume(), "devaipod-hello-workspace");
         assert_eq!(n.agent_workspace_volume(), "devaipod-hello-agent-workspace");
         assert_eq!(n.agent_home_volume(), "devaipod-hello-agent-home");
+        assert_eq!(n.worker_container(2), "devaipod-hello-worker-2");
+        assert_eq!(n.worker_workspace_volume(2), "devaipod-hello-worker-2-workspace");
+        assert_eq!(n.worker_home_volume(2), "devaipod-hello-worker-2-home");
+        let l = worker_labels("run-1", &n, 2);
+        assert_eq!(
+            (l[LABEL_ROLE].as_str(), l[LABEL_WORKER].as_str(), l[LABEL_WORKSPACE].as_str()),
+            ("worker", "2", "hello")
+        );
     }
 
     #[test]
@@ -197,6 +241,7 @@ mod tests {
             ("", "ws"),
             ("foo-agent", "foo-agent-ws"),
             ("my-workspace", "my-workspace-ws"),
+            ("app-worker-1", "app-worker-1-ws"),
             ("a".repeat(80).as_str(), &"a".repeat(37)),
         ] {
             let got = WorkspaceName::derive(input);
@@ -210,9 +255,13 @@ mod tests {
 
     #[test]
     fn invalid_names_are_rejected_with_the_rule() {
-        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace"] {
+        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace", "x-worker-12"]
+        {
             let e = WorkspaceName::new(bad).unwrap_err().to_string();
             assert!(e.contains("lowercase letters, digits and `-`"), "{bad}: {e}");
+        }
+        for good in ["x-worker", "worker-1x", "x-worker-a"] {
+            assert!(WorkspaceName::new(good).is_ok(), "{good}");
         }
     }
 

@@ -174,7 +174,7 @@ pub struct PodSpec {
     pub ports: Vec<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ContainerPlan {
     pub name: String,
     pub role: Role,
@@ -202,7 +202,7 @@ pub struct ContainerPlan {
 }
 
 /// A container's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContainerNetwork {
     /// The pod's: its ports, its way out (the human's workspace container).
@@ -217,7 +217,7 @@ pub fn llm_key_secret(name: &WorkspaceName) -> String {
     format!("{}-llm-key", name.pod())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum MountPlan {
     Volume { name: String, target: String, readonly: bool },
@@ -240,6 +240,13 @@ pub struct Redacted(pub String);
 impl Serialize for Redacted {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("<redacted>")
+    }
+}
+
+/// Read back as it was written (a kept plan holds no values: agents get none).
+impl<'de> serde::Deserialize<'de> for Redacted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Redacted)
     }
 }
 
@@ -574,6 +581,54 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         features: c.features.clone(),
         warnings,
     })
+}
+
+/// Worker agent `n`'s container, made from the workspace's agent container (its plan, as
+/// `up` made it): the same image, hardening, walls, environment and command; its own clone
+/// and HOME (volumes of its own), and its own sockets (`sandbox`: the gator and egress
+/// sockets it is served on, and the directory of its API socket). The human's workspace
+/// stays read-only in it.
+pub fn worker(
+    agent: &ContainerPlan,
+    instance: &str,
+    name: &WorkspaceName,
+    n: u32,
+    sandbox: &SandboxMounts,
+) -> ContainerPlan {
+    let (own_clone, own_home) = (name.agent_workspace_volume(), name.agent_home_volume());
+    let mounts = agent
+        .mounts
+        .iter()
+        .map(|m| match m {
+            MountPlan::Volume { name: v, target, readonly } if *v == own_clone => {
+                MountPlan::Volume { name: name.worker_workspace_volume(n), target: target.clone(), readonly: *readonly }
+            }
+            MountPlan::Volume { name: v, target, readonly } if *v == own_home => {
+                MountPlan::Volume { name: name.worker_home_volume(n), target: target.clone(), readonly: *readonly }
+            }
+            MountPlan::Bind { target, readonly, .. } if target == GATOR_SOCKET_DIR => {
+                MountPlan::Bind { source: sandbox.socket_dir.clone(), target: target.clone(), readonly: *readonly }
+            }
+            MountPlan::Bind { target, readonly, .. } if target == AGENT_API_DIR => {
+                MountPlan::Bind { source: sandbox.api_dir.clone(), target: target.clone(), readonly: *readonly }
+            }
+            other => other.clone(),
+        })
+        .collect();
+    ContainerPlan {
+        name: name.worker_container(n),
+        mounts,
+        labels: naming::worker_labels(instance, name, n),
+        ..agent.clone()
+    }
+}
+
+/// The volumes of worker agent `n` (its clone and HOME), labelled as its.
+pub fn worker_volumes(instance: &str, name: &WorkspaceName, n: u32) -> Vec<VolumePlan> {
+    [name.worker_workspace_volume(n), name.worker_home_volume(n)]
+        .into_iter()
+        .map(|v| VolumePlan { name: v, labels: naming::worker_labels(instance, name, n) })
+        .collect()
 }
 
 /// The tag of a workspace's built image (per instance, so that instances never share one).

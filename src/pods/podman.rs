@@ -388,6 +388,14 @@ impl Engine for Podman {
         Ok(())
     }
 
+    async fn stop_container(&self, name: &str, grace_secs: u32) -> Result<(), EngineError> {
+        let op = format!("stop container {name}");
+        let path = format!("/containers/{}/stop?t={grace_secs}", enc(name));
+        let timeout = CALL_TIMEOUT_FOR_STOP + Duration::from_secs(grace_secs.into());
+        self.change_state(&op, &path, timeout).await?;
+        Ok(())
+    }
+
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("start pod {name}");
         let path = format!("/pods/{}/start", enc(name));

@@ -386,6 +386,57 @@ api-key-env = "LLM_KEY"
         );
     }
 
+    /// A worker is the agent's container (read back from its kept plan) with its own clone,
+    /// HOME and sockets: every wall and hardening of the agent, nothing of the owner's.
+    #[test]
+    fn a_worker_is_the_agent_with_its_own_volumes_and_sockets() {
+        let p = planned(Some(PRIVILEGED));
+        let kept: plan::ContainerPlan = serde_json::from_str(&serde_json::to_string(&p.agent).unwrap()).unwrap();
+        assert_eq!(kept, p.agent, "the agent's plan is kept as JSON and read back whole");
+        let sandbox = plan::SandboxMounts {
+            socket_dir: "/run/d/gator/hello.w2".into(),
+            api_dir: "/run/d/agent/hello.w2".into(),
+            bridge: "/usr/bin/devaipod".into(),
+            seccomp: None,
+        };
+        let w = plan::worker(&kept, "t1", &p.name, 2, &sandbox);
+        let w = serde_json::to_value(container(&p.pod.name, &w).unwrap()).unwrap();
+        let a = agent();
+        for key in [
+            "cap_drop",
+            "cap_add",
+            "privileged",
+            "no_new_privileges",
+            "user",
+            "netns",
+            "ipcns",
+            "seccomp_profile_path",
+            "env",
+            "secret_env",
+            "command",
+            "image",
+        ] {
+            assert_eq!(w[key], a[key], "{key}: the worker has the agent's");
+        }
+        assert_eq!(w["name"], json!("devaipod-hello-worker-2"));
+        assert_eq!(
+            w["volumes"],
+            json!([
+                { "Name": "devaipod-hello-worker-2-workspace", "Dest": "/workspaces/hello", "Options": [] },
+                { "Name": "devaipod-hello-workspace", "Dest": "/mnt/main-workspace", "Options": ["ro"] },
+                { "Name": "devaipod-hello-worker-2-home", "Dest": "/home/agent", "Options": [] },
+            ])
+        );
+        let mounts = w["mounts"].to_string();
+        assert!(mounts.contains("/run/d/gator/hello.w2") && mounts.contains("/run/d/agent/hello.w2"), "{mounts}");
+        assert!(
+            !mounts.contains("/run/d/gator/hello\"") && !mounts.contains("/run/d/agent/hello\""),
+            "none of the owner's: {mounts}"
+        );
+        assert_eq!(w["labels"]["io.devaipod.role"], json!("worker"));
+        assert_eq!(w["labels"]["io.devaipod.worker"], json!("2"));
+    }
+
     #[test]
     fn agent_secrets_are_podman_secrets_of_type_env_never_values() {
         let a = agent();

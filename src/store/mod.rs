@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_gator.sql"),
     include_str!("migrations/003_sessions.sql"),
     include_str!("migrations/004_egress.sql"),
+    include_str!("migrations/005_workers.sql"),
 ];
 
 /// The schema version this build writes (a database's `user_version` after `open`).
@@ -176,11 +177,12 @@ impl Store {
     pub async fn insert_task(&self, t: Task) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(
-                "INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     t.id, t.workspace, t.prompt, t.state.as_str(), t.session_id, t.delivered, t.base, t.follows_proposal,
-                    t.error, t.summary, t.created_at, t.updated_at, t.deadline_at, t.turns_before
+                    t.error, t.summary, t.created_at, t.updated_at, t.deadline_at, t.turns_before, t.parent, t.worker,
+                    t.workers
                 ],
             )?;
             Ok(())
@@ -261,6 +263,17 @@ impl Store {
                 "{TASK_SELECT} WHERE (?1 IS NULL OR workspace = ?1) ORDER BY created_at DESC, rowid DESC"
             ))?;
             let rows = stmt.query_map([ws], records::task_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The tasks an owner task delegated to workers, oldest first.
+    pub async fn worker_tasks(&self, parent: &str) -> Result<Vec<Task>, StoreError> {
+        let parent = parent.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!("{TASK_SELECT} WHERE parent = ?1 ORDER BY created_at, rowid"))?;
+            let rows = stmt.query_map([parent], records::task_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -375,7 +388,9 @@ impl Store {
         let ws = workspace.map(str::to_owned);
         let st = state.map(|s| s.as_str().to_owned());
         self.with(move |c| {
-            const FILTER: &str = "WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR state = ?2)";
+            // Workers' proposals are their owner's business, not the human's.
+            const FILTER: &str = "WHERE (?1 IS NULL OR workspace = ?1) AND (?2 IS NULL OR state = ?2) \
+                AND task_id NOT IN (SELECT id FROM tasks WHERE parent IS NOT NULL)";
             let total: i64 =
                 c.query_row(&format!("SELECT COUNT(*) FROM proposals {FILTER}"), params![ws, st], |r| r.get(0))?;
             let mut stmt = c.prepare(&format!(
@@ -392,7 +407,7 @@ impl Store {
     pub async fn open_proposal_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         self.with(|c| {
             let mut stmt =
-                c.prepare("SELECT workspace, COUNT(*) FROM proposals WHERE state = 'open' GROUP BY workspace")?;
+                c.prepare("SELECT workspace, COUNT(*) FROM proposals WHERE state = 'open' AND task_id NOT IN (SELECT id FROM tasks WHERE parent IS NOT NULL) GROUP BY workspace")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -460,7 +475,7 @@ fn write_task(c: &Connection, t: &Task, at: i64) -> rusqlite::Result<usize> {
     )
 }
 
-const TASK_SELECT: &str = "SELECT id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before FROM tasks";
+const TASK_SELECT: &str = "SELECT id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers FROM tasks";
 const PROPOSAL_SELECT: &str = "SELECT id, task_id, workspace, branch, base, head, commits, files, added, removed, summary, state, created_at FROM proposals";
 
 #[cfg(test)]

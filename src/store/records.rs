@@ -84,6 +84,15 @@ pub struct Task {
     pub deadline_at: i64,
     /// User turns of the session before this task's prompt.
     pub turns_before: i64,
+    /// For a worker's task: the owner task that delegated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For a worker's task: the number of the worker agent that does it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+    /// For an owner task: how many worker agents it may delegate to at once (0: none).
+    #[serde(default)]
+    pub workers: u32,
 }
 
 impl Task {
@@ -194,6 +203,9 @@ pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         updated_at: r.get(11)?,
         deadline_at: r.get(12)?,
         turns_before: r.get(13)?,
+        parent: r.get(14)?,
+        worker: r.get(15)?,
+        workers: r.get(16)?,
     })
 }
 

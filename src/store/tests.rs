@@ -16,6 +16,9 @@ fn task(id: &str) -> Task {
         updated_at: 1,
         deadline_at: 100,
         turns_before: 0,
+        parent: None,
+        worker: None,
+        workers: 0,
     }
 }
 
@@ -175,6 +178,7 @@ const RELEASED_MIGRATIONS: &[(&str, &str)] = &[
     ("002_gator.sql", "6aa0433aa66b386d85d94fb8f061034e5cfd17cd6d5b3eaaaf809006c757f42a"),
     ("003_sessions.sql", "3d4aa7aeacc31aaf914f345c656a359e44046e887db9f6cafacf1a3446a86c2d"),
     ("004_egress.sql", "1e52eb1fbdb0511c23c95d4f721e1a5ebb4b0504b439bf4d05d3ecd62920cf5f"),
+    ("005_workers.sql", "23360d930cb48e8e9afc4df294a0a93b3ed8835ed3a3c549c553e4dfac48d339"),
 ];
 
 #[test]
@@ -246,6 +250,16 @@ fn fixture_database(path: &std::path::Path, version: u32) {
         c.execute_batch("INSERT INTO egress_hosts (workspace, pattern, added_at) VALUES ('w', '*.pypi.org', 10);")
             .unwrap();
     }
+    if version >= 5 {
+        c.execute_batch(
+            "UPDATE tasks SET workers = 2 WHERE id = 't-run';
+             INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, turns_before, base, created_at, updated_at, deadline_at, parent, worker)
+                 VALUES ('t-wk', 'w', 'part', 'completed', 'ses-2', 1, 0, 'abc', 13, 14, 99, 't-run', 1);
+             INSERT INTO proposals (id, task_id, workspace, branch, base, head, commits, files, added, removed, summary, state, created_at)
+                 VALUES ('p-wk', 't-wk', 'w', 'devaipod/t-wk', 'abc', 'fed', '[]', '[]', 0, 0, 'part', 'open', 14);",
+        )
+        .unwrap();
+    }
 }
 
 /// Every released schema version, with data in it, opens with this build: the rows are read
@@ -294,6 +308,19 @@ async fn a_database_of_every_released_schema_version_is_migrated_with_its_data()
         assert_eq!(s.scopes("w").await.unwrap().len(), usize::from(version >= 2));
         assert_eq!(s.session_expiry("h").await.unwrap().is_some(), version >= 3);
         assert_eq!(s.egress_hosts("w").await.unwrap().len(), usize::from(version >= 4));
+        if version >= 1 {
+            let run = s.task("t-run").await.unwrap().unwrap();
+            assert_eq!(run.workers, if version >= 5 { 2 } else { 0 }, "schema {version}");
+            let workers: Vec<(String, Option<u32>)> =
+                s.worker_tasks("t-run").await.unwrap().into_iter().map(|t| (t.id, t.worker)).collect();
+            let want: Vec<(String, Option<u32>)> =
+                if version >= 5 { vec![("t-wk".into(), Some(1))] } else { Vec::new() };
+            assert_eq!(workers, want, "schema {version}");
+            // A worker's proposal is its owner's business: not in the human's list.
+            let (page, total) = s.proposals(Some("w"), None, 10, 0).await.unwrap();
+            assert_eq!((page.len(), total), (1, 1), "schema {version}");
+            assert!(s.proposal_for_task("t-wk").await.unwrap().is_some() == (version >= 5));
+        }
         // What later migrations added works on the migrated database.
         s.insert_task(task("t-after")).await.unwrap();
         assert!(s.add_scope("w", "github:octo/w:read,push-new-branch").await.unwrap());

@@ -126,13 +126,16 @@ pub struct TaskRequest {
     workspace: String,
     #[serde(default)]
     prompt: String,
+    /// Worker agents the task's agent may delegate to (0: none).
+    #[serde(default)]
+    workers: u32,
 }
 
 pub async fn create_task<E: Engine>(
     State(core): S<E>,
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let task = core.run_task(&req.workspace, &req.prompt).await?;
+    let task = core.run_task_with(&req.workspace, &req.prompt, req.workers).await?;
     Ok((StatusCode::CREATED, to_json(task)?))
 }
 

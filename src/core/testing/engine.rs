@@ -504,6 +504,13 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn stop_container(&self, name: &str, _grace_secs: u32) -> Result<(), EngineError> {
+        let mut s = self.call("stop_container", None)?;
+        let c = s.containers.get_mut(name).ok_or_else(|| not_found(&format!("stop container {name}"), "container"))?;
+        c.state = "exited";
+        Ok(())
+    }
+
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("start_pod", Some(Op::StartPod))?;
         if !s.pods.contains_key(name) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{BusEvent, Core, CoreError};
+use super::{BusEvent, Core, CoreError, Seat};
 use crate::agent::DynAgent;
 use crate::pods::engine::{ExecSpec, Output, PodInfo, PublishedPort};
 use crate::pods::naming::{self, Role, WorkspaceName};
@@ -57,6 +57,9 @@ pub struct UpRequest {
     /// when there is none.
     #[serde(default)]
     pub require_task: bool,
+    /// The first task's agent may delegate to up to this many worker agents.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workers: u32,
     /// The caller's environment (the shell that ran `devaipod up`), against which `[env]`,
     /// `[trusted.env]`, `[agent] api-key-env` and `${localEnv:…}` resolve. Absent (the web
     /// form, MCP over HTTP): the daemon's own environment. Used for this `up` only; never
@@ -82,6 +85,10 @@ impl UpRequest {
             ..self.clone()
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Environment variables of a caller: `Debug` shows their names only.
@@ -267,39 +274,47 @@ impl<E: Engine> Core<E> {
     /// Where the workspace's agent serves (its UI and API) and its password: for the
     /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
     pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
-        self.agent_endpoint(name).await
+        self.agent_endpoint(name, Seat::Owner).await
     }
 
-    /// A client for the workspace's agent, made by the core's connector, from a fresh
-    /// lookup (the record and the pod): an error says why the agent cannot be reached.
-    pub(in crate::core) async fn agent(&self, name: &str) -> Result<Arc<dyn DynAgent>, CoreError> {
-        let (url, password) = self.agent_endpoint(name).await?;
+    /// A client for an agent of the workspace (its owner or a worker), made by the core's
+    /// connector, from a fresh lookup (the record and the pod): an error says why the agent
+    /// cannot be reached.
+    pub(in crate::core) async fn seat_agent(&self, name: &str, seat: Seat) -> Result<Arc<dyn DynAgent>, CoreError> {
+        let (url, password) = self.agent_endpoint(name, seat).await?;
         Ok(self.agents.connect(&url, &password))
     }
 
-    /// A client for the workspace's agent at its last known endpoint without asking podman
-    /// (`true`), else from a lookup (`false`). A caller given a remembered one proves it
-    /// with a call, and on failure forgets it ([`Core::forget_agent`]) and looks up again.
-    pub(in crate::core) async fn remembered_agent(&self, name: &str) -> Result<(Arc<dyn DynAgent>, bool), CoreError> {
-        let known = self.agent_at.get(name).map(|e| e.value().clone());
+    /// A client for an agent of the workspace at its last known endpoint without asking
+    /// podman (`true`), else from a lookup (`false`). A caller given a remembered one
+    /// proves it with a call, and on failure forgets it ([`Core::forget_agent`]) and looks
+    /// up again.
+    pub(in crate::core) async fn remembered_agent(
+        &self,
+        name: &str,
+        seat: Seat,
+    ) -> Result<(Arc<dyn DynAgent>, bool), CoreError> {
+        let known = self.agent_at.get(&seat.key(name)).map(|e| e.value().clone());
         match known {
             Some((url, password)) => Ok((self.agents.connect(&url, &password), true)),
-            None => Ok((self.agent(name).await?, false)),
+            None => Ok((self.seat_agent(name, seat).await?, false)),
         }
     }
 
     /// Forgets the remembered endpoint of a workspace's agent (stopped, started, deleted,
-    /// or not answering there).
+    /// or not answering there), and of its workers.
     pub(in crate::core) fn forget_agent(&self, name: &str) {
-        self.agent_at.remove(name);
+        let workers = format!("{name}{}", Seat::WORKER_SEPARATOR);
+        self.agent_at.retain(|k, _| k != name && !k.starts_with(&workers));
     }
 
-    /// The endpoint of the workspace's agent API (its API socket) and its password, when
-    /// its container runs: the record and the pod (inspected by its name, its labels
-    /// checked: one engine call) are read at once. Remembered for [`Core::remembered_agent`].
-    async fn agent_endpoint(&self, name: &str) -> Result<(String, String), CoreError> {
+    /// The endpoint of an agent's API (its API socket) and its password, when its
+    /// container runs: the record and the pod (inspected by its name, its labels checked:
+    /// one engine call) are read at once. Remembered for [`Core::remembered_agent`].
+    async fn agent_endpoint(&self, name: &str, seat: Seat) -> Result<(String, String), CoreError> {
         let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let pod = n.pod();
+        let key = seat.key(name);
         let (record, info) = tokio::join!(self.store.workspace(name), self.engine.inspect_pod(&pod));
         let record = record?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
         let ours = |i: &PodInfo| {
@@ -314,13 +329,16 @@ impl<E: Engine> Core<E> {
             }
             Err(e) => return Err(e.into()),
         };
-        let running =
-            info.containers.iter().any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
-        let Some(url) = Some(crate::agent::endpoint::unix(&self.paths.agent_socket(name))).filter(|_| running) else {
-            self.forget_agent(name);
-            return Err(CoreError::NotRunning { name: name.to_owned(), role: "agent", status: info.status.clone() });
+        let running = info.containers.iter().any(|c| seat.is(c, &n) && c.state.eq_ignore_ascii_case("running"));
+        let Some(url) = Some(crate::agent::endpoint::unix(&self.paths.agent_socket(&key))).filter(|_| running) else {
+            self.agent_at.remove(&key);
+            return Err(CoreError::NotRunning {
+                name: name.to_owned(),
+                role: seat.role(),
+                status: info.status.clone(),
+            });
         };
-        self.agent_at.insert(name.to_owned(), (url.clone(), record.agent_password.clone()));
+        self.agent_at.insert(key, (url.clone(), record.agent_password.clone()));
         Ok((url, record.agent_password))
     }
 
@@ -337,11 +355,25 @@ impl<E: Engine> Core<E> {
         let pod = self.find(name).await?;
         self.forget_agent(name);
         self.ensure_agent_dir(name)?;
+        // Its workers start with the pod: their mounts need their directories too (gone
+        // after a reboot).
+        if let Ok(n) = WorkspaceName::new(name) {
+            let prefix = format!("{}-worker-", n.pod());
+            for c in &pod.containers {
+                if let Some(Ok(w)) = c.name.strip_prefix(&prefix).map(str::parse::<u32>) {
+                    let key = Seat::Worker(w).key(name);
+                    self.ensure_agent_dir(&key)?;
+                    if let Some(endpoints) = self.endpoints() {
+                        endpoints.open(&key)?;
+                    }
+                }
+            }
+        }
         let r = self.engine.start_pod(&pod.name).await;
         self.changed().await;
         r?;
         let record = self.store.workspace(name).await?.ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
-        self.wait_for_agent(name, &pod.name, &record.agent_password).await
+        self.wait_for_agent(name, Seat::Owner, &pod.name, &record.agent_password).await
     }
 
     /// Deletes a workspace: its running tasks are cancelled, its record goes (unless
@@ -388,6 +420,7 @@ impl<E: Engine> Core<E> {
             endpoints.close(name);
         }
         self.close_agent_dir(name);
+        let _ = tokio::fs::remove_file(self.paths.agent_plan(name)).await;
         if !keep_volumes {
             self.store.delete_workspace(name).await?;
         }

@@ -13,7 +13,7 @@ use crate::core::{BusEvent, Core, CoreError};
 use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::github::{self, GithubSource, ItemKind, Scope};
-use crate::pods::naming::{self, Role, WorkspaceName};
+use crate::pods::naming::{self, WorkspaceName};
 use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted, SandboxMounts};
 use crate::pods::seccomp;
 use crate::pods::{Engine, EngineError};
@@ -65,6 +65,7 @@ impl<E: Engine> Core<E> {
         // A GitHub URL (repository, issue or pull request) is cloned from the repository's
         // remote; an issue's or PR's title and body become the first task unless one is given.
         let kind = SourceKind::classify(&req.source, &self.config.service_gator.gh.host);
+        self.check_workers(req.workers)?;
         let given_task = req.task.as_deref().filter(|t| !t.trim().is_empty());
         if req.require_task && given_task.is_none() && !kind.brings_task() {
             return Err(CoreError::Invalid(
@@ -205,6 +206,10 @@ impl<E: Engine> Core<E> {
             self.changed().await;
             return Err(e);
         }
+        // Its workers are made from the agent container's plan.
+        if let Err(e) = self.keep_agent_plan(name.as_str(), &plan.agent).await {
+            progress.step(&format!("warning: {e}"));
+        }
         self.store
             .put_workspace(WorkspaceRecord {
                 name: name.to_string(),
@@ -239,7 +244,7 @@ impl<E: Engine> Core<E> {
         let (task, first_task_error) = match first_task {
             Some(prompt) => {
                 progress.step("starting the first task");
-                match self.run_task(name.as_str(), &prompt).await {
+                match self.run_task_with(name.as_str(), &prompt, req.workers).await {
                     Ok(t) => (Some(t), None),
                     Err(e) => {
                         let reason = format!("the first task did not start: {e}");
@@ -440,7 +445,7 @@ impl<E: Engine> Core<E> {
         }
 
         progress.step("waiting for the agent's API");
-        self.wait_for_agent(plan.name.as_str(), &plan.pod.name, &payload.password).await
+        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await
     }
 
     /// Waits until the agent's HTTP API serves (not a TCP probe: opencode accepts
@@ -451,7 +456,13 @@ impl<E: Engine> Core<E> {
     /// request opencode accepted too early is never answered; it costs one interval, not
     /// a timeout. The agent's container is checked every [`CHECK_RUNNING_EVERY`]: an agent
     /// that exited fails at once.
-    pub(in crate::core) async fn wait_for_agent(&self, name: &str, pod: &str, password: &str) -> Result<(), CoreError> {
+    pub(in crate::core) async fn wait_for_agent(
+        &self,
+        name: &str,
+        seat: Seat,
+        pod: &str,
+        password: &str,
+    ) -> Result<(), CoreError> {
         use futures_util::StreamExt;
         let secs = self.config.agent.ready_timeout_secs;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -459,7 +470,9 @@ impl<E: Engine> Core<E> {
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The agent's API socket appears when its relay starts: each probe opens it anew.
-        let url = crate::agent::endpoint::unix(&self.paths.agent_socket(name));
+        let key = seat.key(name);
+        let url = crate::agent::endpoint::unix(&self.paths.agent_socket(&key));
+        let workspace_name = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let mut seen_running = false;
         let mut checked: Option<tokio::time::Instant> = None;
         let mut tried = false;
@@ -467,7 +480,7 @@ impl<E: Engine> Core<E> {
             tokio::select! {
                 Some(answered) = probes.next() => {
                     if matches!(answered, Ok(true)) {
-                        self.agent_at.insert(name.to_owned(), (url, password.to_owned()));
+                        self.agent_at.insert(key, (url, password.to_owned()));
                         return Ok(());
                     }
                 }
@@ -477,9 +490,9 @@ impl<E: Engine> Core<E> {
                         let running = info
                             .containers
                             .iter()
-                            .any(|c| c.role == Some(Role::Agent) && c.state.eq_ignore_ascii_case("running"));
+                            .any(|c| seat.is(c, &workspace_name) && c.state.eq_ignore_ascii_case("running"));
                         if !running {
-                            return Err(CoreError::NotRunning { name: name.into(), role: "agent", status: info.status });
+                            return Err(CoreError::NotRunning { name: name.into(), role: seat.role(), status: info.status });
                         }
                         checked = Some(tokio::time::Instant::now());
                         seen_running = true;
@@ -548,8 +561,17 @@ impl<E: Engine> Core<E> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)
     }
 
+    /// Removes the API socket directories of the workspace's agent and its workers.
     pub(in crate::core) fn close_agent_dir(&self, ws: &str) {
         let _ = std::fs::remove_dir_all(self.paths.agent_dir(ws));
+        let workers = format!("{ws}{}", Seat::WORKER_SEPARATOR);
+        if let Ok(entries) = std::fs::read_dir(self.paths.runtime.join("agent")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&workers) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     /// Writes the agent containers' seccomp profile (podman's default without user
