@@ -36,8 +36,9 @@ const ACCEPT_SCRIPT: &str = include_str!("accept.sh");
 /// Who made the seed commits.
 const SEED_IDENTITY: (&str, &str) = ("devaipod", "devaipod@devaipod.invalid");
 
-/// The longest `get_worker_task` waits for a worker's task to end.
-pub const MAX_WAIT_SECS: u64 = 120;
+/// The longest `get_worker_task` waits for a worker's task to end (under the 60 s an MCP
+/// client such as opencode gives a call).
+pub const MAX_WAIT_SECS: u64 = 50;
 /// The most of a worker's diff one answer carries (characters), and the default.
 pub const MAX_DIFF_CHARS: usize = 100_000;
 const DEFAULT_DIFF_CHARS: usize = 20_000;

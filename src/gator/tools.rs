@@ -116,7 +116,7 @@ struct WorkerTaskId {
 struct GetWorkerTask {
     /// The worker task's id.
     id: String,
-    /// Wait up to this many seconds (at most 120) for it to end first.
+    /// Wait up to this many seconds (at most 50) for it to end first.
     wait_seconds: Option<u64>,
     /// The diff from this character (for the next page: `diff_next_offset`).
     diff_offset: Option<usize>,
@@ -420,6 +420,12 @@ impl<E: Engine + 'static> PodGator<E> {
     async fn dispatch(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
         if ORCHESTRATION.iter().any(|t| t.name == tool) {
             return self.orchestration(tool, raw).await;
+        }
+        // What a worker may not do is refused before anything else is looked at.
+        if let Some(spec) = TOOLS.iter().find(|t| t.name == tool)
+            && let Some(why) = self.worker_refusal(spec.need)
+        {
+            return Err(deny("-", why));
         }
         // The GitHub client (and its token) only once a call is allowed.
         let github = || self.core.github();

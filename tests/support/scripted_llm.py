@@ -16,7 +16,10 @@ Prints "listening on PORT" once it serves. The script:
      "default": {"text": "ok"}}
 
 The step answered is the number of tool results after the latest user message, so a
-tool call is followed by the next step once opencode sends its result. Requests without
+tool call is followed by the next step once opencode sends its result. A rule with
+"capture": REGEX may use "{{N}}" in its steps' strings: the first match of REGEX (its
+first group, if it has one) in the Nth tool result (0-based) since the latest user message
+(e.g. an id an earlier tool call returned). Requests without
 tools (opencode's title generation) get a short text. Every request is appended to the log
 as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "tool_names": [...],
 "last_tool": the latest tool result's text or null}.
@@ -24,6 +27,7 @@ as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "tool_nam
 
 import argparse
 import json
+import re
 import socket
 import sys
 import threading
@@ -39,6 +43,25 @@ def text_of(content):
     if isinstance(content, list):
         return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+def fill(value, capture, results):
+    """`value` with each "{{N}}" replaced by what `capture` finds in tool result N."""
+    if isinstance(value, dict):
+        return {k: fill(v, capture, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, capture, results) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m):
+        n = int(m.group(1))
+        found = capture.search(results[n]) if n < len(results) else None
+        if not found:
+            return "<nothing captured from tool result %d>" % n
+        return found.group(1) if capture.groups else found.group(0)
+
+    return re.sub(r"\{\{(\d+)\}\}", one, value)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -101,7 +124,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         steps = rule.get("steps", [{"text": "ok"}])
-        self.stream(req, steps[min(tool_results, len(steps) - 1)])
+        step = steps[min(tool_results, len(steps) - 1)]
+        if rule.get("capture"):
+            results = [text_of(m.get("content")) for m in messages[last_user_idx + 1:] if m.get("role") == "tool"]
+            step = fill(step, re.compile(rule["capture"]), results)
+        self.stream(req, step)
 
     def chunk(self, delta, finish=None):
         Handler.counter += 1

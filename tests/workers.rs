@@ -1,0 +1,206 @@
+//! Workers end to end: a real owner agent (opencode, scripted LLM) delegates to two worker
+//! agents in containers of their own, accepts one's work and rejects the other's with
+//! feedback; the human gets one proposal. The walls hold for workers: loopback only, their
+//! own sockets, gator read-only (no push), no orchestration tools. And the limits: a
+//! worker past its deadline fails with the reason, bad requests are clear tool errors, and
+//! cancelling the owner cancels its workers.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The first task id in a tool's answer (the task a delegate_task made, the follow-up a
+/// reject made).
+const TASK_ID: &str = "(t-[0-9a-f]{10})";
+
+/// `devaipod gator-bridge` inside `container`: MCP `initialize`, then `requests`, one
+/// answer line each.
+fn gator_session(container: &str, requests: &[Value]) -> Vec<Value> {
+    let mut child = Command::new("podman")
+        .args(["exec", "-i", container, "timeout", "30", "/opt/devaipod/gator/devaipod", "gator-bridge"])
+        .arg("/run/devaipod/gator/gator.sock")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let init = json!({ "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "workers-test", "version": "0" } } });
+    writeln!(stdin, "{init}").unwrap();
+    let _ = lines.next();
+    writeln!(stdin, "{}", json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).unwrap();
+    let mut answers = Vec::new();
+    for r in requests {
+        writeln!(stdin, "{r}").unwrap();
+        let line = lines.next().expect("an answer").unwrap();
+        answers.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    answers
+}
+
+#[test]
+fn an_owner_delegates_accepts_one_worker_and_rejects_the_other_with_feedback() {
+    if !podman_available() {
+        return;
+    }
+    let folder = "/workspaces/wk-main";
+    let llm = ScriptedLlm::start(&json!({ "rules": [
+        { "match": "split the greeting work", "capture": TASK_ID, "steps": [
+            { "tool": "gator_delegate_task", "args": { "prompt": "part A: write a.txt" } },
+            { "tool": "gator_delegate_task", "args": { "prompt": "part B: write b.txt" } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{0}}", "wait_seconds": 45 } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{1}}", "wait_seconds": 45 } },
+            { "tool": "gator_accept_worker_proposal", "args": { "id": "{{0}}" } },
+            { "tool": "gator_reject_worker_proposal", "args": { "id": "{{1}}", "feedback": "part B feedback: b.txt is not wanted" } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{5}}", "wait_seconds": 45 } },
+            { "tool": "gator_accept_worker_proposal", "args": { "id": "{{0}}" } },
+            { "tool": "bash", "args": { "command": "git merge -q --ff-only worker/{{0}}", "description": "merge part A" } },
+            { "tool": "write", "args": { "filePath": format!("{folder}/owner.txt"), "content": "owner\n" } },
+            { "text": "Merged part A and wrote owner.txt" }
+        ]},
+        { "match": "part A: write a.txt", "steps": [
+            { "tool": "write", "args": { "filePath": format!("{folder}/a.txt"), "content": "a from worker\n" } },
+            { "text": "wrote a.txt" }
+        ]},
+        { "match": "part B: write b.txt", "steps": [
+            { "tool": "write", "args": { "filePath": format!("{folder}/b.txt"), "content": "b from worker\n" } },
+            { "text": "wrote b.txt" }
+        ]},
+        { "match": "part B feedback", "steps": [ { "text": "understood: dropping b.txt" } ] }
+    ]}));
+    let env = TestEnv::new(&llm.agent_config());
+    let repo = fixture_repo(env.dir.path(), "wk-main", &[("src/main.txt", "main\n")]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "wk-main", "--image", "localhost/devaipod-base:latest"]);
+
+    let started = std::time::Instant::now();
+    let out = env.run(&["--json", "run", "-w", "wk-main", "--workers", "2", "-c", "split the greeting work"]);
+    assert!(out.status.success(), "run failed:\n{}\n{}", text(&out.stderr), text(&out.stdout));
+    eprintln!("owner + 2 workers took {:?}", started.elapsed());
+    let done: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(done["task"]["state"], "completed", "{done:#}");
+    let owner = done["task"]["id"].as_str().unwrap().to_owned();
+
+    // One proposal for the human: the owner's, with the accepted worker's change and its own,
+    // not the rejected worker's.
+    let pid = done["proposal"].as_str().expect("the owner's proposal").to_owned();
+    let proposal = env.json(&["proposal", &pid]);
+    let files: Vec<&str> = proposal["files"].as_array().unwrap().iter().filter_map(|f| f["path"].as_str()).collect();
+    assert_eq!(files, ["a.txt", "owner.txt"], "{proposal:#}");
+    let listed = env.json(&["proposals", "--workspace", "wk-main"]);
+    let ids: Vec<&str> = listed["proposals"].as_array().unwrap().iter().filter_map(|p| p["id"].as_str()).collect();
+    assert_eq!(ids, [pid.as_str()], "workers' proposals are not the human's: {listed:#}");
+
+    // The tree: A accepted, B rejected, B's feedback a follow-up task of the same worker.
+    let detail = env.json(&["task", &owner]);
+    let workers = detail["workers"].as_array().unwrap_or_else(|| panic!("{detail:#}"));
+    assert_eq!(workers.len(), 3, "{detail:#}");
+    let (a, b, fb) = (&workers[0], &workers[1], &workers[2]);
+    assert_eq!(
+        (a["worker"].as_u64(), a["state"].as_str(), a["proposal_state"].as_str()),
+        (Some(1), Some("completed"), Some("applied")),
+        "{a:#}"
+    );
+    assert_eq!(
+        (b["worker"].as_u64(), b["state"].as_str(), b["proposal_state"].as_str()),
+        (Some(2), Some("completed"), Some("rejected")),
+        "{b:#}"
+    );
+    assert_eq!((&fb["worker"], &fb["follows_proposal"]), (&json!(2), &b["proposal"]), "{fb:#}");
+    assert_eq!(fb["summary"], "understood: dropping b.txt");
+    assert!(
+        env.json(&["tasks"]).as_array().unwrap().iter().all(|t| t["id"] == owner.as_str()),
+        "workers' tasks are listed under their owner"
+    );
+    // A worker's proposal is not for the human to approve.
+    let refused = env.fails(&["approve", a["proposal"].as_str().unwrap(), "--apply"]);
+    assert!(refused.contains("is a worker's"), "{refused}");
+
+    // What the owner's tools answered: accepting twice is refused; the rejected worker got
+    // the feedback in its own session.
+    let reqs = llm.requests();
+    let answers: Vec<&str> = reqs.iter().filter_map(|r| r["last_tool"].as_str()).collect();
+    assert!(answers.iter().any(|t| t.contains("was decided already")), "a second accept is refused: {answers:#?}");
+    let got_feedback = reqs.iter().any(|r| r["last_user"].as_str().is_some_and(|u| u.contains("part B feedback")));
+    assert!(got_feedback, "the feedback reached worker B");
+    // Workers were not offered the orchestration tools, nor push; the owner was.
+    let offered = |prompt: &str| -> Vec<String> {
+        let r = reqs.iter().find(|r| r["tools"] == true && r["last_user"].as_str().is_some_and(|u| u.contains(prompt)));
+        r.unwrap_or_else(|| panic!("a turn for {prompt}"))["tool_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(offered("split the greeting work").contains(&"gator_delegate_task".to_owned()));
+    let worker_tools = offered("part A: write a.txt");
+    assert!(
+        !worker_tools.iter().any(|t| t.contains("delegate") || t.contains("worker") || t.contains("push")),
+        "{worker_tools:?}"
+    );
+
+    // The owner's events tell the story live.
+    let events: Vec<&str> = detail["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(events.iter().any(|m| m.starts_with("delegated ") && m.contains("to worker 1")), "{events:#?}");
+    assert!(events.iter().any(|m| m.starts_with("worker 2 ended") && m.contains("completed")), "{events:#?}");
+
+    // The walls hold for a worker: loopback only, its own sockets, the agent's confinement.
+    let w1 = "devaipod-wk-main-worker-1";
+    let interfaces = podman(&["exec", w1, "cat", "/proc/net/dev"]);
+    let names: Vec<&str> = interfaces.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(names, ["lo"], "{interfaces}");
+    let status = podman(&["exec", w1, "cat", "/proc/1/status"]);
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["CapEff:", "0000000000000400"])), "{status}");
+    let mounts = podman(&["exec", w1, "cat", "/proc/self/mountinfo"]);
+    assert!(mounts.contains("/agent/wk-main.w1 ") && mounts.contains("/gator/wk-main.w1 "), "{mounts}");
+    assert!(
+        !mounts.contains("/agent/wk-main ") && !mounts.contains("/gator/wk-main "),
+        "none of the owner's: {mounts}"
+    );
+    assert!(!podman(&["exec", w1, "ls", "/run/devaipod/agent"]).contains("wk-main"));
+
+    // Gator answers a worker as that worker: read tools only, no push, audited.
+    let answers = gator_session(
+        w1,
+        &[
+            json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {} }),
+            json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "git_push_branch", "arguments": {} } }),
+            json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "github_create_draft_pr", "arguments": { "title": "x" } } }),
+            json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": { "name": "delegate_task", "arguments": { "prompt": "x" } } }),
+        ],
+    );
+    let listed: Vec<&str> =
+        answers[0]["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(
+        !listed
+            .iter()
+            .any(|t| t.contains("push") || t.contains("pr") || t.contains("worker") || t.contains("delegate")),
+        "{listed:?}"
+    );
+    for (answer, says) in
+        [(&answers[1], "does not push"), (&answers[2], "does not push"), (&answers[3], "workers do not delegate")]
+    {
+        assert_eq!(answer["result"]["isError"], true, "{answer:#}");
+        assert!(answer.to_string().contains(says), "{answer:#}");
+    }
+    let log = env.json(&["gator", "log", "wk-main"]);
+    let denied = log.as_array().unwrap().iter().filter(|e| e["decision"] == "deny");
+    let denied: Vec<String> = denied.map(|e| format!("{} {}", e["tool"], e["target"])).collect();
+    assert!(denied.iter().any(|d| d.contains("git_push_branch") && d.contains("worker 1:")), "{denied:#?}");
+    assert!(denied.iter().any(|d| d.contains("github_create_draft_pr") && d.contains("worker 1:")), "{denied:#?}");
+    let allowed =
+        log.as_array().unwrap().iter().filter(|e| e["decision"] == "allow" && e["tool"] == "delegate_task").count();
+    assert_eq!(allowed, 2, "{log:#}");
+
+    env.ok(&["delete", "wk-main"]);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
