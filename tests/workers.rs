@@ -204,3 +204,153 @@ fn an_owner_delegates_accepts_one_worker_and_rejects_the_other_with_feedback() {
     env.ok(&["delete", "wk-main"]);
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
+
+/// Every state event of a task, in order (`state:<state>` keys).
+fn states(env: &TestEnv, id: &str) -> Vec<String> {
+    let t = env.json(&["task", id]);
+    t["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "state").map(|e| e["message"].to_string()).collect()
+}
+
+/// Polls `task <id>` until `done` holds (at most `secs`).
+fn wait_for(env: &TestEnv, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let t = env.json(&["task", id]);
+        if done(&t) {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "task {id} did not get there in {secs} s: {t:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The owner task `devaipod run --workers` started, running in the background.
+fn start_owner(env: &TestEnv, prompt: &str) -> (std::process::Child, String) {
+    let child = env
+        .cmd(&["run", "-w", "wk-lim", "--workers", "1", "-c", prompt])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let tasks = env.json(&["tasks"]);
+        if let Some(t) = tasks.as_array().unwrap().iter().find(|t| t["prompt"] == prompt) {
+            return (child, t["id"].as_str().unwrap().to_owned());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the owner task `{prompt}` did not start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn workers_have_deadlines_clear_refusals_end_with_their_owner_and_survive_a_daemon_kill() {
+    if !podman_available() {
+        return;
+    }
+    let llm = ScriptedLlm::start(&json!({ "rules": [
+        { "match": "check the limits", "capture": TASK_ID, "steps": [
+            { "tool": "gator_get_worker_task", "args": { "id": "t-0000000000" } },
+            { "tool": "gator_delegate_task", "args": { "prompt": "x", "worker": 5 } },
+            { "tool": "gator_delegate_task", "args": { "prompt": "slow part: take your time" } },
+            { "tool": "gator_delegate_task", "args": { "prompt": "one more part" } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{2}}", "wait_seconds": 40 } },
+            { "text": "limits seen" }
+        ]},
+        { "match": "slow part", "delay": 25, "steps": [ { "text": "too late" } ] },
+        { "match": "alone, no workers", "steps": [
+            { "tool": "gator_delegate_task", "args": { "prompt": "x" } },
+            { "text": "alone" }
+        ]},
+        { "match": "cascade owner", "capture": TASK_ID, "steps": [
+            { "tool": "gator_delegate_task", "args": { "prompt": "endless part" } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{0}}", "wait_seconds": 45 } },
+            { "text": "never" }
+        ]},
+        { "match": "endless part", "delay": 30, "steps": [ { "text": "never" } ] },
+        { "match": "survive a kill", "capture": TASK_ID, "steps": [
+            { "tool": "gator_delegate_task", "args": { "prompt": "resumable part: write r.txt" } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{0}}", "wait_seconds": 45 } },
+            { "tool": "gator_get_worker_task", "args": { "id": "{{0}}", "wait_seconds": 45 } },
+            { "text": "survived" }
+        ]},
+        { "match": "resumable part", "delay": 1, "steps": [
+            { "tool": "write", "args": { "filePath": "/workspaces/wk-lim/r.txt", "content": "r\n" } },
+            { "text": "wrote r.txt" }
+        ]}
+    ]}));
+    let config = format!("{}\n[orchestration]\nworker-timeout-secs = 12\n", llm.agent_config());
+    let env = TestEnv::new(&config);
+    let repo = fixture_repo(env.dir.path(), "wk-lim", &[("src/main.txt", "main\n")]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", "wk-lim", "--image", "localhost/devaipod-base:latest"]);
+
+    // More workers than the configuration allows: refused before anything starts.
+    let too_many = env.fails(&["run", "-w", "wk-lim", "--workers", "9", "-c", "x"]);
+    assert!(too_many.contains("workers: 9 is more than [orchestration] max-workers (2): use 0 to 2"), "{too_many}");
+
+    // Bad requests are tool errors that say what to do; a worker past its deadline fails
+    // with the setting that bounds it.
+    let out = env.run(&["--json", "run", "-w", "wk-lim", "--workers", "1", "-c", "check the limits"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let done: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let answers: Vec<String> =
+        llm.requests().iter().filter_map(|r| r["last_tool"].as_str().map(str::to_owned)).collect();
+    for says in [
+        "there is no worker task `t-0000000000` of your task",
+        "worker 5 does not exist: your task has workers 1 to 1",
+        "all 1 workers of your task are busy",
+        "deadline of 12 s ([orchestration] worker-timeout-secs",
+    ] {
+        assert!(answers.iter().any(|a| a.contains(says)), "{says}: {answers:#?}");
+    }
+    let owner = done["task"]["id"].as_str().unwrap();
+    let slow = &env.json(&["task", owner])["workers"][0];
+    assert_eq!(slow["state"], "failed", "{slow:#}");
+
+    // A task run without workers cannot delegate.
+    env.ok(&["run", "-w", "wk-lim", "-c", "alone, no workers"]);
+    let answers: Vec<String> =
+        llm.requests().iter().filter_map(|r| r["last_tool"].as_str().map(str::to_owned)).collect();
+    assert!(answers.iter().any(|a| a.contains("was started without workers")), "{answers:#?}");
+
+    // Cancelling the owner cancels its running worker.
+    let (mut child, owner) = start_owner(&env, "cascade owner");
+    let t = wait_for(&env, &owner, 60, |t| t["workers"][0]["state"] == "running");
+    let worker = t["workers"][0]["id"].as_str().unwrap().to_owned();
+    env.ok(&["cancel", &owner]);
+    let _ = child.wait();
+    wait_for(&env, &worker, 20, |t| t["task"]["state"] == "cancelled");
+
+    // The daemon killed while a worker works: owner and worker resume, each ends once, the
+    // worker's prompt was delivered once and its work reached its proposal.
+    let (mut child, owner) = start_owner(&env, "survive a kill");
+    let t = wait_for(&env, &owner, 60, |t| t["workers"][0]["state"] == "running");
+    let worker = t["workers"][0]["id"].as_str().unwrap().to_owned();
+    env.kill_daemon("KILL");
+    let _ = child.wait();
+    let w = wait_for(&env, &worker, 60, |t| t["task"]["state"] == "completed");
+    assert!(w["proposal"].is_string(), "{w:#}");
+    wait_for(&env, &owner, 60, |t| t["task"]["state"] == "completed");
+    for id in [&owner, &worker] {
+        let ended: Vec<String> = states(&env, id).into_iter().filter(|s| s.contains("completed")).collect();
+        assert_eq!(ended.len(), 1, "{id} ends once: {:?}", states(&env, id));
+    }
+    let deliveries = llm
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["tools"] == true
+                && r["tool_results"] == 0
+                && r["last_user"].as_str().is_some_and(|u| u.contains("resumable part"))
+        })
+        .count();
+    assert_eq!(deliveries, 1, "the worker's prompt went once");
+
+    env.ok(&["delete", "wk-lim"]);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}

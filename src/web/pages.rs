@@ -15,7 +15,9 @@ use serde::Deserialize;
 use super::html::{badge, diff, esc, level_badge, page, run_badge, seg, time};
 use super::proxy::AgentProxies;
 use super::session::{self, WebAuth};
-use crate::core::{Core, CoreError, ExecTarget, ProposalDetail, ProposalQuery, ProposalSummary, TaskQuery};
+use crate::core::{
+    Core, CoreError, ExecTarget, ProposalDetail, ProposalQuery, ProposalSummary, TaskQuery, WorkerTaskSummary,
+};
 use crate::pods::Engine;
 use crate::store::ProposalState;
 
@@ -282,9 +284,53 @@ async fn tasks_section<E: Engine>(
             prompt = esc(&one_line(&t.prompt, 80)),
             at = time(t.created_at),
         );
+        if t.workers > 0 {
+            out.push_str(&workers_rows(&core.worker_tasks(&t.id).await?, t.workers));
+        }
     }
     out.push_str("</tbody></table>");
     Ok(out)
+}
+
+/// An owner task's worker tasks, under its row: each worker's state, prompt, and what its
+/// owner decided of its proposal.
+fn workers_rows(workers: &[WorkerTaskSummary], allowed: u32) -> String {
+    if workers.is_empty() {
+        return format!(
+            r#"<tr class="workers"><td></td><td colspan="4" class="muted">may delegate to {allowed} worker(s); none yet</td></tr>"#
+        );
+    }
+    let mut rows = String::new();
+    for w in workers {
+        let decided = match w.proposal_state {
+            Some(ProposalState::Applied) => "accepted",
+            Some(ProposalState::Rejected) => "rejected",
+            Some(_) => "not decided",
+            None => "",
+        };
+        let outcome = match (&w.proposal, &w.error, &w.summary) {
+            (Some(p), _, _) => format!(
+                r#"<a href="/proposals/{}">proposal {}</a> {} <span class="muted">+{} −{}</span>"#,
+                seg(p),
+                esc(p),
+                badge(decided),
+                w.added,
+                w.removed
+            ),
+            (None, Some(e), _) => format!(r#"<span class="error">{}</span>"#, esc(&one_line(e, 200))),
+            (None, None, Some(s)) => esc(&one_line(s, 200)),
+            _ => String::new(),
+        };
+        let _ = write!(
+            rows,
+            r#"<tr class="worker" data-task="{id}"><td><span class="muted">└ worker {n}</span> <code>{id}</code></td><td class="state">{state}</td><td>{prompt}</td><td>{outcome}</td><td></td></tr>"#,
+            id = esc(&w.id),
+            n = w.worker,
+            state = badge(w.state.as_str()),
+            prompt = esc(&one_line(&w.prompt, 80)),
+        );
+    }
+    rows
 }
 
 fn proposals_section(proposals: &[ProposalSummary]) -> String {
@@ -350,7 +396,7 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
 <form class="card" data-kind="run-task" data-api="/api/v1/tasks">
 <input type="hidden" name="workspace" value="{n}">
 <label for="prompt">What should the agent do?</label>
-<textarea id="prompt" name="prompt" rows="3" required></textarea>
+<textarea id="prompt" name="prompt" rows="3" required></textarea>{workers}
 <button type="submit">Run</button><p class="error" role="alert"></p>
 </form>
 <h2>Tasks</h2>
@@ -363,6 +409,14 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
 <pre class="log">{logs}</pre>"#,
         scopes = if scopes.is_empty() { "none".to_owned() } else { esc(&scopes) },
         logs = esc(&logs),
+        workers = match core.config.orchestration.limit() {
+            0 => String::new(),
+            max => format!(
+                r#"
+<label for="workers">Worker agents it may delegate to (0 to {max})</label>
+<input id="workers" name="workers" type="number" min="0" max="{max}" value="0">"#
+            ),
+        },
     );
     html(page(&name, &body))
 }
@@ -398,6 +452,14 @@ async fn proposal_meta<E: Engine>(core: &Core<E>, id: &str) -> Result<String, Co
     );
     for a in &approvals {
         let _ = write!(out, r#"<p class="approval">{} {}: {}</p>"#, badge(&a.action), time(a.at), esc(&a.detail));
+    }
+    if let Some(owner) = core.task(&p.task_id).await.ok().and_then(|(t, _)| t.parent) {
+        let _ = write!(
+            out,
+            r#"<p class="muted">A worker's proposal: its owner task <code>{}</code> accepts or rejects it, and its own proposal is the one to review.</p>"#,
+            esc(&owner)
+        );
+        return Ok(out);
     }
     if p.state == ProposalState::Open || p.state == ProposalState::Applied || p.state == ProposalState::Pushed {
         let idh = seg(&p.id);

@@ -10,6 +10,7 @@ function formBody(form) {
   for (const el of form.elements) {
     if (!el.name) continue;
     if (el.type === "checkbox") body[el.name] = el.checked;
+    else if (el.type === "number") { if (el.value !== "") body[el.name] = Number(el.value); }
     else if (el.dataset.list !== undefined) {
       // A list field: its words, left out when there are none.
       const items = el.value.split(/[\s,]+/).filter(Boolean);
