@@ -269,7 +269,7 @@ impl<E: Engine> Core<E> {
         };
         let seat = Seat::Worker(n);
         // One delegation per worker at a time (two calls may race for the same one).
-        let lock = self.bring_out_locks.entry(format!("delegate:{}", seat.key(ws))).or_default().clone();
+        let lock = self.worker_lock(ws, seat);
         let _one = lock.lock().await;
         self.owner_event(&owner, &format!("delegate:{n}:{}", now()), &format!("starting worker {n}")).await?;
         let snapshot = self.snapshot(ws).await?;
@@ -294,6 +294,12 @@ impl<E: Engine> Core<E> {
         Ok(task)
     }
 
+    /// Held while a worker is being given a task (delegation, feedback): the reaper leaves it
+    /// running meanwhile.
+    fn worker_lock(&self, ws: &str, seat: Seat) -> Arc<tokio::sync::Mutex<()>> {
+        self.bring_out_locks.entry(format!("delegate:{}", seat.key(ws))).or_default().clone()
+    }
+
     /// The owner's current work tree as a commit in the daemon's repository (its parent
     /// the source; the source itself when nothing changed).
     async fn snapshot(&self, ws: &str) -> Result<String, CoreError> {
@@ -313,7 +319,7 @@ impl<E: Engine> Core<E> {
 
     /// Worker `n` running and its agent answering: made from the kept agent plan when it
     /// does not exist, started when stopped.
-    async fn ensure_worker(&self, ws: &str, n: u32) -> Result<(), CoreError> {
+    pub(in crate::core) async fn ensure_worker(&self, ws: &str, n: u32) -> Result<(), CoreError> {
         let name = WorkspaceName::new(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
         let seat = Seat::Worker(n);
         let key = seat.key(ws);
@@ -557,10 +563,13 @@ impl<E: Engine> Core<E> {
         id: &str,
         feedback: Option<&str>,
     ) -> Result<super::Rejected, CoreError> {
-        let (owner, _) = self.own_worker_task(ws, id).await?;
+        let (owner, t) = self.own_worker_task(ws, id).await?;
         let p = self.store.proposal_for_task(id).await?.ok_or_else(|| {
             CoreError::Invalid(format!("worker task {id} left no proposal: there is nothing to reject"))
         })?;
+        // The worker is given its feedback (and started again if it was stopped as idle).
+        let lock = self.worker_lock(ws, Seat::of(&t));
+        let _giving = lock.lock().await;
         let r = self.reject_inner(&p.id, feedback, true).await?;
         let said = match &r.follow_up_task {
             Some(f) => format!("rejected {id}'s proposal {}; the feedback is worker task {}", p.id, f.id),
@@ -585,6 +594,10 @@ impl<E: Engine> Core<E> {
             return Err(CoreError::TaskEnded { id: owner.id, state: owner.state.as_str().to_owned() });
         }
         let deadline = (now() + self.config.orchestration.worker_timeout_secs as i64).min(owner.deadline_at);
+        // Its container may have been stopped as idle meanwhile.
+        if let Some(n) = task.worker {
+            self.ensure_worker(&task.workspace, n).await?;
+        }
         Ok(Assignment {
             seat: Seat::of(task),
             parent: Some(owner.id),
@@ -674,12 +687,15 @@ impl<E: Engine> Core<E> {
         for pod in pods {
             let Some(ws) = pod.labels.get(naming::LABEL_WORKSPACE) else { continue };
             let Ok(name) = WorkspaceName::new(ws) else { continue };
-            let tasks = self.store.tasks(Some(ws)).await?;
             for c in pod.containers.iter().filter(|c| c.state.eq_ignore_ascii_case("running")) {
                 let Some(n) = c.name.strip_prefix(&format!("{}-worker-", name.pod())).and_then(|n| n.parse().ok())
                 else {
                     continue;
                 };
+                // Not while it is being given a task.
+                let lock = self.worker_lock(ws, Seat::Worker(n));
+                let Ok(_giving) = lock.try_lock() else { continue };
+                let tasks = self.store.tasks(Some(ws)).await?;
                 let mine = tasks.iter().filter(|t| t.worker == Some(n));
                 let busy = mine.clone().any(|t| !t.state.is_final());
                 let last = mine.map(|t| t.updated_at).max().unwrap_or(0);

@@ -21,7 +21,7 @@ tool call is followed by the next step once opencode sends its result. A rule wi
 first group, if it has one) in the Nth tool result (0-based) since the latest user message
 (e.g. an id an earlier tool call returned). Requests without
 tools (opencode's title generation) get a short text. Every request is appended to the log
-as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "tool_names": [...],
+as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "user_messages": n, "tool_names": [...],
 "last_tool": the latest tool result's text or null}.
 """
 
@@ -102,6 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         last_tool = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "tool"), None)
         if self.log_path:
             entry = {"last_user": last_user, "tool_results": tool_results, "tools": has_tools,
+                     "user_messages": sum(1 for m in messages if m.get("role") == "user"),
                      "tool_names": tool_names, "last_tool": last_tool,
                      "authorization": self.headers.get("authorization")}
             with LOCK, open(self.log_path, "a") as f:
