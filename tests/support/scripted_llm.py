@@ -102,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         last_tool = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "tool"), None)
         if self.log_path:
             entry = {"last_user": last_user, "tool_results": tool_results, "tools": has_tools,
-                     "user_messages": sum(1 for m in messages if m.get("role") == "user"),
+                     "user_messages": sum(1 for m in messages if m.get("role") == "user"), "t": time.time(),
                      "tool_names": tool_names, "last_tool": last_tool,
                      "authorization": self.headers.get("authorization")}
             with LOCK, open(self.log_path, "a") as f:
