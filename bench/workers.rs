@@ -4,6 +4,8 @@
 //! `delegate_task` takes (a worker started cold: container, agent, seed; and warm: seed
 //! only) and each worker container's memory next to the owner's.
 //!
+//! (Each run writes new content: a task whose tree equals the last proposal's leaves none.)
+//!
 //! Run: `cargo bench --bench workers` (needs podman and opencode, see scripts/setup.sh).
 
 use std::io::BufRead;
@@ -22,7 +24,7 @@ const RUNS: usize = 3;
 const FOLDER: &str = "/workspaces/bw";
 
 fn part(name: &str) -> Value {
-    json!({ "tool": "bash", "args": { "command": format!("sleep 3 && echo {name} > {FOLDER}/{name}.txt"), "description": format!("part {name}") } })
+    json!({ "tool": "bash", "args": { "command": format!("sleep 3 && date +%s%N > {FOLDER}/{name}.txt"), "description": format!("part {name}") } })
 }
 
 /// Memory of a container (cgroup `memory.current`, MiB), through podman.

@@ -253,6 +253,32 @@ pub fn task_summary(v: &Value) -> Result<()> {
     if let Some(p) = v["proposal"].as_str() {
         writeln!(o, "proposal   {p} (see `devaipod diff {p}`, then `devaipod approve {p} --apply`)")?;
     }
+    let workers = v["workers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !workers.is_empty() {
+        writeln!(o, "workers:")?;
+    }
+    for w in workers {
+        let decided = match w["proposal_state"].as_str() {
+            Some("applied") => "accepted",
+            Some("rejected") => "rejected",
+            Some(_) => "not decided",
+            None => "",
+        };
+        let outcome = match (w["proposal"].as_str(), w["error"].as_str()) {
+            (Some(p), _) => format!("proposal {p} {decided}, +{} -{}", w["added"], w["removed"]),
+            (None, Some(e)) => one_line(e, 80),
+            (None, None) => String::new(),
+        };
+        writeln!(
+            o,
+            "  worker {} {} {:<10} {}  {}",
+            w["worker"],
+            s(&w["id"]),
+            s(&w["state"]),
+            one_line(s(&w["prompt"]), 50),
+            outcome
+        )?;
+    }
     Ok(())
 }
 

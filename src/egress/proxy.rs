@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::policy::{self, Decision, Policy};
 use super::request::{self, Route};
 use crate::agent::llm as llm_probe;
-use crate::core::Core;
+use crate::core::{Core, Seat};
 use crate::pods::Engine;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -63,6 +63,8 @@ impl Default for Limits {
 struct Shared<E> {
     core: Weak<Core<E>>,
     workspace: String,
+    /// Which of the workspace's agents the socket is (the owner or a worker).
+    seat: Seat,
     limits: Limits,
     /// The client to the LLM provider (TLS with rustls; `[network] hosts` and
     /// `host.containers.internal` resolved as the policy says; no proxy of its own).
@@ -77,9 +79,10 @@ pub fn serve<E: Engine + 'static>(
     listener: UnixListener,
     core: &Arc<Core<E>>,
     workspace: &str,
+    seat: Seat,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    serve_with(listener, core, workspace, Limits::default(), shutdown)
+    serve_with(listener, core, workspace, seat, Limits::default(), shutdown)
 }
 
 /// [`serve`] with other bounds (tests).
@@ -87,6 +90,7 @@ pub fn serve_with<E: Engine + 'static>(
     listener: UnixListener,
     core: &Arc<Core<E>>,
     workspace: &str,
+    seat: Seat,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -111,7 +115,8 @@ pub fn serve_with<E: Engine + 'static>(
             }
         };
         let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-        let shared = Arc::new(Shared { core, workspace: workspace.clone(), limits, llm, shutdown: shutdown.clone() });
+        let shared =
+            Arc::new(Shared { core, workspace: workspace.clone(), seat, limits, llm, shutdown: shutdown.clone() });
         accept_loop(listener, shared, connections, &workspace, shutdown).await
     }
 }
@@ -217,7 +222,7 @@ async fn handle<E: Engine + 'static>(
 
 impl<E: Engine + 'static> Shared<E> {
     async fn audit(&self, core: &Core<E>, target: &str, decision: &str, reason: &str) {
-        if let Err(e) = core.audit(&self.workspace, "egress", target, decision, reason).await {
+        if let Err(e) = core.audit_as(&self.workspace, self.seat, "egress", target, decision, reason).await {
             tracing::warn!("egress: cannot audit {decision} {target} of {}: {e}", self.workspace);
         }
     }

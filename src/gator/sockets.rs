@@ -138,7 +138,7 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
         let (workspace, seat) = Seat::from_key(ws);
         let workspace = workspace.to_owned();
         if let Some(core) = self.core.upgrade() {
-            tokio::spawn(crate::egress::serve(egress, &core, &workspace, token.clone()));
+            tokio::spawn(crate::egress::serve(egress, &core, &workspace, seat, token.clone()));
         }
         let core = self.core.clone();
         let key = ws.to_owned();

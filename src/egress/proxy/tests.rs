@@ -36,7 +36,7 @@ fn start(core: &Arc<Core<crate::core::testing::FakeEngine>>, limits: Limits) -> 
     let socket = dir.path().join("egress.sock");
     let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
     let stop = CancellationToken::new();
-    tokio::spawn(serve_with(listener, core, WS, limits, stop.clone()));
+    tokio::spawn(serve_with(listener, core, WS, crate::core::Seat::Owner, limits, stop.clone()));
     Proxy { socket, stop, _dir: dir }
 }
 
