@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, leftovers, row};
+use common::{Env, Stats, header, leftovers, removals_done, row};
 
 const RUNS: usize = 3;
 const FOLDER: &str = "/workspaces/bw";
@@ -167,7 +167,10 @@ fn main() {
     }
 
     env.ok(&["delete", "bw"]);
+    removals_done(&env.dir.path().join("data"), Duration::from_secs(120));
+    println!("left behind: {:?}", leftovers(&env.instance, &["bw".to_owned()]));
+    // The daemon `up` started, and the model.
+    let _ = Command::new("kill").arg(env.read("run/daemon.pid")).status();
     let _ = llm.kill();
     let _ = llm.wait();
-    println!("left behind: {:?}", leftovers(&env.instance, &["bw".to_owned()]));
 }

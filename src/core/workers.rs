@@ -374,7 +374,7 @@ impl<E: Engine> Core<E> {
         let folder = place.workdir.clone().unwrap_or_default();
         let bundle = format!("/tmp/{file}");
         let argv = ["sh", "-c", SEED_SCRIPT, "devaipod-seed", &folder, &bundle, &seed_ref];
-        let (code, _, err) = self.run_in(&place, &argv, super::proposals::collect_env()).await?;
+        let (code, _, err) = self.capture_at(&place, "worker", &argv, super::proposals::collect_env()).await?;
         if code != 0 {
             return Err(CoreError::Io(format!("seeding worker {n}'s clone failed (exit code {code}): {}", err.trim())));
         }
@@ -401,36 +401,6 @@ impl<E: Engine> Core<E> {
         .await
         .map_err(|e| CoreError::Io(e.to_string()))?
         .map_err(|e| CoreError::Io(e.to_string()))
-    }
-
-    /// Runs `argv` at `place` with `env`; (exit code, stdout, stderr), at most 1 MiB each.
-    async fn run_in(
-        &self,
-        place: &ExecPlace,
-        argv: &[&str],
-        env: std::collections::BTreeMap<String, String>,
-    ) -> Result<(i64, Vec<u8>, String), CoreError> {
-        use futures_util::StreamExt;
-        let mut spec = place.spec(argv.iter().map(|a| (*a).to_owned()).collect(), false);
-        spec.env = env;
-        let run = async {
-            let mut s = self.engine.exec(&place.container, &spec).await?;
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            while let Some(chunk) = s.output.next().await {
-                let (buf, b) = match chunk? {
-                    crate::pods::engine::Output::Stdout(b) => (&mut out, b),
-                    crate::pods::engine::Output::Stderr(b) => (&mut err, b),
-                };
-                if buf.len() < 1 << 20 {
-                    buf.extend_from_slice(&b);
-                }
-            }
-            let code = self.engine.exec_exit_code(&s.id).await?;
-            Ok::<_, CoreError>((code, out, String::from_utf8_lossy(&err).into_owned()))
-        };
-        tokio::time::timeout(Duration::from_secs(300), run)
-            .await
-            .map_err(|_| CoreError::Io(format!("`{}` in {} took longer than 300 s", argv[0], place.container)))?
     }
 
     /// The owner task's worker tasks.
@@ -531,7 +501,7 @@ impl<E: Engine> Core<E> {
         let branch = format!("worker/{id}");
         let bundle = format!("/tmp/{file}");
         let argv = ["sh", "-c", ACCEPT_SCRIPT, "devaipod-accept", &folder, &bundle, &from, &branch];
-        let (code, _, err) = self.run_in(&place, &argv, Default::default()).await?;
+        let (code, _, err) = self.capture_at(&place, "agent", &argv, Default::default()).await?;
         if code != 0 {
             return Err(CoreError::Io(format!(
                 "bringing worker task {id}'s commits into your clone failed (exit code {code}): {}",

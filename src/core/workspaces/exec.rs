@@ -1,10 +1,10 @@
-//! Running commands in a workspace's containers: where (`exec_target`), streamed, or
-//! captured.
+//! Running commands in a workspace's containers: where (`exec_target`), and captured
+//! (`exec_capture`, `capture_at`: bounded output, a deadline).
 
 use super::*;
 use crate::core::{Core, CoreError};
 use crate::pods::Engine;
-use crate::pods::engine::{ExecSession, Output};
+use crate::pods::engine::Output;
 use crate::pods::naming::{self, Role};
 use crate::pods::plan::{self};
 
@@ -42,18 +42,6 @@ impl<E: Engine> Core<E> {
         })
     }
 
-    /// Starts a command in a workspace's container; the caller pumps its streams and then
-    /// asks the engine for the exit code.
-    pub(in crate::core) async fn exec(
-        &self,
-        name: &str,
-        target: ExecTarget,
-        argv: Vec<String>,
-    ) -> Result<ExecSession, CoreError> {
-        let place = self.exec_target(name, target).await?;
-        Ok(self.engine.exec(&place.container, &place.spec(argv, false)).await?)
-    }
-
     /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr). The
     /// whole run (start, output, exit code) takes at most [`EXEC_TIMEOUT`].
     pub(in crate::core) async fn exec_capture(
@@ -62,9 +50,25 @@ impl<E: Engine> Core<E> {
         target: ExecTarget,
         argv: &[&str],
     ) -> Result<(i64, Vec<u8>, String), CoreError> {
+        let place = self.exec_target(name, target).await?;
+        self.capture_at(&place, target.role().as_str(), argv, BTreeMap::new()).await
+    }
+
+    /// Runs an argv at `place` (the `what` container: for messages) with `env` added;
+    /// returns (exit code, stdout, stderr), each at most [`CAPTURE_LIMIT`], within
+    /// [`EXEC_TIMEOUT`].
+    pub(in crate::core) async fn capture_at(
+        &self,
+        place: &ExecPlace,
+        what: &str,
+        argv: &[&str],
+        env: BTreeMap<String, String>,
+    ) -> Result<(i64, Vec<u8>, String), CoreError> {
         use futures_util::StreamExt;
+        let mut spec = place.spec(argv.iter().map(|s| s.to_string()).collect(), false);
+        spec.env = env;
         let run = async {
-            let mut s = self.exec(name, target, argv.iter().map(|s| s.to_string()).collect()).await?;
+            let mut s = self.engine.exec(&place.container, &spec).await?;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             while let Some(chunk) = s.output.next().await {
                 let (buf, b) = match chunk? {
@@ -73,9 +77,8 @@ impl<E: Engine> Core<E> {
                 };
                 if buf.len() + b.len() > CAPTURE_LIMIT {
                     return Err(CoreError::Io(format!(
-                        "`{}` in the {} container printed more than {} KiB",
+                        "`{}` in the {what} container printed more than {} KiB",
                         argv.join(" "),
-                        target.role().as_str(),
                         CAPTURE_LIMIT / 1024
                     )));
                 }
@@ -86,9 +89,8 @@ impl<E: Engine> Core<E> {
         };
         tokio::time::timeout(EXEC_TIMEOUT, run).await.map_err(|_| {
             CoreError::Io(format!(
-                "`{}` in the {} container did not finish within {} s",
+                "`{}` in the {what} container did not finish within {} s",
                 argv.join(" "),
-                target.role().as_str(),
                 EXEC_TIMEOUT.as_secs()
             ))
         })?
