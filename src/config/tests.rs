@@ -14,6 +14,8 @@ fn empty_file_is_defaults() {
     assert_eq!(c.instance.as_str(), "default");
     assert_eq!(c.orchestration.max_workers, 2);
     assert_eq!(c.ssh.listen, "127.0.0.1:2222");
+    assert!(c.ssh.enabled, "the SSH server is on unless turned off");
+    assert_eq!(c.ssh.authorized_keys, None);
 }
 
 #[test]
@@ -49,8 +51,10 @@ read = true
 enabled = true
 max-workers = 4
 [ssh]
-enabled = true
+enabled = false
 listen = "127.0.0.1:2200"
+authorized-keys = "/etc/devaipod/keys"
+identity-file = "~/.ssh/id_ed25519"
 [network]
 egress = "allowlist"
 allow-hosts = ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]
@@ -71,6 +75,9 @@ hosts = { "git.internal" = "127.0.0.1" }
     let hello = perms.iter().find(|(k, _)| k.repo.as_deref() == Some("hello")).unwrap().1;
     assert!(hello.create_draft && hello.push_new_branch && !hello.write);
     assert_eq!(c.orchestration.max_workers, 4);
+    assert!(!c.ssh.enabled);
+    assert_eq!(c.ssh.authorized_keys_path(), Path::new("/etc/devaipod/keys"));
+    assert_eq!(c.ssh.identity_file.as_deref(), Some(Path::new("~/.ssh/id_ed25519")));
     assert_eq!(c.network.egress, NetworkEgress::Allowlist);
     let hosts: Vec<String> = c.network.allow_hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]);

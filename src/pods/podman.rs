@@ -495,6 +495,18 @@ impl Engine for Podman {
         Ok(ExecRun { exit_code, stdout_bytes, stderr })
     }
 
+    async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        super::interactive::resize(&self.docker, id, rows, cols).await
+    }
+
+    async fn signal_exec(&self, id: &str, signal: i32) -> Result<(), EngineError> {
+        super::interactive::signal(&self.docker, id, signal).await
+    }
+
+    async fn connect_port(&self, container: &str, port: u16) -> Result<tokio::net::TcpStream, EngineError> {
+        super::interactive::connect_port(&self.docker, container, port).await
+    }
+
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {
         // The output stream can end a moment before podman records the exit code: asked
         // every 100 ms, for EXIT_CODE_TIMEOUT in all (each answer included).
@@ -541,7 +553,7 @@ fn log_output(o: bollard::container::LogOutput) -> Output {
     }
 }
 
-fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
+pub(super) fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
     match e {
         E::DockerResponseServerError { status_code: 404, message } => {

@@ -1,0 +1,108 @@
+//! What interactive sessions need from podman beyond running a command: a terminal's size,
+//! a signal to the command, and a TCP connection into a pod's network namespace (the SSH
+//! server's `direct-tcpip`, `devaipod forward`).
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::query_parameters::ResizeExecOptions;
+
+use super::engine::EngineError;
+use super::podman::docker_err;
+
+/// How long a connection into a pod may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Podman refuses a resize until the exec's process runs, a moment after its stream is
+/// attached: the first size is asked for again, every 20 ms, for up to 400 ms.
+pub(super) async fn resize(docker: &Docker, id: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+    let op = "resize a terminal";
+    let mut tries = 0;
+    loop {
+        let call = docker.resize_exec(id, ResizeExecOptions { h: i32::from(rows), w: i32::from(cols) });
+        match timed(op, call).await? {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= 20 => return Err(docker_err(op, e)),
+            Err(e) => tracing::debug!("{op}: {e}"),
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The exec's process is signalled from the host by its host pid (podman reports it), as
+/// root can; a rootless daemon can signal processes of its own user only.
+pub(super) async fn signal(docker: &Docker, id: &str, signal: i32) -> Result<(), EngineError> {
+    let op = "signal a command";
+    let info = timed(op, docker.inspect_exec(id)).await?.map_err(|e| docker_err(op, e))?;
+    let pid = info
+        .pid
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| api(op, "podman did not report the command's process".into()))?;
+    let sig = rustix::process::Signal::from_named_raw(signal).ok_or_else(|| api(op, format!("no signal {signal}")))?;
+    rustix::process::kill_process(pid, sig).map_err(|e| api(op, format!("process {}: {e}", pid.as_raw_nonzero())))
+}
+
+/// Connects to `127.0.0.1:port` inside `container`'s network namespace: a thread of its
+/// own enters the namespace (`setns`), connects, and ends, so no other work ever runs in
+/// the pod's namespace. The socket stays in the namespace it was made in.
+pub(super) async fn connect_port(
+    docker: &Docker,
+    container: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, EngineError> {
+    let op = format!("connect to port {port} in {container}");
+    let inspected =
+        timed(&op, docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>))
+            .await?
+            .map_err(|e| docker_err(&op, e))?;
+    let pid = inspected
+        .state
+        .and_then(|s| s.pid)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| api(&op, format!("{container} is not running")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ns_path = format!("/proc/{pid}/ns/net");
+    std::thread::Builder::new()
+        .name("devaipod-netns".into())
+        .spawn(move || {
+            let _ = tx.send(connect_in(&ns_path, port));
+        })
+        .map_err(|e| api(&op, format!("cannot start a thread: {e}")))?;
+    let stream = rx.await.map_err(|_| api(&op, "the connecting thread ended".into()))?.map_err(|e| api(&op, e))?;
+    stream.set_nonblocking(true).map_err(|e| api(&op, e.to_string()))?;
+    let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| api(&op, e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Runs on a thread of its own, which ends afterwards (it stays in the pod's namespace).
+fn connect_in(ns_path: &str, port: u16) -> Result<std::net::TcpStream, String> {
+    let ns = std::fs::File::open(ns_path).map_err(|e| format!("cannot open {ns_path}: {e}"))?;
+    rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network)).map_err(
+        |e| match e {
+            rustix::io::Errno::PERM => {
+                "entering the pod's network namespace is not permitted (a rootless daemon cannot yet forward ports)"
+                    .into()
+            }
+            e => format!("cannot enter the pod's network namespace: {e}"),
+        },
+    )?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("nothing listens on port {port} in the workspace"),
+        _ => format!("{e}"),
+    })
+}
+
+async fn timed<T>(op: &str, f: impl std::future::Future<Output = T>) -> Result<T, EngineError> {
+    tokio::time::timeout(CONNECT_TIMEOUT * 2, f)
+        .await
+        .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: (CONNECT_TIMEOUT * 2).as_secs() })
+}
+
+fn api(op: &str, message: String) -> EngineError {
+    EngineError::Api { op: op.to_owned(), status: 0, message }
+}
