@@ -14,6 +14,20 @@ use super::podman::docker_err;
 /// How long a connection into a pod may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Podman 4.3's Docker-compatible API takes a terminal's size only after the exec has
+/// started (`resize_exec`), so a command that asks at once (`stty size`, a shell drawing its
+/// prompt) would see 0×0. With a terminal, the command waits for the first size, at most
+/// 500 ms: a fixed script, the argv passed as its arguments. Without `stty` in the image it
+/// starts at once.
+pub(super) fn after_first_size(argv: &[String]) -> Vec<String> {
+    const WAIT: &str = r#"i=0
+while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ "$i" -lt 50 ]; do sleep 0.01; i=$((i+1)); done
+exec "$@""#;
+    let mut v = vec!["/bin/sh".to_owned(), "-c".to_owned(), WAIT.to_owned(), "sh".to_owned()];
+    v.extend(argv.iter().cloned());
+    v
+}
+
 /// Podman refuses a resize until the exec's process runs, a moment after its stream is
 /// attached: the first size is asked for again, every 20 ms, for up to 400 ms.
 pub(super) async fn resize(docker: &Docker, id: &str, rows: u16, cols: u16) -> Result<(), EngineError> {

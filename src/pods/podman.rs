@@ -453,7 +453,11 @@ impl Engine for Podman {
             .create_exec(
                 container,
                 CreateExecOptions {
-                    cmd: Some(spec.argv.clone()),
+                    cmd: Some(if spec.tty {
+                        super::interactive::after_first_size(&spec.argv)
+                    } else {
+                        spec.argv.clone()
+                    }),
                     user: spec.user.clone(),
                     working_dir: spec.workdir.clone(),
                     env: Some(env),

@@ -163,10 +163,10 @@ async fn run_in_container<E: Engine>(
                     }
                 }
                 Some(ChannelMsg::Signal { signal }) => {
-                    if let Some(n) = target::signal_number(sig_name(&signal)) {
-                        if let Err(e) = engine.signal_exec(&id, n).await {
-                            tracing::debug!("ssh: signal: {e}");
-                        }
+                    if let Some(n) = target::signal_number(sig_name(&signal))
+                        && let Err(e) = engine.signal_exec(&id, n).await
+                    {
+                        tracing::debug!("ssh: signal: {e}");
                     }
                 }
                 Some(ChannelMsg::Close) | None => return,

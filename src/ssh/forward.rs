@@ -4,24 +4,40 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::pods::Engine;
 
-/// Copies both ways until both sides are done; returns (bytes to the pod, bytes from it).
-/// Each direction waits for its reader: a slow side holds the other back (backpressure).
-pub async fn pump<P, C>(mut pod: P, mut client: C) -> (u64, u64)
+/// Copies both ways until both sides are done (or one fails); returns (bytes to the pod,
+/// bytes from it) as far as they got. Each direction waits for its reader: a slow side
+/// holds the other back (backpressure).
+pub async fn pump<P, C>(pod: P, client: C) -> (u64, u64)
 where
     P: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional(&mut client, &mut pod).await {
-        Ok((to_pod, from_pod)) => (to_pod, from_pod),
-        Err(e) => {
-            tracing::debug!("forward: {e}");
-            (0, 0)
+    let (mut pod_r, mut pod_w) = tokio::io::split(pod);
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    tokio::join!(copy_counted(&mut client_r, &mut pod_w), copy_counted(&mut pod_r, &mut client_w))
+}
+
+/// Copies until end of input, then closes the writer's side; the bytes copied, also when
+/// a side failed.
+async fn copy_counted<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W) -> u64 {
+    let (mut buf, mut n) = (vec![0u8; 32 * 1024], 0u64);
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(got) => {
+                if w.write_all(&buf[..got]).await.is_err() {
+                    break;
+                }
+                n += got as u64;
+            }
         }
     }
+    let _ = w.shutdown().await;
+    n
 }
 
 /// Serves `listener` (on the host's loopback): each connection is joined to `port` inside

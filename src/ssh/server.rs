@@ -111,23 +111,34 @@ impl<E: Engine> Conn<E> {
     }
 }
 
+impl<E: Engine> Conn<E> {
+    /// Logs and audits a key that may not log in (for a user that names a workspace).
+    async fn refused(&self, user: &str, key: &PublicKey) {
+        let fingerprint = keys::fingerprint(key);
+        tracing::info!("ssh: key {fingerprint} from {} is not authorized (user {user})", self.peer);
+        if let Ok(t) = Target::parse(user) {
+            let who = Who { target: t, fingerprint: fingerprint.clone(), peer: self.peer.to_string() };
+            let reason = format!("key {fingerprint} from {} is not in {}", self.peer, self.authorized_keys.display());
+            channel::audit(&self.core, &who, &who.target.label(), "denied", reason).await;
+        }
+    }
+}
+
 impl<E: Engine> Handler for Conn<E> {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        Ok(if self.authorized(offer.public_key).await { Auth::Accept } else { Auth::reject() })
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        if self.authorized(offer.public_key).await {
+            return Ok(Auth::Accept);
+        }
+        self.refused(user, offer.public_key).await;
+        Ok(Auth::reject())
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = keys::fingerprint(key.public_key);
         if !self.authorized(key.public_key).await {
-            tracing::info!("ssh: key {fingerprint} from {} is not authorized (user {user})", self.peer);
-            if let Ok(t) = Target::parse(user) {
-                let who = Who { target: t, fingerprint: fingerprint.clone(), peer: self.peer.to_string() };
-                let reason =
-                    format!("key {fingerprint} from {} is not in {}", self.peer, self.authorized_keys.display());
-                channel::audit(&self.core, &who, &who.target.label(), "denied", reason).await;
-            }
+            self.refused(user, key.public_key).await;
             return Ok(Auth::reject());
         }
         // A user that names no workspace still logs in (the key is the user's own): each
