@@ -275,7 +275,7 @@ fn ssh_runs_commands_and_terminals_in_the_workspace_and_refuses_what_it_must() {
             && r["reason"].as_str().unwrap().contains("exit 3")),
         "{ssh_rows:#?}"
     );
-    assert!(ssh_rows.iter().any(|r| r["decision"] == "denied" && r["reason"].as_str().unwrap().contains("is not in")));
+    assert!(ssh_rows.iter().any(|r| r["decision"] == "deny" && r["reason"].as_str().unwrap().contains("is not in")));
     assert!(ssh_rows.iter().any(|r| r["target"].as_str().unwrap().contains("sftp")));
 
     // A stopped workspace says so, and how to start it.
@@ -288,7 +288,10 @@ fn ssh_runs_commands_and_terminals_in_the_workspace_and_refuses_what_it_must() {
 
 #[test]
 fn exec_with_a_terminal_and_attach_run_interactive_shells() {
-    let files = [(".devcontainer/devcontainer.json", r#"{ "postAttachCommand": "echo attached >> /tmp/attach.log" }"#)];
+    let files = [(
+        ".devcontainer/devcontainer.json",
+        r#"{ "postAttachCommand": "echo attached >> /tmp/attach.log", "forwardPorts": [9418] }"#,
+    )];
     let Some(w) = world("tty", &files) else { return };
     // `script` gives devaipod a terminal; the shell reads its commands from it.
     let script = |cmdline: &str, input: &str| {
@@ -319,4 +322,23 @@ fn exec_with_a_terminal_and_attach_run_interactive_shells() {
     assert!(stdout.contains("at-/workspaces/sshrepo"), "{stdout}");
     assert_eq!(w.env.ok(&["exec", &w.ws, "--", "cat", "/tmp/attach.log"]), "attached\n", "postAttachCommand ran once");
     let _ = &w.stranger;
+
+    // ports lists forwardPorts; forward joins a local port to it through the pod's namespace.
+    let ports = w.env.json(&["ports", &w.ws]);
+    assert_eq!(ports[0]["container_port"], 9418, "{ports}");
+    assert_eq!(ports[0]["host_ip"], "127.0.0.1", "{ports}");
+    let start = w.ssh(&w.ws, "git daemon --detach --listen=127.0.0.1 --port=9418 --base-path=/workspaces --export-all");
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    let local = 20000 + (std::process::id() + 7) % 20000;
+    let mut fwd = w.env.cmd(&["forward", &w.ws, &format!("{local}:9418")]).spawn().unwrap();
+    let url = format!("git://127.0.0.1:{local}/sshrepo");
+    let mut listed = String::new();
+    wait_for("git ls-remote through devaipod forward", || {
+        let o = Command::new("git").args(["ls-remote", &url]).output().unwrap();
+        listed = text(&o.stdout);
+        o.status.success()
+    });
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    assert!(listed.contains("refs/heads/main"), "{listed}");
 }

@@ -71,24 +71,22 @@ pub async fn drive<E: Engine>(core: Arc<Core<E>>, who: Who, channel: Channel<Msg
         Run::Sftp => "sftp".to_owned(),
     };
     let target_text = format!("{} {what}", who.target.label());
-    audit(&core, &who, &target_text, "allowed", format!("session opened by {} from {}", who.fingerprint, who.peer))
-        .await;
+    audit(&core, &who, &target_text, "allow", format!("session opened by {} from {}", who.fingerprint, who.peer)).await;
     let started = Instant::now();
     let ended = run_in_container(&core, &who.target, run, pty, env, &mut rx, &tx).await;
     let secs = started.elapsed().as_secs_f64();
-    let (status, reason) = match ended {
+    let (status, decision, reason) = match ended {
         Ok(Ended::Exited(code)) => {
-            (Some(code), format!("session of {} ended after {secs:.1} s, exit {code}", who.fingerprint))
+            (Some(code), "allow", format!("session of {} ended after {secs:.1} s, exit {code}", who.fingerprint))
         }
         Ok(Ended::ClientLeft) => {
-            (None, format!("session of {} ended after {secs:.1} s: the client left", who.fingerprint))
+            (None, "allow", format!("session of {} ended after {secs:.1} s: the client left", who.fingerprint))
         }
         Err(message) => {
             let _ = tx.extended_data_bytes(1, format!("devaipod: {message}\r\n").into_bytes()).await;
-            (Some(255), format!("session of {} refused: {message}", who.fingerprint))
+            (Some(255), "error", format!("session of {} refused: {message}", who.fingerprint))
         }
     };
-    let decision = if reason.contains("refused") { "failed" } else { "allowed" };
     audit(&core, &who, &target_text, decision, reason).await;
     if let Some(code) = status {
         let _ = tx.exit_status(code).await;

@@ -21,7 +21,7 @@ use crate::pods::Engine;
 const INACTIVITY: Duration = Duration::from_secs(3600);
 /// Connections at a time; more wait for one to end.
 const MAX_CONNECTIONS: usize = 64;
-/// How long a new connection has for its key exchange and login.
+/// How long a new connection has to send its version line (then `INACTIVITY` applies).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The server's configuration: the host key, public keys only, no compression.
@@ -119,7 +119,7 @@ impl<E: Engine> Conn<E> {
         if let Ok(t) = Target::parse(user) {
             let who = Who { target: t, fingerprint: fingerprint.clone(), peer: self.peer.to_string() };
             let reason = format!("key {fingerprint} from {} is not in {}", self.peer, self.authorized_keys.display());
-            channel::audit(&self.core, &who, &who.target.label(), "denied", reason).await;
+            channel::audit(&self.core, &who, &who.target.label(), "deny", reason).await;
         }
     }
 }
@@ -193,7 +193,7 @@ impl<E: Engine> Handler for Conn<E> {
             (None, Some(p)) => (None, p),
         };
         if let Some(reason) = refusal {
-            channel::audit(&self.core, &who, &what, "denied", reason.clone()).await;
+            channel::audit(&self.core, &who, &what, "deny", reason.clone()).await;
             reply.reject(refuse(reason)).await;
             return Ok(());
         }
@@ -211,13 +211,13 @@ impl<E: Engine> Handler for Conn<E> {
                 Ok(stream) => {
                     reply.accept().await;
                     let reason = format!("opened by {} from {}", who.fingerprint, who.peer);
-                    channel::audit(&core, &who, &what, "allowed", reason).await;
+                    channel::audit(&core, &who, &what, "allow", reason).await;
                     let (up, down) = super::forward::pump(stream, channel.into_stream()).await;
                     let reason = format!("closed: {up} bytes in, {down} bytes out");
-                    channel::audit(&core, &who, &what, "allowed", reason).await;
+                    channel::audit(&core, &who, &what, "allow", reason).await;
                 }
                 Err(reason) => {
-                    channel::audit(&core, &who, &what, "failed", reason.clone()).await;
+                    channel::audit(&core, &who, &what, "error", reason.clone()).await;
                     reply.reject(ChannelOpenFailure::Other { code: 2, reason }).await;
                 }
             }
