@@ -342,3 +342,37 @@ fn exec_with_a_terminal_and_attach_run_interactive_shells() {
     let _ = fwd.wait();
     assert!(listed.contains("refs/heads/main"), "{listed}");
 }
+
+#[test]
+fn ssh_forwards_ports_on_rootless_podman() {
+    if !rootless_here("ssh_forwards_ports_on_rootless_podman") {
+        return;
+    }
+    let Some(w) = world("rl", &[]) else { return };
+    let out = w.ssh(&w.ws, "echo $PWD");
+    assert_eq!(text(&out.stdout), "/workspaces/sshrepo\n", "{}", text(&out.stderr));
+    // The pod's namespace belongs to podman's user namespace: the daemon enters it through
+    // nsenter and its own tcp-relay.
+    let start = w.ssh(&w.ws, "git daemon --detach --listen=127.0.0.1 --port=9418 --base-path=/workspaces --export-all");
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    let local = 20000 + (std::process::id() + 13) % 20000;
+    let mut fwd = Command::new("ssh")
+        .args(w.opts(&w.key))
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local}:localhost:9418"), "-p", &w.port])
+        .arg(format!("{}@127.0.0.1", w.ws))
+        .spawn()
+        .unwrap();
+    let url = format!("git://127.0.0.1:{local}/sshrepo");
+    let mut listed = String::new();
+    wait_for("git ls-remote through a rootless forward", || {
+        let o = Command::new("git").args(["ls-remote", &url]).output().unwrap();
+        listed = text(&o.stdout);
+        o.status.success()
+    });
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    assert!(listed.contains("refs/heads/main"), "{listed}");
+    // Nothing listening: the refusal says so.
+    let out = w.ssh_with(&w.key, &w.ws, &["-W", "localhost:9"], "");
+    assert!(text(&out.stderr).contains("nothing listens on port 9"), "{}", text(&out.stderr));
+}

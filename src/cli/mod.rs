@@ -173,6 +173,13 @@ pub enum Command {
     /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// (Run by the daemon through nsenter, inside a pod's namespaces) connect to
+    /// 127.0.0.1:PORT and relay stdio to it: a rootless daemon's port forwards.
+    #[command(hide = true)]
+    TcpRelay {
+        #[arg(long)]
+        port: u16,
+    },
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
@@ -374,6 +381,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::ProbeLlm { base_url, timeout_secs } => return doctor::probe_llm(base_url, timeout_secs).await,
+        Command::TcpRelay { port } => {
+            crate::pods::interactive::tcp_relay(port).await.map_err(anyhow::Error::msg)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::AgentShim { api, to, egress_port, egress, command } => {
             let shim = crate::agent::shim::Shim { api, to, egress_port, egress, command };
             return crate::agent::shim::run(shim).await.context("agent-shim");
@@ -445,6 +456,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
         | Command::ProbeLlm { .. }
         | Command::Doctor { .. }
         | Command::Completions { .. }
+        | Command::TcpRelay { .. }
         | Command::Man
         | Command::Ssh { .. }
         | Command::SshConfig

@@ -289,15 +289,17 @@ pub trait Engine: Send + Sync + 'static {
     /// A TCP connection to `127.0.0.1:port` as seen from inside `container`'s network
     /// namespace (SSH `direct-tcpip`, `devaipod forward`): ports the workspace's programs
     /// listen on, published or not.
-    fn connect_port(
-        &self,
-        container: &str,
-        port: u16,
-    ) -> impl Future<Output = Result<tokio::net::TcpStream, EngineError>> + Send {
+    fn connect_port(&self, container: &str, port: u16) -> impl Future<Output = Result<PortStream, EngineError>> + Send {
         let _ = (container, port);
         async { Err(unsupported("connect to a port in a pod")) }
     }
 }
+
+/// Bytes both ways to a port inside a pod ([`Engine::connect_port`]): a TCP connection
+/// made in the pod's namespace, or a relay process that entered it.
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+pub type PortStream = Box<dyn Duplex>;
 
 fn unsupported(op: &str) -> EngineError {
     EngineError::Api { op: op.to_owned(), status: 501, message: "this engine cannot do that".into() }

@@ -4,7 +4,7 @@
 
 pub mod engine;
 pub mod image;
-mod interactive;
+pub mod interactive;
 pub mod libpod;
 pub mod naming;
 pub mod plan;

@@ -507,7 +507,7 @@ impl Engine for Podman {
         super::interactive::signal(&self.docker, id, signal).await
     }
 
-    async fn connect_port(&self, container: &str, port: u16) -> Result<tokio::net::TcpStream, EngineError> {
+    async fn connect_port(&self, container: &str, port: u16) -> Result<super::engine::PortStream, EngineError> {
         super::interactive::connect_port(&self.docker, container, port).await
     }
 
