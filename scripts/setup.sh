@@ -37,7 +37,9 @@ fi
 
 # 1. Packages from Debian.
 need_pkgs=()
-for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium; do
+# openssh-client and tmux: the SSH tests drive the real OpenSSH client, tmux gives it a
+# terminal whose size changes.
+for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium openssh-client tmux; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -78,8 +80,11 @@ elif ! ping; then
   ping || die "the podman API service did not answer on $SOCK; see ${TMPDIR:-/tmp}/devaipod-podman-service.log"
 fi
 
-# 4. The local base image: Debian minimal + git, bash, ca-certificates, ripgrep.
-if ! podman image exists "$BASE_IMAGE"; then
+# 4. The local base image: Debian minimal + git, bash, ca-certificates, ripgrep, and
+#    openssh-sftp-server (the SSH server's sftp subsystem runs the container's own; editors
+#    upload their remote servers with it). An older base without it is built again.
+if ! podman image exists "$BASE_IMAGE" \
+    || ! podman run --rm --network none "$BASE_IMAGE" test -x /usr/lib/openssh/sftp-server 2>/dev/null; then
   mirror=""
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
@@ -93,7 +98,7 @@ if ! podman image exists "$BASE_IMAGE"; then
   log "building $BASE_IMAGE with mmdebstrap (takes about half a minute)"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  mmdebstrap --quiet --variant=minbase --include=git,bash,ca-certificates,ripgrep \
+  mmdebstrap --quiet --variant=minbase --include=git,bash,ca-certificates,ripgrep,openssh-sftp-server \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \

@@ -15,6 +15,12 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// base64url without padding (RFC 4648 §5), as opencode's web UI names a project
+/// directory in its paths.
+pub fn base64url(bytes: &[u8]) -> String {
+    base64(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
+}
+
 /// Standard base64 with padding.
 pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -50,5 +56,11 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
         assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn base64url_is_unpadded_and_url_safe() {
+        assert_eq!(base64url(b"/workspaces/webui-src"), "L3dvcmtzcGFjZXMvd2VidWktc3Jj");
+        assert_eq!(base64url("/w/ü?>".as_bytes()), "L3cvw7w_Pg");
     }
 }

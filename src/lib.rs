@@ -16,5 +16,6 @@ pub mod git;
 pub mod github;
 pub mod mcp;
 pub mod pods;
+pub mod ssh;
 pub mod store;
 pub mod web;

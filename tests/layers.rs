@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["core"],
     &["client", "egress"],
     &["gator", "mcp"],
-    &["web"],
+    &["web", "ssh"],
     &["daemon"],
     &["cli"],
 ];

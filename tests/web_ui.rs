@@ -1,6 +1,6 @@
 //! The web UI in a real browser (Debian chromium + playwright-core, `tests/web/ui.test.cjs`):
 //! login, create a workspace, run a task and see it finish live, the proposal's diff,
-//! approve, the agent's UI through the proxy, audit log, delete, logout. Screenshots go to
+//! approve, the agent's UI through the proxy (on the project, and from a task on its session), audit log, delete, logout. Screenshots go to
 //! `<target tmp>/web-screenshots` (or `$DEVAIPOD_SCREENSHOTS`).
 
 mod common;
@@ -61,7 +61,15 @@ fn the_whole_loop_in_a_browser() {
     eprintln!("{log}\nscreenshots: {}", shots.display());
     assert!(out.status.success(), "the browser test failed:\n{log}\n{}", text(&out.stdout));
     assert!(log.contains("ui: all steps passed"));
-    for shot in ["01-login", "03-task-done", "04-proposal", "05-approved", "06-dashboard", "07-agent-ui"] {
+    for shot in [
+        "01-login",
+        "03-task-done",
+        "04-proposal",
+        "05-approved",
+        "06-dashboard",
+        "07-agent-ui",
+        "07b-agent-ui-session",
+    ] {
         let f = shots.join(format!("{shot}.png"));
         assert!(std::fs::metadata(&f).is_ok_and(|m| m.len() > 1000), "{} was saved", f.display());
     }

@@ -3,7 +3,9 @@
 //! then stream through podman themselves; they change no state.
 
 mod doctor;
+mod generate;
 mod init;
+mod interactive;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -64,6 +66,35 @@ pub enum Command {
     Status { workspace: String },
     /// Run a command in a workspace's container; its exit code becomes devaipod's.
     Exec(ExecArgs),
+    /// A login shell in the workspace folder, with a terminal; runs devcontainer.json's
+    /// postAttachCommand first.
+    Attach { workspace: String },
+    /// SSH into a workspace through the daemon's SSH server (runs the system's `ssh` with
+    /// the right port, user and pinned host key).
+    Ssh {
+        workspace: String,
+        /// The agent's container (its confinement as it is) instead of the workspace's.
+        #[arg(long)]
+        agent: bool,
+        /// A command instead of a login shell, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print `Host devaipod-<workspace>` entries for ~/.ssh/config (ssh, VS Code Remote-SSH, Zed).
+    SshConfig,
+    /// List the ports a workspace forwards (devcontainer.json's forwardPorts).
+    Ports { workspace: String },
+    /// Forward workspace ports to 127.0.0.1 until interrupted: PORT or LOCAL:PORT (default:
+    /// every forwardPorts port).
+    Forward {
+        workspace: String,
+        #[arg(value_name = "PORT|LOCAL:PORT")]
+        ports: Vec<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page devaipod(1) (roff: `devaipod man | man -l -`).
+    Man,
     /// Print a container's logs.
     Logs {
         workspace: String,
@@ -142,6 +173,13 @@ pub enum Command {
     /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// (Run by the daemon through nsenter, inside a pod's namespaces) connect to
+    /// 127.0.0.1:PORT and relay stdio to it: a rootless daemon's port forwards.
+    #[command(hide = true)]
+    TcpRelay {
+        #[arg(long)]
+        port: u16,
+    },
     /// (Inside an agent container) pipe stdio to the pod's gator socket. Run by opencode.
     #[command(hide = true)]
     GatorBridge { socket: PathBuf },
@@ -286,6 +324,10 @@ pub struct ExecArgs {
     /// Pass stdin to the command (on by default when stdin is not a terminal).
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the command a terminal (this one, in raw mode, its size followed): `-it` for
+    /// an interactive shell.
+    #[arg(short, long)]
+    pub tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -343,12 +385,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::ProbeLlm { base_url, timeout_secs } => return doctor::probe_llm(base_url, timeout_secs).await,
+        Command::TcpRelay { port } => {
+            crate::pods::interactive::tcp_relay(port).await.map_err(anyhow::Error::msg)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::AgentShim { api, to, egress_port, egress, command } => {
             let shim = crate::agent::shim::Shim { api, to, egress_port, egress, command };
             return crate::agent::shim::run(shim).await.context("agent-shim");
         }
         // These read the config file themselves: doctor reports a broken one, init writes it.
         Command::Doctor { workspace } => return doctor::run(cli.config.as_deref(), workspace, cli.json).await,
+        Command::Completions { shell } => {
+            generate::completions(shell, &mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            generate::man(&mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Init(args) => return init::run(cli.config.as_deref(), args, cli.json).await,
         _ => {}
     }
@@ -379,6 +433,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::SshConfig => {
+            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            interactive::ssh_config(&client, &config, &paths, cli.json).await
+        }
+        Command::Ssh { workspace, agent, command } => {
+            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            interactive::ssh(&client, &config, &paths, &workspace, agent, command).await
+        }
         command => {
             let client = Client::connect(&paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
@@ -397,6 +459,11 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
         | Command::RestartDaemon
         | Command::ProbeLlm { .. }
         | Command::Doctor { .. }
+        | Command::Completions { .. }
+        | Command::TcpRelay { .. }
+        | Command::Man
+        | Command::Ssh { .. }
+        | Command::SshConfig
         | Command::Init(_) => {
             bail!("this command does not talk to the daemon through `execute`")
         }
@@ -480,6 +547,9 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             if json { output::json(&v)? } else { output::status(&v)? }
         }
         Command::Exec(a) => return exec(c, a).await,
+        Command::Attach { workspace } => return interactive::attach(c, &workspace).await,
+        Command::Ports { workspace } => return interactive::ports(c, &workspace, json).await,
+        Command::Forward { workspace, ports } => return interactive::forward(c, &workspace, &ports).await,
         Command::Logs { workspace, agent, follow, tail, raw } => {
             if raw {
                 output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
@@ -640,31 +710,14 @@ async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
 async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
     let target = if a.agent { ExecTarget::Agent } else { ExecTarget::Workspace };
     let place = c.exec_place(&a.workspace, target).await?;
-    let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
     let engine = Podman::new(&default_socket())?;
+    if a.tty {
+        return Ok(interactive::exit_code(interactive::run_tty(&engine, &place, a.command).await?));
+    }
+    let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
     let mut session = engine.exec(&place.container, &place.spec(a.command, attach_stdin)).await?;
-    let mut input = session.input;
     if attach_stdin {
-        // A plain thread: a blocking read of stdin must not hold the runtime at exit.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 16 * 1024];
-            let mut stdin = std::io::stdin();
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(chunk) = rx.recv().await {
-                if input.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            let _ = input.shutdown().await;
-        });
+        interactive::feed_stdin(session.input);
     }
     let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
     while let Some(chunk) = session.output.next().await {
@@ -676,6 +729,5 @@ async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
             Output::Stderr(b) => err.write_all(&b).await?,
         }
     }
-    let code = engine.exec_exit_code(&session.id).await?;
-    Ok(ExitCode::from(if (0..=255).contains(&code) { code as u8 } else { 1 }))
+    Ok(interactive::exit_code(engine.exec_exit_code(&session.id).await?))
 }

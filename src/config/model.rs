@@ -191,11 +191,27 @@ pub struct Ssh {
     /// Address of the ssh server; loopback unless you mean otherwise.
     #[serde(deserialize_with = "super::values::socket_addr")]
     pub listen: String,
+    /// The public keys allowed in (OpenSSH `authorized_keys` format), read at each login;
+    /// default `~/.ssh/authorized_keys` of the user running devaipod.
+    pub authorized_keys: Option<std::path::PathBuf>,
+    /// The private key `devaipod ssh-config` names as `IdentityFile` (and `devaipod ssh`
+    /// passes with `-i`); default: none, ssh picks its own.
+    pub identity_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Ssh {
     fn default() -> Self {
-        Ssh { enabled: false, listen: "127.0.0.1:2222".to_owned() }
+        Ssh { enabled: true, listen: "127.0.0.1:2222".to_owned(), authorized_keys: None, identity_file: None }
+    }
+}
+
+impl Ssh {
+    /// The authorized keys file: the configured one, else `$HOME/.ssh/authorized_keys`.
+    pub fn authorized_keys_path(&self) -> std::path::PathBuf {
+        self.authorized_keys.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).unwrap_or_else(|| "/root".into());
+            std::path::PathBuf::from(home).join(".ssh/authorized_keys")
+        })
     }
 }
 

@@ -14,6 +14,8 @@ fn empty_file_is_defaults() {
     assert_eq!(c.instance.as_str(), "default");
     assert_eq!(c.orchestration.max_workers, 2);
     assert_eq!(c.ssh.listen, "127.0.0.1:2222");
+    assert!(c.ssh.enabled, "the SSH server is on unless turned off");
+    assert_eq!(c.ssh.authorized_keys, None);
 }
 
 #[test]
@@ -51,8 +53,10 @@ max-workers = 4
 worker-gator = "none"
 worker-timeout-secs = 60
 [ssh]
-enabled = true
+enabled = false
 listen = "127.0.0.1:2200"
+authorized-keys = "/etc/devaipod/keys"
+identity-file = "~/.ssh/id_ed25519"
 [network]
 egress = "allowlist"
 allow-hosts = ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]
@@ -76,6 +80,9 @@ hosts = { "git.internal" = "127.0.0.1" }
     assert_eq!(c.orchestration.limit(), 4);
     assert_eq!(c.orchestration.worker_gator, crate::config::WorkerGator::None);
     assert_eq!((c.orchestration.worker_timeout_secs, c.orchestration.worker_idle_secs), (60, 300));
+    assert!(!c.ssh.enabled);
+    assert_eq!(c.ssh.authorized_keys_path(), Path::new("/etc/devaipod/keys"));
+    assert_eq!(c.ssh.identity_file.as_deref(), Some(Path::new("~/.ssh/id_ed25519")));
     assert_eq!(c.network.egress, NetworkEgress::Allowlist);
     let hosts: Vec<String> = c.network.allow_hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["api.example.test", "*.pypi.org:443", "10.1.2.3:8080"]);

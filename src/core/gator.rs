@@ -168,6 +168,7 @@ impl<E: Engine> Core<E> {
         // The egress proxy's decisions (tool `egress`) read as such; the rest are gator's.
         let (kind, message) = match tool {
             "egress" => ("egress", format!("egress {} {target}: {reason}", entry.decision)),
+            "ssh" => ("ssh", format!("ssh {} {target}: {reason}", entry.decision)),
             _ => ("gator", format!("gator {} {tool} {target}: {reason}", entry.decision)),
         };
         // During a task the call is part of its progress (stored with it, shown live).

@@ -185,6 +185,8 @@ impl<E: Engine> Core<E> {
             container: c.name.clone(),
             user: Some(plan::AGENT_USER.to_owned()),
             workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
+            env: Default::default(),
+            post_attach: Vec::new(),
         })
     }
 

@@ -55,6 +55,18 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone(), bridge);
     sockets.open_all().await?;
     core.set_endpoints(sockets);
+    let ssh = if core.config.ssh.enabled {
+        match crate::ssh::start(core.clone(), gator_shutdown.clone()).await {
+            Ok(addr) => format!("; SSH on {addr}"),
+            Err(e) => {
+                tracing::warn!("{e}");
+                format!("; no SSH ({e})")
+            }
+        }
+    } else {
+        let _ = std::fs::remove_file(crate::ssh::listen_file(&paths));
+        String::new()
+    };
     let resumed = core.resume_tasks().await?;
     core.spawn_worker_reaper(gator_shutdown.clone());
     match core.resume_removals().await {
@@ -63,7 +75,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         Err(e) => tracing::warn!("{e}"),
     }
     eprintln!(
-        "devaipod daemon {} (pid {}, instance {}): API on {} and http://{bound}; {resumed} task(s) resumed",
+        "devaipod daemon {} (pid {}, instance {}): API on {} and http://{bound}{ssh}; {resumed} task(s) resumed",
         process.version().version,
         std::process::id(),
         core.instance(),
@@ -91,6 +103,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     // The files go before the lock: the next daemon may start as soon as the lock is free.
     let _ = std::fs::remove_file(paths.pid_file());
     let _ = std::fs::remove_file(paths.socket());
+    let _ = std::fs::remove_file(crate::ssh::listen_file(&paths));
     drop(lock);
     eprintln!("devaipod daemon (pid {}) stopped; unfinished tasks resume in the next one", std::process::id());
     Ok(())

@@ -276,4 +276,33 @@ pub trait Engine: Send + Sync + 'static {
     fn exec_exit_code(&self, id: &str) -> impl Future<Output = Result<i64, EngineError>> + Send;
     fn logs(&self, container: &str, follow: bool, tail: Option<u32>)
     -> BoxStream<'static, Result<Output, EngineError>>;
+
+    /// Sets the terminal size of a running exec started with `tty` (SSH window changes,
+    /// `exec -it`). Engines without terminals say so.
+    fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = (id, rows, cols);
+        async { Err(unsupported("resize a terminal")) }
+    }
+    /// Sends a signal (a number, e.g. 15) to a running exec's process (SSH `signal`).
+    fn signal_exec(&self, id: &str, signal: i32) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = (id, signal);
+        async { Err(unsupported("signal a command")) }
+    }
+    /// A TCP connection to `127.0.0.1:port` as seen from inside `container`'s network
+    /// namespace (SSH `direct-tcpip`, `devaipod forward`): ports the workspace's programs
+    /// listen on, published or not.
+    fn connect_port(&self, container: &str, port: u16) -> impl Future<Output = Result<PortStream, EngineError>> + Send {
+        let _ = (container, port);
+        async { Err(unsupported("connect to a port in a pod")) }
+    }
+}
+
+/// Bytes both ways to a port inside a pod ([`Engine::connect_port`]): a TCP connection
+/// made in the pod's namespace, or a relay process that entered it.
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+pub type PortStream = Box<dyn Duplex>;
+
+fn unsupported(op: &str) -> EngineError {
+    EngineError::Api { op: op.to_owned(), status: 501, message: "this engine cannot do that".into() }
 }

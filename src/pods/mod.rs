@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod image;
+pub mod interactive;
 pub mod libpod;
 pub mod naming;
 pub mod plan;

@@ -19,6 +19,11 @@ pub const LABEL_SOURCE: &str = "io.devaipod.source";
 pub const LABEL_FOLDER: &str = "io.devaipod.workspace-folder";
 /// The user commands run as in the workspace container (`remoteUser`), when not the image's.
 pub const LABEL_USER: &str = "io.devaipod.user";
+/// devcontainer.json's `remoteEnv` (JSON; `${containerEnv:…}` unresolved), applied to
+/// interactive sessions (SSH, `exec`, `attach`).
+pub const LABEL_REMOTE_ENV: &str = "io.devaipod.remote-env";
+/// devcontainer.json's `postAttachCommand` (JSON, as written), run by `devaipod attach`.
+pub const LABEL_POST_ATTACH: &str = "io.devaipod.post-attach";
 
 /// The role label of a worker agent's container (its number is in [`LABEL_WORKER`]).
 pub const ROLE_WORKER: &str = "worker";

@@ -558,10 +558,19 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     if let Some(user) = &lifecycle.user {
         pod_labels.insert(naming::LABEL_USER.into(), user.clone());
     }
-    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
-    if c.post_attach_command.is_some() {
-        warnings.push("postAttachCommand is not run: devaipod has no attach step yet".into());
+    // Interactive sessions (SSH, exec, attach) read these back from the pod: remoteEnv is
+    // resolved against the container's environment when a session starts.
+    if !c.remote_env.is_empty()
+        && let Ok(json) = serde_json::to_string(&c.remote_env)
+    {
+        pod_labels.insert(naming::LABEL_REMOTE_ENV.into(), json);
     }
+    if let Some(cmd) = &c.post_attach_command
+        && let Ok(json) = serde_json::to_string(cmd)
+    {
+        pod_labels.insert(naming::LABEL_POST_ATTACH.into(), json);
+    }
+    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
     if !c.features.is_empty() {
         let ids: Vec<&str> = c.features.keys().map(String::as_str).collect();
         warnings.push(format!("features are kept but not installed (no registry access): {}", ids.join(", ")));

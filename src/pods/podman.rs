@@ -461,7 +461,11 @@ impl Engine for Podman {
             .create_exec(
                 container,
                 CreateExecOptions {
-                    cmd: Some(spec.argv.clone()),
+                    cmd: Some(if spec.tty {
+                        super::interactive::after_first_size(&spec.argv)
+                    } else {
+                        spec.argv.clone()
+                    }),
                     user: spec.user.clone(),
                     working_dir: spec.workdir.clone(),
                     env: Some(env),
@@ -501,6 +505,18 @@ impl Engine for Podman {
         let (stdout_bytes, stderr) = pump_to(&mut session.output, out, limit, &command).await?;
         let exit_code = self.exec_exit_code(&session.id).await?;
         Ok(ExecRun { exit_code, stdout_bytes, stderr })
+    }
+
+    async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        super::interactive::resize(&self.docker, id, rows, cols).await
+    }
+
+    async fn signal_exec(&self, id: &str, signal: i32) -> Result<(), EngineError> {
+        super::interactive::signal(&self.docker, id, signal).await
+    }
+
+    async fn connect_port(&self, container: &str, port: u16) -> Result<super::engine::PortStream, EngineError> {
+        super::interactive::connect_port(&self.docker, container, port).await
     }
 
     async fn exec_exit_code(&self, id: &str) -> Result<i64, EngineError> {
@@ -549,7 +565,7 @@ fn log_output(o: bollard::container::LogOutput) -> Output {
     }
 }
 
-fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
+pub(super) fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
     match e {
         E::DockerResponseServerError { status_code: 404, message } => {

@@ -278,8 +278,16 @@ async fn tasks_section<E: Engine>(
         };
         let _ = write!(
             out,
-            r#"<tr data-task="{id}"><td><code>{id}</code></td><td class="state">{state}{cancel}</td><td>{prompt}</td><td>{outcome}</td><td class="muted">{at}</td></tr>"#,
+            r#"<tr data-task="{id}"><td><code>{id}</code></td><td class="state">{state}{cancel}</td><td>{prompt}</td><td>{outcome}{session}</td><td class="muted">{at}</td></tr>"#,
             id = esc(&t.id),
+            session = match &t.session_id {
+                Some(_) => format!(
+                    r#" <a class="session" href="/workspaces/{}/agent?task={}">its session</a>"#,
+                    seg(&t.workspace),
+                    seg(&t.id)
+                ),
+                None => String::new(),
+            },
             state = badge(t.state.as_str()),
             prompt = esc(&one_line(&t.prompt, 80)),
             at = time(t.created_at),
@@ -628,8 +636,41 @@ pub async fn doctor_page<E: Engine>(State(st): S<E>, Query(q): Query<DoctorQuery
 
 /// Our shell around the agent's own web UI: a bar (workspace, a link back, open
 /// proposals) over the UI, which the daemon proxies on a port of its own (see `proxy.rs`).
-pub async fn agent_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, headers: HeaderMap) -> P {
+#[derive(Debug, Deserialize)]
+pub struct AgentPageQuery {
+    /// Open the agent's UI on this task's session.
+    pub task: Option<String>,
+}
+
+/// Where the agent's UI opens: the workspace's project (opencode names it by its
+/// directory, base64url), on a session when one is given.
+pub fn agent_ui_path(folder: Option<&str>, session: Option<&str>) -> String {
+    match (folder, session) {
+        (Some(f), Some(s)) => format!("/{}/session/{}", crate::encode::base64url(f.as_bytes()), seg(s)),
+        (Some(f), None) => format!("/{}", crate::encode::base64url(f.as_bytes())),
+        (None, _) => "/".to_owned(),
+    }
+}
+
+pub async fn agent_page<E: Engine>(
+    State(st): S<E>,
+    Path(name): Path<String>,
+    Query(q): Query<AgentPageQuery>,
+    headers: HeaderMap,
+) -> P {
     let port = st.proxies.ensure(&name).await?;
+    let session = match &q.task {
+        Some(id) => {
+            let (task, _) = st.core.task(id).await?;
+            if task.workspace != name {
+                return Err(CoreError::TaskNotFound(id.clone()).into());
+            }
+            task.session_id
+        }
+        None => None,
+    };
+    let folder = st.core.status(&name).await?.workspace_folder;
+    let landing = agent_ui_path(folder.as_deref(), session.as_deref());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
     let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let agent_origin = format!("http://{hostname}:{port}");
@@ -649,10 +690,11 @@ pub async fn agent_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, he
 <link rel="stylesheet" href="/static/shell.css"><script src="/static/shell.js" defer></script></head>
 <body><div class="devaipod-bar" data-workspace="{n}"><a href="/workspaces/{href}">← {n}</a><span class="title">agent of <b>{n}</b></span>
 <span class="proposals">Proposals: {links}</span></div>
-<iframe class="agent" src="{origin}/" title="The agent's UI" sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads allow-modals"></iframe></body></html>"#,
+<iframe class="agent" src="{origin}{landing}" title="The agent's UI" sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads allow-modals"></iframe></body></html>"#,
         n = esc(&name),
         href = seg(&name),
         origin = esc(&agent_origin),
+        landing = esc(&landing),
     );
     let csp = format!("{}; frame-src {agent_origin}", super::session::CSP);
     let mut resp = Html(body).into_response();
@@ -660,4 +702,19 @@ pub async fn agent_page<E: Engine>(State(st): S<E>, Path(name): Path<String>, he
         resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod agent_ui_tests {
+    use super::agent_ui_path;
+
+    #[test]
+    fn the_agents_ui_opens_on_the_project_and_on_a_tasks_session() {
+        assert_eq!(agent_ui_path(Some("/workspaces/webui-src"), None), "/L3dvcmtzcGFjZXMvd2VidWktc3Jj");
+        assert_eq!(
+            agent_ui_path(Some("/workspaces/webui-src"), Some("ses_1a2b")),
+            "/L3dvcmtzcGFjZXMvd2VidWktc3Jj/session/ses_1a2b"
+        );
+        assert_eq!(agent_ui_path(None, Some("ses_1")), "/");
+    }
 }

@@ -105,7 +105,8 @@ async function main() {
     await page.waitForSelector(`.devaipod-bar >> text=${NAME}`);
     const frameEl = await page.waitForSelector("iframe.agent");
     const src = await frameEl.getAttribute("src");
-    assert.match(src, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // It opens on the workspace's project (opencode names it by its directory, base64url).
+    assert.match(src, /^http:\/\/127\.0\.0\.1:\d+\/[A-Za-z0-9_-]+$/);
     const frame = await frameEl.contentFrame();
     await frame.waitForLoadState("domcontentloaded");
     // opencode's UI is an app shell: wait until it rendered something.
@@ -133,7 +134,7 @@ async function main() {
     assert.equal(echoed, "ok", `terminal through the proxy: ${echoed}`);
     // A WebSocket from another origin (here devaipod's own page) is refused.
     const foreign = await page.evaluate(async (url) => new Promise((resolve) => {
-      const ws = new WebSocket(url.replace("http://", "ws://") + "pty/x/connect");
+      const ws = new WebSocket(new URL(url).origin.replace("http://", "ws://") + "/pty/x/connect");
       ws.onopen = () => resolve("opened");
       ws.onerror = () => resolve("refused");
       setTimeout(() => resolve("timeout"), 10000);
@@ -141,6 +142,18 @@ async function main() {
     assert.equal(foreign, "refused");
     await page.waitForTimeout(1500);
     await shot("07-agent-ui");
+
+    step("from the task, the agent's UI opens on that task's session");
+    await page.goto(`${BASE}/workspaces/${NAME}`);
+    await Promise.all([page.waitForURL(`**/workspaces/${NAME}/agent?task=*`), page.click("#tasks a.session")]);
+    const taskFrameEl = await page.waitForSelector("iframe.agent");
+    const taskSrc = await taskFrameEl.getAttribute("src");
+    assert.match(taskSrc, /^http:\/\/127\.0\.0\.1:\d+\/[A-Za-z0-9_-]+\/session\/ses_[A-Za-z0-9]+$/);
+    const taskFrame = await taskFrameEl.contentFrame();
+    await taskFrame.waitForFunction(() => document.body && document.body.innerText.includes("please write the greeting"),
+      null, { timeout: 60_000 });
+    await page.waitForTimeout(1000);
+    await shot("07b-agent-ui-session");
     // The proxy asks for the login: a fresh browser context without the cookie is refused.
     const anon = await browser.newContext();
     const anonPage = await anon.newPage();

@@ -35,11 +35,22 @@ impl<E: Engine> Core<E> {
             Role::Agent => Some(plan::AGENT_USER.to_owned()),
             Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
         };
-        Ok(ExecPlace {
-            container: container.name.clone(),
-            user,
-            workdir: pod.labels.get(naming::LABEL_FOLDER).cloned(),
-        })
+        let workdir = pod.labels.get(naming::LABEL_FOLDER).cloned();
+        let (mut env, mut post_attach) = (BTreeMap::new(), Vec::new());
+        if role == Role::Workspace {
+            if let Some(json) = pod.labels.get(naming::LABEL_REMOTE_ENV) {
+                let remote: BTreeMap<String, Option<String>> = serde_json::from_str(json)
+                    .map_err(|e| CoreError::Io(format!("the pod's remoteEnv label is not readable: {e}")))?;
+                let container_env = self.engine.container_env(&container.name).await?;
+                env = resolve_remote_env(&remote, workdir.as_deref(), &container_env);
+            }
+            if let Some(json) = pod.labels.get(naming::LABEL_POST_ATTACH) {
+                let cmd: crate::devcontainer::LifecycleCommand = serde_json::from_str(json)
+                    .map_err(|e| CoreError::Io(format!("the pod's postAttachCommand label is not readable: {e}")))?;
+                post_attach = cmd.commands().into_iter().map(|(_, argv)| argv).collect();
+            }
+        }
+        Ok(ExecPlace { container: container.name.clone(), user, workdir, env, post_attach })
     }
 
     /// Runs an argv in a workspace's container; returns (exit code, stdout, stderr). The
@@ -66,7 +77,7 @@ impl<E: Engine> Core<E> {
     ) -> Result<(i64, Vec<u8>, String), CoreError> {
         use futures_util::StreamExt;
         let mut spec = place.spec(argv.iter().map(|s| s.to_string()).collect(), false);
-        spec.env = env;
+        spec.env.extend(env);
         let run = async {
             let mut s = self.engine.exec(&place.container, &spec).await?;
             let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -94,5 +105,43 @@ impl<E: Engine> Core<E> {
                 EXEC_TIMEOUT.as_secs()
             ))
         })?
+    }
+}
+
+/// `remoteEnv` with `${containerEnv:…}` (and the workspace folder) resolved; a variable set
+/// to null is left out.
+fn resolve_remote_env(
+    remote: &BTreeMap<String, Option<String>>,
+    workdir: Option<&str>,
+    container_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let no_env = BTreeMap::new();
+    let vars = crate::devcontainer::Vars {
+        local_env: &no_env,
+        local_workspace_folder: "",
+        container_workspace_folder: workdir,
+        devcontainer_id: "",
+        container_env: Some(container_env),
+    };
+    remote.iter().filter_map(|(k, v)| Some((k.clone(), vars.substitute(v.as_ref()?)))).collect()
+}
+
+#[cfg(test)]
+mod remote_env_tests {
+    use super::*;
+
+    #[test]
+    fn remote_env_resolves_against_the_containers_environment() {
+        let remote: BTreeMap<String, Option<String>> = [
+            ("PATH".to_owned(), Some("${containerEnv:PATH}:/extra".to_owned())),
+            ("AT".to_owned(), Some("${containerWorkspaceFolder}/x".to_owned())),
+            ("GONE".to_owned(), None),
+        ]
+        .into();
+        let env: BTreeMap<String, String> = [("PATH".to_owned(), "/usr/bin".to_owned())].into();
+        let got = resolve_remote_env(&remote, Some("/workspaces/r"), &env);
+        assert_eq!(got["PATH"], "/usr/bin:/extra");
+        assert_eq!(got["AT"], "/workspaces/r/x");
+        assert!(!got.contains_key("GONE"));
     }
 }

@@ -178,6 +178,13 @@ pub struct ExecPlace {
     pub container: String,
     pub user: Option<String>,
     pub workdir: Option<String>,
+    /// devcontainer.json's `remoteEnv`, resolved against the container's environment
+    /// (workspace container only; a variable set to null is left out).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// devcontainer.json's `postAttachCommand` as argv vectors (run by `attach`).
+    #[serde(default)]
+    pub post_attach: Vec<Vec<String>>,
 }
 
 impl ExecPlace {
@@ -186,7 +193,7 @@ impl ExecPlace {
             argv,
             user: self.user.clone(),
             workdir: self.workdir.clone(),
-            env: BTreeMap::new(),
+            env: self.env.clone(),
             stdin,
             tty: false,
         }

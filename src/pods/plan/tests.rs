@@ -336,3 +336,18 @@ fn gator_reaches_the_agent_only_through_its_socket_directory() {
     let env = format!("{:?}{:?}", p.agent.env, p.agent.secret_env);
     assert!(!env.contains("GH_TOKEN") && !env.contains("github"), "{env}");
 }
+
+#[test]
+fn remote_env_and_post_attach_travel_with_the_pod_for_interactive_sessions() {
+    let dc =
+        r#"{ "remoteEnv": { "P": "${containerEnv:PATH}:/x", "GONE": null }, "postAttachCommand": ["echo", "hi"] }"#;
+    let plan_dc = |json: &str| plan(&Config::default(), Some(&loaded(json)), &request()).unwrap();
+    let p = plan_dc(dc);
+    let env: serde_json::Value = serde_json::from_str(&p.pod.labels[naming::LABEL_REMOTE_ENV]).unwrap();
+    assert_eq!(env, serde_json::json!({ "P": "${containerEnv:PATH}:/x", "GONE": null }));
+    assert_eq!(p.pod.labels[naming::LABEL_POST_ATTACH], r#"["echo","hi"]"#);
+    assert!(!p.warnings.iter().any(|w| w.contains("postAttachCommand")), "{:?}", p.warnings);
+    let plain = plan_dc("{}");
+    assert!(!plain.pod.labels.contains_key(naming::LABEL_REMOTE_ENV));
+    assert!(!plain.pod.labels.contains_key(naming::LABEL_POST_ATTACH));
+}
