@@ -4,6 +4,7 @@
 mod discover;
 mod model;
 pub mod run_args;
+pub mod scalar;
 mod subst;
 
 use std::collections::BTreeMap;
