@@ -136,7 +136,7 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
     for (i, m) in c.mounts.iter().enumerate() {
         m.parse().map_err(|e| (format!("mounts[{i}]"), e))?;
     }
-    run_args::parse(&c.run_args).map_err(|e| ("runArgs".to_owned(), e))?;
+    run_args::parse(&c.run_args).map_err(|e| (format!("runArgs[{}]", e.index), e.message))?;
     if let Some(f) = &c.workspace_folder
         && !f.starts_with('/')
     {

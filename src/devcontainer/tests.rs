@@ -292,8 +292,8 @@ fn errors_name_file_line_and_field() {
             format!("{file}:2: field `mounts[0]`: expected a mount string"),
         ),
         (
-            "{\"runArgs\": [\"--network=host\"]}",
-            format!("{file}:1: field `runArgs`: runArgs `--network=host` is not allowed: the pod owns the network"),
+            "{\"runArgs\": [\n \"--init\",\n \"--pid=host\"]}",
+            format!("{file}:3: field `runArgs[1]`: runArgs `--pid=host` is not allowed: host namespaces"),
         ),
         (
             "{\n\n \"workspaceFolder\": \"rel\"}",
@@ -320,7 +320,7 @@ fn errors_name_file_line_and_field() {
         ),
         (
             "{\"runArgs\": [\"--shm-size=99999999999g\"]}",
-            format!("{file}:1: field `runArgs`: runArgs --shm-size `99999999999g` is too large"),
+            format!("{file}:1: field `runArgs[0]`: runArgs --shm-size `99999999999g` is too large"),
         ),
         (
             "{\"securityOpt\": [\"systempaths=unconfined\"]}",

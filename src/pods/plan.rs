@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::naming::{self, Role, WorkspaceName};
 use crate::agent::config as agent_config;
 use crate::config::Config;
+use crate::devcontainer::run_args::Ulimit;
 use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunArgs, Vars};
 
 /// Where opencode and other injected tools appear inside the agent container.
@@ -172,6 +173,8 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// Container ports published on 127.0.0.1 at a free host port.
     pub ports: Vec<u16>,
+    /// Extra hosts entries (`name:ip`) of the pod.
+    pub add_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,6 +198,10 @@ pub struct ContainerPlan {
     pub security_opt: Vec<String>,
     pub devices: Vec<String>,
     pub shm_size: Option<u64>,
+    /// `--ulimit`s (workspace container only).
+    pub ulimits: Vec<Ulimit>,
+    /// Namespaced sysctls (workspace container only).
+    pub sysctls: BTreeMap<String, String>,
     pub init: bool,
     /// Which network the container is on.
     pub network: ContainerNetwork,
@@ -299,7 +306,9 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     };
     let image_ref = image.reference().to_owned();
 
-    let run_args: RunArgs = devcontainer::run_args::parse(&c.run_args).map_err(invalid)?;
+    let run_args: RunArgs = devcontainer::run_args::parse(&c.run_args)
+        .map_err(|e| invalid(format!("runArgs[{}]: {}", e.index, e.message)))?;
+    warnings.extend(run_args.warnings.iter().cloned());
 
     // Where the repository lives in the containers.
     let checkout = req.checkout_dir.to_string_lossy().into_owned();
@@ -402,6 +411,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         security_opt: c.security_opt.iter().chain(&run_args.security_opt).cloned().collect(),
         devices: run_args.devices.clone(),
         shm_size: run_args.shm_size,
+        ulimits: run_args.ulimits.clone(),
+        sysctls: run_args.sysctls.clone(),
         init: true,
         network: ContainerNetwork::Pod,
         labels: ws_labels,
@@ -504,6 +515,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         security_opt: sandbox.seccomp.iter().map(|p| format!("seccomp={}", p.display())).collect(),
         devices: Vec::new(),
         shm_size: None,
+        ulimits: Vec::new(),
+        sysctls: BTreeMap::new(),
         init: true,
         network: ContainerNetwork::LoopbackOnly,
         labels: naming::labels(&req.instance, name, Some(Role::Agent)),
@@ -551,7 +564,13 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     if let Some(user) = &lifecycle.user {
         pod_labels.insert(naming::LABEL_USER.into(), user.clone());
     }
-    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
+    let pod = PodSpec {
+        name: name.pod(),
+        hostname: run_args.hostname.clone().unwrap_or_else(|| name.as_str().to_owned()),
+        labels: pod_labels,
+        ports,
+        add_hosts: run_args.add_hosts.clone(),
+    };
     if c.post_attach_command.is_some() {
         warnings.push("postAttachCommand is not run: devaipod has no attach step yet".into());
     }

@@ -313,6 +313,8 @@ impl<E: Engine> Core<E> {
         if let Some(v) = leftover.iter().find(|v| plan.volumes.iter().any(|p| &p.name == *v)) {
             return Err(CoreError::VolumesLeft { name: plan.name.to_string(), volume: v.clone() });
         }
+        let cdi_dirs: Vec<&Path> = crate::pods::cdi::SPEC_DIRS.iter().map(Path::new).collect();
+        crate::pods::cdi::check(&plan.workspace.devices, &cdi_dirs).await.map_err(CoreError::Invalid)?;
         if !self.opencode_dir.join("opencode").is_file() {
             return Err(CoreError::OpencodeMissing(self.opencode_dir.join("opencode").display().to_string()));
         }
