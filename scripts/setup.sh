@@ -37,7 +37,8 @@ fi
 
 # 1. Packages from Debian.
 need_pkgs=()
-for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium; do
+# docker-registry: the OCI registry the devcontainer-features tests start on 127.0.0.1.
+for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium docker-registry; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -2,6 +2,7 @@
 //! substitution. Knows nothing of podman: `pods::plan` turns the model into a pod.
 
 mod discover;
+pub mod features;
 mod model;
 pub mod run_args;
 pub mod scalar;
