@@ -59,6 +59,8 @@ impl std::fmt::Debug for HostContext {
 pub struct Loaded {
     pub path: PathBuf,
     pub config: DevContainer,
+    /// Its features once fetched ([`features::fetch::resolve`]); empty until then.
+    pub features: Vec<features::ResolvedFeature>,
 }
 
 impl Loaded {
@@ -76,7 +78,7 @@ pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError
     let text =
         std::fs::read_to_string(path).map_err(|source| DevContainerError::Read { path: path.to_owned(), source })?;
     let config = parse(&text, path, host)?;
-    Ok(Loaded { path: path.to_owned(), config })
+    Ok(Loaded { path: path.to_owned(), config, features: Vec::new() })
 }
 
 pub fn parse(text: &str, path: &Path, host: &HostContext) -> Result<DevContainer, DevContainerError> {

@@ -16,7 +16,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::Method;
 
 use super::engine::{
-    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, pump_to,
+    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, ImageFacts, Output,
+    PodInfo, pump_to,
 };
 use super::image::{build_context, read_progress};
 use super::libpod::{Body, CALL_TIMEOUT, Libpod, enc, label_filter};
@@ -26,8 +27,8 @@ use super::naming::{
 use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::{self, SecretReader};
 use super::wire::{
-    ErrorBody, InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, SystemInfo,
-    has_all,
+    ErrorBody, InspectedContainer, InspectedImage, InspectedPod, ListedContainer, ListedPod, ListedVolume,
+    PodActionReport, SystemInfo, has_all,
 };
 
 pub use super::socket::{default_socket, is_root};
@@ -362,6 +363,12 @@ impl Engine for Podman {
         let op = format!("remove image {reference}");
         self.api.call(&op, Method::DELETE, &format!("/images/{}?force=true", enc(reference)), Body::Empty).await?;
         Ok(())
+    }
+
+    async fn image_facts(&self, reference: &str) -> Result<ImageFacts, EngineError> {
+        let op = format!("inspect image {reference}");
+        let i: InspectedImage = self.api.get_json(&op, &format!("/images/{}/json", enc(reference))).await?;
+        Ok(ImageFacts { id: i.id, user: i.config.and_then(|c| c.user).filter(|u| !u.is_empty()) })
     }
 
     async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {

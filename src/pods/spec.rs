@@ -347,7 +347,7 @@ api-key-env = "LLM_KEY"
                 local_workspace_folder: "/tmp/checkout/hello".into(),
                 devcontainer_id: "id".into(),
             };
-            Loaded { config: devcontainer::parse(text, &path, &host).unwrap(), path }
+            Loaded { config: devcontainer::parse(text, &path, &host).unwrap(), path, features: Vec::new() }
         });
         plan::plan(&config, loaded.as_ref(), &request()).unwrap()
     }

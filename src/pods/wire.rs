@@ -373,6 +373,22 @@ pub struct InspectedLogConfig {
     pub path: Option<PathBuf>,
 }
 
+/// `GET /images/{name}/json`: the parts devaipod reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedImage {
+    pub id: String,
+    #[serde(default)]
+    pub config: Option<InspectedImageConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedImageConfig {
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
 impl InspectedContainer {
     /// The container's environment (`KEY=value` entries; an entry without `=` is skipped).
     pub fn env(&self) -> BTreeMap<String, String> {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{
     FeatureMeta, FeatureSource, LAYER_MEDIA_TYPE, OciRef, ResolvedFeature, canonical_id, classify, user_options,
 };
-use crate::devcontainer::DevContainer;
+use crate::devcontainer::{DevContainer, HostContext, Vars};
 
 /// The most a feature's archive may weigh.
 const MAX_BLOB: usize = 256 << 20;
@@ -62,7 +62,19 @@ pub struct Resolved {
 }
 
 /// Fetches every feature of `config` and those they depend on.
-pub async fn resolve(config: &DevContainer, dc_dir: &Path, ctx: &FetchContext) -> Result<Resolved, FeatureError> {
+pub async fn resolve(
+    config: &DevContainer,
+    dc_dir: &Path,
+    ctx: &FetchContext,
+    host: &HostContext,
+) -> Result<Resolved, FeatureError> {
+    let vars = Vars {
+        local_env: &host.env,
+        local_workspace_folder: &host.local_workspace_folder,
+        container_workspace_folder: None,
+        devcontainer_id: &host.devcontainer_id,
+        container_env: None,
+    };
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -90,7 +102,7 @@ pub async fn resolve(config: &DevContainer, dc_dir: &Path, ctx: &FetchContext) -
                 let text = tokio::fs::read_to_string(&meta_path)
                     .await
                     .map_err(|e| err(format!("cannot read {}: {e}", meta_path.display())))?;
-                let meta = FeatureMeta::parse(&text, &meta_path).map_err(err)?;
+                let meta = FeatureMeta::parse_with(&text, &meta_path, Some(&vars)).map_err(err)?;
                 if !dir.join("install.sh").is_file() {
                     return Err(err(format!("{} has no install.sh", dir.display())));
                 }

@@ -143,8 +143,16 @@ pub struct OptionSpec {
 
 impl FeatureMeta {
     pub fn parse(text: &str, path: &Path) -> Result<FeatureMeta, String> {
-        let value: serde_json::Value = jsonc_parser::parse_to_serde_value(text, &Default::default())
+        Self::parse_with(text, path, None)
+    }
+
+    /// Parses, substituting devcontainer variables (`${devcontainerId}` in mounts) first.
+    pub fn parse_with(text: &str, path: &Path, vars: Option<&super::Vars<'_>>) -> Result<FeatureMeta, String> {
+        let mut value: serde_json::Value = jsonc_parser::parse_to_serde_value(text, &Default::default())
             .map_err(|e| format!("{}:{}: {}", path.display(), e.line_display(), e.kind()))?;
+        if let Some(vars) = vars {
+            vars.substitute_json(&mut value);
+        }
         serde_path_to_error::deserialize(&value)
             .map_err(|e| format!("{}: field `{}`: {}", path.display(), e.path(), e.inner()))
     }
