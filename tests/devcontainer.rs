@@ -255,3 +255,24 @@ fn local_and_oci_features_are_installed_once_for_both_containers() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
     podman(&["rmi", "-f", image.trim()]);
 }
+
+/// A feature that cannot be had is an error naming the key and its line, before anything
+/// is made.
+#[test]
+fn a_feature_that_cannot_be_had_names_its_key_and_line() {
+    let env = TestEnv::new("");
+    for (id, why) in [
+        ("./missing", "holds no devcontainer-feature.json"),
+        ("node", "legacy (v1) short id"),
+        ("127.0.0.1:9/devaipod-test/none:1", "cannot reach the registry 127.0.0.1:9"),
+    ] {
+        let dc = format!(
+            "{{\n  \"image\": \"localhost/devaipod-base:latest\",\n  \"features\": {{\n    \"{id}\": {{}}\n  }}\n}}"
+        );
+        let repo = fixture_repo(env.dir.path(), "dc-badfeat", &[(".devcontainer/devcontainer.json", &dc)]);
+        let e = env.fails(&["up", repo.to_str().unwrap(), "--name", "dc-badfeat", "--dry-run"]);
+        let want = format!("devcontainer.json:4: field `features`: feature `{id}`: ");
+        assert!(e.contains(&want) && e.contains(why), "{id}: want {want:?} … {why:?} in\n{e}");
+        std::fs::remove_dir_all(&repo).unwrap();
+    }
+}

@@ -225,6 +225,12 @@ fn field_segs(field: &str) -> Vec<Seg<'_>> {
     segs
 }
 
+/// The line of the value at `keys` (object keys from the top) in a devcontainer.json's text.
+pub fn line_of_key(text: &str, keys: &[&str]) -> Option<usize> {
+    let segs: Vec<Seg<'_>> = keys.iter().map(|k| Seg::Key(k)).collect();
+    line_at(text, &segs)
+}
+
 /// The line of the value at `segs`, found in the AST (the deepest part that exists).
 fn line_at(text: &str, segs: &[Seg<'_>]) -> Option<usize> {
     use jsonc_parser::ast::Value;

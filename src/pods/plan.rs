@@ -626,8 +626,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         ports,
         add_hosts: run_args.add_hosts.clone(),
     };
-    if c.post_attach_command.is_some() {
-        warnings.push("postAttachCommand is not run: devaipod has no attach step yet".into());
+    if !lifecycle.post_attach.is_empty() {
+        warnings.push("postAttachCommand is not run: devaipod has no interactive attach yet".into());
     }
 
     Ok(PodPlan {

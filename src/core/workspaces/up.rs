@@ -142,7 +142,8 @@ impl<E: Engine> Core<E> {
         {
             Some(path) => {
                 progress.step(&format!("reading {}", path.strip_prefix(&checkout).unwrap_or(&path).display()));
-                let names = local_env_names(&tokio::fs::read_to_string(&path).await.unwrap_or_default());
+                let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+                let names = local_env_names(&text);
                 if !names.is_empty() {
                     progress.step(&format!(
                         "devcontainer.json reads these variables of your environment (${{localEnv:…}}): {}",
@@ -156,9 +157,11 @@ impl<E: Engine> Core<E> {
                         cache_dir: self.paths.data.join("features"),
                         auth_files: fetch::default_auth_files(&host_env),
                     };
-                    let resolved = fetch::resolve(&loaded.config, loaded.dir(), &ctx, &host)
-                        .await
-                        .map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
+                    let resolved = fetch::resolve(&loaded.config, loaded.dir(), &ctx, &host).await.map_err(|e| {
+                        // A feature added by another's dependsOn has no line of its own.
+                        let line = devcontainer::line_of_key(&text, &["features", &e.id]).unwrap_or(1);
+                        CoreError::Invalid(format!("{}:{line}: field `features`: {e}", path.display()))
+                    })?;
                     for w in &resolved.warnings {
                         progress.step(&format!("warning: {w}"));
                     }

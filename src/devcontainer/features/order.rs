@@ -17,6 +17,11 @@ pub fn install_order(features: &[ResolvedFeature], override_order: &[String]) ->
             return Err(format!("overrideFeatureInstallOrder names `{o}`, which is not among the features"));
         }
     }
+    for (i, f) in features.iter().enumerate() {
+        if let Some(d) = f.meta.depends_on.keys().find(|d| !present.contains(canonical_id(d).as_str())) {
+            return Err(format!("feature `{}` depends on `{d}`, which is not among the features", ids[i]));
+        }
+    }
     let priority = |i: usize| overrides.iter().position(|o| *o == ids[i]).map_or(0, |p| overrides.len() - p);
     let needs = |i: usize| -> Vec<String> {
         let f = &features[i].meta;

@@ -113,6 +113,8 @@ fn install_order_follows_depends_on_installs_after_and_the_override() {
     let fs = [feature("./a", &["./b"], &[]), feature("./b", &[], &["./a"])];
     let e = order(&fs, &[]).unwrap_err();
     assert!(e.contains("in a circle") && e.contains("./a") && e.contains("./b"), "{e}");
+    let e = order(&fs[..1], &[]).unwrap_err();
+    assert!(e.contains("feature `./a` depends on `./b`, which is not among the features"), "{e}");
     let e = order(&fs[..1], &["./nope"]).unwrap_err();
     assert!(e.contains("overrideFeatureInstallOrder names `./nope`"), "{e}");
 }
