@@ -38,8 +38,9 @@ fi
 # 1. Packages from Debian.
 need_pkgs=()
 # openssh-client and tmux: the SSH tests drive the real OpenSSH client, tmux gives it a
-# terminal whose size changes.
-for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium openssh-client tmux; do
+# terminal whose size changes. docker-registry: the OCI registry the devcontainer-features
+# tests start on 127.0.0.1.
+for pkg in podman runc catatonit netavark aardvark-dns iptables mmdebstrap chromium openssh-client tmux docker-registry; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -33,6 +33,7 @@ async fn pod_running(e: &Podman, instance: &str, name: &WorkspaceName, command: 
         hostname: name.as_str().to_owned(),
         labels: naming::labels(instance, name, None),
         ports: Vec::new(),
+        add_hosts: Vec::new(),
     };
     e.create_pod(&pod).await.unwrap();
     let idle = ContainerPlan {
@@ -53,6 +54,8 @@ async fn pod_running(e: &Podman, instance: &str, name: &WorkspaceName, command: 
         security_opt: Vec::new(),
         devices: Vec::new(),
         shm_size: None,
+        ulimits: Vec::new(),
+        sysctls: BTreeMap::new(),
         init,
         network: devaipod::pods::plan::ContainerNetwork::Pod,
         labels: naming::labels(instance, name, Some(Role::Workspace)),
@@ -134,6 +137,7 @@ fn a_pod_whose_start_failed_says_why_and_is_removed() {
             hostname: "taken".into(),
             labels: naming::labels(&env.instance, &taken, None),
             ports: Vec::new(),
+            add_hosts: Vec::new(),
         };
         let again = e.create_pod(&spec).await.unwrap_err();
         assert!(matches!(again, EngineError::AlreadyExists { .. }), "{again:?}");

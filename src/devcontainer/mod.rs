@@ -2,8 +2,10 @@
 //! substitution. Knows nothing of podman: `pods::plan` turns the model into a pod.
 
 mod discover;
+pub mod features;
 mod model;
 pub mod run_args;
+pub mod scalar;
 mod subst;
 
 use std::collections::BTreeMap;
@@ -57,6 +59,8 @@ impl std::fmt::Debug for HostContext {
 pub struct Loaded {
     pub path: PathBuf,
     pub config: DevContainer,
+    /// Its features once fetched ([`features::fetch::resolve`]); empty until then.
+    pub features: Vec<features::ResolvedFeature>,
 }
 
 impl Loaded {
@@ -74,7 +78,7 @@ pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError
     let text =
         std::fs::read_to_string(path).map_err(|source| DevContainerError::Read { path: path.to_owned(), source })?;
     let config = parse(&text, path, host)?;
-    Ok(Loaded { path: path.to_owned(), config })
+    Ok(Loaded { path: path.to_owned(), config, features: Vec::new() })
 }
 
 pub fn parse(text: &str, path: &Path, host: &HostContext) -> Result<DevContainer, DevContainerError> {
@@ -135,7 +139,7 @@ fn validate(c: &DevContainer) -> Result<(), (String, String)> {
     for (i, m) in c.mounts.iter().enumerate() {
         m.parse().map_err(|e| (format!("mounts[{i}]"), e))?;
     }
-    run_args::parse(&c.run_args).map_err(|e| ("runArgs".to_owned(), e))?;
+    run_args::parse(&c.run_args).map_err(|e| (format!("runArgs[{}]", e.index), e.message))?;
     if let Some(f) = &c.workspace_folder
         && !f.starts_with('/')
     {
@@ -219,6 +223,12 @@ fn field_segs(field: &str) -> Vec<Seg<'_>> {
         segs.push(Seg::Index(i));
     }
     segs
+}
+
+/// The line of the value at `keys` (object keys from the top) in a devcontainer.json's text.
+pub fn line_of_key(text: &str, keys: &[&str]) -> Option<usize> {
+    let segs: Vec<Seg<'_>> = keys.iter().map(|k| Seg::Key(k)).collect();
+    line_at(text, &segs)
 }
 
 /// The line of the value at `segs`, found in the AST (the deepest part that exists).

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::scalar;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct DevContainer {
@@ -24,8 +26,11 @@ pub struct DevContainer {
     pub features: BTreeMap<String, serde_json::Value>,
     pub override_feature_install_order: Option<Vec<String>>,
     pub mounts: Vec<MountSpec>,
+    /// Numbers and booleans become strings, as the reference CLI takes them.
+    #[serde(deserialize_with = "scalar::map")]
     pub container_env: BTreeMap<String, String>,
     /// `null` unsets a variable.
+    #[serde(deserialize_with = "scalar::map_nullable")]
     pub remote_env: BTreeMap<String, Option<String>>,
     pub container_user: Option<String>,
     pub remote_user: Option<String>,
@@ -50,6 +55,7 @@ pub struct DevContainer {
 pub struct Build {
     pub dockerfile: Option<String>,
     pub context: Option<String>,
+    #[serde(deserialize_with = "scalar::map")]
     pub args: BTreeMap<String, String>,
     pub target: Option<String>,
 }

@@ -292,8 +292,8 @@ fn errors_name_file_line_and_field() {
             format!("{file}:2: field `mounts[0]`: expected a mount string"),
         ),
         (
-            "{\"runArgs\": [\"--network=host\"]}",
-            format!("{file}:1: field `runArgs`: runArgs `--network=host` is not allowed: the pod owns the network"),
+            "{\"runArgs\": [\n \"--init\",\n \"--pid=host\"]}",
+            format!("{file}:3: field `runArgs[1]`: runArgs `--pid=host` is not allowed: host namespaces"),
         ),
         (
             "{\n\n \"workspaceFolder\": \"rel\"}",
@@ -302,8 +302,12 @@ fn errors_name_file_line_and_field() {
         ("{\"forwardPorts\": [\"nope\"]}", format!("{file}:1: field `forwardPorts[0]`: `nope` is not a port number")),
         ("{\"forwardPorts\": [70000]}", format!("{file}:1: field `forwardPorts[0]`: expected a port number")),
         (
-            "{\"build\": {\"args\": {\"A\": 1}}}",
-            format!("{file}:1: field `build.args.A`: invalid type: integer `1`, expected a string"),
+            "{\"build\": {\"args\": {\n \"A\": [1]}}}",
+            format!("{file}:2: field `build.args.A`: invalid type: sequence, expected a string, a number or a boolean"),
+        ),
+        (
+            "{\"containerEnv\": {\"A\": null}}",
+            format!("{file}:1: field `containerEnv.A`: invalid type: null, expected a string, a number or a boolean"),
         ),
         ("[1]", format!("{file}:1: field `(top level)`: a devcontainer.json must hold one JSON object")),
         (
@@ -316,7 +320,7 @@ fn errors_name_file_line_and_field() {
         ),
         (
             "{\"runArgs\": [\"--shm-size=99999999999g\"]}",
-            format!("{file}:1: field `runArgs`: runArgs --shm-size `99999999999g` is too large"),
+            format!("{file}:1: field `runArgs[0]`: runArgs --shm-size `99999999999g` is too large"),
         ),
         (
             "{\"securityOpt\": [\"systempaths=unconfined\"]}",
@@ -326,4 +330,32 @@ fn errors_name_file_line_and_field() {
         let got = parse_str(text).unwrap_err().to_string();
         assert!(got.starts_with(&want), "input {text:?}\n  got:  {got}\n  want: {want}…");
     }
+}
+
+/// Real repositories write `"LLVM_VERSION": 20`: the reference CLI takes numbers and
+/// booleans as their JSON text.
+#[test]
+fn numbers_and_booleans_become_strings() {
+    let c = parse_str(
+        r#"{
+        "build": { "dockerfile": "Dockerfile", "args": { "LLVM_VERSION": 20, "DEBUG": false, "RATIO": 1.5, "S": "x" } },
+        "containerEnv": { "PORT": 8080, "CI": true },
+        "remoteEnv": { "N": -3, "GONE": null }
+    }"#,
+    )
+    .unwrap();
+    let args = c.build.unwrap().args;
+    assert_eq!(
+        args,
+        BTreeMap::from([
+            ("LLVM_VERSION".to_owned(), "20".to_owned()),
+            ("DEBUG".to_owned(), "false".to_owned()),
+            ("RATIO".to_owned(), "1.5".to_owned()),
+            ("S".to_owned(), "x".to_owned()),
+        ])
+    );
+    assert_eq!(c.container_env["PORT"], "8080");
+    assert_eq!(c.container_env["CI"], "true");
+    assert_eq!(c.remote_env["N"].as_deref(), Some("-3"));
+    assert_eq!(c.remote_env["GONE"], None);
 }

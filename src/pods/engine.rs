@@ -78,6 +78,13 @@ pub struct PublishedPort {
     pub host_port: u16,
 }
 
+/// What a derived image is built from: the base image's id and user (`USER`, may be empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub id: String,
+    pub user: Option<String>,
+}
+
 /// What the engine reports about itself (for `devaipod doctor`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EngineInfo {
@@ -203,6 +210,8 @@ pub trait Engine: Send + Sync + 'static {
     fn run_helper(&self, run: &HelperRun) -> impl Future<Output = Result<HelperOutput, EngineError>> + Send;
     fn image_exists(&self, reference: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// A local image's id and the user it runs as.
+    fn image_facts(&self, reference: &str) -> impl Future<Output = Result<ImageFacts, EngineError>> + Send;
     /// Builds an image from a context directory; `progress` receives the build's output lines.
     fn build_image(
         &self,

@@ -2,6 +2,7 @@
 //!
 //! `pods` knows nothing of MCP, HTTP, SSH or SQL; nothing outside `pods` talks to podman.
 
+pub mod cdi;
 pub mod engine;
 pub mod image;
 pub mod interactive;

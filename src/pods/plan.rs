@@ -11,6 +11,8 @@ use serde::Serialize;
 use super::naming::{self, Role, WorkspaceName};
 use crate::agent::config as agent_config;
 use crate::config::Config;
+use crate::devcontainer::features::{self, ResolvedFeature};
+use crate::devcontainer::run_args::Ulimit;
 use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunArgs, Vars};
 
 /// Where opencode and other injected tools appear inside the agent container.
@@ -117,8 +119,9 @@ pub struct PodPlan {
     pub lifecycle: Lifecycle,
     /// Podman secrets devaipod creates for this pod (and removes with it).
     pub secrets: Vec<SecretPlan>,
-    /// devcontainer features, kept but not installed.
-    pub features: BTreeMap<String, serde_json::Value>,
+    /// devcontainer features in install order, installed into one image derived from
+    /// `image` (`up` builds it; both containers run it).
+    pub features: Vec<ResolvedFeature>,
     /// Things the user should know: parts of devcontainer.json devaipod does not apply.
     pub warnings: Vec<String>,
 }
@@ -172,6 +175,8 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// Container ports published on 127.0.0.1 at a free host port.
     pub ports: Vec<u16>,
+    /// Extra hosts entries (`name:ip`) of the pod.
+    pub add_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -195,6 +200,10 @@ pub struct ContainerPlan {
     pub security_opt: Vec<String>,
     pub devices: Vec<String>,
     pub shm_size: Option<u64>,
+    /// `--ulimit`s (workspace container only).
+    pub ulimits: Vec<Ulimit>,
+    /// Namespaced sysctls (workspace container only).
+    pub sysctls: BTreeMap<String, String>,
     pub init: bool,
     /// Which network the container is on.
     pub network: ContainerNetwork,
@@ -260,10 +269,13 @@ impl std::fmt::Debug for Redacted {
 pub struct Lifecycle {
     /// Runs on the host, in the checkout, before anything is created.
     pub initialize: Option<LifecycleCommand>,
-    pub on_create: Option<LifecycleCommand>,
-    pub update_content: Option<LifecycleCommand>,
-    pub post_create: Option<LifecycleCommand>,
-    pub post_start: Option<LifecycleCommand>,
+    /// Each phase: the features' commands (in install order), then devcontainer.json's.
+    pub on_create: Vec<LifecycleCommand>,
+    pub update_content: Vec<LifecycleCommand>,
+    pub post_create: Vec<LifecycleCommand>,
+    pub post_start: Vec<LifecycleCommand>,
+    /// Run when a person attaches (an interactive exec).
+    pub post_attach: Vec<LifecycleCommand>,
     /// User the in-container commands run as (`remoteUser`, else the container's user).
     pub user: Option<String>,
     /// `remoteEnv`, with `${containerEnv:…}` resolved; `None` unsets.
@@ -306,7 +318,33 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     };
     let image_ref = image.reference().to_owned();
 
-    let run_args: RunArgs = devcontainer::run_args::parse(&c.run_args).map_err(invalid)?;
+    let run_args: RunArgs = devcontainer::run_args::parse(&c.run_args)
+        .map_err(|e| invalid(format!("runArgs[{}]: {}", e.index, e.message)))?;
+    warnings.extend(run_args.warnings.iter().cloned());
+
+    // Features, in install order; what they ask of the workspace container.
+    let features: Vec<ResolvedFeature> = match dc {
+        Some(l) if !l.features.is_empty() => {
+            let over = c.override_feature_install_order.clone().unwrap_or_default();
+            let order = features::install_order(&l.features, &over).map_err(|e| invalid(format!("features: {e}")))?;
+            order.into_iter().map(|i| l.features[i].clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    if features.is_empty() && !c.features.is_empty() {
+        let ids: Vec<&str> = c.features.keys().map(String::as_str).collect();
+        warnings.push(format!("features are not fetched yet (`up` fetches and installs them): {}", ids.join(", ")));
+    }
+    let mut feature_mounts = Vec::new();
+    for f in &features {
+        for (i, m) in f.meta.mounts.iter().enumerate() {
+            feature_mounts.push(m.parse().map_err(|e| invalid(format!("feature {}: mounts[{i}]: {e}", f.id)))?);
+        }
+        for opt in &f.meta.security_opt {
+            devcontainer::run_args::check_security_opt(opt)
+                .map_err(|e| invalid(format!("feature {}: securityOpt: {e}", f.id)))?;
+        }
+    }
 
     // Where the repository lives in the containers.
     let checkout = req.checkout_dir.to_string_lossy().into_owned();
@@ -365,8 +403,11 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         vec![MountPlan::Volume { name: name.workspace_volume(), target: workspace_folder.clone(), readonly: false }];
     let dc_mounts =
         c.mounts.iter().enumerate().map(|(i, m)| m.parse().map_err(|e| invalid(format!("mounts[{i}]: {e}"))));
-    let extra: Vec<Mount> =
-        dc_mounts.collect::<Result<Vec<_>, _>>()?.into_iter().chain(run_args.mounts.clone()).collect();
+    let extra: Vec<Mount> = feature_mounts
+        .into_iter()
+        .chain(dc_mounts.collect::<Result<Vec<_>, _>>()?)
+        .chain(run_args.mounts.clone())
+        .collect();
     for (i, m) in extra.into_iter().enumerate() {
         if m.target == workspace_folder || m.target == MAIN_WORKSPACE {
             return Err(invalid(format!("mount target {} is where devaipod puts the repository", m.target)));
@@ -395,7 +436,13 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         name: name.container(Role::Workspace),
         role: Role::Workspace,
         image: image_ref.clone(),
-        command: IDLE_COMMAND.map(String::from).to_vec(),
+        // Features' entrypoints (e.g. a Docker daemon's start script) run first and end
+        // by running what follows them (`exec "$@"`), as the reference CLI chains them.
+        command: features
+            .iter()
+            .filter_map(|f| f.meta.entrypoint.clone())
+            .chain(IDLE_COMMAND.map(String::from))
+            .collect(),
         user: run_args.user.clone().or(c.container_user.clone()),
         workdir: workspace_folder.clone(),
         env: workspace_env.clone(),
@@ -403,12 +450,30 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         secret_env,
         mounts: ws_mounts,
         cap_drop: run_args.cap_drop.clone(),
-        cap_add: c.cap_add.iter().chain(&run_args.cap_add).cloned().collect(),
+        cap_add: features.iter().flat_map(|f| &f.meta.cap_add).chain(&c.cap_add).chain(&run_args.cap_add).fold(
+            Vec::new(),
+            |mut v, cap| {
+                if !v.contains(cap) {
+                    v.push(cap.clone());
+                }
+                v
+            },
+        ),
         no_new_privileges: false,
-        privileged: c.privileged.unwrap_or(false) || run_args.privileged,
-        security_opt: c.security_opt.iter().chain(&run_args.security_opt).cloned().collect(),
+        privileged: c.privileged.unwrap_or(false)
+            || run_args.privileged
+            || features.iter().any(|f| f.meta.privileged == Some(true)),
+        security_opt: features
+            .iter()
+            .flat_map(|f| &f.meta.security_opt)
+            .chain(&c.security_opt)
+            .chain(&run_args.security_opt)
+            .cloned()
+            .collect(),
         devices: run_args.devices.clone(),
         shm_size: run_args.shm_size,
+        ulimits: run_args.ulimits.clone(),
+        sysctls: run_args.sysctls.clone(),
         init: true,
         network: ContainerNetwork::Pod,
         labels: ws_labels,
@@ -511,6 +576,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         security_opt: sandbox.seccomp.iter().map(|p| format!("seccomp={}", p.display())).collect(),
         devices: Vec::new(),
         shm_size: None,
+        ulimits: Vec::new(),
+        sysctls: BTreeMap::new(),
         init: true,
         network: ContainerNetwork::LoopbackOnly,
         labels: naming::labels(&req.instance, name, Some(Role::Agent)),
@@ -548,10 +615,11 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     };
     let lifecycle = Lifecycle {
         initialize: c.initialize_command.clone(),
-        on_create: c.on_create_command.clone(),
-        update_content: c.update_content_command.clone(),
-        post_create: c.post_create_command.clone(),
-        post_start: c.post_start_command.clone(),
+        on_create: phase(&features, |m| &m.on_create_command, &c.on_create_command),
+        update_content: phase(&features, |m| &m.update_content_command, &c.update_content_command),
+        post_create: phase(&features, |m| &m.post_create_command, &c.post_create_command),
+        post_start: phase(&features, |m| &m.post_start_command, &c.post_start_command),
+        post_attach: phase(&features, |m| &m.post_attach_command, &c.post_attach_command),
         user: c.remote_user.clone().or(workspace.user.clone()),
         env: c.remote_env.iter().map(|(k, v)| (k.clone(), v.as_deref().map(|v| vars.substitute(v)))).collect(),
     };
@@ -559,22 +627,25 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         pod_labels.insert(naming::LABEL_USER.into(), user.clone());
     }
     // Interactive sessions (SSH, exec, attach) read these back from the pod: remoteEnv is
-    // resolved against the container's environment when a session starts.
+    // resolved against the container's environment when a session starts; postAttachCommand
+    // (the features' first, then devcontainer.json's) runs at `attach`.
     if !c.remote_env.is_empty()
         && let Ok(json) = serde_json::to_string(&c.remote_env)
     {
         pod_labels.insert(naming::LABEL_REMOTE_ENV.into(), json);
     }
-    if let Some(cmd) = &c.post_attach_command
-        && let Ok(json) = serde_json::to_string(cmd)
+    if !lifecycle.post_attach.is_empty()
+        && let Ok(json) = serde_json::to_string(&lifecycle.post_attach)
     {
         pod_labels.insert(naming::LABEL_POST_ATTACH.into(), json);
     }
-    let pod = PodSpec { name: name.pod(), hostname: name.as_str().to_owned(), labels: pod_labels, ports };
-    if !c.features.is_empty() {
-        let ids: Vec<&str> = c.features.keys().map(String::as_str).collect();
-        warnings.push(format!("features are kept but not installed (no registry access): {}", ids.join(", ")));
-    }
+    let pod = PodSpec {
+        name: name.pod(),
+        hostname: run_args.hostname.clone().unwrap_or_else(|| name.as_str().to_owned()),
+        labels: pod_labels,
+        ports,
+        add_hosts: run_args.add_hosts.clone(),
+    };
 
     Ok(PodPlan {
         name: name.clone(),
@@ -587,7 +658,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         workspace_folder,
         lifecycle,
         secrets,
-        features: c.features.clone(),
+        features,
         warnings,
     })
 }
@@ -638,6 +709,15 @@ pub fn worker_volumes(instance: &str, name: &WorkspaceName, n: u32) -> Vec<Volum
         .into_iter()
         .map(|v| VolumePlan { name: v, labels: naming::worker_labels(instance, name, n) })
         .collect()
+}
+
+/// One lifecycle phase: the features' commands in install order, then devcontainer.json's.
+fn phase(
+    features: &[ResolvedFeature],
+    of: impl Fn(&features::FeatureMeta) -> &Option<LifecycleCommand>,
+    config: &Option<LifecycleCommand>,
+) -> Vec<LifecycleCommand> {
+    features.iter().filter_map(|f| of(&f.meta).clone()).chain(config.clone()).collect()
 }
 
 /// The tag of a workspace's built image (per instance, so that instances never share one).

@@ -16,7 +16,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::Method;
 
 use super::engine::{
-    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, pump_to,
+    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, ImageFacts, Output,
+    PodInfo, pump_to,
 };
 use super::image::{build_context, read_progress};
 use super::libpod::{Body, CALL_TIMEOUT, Libpod, enc, label_filter};
@@ -26,8 +27,8 @@ use super::naming::{
 use super::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::{self, SecretReader};
 use super::wire::{
-    ErrorBody, InspectedContainer, InspectedPod, ListedContainer, ListedPod, ListedVolume, PodActionReport, SystemInfo,
-    has_all,
+    ErrorBody, InspectedContainer, InspectedImage, InspectedPod, ListedContainer, ListedPod, ListedVolume,
+    PodActionReport, SystemInfo, has_all,
 };
 
 pub use super::socket::{default_socket, is_root};
@@ -49,6 +50,20 @@ pub struct Podman {
 }
 
 impl Podman {
+    /// The process and open-file limits (soft, hard) of the podman service behind the
+    /// socket, read from `/proc/<pid>/limits` of the socket's peer. Empty when unknown.
+    async fn service_limits(&self) -> BTreeMap<String, (u64, u64)> {
+        let read = async {
+            let stream = tokio::net::UnixStream::connect(self.api.socket()).await.ok()?;
+            let pid = stream.peer_cred().ok()?.pid()?;
+            tokio::fs::read_to_string(format!("/proc/{pid}/limits")).await.ok()
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, read).await {
+            Ok(Some(text)) => spec::parse_proc_limits(&text),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// A client for the socket; nothing is contacted until the first call.
     pub fn new(socket: &Path) -> Result<Self, EngineError> {
         let docker = Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
@@ -350,6 +365,12 @@ impl Engine for Podman {
         Ok(())
     }
 
+    async fn image_facts(&self, reference: &str) -> Result<ImageFacts, EngineError> {
+        let op = format!("inspect image {reference}");
+        let i: InspectedImage = self.api.get_json(&op, &format!("/images/{}/json", enc(reference))).await?;
+        Ok(ImageFacts { id: i.id, user: i.config.and_then(|c| c.user).filter(|u| !u.is_empty()) })
+    }
+
     async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {
         let op = format!("inspect container {name}");
         let c: InspectedContainer = self.api.get_json(&op, &format!("/containers/{}/json", enc(name))).await?;
@@ -376,7 +397,11 @@ impl Engine for Podman {
 
     async fn create_container(&self, pod: &str, c: &ContainerPlan) -> Result<(), EngineError> {
         let op = format!("create container {}", c.name);
-        let body = serde_json::to_value(spec::container(pod, c)?).map_err(|e| api_err(&op, e.to_string()))?;
+        let mut create = spec::container(pod, c)?;
+        if !create.r_limits.is_empty() {
+            spec::keep_service_limits(&mut create, &self.service_limits().await);
+        }
+        let body = serde_json::to_value(create).map_err(|e| api_err(&op, e.to_string()))?;
         self.api.call(&op, Method::POST, "/containers/create", Body::Json(body)).await?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! (`plan.rs`), this only spells it the way podman reads it. Tested field by field below,
 //! through `plan()`, so a security property of a workspace is checked where it ends up.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::engine::HelperRun;
@@ -10,7 +11,8 @@ use super::libpod::enc;
 use super::naming::{self, ROLE_SECRET_READER};
 use super::plan::{ContainerNetwork, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use super::wire::{
-    ContainerCreate, Device, LogConfiguration, Mount, NamedVolume, Namespace, PodCreate, PortMapping, VolumeCreate,
+    ContainerCreate, Device, LogConfiguration, Mount, NamedVolume, Namespace, PodCreate, PortMapping, RLimit,
+    VolumeCreate,
 };
 
 /// Published ports listen on this host address only.
@@ -59,6 +61,8 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         netns: None,
         ipcns: None,
         log_configuration: None,
+        r_limits: c.ulimits.iter().map(|u| RLimit { kind: u.kind.clone(), hard: u.hard, soft: u.soft }).collect(),
+        sysctl: c.sysctls.clone(),
     };
     if c.network == ContainerNetwork::LoopbackOnly {
         spec.netns = Some(Namespace { nsmode: "none".into() });
@@ -75,6 +79,38 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         }
     }
     Ok(spec)
+}
+
+/// When a container asks for any resource limit, podman (as root) also sets the open-file
+/// and process limits it was not given to its own default of 1,048,576, which fails where
+/// the podman service's hard limits are lower (podman in a container, or under systemd
+/// limits): those two are set to the service's own (`service`: name → (soft, hard), from
+/// [`parse_proc_limits`]), which the container would have inherited without any limit.
+pub fn keep_service_limits(spec: &mut ContainerCreate, service: &BTreeMap<String, (u64, u64)>) {
+    if spec.r_limits.is_empty() {
+        return;
+    }
+    for kind in ["nofile", "nproc"] {
+        if let Some(&(soft, hard)) = service.get(kind)
+            && !spec.r_limits.iter().any(|r| r.kind == kind)
+        {
+            spec.r_limits.push(RLimit { kind: kind.into(), soft, hard });
+        }
+    }
+}
+
+/// `/proc/<pid>/limits` → `nofile` and `nproc` (soft, hard); "unlimited" is `u64::MAX`.
+pub fn parse_proc_limits(text: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for (kind, label) in [("nofile", "Max open files"), ("nproc", "Max processes")] {
+        let Some(rest) = text.lines().find_map(|l| l.strip_prefix(label)) else { continue };
+        let num = |s: &str| if s == "unlimited" { Some(u64::MAX) } else { s.parse().ok() };
+        let mut words = rest.split_whitespace();
+        if let (Some(soft), Some(hard)) = (words.next().and_then(num), words.next().and_then(num)) {
+            out.insert(kind.to_owned(), (soft, hard));
+        }
+    }
+    out
 }
 
 /// Mount plans → libpod's named volumes and mounts.
@@ -142,6 +178,8 @@ pub fn helper(name: &str, run: &HelperRun) -> ContainerCreate {
         netns: None,
         ipcns: None,
         log_configuration: None,
+        r_limits: Vec::new(),
+        sysctl: BTreeMap::new(),
     }
 }
 
@@ -161,6 +199,7 @@ pub fn pod(p: &PodSpec) -> PodCreate {
                 protocol: "tcp".into(),
             })
             .collect(),
+        hostadd: p.add_hosts.clone(),
     }
 }
 
@@ -231,6 +270,8 @@ pub fn secret_reader(r: &SecretReader<'_>) -> ContainerCreate {
         netns: Some(Namespace { nsmode: "none".into() }),
         ipcns: None,
         log_configuration: Some(LogConfiguration { driver: "k8s-file".into(), path: r.log.to_owned() }),
+        r_limits: Vec::new(),
+        sysctl: BTreeMap::new(),
     }
 }
 
@@ -306,7 +347,7 @@ api-key-env = "LLM_KEY"
                 local_workspace_folder: "/tmp/checkout/hello".into(),
                 devcontainer_id: "id".into(),
             };
-            Loaded { config: devcontainer::parse(text, &path, &host).unwrap(), path }
+            Loaded { config: devcontainer::parse(text, &path, &host).unwrap(), path, features: Vec::new() }
         });
         plan::plan(&config, loaded.as_ref(), &request()).unwrap()
     }
@@ -562,6 +603,49 @@ api-key-env = "LLM_KEY"
         assert_eq!(w["no_new_privileges"], json!(true));
         let w = workspace(Some(r#"{"securityOpt": ["no-new-privileges:false"]}"#));
         assert_eq!(w["no_new_privileges"], json!(false));
+    }
+
+    #[test]
+    fn run_args_limits_sysctls_gpus_and_hosts_reach_podman_for_the_workspace_only() {
+        let json = r#"{"runArgs": ["--ulimit", "nofile=1024:4096", "--sysctl", "net.core.somaxconn=1024",
+            "--gpus", "all", "--add-host", "db.local:10.1.2.3", "--hostname", "devbox", "--network=host"]}"#;
+        let p = planned(Some(json));
+        let w = serde_json::to_value(container("p", &p.workspace).unwrap()).unwrap();
+        assert_eq!(w["r_limits"], json!([{ "type": "nofile", "soft": 1024, "hard": 4096 }]));
+        assert_eq!(w["sysctl"], json!({ "net.core.somaxconn": "1024" }));
+        assert_eq!(w["devices"], json!([{ "path": "nvidia.com/gpu=all" }]));
+        let a = serde_json::to_value(container("p", &p.agent).unwrap()).unwrap();
+        for key in ["r_limits", "sysctl"] {
+            assert_eq!(a.get(key), None, "{key}");
+        }
+        assert_eq!(a["devices"], json!([]));
+        let pod = serde_json::to_value(pod(&p.pod)).unwrap();
+        assert_eq!(pod["hostadd"], json!(["db.local:10.1.2.3"]));
+        assert_eq!(pod["hostname"], json!("devbox"));
+        assert!(p.warnings.iter().any(|w| w.starts_with("runArgs `--network=host` is ignored")), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn a_container_with_limits_keeps_the_services_other_limits() {
+        let proc_limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+            Max processes             32768                32768                processes \n\
+            Max open files            1024                 unlimited            files     \n";
+        let service = parse_proc_limits(proc_limits);
+        assert_eq!(service["nproc"], (32768, 32768));
+        assert_eq!(service["nofile"], (1024, u64::MAX));
+        let p = planned(Some(r#"{"runArgs": ["--ulimit", "nofile=100:200"]}"#));
+        let mut c = container("p", &p.workspace).unwrap();
+        keep_service_limits(&mut c, &service);
+        assert_eq!(
+            c.r_limits,
+            [
+                RLimit { kind: "nofile".into(), soft: 100, hard: 200 },
+                RLimit { kind: "nproc".into(), soft: 32768, hard: 32768 }
+            ]
+        );
+        let mut a = container("p", &planned(None).agent).unwrap();
+        keep_service_limits(&mut a, &service);
+        assert!(a.r_limits.is_empty(), "no limit asked, none added: the service's are inherited");
     }
 
     #[test]

@@ -54,6 +54,19 @@ pub struct ContainerCreate {
     pub ipcns: Option<Namespace>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<LogConfiguration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub r_limits: Vec<RLimit>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctl: BTreeMap<String, String>,
+}
+
+/// A POSIX resource limit, named as libpod takes it (`nofile`; it adds `RLIMIT_`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RLimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
 }
 
 /// A named volume mounted into a container (libpod spells these in PascalCase).
@@ -100,6 +113,8 @@ pub struct PodCreate {
     pub hostname: String,
     pub labels: BTreeMap<String, String>,
     pub portmappings: Vec<PortMapping>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostadd: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -356,6 +371,22 @@ pub struct InspectedHostConfig {
 pub struct InspectedLogConfig {
     #[serde(default)]
     pub path: Option<PathBuf>,
+}
+
+/// `GET /images/{name}/json`: the parts devaipod reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedImage {
+    pub id: String,
+    #[serde(default)]
+    pub config: Option<InspectedImageConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedImageConfig {
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl InspectedContainer {

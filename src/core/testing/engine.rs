@@ -363,6 +363,11 @@ impl Engine for FakeEngine {
         Ok(self.call("image_exists", None)?.images.contains(reference))
     }
 
+    async fn image_facts(&self, reference: &str) -> Result<crate::pods::engine::ImageFacts, EngineError> {
+        drop(self.call("image_facts", None)?);
+        Ok(crate::pods::engine::ImageFacts { id: format!("sha256:fake-{reference}"), user: None })
+    }
+
     async fn pull_image(&self, reference: &str) -> Result<(), EngineError> {
         self.call("pull_image", Some(Op::PullImage))
             .map_err(|e| EngineError::Pull { image: reference.to_owned(), message: e.to_string() })?

@@ -10,6 +10,8 @@ use super::*;
 use crate::core::lifecycle::{InContainer, run_on_host};
 use crate::core::source::{self, Source, SourceKind, strip_credentials};
 use crate::core::{BusEvent, Core, CoreError};
+use crate::devcontainer::features::build::{self as feature_build, Users};
+use crate::devcontainer::features::fetch::{self, FetchContext};
 use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::github::{self, GithubSource, ItemKind, Scope};
@@ -141,14 +143,32 @@ impl<E: Engine> Core<E> {
         {
             Some(path) => {
                 progress.step(&format!("reading {}", path.strip_prefix(&checkout).unwrap_or(&path).display()));
-                let names = local_env_names(&tokio::fs::read_to_string(&path).await.unwrap_or_default());
+                let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+                let names = local_env_names(&text);
                 if !names.is_empty() {
                     progress.step(&format!(
                         "devcontainer.json reads these variables of your environment (${{localEnv:…}}): {}",
                         names.join(", ")
                     ));
                 }
-                Some(devcontainer::load(&path, &host)?)
+                let mut loaded = devcontainer::load(&path, &host)?;
+                if !loaded.config.features.is_empty() {
+                    progress.step(&format!("fetching {} feature(s)", loaded.config.features.len()));
+                    let ctx = FetchContext {
+                        cache_dir: self.paths.data.join("features"),
+                        auth_files: fetch::default_auth_files(&host_env),
+                    };
+                    let resolved = fetch::resolve(&loaded.config, loaded.dir(), &ctx, &host).await.map_err(|e| {
+                        // A feature added by another's dependsOn has no line of its own.
+                        let line = devcontainer::line_of_key(&text, &["features", &e.id]).unwrap_or(1);
+                        CoreError::Invalid(format!("{}:{line}: field `features`: {e}", path.display()))
+                    })?;
+                    for w in &resolved.warnings {
+                        progress.step(&format!("warning: {w}"));
+                    }
+                    loaded.features = resolved.features;
+                }
+                Some(loaded)
             }
             None => None,
         };
@@ -200,14 +220,19 @@ impl<E: Engine> Core<E> {
         let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
         let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
         self.changed().await;
-        if let Err(e) = result {
-            progress.step(&format!("up failed; removing what it created for `{name}`"));
-            self.rollback(&created).await;
-            self.changed().await;
-            return Err(e);
-        }
-        // Its workers are made from the agent container's plan.
-        if let Err(e) = self.keep_agent_plan(name.as_str(), &plan.agent).await {
+        let image = match result {
+            Ok(image) => image,
+            Err(e) => {
+                progress.step(&format!("up failed; removing what it created for `{name}`"));
+                self.rollback(&created).await;
+                self.changed().await;
+                return Err(e);
+            }
+        };
+        // Its workers are made from the agent container's plan (the image it runs: with
+        // devcontainer features, the derived one).
+        let agent = plan::ContainerPlan { image, ..plan.agent.clone() };
+        if let Err(e) = self.keep_agent_plan(name.as_str(), &agent).await {
             progress.step(&format!("warning: {e}"));
         }
         self.store
@@ -318,6 +343,8 @@ impl<E: Engine> Core<E> {
         if let Some(v) = leftover.iter().find(|v| plan.volumes.iter().any(|p| &p.name == *v)) {
             return Err(CoreError::VolumesLeft { name: plan.name.to_string(), volume: v.clone() });
         }
+        let cdi_dirs: Vec<&Path> = crate::pods::cdi::SPEC_DIRS.iter().map(Path::new).collect();
+        crate::pods::cdi::check(&plan.workspace.devices, &cdi_dirs).await.map_err(CoreError::Invalid)?;
         if !self.opencode_dir.join("opencode").is_file() {
             return Err(CoreError::OpencodeMissing(self.opencode_dir.join("opencode").display().to_string()));
         }
@@ -333,7 +360,58 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    async fn ensure_image(&self, plan: &PodPlan, created: &mut Made, progress: &dyn Progress) -> Result<(), CoreError> {
+    /// The image both containers run: the plan's, with its features installed on top (one
+    /// derived image, reused while nothing that goes into it changes).
+    async fn ensure_image(
+        &self,
+        plan: &PodPlan,
+        created: &mut Made,
+        progress: &dyn Progress,
+    ) -> Result<String, CoreError> {
+        self.ensure_base_image(plan, created, progress).await?;
+        let base = plan.image.reference();
+        if plan.features.is_empty() {
+            return Ok(base.to_owned());
+        }
+        let facts = self.engine.image_facts(base).await?;
+        let users = Users::of(plan.workspace.user.as_deref(), plan.lifecycle.user.as_deref(), facts.user.as_deref());
+        let ordered: Vec<_> = plan.features.iter().collect();
+        let derived = feature_build::derive(self.instance(), base, &facts.id, facts.user.as_deref(), &users, &ordered)
+            .map_err(CoreError::Invalid)?;
+        if self.engine.image_exists(&derived.tag).await? {
+            progress.step(&format!("features already installed in {}", derived.tag));
+            return Ok(derived.tag);
+        }
+        let ids: Vec<&str> = plan.features.iter().map(|f| f.id.as_str()).collect();
+        progress.step(&format!("installing features {} into {}", ids.join(", "), derived.tag));
+        let ctx = tempfile::Builder::new()
+            .prefix("features-")
+            .tempdir_in(&self.paths.data)
+            .map_err(|e| CoreError::Io(format!("cannot create the features' build context: {e}")))?;
+        let (d, dir) = (derived.clone(), ctx.path().to_owned());
+        tokio::task::spawn_blocking(move || feature_build::write_context(&d, &dir))
+            .await
+            .map_err(|e| CoreError::Io(e.to_string()))?
+            .map_err(CoreError::Io)?;
+        let build = plan::BuildPlan {
+            context_dir: ctx.path().to_owned(),
+            dockerfile: ctx.path().join("Containerfile"),
+            args: BTreeMap::new(),
+            target: None,
+            tag: derived.tag.clone(),
+        };
+        let labels = naming::labels(self.instance(), &plan.name, None);
+        let detail = |line: &str| progress.detail(line);
+        self.engine.build_image(&build, &labels, &detail).await?;
+        Ok(derived.tag)
+    }
+
+    async fn ensure_base_image(
+        &self,
+        plan: &PodPlan,
+        created: &mut Made,
+        progress: &dyn Progress,
+    ) -> Result<(), CoreError> {
         match &plan.image {
             ImagePlan::Existing { reference } => {
                 if self.engine.image_exists(reference).await? {
@@ -363,8 +441,11 @@ impl<E: Engine> Core<E> {
         payload: Payload,
         created: &mut Made,
         progress: &dyn Progress,
-    ) -> Result<(), CoreError> {
-        self.ensure_image(plan, created, progress).await?;
+    ) -> Result<String, CoreError> {
+        let image = self.ensure_image(plan, created, progress).await?;
+        let (mut workspace, mut agent) = (plan.workspace.clone(), plan.agent.clone());
+        workspace.image = image.clone();
+        agent.image = image.clone();
         progress.step(&format!("creating pod {}", plan.pod.name));
         for s in &plan.secrets {
             match self.engine.create_secret(s).await {
@@ -400,8 +481,8 @@ impl<E: Engine> Core<E> {
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
         tokio::try_join!(
-            self.engine.create_container(&plan.pod.name, &plan.workspace),
-            self.engine.create_container(&plan.pod.name, &plan.agent),
+            self.engine.create_container(&plan.pod.name, &workspace),
+            self.engine.create_container(&plan.pod.name, &agent),
         )?;
 
         progress.step("copying the repository into the workspace");
@@ -439,13 +520,14 @@ impl<E: Engine> Core<E> {
             ("postCreateCommand", &l.post_create),
             ("postStartCommand", &l.post_start),
         ] {
-            if let Some(cmd) = cmd {
+            for cmd in cmd {
                 runner.run(phase, cmd, progress).await?;
             }
         }
 
         progress.step("waiting for the agent's API");
-        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await
+        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await?;
+        Ok(image)
     }
 
     /// Waits until the agent's HTTP API serves (not a TCP probe: opencode accepts

@@ -40,7 +40,7 @@ fn loaded(json: &str) -> Loaded {
         local_workspace_folder: "/tmp/checkout/hello".into(),
         devcontainer_id: "id".into(),
     };
-    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path }
+    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path, features: Vec::new() }
 }
 
 const TRUSTED: &str = r#"
@@ -241,10 +241,8 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
     assert_eq!(p.workspace.mounts[3], MountPlan::Tmpfs { target: "/scratch".into() });
     assert!(p.volumes.iter().any(|v| v.name == "devaipod-hello-mount-0" && v.labels[naming::LABEL_INSTANCE] == "t1"));
     assert!(p.warnings.iter().any(|w| w.contains("db:5432")));
-    assert!(
-        p.warnings.iter().any(|w| w.contains("features are kept but not installed") && w.contains("features/go:1"))
-    );
-    assert_eq!(p.features.len(), 1);
+    assert!(p.warnings.iter().any(|w| w.contains("features are not fetched yet") && w.contains("features/go:1")));
+    assert!(p.features.is_empty());
 }
 
 #[test]
@@ -345,9 +343,68 @@ fn remote_env_and_post_attach_travel_with_the_pod_for_interactive_sessions() {
     let p = plan_dc(dc);
     let env: serde_json::Value = serde_json::from_str(&p.pod.labels[naming::LABEL_REMOTE_ENV]).unwrap();
     assert_eq!(env, serde_json::json!({ "P": "${containerEnv:PATH}:/x", "GONE": null }));
-    assert_eq!(p.pod.labels[naming::LABEL_POST_ATTACH], r#"["echo","hi"]"#);
+    assert_eq!(p.pod.labels[naming::LABEL_POST_ATTACH], r#"[["echo","hi"]]"#);
     assert!(!p.warnings.iter().any(|w| w.contains("postAttachCommand")), "{:?}", p.warnings);
     let plain = plan_dc("{}");
     assert!(!plain.pod.labels.contains_key(naming::LABEL_REMOTE_ENV));
     assert!(!plain.pod.labels.contains_key(naming::LABEL_POST_ATTACH));
+}
+
+fn resolved(id: &str, meta: serde_json::Value) -> devcontainer::features::ResolvedFeature {
+    devcontainer::features::ResolvedFeature {
+        id: id.into(),
+        dir: format!("/cache/{id}").into(),
+        digest: format!("sha256:{id}"),
+        meta: serde_json::from_value(meta).unwrap(),
+        options: BTreeMap::new(),
+    }
+}
+
+/// Features' privileges, mounts, entrypoints and commands reach the workspace container;
+/// the agent keeps its walls (only the image, derived by `up`, is shared).
+#[test]
+fn features_contribute_to_the_workspace_container_only_and_run_their_commands_first() {
+    let mut l = loaded(
+        r#"{"image": "localhost/img:1", "capAdd": ["SYS_PTRACE"],
+            "features": {"./dind": {}, "./tools": {}},
+            "overrideFeatureInstallOrder": ["./tools"],
+            "postCreateCommand": "echo config"}"#,
+    );
+    l.features = vec![
+        resolved(
+            "./dind",
+            serde_json::json!({"id": "dind", "privileged": true, "capAdd": ["SYS_PTRACE", "NET_ADMIN"],
+                "securityOpt": ["seccomp=unconfined"], "entrypoint": "/usr/local/share/docker-init.sh",
+                "mounts": [{"type": "volume", "source": "dind-var", "target": "/var/lib/docker"}],
+                "postCreateCommand": "echo dind", "postStartCommand": ["dockerd-check"]}),
+        ),
+        resolved("./tools", serde_json::json!({"id": "tools", "postCreateCommand": "echo tools"})),
+    ];
+    let p = plan(&Config::default(), Some(&l), &request()).unwrap();
+    let ids: Vec<&str> = p.features.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["./tools", "./dind"], "overrideFeatureInstallOrder first");
+    assert!(p.workspace.privileged);
+    assert_eq!(p.workspace.cap_add, ["SYS_PTRACE", "NET_ADMIN"], "once each");
+    assert_eq!(p.workspace.security_opt, ["seccomp=unconfined"]);
+    assert_eq!(p.workspace.command, ["/usr/local/share/docker-init.sh", "/run/podman-init", "-P"]);
+    assert!(p.workspace.mounts.contains(&MountPlan::Volume {
+        name: "dind-var".into(),
+        target: "/var/lib/docker".into(),
+        readonly: false
+    }));
+    let shell = |s: &str| LifecycleCommand::Shell(s.into());
+    assert_eq!(p.lifecycle.post_create, [shell("echo tools"), shell("echo dind"), shell("echo config")]);
+    assert_eq!(p.lifecycle.post_start, [LifecycleCommand::Argv(vec!["dockerd-check".into()])]);
+    // The agent: none of it.
+    assert!(!p.agent.privileged);
+    assert_eq!(p.agent.cap_add, ["NET_BIND_SERVICE"]);
+    assert_eq!(p.agent.cap_drop, ["ALL"]);
+    assert!(p.agent.mounts.iter().all(|m| m.target() != "/var/lib/docker"));
+    assert!(!p.agent.command.iter().any(|c| c.contains("docker-init")));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+
+    l.features[1].meta.depends_on = BTreeMap::from([("./dind".into(), serde_json::json!({}))]);
+    l.features[0].meta.depends_on = BTreeMap::from([("./tools".into(), serde_json::json!({}))]);
+    let e = plan(&Config::default(), Some(&l), &request()).unwrap_err();
+    assert!(e.to_string().contains("features: features depend on each other in a circle"), "{e}");
 }
