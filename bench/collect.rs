@@ -9,8 +9,6 @@
 //! Run: `cargo bench --bench collect` (needs podman and opencode, see scripts/setup.sh).
 //! `DEVAIPOD_BENCH_COLLECT_MB=1,100` picks the sizes (default 1,100,1000).
 
-use std::io::BufRead;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +17,7 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, removals_done, row};
+use common::{Env, Stats, header, removals_done, row, scripted_llm};
 
 /// (VmHWM, VmRSS) of a process, in KiB.
 fn memory(pid: &str) -> (u64, u64) {
@@ -46,18 +44,7 @@ fn main() {
         .collect();
     let env = Env::new("bench-collect");
     let script = json!({ "rules": [{ "match": "keep what is there", "steps": [{ "text": "kept" }] }] });
-    let script_path = env.dir.path().join("script.json");
-    std::fs::write(&script_path, script.to_string()).unwrap();
-    let mut llm = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
-        .arg(&script_path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().trim_start_matches("listening on ").to_owned();
+    let (mut llm, port) = scripted_llm(&env, &script, None);
     env.write_config(&format!(
         "[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\nmax-proposal-mb = 2048\n"
     ));

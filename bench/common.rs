@@ -54,9 +54,14 @@ impl Env {
 
     /// A git repository `r` with one commit.
     pub fn repo(&self) -> PathBuf {
-        let repo = self.dir.path().join("r");
+        self.repo_named("r")
+    }
+
+    /// A git repository `name` with one commit.
+    pub fn repo_named(&self, name: &str) -> PathBuf {
+        let repo = self.dir.path().join(name);
         std::fs::create_dir_all(&repo).unwrap();
-        std::fs::write(repo.join("README.md"), "# r\n").unwrap();
+        std::fs::write(repo.join("README.md"), format!("# {name}\n")).unwrap();
         for args in [
             &["init", "-q"][..],
             &["add", "-A"],
@@ -66,6 +71,31 @@ impl Env {
         }
         repo
     }
+}
+
+/// The scripted LLM (`tests/support/scripted_llm.py`) on 127.0.0.1 playing `script`,
+/// logging its requests to `log` when given; returns it (kill it when done) and its port.
+pub fn scripted_llm(
+    env: &Env,
+    script: &serde_json::Value,
+    log: Option<&std::path::Path>,
+) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let script_path = env.dir.path().join("script.json");
+    std::fs::write(&script_path, script.to_string()).unwrap();
+    let mut c = Command::new("python3");
+    c.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
+        .arg(&script_path)
+        .stdout(std::process::Stdio::piped());
+    if let Some(log) = log {
+        c.arg("--log").arg(log);
+    }
+    let mut llm = c.spawn().expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().trim_start_matches("listening on ").parse().expect("the scripted LLM's port");
+    (llm, port)
 }
 
 /// p50, p90 and max of a set of timings (nearest rank), and how many there were.

@@ -9,9 +9,7 @@
 //!
 //! Run: `cargo bench --bench tasks` (needs podman and opencode, see scripts/setup.sh).
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -20,7 +18,7 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, leftovers, ms, removals_done, row};
+use common::{Env, Stats, header, leftovers, ms, removals_done, row, scripted_llm};
 
 const RUNS: usize = 20;
 
@@ -48,20 +46,7 @@ async fn main() {
             { "text": "done" }
         ]}
     ]});
-    let script_path = env.dir.path().join("script.json");
-    std::fs::write(&script_path, script.to_string()).unwrap();
-    let mut llm = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
-        .arg(&script_path)
-        .arg("--log")
-        .arg(env.dir.path().join("llm.jsonl"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().trim_start_matches("listening on ").to_owned();
+    let (mut llm, port) = scripted_llm(&env, &script, Some(&env.dir.path().join("llm.jsonl")));
     env.write_config(&format!(
         "[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\n"
     ));

@@ -8,9 +8,7 @@
 //!
 //! Run: `cargo bench --bench workers` (needs podman and opencode, see scripts/setup.sh).
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,7 +16,7 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, leftovers, removals_done, row};
+use common::{Env, Stats, header, leftovers, removals_done, row, scripted_llm};
 
 const RUNS: usize = 3;
 const FOLDER: &str = "/workspaces/bw";
@@ -65,34 +63,12 @@ fn main() {
         { "match": "part a alone", "steps": [ part("a"), { "text": "a" } ] },
         { "match": "part b alone", "steps": [ part("b"), { "text": "b" } ] }
     ]});
-    let script_path = env.dir.path().join("script.json");
-    std::fs::write(&script_path, script.to_string()).unwrap();
     let log = env.dir.path().join("llm.jsonl");
-    let mut llm = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripted_llm.py"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--script"])
-        .arg(&script_path)
-        .arg("--log")
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufReader::new(llm.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().trim_start_matches("listening on ").to_owned();
+    let (mut llm, port) = scripted_llm(&env, &script, Some(&log));
     env.write_config(&format!(
         "[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\n"
     ));
-    let repo = env.dir.path().join("bw");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "# bw\n").unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "bw"],
-    ] {
-        Command::new("git").args(args).current_dir(&repo).output().unwrap();
-    }
+    let repo = env.repo_named("bw");
     println!("devaipod workers benchmark ({RUNS} runs each; each part is 3 s of work)\n");
     env.ok(&["up", repo.to_str().unwrap(), "--name", "bw"]);
     let start_head = env.ok(&["exec", "bw", "--agent", "--", "git", "rev-parse", "HEAD"]).trim().to_owned();

@@ -48,8 +48,7 @@ impl<E: Engine> Core<E> {
                 // The features' commands first, then devcontainer.json's.
                 let cmds: Vec<crate::devcontainer::LifecycleCommand> = serde_json::from_str(json)
                     .map_err(|e| CoreError::Io(format!("the pod's postAttachCommand label is not readable: {e}")))?;
-                post_attach =
-                    cmds.iter().flat_map(|cmd| cmd.commands().into_iter().map(|(_, argv)| argv)).collect();
+                post_attach = cmds.iter().flat_map(|cmd| cmd.commands().into_iter().map(|(_, argv)| argv)).collect();
             }
         }
         Ok(ExecPlace { container: container.name.clone(), user, workdir, env, post_attach })
