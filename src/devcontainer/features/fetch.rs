@@ -127,6 +127,15 @@ async fn fetch(
 ) -> Result<(PathBuf, String), String> {
     match source {
         FeatureSource::Local { dir } => {
+            // A repository's own folder, read on the host: no link may lead out of it.
+            for path in [dir.clone(), dir.join("devcontainer-feature.json"), dir.join("install.sh")] {
+                if tokio::fs::symlink_metadata(&path).await.is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!(
+                        "{} is a symbolic link: a local feature's folder, devcontainer-feature.json and install.sh must be real files in the repository",
+                        path.display()
+                    ));
+                }
+            }
             if !dir.join("devcontainer-feature.json").is_file() {
                 return Err(format!("{} holds no devcontainer-feature.json", dir.display()));
             }
@@ -440,4 +449,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+
+    /// A repository's local feature is read on the host: a link in its place (the folder,
+    /// its devcontainer-feature.json, its install.sh) would read a host file, and is refused.
+    #[tokio::test]
+    async fn a_local_feature_made_of_links_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("devcontainer-feature.json"), r#"{"id": "x"}"#).unwrap();
+        std::fs::write(outside.join("install.sh"), "#!/bin/sh\n").unwrap();
+        let dc = root.path().join("repo/.devcontainer");
+        std::fs::create_dir_all(dc.join("real")).unwrap();
+        std::fs::write(dc.join("real/install.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("devcontainer-feature.json"),
+            dc.join("real/devcontainer-feature.json"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&outside, dc.join("linked")).unwrap();
+        let http = reqwest::Client::new();
+        let ctx = FetchContext { cache_dir: root.path().join("cache"), auth_files: Vec::new() };
+        for (name, link) in [("linked", "linked"), ("real", "real/devcontainer-feature.json")] {
+            let mut warnings = Vec::new();
+            let e = fetch(&http, &FeatureSource::Local { dir: dc.join(name) }, &ctx, &mut warnings).await.unwrap_err();
+            assert!(e.contains(&format!("{} is a symbolic link", dc.join(link).display())), "{e}");
+        }
+        // The same files, really there, are taken.
+        std::fs::remove_file(dc.join("real/devcontainer-feature.json")).unwrap();
+        std::fs::write(dc.join("real/devcontainer-feature.json"), r#"{"id": "x"}"#).unwrap();
+        let mut warnings = Vec::new();
+        assert!(fetch(&http, &FeatureSource::Local { dir: dc.join("real") }, &ctx, &mut warnings).await.is_ok());
+    }
 }
