@@ -222,7 +222,7 @@ impl<E: Engine> Core<E> {
         })
     }
 
-    /// A worker task of the running owner task, else `TaskNotFound` (another workspace's or
+    /// A worker task of the running owner task, else `Invalid` (another workspace's or
     /// another owner task's look the same as none).
     async fn own_worker_task(&self, ws: &str, id: &str) -> Result<(Task, Task), CoreError> {
         let owner = self.owner_task(ws).await?;
@@ -273,6 +273,14 @@ impl<E: Engine> Core<E> {
         // One delegation per worker at a time (two calls may race for the same one).
         let lock = self.worker_lock(ws, seat);
         let _one = lock.lock().await;
+        // A call that took it first may have given it a task meanwhile: its clone is not
+        // to be touched.
+        let tasks = self.store.tasks(Some(ws)).await?;
+        if tasks.iter().any(|t| t.worker == Some(n) && !t.state.is_final()) {
+            return Err(CoreError::Invalid(format!(
+                "worker {n} was just given another task: wait for it (get_worker_task) or pick another"
+            )));
+        }
         self.owner_event(&owner, &format!("delegate:{n}:{}", now()), &format!("starting worker {n}")).await?;
         let snapshot = self.snapshot(ws).await?;
         self.ensure_worker(ws, n).await?;
