@@ -49,13 +49,7 @@ fn main() {
         "[agent]\nbase-url = \"http://host.containers.internal:{port}/v1\"\nmodel = \"scripted\"\nmax-proposal-mb = 2048\n"
     ));
     let repo = env.repo();
-    let mut daemon = env.cmd(&["serve"]).stderr(Stdio::null()).spawn().expect("daemon");
-    for _ in 0..100 {
-        if !env.read("run/listen").is_empty() && !env.read("data/token").is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = env.serve();
     let pid = daemon.id().to_string();
     env.ok(&["up", repo.to_str().unwrap(), "--name", "c"]);
     let agent = "devaipod-c-agent";

@@ -62,14 +62,31 @@ impl Env {
         let repo = self.dir.path().join(name);
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("README.md"), format!("# {name}\n")).unwrap();
-        for args in [
-            &["init", "-q"][..],
-            &["add", "-A"],
-            &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
-        ] {
-            Command::new("git").args(args).current_dir(&repo).output().unwrap();
-        }
+        commit_all(&repo);
         repo
+    }
+
+    /// `devaipod serve` of this instance, once its address and token are written.
+    pub fn serve(&self) -> std::process::Child {
+        let daemon = self.cmd(&["serve"]).stderr(std::process::Stdio::null()).spawn().expect("daemon");
+        for _ in 0..100 {
+            if !self.read("run/listen").is_empty() && !self.read("data/token").is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+}
+
+/// `git init` (when needed) and one commit of everything in `repo`.
+pub fn commit_all(repo: &std::path::Path) {
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
+    ] {
+        Command::new("git").args(args).current_dir(repo).output().unwrap();
     }
 }
 

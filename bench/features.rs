@@ -100,12 +100,6 @@ fn repo(dir: &Path, name: &str, marker: Option<&str>) -> PathBuf {
     };
     std::fs::write(dc.join("devcontainer.json"), format!(r#"{{"image": "localhost/devaipod-base:latest"{features}}}"#))
         .unwrap();
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &["-c", "user.name=b", "-c", "user.email=b@b.invalid", "commit", "-qm", "r"],
-    ] {
-        Command::new("git").args(args).current_dir(&repo).output().unwrap();
-    }
+    common::commit_all(&repo);
     repo
 }

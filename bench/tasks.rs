@@ -9,7 +9,6 @@
 //!
 //! Run: `cargo bench --bench tasks` (needs podman and opencode, see scripts/setup.sh).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -53,13 +52,7 @@ async fn main() {
     let repo = env.repo();
 
     // The daemon, idle.
-    let mut daemon = env.cmd(&["serve"]).stderr(Stdio::null()).spawn().expect("daemon");
-    for _ in 0..100 {
-        if !env.read("run/listen").is_empty() && !env.read("data/token").is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut daemon = env.serve();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = daemon.id().to_string();
     let idle_rss = rss_kb(&pid);

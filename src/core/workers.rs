@@ -662,6 +662,10 @@ impl<E: Engine> Core<E> {
     }
 
     async fn reap_idle_workers(&self) -> Result<(), CoreError> {
+        // No podman listing every few seconds for a daemon that never had a worker.
+        if !self.store.any_worker_tasks().await? {
+            return Ok(());
+        }
         let idle = self.config.orchestration.worker_idle_secs as i64;
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
         for pod in pods {

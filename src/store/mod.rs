@@ -268,6 +268,15 @@ impl Store {
         .await
     }
 
+    /// Whether any task ever ran on a worker (the idle reaper has nothing to look for until
+    /// one has).
+    pub async fn any_worker_tasks(&self) -> Result<bool, StoreError> {
+        self.with(
+            |c| Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE worker IS NOT NULL)", [], |r| r.get(0))?),
+        )
+        .await
+    }
+
     /// The tasks an owner task delegated to workers, oldest first.
     pub async fn worker_tasks(&self, parent: &str) -> Result<Vec<Task>, StoreError> {
         let parent = parent.to_owned();
