@@ -13,6 +13,8 @@ pub const API_KEY_ENV: &str = "DEVAIPOD_LLM_API_KEY";
 pub const PORT: u16 = 4096;
 /// What the agent holds instead of the LLM key; the egress proxy replaces it.
 pub const PLACEHOLDER_KEY: &str = "devaipod-egress-proxy-adds-the-key";
+/// The provider's name in opencode's configuration.
+pub const PROVIDER: &str = "devaipod";
 /// The path prefix of the egress proxy's LLM route.
 pub const LLM_ROUTE: &str = "/llm";
 
@@ -25,6 +27,9 @@ pub fn through_proxy(agent: &AgentConfig, egress_port: u16) -> AgentConfig {
 /// `gator`: the argv of the gator bridge inside the agent container, offered to the agent
 /// as the local MCP server `gator` (its tools appear as `gator_<tool>`).
 pub fn opencode_config(agent: &AgentConfig, gator: Option<&[String]>) -> Value {
+    // Every model a task may choose (a fan-out's candidates name theirs per prompt).
+    let models: serde_json::Map<String, Value> =
+        agent.allowed_models().into_iter().map(|m| (m.clone(), json!({ "name": m }))).collect();
     let mut config = json!({
         "$schema": "https://opencode.ai/config.json",
         "provider": {
@@ -32,7 +37,7 @@ pub fn opencode_config(agent: &AgentConfig, gator: Option<&[String]>) -> Value {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "devaipod provider",
                 "options": { "baseURL": agent.base_url, "apiKey": format!("{{env:{API_KEY_ENV}}}") },
-                "models": { agent.model.clone(): { "name": agent.model } }
+                "models": models
             }
         },
         "model": format!("devaipod/{}", agent.model),
@@ -70,6 +75,15 @@ mod tests {
         assert_eq!(c["provider"]["devaipod"]["options"]["baseURL"], "http://llm.test/v1");
         assert_eq!(c["provider"]["devaipod"]["options"]["apiKey"], "{env:DEVAIPOD_LLM_API_KEY}");
         assert_eq!(c["model"], "devaipod/m1");
+        assert_eq!(c["provider"]["devaipod"]["models"], json!({ "m1": { "name": "m1" } }));
+        let more = AgentConfig { models: vec!["m2".into(), "m1".into()], ..a.clone() };
+        let keys: Vec<_> = opencode_config(&more, None)["provider"]["devaipod"]["models"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, ["m1", "m2"]);
         assert_eq!(c["permission"]["question"], "deny");
         assert_eq!(base_url_of(&c.to_string()).as_deref(), Some("http://llm.test/v1"));
         assert_eq!(base_url_of("{}"), None);

@@ -73,7 +73,13 @@ pub trait Agent: Send + Sync {
     fn ready(&self) -> impl Future<Output = bool> + Send;
     fn create_session(&self, title: &str) -> impl Future<Output = Result<String, AgentError>> + Send;
     /// Delivers a prompt; returns once the agent accepted it (it then works on its own).
-    fn prompt(&self, session: &str, text: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
+    /// `model`: one of the provider's models for this turn (default: the agent's own).
+    fn prompt(
+        &self,
+        session: &str,
+        text: &str,
+        model: Option<&str>,
+    ) -> impl Future<Output = Result<(), AgentError>> + Send;
     fn is_busy(&self, session: &str) -> impl Future<Output = Result<bool, AgentError>> + Send;
     fn outcome(&self, session: &str) -> impl Future<Output = Result<Outcome, AgentError>> + Send;
     fn abort(&self, session: &str) -> impl Future<Output = Result<(), AgentError>> + Send;
@@ -86,7 +92,12 @@ pub trait Agent: Send + Sync {
 pub trait DynAgent: Send + Sync {
     fn ready(&self) -> BoxFuture<'_, bool>;
     fn create_session<'a>(&'a self, title: &'a str) -> BoxFuture<'a, Result<String, AgentError>>;
-    fn prompt<'a>(&'a self, session: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), AgentError>>;
+    fn prompt<'a>(
+        &'a self,
+        session: &'a str,
+        text: &'a str,
+        model: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), AgentError>>;
     fn is_busy<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, AgentError>>;
     fn outcome<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Outcome, AgentError>>;
     fn abort<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), AgentError>>;
@@ -102,8 +113,13 @@ impl<A: Agent> DynAgent for A {
         Box::pin(Agent::create_session(self, title))
     }
 
-    fn prompt<'a>(&'a self, session: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), AgentError>> {
-        Box::pin(Agent::prompt(self, session, text))
+    fn prompt<'a>(
+        &'a self,
+        session: &'a str,
+        text: &'a str,
+        model: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), AgentError>> {
+        Box::pin(Agent::prompt(self, session, text, model))
     }
 
     fn is_busy<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, AgentError>> {

@@ -167,8 +167,11 @@ impl Agent for Opencode {
             .ok_or_else(|| AgentError::Protocol { what: "create a session".into(), message: "no id".into() })
     }
 
-    async fn prompt(&self, session: &str, text: &str) -> Result<(), AgentError> {
-        let body = json!({ "parts": [{ "type": "text", "text": text }] });
+    async fn prompt(&self, session: &str, text: &str, model: Option<&str>) -> Result<(), AgentError> {
+        let mut body = json!({ "parts": [{ "type": "text", "text": text }] });
+        if let Some(m) = model {
+            body["model"] = json!({ "providerID": super::config::PROVIDER, "modelID": m });
+        }
         self.usable()?;
         let resp = self
             .req(reqwest::Method::POST, &format!("/session/{session}/prompt_async"))

@@ -10,7 +10,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, Config, EnvSection, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, RepoPermissions,
+    AgentConfig, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, RepoPermissions,
     ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
 };
 pub use values::{

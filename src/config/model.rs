@@ -21,6 +21,7 @@ pub struct Config {
     #[serde(rename = "service-gator")]
     pub service_gator: ServiceGator,
     pub orchestration: Orchestration,
+    pub fanout: Fanout,
     pub ssh: Ssh,
     pub network: Network,
     /// The coding agent and its LLM provider.
@@ -41,6 +42,7 @@ impl Default for Config {
             trusted: Trusted::default(),
             service_gator: ServiceGator::default(),
             orchestration: Orchestration::default(),
+            fanout: Fanout::default(),
             ssh: Ssh::default(),
             network: Network::default(),
             agent: AgentConfig::default(),
@@ -173,6 +175,31 @@ impl Orchestration {
     }
 }
 
+/// `[fanout]`: one task given to several candidate agents at once (a proposal set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Fanout {
+    /// The most candidates one set may have (1 to 16).
+    #[serde(deserialize_with = "super::values::max_agents")]
+    pub max_agents: u8,
+    /// The most candidate containers running at once, over all sets of this daemon (1 to
+    /// 16); the others wait their turn.
+    #[serde(deserialize_with = "super::values::max_parallel")]
+    pub max_parallel: u8,
+    /// A command run in each candidate's sandbox (in its clone, with its walls) after it
+    /// finished, e.g. `cargo test -q`: its exit code, duration and last lines show in the
+    /// set.
+    pub check: Option<String>,
+    /// The check fails when it has not ended in this time.
+    pub check_timeout_secs: u64,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Fanout { max_agents: 4, max_parallel: 4, check: None, check_timeout_secs: 600 }
+    }
+}
+
 /// `[orchestration] worker-gator`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -270,6 +297,9 @@ pub struct AgentConfig {
     #[serde(deserialize_with = "super::values::http_url")]
     pub base_url: String,
     pub model: String,
+    /// Other models of the same provider a fan-out's candidates may use (`models` of
+    /// `run_task`); `model` is always allowed.
+    pub models: Vec<String>,
     /// Host environment variable holding the API key; given to the agent only.
     pub api_key_env: Option<EnvName>,
     /// Podman secret holding the API key; given to the agent only.
@@ -283,11 +313,21 @@ pub struct AgentConfig {
     pub max_proposal_mb: u64,
 }
 
+impl AgentConfig {
+    /// Every model a task may name: `model`, then `models`.
+    pub fn allowed_models(&self) -> Vec<String> {
+        let mut all = vec![self.model.clone()];
+        all.extend(self.models.iter().filter(|m| **m != self.model).cloned());
+        all
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             base_url: "http://host.containers.internal:11434/v1".into(),
             model: "qwen2.5-coder".into(),
+            models: Vec::new(),
             api_key_env: None,
             api_key_secret: None,
             task_timeout_secs: 1800,

@@ -52,6 +52,12 @@ enabled = true
 max-workers = 4
 worker-gator = "none"
 worker-timeout-secs = 60
+[fanout]
+max-agents = 3
+max-parallel = 2
+check = "cargo test -q"
+[agent]
+models = ["small", "large"]
 [ssh]
 enabled = false
 listen = "127.0.0.1:2200"
@@ -80,6 +86,10 @@ hosts = { "git.internal" = "127.0.0.1" }
     assert_eq!(c.orchestration.limit(), 4);
     assert_eq!(c.orchestration.worker_gator, crate::config::WorkerGator::None);
     assert_eq!((c.orchestration.worker_timeout_secs, c.orchestration.worker_idle_secs), (60, 300));
+    assert_eq!((c.fanout.max_agents, c.fanout.max_parallel), (3, 2));
+    assert_eq!(c.fanout.check.as_deref(), Some("cargo test -q"));
+    assert_eq!(c.fanout.check_timeout_secs, 600);
+    assert_eq!(c.agent.allowed_models(), ["qwen2.5-coder", "small", "large"]);
     assert!(!c.ssh.enabled);
     assert_eq!(c.ssh.authorized_keys_path(), Path::new("/etc/devaipod/keys"));
     assert_eq!(c.ssh.identity_file.as_deref(), Some(Path::new("~/.ssh/id_ed25519")));
@@ -174,6 +184,8 @@ fn errors_name_file_line_and_key() {
             "[orchestration]\nmax-depth = 2\n",
             ":2:13: orchestration.max-depth: 2 is not supported: workers do not delegate further (use 1)",
         ),
+        ("[fanout]\nmax-agents = 0\n", ":2:14: fanout.max-agents: 0 is out of range: use 1 to 16 candidates"),
+        ("[fanout]\nmax-parallel = 40\n", "fanout.max-parallel: 40 is out of range: use 1 to 16 containers at once"),
         ("[orchestration]\nworker-gator = \"all\"\n", "orchestration.worker-gator: unknown variant `all`"),
         ("[ssh]\nlisten = \"everywhere\"\n", "ssh.listen: `everywhere` is not an address"),
         (

@@ -162,6 +162,22 @@ pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     }
 }
 
+pub(super) fn max_agents<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u8::try_from(n) {
+        Ok(n @ 1..=16) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 1 to 16 candidates"))),
+    }
+}
+
+pub(super) fn max_parallel<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u8::try_from(n) {
+        Ok(n @ 1..=16) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 1 to 16 containers at once"))),
+    }
+}
+
 pub(super) fn max_depth<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     match i64::deserialize(d)? {
         1 => Ok(1),

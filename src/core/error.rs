@@ -73,6 +73,8 @@ pub enum CoreError {
     Busy { workspace: String, task: String },
     #[error("no task `{0}` (see `devaipod tasks`)")]
     TaskNotFound(String),
+    #[error("no proposal set `{0}` (see `devaipod sets`)")]
+    SetNotFound(String),
     #[error("no proposal `{0}` (see `devaipod proposals`)")]
     ProposalNotFound(String),
     /// The request cannot be done as given: the message says what to change.

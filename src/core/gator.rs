@@ -161,7 +161,7 @@ impl<E: Engine> Core<E> {
     ) -> Result<AuditEntry, CoreError> {
         let target = match seat {
             super::Seat::Owner => target.to_owned(),
-            super::Seat::Worker(n) => format!("worker {n}: {target}"),
+            other => format!("{}: {target}", other.label()),
         };
         let target = target.as_str();
         let entry = self.store.audit(ws, tool, target, decision, reason).await?;

@@ -8,6 +8,7 @@
 pub mod doctor;
 mod egress;
 mod error;
+mod fanout;
 mod gator;
 mod lifecycle;
 mod proposals;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use egress::{EgressView, LlmUpstream, parse_host_patterns};
+pub use fanout::{CandidateView, SetRejected, SetRequest, SetView};
 pub use error::CoreError;
 pub use gator::{PodEndpoints, ScopeView};
 
@@ -250,6 +252,12 @@ pub struct Core<E> {
     llm_keys: dashmap::DashMap<String, Option<String>>,
     /// When reading a workspace's LLM key last failed, and why (retried after a minute).
     llm_key_failures: dashmap::DashMap<String, (std::time::Instant, String)>,
+    /// The drivers of proposal sets, by set id (cancelled when the set is decided).
+    set_drivers: dashmap::DashMap<String, tokio_util::sync::CancellationToken>,
+    /// Sets given a new round while their driver was ending: it looks again.
+    set_again: dashmap::DashSet<String>,
+    /// `[fanout] max-parallel`: one permit per candidate container running.
+    fanout_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -267,6 +275,7 @@ impl<E: crate::pods::Engine> Core<E> {
         agents: Arc<dyn AgentConnector>,
     ) -> Arc<Self> {
         let (bus, _) = broadcast::channel(1024);
+        let slots = usize::from(config.fanout.max_parallel.max(1));
         Arc::new(Core {
             config,
             engine,
@@ -290,6 +299,9 @@ impl<E: crate::pods::Engine> Core<E> {
             llm_gates: dashmap::DashMap::new(),
             llm_keys: dashmap::DashMap::new(),
             llm_key_failures: dashmap::DashMap::new(),
+            set_drivers: dashmap::DashMap::new(),
+            set_again: dashmap::DashSet::new(),
+            fanout_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
         })
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::tasks::Assignment;
-use super::workers::{Seat, worker_seed_ref};
+use super::workers::Seat;
 use super::workspaces::random_hex;
 use super::{Core, CoreError, ExecTarget};
 use crate::git::BareRepo;
@@ -222,7 +222,7 @@ impl<E: Engine> Core<E> {
             state: ProposalState::Open,
             created_at: now(),
         };
-        if task.worker.is_none() {
+        if Seat::of(task) == Seat::Owner {
             self.store.set_agent_head(ws, &proposal.head).await?;
         }
         if !self.store.insert_proposal(proposal.clone()).await? {
@@ -258,7 +258,7 @@ impl<E: Engine> Core<E> {
         // for a worker) is in the clone: the bundle leaves out what the daemon has of it.
         let seed = match seat {
             Seat::Owner => repo.rev("refs/devaipod/source").await.unwrap_or_else(|_| base.clone()),
-            Seat::Worker(n) => repo.rev(&worker_seed_ref(n)).await.unwrap_or_else(|_| base.clone()),
+            other => repo.rev(&other.seed_ref().unwrap_or_default()).await.unwrap_or_else(|_| base.clone()),
         };
         let collected_ref = format!("refs/devaipod/collected/{}", task.id);
         let fetched = self.collect_work(ws, seat, &repo, &seed, &task.id, &collected_ref).await?;
@@ -304,6 +304,7 @@ impl<E: Engine> Core<E> {
         let staging_dir = match seat {
             Seat::Owner => "devaipod-collect".to_owned(),
             Seat::Worker(n) => format!("devaipod-collect-w{n}"),
+            Seat::Candidate(n) => format!("devaipod-collect-c{n}"),
         };
         let staging = Staging(repo.path.join(staging_dir));
         let io = |e: std::io::Error| CoreError::Io(format!("staging the collected work: {e}"));
@@ -401,6 +402,7 @@ impl<E: Engine> Core<E> {
         let _one_at_a_time = self.approve_lock.lock().await;
         let p = self.proposal(id).await?;
         self.not_a_workers(&p).await?;
+        self.may_choose(&p).await?;
         if p.state == ProposalState::Rejected {
             return Err(CoreError::ProposalClosed {
                 id: id.into(),
@@ -470,6 +472,10 @@ impl<E: Engine> Core<E> {
             }
         };
         self.store.record_approval(id, action.as_str(), &detail, state).await?;
+        // A candidate's approval decides its proposal set.
+        if let Err(e) = self.chosen(&p).await {
+            tracing::warn!("proposal {id} was approved, but closing its set failed: {e}");
+        }
         self.proposal_detail(id).await
     }
 
@@ -555,6 +561,12 @@ impl<E: Engine> Core<E> {
                     hint: ": it cannot be rejected".into(),
                 });
             }
+        }
+        // A candidate's feedback becomes its next round, given by its set's driver.
+        if let Some((set, n)) = self.candidate_of(&p).await? {
+            self.reject_candidate(&p, &set, n, feedback).await?;
+            self.store.set_proposal_state(id, ProposalState::Rejected).await?;
+            return Ok(Rejected { proposal: self.proposal(id).await?, follow_up_task: None });
         }
         // The follow-up first: if the agent cannot take it, the proposal stays open and the
         // feedback is not lost.

@@ -100,11 +100,15 @@ pub(super) struct Assignment {
     /// When it must end (default: now + `[agent] task-timeout-secs`).
     pub deadline_at: Option<i64>,
     pub workers: u32,
+    /// A candidate's task: its proposal set.
+    pub set_id: Option<String>,
+    /// The model its turns use (default: `[agent] model`).
+    pub model: Option<String>,
 }
 
 impl Assignment {
     pub fn owner(workers: u32) -> Assignment {
-        Assignment { seat: Seat::Owner, parent: None, base: None, deadline_at: None, workers }
+        Assignment { seat: Seat::Owner, parent: None, base: None, deadline_at: None, workers, set_id: None, model: None }
     }
 }
 
@@ -204,10 +208,16 @@ impl<E: Engine> Core<E> {
             turns_before,
             parent: who.parent,
             worker: match who.seat {
-                Seat::Owner => None,
                 Seat::Worker(n) => Some(n),
+                _ => None,
             },
             workers: who.workers,
+            candidate: match who.seat {
+                Seat::Candidate(n) => Some(n),
+                _ => None,
+            },
+            set_id: who.set_id,
+            model: who.model,
         };
         self.store.insert_task(task.clone()).await?;
         self.event(&task, "state:queued", "state", "queued").await?;
@@ -261,8 +271,9 @@ impl<E: Engine> Core<E> {
             })?),
         };
         let mut tasks = self.store.tasks(q.workspace.as_deref().filter(|w| !w.is_empty())).await?;
-        // Workers' tasks are listed under their owner (`task_detail`).
-        tasks.retain(|t| t.parent.is_none());
+        // Workers' tasks are listed under their owner (`task_detail`), candidates' in their
+        // proposal set.
+        tasks.retain(|t| t.parent.is_none() && t.set_id.is_none());
         if let Some(state) = state {
             tasks.retain(|t| t.state == state);
         }
@@ -385,7 +396,7 @@ impl<E: Engine> Core<E> {
                     task.base = self.agent_head(&task.workspace).await;
                     self.store.update_task(&task).await?;
                 }
-                agent.prompt(&session, &task.prompt).await?;
+                agent.prompt(&session, &task.prompt, task.model.as_deref()).await?;
             }
             task.delivered = true;
             // A queued task records its delivery with its move to running (one write).

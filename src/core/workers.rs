@@ -46,50 +46,88 @@ const DEFAULT_DIFF_CHARS: usize = 20_000;
 /// How often idle workers are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(15);
 
-/// Which agent of a workspace: the owner (the workspace's agent) or worker `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which agent of a workspace: the owner (the workspace's agent), worker `n` (delegated to
+/// by the owner's task) or fan-out candidate `n` (a proposal set's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Seat {
     Owner,
     Worker(u32),
+    Candidate(u32),
 }
 
 impl Seat {
     /// Between a workspace's name and a worker's number in [`Seat::key`] (a workspace name
     /// is a DNS label: it has no dot).
     pub const WORKER_SEPARATOR: &'static str = ".w";
+    /// The same for a candidate's.
+    pub const CANDIDATE_SEPARATOR: &'static str = ".c";
 
     pub fn of(task: &Task) -> Seat {
-        task.worker.map_or(Seat::Owner, Seat::Worker)
+        match (task.worker, task.candidate) {
+            (Some(n), _) => Seat::Worker(n),
+            (None, Some(n)) => Seat::Candidate(n),
+            (None, None) => Seat::Owner,
+        }
     }
 
-    /// The agent's key in per-agent maps and directories: `<ws>` or `<ws>.w<n>`.
+    /// The agent's key in per-agent maps and directories: `<ws>`, `<ws>.w<n>` or `<ws>.c<n>`.
     pub fn key(self, ws: &str) -> String {
         match self {
             Seat::Owner => ws.to_owned(),
             Seat::Worker(n) => format!("{ws}{}{n}", Self::WORKER_SEPARATOR),
+            Seat::Candidate(n) => format!("{ws}{}{n}", Self::CANDIDATE_SEPARATOR),
         }
     }
 
     /// The workspace and seat of a [`Seat::key`].
     pub fn from_key(key: &str) -> (&str, Seat) {
-        match key.split_once(Self::WORKER_SEPARATOR).map(|(ws, n)| (ws, n.parse::<u32>())) {
-            Some((ws, Ok(n))) => (ws, Seat::Worker(n)),
-            _ => (key, Seat::Owner),
+        for (sep, seat) in [(Self::WORKER_SEPARATOR, Seat::Worker as fn(u32) -> Seat), (Self::CANDIDATE_SEPARATOR, Seat::Candidate)] {
+            if let Some((ws, Ok(n))) = key.split_once(sep).map(|(ws, n)| (ws, n.parse::<u32>())) {
+                return (ws, seat(n));
+            }
         }
+        (key, Seat::Owner)
     }
 
     pub fn role(self) -> &'static str {
         match self {
             Seat::Owner => "agent",
             Seat::Worker(_) => "worker",
+            Seat::Candidate(_) => "candidate",
+        }
+    }
+
+    /// An extra agent's kind and number (`None`: the owner).
+    pub fn extra(self) -> Option<(naming::Extra, u32)> {
+        match self {
+            Seat::Owner => None,
+            Seat::Worker(n) => Some((naming::Extra::Worker, n)),
+            Seat::Candidate(n) => Some((naming::Extra::Candidate, n)),
+        }
+    }
+
+    /// How audits and messages name it: `worker 2`, `candidate 1`.
+    pub fn label(self) -> String {
+        match self.extra() {
+            None => "agent".to_owned(),
+            Some((kind, n)) => format!("{} {n}", kind.word()),
+        }
+    }
+
+    /// The ref of the extra agent's seed commit in the workspace's repository.
+    pub fn seed_ref(self) -> Option<String> {
+        match self {
+            Seat::Owner => None,
+            Seat::Worker(n) => Some(worker_seed_ref(n)),
+            Seat::Candidate(n) => Some(format!("refs/devaipod/candidate-seed/{n}")),
         }
     }
 
     /// Whether `c` (a container of `name`'s pod) is this agent's.
     pub fn is(self, c: &ContainerInfo, name: &WorkspaceName) -> bool {
-        match self {
-            Seat::Owner => c.role == Some(Role::Agent),
-            Seat::Worker(n) => c.name == name.worker_container(n),
+        match self.extra() {
+            None => c.role == Some(Role::Agent),
+            Some((kind, n)) => c.name == name.extra_container(kind, n),
         }
     }
 }
@@ -172,14 +210,14 @@ impl<E: Engine> Core<E> {
     /// Where commands run in an agent's container (owner or worker): running, as the
     /// agent's user, in the repository's folder.
     pub(in crate::core) async fn seat_place(&self, ws: &str, seat: Seat) -> Result<ExecPlace, CoreError> {
-        let Seat::Worker(_) = seat else {
+        if seat == Seat::Owner {
             return self.exec_target(ws, super::ExecTarget::Agent).await;
-        };
+        }
         let name = WorkspaceName::new(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
         let pod = self.find(ws).await?;
         let container = pod.containers.iter().find(|c| seat.is(c, &name));
         let Some(c) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
-            return Err(CoreError::NotRunning { name: ws.to_owned(), role: "worker", status: pod.status.clone() });
+            return Err(CoreError::NotRunning { name: ws.to_owned(), role: seat.role(), status: pod.status.clone() });
         };
         Ok(ExecPlace {
             container: c.name.clone(),
@@ -217,7 +255,7 @@ impl<E: Engine> Core<E> {
     /// The workspace's running owner task (the caller of an orchestration tool), or why not.
     pub(in crate::core) async fn owner_task(&self, ws: &str) -> Result<Task, CoreError> {
         let tasks = self.store.tasks(Some(ws)).await?;
-        tasks.into_iter().find(|t| t.parent.is_none() && !t.state.is_final()).ok_or_else(|| {
+        tasks.into_iter().find(|t| Seat::of(t) == Seat::Owner && !t.state.is_final()).ok_or_else(|| {
             CoreError::Invalid("no task of yours is running: workers are for the task you are given".into())
         })
     }
@@ -283,8 +321,8 @@ impl<E: Engine> Core<E> {
         }
         self.owner_event(&owner, &format!("delegate:{n}:{}", now()), &format!("starting worker {n}")).await?;
         let snapshot = self.snapshot(ws).await?;
-        self.ensure_worker(ws, n).await?;
-        self.seed_worker(ws, n, &snapshot).await?;
+        self.ensure_extra(ws, seat).await?;
+        self.seed_extra(ws, seat, &snapshot).await?;
         let deadline = (now() + self.config.orchestration.worker_timeout_secs as i64).min(owner.deadline_at);
         let who = Assignment {
             seat,
@@ -292,6 +330,8 @@ impl<E: Engine> Core<E> {
             base: Some(snapshot),
             deadline_at: Some(deadline),
             workers: 0,
+            set_id: None,
+            model: None,
         };
         let task = self.new_task(ws, prompt, None, who).await?;
         let title: String = prompt.chars().take(60).collect();
@@ -306,13 +346,13 @@ impl<E: Engine> Core<E> {
 
     /// Held while a worker is being given a task (delegation, feedback): the reaper leaves it
     /// running meanwhile.
-    fn worker_lock(&self, ws: &str, seat: Seat) -> Arc<tokio::sync::Mutex<()>> {
+    pub(in crate::core) fn worker_lock(&self, ws: &str, seat: Seat) -> Arc<tokio::sync::Mutex<()>> {
         self.bring_out_locks.entry(format!("delegate:{}", seat.key(ws))).or_default().clone()
     }
 
     /// The owner's current work tree as a commit in the daemon's repository (its parent
     /// the source; the source itself when nothing changed).
-    async fn snapshot(&self, ws: &str) -> Result<String, CoreError> {
+    pub(in crate::core) async fn snapshot(&self, ws: &str) -> Result<String, CoreError> {
         let lock = self.bring_out_locks.entry(Seat::Owner.key(ws)).or_default().clone();
         let _one = lock.lock().await;
         let repo = BareRepo::init(self.paths.repo(ws)).await?;
@@ -327,11 +367,13 @@ impl<E: Engine> Core<E> {
         Ok(collected)
     }
 
-    /// Worker `n` running and its agent answering: made from the kept agent plan when it
-    /// does not exist, started when stopped.
-    pub(in crate::core) async fn ensure_worker(&self, ws: &str, n: u32) -> Result<(), CoreError> {
+    /// An extra agent (a worker or a candidate) running and answering: made from the kept
+    /// agent plan when it does not exist, started when stopped.
+    pub(in crate::core) async fn ensure_extra(&self, ws: &str, seat: Seat) -> Result<(), CoreError> {
         let name = WorkspaceName::new(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
-        let seat = Seat::Worker(n);
+        let Some((kind, n)) = seat.extra() else {
+            return Err(CoreError::Invalid("the workspace's own agent is made by `up`".into()));
+        };
         let key = seat.key(ws);
         let pod = self.find(ws).await?;
         let record = self.store.workspace(ws).await?.ok_or_else(|| CoreError::NotFound(ws.to_owned()))?;
@@ -355,8 +397,8 @@ impl<E: Engine> Core<E> {
                     bridge: std::path::PathBuf::new(), // the agent's, kept in its plan
                     seccomp: None,
                 };
-                let worker = plan::worker(&agent, self.instance(), &name, n, &sandbox);
-                for v in plan::worker_volumes(self.instance(), &name, n) {
+                let worker = plan::extra_agent(&agent, self.instance(), &name, kind, n, &sandbox);
+                for v in plan::extra_volumes(self.instance(), &name, kind, n) {
                     match self.engine.create_volume(&v).await {
                         Ok(()) | Err(EngineError::AlreadyExists { .. }) => {}
                         Err(e) => return Err(e.into()),
@@ -364,29 +406,32 @@ impl<E: Engine> Core<E> {
                 }
                 self.engine.create_container(&pod.name, &worker).await?;
             }
-            self.engine.start_container(&name.worker_container(n)).await?;
+            self.engine.start_container(&name.extra_container(kind, n)).await?;
         }
         self.wait_for_agent(ws, seat, &pod.name, &record.agent_password).await
     }
 
-    /// Gives worker `n`'s clone `snapshot`'s tree (as a commit without history), replacing
-    /// whatever it held.
-    async fn seed_worker(&self, ws: &str, n: u32, snapshot: &str) -> Result<(), CoreError> {
+    /// Gives an extra agent's clone `snapshot`'s tree (as a commit without history),
+    /// replacing whatever it held.
+    pub(in crate::core) async fn seed_extra(&self, ws: &str, seat: Seat, snapshot: &str) -> Result<(), CoreError> {
+        let Some(seed_ref) = seat.seed_ref() else {
+            return Err(CoreError::Invalid("the workspace's own agent is not seeded".into()));
+        };
         let repo = BareRepo::init(self.paths.repo(ws)).await?;
         let tree = repo.tree(snapshot).await?;
-        let seed = repo.commit_root(&tree, &format!("the state worker {n} starts from"), SEED_IDENTITY).await?;
-        let seed_ref = worker_seed_ref(n);
+        let what = seat.label();
+        let seed = repo.commit_root(&tree, &format!("the state {what} starts from"), SEED_IDENTITY).await?;
         repo.set_ref(&seed_ref, &seed).await?;
         let file = format!("devaipod-seed-{}.bundle", super::workspaces::random_hex(4));
         let tar = self.bundle_tar(&repo, &seed_ref, None, &file).await?;
-        let place = self.seat_place(ws, Seat::Worker(n)).await?;
+        let place = self.seat_place(ws, seat).await?;
         self.engine.upload_archive(&place.container, "/tmp", tar).await?;
         let folder = place.workdir.clone().unwrap_or_default();
         let bundle = format!("/tmp/{file}");
         let argv = ["sh", "-c", SEED_SCRIPT, "devaipod-seed", &folder, &bundle, &seed_ref];
-        let (code, _, err) = self.capture_at(&place, "worker", &argv, super::proposals::collect_env()).await?;
+        let (code, _, err) = self.capture_at(&place, seat.role(), &argv, super::proposals::collect_env()).await?;
         if code != 0 {
-            return Err(CoreError::Io(format!("seeding worker {n}'s clone failed (exit code {code}): {}", err.trim())));
+            return Err(CoreError::Io(format!("seeding {what}'s clone failed (exit code {code}): {}", err.trim())));
         }
         Ok(())
     }
@@ -575,8 +620,8 @@ impl<E: Engine> Core<E> {
         }
         let deadline = (now() + self.config.orchestration.worker_timeout_secs as i64).min(owner.deadline_at);
         // Its container may have been stopped as idle meanwhile.
-        if let Some(n) = task.worker {
-            self.ensure_worker(&task.workspace, n).await?;
+        if task.worker.is_some() {
+            self.ensure_extra(&task.workspace, Seat::of(task)).await?;
         }
         Ok(Assignment {
             seat: Seat::of(task),
@@ -584,6 +629,8 @@ impl<E: Engine> Core<E> {
             base: task.base.clone(),
             deadline_at: Some(deadline),
             workers: 0,
+            set_id: None,
+            model: None,
         })
     }
 
@@ -625,17 +672,16 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// Every worker seat of the workspaces in the store that ever had a task: the daemon
-    /// opens their sockets at its start.
+    /// Every extra seat (worker, candidate) of the workspaces in the store that ever had a
+    /// task: the daemon opens their sockets at its start.
     pub async fn worker_keys(&self) -> Result<Vec<String>, CoreError> {
         let mut keys = Vec::new();
         for ws in self.workspace_names().await? {
             let mut seen = std::collections::BTreeSet::new();
             for t in self.store.tasks(Some(&ws)).await? {
-                if let Some(n) = t.worker
-                    && seen.insert(n)
-                {
-                    keys.push(Seat::Worker(n).key(&ws));
+                let seat = Seat::of(&t);
+                if seat != Seat::Owner && seen.insert(seat) {
+                    keys.push(seat.key(&ws));
                 }
             }
         }
@@ -672,20 +718,21 @@ impl<E: Engine> Core<E> {
             let Some(ws) = pod.labels.get(naming::LABEL_WORKSPACE) else { continue };
             let Ok(name) = WorkspaceName::new(ws) else { continue };
             for c in pod.containers.iter().filter(|c| c.state.eq_ignore_ascii_case("running")) {
-                let Some(n) = c.name.strip_prefix(&format!("{}-worker-", name.pod())).and_then(|n| n.parse().ok())
-                else {
-                    continue;
+                let seat = match name.extra_of(&c.name) {
+                    Some((naming::Extra::Worker, n)) => Seat::Worker(n),
+                    Some((naming::Extra::Candidate, n)) => Seat::Candidate(n),
+                    None => continue,
                 };
                 // Not while it is being given a task.
-                let lock = self.worker_lock(ws, Seat::Worker(n));
+                let lock = self.worker_lock(ws, seat);
                 let Ok(_giving) = lock.try_lock() else { continue };
                 let tasks = self.store.tasks(Some(ws)).await?;
-                let mine = tasks.iter().filter(|t| t.worker == Some(n));
+                let mine = tasks.iter().filter(|t| Seat::of(t) == seat);
                 let busy = mine.clone().any(|t| !t.state.is_final());
                 let last = mine.map(|t| t.updated_at).max().unwrap_or(0);
                 if !busy && now() - last >= idle {
-                    tracing::info!("workers: stopping idle worker {n} of {ws}");
-                    self.agent_at.remove(&Seat::Worker(n).key(ws));
+                    tracing::info!("workers: stopping idle {} of {ws}", seat.label());
+                    self.agent_at.remove(&seat.key(ws));
                     self.engine.stop_container(&c.name, 5).await?;
                 }
             }

@@ -68,6 +68,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         String::new()
     };
     let resumed = core.resume_tasks().await?;
+    core.resume_sets().await?;
     core.spawn_worker_reaper(gator_shutdown.clone());
     match core.resume_removals().await {
         Ok(0) => {}

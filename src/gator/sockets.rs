@@ -196,9 +196,8 @@ impl<E: Engine + 'static> PodEndpoints for PodSockets<E> {
 
     /// Closes the workspace's sockets and its workers'.
     fn close(&self, ws: &str) {
-        let workers = format!("{ws}{}", Seat::WORKER_SEPARATOR);
         let keys: Vec<String> =
-            self.listeners.iter().map(|e| e.key().clone()).filter(|k| k == ws || k.starts_with(&workers)).collect();
+            self.listeners.iter().map(|e| e.key().clone()).filter(|k| Seat::from_key(k).0 == ws).collect();
         for key in keys {
             if let Some((_, token)) = self.listeners.remove(&key) {
                 token.cancel();

@@ -280,9 +280,20 @@ impl<E: Engine + 'static> PodGator<E> {
     }
 
     /// What a worker may do with a GitHub tool needing `need` (`[orchestration]
-    /// worker-gator`); `None` for the owner.
+    /// worker-gator`), and a fan-out candidate (read only: the human chooses which
+    /// candidate's work ships); `None` for the owner.
     fn worker_refusal(&self, need: Perm) -> Option<String> {
-        let Seat::Worker(n) = self.seat else { return None };
+        let n = match self.seat {
+            Seat::Owner => return None,
+            Seat::Candidate(n) => {
+                return (need != Perm::Read).then(|| {
+                    format!(
+                        "candidate {n} may only read: it does not push, open pull requests or write (the human chooses which candidate's proposal ships)"
+                    )
+                });
+            }
+            Seat::Worker(n) => n,
+        };
         match (self.core.config.orchestration.worker_gator, need) {
             (WorkerGator::None, _) => {
                 Some(format!("worker {n} has no gator tools ([orchestration] worker-gator = \"none\")"))
@@ -306,7 +317,7 @@ impl<E: Engine + 'static> PodGator<E> {
     /// An orchestration tool: allowed for the owner (audited), refused for anyone else.
     async fn orchestration(&self, tool: &str, raw: &Value) -> Result<Value, Refusal> {
         if self.seat != Seat::Owner {
-            return Err(deny("-", format!("unknown tool `{tool}`: workers do not delegate")));
+            return Err(deny("-", format!("unknown tool `{tool}`: {}s do not delegate", self.seat.role())));
         }
         if !self.orchestrates() {
             return Err(deny("-", "delegation is off here ([orchestration] max-workers = 0 or enabled = false)"));

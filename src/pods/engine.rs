@@ -250,6 +250,9 @@ pub trait Engine: Send + Sync + 'static {
     fn start_container(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Stops a container, killing it after `grace_secs`; one not running is not an error.
     fn stop_container(&self, name: &str, grace_secs: u32) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes a container at once (no grace period), whatever its state; one that does
+    /// not exist is [`EngineError::NotFound`].
+    fn remove_container(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Starts a pod; one that runs already is not an error.
     fn start_pod(&self, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// Stops a pod, killing what has not exited after `grace_secs`; one that is not running

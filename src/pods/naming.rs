@@ -30,6 +30,37 @@ pub const ROLE_WORKER: &str = "worker";
 /// The number of a worker agent, on its container and volumes.
 pub const LABEL_WORKER: &str = "io.devaipod.worker";
 
+/// The role label of a fan-out candidate's container (its number is in [`LABEL_CANDIDATE`]).
+pub const ROLE_CANDIDATE: &str = "candidate";
+/// The number of a fan-out candidate, on its container and volumes.
+pub const LABEL_CANDIDATE: &str = "io.devaipod.candidate";
+
+/// The agents a workspace has beside its own, each in a container made from the agent's:
+/// workers (delegated to by the agent's task) and fan-out candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Extra {
+    Worker,
+    Candidate,
+}
+
+impl Extra {
+    /// The word in names (`devaipod-<ws>-<word>-<n>`) and the role label.
+    pub fn word(self) -> &'static str {
+        match self {
+            Extra::Worker => ROLE_WORKER,
+            Extra::Candidate => ROLE_CANDIDATE,
+        }
+    }
+
+    /// The label holding the number.
+    pub fn label(self) -> &'static str {
+        match self {
+            Extra::Worker => LABEL_WORKER,
+            Extra::Candidate => LABEL_CANDIDATE,
+        }
+    }
+}
+
 /// The role label of the throwaway container that reads a podman secret's value.
 pub const ROLE_SECRET_READER: &str = "secret-reader";
 /// Name prefix of those containers: `devaipod-secret-read-<random>`.
@@ -76,7 +107,7 @@ const RESERVED_SUFFIXES: [&str; 2] = ["-agent", "-workspace"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter, not ending with `-`, `-agent`, `-workspace` or `-worker-<number>`"
+    "`{0}` is not a valid workspace name: use lowercase letters, digits and `-`, at most {MAX_NAME_LEN} characters, starting with a letter, not ending with `-`, `-agent`, `-workspace`, `-worker-<number>` or `-candidate-<number>`"
 )]
 pub struct InvalidName(pub String);
 
@@ -156,30 +187,63 @@ impl WorkspaceName {
 
     /// The container of worker agent `n` (1, 2, …).
     pub fn worker_container(&self, n: u32) -> String {
-        format!("{PREFIX}{}-worker-{n}", self.0)
+        self.extra_container(Extra::Worker, n)
     }
 
     /// Worker `n`'s clone.
     pub fn worker_workspace_volume(&self, n: u32) -> String {
-        format!("{PREFIX}{}-worker-{n}-workspace", self.0)
+        self.extra_workspace_volume(Extra::Worker, n)
     }
 
     /// Worker `n`'s HOME.
     pub fn worker_home_volume(&self, n: u32) -> String {
-        format!("{PREFIX}{}-worker-{n}-home", self.0)
+        self.extra_home_volume(Extra::Worker, n)
+    }
+
+    /// The container of the workspace's extra agent `n` of its kind (1, 2, …).
+    pub fn extra_container(&self, kind: Extra, n: u32) -> String {
+        format!("{PREFIX}{}-{}-{n}", self.0, kind.word())
+    }
+
+    /// The extra agent's clone.
+    pub fn extra_workspace_volume(&self, kind: Extra, n: u32) -> String {
+        format!("{}-workspace", self.extra_container(kind, n))
+    }
+
+    /// The extra agent's HOME.
+    pub fn extra_home_volume(&self, kind: Extra, n: u32) -> String {
+        format!("{}-home", self.extra_container(kind, n))
+    }
+
+    /// The extra agent of a container name of this workspace's (`devaipod-<ws>-<word>-<n>`).
+    pub fn extra_of(&self, container: &str) -> Option<(Extra, u32)> {
+        let rest = container.strip_prefix(PREFIX)?.strip_prefix(self.0.as_str())?.strip_prefix('-')?;
+        [Extra::Worker, Extra::Candidate].into_iter().find_map(|kind| {
+            let n = rest.strip_prefix(kind.word())?.strip_prefix('-')?;
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten().map(|n| (kind, n))
+        })
     }
 }
 
-/// `…-worker-<digits>`: the ending of worker containers' names.
+/// `…-worker-<digits>` or `…-candidate-<digits>`: the ending of extra agents' containers'
+/// names.
 fn ends_like_a_worker(s: &str) -> bool {
-    s.rsplit_once("-worker-").is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    [Extra::Worker, Extra::Candidate].into_iter().any(|kind| {
+        s.rsplit_once(&format!("-{}-", kind.word()))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The labels of worker agent `n`'s container and volumes.
 pub fn worker_labels(instance: &str, name: &WorkspaceName, n: u32) -> BTreeMap<String, String> {
+    extra_labels(instance, name, Extra::Worker, n)
+}
+
+/// The labels of an extra agent's container and volumes.
+pub fn extra_labels(instance: &str, name: &WorkspaceName, kind: Extra, n: u32) -> BTreeMap<String, String> {
     let mut l = labels(instance, name, None);
-    l.insert(LABEL_ROLE.to_owned(), ROLE_WORKER.to_owned());
-    l.insert(LABEL_WORKER.to_owned(), n.to_string());
+    l.insert(LABEL_ROLE.to_owned(), kind.word().to_owned());
+    l.insert(kind.label().to_owned(), n.to_string());
     l
 }
 
@@ -229,6 +293,15 @@ mod tests {
         assert_eq!(n.worker_container(2), "devaipod-hello-worker-2");
         assert_eq!(n.worker_workspace_volume(2), "devaipod-hello-worker-2-workspace");
         assert_eq!(n.worker_home_volume(2), "devaipod-hello-worker-2-home");
+        assert_eq!(n.extra_container(Extra::Candidate, 3), "devaipod-hello-candidate-3");
+        assert_eq!(n.extra_home_volume(Extra::Candidate, 3), "devaipod-hello-candidate-3-home");
+        assert_eq!(n.extra_of("devaipod-hello-candidate-3"), Some((Extra::Candidate, 3)));
+        assert_eq!(n.extra_of("devaipod-hello-worker-12"), Some((Extra::Worker, 12)));
+        for not in ["devaipod-hello-agent", "devaipod-hello-worker-", "devaipod-hello-x-worker-1", "devaipod-hellox-worker-1"] {
+            assert_eq!(n.extra_of(not), None, "{not}");
+        }
+        let l = extra_labels("run-1", &n, Extra::Candidate, 3);
+        assert_eq!((l[LABEL_ROLE].as_str(), l[LABEL_CANDIDATE].as_str()), ("candidate", "3"));
         let l = worker_labels("run-1", &n, 2);
         assert_eq!(
             (l[LABEL_ROLE].as_str(), l[LABEL_WORKER].as_str(), l[LABEL_WORKSPACE].as_str()),
@@ -260,7 +333,8 @@ mod tests {
 
     #[test]
     fn invalid_names_are_rejected_with_the_rule() {
-        for bad in ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace", "x-worker-12"]
+        for bad in
+            ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace", "x-worker-12", "x-candidate-3"]
         {
             let e = WorkspaceName::new(bad).unwrap_err().to_string();
             assert!(e.contains("lowercase letters, digits and `-`"), "{bad}: {e}");

@@ -675,16 +675,28 @@ pub fn worker(
     n: u32,
     sandbox: &SandboxMounts,
 ) -> ContainerPlan {
+    extra_agent(agent, instance, name, naming::Extra::Worker, n, sandbox)
+}
+
+/// An extra agent's container (a worker or a fan-out candidate), as [`worker`] says.
+pub fn extra_agent(
+    agent: &ContainerPlan,
+    instance: &str,
+    name: &WorkspaceName,
+    kind: naming::Extra,
+    n: u32,
+    sandbox: &SandboxMounts,
+) -> ContainerPlan {
     let (own_clone, own_home) = (name.agent_workspace_volume(), name.agent_home_volume());
     let mounts = agent
         .mounts
         .iter()
         .map(|m| match m {
             MountPlan::Volume { name: v, target, readonly } if *v == own_clone => {
-                MountPlan::Volume { name: name.worker_workspace_volume(n), target: target.clone(), readonly: *readonly }
+                MountPlan::Volume { name: name.extra_workspace_volume(kind, n), target: target.clone(), readonly: *readonly }
             }
             MountPlan::Volume { name: v, target, readonly } if *v == own_home => {
-                MountPlan::Volume { name: name.worker_home_volume(n), target: target.clone(), readonly: *readonly }
+                MountPlan::Volume { name: name.extra_home_volume(kind, n), target: target.clone(), readonly: *readonly }
             }
             MountPlan::Bind { target, readonly, .. } if target == GATOR_SOCKET_DIR => {
                 MountPlan::Bind { source: sandbox.socket_dir.clone(), target: target.clone(), readonly: *readonly }
@@ -696,18 +708,23 @@ pub fn worker(
         })
         .collect();
     ContainerPlan {
-        name: name.worker_container(n),
+        name: name.extra_container(kind, n),
         mounts,
-        labels: naming::worker_labels(instance, name, n),
+        labels: naming::extra_labels(instance, name, kind, n),
         ..agent.clone()
     }
 }
 
 /// The volumes of worker agent `n` (its clone and HOME), labelled as its.
 pub fn worker_volumes(instance: &str, name: &WorkspaceName, n: u32) -> Vec<VolumePlan> {
-    [name.worker_workspace_volume(n), name.worker_home_volume(n)]
+    extra_volumes(instance, name, naming::Extra::Worker, n)
+}
+
+/// The volumes of an extra agent (its clone and HOME), labelled as its.
+pub fn extra_volumes(instance: &str, name: &WorkspaceName, kind: naming::Extra, n: u32) -> Vec<VolumePlan> {
+    [name.extra_workspace_volume(kind, n), name.extra_home_volume(kind, n)]
         .into_iter()
-        .map(|v| VolumePlan { name: v, labels: naming::worker_labels(instance, name, n) })
+        .map(|v| VolumePlan { name: v, labels: naming::extra_labels(instance, name, kind, n) })
         .collect()
 }
 

@@ -421,6 +421,13 @@ impl Engine for Podman {
         Ok(())
     }
 
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let op = format!("remove container {name}");
+        let path = format!("/containers/{}?force=true&t=0", enc(name));
+        self.api.call(&op, Method::DELETE, &path, Body::Empty).await?;
+        Ok(())
+    }
+
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("start pod {name}");
         let path = format!("/pods/{}/start", enc(name));

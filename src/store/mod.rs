@@ -7,6 +7,7 @@
 mod gator;
 mod records;
 mod sessions;
+mod sets;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use gator::AuditEntry;
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 pub use sessions::Sessions;
+pub use sets::{CandidateRecord, CheckResult, SetRecord, SetState};
 
 /// The schema, one migration per version, applied in order by `user_version`. Forward
 /// only: a released migration never changes (`store/tests.rs` pins each one's SHA-256), a
@@ -26,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_sessions.sql"),
     include_str!("migrations/004_egress.sql"),
     include_str!("migrations/005_workers.sql"),
+    include_str!("migrations/006_fanout.sql"),
 ];
 
 /// The schema version this build writes (a database's `user_version` after `open`).
@@ -177,12 +180,12 @@ impl Store {
     pub async fn insert_task(&self, t: Task) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(
-                "INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                "INSERT INTO tasks (id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers, set_id, candidate, model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 params![
                     t.id, t.workspace, t.prompt, t.state.as_str(), t.session_id, t.delivered, t.base, t.follows_proposal,
                     t.error, t.summary, t.created_at, t.updated_at, t.deadline_at, t.turns_before, t.parent, t.worker,
-                    t.workers
+                    t.workers, t.set_id, t.candidate, t.model
                 ],
             )?;
             Ok(())
@@ -272,7 +275,7 @@ impl Store {
     /// one has).
     pub async fn any_worker_tasks(&self) -> Result<bool, StoreError> {
         self.with(
-            |c| Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE worker IS NOT NULL)", [], |r| r.get(0))?),
+            |c| Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE worker IS NOT NULL OR candidate IS NOT NULL)", [], |r| r.get(0))?),
         )
         .await
     }
@@ -484,7 +487,7 @@ fn write_task(c: &Connection, t: &Task, at: i64) -> rusqlite::Result<usize> {
     )
 }
 
-const TASK_SELECT: &str = "SELECT id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers FROM tasks";
+const TASK_SELECT: &str = "SELECT id, workspace, prompt, state, session_id, delivered, base, follows_proposal, error, summary, created_at, updated_at, deadline_at, turns_before, parent, worker, workers, set_id, candidate, model FROM tasks";
 const PROPOSAL_SELECT: &str = "SELECT id, task_id, workspace, branch, base, head, commits, files, added, removed, summary, state, created_at FROM proposals";
 
 #[cfg(test)]

@@ -93,6 +93,15 @@ pub struct Task {
     /// For an owner task: how many worker agents it may delegate to at once (0: none).
     #[serde(default)]
     pub workers: u32,
+    /// For a candidate's task: its proposal set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_id: Option<String>,
+    /// For a candidate's task: the candidate's number in its set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<u32>,
+    /// The model the task's turns use (default: `[agent] model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Task {
@@ -123,6 +132,8 @@ pub enum ProposalState {
     Applied,
     Pushed,
     Rejected,
+    /// A candidate of a proposal set that another candidate was chosen over.
+    NotChosen,
 }
 
 impl ProposalState {
@@ -132,6 +143,7 @@ impl ProposalState {
             ProposalState::Applied => "applied",
             ProposalState::Pushed => "pushed",
             ProposalState::Rejected => "rejected",
+            ProposalState::NotChosen => "not_chosen",
         }
     }
 
@@ -141,6 +153,7 @@ impl ProposalState {
             "applied" => ProposalState::Applied,
             "pushed" => ProposalState::Pushed,
             "rejected" => ProposalState::Rejected,
+            "not_chosen" => ProposalState::NotChosen,
             _ => return None,
         })
     }
@@ -206,6 +219,9 @@ pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         parent: r.get(14)?,
         worker: r.get(15)?,
         workers: r.get(16)?,
+        set_id: r.get(17)?,
+        candidate: r.get(18)?,
+        model: r.get(19)?,
     })
 }
 

@@ -19,6 +19,9 @@ fn task(id: &str) -> Task {
         parent: None,
         worker: None,
         workers: 0,
+        set_id: None,
+        candidate: None,
+        model: None,
     }
 }
 
@@ -179,6 +182,7 @@ const RELEASED_MIGRATIONS: &[(&str, &str)] = &[
     ("003_sessions.sql", "3d4aa7aeacc31aaf914f345c656a359e44046e887db9f6cafacf1a3446a86c2d"),
     ("004_egress.sql", "1e52eb1fbdb0511c23c95d4f721e1a5ebb4b0504b439bf4d05d3ecd62920cf5f"),
     ("005_workers.sql", "23360d930cb48e8e9afc4df294a0a93b3ed8835ed3a3c549c553e4dfac48d339"),
+    ("006_fanout.sql", "d954bec23c886e0a4579438bcf86cf7c5a87a6a221201cc147b549bff798f61b"),
 ];
 
 #[test]

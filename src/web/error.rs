@@ -21,7 +21,7 @@ pub fn status_of(e: &CoreError) -> StatusCode {
     use crate::core::source::SourceError;
     use CoreError::*;
     match e {
-        NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) => StatusCode::NOT_FOUND,
+        NotFound(_) | TaskNotFound(_) | ProposalNotFound(_) | SetNotFound(_) => StatusCode::NOT_FOUND,
         Invalid(_) | InvalidName(_) | DevContainer(_) | Plan(_) | Config(_) => StatusCode::BAD_REQUEST,
         Source(SourceError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
         Source(SourceError::Git(_)) => StatusCode::INTERNAL_SERVER_ERROR,

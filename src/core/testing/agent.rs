@@ -319,7 +319,7 @@ impl Agent for Client {
         Ok(id)
     }
 
-    async fn prompt(&self, session: &str, text: &str) -> Result<(), AgentError> {
+    async fn prompt(&self, session: &str, text: &str, _model: Option<&str>) -> Result<(), AgentError> {
         let (turn, hold) = {
             let mut s = self.reach()?;
             let st = Self::session(&mut s, session)?;

@@ -516,6 +516,13 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let mut s = self.call("remove_container", None)?;
+        let c = s.containers.remove(name).ok_or_else(|| not_found(&format!("remove container {name}"), "container"))?;
+        let _ = std::fs::remove_dir_all(&c.root);
+        Ok(())
+    }
+
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("start_pod", Some(Op::StartPod))?;
         if !s.pods.contains_key(name) {

@@ -311,8 +311,7 @@ impl<E: Engine> Core<E> {
     /// Forgets the remembered endpoint of a workspace's agent (stopped, started, deleted,
     /// or not answering there), and of its workers.
     pub(in crate::core) fn forget_agent(&self, name: &str) {
-        let workers = format!("{name}{}", Seat::WORKER_SEPARATOR);
-        self.agent_at.retain(|k, _| k != name && !k.starts_with(&workers));
+        self.agent_at.retain(|k, _| Seat::from_key(k).0 != name);
     }
 
     /// The endpoint of an agent's API (its API socket) and its password, when its
@@ -362,13 +361,16 @@ impl<E: Engine> Core<E> {
         let pod = self.find(name).await?;
         self.forget_agent(name);
         self.ensure_agent_dir(name)?;
-        // Its workers start with the pod: their mounts need their directories too (gone
-        // after a reboot).
+        // Its workers and candidates start with the pod: their mounts need their
+        // directories too (gone after a reboot).
         if let Ok(n) = WorkspaceName::new(name) {
-            let prefix = format!("{}-worker-", n.pod());
             for c in &pod.containers {
-                if let Some(Ok(w)) = c.name.strip_prefix(&prefix).map(str::parse::<u32>) {
-                    let key = Seat::Worker(w).key(name);
+                if let Some((kind, w)) = n.extra_of(&c.name) {
+                    let seat = match kind {
+                        crate::pods::naming::Extra::Worker => Seat::Worker(w),
+                        crate::pods::naming::Extra::Candidate => Seat::Candidate(w),
+                    };
+                    let key = seat.key(name);
                     self.ensure_agent_dir(&key)?;
                     if let Some(endpoints) = self.endpoints() {
                         endpoints.open(&key)?;
