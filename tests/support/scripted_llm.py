@@ -10,7 +10,8 @@ Prints "listening on PORT" once it serves. The script:
         "steps": [{"tool": "write", "args": {"filePath": "/w/hello.txt", "content": "hi\\n"}},
                   {"tool": "bash", "args": {"command": "make", "description": "build"}},
                   {"text": "Wrote hello.txt"}],
-        "delay": 0},                                        # seconds before each answer
+        "delay": 0,                                         # seconds before each answer
+        "model": "m1"},                                     # only for requests naming this model
        {"match": "provider says no", "error": {"status": 400, "message": "model not allowed"}}
      ],
      "default": {"text": "ok"}}
@@ -21,7 +22,7 @@ tool call is followed by the next step once opencode sends its result. A rule wi
 first group, if it has one) in the Nth tool result (0-based) since the latest user message
 (e.g. an id an earlier tool call returned). Requests without
 tools (opencode's title generation) get a short text. Every request is appended to the log
-as one JSON line: {"last_user": ..., "tool_results": n, "tools": bool, "user_messages": n, "tool_names": [...],
+as one JSON line: {"last_user": ..., "model": the model asked for, "tool_results": n, "tools": bool, "user_messages": n, "tool_names": [...],
 "last_tool": the latest tool result's text or null}.
 """
 
@@ -101,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
         tool_names = [t.get("function", {}).get("name") for t in req.get("tools") or []]
         last_tool = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "tool"), None)
         if self.log_path:
-            entry = {"last_user": last_user, "tool_results": tool_results, "tools": has_tools,
+            entry = {"last_user": last_user, "model": req.get("model"), "tool_results": tool_results, "tools": has_tools,
                      "user_messages": sum(1 for m in messages if m.get("role") == "user"), "t": time.time(),
                      "tool_names": tool_names, "last_tool": last_tool,
                      "authorization": self.headers.get("authorization")}
@@ -110,7 +111,8 @@ class Handler(BaseHTTPRequestHandler):
 
         if not has_tools:
             return self.stream(req, {"text": "Scripted task"})
-        rule = next((r for r in self.script.get("rules", []) if r.get("match", "") in last_user), None)
+        rule = next((r for r in self.script.get("rules", [])
+                     if r.get("match", "") in last_user and r.get("model", req.get("model")) == req.get("model")), None)
         if rule is None:
             return self.stream(req, self.script.get("default", {"text": "ok"}))
         if rule.get("delay"):
