@@ -30,10 +30,11 @@ pub use version::{DaemonVersion, Supervisor};
 use crate::core::doctor::{DoctorReport, DoctorRequest};
 use crate::core::{
     ApproveAction, BusEvent, Created, Done, EgressView, ExecPlace, ExecTarget, Paths, ProposalDetail, ProposalPage,
-    ProposalQuery, Rejected, ScopeView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
+    ProposalQuery, Rejected, ScopeView, SetRejected, SetRequest, SetView, TaskDetail, TaskQuery, UpRequest,
+    WorkspaceStatus,
 };
 use crate::encode::enc;
-use crate::store::{AuditEntry, Task};
+use crate::store::{AuditEntry, SetRecord, Task};
 
 /// Longest time a call's whole answer may take (a push or an apply can be slow).
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -373,6 +374,52 @@ impl Client {
 
     pub async fn reject(&self, id: &str, feedback: Option<&str>) -> Result<Rejected, ClientError> {
         self.post(&format!("/api/v1/proposals/{}/reject", enc(id)), &json!({ "feedback": feedback })).await
+    }
+
+    // ---- proposal sets ----
+
+    /// Gives a prompt to several candidate agents at once.
+    pub async fn run_set(&self, req: &SetRequest) -> Result<SetView, ClientError> {
+        let body = serde_json::to_value(req)
+            .map_err(|e| ClientError::Protocol { path: "/api/v1/sets".into(), reason: e.to_string() })?;
+        self.post("/api/v1/sets", &body).await
+    }
+
+    pub async fn set(&self, id: &str) -> Result<SetView, ClientError> {
+        self.get(&format!("/api/v1/sets/{}", enc(id))).await
+    }
+
+    pub async fn sets(&self, workspace: Option<&str>) -> Result<Vec<SetRecord>, ClientError> {
+        let query = query(&[("workspace", workspace.map(str::to_owned))]);
+        self.get(&format!("/api/v1/sets{query}")).await
+    }
+
+    /// The diff from candidate `a`'s proposal to candidate `b`'s.
+    pub async fn diff_candidates(&self, id: &str, a: u32, b: u32) -> Result<String, ClientError> {
+        let path = format!("/api/v1/sets/{}/diff?a={a}&b={b}", enc(id));
+        let fut = async {
+            let resp = self.transport.send(Method::GET, &path, None).await?;
+            let (status, bytes) = read(&path, resp).await?;
+            ok(&path, status, &bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| ClientError::Timeout { path: path.clone(), secs: CALL_TIMEOUT.as_secs() })?
+    }
+
+    pub async fn reject_set(
+        &self,
+        id: &str,
+        feedback: Option<&str>,
+        candidates: &[u32],
+    ) -> Result<SetRejected, ClientError> {
+        let body = json!({ "feedback": feedback, "candidates": candidates });
+        self.post(&format!("/api/v1/sets/{}/reject", enc(id)), &body).await
+    }
+
+    pub async fn cancel_set(&self, id: &str) -> Result<SetView, ClientError> {
+        self.post(&format!("/api/v1/sets/{}/cancel", enc(id)), &json!({})).await
     }
 
     // ---- gator ----

@@ -22,8 +22,8 @@ use super::tasks::Assignment;
 use super::workspaces::random_hex;
 use super::{BusEvent, Core, CoreError, Seat};
 use crate::git::BareRepo;
-use crate::pods::naming::{self, WorkspaceName};
 use crate::pods::engine::{ExecSpec, Output};
+use crate::pods::naming::{self, WorkspaceName};
 use crate::pods::{Engine, EngineError};
 use crate::store::{CandidateRecord, CheckResult, ProposalState, SetRecord, SetState, Task, TaskState, now};
 
@@ -91,7 +91,12 @@ pub struct SetRequest {
 }
 
 /// A candidate's state as the table shows it.
-fn candidate_state(set: &SetRecord, c: &CandidateRecord, task: Option<&Task>, p: Option<&crate::store::Proposal>) -> String {
+fn candidate_state(
+    set: &SetRecord,
+    c: &CandidateRecord,
+    task: Option<&Task>,
+    p: Option<&crate::store::Proposal>,
+) -> String {
     if c.feedback.is_some() && !set.state.is_closed() {
         return "waiting".into();
     }
@@ -130,7 +135,9 @@ impl<E: Engine> Core<E> {
     pub async fn run_set(self: &Arc<Self>, req: &SetRequest) -> Result<SetView, CoreError> {
         let ws = req.workspace.as_str();
         if ws.trim().is_empty() {
-            return Err(CoreError::Invalid("`workspace` is required: the workspace whose agent's state the candidates start from".into()));
+            return Err(CoreError::Invalid(
+                "`workspace` is required: the workspace whose agent's state the candidates start from".into(),
+            ));
         }
         if req.prompt.trim().is_empty() {
             return Err(CoreError::Invalid("the prompt is empty: say what the candidates should do".into()));
@@ -240,7 +247,10 @@ impl<E: Engine> Core<E> {
         let view = &view;
         let head = |n: u32| async move {
             let c = view.candidates.iter().find(|c| c.n == n).ok_or_else(|| {
-                CoreError::Invalid(format!("set {id} has no candidate {n}: its candidates are 1 to {}", view.candidates.len()))
+                CoreError::Invalid(format!(
+                    "set {id} has no candidate {n}: its candidates are 1 to {}",
+                    view.candidates.len()
+                ))
             })?;
             let p = c.proposal.as_deref().ok_or_else(|| {
                 CoreError::Invalid(format!(
@@ -291,10 +301,9 @@ impl<E: Engine> Core<E> {
                 set.id,
                 set.state.as_str()
             ))),
-            _ if p.state == ProposalState::NotChosen => Err(closed(format!(
-                ": it is candidate {n} of proposal set {}, and was not chosen",
-                set.id
-            ))),
+            _ if p.state == ProposalState::NotChosen => {
+                Err(closed(format!(": it is candidate {n} of proposal set {}, and was not chosen", set.id)))
+            }
             _ => Ok(()),
         }
     }
@@ -307,7 +316,11 @@ impl<E: Engine> Core<E> {
         if set.state == SetState::Chosen {
             return Ok(());
         }
-        if !self.store.move_set(&set.id, &[SetState::Running, SetState::Complete], SetState::Chosen, Some(n), None).await? {
+        if !self
+            .store
+            .move_set(&set.id, &[SetState::Running, SetState::Complete], SetState::Chosen, Some(n), None)
+            .await?
+        {
             return Ok(());
         }
         self.close_set(&set, Some(n)).await;
@@ -400,7 +413,10 @@ impl<E: Engine> Core<E> {
         }
         for n in only {
             let c = view.candidates.iter().find(|c| c.n == *n).ok_or_else(|| {
-                CoreError::Invalid(format!("set {id} has no candidate {n}: its candidates are 1 to {}", view.candidates.len()))
+                CoreError::Invalid(format!(
+                    "set {id} has no candidate {n}: its candidates are 1 to {}",
+                    view.candidates.len()
+                ))
             })?;
             if c.proposal_state != Some(ProposalState::Open) {
                 return Err(CoreError::Invalid(format!(
@@ -441,7 +457,10 @@ impl<E: Engine> Core<E> {
         self.spawn_set_driver(id);
         let view = self.set_view(id).await?;
         let listed = next.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-        self.set_event(&view.set, &format!("set {id}: round {} with feedback for candidate(s) {listed}", view.set.round));
+        self.set_event(
+            &view.set,
+            &format!("set {id}: round {} with feedback for candidate(s) {listed}", view.set.round),
+        );
         Ok(SetRejected { set: view, next_round: next })
     }
 

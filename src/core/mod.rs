@@ -28,8 +28,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use egress::{EgressView, LlmUpstream, parse_host_patterns};
-pub use fanout::{CandidateView, SetRejected, SetRequest, SetView};
 pub use error::CoreError;
+pub use fanout::{CandidateView, SetRejected, SetRequest, SetView};
 pub use gator::{PodEndpoints, ScopeView};
 
 /// A random 256-bit token, hex.

@@ -108,7 +108,15 @@ pub(super) struct Assignment {
 
 impl Assignment {
     pub fn owner(workers: u32) -> Assignment {
-        Assignment { seat: Seat::Owner, parent: None, base: None, deadline_at: None, workers, set_id: None, model: None }
+        Assignment {
+            seat: Seat::Owner,
+            parent: None,
+            base: None,
+            deadline_at: None,
+            workers,
+            set_id: None,
+            model: None,
+        }
     }
 }
 

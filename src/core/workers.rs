@@ -81,7 +81,9 @@ impl Seat {
 
     /// The workspace and seat of a [`Seat::key`].
     pub fn from_key(key: &str) -> (&str, Seat) {
-        for (sep, seat) in [(Self::WORKER_SEPARATOR, Seat::Worker as fn(u32) -> Seat), (Self::CANDIDATE_SEPARATOR, Seat::Candidate)] {
+        for (sep, seat) in
+            [(Self::WORKER_SEPARATOR, Seat::Worker as fn(u32) -> Seat), (Self::CANDIDATE_SEPARATOR, Seat::Candidate)]
+        {
             if let Some((ws, Ok(n))) = key.split_once(sep).map(|(ws, n)| (ws, n.parse::<u32>())) {
                 return (ws, seat(n));
             }

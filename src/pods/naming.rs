@@ -220,7 +220,10 @@ impl WorkspaceName {
         let rest = container.strip_prefix(PREFIX)?.strip_prefix(self.0.as_str())?.strip_prefix('-')?;
         [Extra::Worker, Extra::Candidate].into_iter().find_map(|kind| {
             let n = rest.strip_prefix(kind.word())?.strip_prefix('-')?;
-            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten().map(|n| (kind, n))
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse().ok())
+                .flatten()
+                .map(|n| (kind, n))
         })
     }
 }
@@ -297,7 +300,9 @@ mod tests {
         assert_eq!(n.extra_home_volume(Extra::Candidate, 3), "devaipod-hello-candidate-3-home");
         assert_eq!(n.extra_of("devaipod-hello-candidate-3"), Some((Extra::Candidate, 3)));
         assert_eq!(n.extra_of("devaipod-hello-worker-12"), Some((Extra::Worker, 12)));
-        for not in ["devaipod-hello-agent", "devaipod-hello-worker-", "devaipod-hello-x-worker-1", "devaipod-hellox-worker-1"] {
+        for not in
+            ["devaipod-hello-agent", "devaipod-hello-worker-", "devaipod-hello-x-worker-1", "devaipod-hellox-worker-1"]
+        {
             assert_eq!(n.extra_of(not), None, "{not}");
         }
         let l = extra_labels("run-1", &n, Extra::Candidate, 3);
@@ -333,9 +338,19 @@ mod tests {
 
     #[test]
     fn invalid_names_are_rejected_with_the_rule() {
-        for bad in
-            ["", "Upper", "-a", "a-", "a_b", "1abc", &"a".repeat(41), "foo-agent", "x-workspace", "x-worker-12", "x-candidate-3"]
-        {
+        for bad in [
+            "",
+            "Upper",
+            "-a",
+            "a-",
+            "a_b",
+            "1abc",
+            &"a".repeat(41),
+            "foo-agent",
+            "x-workspace",
+            "x-worker-12",
+            "x-candidate-3",
+        ] {
             let e = WorkspaceName::new(bad).unwrap_err().to_string();
             assert!(e.contains("lowercase letters, digits and `-`"), "{bad}: {e}");
         }

@@ -692,9 +692,11 @@ pub fn extra_agent(
         .mounts
         .iter()
         .map(|m| match m {
-            MountPlan::Volume { name: v, target, readonly } if *v == own_clone => {
-                MountPlan::Volume { name: name.extra_workspace_volume(kind, n), target: target.clone(), readonly: *readonly }
-            }
+            MountPlan::Volume { name: v, target, readonly } if *v == own_clone => MountPlan::Volume {
+                name: name.extra_workspace_volume(kind, n),
+                target: target.clone(),
+                readonly: *readonly,
+            },
             MountPlan::Volume { name: v, target, readonly } if *v == own_home => {
                 MountPlan::Volume { name: name.extra_home_volume(kind, n), target: target.clone(), readonly: *readonly }
             }

@@ -274,9 +274,13 @@ impl Store {
     /// Whether any task ever ran on a worker (the idle reaper has nothing to look for until
     /// one has).
     pub async fn any_worker_tasks(&self) -> Result<bool, StoreError> {
-        self.with(
-            |c| Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tasks WHERE worker IS NOT NULL OR candidate IS NOT NULL)", [], |r| r.get(0))?),
-        )
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE worker IS NOT NULL OR candidate IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
         .await
     }
 

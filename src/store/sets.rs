@@ -102,8 +102,7 @@ pub struct CandidateRecord {
     pub check: Option<CheckResult>,
 }
 
-const SET_SELECT: &str =
-    "SELECT id, workspace, prompt, base, check_command, state, round, chosen, created_at, updated_at FROM proposal_sets";
+const SET_SELECT: &str = "SELECT id, workspace, prompt, base, check_command, state, round, chosen, created_at, updated_at FROM proposal_sets";
 
 fn set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SetRecord> {
     let state: String = r.get(5)?;

@@ -17,7 +17,9 @@ use super::error::{ApiError, status_of};
 use super::extract::{ApiJson, ApiQuery};
 use super::process::{self, DaemonProcess};
 use crate::core::doctor::DoctorRequest;
-use crate::core::{ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, TaskQuery, UpRequest};
+use crate::core::{
+    ApproveAction, Core, CoreError, Done, ExecTarget, Progress, ProposalQuery, SetRequest, TaskQuery, UpRequest,
+};
 use crate::pods::Engine;
 
 type S<E> = State<Arc<Core<E>>>;
@@ -129,14 +131,90 @@ pub struct TaskRequest {
     /// Worker agents the task's agent may delegate to (0: none).
     #[serde(default)]
     workers: u32,
+    /// Give the task to this many candidate agents at once: the answer is a proposal set.
+    agents: Option<u32>,
+    /// One model per candidate (with `agents`).
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 pub async fn create_task<E: Engine>(
     State(core): S<E>,
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if req.agents.is_some() || !req.models.is_empty() {
+        if req.workers > 0 {
+            return Err(ApiError(CoreError::Invalid(
+                "workers and agents do not go together: a fan-out's candidates do not delegate".into(),
+            )));
+        }
+        let set = SetRequest {
+            workspace: req.workspace,
+            prompt: req.prompt,
+            agents: req.agents.unwrap_or(req.models.len() as u32),
+            models: req.models,
+        };
+        return Ok((StatusCode::CREATED, to_json(core.run_set(&set).await?)?));
+    }
     let task = core.run_task_with(&req.workspace, &req.prompt, req.workers).await?;
     Ok((StatusCode::CREATED, to_json(task)?))
+}
+
+#[derive(Deserialize)]
+pub struct SetsQuery {
+    workspace: Option<String>,
+}
+
+pub async fn list_sets<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<SetsQuery>) -> R {
+    to_json(core.sets(q.workspace.as_deref()).await?)
+}
+
+pub async fn create_set<E: Engine>(
+    State(core): S<E>,
+    ApiJson(req): ApiJson<SetRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Ok((StatusCode::CREATED, to_json(core.run_set(&req).await?)?))
+}
+
+pub async fn get_set<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
+    to_json(core.set_view(&id).await?)
+}
+
+#[derive(Deserialize)]
+pub struct CandidatesQuery {
+    a: u32,
+    b: u32,
+}
+
+/// The diff from candidate `a`'s proposal to candidate `b`'s.
+pub async fn set_diff<E: Engine>(
+    State(core): S<E>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<CandidatesQuery>,
+) -> Result<Response, ApiError> {
+    let diff = core.diff_candidates(&id, q.a, q.b).await?;
+    Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], diff).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSetRequest {
+    feedback: Option<String>,
+    /// Only these candidates get the feedback (default: every one with an open proposal).
+    #[serde(default)]
+    candidates: Vec<u32>,
+}
+
+pub async fn reject_set<E: Engine>(
+    State(core): S<E>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RejectSetRequest>,
+) -> R {
+    to_json(core.reject_set(&id, req.feedback.as_deref(), &req.candidates).await?)
+}
+
+pub async fn cancel_set<E: Engine>(State(core): S<E>, Path(id): Path<String>) -> R {
+    to_json(core.cancel_set(&id).await?)
 }
 
 pub async fn list_tasks<E: Engine>(State(core): S<E>, ApiQuery(q): ApiQuery<TaskQuery>) -> R {
