@@ -22,11 +22,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::client::{Client, UpProgress, UpResult};
 use crate::config::{self, Config, InstanceId};
-use crate::core::{ApproveAction, CallerEnv, ExecTarget, Paths, ProposalQuery, TaskQuery, UpRequest};
+use crate::core::{ApproveAction, CallerEnv, ExecTarget, Paths, ProposalQuery, SetRequest, TaskQuery, UpRequest};
 use crate::pods::engine::Output;
 use crate::pods::podman::default_socket;
 use crate::pods::{Engine, Podman};
-use crate::store::TaskState;
+use crate::store::{SetState, TaskState};
 
 #[derive(Debug, Parser)]
 #[command(name = "devaipod", version, about = "Run AI coding agents in sandboxed podman pods, one pod per workspace")]
@@ -133,8 +133,25 @@ pub enum Command {
     },
     /// Show a task and its progress events.
     Task { id: String },
-    /// Cancel a running task (its agent session is aborted).
+    /// Cancel a running task (its agent session is aborted), or a proposal set (s-…: its
+    /// candidates are cancelled and their containers removed).
     Cancel { id: String },
+    /// List proposal sets (fan-out: `devaipod run --agents N`), newest first.
+    Sets {
+        #[arg(short, long)]
+        workspace: Option<String>,
+    },
+    /// Compare a proposal set's candidates: state, model, duration, files, +/-, the check's
+    /// result and last lines; with --diff A B, the diff from candidate A's work to B's.
+    Compare {
+        id: String,
+        /// The diff between two candidates (their numbers).
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        diff: Option<Vec<u32>>,
+        /// Wait until every candidate has ended, printing each change.
+        #[arg(long)]
+        wait: bool,
+    },
     /// List proposals, newest first.
     Proposals {
         #[arg(short, long)]
@@ -162,10 +179,15 @@ pub enum Command {
     /// Approve a proposal: --apply puts its branch into the workspace's repository, --push pushes it.
     Approve(ApproveArgs),
     /// Reject a proposal; with -m, the feedback goes to the same agent as a follow-up task.
+    /// A proposal set (s-…): with -m, every candidate with an open proposal (or those given
+    /// with --candidate) gets the feedback as its next round; without, the set is closed.
     Reject {
         id: String,
         #[arg(short = 'm', long = "message")]
         feedback: Option<String>,
+        /// For a proposal set: only this candidate gets the feedback (repeatable).
+        #[arg(long = "candidate", value_name = "N")]
+        candidates: Vec<u32>,
     },
     /// What a workspace's agent may do through gator (GitHub, git push), and what it did.
     #[command(subcommand)]
@@ -313,6 +335,14 @@ pub struct RunArgs {
     /// (`[orchestration] max-workers` at most); their tasks show under the task.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: u32,
+    /// Fan-out: give the task to N candidate agents at once, each in its own sandbox, and
+    /// compare their proposals (`[fanout] max-agents` at most); needs -w.
+    #[arg(long, value_name = "N", conflicts_with = "workers", requires = "workspace")]
+    pub agents: Option<u32>,
+    /// With --agents: the model of each candidate, in order (repeat it once per candidate;
+    /// from `[agent] model` and `[agent] models`).
+    #[arg(long = "model", value_name = "MODEL", requires = "agents")]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -509,6 +539,22 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 );
             }
         }
+        Command::Run(a) if a.agents.is_some() => {
+            let req = SetRequest {
+                workspace: a.workspace.unwrap_or_default(),
+                prompt: a.task.unwrap_or_default(),
+                agents: a.agents.unwrap_or(0),
+                models: a.models,
+            };
+            let set = c.run_set(&req).await?;
+            eprintln!(
+                "==> proposal set {} in workspace {}: {} candidate(s)",
+                set.set.id,
+                set.set.workspace,
+                set.candidates.len()
+            );
+            return compare(c, &set.set.id, true, json).await;
+        }
         Command::Run(a) => {
             let task = match (a.workspace, a.source) {
                 (Some(w), _) => c.run_task_with(&w, a.task.as_deref().unwrap_or_default(), a.workers).await?,
@@ -585,6 +631,20 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             output::tasks(&serde_json::to_value(tasks)?, json)?;
         }
         Command::Task { id } => output::task(&serde_json::to_value(c.task(&id).await?)?, json)?,
+        Command::Cancel { id } if id.starts_with("s-") => {
+            let set = c.cancel_set(&id).await?;
+            if json { output::json(&set)? } else { println!("proposal set {} {}", set.set.id, set.set.state.as_str()) }
+        }
+        Command::Sets { workspace } => {
+            let sets = c.sets(workspace.as_deref()).await?;
+            output::sets(&sets, json)?;
+        }
+        Command::Compare { id, diff: Some(ab), .. } => {
+            let (a, b) = (ab.first().copied().unwrap_or(0), ab.get(1).copied().unwrap_or(0));
+            let diff = c.diff_candidates(&id, a, b).await?;
+            if json { output::json(&json!({ "set": id, "a": a, "b": b, "diff": diff }))? } else { output::diff(&diff)? }
+        }
+        Command::Compare { id, wait, .. } => return compare(c, &id, wait, json).await,
         Command::Cancel { id } => {
             let t = c.cancel_task(&id).await?;
             if json { output::json(&t)? } else { println!("task {} {}", t.id, t.state.as_str()) }
@@ -641,7 +701,25 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 output::egress(&view)?;
             }
         }
-        Command::Reject { id, feedback } => {
+        Command::Reject { id, feedback, candidates } if id.starts_with("s-") => {
+            let r = c.reject_set(&id, feedback.as_deref(), &candidates).await?;
+            if json {
+                output::json(&r)?;
+            } else if r.next_round.is_empty() {
+                println!("proposal set {id} rejected");
+            } else {
+                let listed: Vec<String> = r.next_round.iter().map(u32::to_string).collect();
+                println!(
+                    "proposal set {id}: round {} with the feedback for candidate(s) {} (follow with `devaipod compare {id} --wait`)",
+                    r.set.set.round,
+                    listed.join(", ")
+                );
+            }
+        }
+        Command::Reject { id, candidates, .. } if !candidates.is_empty() => {
+            bail!("--candidate is for a proposal set (s-…), not `{id}`")
+        }
+        Command::Reject { id, feedback, .. } => {
             let r = c.reject(&id, feedback.as_deref()).await?;
             if json {
                 output::json(&r)?;
@@ -684,6 +762,30 @@ async fn up(c: &Client, req: &UpRequest) -> Result<UpResult> {
         UpProgress::Detail(d) => eprintln!("    {}", output::clean(&d)),
     })
     .await?)
+}
+
+/// Shows a proposal set's table; with `wait`, first follows it until every candidate has
+/// ended, printing each change. Exit code 1 when no candidate left a proposal.
+async fn compare(c: &Client, id: &str, wait: bool, json: bool) -> Result<ExitCode> {
+    let mut set = c.set(id).await?;
+    let mut last = String::new();
+    while wait && set.set.state == SetState::Running {
+        let now: Vec<String> = set.candidates.iter().map(|c| format!("{} {}", c.n, c.state)).collect();
+        let now = now.join(", ");
+        if now != last {
+            eprintln!("    candidates: {now}");
+            last = now;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        set = c.set(id).await?;
+    }
+    if json {
+        output::json(&set)?;
+    } else {
+        output::set(&set)?;
+    }
+    let any = set.candidates.iter().any(|c| c.proposal.is_some());
+    Ok(if any || set.set.state == SetState::Running { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Follows a task's events until it ends; prints the outcome. Exit code 1 unless completed.

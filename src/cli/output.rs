@@ -456,3 +456,96 @@ mod tests {
         assert!(refuse_raw_on_terminal(false).is_ok());
     }
 }
+
+/// Proposal sets, newest first.
+pub fn sets(sets: &[crate::store::SetRecord], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&sets);
+    }
+    let mut o = std::io::stdout().lock();
+    if sets.is_empty() {
+        writeln!(o, "no proposal sets (start one with `devaipod run -w <workspace> --agents N -c \"…\"`)")?;
+        return Ok(());
+    }
+    writeln!(o, "{:<10} {:<20} {:<10} {:<6} PROMPT", "ID", "WORKSPACE", "STATE", "ROUND")?;
+    for s in sets {
+        writeln!(
+            o,
+            "{:<10} {:<20} {:<10} {:<6} {}",
+            s.id,
+            s.workspace,
+            s.state.as_str(),
+            s.round,
+            one_line(&clean(&s.prompt), 60)
+        )?;
+    }
+    Ok(())
+}
+
+/// A proposal set's comparison table, then each candidate's check output and reason.
+pub fn set(v: &crate::core::SetView) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    let s = &v.set;
+    writeln!(o, "set        {} ({}, round {})", s.id, s.state.as_str(), s.round)?;
+    writeln!(o, "workspace  {}", s.workspace)?;
+    writeln!(o, "prompt     {}", one_line(&clean(&s.prompt), 100))?;
+    if let Some(check) = &s.check {
+        writeln!(o, "check      {}", clean(check))?;
+    }
+    if let Some(n) = s.chosen {
+        writeln!(o, "chosen     candidate {n}")?;
+    }
+    writeln!(o)?;
+    writeln!(
+        o,
+        "{:<3} {:<16} {:<11} {:>6} {:>5} {:>7} {:>7} {:<14} PROPOSAL",
+        "#", "MODEL", "STATE", "TIME", "FILES", "+", "-", "CHECK"
+    )?;
+    for c in &v.candidates {
+        let check = match &c.check {
+            Some(r) if r.passed() => format!("pass {}ms", r.duration_ms),
+            Some(r) => match r.exit_code {
+                Some(code) => format!("FAIL({code}) {}ms", r.duration_ms),
+                None => "FAIL (no exit)".to_owned(),
+            },
+            None => "-".to_owned(),
+        };
+        writeln!(
+            o,
+            "{:<3} {:<16} {:<11} {:>6} {:>5} {:>7} {:>7} {:<14} {}",
+            c.n,
+            one_line(&clean(&c.model), 16),
+            c.state,
+            c.duration_secs.map(|d| format!("{d}s")).unwrap_or_else(|| "-".into()),
+            c.files,
+            format!("+{}", c.added),
+            format!("-{}", c.removed),
+            check,
+            c.proposal.as_deref().unwrap_or("-"),
+        )?;
+    }
+    for c in &v.candidates {
+        if let Some(reason) = &c.reason {
+            writeln!(o, "\ncandidate {} failed: {}", c.n, clean(reason))?;
+        }
+        if let Some(r) = c.check.as_ref().filter(|r| !r.passed()) {
+            writeln!(
+                o,
+                "\ncandidate {} check{}:",
+                c.n,
+                r.error.as_deref().map(|e| format!(" ({})", clean(e))).unwrap_or_default()
+            )?;
+            for line in clean(&r.output).lines() {
+                writeln!(o, "  | {line}")?;
+            }
+        }
+    }
+    if !s.state.is_closed() && v.candidates.iter().any(|c| c.proposal.is_some()) {
+        writeln!(
+            o,
+            "\nchoose: `devaipod approve <proposal> --apply`; compare: `devaipod compare {} --diff A B`; more work: `devaipod reject {} -m \"…\"`",
+            s.id, s.id
+        )?;
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The outer MCP tools: `create_workspace`, `list_workspaces`, `get_workspace`,
 //! `delete_workspace`, `run_task`, `get_task`, `list_tasks`, `cancel_task`,
-//! `list_proposals`, `get_proposal`, `approve`, `reject`.
+//! `list_proposals`, `get_proposal`, `approve`, `reject`; for fan-out, `list_proposal_sets`,
+//! `get_proposal_set`, `diff_candidates`, `reject_proposal_set`, `cancel_proposal_set`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientError, UpProgress, UpResult};
 use crate::core::{
-    ApproveAction, CallerEnv, Done, EgressView, ProposalDetail, ProposalPage, ProposalQuery, Rejected, TaskDetail,
-    TaskQuery, UpRequest, WorkspaceStatus,
+    ApproveAction, CallerEnv, Done, EgressView, ProposalDetail, ProposalPage, ProposalQuery, Rejected, SetRejected,
+    SetRequest, SetView, TaskDetail, TaskQuery, UpRequest, WorkspaceStatus,
 };
-use crate::store::Task;
+use crate::store::{SetRecord, SetState, Task};
 
 /// Longest wait `run_task` accepts (clients time calls out after about a minute).
 const MAX_WAIT_SECS: u64 = 600;
@@ -117,6 +118,62 @@ pub struct RunTask {
     /// task in get_task; the task still ends in one proposal.
     #[serde(default)]
     pub workers: u32,
+    /// Fan-out: give the prompt to this many candidate agents at once (1 to `[fanout]
+    /// max-agents`), each in its own sandbox, all from the same commit. The answer is then a
+    /// proposal set (`proposal_set`) to compare (get_proposal_set, diff_candidates) and
+    /// choose from (approve one candidate's proposal).
+    pub agents: Option<u32>,
+    /// With `agents`: one model per candidate (from `[agent] model` and `[agent] models`;
+    /// default: all the same model).
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(extend("required" = ["id"]))]
+pub struct SetRef {
+    /// The proposal set's id (s-…).
+    #[serde(default)]
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListSets {
+    /// Only this workspace's.
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(extend("required" = ["id", "a", "b"]))]
+pub struct DiffCandidates {
+    /// The proposal set's id (s-…).
+    #[serde(default)]
+    pub id: String,
+    /// The candidate the diff goes from (its number, 1…).
+    #[serde(default)]
+    pub a: u32,
+    /// The candidate the diff goes to.
+    #[serde(default)]
+    pub b: u32,
+    /// Where the page of the diff starts, in characters (default 0).
+    #[serde(default)]
+    pub diff_offset: usize,
+    /// Largest page of the diff, in characters (default 20000, at most 200000).
+    pub diff_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(extend("required" = ["id"]))]
+pub struct RejectSet {
+    /// The proposal set's id (s-…).
+    #[serde(default)]
+    pub id: String,
+    /// Feedback: sent to every candidate with an open proposal (or to `candidates`) as its
+    /// next round, in its own session. Without feedback the set is closed.
+    pub feedback: Option<String>,
+    /// Only these candidates get the feedback.
+    #[serde(default)]
+    pub candidates: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -179,6 +236,33 @@ pub struct WorkspaceOut {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct WorkspacesOut {
     pub workspaces: Vec<WorkspaceStatus>,
+}
+
+/// `run_task`'s answer: the task (and its events, proposal, workers), or, with `agents`,
+/// the proposal set.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RunTaskOut {
+    #[serde(flatten)]
+    pub task: Option<TaskDetail>,
+    /// With `agents`: the proposal set (its candidates, their states, proposals and checks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposal_set: Option<SetView>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SetsOut {
+    pub proposal_sets: Vec<SetRecord>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct CandidatesDiffOut {
+    /// A page of the unified diff from candidate `a`'s proposal to candidate `b`'s.
+    pub diff: String,
+    pub diff_offset: usize,
+    /// The whole diff's length in characters.
+    pub diff_total: usize,
+    /// Where the next page starts, when there is more.
+    pub next_diff_offset: Option<usize>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -325,17 +409,70 @@ impl DevaipodMcp {
         &self,
         Parameters(p): Parameters<RunTask>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<TaskDetail>, String> {
+    ) -> Result<Json<RunTaskOut>, String> {
         if p.wait_seconds > MAX_WAIT_SECS {
             return Err(format!("wait_seconds is at most {MAX_WAIT_SECS}; poll with get_task for longer tasks"));
         }
+        if p.agents.is_some() || !p.models.is_empty() {
+            if p.workers > 0 {
+                return Err("workers and agents do not go together: a fan-out's candidates do not delegate".into());
+            }
+            let req = SetRequest {
+                workspace: p.workspace.clone(),
+                prompt: p.prompt.clone(),
+                agents: p.agents.unwrap_or(p.models.len() as u32),
+                models: p.models.clone(),
+            };
+            let set = self.client.run_set(&req).await.map_err(fail)?;
+            let set = self.follow_set(set, p.wait_seconds, &ctx).await?;
+            return Ok(Json(RunTaskOut { task: None, proposal_set: Some(set) }));
+        }
         let task = self.client.run_task_with(&p.workspace, &p.prompt, p.workers).await.map_err(fail)?;
-        if p.wait_seconds == 0 {
-            return Ok(Json(self.client.task(&task.id).await.map_err(fail)?));
+        Ok(Json(RunTaskOut { task: Some(self.follow_task(&task, p.wait_seconds, &ctx).await?), proposal_set: None }))
+    }
+
+    /// Waits up to `wait` seconds for a set to end, a progress notification per change.
+    async fn follow_set(
+        &self,
+        mut set: SetView,
+        wait: u64,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<SetView, String> {
+        let progress = Progress::new(ctx);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        let said = |s: &SetView| {
+            let states: Vec<String> = s.candidates.iter().map(|c| format!("{}: {}", c.n, c.state)).collect();
+            format!("set {} {}: {}", s.set.id, s.set.state.as_str(), states.join(", "))
+        };
+        let mut last = String::new();
+        while set.set.state == SetState::Running && tokio::time::Instant::now() < deadline {
+            let now = said(&set);
+            if now != last {
+                progress.send(&now).await;
+                last = now;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = ctx.ct.cancelled() => break,
+            }
+            set = self.client.set(&set.set.id).await.map_err(fail)?;
+        }
+        Ok(set)
+    }
+
+    /// Follows a task up to `wait` seconds (0: its state now).
+    async fn follow_task(
+        &self,
+        task: &Task,
+        wait: u64,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<TaskDetail, String> {
+        if wait == 0 {
+            return self.client.task(&task.id).await.map_err(fail);
         }
         // Follow the task's events (the bus, as `devaipod run` does) until it ends, the wait
         // is over, or the client cancels the call; the task goes on in every case.
-        let progress = Progress::new(&ctx);
+        let progress = Progress::new(ctx);
         let id = &task.id;
         let follow = progress.forwarding(|tx| async move {
             self.client
@@ -345,7 +482,7 @@ impl DevaipodMcp {
                 .await
         });
         tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(p.wait_seconds), follow) => {
+            r = tokio::time::timeout(Duration::from_secs(wait), follow) => {
                 if let Ok(done) = r {
                     let done = done.map_err(fail)?;
                     // A task that failed is the tool's failure, with the task's own reason
@@ -353,12 +490,12 @@ impl DevaipodMcp {
                     if done.task.state == crate::store::TaskState::Failed {
                         return Err(failed(&done));
                     }
-                    return Ok(Json(done));
+                    return Ok(done);
                 }
             }
             _ = ctx.ct.cancelled() => {}
         }
-        Ok(Json(self.client.task(&task.id).await.map_err(fail)?))
+        self.client.task(&task.id).await.map_err(fail)
     }
 
     #[tool(
@@ -445,6 +582,74 @@ impl DevaipodMcp {
         required("proposal", &p.proposal)?;
         Ok(Json(self.client.reject(&p.proposal, p.feedback.as_deref()).await.map_err(fail)?))
     }
+
+    #[tool(
+        description = "List proposal sets (fan-out: one prompt given to several candidate agents, run_task with agents), newest first; optionally of one workspace.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn list_proposal_sets(&self, Parameters(p): Parameters<ListSets>) -> Result<Json<SetsOut>, String> {
+        let sets = self.client.sets(p.workspace.as_deref().filter(|w| !w.is_empty())).await.map_err(fail)?;
+        Ok(Json(SetsOut { proposal_sets: sets }))
+    }
+
+    #[tool(
+        description = "A proposal set, for comparing its candidates: each candidate's state (waiting, queued, running, checking, completed, failed, cancelled, chosen, not_chosen), model, duration, summary, proposal with files and +/-, the [fanout] check's exit code, duration and last lines of output, and why a failed one failed. Approve one candidate's proposal (approve) to choose it: the others become not_chosen.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn get_proposal_set(&self, Parameters(p): Parameters<SetRef>) -> Result<Json<SetView>, String> {
+        required("id", &p.id)?;
+        Ok(Json(self.client.set(&p.id).await.map_err(fail)?))
+    }
+
+    #[tool(
+        description = "The unified diff between two candidates of a proposal set (from candidate a's proposal to candidate b's), paged like get_proposal's.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn diff_candidates(
+        &self,
+        Parameters(p): Parameters<DiffCandidates>,
+    ) -> Result<Json<CandidatesDiffOut>, String> {
+        required("id", &p.id)?;
+        let limit = p.diff_limit.unwrap_or(DIFF_PAGE);
+        if limit == 0 || limit > DIFF_PAGE_MAX {
+            return Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}"));
+        }
+        let diff = self.client.diff_candidates(&p.id, p.a, p.b).await.map_err(fail)?;
+        let total = diff.chars().count();
+        if p.diff_offset > total {
+            return Err(format!("diff_offset {} is past the diff's end ({total} characters)", p.diff_offset));
+        }
+        let end = (p.diff_offset + limit).min(total);
+        Ok(Json(CandidatesDiffOut {
+            diff: diff.chars().skip(p.diff_offset).take(end - p.diff_offset).collect(),
+            diff_offset: p.diff_offset,
+            diff_total: total,
+            next_diff_offset: (end < total).then_some(end),
+        }))
+    }
+
+    #[tool(
+        description = "Reject a complete proposal set. With feedback, every candidate with an open proposal (or those in `candidates`) gets it as its next round in its own session, and the set runs again; without feedback the set is closed.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn reject_proposal_set(&self, Parameters(p): Parameters<RejectSet>) -> Result<Json<SetRejected>, String> {
+        required("id", &p.id)?;
+        Ok(Json(self.client.reject_set(&p.id, p.feedback.as_deref(), &p.candidates).await.map_err(fail)?))
+    }
+
+    #[tool(
+        description = "Cancel a proposal set: its unfinished candidates are cancelled and every candidate's container removed; none of its proposals can be approved afterwards.",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn cancel_proposal_set(&self, Parameters(p): Parameters<SetRef>) -> Result<Json<SetView>, String> {
+        required("id", &p.id)?;
+        Ok(Json(self.client.cancel_set(&p.id).await.map_err(fail)?))
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -528,12 +733,13 @@ mod tests {
     #[test]
     fn output_schemas_list_the_real_fields() {
         let tools = DevaipodMcp::tool_router().list_all();
-        assert_eq!(tools.len(), 13);
+        assert_eq!(tools.len(), 18);
         let task = ["base", "created_at", "deadline_at", "delivered", "error", "follows_proposal", "id", "prompt"];
         let proposal =
             ["added", "branch", "commits", "files", "head", "id", "state", "summary", "task_id", "workspace"];
         type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
-        let table: [Row; 13] = [
+        let set = ["candidates", "chosen", "id", "prompt", "round", "state", "workspace"];
+        let table: [Row; 18] = [
             ("create_workspace", &["first_task_error", "task", "workspace"], Some(("task", &task))),
             ("list_workspaces", &["workspaces"], None),
             (
@@ -543,7 +749,7 @@ mod tests {
             ),
             ("delete_workspace", &["result", "workspace"], None),
             ("workspace_egress", &["from_config", "hosts", "llm", "mode", "workspace"], None),
-            ("run_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
+            ("run_task", &["events", "proposal", "proposal_set", "task", "workers"], Some(("task", &task))),
             ("get_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
             ("cancel_task", &["events", "proposal", "task", "workers"], Some(("task", &task))),
             ("list_tasks", &["tasks"], None),
@@ -555,6 +761,43 @@ mod tests {
             ),
             ("approve", &["proposal"], Some(("proposal", &["approvals", "id", "state"]))),
             ("reject", &["follow_up_task", "proposal"], Some(("follow_up_task", &task))),
+            ("list_proposal_sets", &["proposal_sets"], None),
+            (
+                "get_proposal_set",
+                &[
+                    "base",
+                    "candidates",
+                    "check",
+                    "chosen",
+                    "created_at",
+                    "id",
+                    "prompt",
+                    "round",
+                    "state",
+                    "updated_at",
+                    "workspace",
+                ],
+                None,
+            ),
+            ("diff_candidates", &["diff", "diff_offset", "diff_total", "next_diff_offset"], None),
+            ("reject_proposal_set", &["next_round", "set"], Some(("set", &set))),
+            (
+                "cancel_proposal_set",
+                &[
+                    "base",
+                    "candidates",
+                    "check",
+                    "chosen",
+                    "created_at",
+                    "id",
+                    "prompt",
+                    "round",
+                    "state",
+                    "updated_at",
+                    "workspace",
+                ],
+                None,
+            ),
         ];
         for (name, top, inner) in table {
             let tool = tools.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} is listed"));
