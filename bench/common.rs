@@ -312,3 +312,21 @@ pub fn podman_floor_up(n: &str, instance: &str, opencode: &std::path::Path) -> S
     }
     port
 }
+
+/// Memory of a container (cgroup `memory.current`, MiB), through podman.
+pub fn memory_mib(container: &str) -> f64 {
+    let out = Command::new("podman")
+        .args(["stats", "--no-stream", "--no-reset", "--format", "{{.MemUsage}}", container])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let used = text.split('/').next().unwrap_or("").trim().to_owned();
+    let (num, unit): (String, String) = used.chars().partition(|c| c.is_ascii_digit() || *c == '.');
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit.trim() {
+        "kB" | "KB" | "KiB" => n / 1024.0,
+        "GB" | "GiB" => n * 1024.0,
+        "B" => n / 1024.0 / 1024.0,
+        _ => n,
+    }
+}

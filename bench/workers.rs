@@ -16,31 +16,13 @@ use serde_json::{Value, json};
 #[path = "common.rs"]
 mod common;
 
-use common::{Env, Stats, header, leftovers, removals_done, row, scripted_llm};
+use common::{Env, Stats, header, leftovers, memory_mib, removals_done, row, scripted_llm};
 
 const RUNS: usize = 3;
 const FOLDER: &str = "/workspaces/bw";
 
 fn part(name: &str) -> Value {
     json!({ "tool": "bash", "args": { "command": format!("sleep 3 && date +%s%N > {FOLDER}/{name}.txt"), "description": format!("part {name}") } })
-}
-
-/// Memory of a container (cgroup `memory.current`, MiB), through podman.
-fn memory_mib(container: &str) -> f64 {
-    let out = Command::new("podman")
-        .args(["stats", "--no-stream", "--no-reset", "--format", "{{.MemUsage}}", container])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let used = text.split('/').next().unwrap_or("").trim().to_owned();
-    let (num, unit): (String, String) = used.chars().partition(|c| c.is_ascii_digit() || *c == '.');
-    let n: f64 = num.parse().unwrap_or(0.0);
-    match unit.trim() {
-        "kB" | "KB" | "KiB" => n / 1024.0,
-        "GB" | "GiB" => n * 1024.0,
-        "B" => n / 1024.0 / 1024.0,
-        _ => n,
-    }
 }
 
 fn main() {

@@ -69,7 +69,7 @@ fn three_candidates_are_checked_compared_and_one_is_chosen() {
             { "tool": "write", "args": { "filePath": format!("{folder}/greeting.txt"), "content": "bye\n" } },
             { "text": "Changed the greeting" }
         ]},
-        { "match": "fix the greeting", "model": "broken", "error": { "status": 400, "message": "model overloaded" } }
+        { "match": "fix the greeting", "model": "broken", "error": { "status": 400, "message": "model not allowed" } }
     ]}));
     let check = "grep -q hello greeting.txt || { echo \"greeting.txt says: $(cat greeting.txt)\"; exit 3; }";
     let env = TestEnv::new(&config(&llm, &format!("max-parallel = 2\ncheck = '{check}'\n")));
@@ -126,7 +126,12 @@ fn three_candidates_are_checked_compared_and_one_is_chosen() {
     let set = wait_set(&env, &id, 180, |s| s["state"] != "running", |_| most = most.max(running_candidates("fo-main")));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "run --agents:\n{}\n{}", text(&out.stderr), text(&out.stdout));
-    eprintln!("the set of 3 took {:?}; at most {most} candidate container(s) ran at once", started.elapsed());
+    let took: Vec<String> =
+        set["candidates"].as_array().unwrap().iter().map(|c| format!("{}: {}s", c["n"], c["duration_secs"])).collect();
+    eprintln!(
+        "the set of 3 took {:?} ({took:?}); at most {most} candidate container(s) ran at once",
+        started.elapsed()
+    );
     let printed: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(printed["id"], id.as_str());
     assert!(most <= 2, "[fanout] max-parallel = 2, but {most} candidates ran at once");
@@ -138,7 +143,7 @@ fn three_candidates_are_checked_compared_and_one_is_chosen() {
     assert_eq!((bad["state"].as_str(), bad["check"]["exit_code"].as_i64()), (Some("completed"), Some(3)), "{bad:#}");
     assert!(bad["check"]["output"].as_str().unwrap().contains("greeting.txt says: bye"), "{bad:#}");
     assert_eq!(broken["state"], "failed", "{broken:#}");
-    assert!(broken["reason"].as_str().unwrap().contains("model overloaded"), "{broken:#}");
+    assert!(broken["reason"].as_str().unwrap().contains("model not allowed"), "{broken:#}");
     assert!(broken["proposal"].is_null() && broken["check"].is_null(), "{broken:#}");
     for c in [good, bad] {
         assert_eq!((c["files"].as_u64(), c["proposal_state"].as_str()), (Some(1), Some("open")), "{c:#}");
