@@ -426,37 +426,6 @@ pub fn doctor(checks: &[crate::core::doctor::Check]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_sequences_are_shown_never_sent() {
-        let diff = "+title \u{1b}]0;pwned\u{7}\u{1b}[2J\r\n+bell\u{7}\tend\u{7f}\u{9b}31m\n+caf\u{e9}\n";
-        let shown = clean(diff);
-        assert_eq!(shown, "+title ␛]0;pwned␇␛[2J␍\n+bell␇\tend␡\u{fffd}31m\n+caf\u{e9}\n");
-        assert!(shown.chars().all(|c| !c.is_control() || c == '\n' || c == '\t'), "{shown:?}");
-    }
-
-    #[test]
-    fn a_stream_is_cleaned_across_chunk_boundaries() {
-        // "é" (C3 A9) and an ESC cut across chunks; an invalid byte; a cut at the very end.
-        let mut c = Cleaner::default();
-        let mut out = c.push(b"a\xc3");
-        out += &c.push(b"\xa9\x1b");
-        out += &c.push(b"[31m\xff\n\xe2\x82");
-        out += &c.finish();
-        assert_eq!(out, "a\u{e9}␛[31m\u{fffd}\n\u{fffd}");
-    }
-
-    #[test]
-    fn raw_is_refused_on_a_terminal_only() {
-        let e = refuse_raw_on_terminal(true).unwrap_err().to_string();
-        assert!(e.contains("stdout is a terminal: pipe it or redirect it"), "{e}");
-        assert!(refuse_raw_on_terminal(false).is_ok());
-    }
-}
-
 /// Proposal sets, newest first.
 pub fn sets(sets: &[crate::store::SetRecord], as_json: bool) -> Result<()> {
     if as_json {
@@ -548,4 +517,35 @@ pub fn set(v: &crate::core::SetView) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_sequences_are_shown_never_sent() {
+        let diff = "+title \u{1b}]0;pwned\u{7}\u{1b}[2J\r\n+bell\u{7}\tend\u{7f}\u{9b}31m\n+caf\u{e9}\n";
+        let shown = clean(diff);
+        assert_eq!(shown, "+title ␛]0;pwned␇␛[2J␍\n+bell␇\tend␡\u{fffd}31m\n+caf\u{e9}\n");
+        assert!(shown.chars().all(|c| !c.is_control() || c == '\n' || c == '\t'), "{shown:?}");
+    }
+
+    #[test]
+    fn a_stream_is_cleaned_across_chunk_boundaries() {
+        // "é" (C3 A9) and an ESC cut across chunks; an invalid byte; a cut at the very end.
+        let mut c = Cleaner::default();
+        let mut out = c.push(b"a\xc3");
+        out += &c.push(b"\xa9\x1b");
+        out += &c.push(b"[31m\xff\n\xe2\x82");
+        out += &c.finish();
+        assert_eq!(out, "a\u{e9}␛[31m\u{fffd}\n\u{fffd}");
+    }
+
+    #[test]
+    fn raw_is_refused_on_a_terminal_only() {
+        let e = refuse_raw_on_terminal(true).unwrap_err().to_string();
+        assert!(e.contains("stdout is a terminal: pipe it or redirect it"), "{e}");
+        assert!(refuse_raw_on_terminal(false).is_ok());
+    }
 }
