@@ -97,11 +97,15 @@ fn candidate_state(
     task: Option<&Task>,
     p: Option<&crate::store::Proposal>,
 ) -> String {
+    // It could not be given its task (or its next round's): that is its end.
+    if c.error.is_some() {
+        return "failed".into();
+    }
     if c.feedback.is_some() && !set.state.is_closed() {
         return "waiting".into();
     }
     let Some(task) = task else {
-        return if c.error.is_some() { "failed".into() } else { "waiting".into() };
+        return "waiting".into();
     };
     if set.chosen == Some(c.n) {
         return "chosen".into();
@@ -613,9 +617,11 @@ impl<E: Engine> Core<E> {
         if token.is_cancelled() {
             return Ok(());
         }
+        // Held until its container stops: the idle reaper leaves it alone meanwhile (a
+        // container just made has no task yet; a check may outlast `worker-idle-secs`).
+        let lock = self.worker_lock(&ws, seat);
+        let _driving = lock.lock().await;
         let task_id = if start {
-            let lock = self.worker_lock(&ws, seat);
-            let _giving = lock.lock().await;
             let t = match (c.feedback.clone(), task) {
                 (Some(text), Some(prev)) => self.next_round(&set, &c, &prev, &text).await?,
                 _ => self.first_round(&set, &c).await?,
@@ -791,5 +797,107 @@ mod tests {
         let long = "x".repeat(10_000);
         assert_eq!(tail(long.as_bytes()).len(), CHECK_CHARS);
         assert_eq!(tail(b""), "");
+    }
+
+    fn set(state: SetState, check: bool, chosen: Option<u32>) -> SetRecord {
+        SetRecord {
+            id: "s-1".into(),
+            workspace: "w".into(),
+            prompt: "p".into(),
+            base: "b".into(),
+            check: check.then(|| "true".into()),
+            state,
+            round: 1,
+            chosen,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn task(state: TaskState) -> Task {
+        Task {
+            id: "t-1".into(),
+            workspace: "w".into(),
+            prompt: "p".into(),
+            state,
+            session_id: None,
+            delivered: true,
+            base: None,
+            follows_proposal: None,
+            error: None,
+            summary: None,
+            created_at: 0,
+            updated_at: 0,
+            deadline_at: 0,
+            turns_before: 0,
+            parent: None,
+            worker: None,
+            workers: 0,
+            set_id: Some("s-1".into()),
+            candidate: Some(1),
+            model: None,
+        }
+    }
+
+    fn proposal(state: ProposalState) -> crate::store::Proposal {
+        crate::store::Proposal {
+            id: "p-1".into(),
+            task_id: "t-1".into(),
+            workspace: "w".into(),
+            branch: "devaipod/t-1".into(),
+            base: "b".into(),
+            head: "h".into(),
+            commits: Vec::new(),
+            files: Vec::new(),
+            added: 0,
+            removed: 0,
+            summary: String::new(),
+            state,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_candidates_state_says_where_it_is_in_its_set() {
+        let c = CandidateRecord {
+            set_id: "s-1".into(),
+            n: 1,
+            model: "m".into(),
+            task_id: None,
+            error: None,
+            feedback: None,
+            check: None,
+        };
+        let checked = CandidateRecord {
+            check: Some(CheckResult { exit_code: Some(1), duration_ms: 5, output: String::new(), error: None }),
+            ..c.clone()
+        };
+        let running = set(SetState::Running, true, None);
+        let open = proposal(ProposalState::Open);
+        let cases: Vec<(&str, &SetRecord, &CandidateRecord, Option<Task>, Option<&crate::store::Proposal>)> = vec![
+            ("waiting", &running, &c, None, None),
+            ("running", &running, &c, Some(task(TaskState::Running)), None),
+            ("checking", &running, &c, Some(task(TaskState::Completed)), Some(&open)),
+            ("completed", &running, &checked, Some(task(TaskState::Completed)), Some(&open)),
+            ("failed", &running, &c, Some(task(TaskState::Failed)), None),
+        ];
+        for (want, s, c, t, p) in cases {
+            assert_eq!(candidate_state(s, c, t.as_ref(), p), want);
+        }
+        // No check configured: a completed task is completed at once.
+        let unchecked = set(SetState::Running, false, None);
+        assert_eq!(candidate_state(&unchecked, &c, Some(&task(TaskState::Completed)), Some(&open)), "completed");
+        // Feedback waiting for its round; an error that kept it from starting wins.
+        let fed = CandidateRecord { feedback: Some("more".into()), ..c.clone() };
+        assert_eq!(candidate_state(&running, &fed, Some(&task(TaskState::Completed)), Some(&open)), "waiting");
+        let broke = CandidateRecord { error: Some("no container".into()), ..fed.clone() };
+        assert_eq!(candidate_state(&running, &broke, None, None), "failed");
+        // Decided.
+        let chosen = set(SetState::Chosen, true, Some(1));
+        assert_eq!(candidate_state(&chosen, &checked, Some(&task(TaskState::Completed)), Some(&open)), "chosen");
+        let other = CandidateRecord { n: 2, ..checked };
+        let not = proposal(ProposalState::NotChosen);
+        assert_eq!(candidate_state(&chosen, &other, Some(&task(TaskState::Completed)), Some(&not)), "not_chosen");
+        assert_eq!(candidate_state(&chosen, &fed, Some(&task(TaskState::Completed)), Some(&not)), "not_chosen");
     }
 }

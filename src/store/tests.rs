@@ -373,3 +373,57 @@ async fn egress_hosts_are_kept_per_workspace_and_go_with_it() {
     assert!(s.egress_hosts("a").await.unwrap().is_empty());
     assert_eq!(s.egress_hosts("b").await.unwrap(), ["z.org"]);
 }
+
+#[tokio::test]
+async fn a_set_its_candidates_their_tasks_and_checks() {
+    let s = Store::open_in_memory().unwrap();
+    let set = SetRecord {
+        id: "s-1".into(),
+        workspace: "w".into(),
+        prompt: "p".into(),
+        base: "b".into(),
+        check: Some("make test".into()),
+        state: SetState::Running,
+        round: 1,
+        chosen: None,
+        created_at: 1,
+        updated_at: 1,
+    };
+    s.insert_set(set.clone(), vec!["m1".into(), "m2".into()]).await.unwrap();
+    assert_eq!(s.set("s-1").await.unwrap(), Some(set.clone()));
+    assert_eq!(s.running_sets().await.unwrap().len(), 1);
+    let cs = s.candidates("s-1").await.unwrap();
+    assert_eq!(cs.iter().map(|c| (c.n, c.model.as_str())).collect::<Vec<_>>(), [(1, "m1"), (2, "m2")]);
+    assert!(cs.iter().all(|c| c.task_id.is_none() && c.check.is_none()));
+
+    // A candidate's tasks, newest first; its latest recorded; its check only for that task.
+    for (id, at) in [("t-a", 5), ("t-b", 9)] {
+        s.insert_task(Task { set_id: Some("s-1".into()), candidate: Some(2), created_at: at, ..task(id) })
+            .await
+            .unwrap();
+    }
+    let tasks = s.candidate_tasks("s-1", 2).await.unwrap();
+    assert_eq!(tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t-b", "t-a"]);
+    s.set_candidate_feedback("s-1", 2, Some("more")).await.unwrap();
+    s.set_candidate_task("s-1", 2, "t-b").await.unwrap();
+    let check = CheckResult { exit_code: Some(2), duration_ms: 40, output: "boom".into(), error: None };
+    assert!(!s.record_check("s-1", 2, "t-a", &check).await.unwrap(), "not its latest task");
+    assert!(s.record_check("s-1", 2, "t-b", &check).await.unwrap());
+    let two = s.candidates("s-1").await.unwrap().remove(1);
+    assert_eq!((two.task_id.as_deref(), two.feedback, two.check), (Some("t-b"), None, Some(check)));
+    s.set_candidate_error("s-1", 1, "no container").await.unwrap();
+    assert_eq!(s.candidates("s-1").await.unwrap()[0].error.as_deref(), Some("no container"));
+
+    // The set moves only from where the caller saw it.
+    assert!(!s.move_set("s-1", &[SetState::Complete], SetState::Chosen, Some(1), None).await.unwrap());
+    assert!(s.move_set("s-1", &[SetState::Running], SetState::Complete, None, None).await.unwrap());
+    assert!(s.move_set("s-1", &[SetState::Complete], SetState::Running, None, Some(2)).await.unwrap());
+    assert!(s.move_set("s-1", &[SetState::Running, SetState::Complete], SetState::Chosen, Some(2), None).await.unwrap());
+    let now = s.set("s-1").await.unwrap().unwrap();
+    assert_eq!((now.state, now.round, now.chosen), (SetState::Chosen, 2, Some(2)));
+    assert!(!s.move_set("nope", &[SetState::Running], SetState::Complete, None, None).await.unwrap());
+    assert_eq!(s.sets(Some("w")).await.unwrap().len(), 1);
+    assert!(s.sets(Some("other")).await.unwrap().is_empty());
+    // A candidate's tasks are found by the reaper's question.
+    assert!(s.any_worker_tasks().await.unwrap());
+}
