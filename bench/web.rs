@@ -64,6 +64,9 @@ async fn fill_store(env: &Env, names: &[String]) {
             parent: None,
             worker: None,
             workers: 0,
+            set_id: None,
+            candidate: None,
+            model: None,
         };
         store.insert_task(task).await.unwrap();
         let files = vec![ProposalFile { path: "src/lib.rs".into(), added: Some(3), removed: Some(1) }];

@@ -259,7 +259,7 @@ impl<E: Engine> Core<E> {
                     c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
                 ))
             })?;
-            Ok::<_, CoreError>(self.proposal(p).await?)
+            self.proposal(p).await
         };
         let (pa, pb) = (head(a).await?, head(b).await?);
         let repo = BareRepo::init(self.paths.repo(&pa.workspace)).await?;
