@@ -59,8 +59,8 @@ pub fn time(secs: i64) -> String {
 /// A state as a badge (`class` from a fixed set, so no escaping issue).
 pub fn badge(state: &str) -> String {
     let class = match state {
-        "running" | "queued" | "needs_input" => "busy",
-        "completed" | "applied" | "pushed" | "allow" => "good",
+        "running" | "queued" | "needs_input" | "waiting" | "checking" => "busy",
+        "completed" | "complete" | "chosen" | "applied" | "pushed" | "allow" => "good",
         "failed" | "cancelled" | "rejected" | "deny" | "error" | "exited" | "missing" => "bad",
         "open" => "open",
         _ => "plain",

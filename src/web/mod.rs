@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod routes;
 pub mod session;
+pub mod set_page;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -84,6 +85,7 @@ pub fn page_routes<E: Engine>() -> Routes<pages::WebState<E>> {
         .get("/workspaces/{name}", workspace_page::<E>)
         .get("/workspaces/{name}/agent", agent_page::<E>)
         .get("/proposals/{id}", proposal_page::<E>)
+        .get("/sets/{id}", set_page::set_page::<E>)
         .get("/audit", audit_page::<E>)
         .get("/doctor", doctor_page::<E>)
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::html::{badge, diff, esc, level_badge, page, run_badge, seg, time};
 use super::proxy::AgentProxies;
 use super::session::{self, WebAuth};
+use super::set_page::sets_section;
 use crate::core::{
     Core, CoreError, ExecTarget, ProposalDetail, ProposalQuery, ProposalSummary, TaskQuery, WorkerTaskSummary,
 };
@@ -34,7 +35,7 @@ impl<E> Clone for WebState<E> {
     }
 }
 
-type S<E> = State<WebState<E>>;
+pub(super) type S<E> = State<WebState<E>>;
 
 /// A page that could not be made: the error's status and message, in the layout.
 pub struct PageError(CoreError);
@@ -57,9 +58,9 @@ impl IntoResponse for PageError {
     }
 }
 
-type P = Result<Response, PageError>;
+pub(super) type P = Result<Response, PageError>;
 
-fn html(s: String) -> P {
+pub(super) fn html(s: String) -> P {
     Ok(Html(s).into_response())
 }
 
@@ -230,7 +231,7 @@ pub async fn dashboard<E: Engine>(State(st): S<E>, Query(q): Query<FragmentQuery
     html(page("Workspaces", &body))
 }
 
-fn one_line(text: &str, max: usize) -> String {
+pub(super) fn one_line(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > max {
         format!("{}…", line.chars().take(max).collect::<String>())
@@ -376,11 +377,13 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
     match q.fragment.as_deref() {
         Some("tasks") => return html(tasks_section(core, &name, &all_proposals).await?),
         Some("proposals") => return html(proposals_section(&all_proposals)),
+        Some("sets") => return html(sets_section(core, &name).await?),
         _ => {}
     }
     let status = status_section(core, &name).await?;
     let tasks = tasks_section(core, &name, &all_proposals).await?;
     let proposals = proposals_section(&all_proposals);
+    let sets = sets_section(core, &name).await?;
     let logs = match core.logs_tail(&name, ExecTarget::Workspace, 40).await {
         Ok(l) if l.trim().is_empty() => "(no output yet)".to_owned(),
         Ok(l) => l,
@@ -404,7 +407,7 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
 <form class="card" data-kind="run-task" data-api="/api/v1/tasks">
 <input type="hidden" name="workspace" value="{n}">
 <label for="prompt">What should the agent do?</label>
-<textarea id="prompt" name="prompt" rows="3" required></textarea>{workers}
+<textarea id="prompt" name="prompt" rows="3" required></textarea>{workers}{fanout}
 <button type="submit">Run</button><p class="error" role="alert"></p>
 </form>
 <h2>Tasks</h2>
@@ -413,6 +416,8 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
 <ol id="live" class="live" aria-live="polite"><li class="muted">Events of this workspace appear here as they happen.</li></ol>
 <h2>Proposals</h2>
 <section id="proposals" data-fragment="/workspaces/{href}?fragment=proposals">{proposals}</section>
+<h2>Proposal sets</h2>
+<section id="sets" data-fragment="/workspaces/{href}?fragment=sets">{sets}</section>
 <h2>Workspace container log (last 40 lines)</h2>
 <pre class="log">{logs}</pre>"#,
         scopes = if scopes.is_empty() { "none".to_owned() } else { esc(&scopes) },
@@ -425,8 +430,32 @@ pub async fn workspace_page<E: Engine>(State(st): S<E>, Path(name): Path<String>
 <input id="workers" name="workers" type="number" min="0" max="{max}" value="0">"#
             ),
         },
+        fanout = fanout_fields(&core.config),
     );
     html(page(&name, &body))
+}
+
+/// The run-task form's fan-out fields: how many candidate agents (blank: one task, as
+/// usual) and, where `[agent] models` names more models, which model each candidate uses.
+fn fanout_fields(config: &crate::config::Config) -> String {
+    let max = config.fanout.max_agents;
+    let mut out = format!(
+        r#"
+<label for="agents">Candidate agents (optional, 1 to {max}: the prompt goes to that many agents at once, each in its own sandbox, and you choose among their proposals)</label>
+<input id="agents" name="agents" type="number" min="1" max="{max}" placeholder="blank: one task, as usual">"#
+    );
+    if !config.agent.models.is_empty() {
+        let allowed = config.agent.allowed_models();
+        let _ = write!(
+            out,
+            r#"
+<label for="models">Their models (optional: one per candidate, in order, separated by spaces or commas; blank: all use <code>{default}</code>)</label>
+<input id="models" name="models" data-list placeholder="from: {list}">"#,
+            default = esc(&config.agent.model),
+            list = esc(&allowed.join(", ")),
+        );
+    }
+    out
 }
 
 async fn status_section<E: Engine>(core: &Core<E>, name: &str) -> Result<String, CoreError> {

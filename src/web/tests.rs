@@ -34,6 +34,10 @@ async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
     app.clone().oneshot(req).await.unwrap()
 }
 
+async fn body(resp: Response<Body>) -> String {
+    String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+}
+
 fn req(method: &str, path: &str) -> axum::http::request::Builder {
     Request::builder().method(method).uri(path).header(header::HOST, "127.0.0.1:8080")
 }
@@ -61,6 +65,7 @@ async fn logged_in(app: &Router) -> String {
 async fn every_route_needs_credentials() {
     let (app, table) = app();
     assert!(table.len() > 30, "the table has the API, the pages and /mcp: {table:?}");
+    assert!(table.contains(&("GET", "/sets/{id}")), "the sweep covers the proposal set's page");
     for (method, path) in &table {
         let m = axum::http::Method::from_bytes(method.as_bytes()).unwrap();
         if session::is_public(&m, path) {
@@ -483,4 +488,71 @@ async fn the_proposal_page_escapes_the_agents_markup_and_control_bytes() {
     assert!(page.contains("&lt;i&gt;x&lt;/i&gt;.txt"), "the file name is shown as text");
     assert!(!page.contains("<script>alert") && !page.contains("<i>x</i>") && !page.contains("<b>done</b>"));
     assert!(!page.bytes().any(|b| b == 0x1b || b == 0x07), "no ESC or BEL reaches the browser");
+}
+
+/// A proposal set's page: a clear 404 for an unknown set; for a set whose candidates'
+/// model names and check output hold markup and escape bytes, the table shows pass and
+/// fail as text, and a diff that cannot be made is said in place.
+#[tokio::test]
+async fn the_set_page_shows_checks_as_text_and_unknown_sets_as_404() {
+    use crate::store::{CheckResult, SetRecord, SetState};
+    let store = Store::open_in_memory().unwrap();
+    let dir = std::env::temp_dir().join("devaipod-web-test");
+    let paths = Paths { data: dir.join("data"), runtime: dir.join("run") };
+    let engine = Podman::new(std::path::Path::new("/dev/null")).unwrap();
+    let core = Core::new(Config::default(), engine, store.clone(), paths);
+    let set = SetRecord {
+        id: "s-abcde".into(),
+        workspace: "w".into(),
+        prompt: "make <it> so".into(),
+        base: "0123456789abcdef".into(),
+        check: Some("test -f ok".into()),
+        state: SetState::Complete,
+        round: 1,
+        chosen: None,
+        created_at: 1_764_072_000,
+        updated_at: 1_764_072_000,
+    };
+    store.insert_set(set, vec!["good".into(), "<img src=x>".into()]).await.unwrap();
+    for (n, exit, output) in [(1, 0, ""), (2, 1, "<script>x</script>\n\u{1b}[2Jgone")] {
+        let task = format!("t-{n}");
+        store.set_candidate_task("s-abcde", n, &task).await.unwrap();
+        let r = CheckResult { exit_code: Some(exit), duration_ms: 1500, output: output.into(), error: None };
+        assert!(store.record_check("s-abcde", n, &task, &r).await.unwrap());
+    }
+    let (app, _) = tcp_app(core, TOKEN.to_owned(), 8080, Default::default());
+    let cookie = logged_in(&app).await;
+    let get = |path: &str| req("GET", path).header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+
+    let resp = send(&app, get("/sets/s-none")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let page = body(resp).await;
+    assert!(page.contains("no proposal set `s-none` (see `devaipod sets`)"), "{page}");
+
+    let resp = send(&app, get("/sets/s-abcde")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = body(resp).await;
+    assert!(page.contains(r#"<section id="set" data-fragment="/sets/s-abcde?fragment=set">"#), "{page}");
+    assert!(page.contains(r#"data-set-state="complete""#) && page.contains("make &lt;it&gt; so"), "{page}");
+    assert!(page.contains(r#"<tr data-candidate="1"><td>1</td><td><code>good</code></td>"#), "{page}");
+    assert!(page.contains(r#"<code>&lt;img src=x&gt;</code>"#), "{page}");
+    assert!(page.contains(r#"<span class="badge good">pass</span> <span class="muted">exit 0 · 1.5 s</span>"#));
+    assert!(page.contains(r#"<span class="badge bad">fail</span> <span class="muted">exit 1 · 1.5 s</span>"#));
+    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;\n\u{fffd}[2Jgone"), "{page}");
+    assert!(!page.contains("<img src=x>") && !page.contains("<script>x"));
+    assert!(!page.bytes().any(|b| b == 0x1b), "no ESC reaches the browser");
+    assert!(page.contains(r#"data-api="/api/v1/sets/s-abcde/cancel""#), "a set not closed can be cancelled");
+    assert!(!page.contains("/approve"), "no candidate has a proposal to approve");
+
+    let fragment = body(send(&app, get("/sets/s-abcde?fragment=set")).await).await;
+    assert!(fragment.starts_with(r#"<dl class="facts" data-set-state="complete">"#), "{fragment}");
+    assert!(!fragment.contains("<html"), "a fragment is not a page");
+
+    let page = body(send(&app, get("/sets/s-abcde?a=1&b=2")).await).await;
+    assert!(
+        page.contains(r#"<p class="error">candidate 1 of set s-abcde left no proposal (it is waiting)</p>"#),
+        "{page}"
+    );
+    let page = body(send(&app, get("/sets/s-abcde?diff=9")).await).await;
+    assert!(page.contains("set s-abcde has no candidate 9: its candidates are 1 to 2"), "{page}");
 }

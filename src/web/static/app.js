@@ -9,7 +9,11 @@ function formBody(form) {
   const body = {};
   for (const el of form.elements) {
     if (!el.name) continue;
-    if (el.type === "checkbox") body[el.name] = el.checked;
+    if (el.type === "checkbox" && el.dataset.collect !== undefined) {
+      // A group of checkboxes: the numbers of those ticked (an empty list when none is).
+      body[el.name] = body[el.name] || [];
+      if (el.checked) body[el.name].push(Number(el.value));
+    } else if (el.type === "checkbox") body[el.name] = el.checked;
     else if (el.type === "number") { if (el.value !== "") body[el.name] = Number(el.value); }
     else if (el.dataset.list !== undefined) {
       // A list field: its words, left out when there are none.
@@ -24,15 +28,28 @@ async function errorOf(resp) {
   try { const j = await resp.json(); return j.error || resp.statusText; } catch (_) { return resp.statusText; }
 }
 
-// Re-renders every section marked data-fragment (from the server, with the same code).
+// A section the person is typing in is left alone until they are done (the next event
+// re-renders it).
+function busy(section) {
+  const active = document.activeElement;
+  if (active && section.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) return true;
+  return $$("textarea", section).some((t) => t.value !== t.defaultValue);
+}
+
+// Re-renders every section marked data-fragment (from the server, with the same code);
+// folded-out <details> with an id stay open.
 let refreshTimer = null;
 function refreshSoon() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(async () => {
     for (const section of $$("[data-fragment]")) {
+      if (busy(section)) continue;
       try {
         const resp = await fetch(section.dataset.fragment, { headers: { accept: "text/html" } });
-        if (resp.ok) section.innerHTML = await resp.text();
+        if (!resp.ok || busy(section)) continue;
+        const open = $$("details[open][id]", section).map((d) => d.id);
+        section.innerHTML = await resp.text();
+        for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
       } catch (_) { /* the next event retries */ }
     }
   }, 250);
@@ -85,7 +102,15 @@ async function apiAction(form) {
   const resp = await fetch(form.dataset.api, { method, headers: { "content-type": "application/json" }, body });
   if (!resp.ok) throw new Error(await errorOf(resp));
   if (form.dataset.then) { location.href = form.dataset.then; return; }
-  if (form.dataset.kind === "run-task") { const t = $("textarea", form); if (t) t.value = ""; }
+  if (form.dataset.kind === "run-task") {
+    // Given to several candidate agents, the answer is a proposal set: show it.
+    const answer = await resp.json().catch(() => ({}));
+    if (typeof answer.id === "string" && answer.id.startsWith("s-")) {
+      location.href = "/sets/" + encodeURIComponent(answer.id);
+      return;
+    }
+  }
+  for (const t of $$("textarea", form)) t.value = "";
   refreshSoon();
 }
 
@@ -109,7 +134,7 @@ document.addEventListener("submit", async (ev) => {
 });
 
 // Live updates: the same event bus as the CLI and MCP, over server-sent events.
-const KINDS = ["state", "tool", "error", "proposal", "text", "workspace", "audit", "gator", "scopes", "message"];
+const KINDS = ["state", "tool", "error", "proposal", "text", "workspace", "audit", "gator", "scopes", "message", "set"];
 function follow(url) {
   const live = $("#live");
   const es = new EventSource(url);
