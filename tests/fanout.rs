@@ -251,7 +251,10 @@ fn a_set_survives_a_killed_daemon_takes_feedback_and_cancels() {
         assert_eq!(ends, 1, "candidate {} ends once: {task:#}", c["n"]);
     }
 
-    // Feedback for candidate 2 only: a next round in its own session.
+    // Feedback for candidate 2 only: a next round in its own session. (Naming candidates
+    // without feedback says what is wrong.)
+    let err = env.fails(&["reject", &id, "--candidate", "2"]);
+    assert!(err.contains("give feedback too"), "{err}");
     let first = candidate(&set, 2)["task"].as_str().unwrap().to_owned();
     let first_proposal = candidate(&set, 2)["proposal"].clone();
     let r = env.json(&["reject", &id, "-m", "also count to four", "--candidate", "2"]);

@@ -415,6 +415,13 @@ impl<E: Engine> Core<E> {
                 return Err(CoreError::Conflict(format!("proposal set {id} was already {}", closed.as_str())));
             }
         }
+        let feedback = feedback.map(str::trim).filter(|f| !f.is_empty());
+        if feedback.is_none() && !only.is_empty() {
+            return Err(CoreError::Invalid(
+                "candidates are the ones given the feedback: give feedback too, or reject the whole set without either"
+                    .into(),
+            ));
+        }
         for n in only {
             let c = view.candidates.iter().find(|c| c.n == *n).ok_or_else(|| {
                 CoreError::Invalid(format!(
@@ -431,7 +438,6 @@ impl<E: Engine> Core<E> {
         }
         let open: Vec<&CandidateView> =
             view.candidates.iter().filter(|c| c.proposal_state == Some(ProposalState::Open)).collect();
-        let feedback = feedback.map(str::trim).filter(|f| !f.is_empty());
         let Some(text) = feedback else {
             self.store.move_set(id, &[SetState::Complete], SetState::Rejected, None, None).await?;
             for c in &open {
