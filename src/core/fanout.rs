@@ -880,7 +880,8 @@ mod tests {
         };
         let running = set(SetState::Running, true, None);
         let open = proposal(ProposalState::Open);
-        let cases: Vec<(&str, &SetRecord, &CandidateRecord, Option<Task>, Option<&crate::store::Proposal>)> = vec![
+        type Case<'a> = (&'a str, &'a SetRecord, &'a CandidateRecord, Option<Task>, Option<&'a crate::store::Proposal>);
+        let cases: Vec<Case> = vec![
             ("waiting", &running, &c, None, None),
             ("running", &running, &c, Some(task(TaskState::Running)), None),
             ("checking", &running, &c, Some(task(TaskState::Completed)), Some(&open)),
@@ -904,6 +905,7 @@ mod tests {
         let other = CandidateRecord { n: 2, ..checked };
         let not = proposal(ProposalState::NotChosen);
         assert_eq!(candidate_state(&chosen, &other, Some(&task(TaskState::Completed)), Some(&not)), "not_chosen");
-        assert_eq!(candidate_state(&chosen, &fed, Some(&task(TaskState::Completed)), Some(&not)), "not_chosen");
+        let fed_other = CandidateRecord { n: 3, ..fed };
+        assert_eq!(candidate_state(&chosen, &fed_other, Some(&task(TaskState::Completed)), Some(&not)), "not_chosen");
     }
 }

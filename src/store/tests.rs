@@ -418,7 +418,9 @@ async fn a_set_its_candidates_their_tasks_and_checks() {
     assert!(!s.move_set("s-1", &[SetState::Complete], SetState::Chosen, Some(1), None).await.unwrap());
     assert!(s.move_set("s-1", &[SetState::Running], SetState::Complete, None, None).await.unwrap());
     assert!(s.move_set("s-1", &[SetState::Complete], SetState::Running, None, Some(2)).await.unwrap());
-    assert!(s.move_set("s-1", &[SetState::Running, SetState::Complete], SetState::Chosen, Some(2), None).await.unwrap());
+    assert!(
+        s.move_set("s-1", &[SetState::Running, SetState::Complete], SetState::Chosen, Some(2), None).await.unwrap()
+    );
     let now = s.set("s-1").await.unwrap().unwrap();
     assert_eq!((now.state, now.round, now.chosen), (SetState::Chosen, 2, Some(2)));
     assert!(!s.move_set("nope", &[SetState::Running], SetState::Complete, None, None).await.unwrap());
