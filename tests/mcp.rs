@@ -14,18 +14,23 @@ use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ()>;
 
-const TOOLS: [&str; 13] = [
+const TOOLS: [&str; 18] = [
     "approve",
+    "cancel_proposal_set",
     "cancel_task",
     "create_workspace",
     "delete_workspace",
+    "diff_candidates",
     "get_proposal",
+    "get_proposal_set",
     "get_task",
     "get_workspace",
+    "list_proposal_sets",
     "list_proposals",
     "list_tasks",
     "list_workspaces",
     "reject",
+    "reject_proposal_set",
     "run_task",
     "workspace_egress",
 ];
@@ -112,6 +117,24 @@ async fn check_tools_and_errors(c: &Client) {
         ),
         ("create_workspace", json!({ "source": "https://github.com/o/r/issues/1" }), "no GitHub token"),
         ("delete_workspace", json!({ "name": "nope" }), "no workspace named `nope`"),
+        // Fan-out.
+        ("run_task", json!({ "workspace": "nope", "prompt": "x", "agents": 2 }), "no workspace named `nope`"),
+        ("run_task", json!({ "workspace": "w", "prompt": "x", "agents": 0 }), "agents: 0 is out of range: use 1 to"),
+        (
+            "run_task",
+            json!({ "workspace": "w", "prompt": "x", "agents": 2, "workers": 1 }),
+            "workers and agents do not go together",
+        ),
+        (
+            "run_task",
+            json!({ "workspace": "w", "prompt": "x", "agents": 1, "models": ["nope"] }),
+            "model `nope` is not one of",
+        ),
+        ("get_proposal_set", json!({ "id": "s-none" }), "no proposal set `s-none`"),
+        ("get_proposal_set", json!({}), "`id` is required"),
+        ("diff_candidates", json!({ "id": "s-none", "a": 1, "b": 2 }), "no proposal set `s-none`"),
+        ("reject_proposal_set", json!({ "id": "s-none", "feedback": "x" }), "no proposal set `s-none`"),
+        ("cancel_proposal_set", json!({ "id": "s-none" }), "no proposal set `s-none`"),
     ] {
         let e = err_text(&call(c, tool, args.clone()).await);
         assert!(e.contains(want), "{tool} {args}: {e}");

@@ -58,7 +58,7 @@ fn the_python_mcp_sdk_runs_the_whole_loop_over_stdio_and_http() {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "python client failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     let seen: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    assert_eq!(seen["stdio_tools"], 13);
+    assert_eq!(seen["stdio_tools"], 18);
     assert_eq!(seen["task"], "completed");
     assert_eq!(seen["approved"], "applied");
     assert_eq!(env.leftovers(), Vec::<String>::new());
@@ -87,7 +87,7 @@ fn the_mcp_inspector_cli_lists_and_calls_tools_over_stdio() {
     let out = run(&["--method", "tools/list"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
-    assert_eq!(v["tools"].as_array().unwrap().len(), 13, "{v:#}");
+    assert_eq!(v["tools"].as_array().unwrap().len(), 18, "{v:#}");
     let out = run(&["--method", "tools/call", "--tool-name", "list_workspaces"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();

@@ -22,7 +22,8 @@ from mcp.client.streamable_http import streamablehttp_client
 TOOLS = {
     "approve", "cancel_task", "create_workspace", "delete_workspace", "get_proposal", "get_task",
     "get_workspace", "list_proposals", "list_tasks", "list_workspaces", "reject", "run_task",
-    "workspace_egress",
+    "workspace_egress", "list_proposal_sets", "get_proposal_set", "diff_candidates",
+    "reject_proposal_set", "cancel_proposal_set",
 }
 
 
