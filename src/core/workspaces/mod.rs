@@ -142,7 +142,9 @@ pub struct Done {
 pub struct WorkspaceStatus {
     pub name: String,
     pub pod: String,
-    /// The pod's status as podman reports it (Running, Exited, Degraded, …).
+    /// The pod's status as podman reports it (Running, Exited, Degraded, …), except that
+    /// stopped workers and fan-out candidates (stopped by design when idle) do not make a
+    /// pod whose workspace and agent run `Degraded`.
     pub status: String,
     pub workspace: Option<String>,
     pub agent: Option<String>,
@@ -158,6 +160,14 @@ impl WorkspaceStatus {
     fn from_pod(p: PodInfo) -> Option<Self> {
         let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
         let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
+        let running = |c: &crate::pods::engine::ContainerInfo| c.state.eq_ignore_ascii_case("running");
+        let extra = |c: &crate::pods::engine::ContainerInfo| {
+            naming::WorkspaceName::new(&name).is_ok_and(|n| n.extra_of(&c.name).is_some())
+        };
+        let only_extras_stopped = p.status.eq_ignore_ascii_case("degraded")
+            && state(Role::Workspace).as_deref() == Some("running")
+            && state(Role::Agent).as_deref() == Some("running")
+            && p.containers.iter().all(|c| running(c) || extra(c));
         Some(WorkspaceStatus {
             workspace: state(Role::Workspace),
             agent: state(Role::Agent),
@@ -165,7 +175,7 @@ impl WorkspaceStatus {
             workspace_folder: p.labels.get(naming::LABEL_FOLDER).cloned(),
             name,
             pod: p.name,
-            status: p.status,
+            status: if only_extras_stopped { "Running".to_owned() } else { p.status },
             created: p.created,
             ports: p.ports,
         })
@@ -450,4 +460,47 @@ pub(super) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::engine::ContainerInfo;
+
+    fn pod(status: &str, containers: &[(&str, Option<Role>, &str)]) -> PodInfo {
+        PodInfo {
+            name: "devaipod-hi".into(),
+            status: status.into(),
+            created: String::new(),
+            labels: [(naming::LABEL_WORKSPACE.to_owned(), "hi".to_owned())].into(),
+            containers: containers
+                .iter()
+                .map(|(n, role, state)| ContainerInfo { name: (*n).into(), role: *role, state: (*state).into() })
+                .collect(),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stopped_workers_and_candidates_do_not_make_a_running_workspace_degraded() {
+        let base = [
+            ("devaipod-hi-workspace", Some(Role::Workspace), "running"),
+            ("devaipod-hi-agent", Some(Role::Agent), "running"),
+            ("devaipod-hi-infra", None, "running"),
+        ];
+        let with = |extra: &[(&'static str, Option<Role>, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            all
+        };
+        let idle = with(&[("devaipod-hi-candidate-2", None, "exited"), ("devaipod-hi-worker-1", None, "exited")]);
+        assert_eq!(WorkspaceStatus::from_pod(pod("Degraded", &idle)).unwrap().status, "Running");
+        // Anything else stopped is what podman says.
+        let mut agent_down = idle.clone();
+        agent_down[1].2 = "exited";
+        assert_eq!(WorkspaceStatus::from_pod(pod("Degraded", &agent_down)).unwrap().status, "Degraded");
+        let stranger = with(&[("devaipod-hi-sidecar", None, "exited")]);
+        assert_eq!(WorkspaceStatus::from_pod(pod("Degraded", &stranger)).unwrap().status, "Degraded");
+        assert_eq!(WorkspaceStatus::from_pod(pod("Exited", &base)).unwrap().status, "Exited");
+    }
 }
