@@ -336,8 +336,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: u32,
     /// Fan-out: give the task to N candidate agents at once, each in its own sandbox, and
-    /// compare their proposals (`[fanout] max-agents` at most); needs -w.
-    #[arg(long, value_name = "N", conflicts_with = "workers", requires = "workspace")]
+    /// compare their proposals (`[fanout] max-agents` at most).
+    #[arg(long, value_name = "N", conflicts_with = "workers")]
     pub agents: Option<u32>,
     /// With --agents: the model of each candidate, in order (repeat it once per candidate;
     /// from `[agent] model` and `[agent] models`).
@@ -540,12 +540,29 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Run(a) if a.agents.is_some() => {
-            let req = SetRequest {
-                workspace: a.workspace.unwrap_or_default(),
-                prompt: a.task.unwrap_or_default(),
-                agents: a.agents.unwrap_or(0),
-                models: a.models,
+            let prompt = a.task.clone().unwrap_or_default();
+            if prompt.trim().is_empty() {
+                bail!("-c is required with --agents: say what the candidates should do");
+            }
+            let workspace = match (a.workspace, a.source) {
+                (Some(w), _) => w,
+                (None, Some(source)) => {
+                    let req = UpRequest {
+                        source: caller_source(&source)?,
+                        name: a.name,
+                        image: a.image,
+                        read_only: a.read_only,
+                        env: Some(CallerEnv::current()),
+                        ..Default::default()
+                    };
+                    match up(c, &req).await? {
+                        UpResult::Created(created) => created.workspace.name,
+                        UpResult::Planned(_) => bail!("the daemon answered with a plan"),
+                    }
+                }
+                (None, None) => bail!("give a source or -w <workspace>"),
             };
+            let req = SetRequest { workspace, prompt, agents: a.agents.unwrap_or(0), models: a.models };
             let set = c.run_set(&req).await?;
             eprintln!(
                 "==> proposal set {} in workspace {}: {} candidate(s)",
