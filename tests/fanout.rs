@@ -211,15 +211,25 @@ fn a_set_survives_a_killed_daemon_takes_feedback_and_cancels() {
     ]}));
     let env = TestEnv::new(&config(&llm, ""));
     let repo = fixture_repo(env.dir.path(), "fo-life", &[("README", "counting\n")]);
-    env.ok(&["up", repo.to_str().unwrap(), "--name", "fo-life", "--image", "localhost/devaipod-base:latest"]);
-
+    // The workspace made and the set started by one command.
     let mut child = env
-        .cmd(&["run", "-w", "fo-life", "--agents", "2", "-c", "count slowly"])
+        .cmd(&[
+            "run",
+            repo.to_str().unwrap(),
+            "--name",
+            "fo-life",
+            "--image",
+            "localhost/devaipod-base:latest",
+            "--agents",
+            "2",
+            "-c",
+            "count slowly",
+        ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(env.dir.path().join("run.err")).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         let sets = env.json(&["sets"]);
         let running = sets.as_array().unwrap().first().cloned();
@@ -230,7 +240,11 @@ fn a_set_survives_a_killed_daemon_takes_feedback_and_cancels() {
                 break id;
             }
         }
-        assert!(Instant::now() < deadline, "the candidates did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the candidates did not start: {}",
+            std::fs::read_to_string(env.dir.path().join("run.err")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     // A second set in the same workspace waits for this one.

@@ -193,14 +193,29 @@ impl Client {
         }
         use std::os::unix::process::CommandExt;
         cmd.process_group(0); // not killed by the terminal's Ctrl-C
+        let logged_at = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let mut child = cmd.spawn().map_err(|e| start("cannot start the devaipod daemon", &e))?;
-        for _ in 0..150 {
+        let mut ours = true;
+        for _ in 0..300 {
             if healthy(&socket).await {
-                eprintln!("started the devaipod daemon in the background (pid {}; log {})", child.id(), log.display());
+                if ours {
+                    eprintln!(
+                        "started the devaipod daemon in the background (pid {}; log {})",
+                        child.id(),
+                        log.display()
+                    );
+                }
                 return Ok(client);
             }
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // it exited: its log says why
+            if ours && let Ok(Some(_)) = child.try_wait() {
+                // Another command started the daemon at the same moment (it holds the
+                // instance's lock): that one is waited for. Any other exit: its log says why.
+                let written = std::fs::read(&log).unwrap_or_default();
+                let since = String::from_utf8_lossy(written.get(logged_at as usize..).unwrap_or_default()).into_owned();
+                if !since.contains(crate::daemon::ANOTHER_DAEMON) {
+                    break;
+                }
+                ours = false;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -22,12 +22,16 @@ use crate::store::Store;
 use crate::web;
 use crate::web::process::DaemonProcess;
 
+/// How a daemon that finds the instance's lock taken begins its error (a client that
+/// started it waits for the other one instead).
+pub const ANOTHER_DAEMON: &str = "another devaipod daemon runs for instance";
+
 pub async fn run(config: Config, listen: &str) -> Result<()> {
     let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     paths.create().map_err(anyhow::Error::msg)?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.lock_file())?;
     if lock.try_lock().is_err() {
-        bail!("another devaipod daemon runs for instance {} ({})", config.instance, paths.runtime.display());
+        bail!("{ANOTHER_DAEMON} {} ({})", config.instance, paths.runtime.display());
     }
     if crate::client::healthy(&paths.socket()).await {
         bail!("a devaipod daemon already serves {} (instance {})", paths.socket().display(), config.instance);
