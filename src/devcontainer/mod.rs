@@ -1,6 +1,7 @@
 //! devcontainer.json: discovery, JSONC parsing into a typed model, and variable
 //! substitution. Knows nothing of podman: `pods::plan` turns the model into a pod.
 
+pub mod compose;
 mod discover;
 pub mod features;
 mod model;
