@@ -34,6 +34,8 @@ pub enum DevContainerError {
     Field { path: PathBuf, line: usize, field: String, message: String },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Compose(#[from] compose::ComposeError),
 }
 
 /// The host side of variable substitution. `Debug` shows the environment's names only.
@@ -62,6 +64,8 @@ pub struct Loaded {
     pub config: DevContainer,
     /// Its features once fetched ([`features::fetch::resolve`]); empty until then.
     pub features: Vec<features::ResolvedFeature>,
+    /// Its compose project once read ([`load_compose`]), when it names `dockerComposeFile`.
+    pub compose: Option<compose::Project>,
 }
 
 impl Loaded {
@@ -79,7 +83,44 @@ pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError
     let text =
         std::fs::read_to_string(path).map_err(|source| DevContainerError::Read { path: path.to_owned(), source })?;
     let config = parse(&text, path, host)?;
-    Ok(Loaded { path: path.to_owned(), config, features: Vec::new() })
+    Ok(Loaded { path: path.to_owned(), config, features: Vec::new(), compose: None })
+}
+
+/// Reads the compose files a devcontainer.json names (`dockerComposeFile`, relative to its
+/// folder), with `host`'s environment for interpolation and its folder as the repository,
+/// and checks `service` and `runServices` against them. Nothing to do without
+/// `dockerComposeFile`.
+pub fn load_compose(loaded: &mut Loaded, host: &HostContext) -> Result<(), DevContainerError> {
+    let Some(files) = &loaded.config.docker_compose_file else { return Ok(()) };
+    let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let field = |keys: &[&str], message: String| DevContainerError::Field {
+        path: loaded.path.clone(),
+        line: line_of_key(&text, keys).unwrap_or(1),
+        field: keys.join("."),
+        message,
+    };
+    let Some(service) = &loaded.config.service else {
+        return Err(field(
+            &["dockerComposeFile"],
+            "`service` is required with dockerComposeFile: it names the service devaipod makes the workspace container"
+                .into(),
+        ));
+    };
+    let dir = loaded.dir().to_owned();
+    let paths: Vec<PathBuf> = files.to_vec().iter().map(|f| compose::normalize(&dir.join(f))).collect();
+    if paths.is_empty() {
+        return Err(field(&["dockerComposeFile"], "names no file".into()));
+    }
+    let repo = PathBuf::from(&host.local_workspace_folder);
+    let project = compose::load(&paths, &compose::LoadContext { env: &host.env, repo: &repo })?;
+    match compose::start_order(&project, service, loaded.config.run_services.as_deref()) {
+        Ok(_) => {}
+        Err(e @ compose::OrderError::NoSuchService(..)) => return Err(field(&["service"], e.to_string())),
+        Err(e @ compose::OrderError::NoSuchRunService(..)) => return Err(field(&["runServices"], e.to_string())),
+        Err(compose::OrderError::Compose(e)) => return Err(e.into()),
+    }
+    loaded.compose = Some(project);
+    Ok(())
 }
 
 pub fn parse(text: &str, path: &Path, host: &HostContext) -> Result<DevContainer, DevContainerError> {

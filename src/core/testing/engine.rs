@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::pods::engine::{
-    ContainerInfo, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, PublishedPort,
-    STDERR_KEPT,
+    ContainerInfo, ContainerState, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output,
+    PodInfo, PublishedPort, STDERR_KEPT,
 };
 use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use crate::pods::{Engine, EngineError};
@@ -441,6 +441,13 @@ impl Engine for FakeEngine {
         let mut env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
         env.extend(c.plan.env.clone());
         Ok(env)
+    }
+
+    async fn container_state(&self, name: &str) -> Result<ContainerState, EngineError> {
+        let s = self.call("container_state", None)?;
+        let c = s.containers.get(name).ok_or_else(|| not_found(&format!("inspect container {name}"), "container"))?;
+        let exited = c.state == "exited";
+        Ok(ContainerState { status: c.state.to_owned(), exit_code: exited.then_some(0) })
     }
 
     async fn pod_exists(&self, name: &str) -> Result<bool, EngineError> {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use order::{OrderError, start_order};
+pub use service::normalize;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ComposeError {
@@ -68,7 +69,7 @@ pub struct Service {
     pub at: At,
     pub image: Option<String>,
     pub build: Option<Build>,
-    /// `env_file`s (in order), then `environment`, resolved by [`load`].
+    /// `env_file`s (in order, read by [`load`]), then `environment`.
     pub environment: BTreeMap<String, String>,
     #[serde(skip)]
     pub(crate) env_entries: Vec<(String, Option<String>)>,
@@ -237,12 +238,7 @@ pub fn load(files: &[PathBuf], cx: &LoadContext<'_>) -> Result<Project, ComposeE
             })?;
             resolved.extend(pairs);
         }
-        for (k, v) in &s.env_entries {
-            match v.clone().or_else(|| env.get(k).cloned()) {
-                Some(v) => resolved.insert(k.clone(), v),
-                None => resolved.remove(k),
-            };
-        }
+        resolved.extend(std::mem::take(&mut s.environment));
         s.environment = resolved;
     }
     Ok(project)
@@ -271,6 +267,14 @@ pub fn parse_files(
                 }
             }
         }
+    }
+    for s in project.services.values_mut() {
+        // `KEY` without a value takes the caller's (or `.env`'s), and is left out when unset.
+        s.environment = s
+            .env_entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone().or_else(|| env.get(k).cloned())?)))
+            .collect();
     }
     for s in project.services.values() {
         if s.image.is_none() && s.build.is_none() {

@@ -9,9 +9,9 @@ use super::{ComposeError, Project};
 /// Why no start order exists, and where to fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrderError {
-    #[error("`service`: `{0}` is not a service of the compose project (it has: {1})")]
+    #[error("`{0}` is not a service of the compose project (it has: {1})")]
     NoSuchService(String, String),
-    #[error("`runServices`: `{0}` is not a service of the compose project (it has: {1})")]
+    #[error("`{0}` is not a service of the compose project (it has: {1})")]
     NoSuchRunService(String, String),
     #[error(transparent)]
     Compose(#[from] ComposeError),

@@ -168,7 +168,7 @@ impl Cx<'_> {
 }
 
 /// Removes `.` and `..` components without touching the file system.
-pub(super) fn normalize(p: &Path) -> PathBuf {
+pub fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for comp in p.components() {
         match comp {

@@ -270,9 +270,9 @@ fn start_order_follows_depends_on_and_run_services() {
     assert_eq!(start_order(&p, "app", Some(&[])).unwrap(), ["db", "api", "app"]);
     assert_eq!(start_order(&p, "app", Some(&["debug".to_owned()])).unwrap(), ["db", "debug", "api", "app"]);
     let e = start_order(&p, "nope", None).unwrap_err().to_string();
-    assert_eq!(e, "`service`: `nope` is not a service of the compose project (it has: api, app, db, debug, docs)");
+    assert_eq!(e, "`nope` is not a service of the compose project (it has: api, app, db, debug, docs)");
     let e = start_order(&p, "app", Some(&["web".to_owned()])).unwrap_err().to_string();
-    assert!(e.starts_with("`runServices`: `web` is not a service"), "{e}");
+    assert!(e.starts_with("`web` is not a service"), "{e}");
 
     let circle = "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n";
     let p = parse(&[("c.yml", circle)]).unwrap();
