@@ -87,10 +87,11 @@ pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError
 }
 
 /// Reads the compose files a devcontainer.json names (`dockerComposeFile`, relative to its
-/// folder), with `host`'s environment for interpolation and its folder as the repository,
-/// and checks `service` and `runServices` against them. Nothing to do without
-/// `dockerComposeFile`.
-pub fn load_compose(loaded: &mut Loaded, host: &HostContext) -> Result<(), DevContainerError> {
+/// folder) in `checkout` (the repository they are in), with `host`'s environment for
+/// interpolation, and checks `service` and `runServices` against them. Bind sources, found
+/// in `checkout`, are made to point at the same place in `host`'s local workspace folder
+/// (the user's own folder for a local source). Nothing to do without `dockerComposeFile`.
+pub fn load_compose(loaded: &mut Loaded, host: &HostContext, checkout: &Path) -> Result<(), DevContainerError> {
     let Some(files) = &loaded.config.docker_compose_file else { return Ok(()) };
     let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
     let field = |keys: &[&str], message: String| DevContainerError::Field {
@@ -111,8 +112,17 @@ pub fn load_compose(loaded: &mut Loaded, host: &HostContext) -> Result<(), DevCo
     if paths.is_empty() {
         return Err(field(&["dockerComposeFile"], "names no file".into()));
     }
-    let repo = PathBuf::from(&host.local_workspace_folder);
-    let project = compose::load(&paths, &compose::LoadContext { env: &host.env, repo: &repo })?;
+    let mut project = compose::load(&paths, &compose::LoadContext { env: &host.env, repo: checkout })?;
+    let local = Path::new(&host.local_workspace_folder);
+    for s in project.services.values_mut() {
+        for v in &mut s.volumes {
+            if let compose::ServiceVolume::Bind { source, .. } = v
+                && let Ok(rel) = source.strip_prefix(checkout)
+            {
+                *source = local.join(rel);
+            }
+        }
+    }
     match compose::start_order(&project, service, loaded.config.run_services.as_deref()) {
         Ok(_) => {}
         Err(e @ compose::OrderError::NoSuchService(..)) => return Err(field(&["service"], e.to_string())),

@@ -157,9 +157,9 @@ impl<E: Engine> Core<E> {
                 // The compose files (not with --image, which replaces the whole project).
                 if loaded.config.docker_compose_file.is_some() && req.image.is_none() {
                     progress.step("reading the compose files");
-                    let host = host.clone();
+                    let (host, checkout) = (host.clone(), checkout.clone());
                     loaded = tokio::task::spawn_blocking(move || {
-                        devcontainer::load_compose(&mut loaded, &host).map(|()| loaded)
+                        devcontainer::load_compose(&mut loaded, &host, &checkout).map(|()| loaded)
                     })
                     .await
                     .map_err(|e| CoreError::Io(e.to_string()))??;

@@ -292,7 +292,8 @@ fn every_conformance_file_plans_or_gives_a_clear_error() {
         let mut l = devcontainer::load(&root.join(&rel), &host).unwrap();
         // The shared compose configs come without their compose files: reading them must
         // fail naming the missing file, and nothing else.
-        if let Err(e) = devcontainer::load_compose(&mut l, &host) {
+        let checkout = l.dir().parent().unwrap().to_owned();
+        if let Err(e) = devcontainer::load_compose(&mut l, &host, &checkout) {
             let first = l.config.docker_compose_file.as_ref().unwrap().to_vec()[0].clone();
             let missing = devcontainer::compose::normalize(&l.dir().join(first));
             assert_eq!(
