@@ -626,3 +626,91 @@ fn compose_conflicts_name_the_key_and_line() {
     );
     assert_eq!(p.workspace_folder, "/workspaces/hello");
 }
+
+/// The compose fixtures of this repository (`tests/fixtures/compose/`), read from disk as
+/// `up` reads them (`.env`, `env_file`, several files), each planned or refused naming the
+/// file, the line and the key.
+#[test]
+fn compose_fixtures_plan_or_refuse_naming_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose");
+    let load = |name: &str| {
+        let repo = root.join(name);
+        let host = HostContext {
+            env: BTreeMap::new(),
+            local_workspace_folder: repo.to_string_lossy().into_owned(),
+            devcontainer_id: "x".into(),
+        };
+        let mut l = devcontainer::load(&repo.join(".devcontainer/devcontainer.json"), &host).unwrap();
+        devcontainer::load_compose(&mut l, &host, &repo).map(|()| l).map_err(|e| e.to_string())
+    };
+    let planned = |name: &str| {
+        let l = load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        plan(&Config::default(), Some(&l), &request()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let services = |p: &PodPlan| -> Vec<String> {
+        p.compose.as_ref().unwrap().services.iter().map(|s| s.service.clone()).collect()
+    };
+
+    let p = planned("node-mongo");
+    assert_eq!(services(&p), ["db"]);
+    assert_eq!(p.workspace_folder, "/workspaces/node-mongo");
+    assert!(matches!(&p.image, ImagePlan::Build(b) if b.dockerfile.ends_with("node-mongo/.devcontainer/Dockerfile")));
+    let db = &p.compose.as_ref().unwrap().services[0];
+    assert_eq!(
+        db.container.mounts[0],
+        MountPlan::Volume { name: "devaipod-hello_mongodb-data".into(), target: "/data/db".into(), readonly: false }
+    );
+    assert_eq!(p.pod.ports, [3000]);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("docker-compose.yml:17: `services.db.restart` is ignored")),
+        "{:?}",
+        p.warnings
+    );
+
+    let p = planned("python-postgres");
+    assert_eq!(services(&p), ["db"], "runServices leaves pgadmin (a profile) out");
+    let env = &p.workspace.env;
+    for (k, v) in [
+        ("DJANGO_SETTINGS_MODULE", "app.settings.dev"),
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_HOST", "db"),
+        ("DEBUG", "true"),
+        ("PYTHONUNBUFFERED", "1"),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}: {env:?}");
+    }
+    assert!(p.workspace.cap_add.contains(&"SYS_PTRACE".to_owned()));
+    assert_eq!(p.workspace.security_opt, ["seccomp=unconfined"]);
+    let c = p.compose.as_ref().unwrap();
+    let db = &c.services[0];
+    assert_eq!(db.container.env["POSTGRES_PASSWORD"], "postgres", "from .env");
+    assert_eq!(db.healthcheck.as_ref().unwrap().argv, ["/bin/sh", "-c", "pg_isready -U ${POSTGRES_USER}"]);
+    let initdb = root.join("python-postgres/.devcontainer/initdb");
+    assert!(db.container.mounts.contains(&MountPlan::Bind {
+        source: initdb,
+        target: "/docker-entrypoint-initdb.d".into(),
+        readonly: true
+    }));
+    assert_eq!(c.start[1].waits[0].condition, Condition::ServiceHealthy);
+    assert_eq!(p.pod.ports, [5432]);
+
+    let p = planned("rails-redis");
+    assert_eq!(services(&p), ["redis", "selenium", "sidekiq"]);
+    let c = p.compose.as_ref().unwrap();
+    let redis = &c.services[0];
+    assert!(redis.container.image_entrypoint);
+    assert_eq!(redis.container.command, ["redis-server", "--appendonly", "yes"]);
+    let ImagePlan::Build(sidekiq) = &c.services[2].image else { panic!() };
+    assert_eq!(sidekiq.args["RUBY_VERSION"], "3.3.0");
+    assert_eq!(c.services[2].container.env["REDIS_URL"], "redis://redis:6379/1");
+    assert_eq!(p.workspace.env["REDIS_URL"], "redis://redis:6379/1");
+    assert!(p.warnings.iter().any(|w| w.contains("`services.selenium.shm_size` is ignored")), "{:?}", p.warnings);
+
+    let e = load("docker-from-docker").unwrap_err();
+    assert!(
+        e.contains("docker-from-docker/.devcontainer/docker-compose.yml:7: `services.app.volumes[1]`: `/var/run/docker.sock` is outside the repository"),
+        "{e}"
+    );
+    let e = load("extends").unwrap_err();
+    assert!(e.contains("extends/.devcontainer/docker-compose.yml:5: `services.app.extends`: is not supported"), "{e}");
+}
