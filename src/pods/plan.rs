@@ -300,24 +300,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let name = &req.name;
 
     // A compose project: its `service` is the workspace container, the others run beside it.
-    let compose = match (dc, &c.docker_compose_file) {
-        (Some(l), Some(_)) if req.image_override.is_none() => {
-            let project = l.compose.as_ref().ok_or_else(|| {
-                invalid("dockerComposeFile: the compose files were not read (devcontainer::load_compose)".into())
-            })?;
-            let service = c.service.as_deref().ok_or_else(|| invalid("dockerComposeFile needs `service`".into()))?;
-            let checkout = req.checkout_dir.as_path();
-            let parts =
-                compose::parts(project, service, c.run_services.as_deref(), &req.instance, name, checkout, &invalid)?;
-            warnings.extend(parts.warnings.iter().cloned());
-            Some(parts)
-        }
-        (Some(_), Some(_)) => {
-            warnings.push("dockerComposeFile is ignored: --image gives the image, and no service runs".into());
-            None
-        }
-        _ => None,
-    };
+    let compose = compose::of(dc, req, &invalid, &mut warnings)?;
 
     // The image.
     let image = if let Some(reference) = &req.image_override {
@@ -692,25 +675,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         pod_labels.insert(naming::LABEL_POST_ATTACH.into(), json);
     }
     let mut add_hosts = run_args.add_hosts.clone();
-    let mut compose_plan = None;
-    if let Some(parts) = compose {
-        // Services reach each other by name: every name is the pod's own address.
-        add_hosts.extend(parts.add_hosts);
-        volumes.extend(parts.volumes);
-        let built: Vec<&str> = parts
-            .plan
-            .services
-            .iter()
-            .filter_map(|s| match &s.image {
-                ImagePlan::Build(b) => Some(b.tag.as_str()),
-                ImagePlan::Existing { .. } => None,
-            })
-            .collect();
-        if !built.is_empty() {
-            pod_labels.insert(naming::LABEL_SERVICE_IMAGES.into(), built.join(","));
-        }
-        compose_plan = Some(parts.plan);
-    }
+    let compose_plan = compose.map(|parts| parts.finish(&mut add_hosts, &mut volumes, &mut pod_labels));
     let pod = PodSpec {
         name: name.pod(),
         hostname: run_args.hostname.clone().unwrap_or_else(|| name.as_str().to_owned()),

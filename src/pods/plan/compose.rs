@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{BuildPlan, ContainerNetwork, ContainerPlan, ImagePlan, MountPlan, PlanError, VolumePlan};
+use super::{BuildPlan, ContainerNetwork, ContainerPlan, ImagePlan, MountPlan, PlanError, PlanRequest, VolumePlan};
 use crate::devcontainer::compose::{self, Condition, Healthcheck, Project, Service, ServiceVolume};
-use crate::devcontainer::{Mount, MountKind};
+use crate::devcontainer::{Loaded, Mount, MountKind};
 use crate::pods::naming::{self, Role, WorkspaceName};
 
 /// Where the services run and in which order they start.
@@ -65,6 +65,57 @@ pub(super) struct Parts<'p> {
     pub add_hosts: Vec<String>,
     pub plan: ComposePlan,
     pub warnings: Vec<String>,
+}
+
+/// The compose part of a plan, when devcontainer.json names `dockerComposeFile` (and
+/// `--image` does not replace the project, which a warning says).
+pub(super) fn of<'p>(
+    dc: Option<&'p Loaded>,
+    req: &PlanRequest,
+    invalid: &dyn Fn(String) -> PlanError,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Parts<'p>>, PlanError> {
+    let Some(l) = dc.filter(|l| l.config.docker_compose_file.is_some()) else { return Ok(None) };
+    if req.image_override.is_some() {
+        warnings.push("dockerComposeFile is ignored: --image gives the image, and no service runs".into());
+        return Ok(None);
+    }
+    let project = l.compose.as_ref().ok_or_else(|| {
+        invalid("dockerComposeFile: the compose files were not read (devcontainer::load_compose)".into())
+    })?;
+    let service = l.config.service.as_deref().ok_or_else(|| invalid("dockerComposeFile needs `service`".into()))?;
+    let run_services = l.config.run_services.as_deref();
+    let parts = parts(project, service, run_services, &req.instance, &req.name, &req.checkout_dir, invalid)?;
+    warnings.extend(parts.warnings.iter().cloned());
+    Ok(Some(parts))
+}
+
+impl Parts<'_> {
+    /// What the pod gets: every service's name as a hosts entry of its own address, the
+    /// named volumes, the label naming the images built for services (`delete` removes
+    /// them); the compose plan.
+    pub(super) fn finish(
+        self,
+        add_hosts: &mut Vec<String>,
+        volumes: &mut Vec<VolumePlan>,
+        pod_labels: &mut BTreeMap<String, String>,
+    ) -> ComposePlan {
+        add_hosts.extend(self.add_hosts);
+        volumes.extend(self.volumes);
+        let built: Vec<&str> = self
+            .plan
+            .services
+            .iter()
+            .filter_map(|s| match &s.image {
+                ImagePlan::Build(b) => Some(b.tag.as_str()),
+                ImagePlan::Existing { .. } => None,
+            })
+            .collect();
+        if !built.is_empty() {
+            pod_labels.insert(naming::LABEL_SERVICE_IMAGES.into(), built.join(","));
+        }
+        self.plan
+    }
 }
 
 /// The image tag of a service `up` builds: lowercase, other characters as `-`.
