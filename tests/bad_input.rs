@@ -52,13 +52,37 @@ fn malformed_devcontainer_json_names_file_and_line() {
     let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
     assert!(e.contains(".devcontainer.json:3:"), "{e}");
 
+    // Compose: a missing file is named; a refused key names the file, its line and the key.
     let repo = fixture_repo(
         env.dir.path(),
         "compose",
         &[(".devcontainer.json", r#"{"dockerComposeFile": "c.yml", "service": "a"}"#)],
     );
     let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
-    assert!(e.contains("dockerComposeFile is not supported yet"), "{e}");
+    assert!(e.contains("cannot read ") && e.contains("/compose/c.yml: No such file or directory"), "{e}");
+    let repo = fixture_repo(
+        env.dir.path(),
+        "compose-host",
+        &[
+            (".devcontainer.json", r#"{"dockerComposeFile": "c.yml", "service": "a"}"#),
+            ("c.yml", "services:\n  a:\n    image: localhost/devaipod-base:latest\n    network_mode: host\n"),
+        ],
+    );
+    let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
+    assert!(e.contains("/compose-host/c.yml:4: `services.a.network_mode`: `host` would put the service"), "{e}");
+    let repo = fixture_repo(
+        env.dir.path(),
+        "compose-service",
+        &[
+            (".devcontainer.json", "{\n  \"dockerComposeFile\": \"c.yml\",\n  \"service\": \"web\"\n}\n"),
+            ("c.yml", "services:\n  a:\n    image: x\n"),
+        ],
+    );
+    let e = env.fails(&["up", repo.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        e.contains(".devcontainer.json:3: field `service`: `web` is not a service of the compose project (it has: a)"),
+        "{e}"
+    );
 }
 
 #[test]

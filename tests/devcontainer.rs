@@ -276,3 +276,86 @@ fn a_feature_that_cannot_be_had_names_its_key_and_line() {
         std::fs::remove_dir_all(&repo).unwrap();
     }
 }
+
+/// A database-like service built from the local base image (a TCP server in perl), the
+/// workspace depending on it being healthy: `up` brings both, the workspace reaches the
+/// service by its name and at the pod's address, the agent reaches it neither way, and
+/// `delete` removes every container, volume and built image.
+#[test]
+fn a_compose_service_beside_the_workspace_is_reached_by_name_but_not_by_the_agent() {
+    if !podman_available() {
+        return;
+    }
+    let env = TestEnv::new("");
+    let server = r#"use strict; use warnings; use IO::Socket::INET;
+my $s = IO::Socket::INET->new(LocalAddr => '0.0.0.0', LocalPort => 7000, Listen => 16, ReuseAddr => 1) or die "listen: $!";
+open(my $f, '>', '/data/ready') or die "volume: $!"; close $f;
+while (my $c = $s->accept) { print $c "pong from $ENV{DB_NAME}\n"; close $c; }
+"#;
+    let repo = fixture_repo(
+        env.dir.path(),
+        "dc-compose",
+        &[
+            (
+                ".devcontainer/devcontainer.json",
+                r#"{
+                    "dockerComposeFile": ["docker-compose.yml", "docker-compose.dev.yml"],
+                    "service": "app",
+                    "containerEnv": { "FROM_JSON": "json" }
+                }"#,
+            ),
+            (
+                ".devcontainer/docker-compose.yml",
+                "services:\n  app:\n    image: localhost/devaipod-base:latest\n    volumes:\n      - ..:/workspaces/dc-compose:cached\n    command: sleep infinity\n    environment:\n      DB_ADDR: db:${DB_PORT:-7000}\n    depends_on:\n      db:\n        condition: service_healthy\n  db:\n    build: ./db\n    environment:\n      DB_NAME: ${DB_NAME}\n    volumes:\n      - dbdata:/data\n    healthcheck:\n      test: [\"CMD\", \"bash\", \"-c\", \"exec 3<>/dev/tcp/127.0.0.1/7000\"]\n      interval: 1s\n      retries: 30\nvolumes:\n  dbdata:\n",
+            ),
+            // A second file, merged over the first.
+            (".devcontainer/docker-compose.dev.yml", "services:\n  app:\n    environment:\n      STAGE: dev\n"),
+            (".devcontainer/.env", "DB_NAME=devdb\n"),
+            (
+                ".devcontainer/db/Dockerfile",
+                "FROM localhost/devaipod-base:latest\nCOPY server.pl /usr/local/bin/server.pl\nCMD [\"perl\", \"/usr/local/bin/server.pl\"]\n",
+            ),
+            (".devcontainer/db/server.pl", server),
+        ],
+    );
+    let ws = "dc-compose";
+    let up = env.run(&["up", repo.to_str().unwrap(), "--name", ws]);
+    let stderr = text(&up.stderr);
+    assert!(up.status.success(), "up failed:\n{stderr}");
+    assert!(stderr.contains("waiting for service db to be healthy"), "{stderr}");
+
+    let pod = format!("devaipod-{ws}");
+    let db = format!("{pod}_db");
+    let filter = format!("label=io.devaipod.instance={}", env.instance);
+    let containers =
+        podman(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}} {{index .Labels \"io.devaipod.role\"}}"]);
+    assert!(containers.contains(&format!("{db} service")), "{containers}");
+    let volumes = podman(&["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+    assert!(volumes.lines().any(|v| v == format!("{pod}_dbdata")), "{volumes}");
+    let image = format!("localhost/devaipod-build/{}-{ws}_db:latest", env.instance);
+    assert!(podman(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).contains(&image), "{image}");
+
+    // The workspace: the repository where the compose file mounts it, the environment of
+    // both files and devcontainer.json, the service by its name and at the pod's address.
+    let sh = |script: &str| env.ok(&["exec", ws, "--", "bash", "-c", script]);
+    assert_eq!(sh("pwd; test -f README.md && echo repo"), "/workspaces/dc-compose\nrepo\n");
+    assert_eq!(sh("echo $DB_ADDR $STAGE $FROM_JSON"), "db:7000 dev json\n");
+    let by_name = "exec 3<>/dev/tcp/db/7000 && timeout 5 cat <&3";
+    assert_eq!(sh(by_name), "pong from devdb\n");
+    let ip = sh("hostname -I | cut -d' ' -f1").trim().to_owned();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok_and(|a| !a.is_loopback()), "pod address: {ip:?}");
+    let by_ip = format!("exec 3<>/dev/tcp/{ip}/7000 && timeout 5 cat <&3");
+    assert_eq!(sh(&by_ip), "pong from devdb\n");
+
+    // The agent reaches neither: it has a network namespace of its own (loopback only).
+    for script in [by_name.to_owned(), by_ip] {
+        let out = env.run(&["exec", ws, "--agent", "--", "timeout", "10", "bash", "-c", &script]);
+        assert!(!out.status.success(), "the agent reached the service with `{script}`: {}", text(&out.stdout));
+        assert!(!text(&out.stdout).contains("pong"), "{}", text(&out.stdout));
+    }
+
+    env.ok(&["delete", ws]);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    let images = podman(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!images.contains(&image), "the service's image stays after delete: {images}");
+}

@@ -41,6 +41,7 @@ async fn pod_running(e: &Podman, instance: &str, name: &WorkspaceName, command: 
         role: Role::Workspace,
         image: devaipod::config::DEFAULT_IMAGE.into(),
         command: command.iter().map(|s| s.to_string()).collect(),
+        image_entrypoint: false,
         user: None,
         workdir: "/".into(),
         env: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! devcontainer.json: discovery, JSONC parsing into a typed model, and variable
 //! substitution. Knows nothing of podman: `pods::plan` turns the model into a pod.
 
+pub mod compose;
 mod discover;
 pub mod features;
 mod model;
@@ -33,6 +34,8 @@ pub enum DevContainerError {
     Field { path: PathBuf, line: usize, field: String, message: String },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Compose(#[from] compose::ComposeError),
 }
 
 /// The host side of variable substitution. `Debug` shows the environment's names only.
@@ -61,6 +64,8 @@ pub struct Loaded {
     pub config: DevContainer,
     /// Its features once fetched ([`features::fetch::resolve`]); empty until then.
     pub features: Vec<features::ResolvedFeature>,
+    /// Its compose project once read ([`load_compose`]), when it names `dockerComposeFile`.
+    pub compose: Option<compose::Project>,
 }
 
 impl Loaded {
@@ -78,7 +83,54 @@ pub fn load(path: &Path, host: &HostContext) -> Result<Loaded, DevContainerError
     let text =
         std::fs::read_to_string(path).map_err(|source| DevContainerError::Read { path: path.to_owned(), source })?;
     let config = parse(&text, path, host)?;
-    Ok(Loaded { path: path.to_owned(), config, features: Vec::new() })
+    Ok(Loaded { path: path.to_owned(), config, features: Vec::new(), compose: None })
+}
+
+/// Reads the compose files a devcontainer.json names (`dockerComposeFile`, relative to its
+/// folder) in `checkout` (the repository they are in), with `host`'s environment for
+/// interpolation, and checks `service` and `runServices` against them. Bind sources, found
+/// in `checkout`, are made to point at the same place in `host`'s local workspace folder
+/// (the user's own folder for a local source). Nothing to do without `dockerComposeFile`.
+pub fn load_compose(loaded: &mut Loaded, host: &HostContext, checkout: &Path) -> Result<(), DevContainerError> {
+    let Some(files) = &loaded.config.docker_compose_file else { return Ok(()) };
+    let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let field = |keys: &[&str], message: String| DevContainerError::Field {
+        path: loaded.path.clone(),
+        line: line_of_key(&text, keys).unwrap_or(1),
+        field: keys.join("."),
+        message,
+    };
+    let Some(service) = &loaded.config.service else {
+        return Err(field(
+            &["dockerComposeFile"],
+            "`service` is required with dockerComposeFile: it names the service devaipod makes the workspace container"
+                .into(),
+        ));
+    };
+    let dir = loaded.dir().to_owned();
+    let paths: Vec<PathBuf> = files.to_vec().iter().map(|f| compose::normalize(&dir.join(f))).collect();
+    if paths.is_empty() {
+        return Err(field(&["dockerComposeFile"], "names no file".into()));
+    }
+    let mut project = compose::load(&paths, &compose::LoadContext { env: &host.env, repo: checkout })?;
+    let local = Path::new(&host.local_workspace_folder);
+    for s in project.services.values_mut() {
+        for v in &mut s.volumes {
+            if let compose::ServiceVolume::Bind { source, .. } = v
+                && let Ok(rel) = source.strip_prefix(checkout)
+            {
+                *source = local.join(rel);
+            }
+        }
+    }
+    match compose::start_order(&project, service, loaded.config.run_services.as_deref()) {
+        Ok(_) => {}
+        Err(e @ compose::OrderError::NoSuchService(..)) => return Err(field(&["service"], e.to_string())),
+        Err(e @ compose::OrderError::NoSuchRunService(..)) => return Err(field(&["runServices"], e.to_string())),
+        Err(compose::OrderError::Compose(e)) => return Err(e.into()),
+    }
+    loaded.compose = Some(project);
+    Ok(())
 }
 
 pub fn parse(text: &str, path: &Path, host: &HostContext) -> Result<DevContainer, DevContainerError> {

@@ -78,6 +78,15 @@ pub struct PublishedPort {
     pub host_port: u16,
 }
 
+/// A container's state (a compose service that must finish, or stay up, before another starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    /// running, exited, created, …
+    pub status: String,
+    /// Its main process's exit code, once it has exited.
+    pub exit_code: Option<i64>,
+}
+
 /// What a derived image is built from: the base image's id and user (`USER`, may be empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFacts {
@@ -243,6 +252,7 @@ pub trait Engine: Send + Sync + 'static {
     fn remove_image(&self, reference: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
     /// The environment a container runs with (the image's and the container's own).
     fn container_env(&self, name: &str) -> impl Future<Output = Result<BTreeMap<String, String>, EngineError>> + Send;
+    fn container_state(&self, name: &str) -> impl Future<Output = Result<ContainerState, EngineError>> + Send;
     fn pod_exists(&self, name: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
     fn create_volume(&self, volume: &VolumePlan) -> impl Future<Output = Result<(), EngineError>> + Send;
     fn create_pod(&self, pod: &PodSpec) -> impl Future<Output = Result<(), EngineError>> + Send;

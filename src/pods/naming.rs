@@ -24,6 +24,11 @@ pub const LABEL_USER: &str = "io.devaipod.user";
 pub const LABEL_REMOTE_ENV: &str = "io.devaipod.remote-env";
 /// devcontainer.json's `postAttachCommand` (JSON, as written), run by `devaipod attach`.
 pub const LABEL_POST_ATTACH: &str = "io.devaipod.post-attach";
+/// The compose service a container runs (role `service`).
+pub const LABEL_SERVICE: &str = "io.devaipod.service";
+/// On the pod: the images `up` built for compose services (comma-separated), which
+/// `delete` removes.
+pub const LABEL_SERVICE_IMAGES: &str = "io.devaipod.service-images";
 
 /// The role label of a worker agent's container (its number is in [`LABEL_WORKER`]).
 pub const ROLE_WORKER: &str = "worker";
@@ -78,6 +83,9 @@ pub const MAX_NAME_LEN: usize = 40;
 pub enum Role {
     Workspace,
     Agent,
+    /// A compose service's container beside the workspace's (named by
+    /// [`WorkspaceName::service_container`], not by [`WorkspaceName::container`]).
+    Service,
 }
 
 impl Role {
@@ -85,6 +93,7 @@ impl Role {
         match self {
             Role::Workspace => "workspace",
             Role::Agent => "agent",
+            Role::Service => "service",
         }
     }
 
@@ -183,6 +192,22 @@ impl WorkspaceName {
 
     pub fn agent_home_volume(&self) -> String {
         format!("{PREFIX}{}-agent-home", self.0)
+    }
+
+    /// The container of compose service `service`: `devaipod-<name>_<service>`. A workspace
+    /// name has no `_`, so no other workspace's object can have this name.
+    pub fn service_container(&self, service: &str) -> String {
+        format!("{PREFIX}{}_{service}", self.0)
+    }
+
+    /// A named volume of the compose project: `devaipod-<name>_<volume>`.
+    pub fn compose_volume(&self, volume: &str) -> String {
+        format!("{PREFIX}{}_{volume}", self.0)
+    }
+
+    /// The `n`th anonymous volume of compose service `service`: `devaipod-<name>__<service>-<n>`.
+    pub fn service_volume(&self, service: &str, n: usize) -> String {
+        format!("{PREFIX}{}__{service}-{n}", self.0)
     }
 
     /// The container of worker agent `n` (1, 2, …).

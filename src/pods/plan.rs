@@ -97,12 +97,11 @@ pub struct SandboxMounts {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
-    #[error(
-        "{path}: dockerComposeFile is not supported yet (devaipod runs one pod per workspace); use `image` or `build` in devcontainer.json, or pass --image"
-    )]
-    ComposeUnsupported { path: PathBuf },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A compose file's refusal, naming its file, line and key.
+    #[error(transparent)]
+    Compose(#[from] crate::devcontainer::compose::ComposeError),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,6 +121,9 @@ pub struct PodPlan {
     /// devcontainer features in install order, installed into one image derived from
     /// `image` (`up` builds it; both containers run it).
     pub features: Vec<ResolvedFeature>,
+    /// The compose project's other services and the start order (`dockerComposeFile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposePlan>,
     /// Things the user should know: parts of devcontainer.json devaipod does not apply.
     pub warnings: Vec<String>,
 }
@@ -185,7 +187,12 @@ pub struct ContainerPlan {
     pub role: Role,
     pub image: String,
     pub command: Vec<String>,
+    /// `command` is the arguments of the image's own ENTRYPOINT (the image's CMD when it
+    /// is empty): a compose service that does not override its entrypoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub image_entrypoint: bool,
     pub user: Option<String>,
+    /// Empty: the image's own working directory.
     pub workdir: String,
     pub env: BTreeMap<String, String>,
     /// Trusted variables: values are shown as `<redacted>` in a printed plan.
@@ -292,11 +299,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let mut warnings = Vec::new();
     let name = &req.name;
 
+    // A compose project: its `service` is the workspace container, the others run beside it.
+    let compose = compose::of(dc, req, &invalid, &mut warnings)?;
+
     // The image.
     let image = if let Some(reference) = &req.image_override {
         ImagePlan::Existing { reference: reference.clone() }
-    } else if c.docker_compose_file.is_some() {
-        return Err(PlanError::ComposeUnsupported { path: dc_path });
+    } else if let Some(parts) = &compose {
+        parts.image.clone()
     } else if let Some(reference) = &c.image {
         ImagePlan::Existing { reference: reference.clone() }
     } else if let Some(dockerfile) = c.build.as_ref().and_then(|b| b.dockerfile.clone()).or(c.docker_file.clone()) {
@@ -348,10 +358,13 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
 
     // Where the repository lives in the containers.
     let checkout = req.checkout_dir.to_string_lossy().into_owned();
-    let workspace_folder = match (&c.workspace_folder, &c.workspace_mount) {
-        (Some(f), _) => f.clone(),
-        (None, Some(m)) => Mount::parse_str(m).map_err(invalid)?.target,
-        (None, None) => devcontainer::default_workspace_folder(&checkout),
+    let repository_target = compose.as_ref().and_then(|p| p.repository_target.clone());
+    let workspace_folder = match (&c.workspace_folder, &c.workspace_mount, repository_target) {
+        (Some(f), _, _) => f.clone(),
+        (None, Some(m), _) => Mount::parse_str(m).map_err(invalid)?.target,
+        // Where the compose service mounts the repository.
+        (None, None, Some(t)) => t,
+        (None, None, None) => devcontainer::default_workspace_folder(&checkout),
     };
     let folder = workspace_folder.trim_end_matches('/');
     let overlaps =
@@ -387,7 +400,9 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     for (k, v) in &config.trusted.env.vars {
         trusted_env.insert(k.to_string(), Redacted(v.clone()));
     }
-    let mut workspace_env = c.container_env.clone();
+    let service = compose.as_ref().map(|p| p.service);
+    let mut workspace_env = service.map(|s| s.environment.clone()).unwrap_or_default();
+    workspace_env.extend(c.container_env.clone());
     workspace_env.extend(run_args.env.clone());
     workspace_env.extend(common.clone());
     let secret_env: BTreeMap<String, String> =
@@ -403,8 +418,10 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         vec![MountPlan::Volume { name: name.workspace_volume(), target: workspace_folder.clone(), readonly: false }];
     let dc_mounts =
         c.mounts.iter().enumerate().map(|(i, m)| m.parse().map_err(|e| invalid(format!("mounts[{i}]: {e}"))));
-    let extra: Vec<Mount> = feature_mounts
+    let compose_mounts = compose.as_ref().map(|p| p.mounts.clone()).unwrap_or_default();
+    let extra: Vec<Mount> = compose_mounts
         .into_iter()
+        .chain(feature_mounts)
         .chain(dc_mounts.collect::<Result<Vec<_>, _>>()?)
         .chain(run_args.mounts.clone())
         .collect();
@@ -443,29 +460,40 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             .filter_map(|f| f.meta.entrypoint.clone())
             .chain(IDLE_COMMAND.map(String::from))
             .collect(),
-        user: run_args.user.clone().or(c.container_user.clone()),
+        image_entrypoint: false,
+        user: run_args.user.clone().or(c.container_user.clone()).or(service.and_then(|s| s.user.clone())),
         workdir: workspace_folder.clone(),
         env: workspace_env.clone(),
         trusted_env,
         secret_env,
         mounts: ws_mounts,
-        cap_drop: run_args.cap_drop.clone(),
-        cap_add: features.iter().flat_map(|f| &f.meta.cap_add).chain(&c.cap_add).chain(&run_args.cap_add).fold(
-            Vec::new(),
-            |mut v, cap| {
+        cap_drop: service
+            .map(|s| s.cap_drop.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(run_args.cap_drop.clone())
+            .collect(),
+        cap_add: service
+            .into_iter()
+            .flat_map(|s| &s.cap_add)
+            .chain(features.iter().flat_map(|f| &f.meta.cap_add))
+            .chain(&c.cap_add)
+            .chain(&run_args.cap_add)
+            .fold(Vec::new(), |mut v, cap| {
                 if !v.contains(cap) {
                     v.push(cap.clone());
                 }
                 v
-            },
-        ),
+            }),
         no_new_privileges: false,
         privileged: c.privileged.unwrap_or(false)
+            || service.is_some_and(|s| s.privileged == Some(true))
             || run_args.privileged
             || features.iter().any(|f| f.meta.privileged == Some(true)),
-        security_opt: features
-            .iter()
-            .flat_map(|f| &f.meta.security_opt)
+        security_opt: service
+            .into_iter()
+            .flat_map(|s| &s.security_opt)
+            .chain(features.iter().flat_map(|f| &f.meta.security_opt))
             .chain(&c.security_opt)
             .chain(&run_args.security_opt)
             .cloned()
@@ -551,6 +579,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         role: Role::Agent,
         image: image_ref,
         command,
+        image_entrypoint: false,
         user: Some(AGENT_USER.into()),
         workdir: workspace_folder.clone(),
         env: agent_env,
@@ -590,6 +619,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     for port in config.network.agent_ports.iter().map(|p| p.get()) {
         if !ports.contains(&port) {
             ports.push(port);
+        }
+    }
+    // The services' `ports`, like forwardPorts: on 127.0.0.1 at a free port.
+    for port in compose.iter().flat_map(|p| &p.ports) {
+        if !ports.contains(port) {
+            ports.push(*port);
         }
     }
     for p in &c.forward_ports {
@@ -639,12 +674,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     {
         pod_labels.insert(naming::LABEL_POST_ATTACH.into(), json);
     }
+    let mut add_hosts = run_args.add_hosts.clone();
+    let compose_plan = compose.map(|parts| parts.finish(&mut add_hosts, &mut volumes, &mut pod_labels));
     let pod = PodSpec {
         name: name.pod(),
         hostname: run_args.hostname.clone().unwrap_or_else(|| name.as_str().to_owned()),
         labels: pod_labels,
         ports,
-        add_hosts: run_args.add_hosts.clone(),
+        add_hosts,
     };
 
     Ok(PodPlan {
@@ -659,6 +696,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         lifecycle,
         secrets,
         features,
+        compose: compose_plan,
         warnings,
     })
 }
@@ -758,6 +796,9 @@ fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+mod compose;
+pub use compose::{ComposePlan, ServicePlan, Start, Wait, service_build_tag};
 
 #[cfg(test)]
 mod tests;

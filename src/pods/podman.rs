@@ -16,8 +16,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::Method;
 
 use super::engine::{
-    Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, ImageFacts, Output,
-    PodInfo, pump_to,
+    ContainerState, Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun,
+    ImageFacts, Output, PodInfo, pump_to,
 };
 use super::image::{build_context, read_progress};
 use super::libpod::{Body, CALL_TIMEOUT, Libpod, enc, label_filter};
@@ -375,6 +375,14 @@ impl Engine for Podman {
         let op = format!("inspect container {name}");
         let c: InspectedContainer = self.api.get_json(&op, &format!("/containers/{}/json", enc(name))).await?;
         Ok(c.env())
+    }
+
+    async fn container_state(&self, name: &str) -> Result<ContainerState, EngineError> {
+        let op = format!("inspect container {name}");
+        let c: InspectedContainer = self.api.get_json(&op, &format!("/containers/{}/json", enc(name))).await?;
+        let state = c.state.unwrap_or_default();
+        let exited = matches!(state.status.as_str(), "exited" | "stopped");
+        Ok(ContainerState { exit_code: exited.then_some(state.exit_code), status: state.status })
     }
 
     async fn pod_exists(&self, name: &str) -> Result<bool, EngineError> {

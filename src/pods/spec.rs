@@ -39,9 +39,9 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         name: c.name.clone(),
         pod: Some(pod.to_owned()),
         image: c.image.clone(),
-        entrypoint: c.command.first().cloned().into_iter().collect(),
-        command: c.command.get(1..).unwrap_or_default().to_vec(),
-        work_dir: Some(c.workdir.clone()),
+        entrypoint: None,
+        command: None,
+        work_dir: (!c.workdir.is_empty()).then(|| c.workdir.clone()),
         env,
         secret_env: c.secret_env.clone(),
         labels: c.labels.clone(),
@@ -64,6 +64,13 @@ pub fn container(pod: &str, c: &ContainerPlan) -> Result<ContainerCreate, SpecEr
         r_limits: c.ulimits.iter().map(|u| RLimit { kind: u.kind.clone(), hard: u.hard, soft: u.soft }).collect(),
         sysctl: c.sysctls.clone(),
     };
+    if c.image_entrypoint {
+        // The image's ENTRYPOINT stays; `command` (when given) replaces its CMD.
+        spec.command = (!c.command.is_empty()).then(|| c.command.clone());
+    } else {
+        spec.entrypoint = Some(c.command.first().cloned().into_iter().collect());
+        spec.command = Some(c.command.get(1..).unwrap_or_default().to_vec());
+    }
     if c.network == ContainerNetwork::LoopbackOnly {
         spec.netns = Some(Namespace { nsmode: "none".into() });
         spec.ipcns = Some(Namespace { nsmode: "private".into() });
@@ -156,8 +163,8 @@ pub fn helper(name: &str, run: &HelperRun) -> ContainerCreate {
         name: name.to_owned(),
         pod: None,
         image: run.image.clone(),
-        entrypoint: run.argv.first().cloned().into_iter().collect(),
-        command: run.argv.get(1..).unwrap_or_default().to_vec(),
+        entrypoint: Some(run.argv.first().cloned().into_iter().collect()),
+        command: Some(run.argv.get(1..).unwrap_or_default().to_vec()),
         work_dir: None,
         env: run.env.clone(),
         secret_env: run.secret_env.clone(),
@@ -248,8 +255,8 @@ pub fn secret_reader(r: &SecretReader<'_>) -> ContainerCreate {
         name: r.container.to_owned(),
         pod: None,
         image: r.image.to_owned(),
-        entrypoint: vec!["printenv".into(), SECRET_READER_VAR.into()],
-        command: Vec::new(),
+        entrypoint: Some(vec!["printenv".into(), SECRET_READER_VAR.into()]),
+        command: Some(Vec::new()),
         work_dir: None,
         env: Default::default(),
         secret_env: [(SECRET_READER_VAR.to_owned(), r.secret.to_owned())].into(),
@@ -347,7 +354,12 @@ api-key-env = "LLM_KEY"
                 local_workspace_folder: "/tmp/checkout/hello".into(),
                 devcontainer_id: "id".into(),
             };
-            Loaded { config: devcontainer::parse(text, &path, &host).unwrap(), path, features: Vec::new() }
+            Loaded {
+                config: devcontainer::parse(text, &path, &host).unwrap(),
+                path,
+                features: Vec::new(),
+                compose: None,
+            }
         });
         plan::plan(&config, loaded.as_ref(), &request()).unwrap()
     }

@@ -19,10 +19,12 @@ pub struct ContainerCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
     pub image: String,
-    /// Replaces the image's ENTRYPOINT; with `command`, the whole argv.
-    pub entrypoint: Vec<String>,
-    /// Replaces the image's CMD (empty: none).
-    pub command: Vec<String>,
+    /// Replaces the image's ENTRYPOINT; with `command`, the whole argv. Absent: the image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's CMD (empty: none). Absent: the image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<String>,
     pub env: BTreeMap<String, String>,
@@ -340,6 +342,18 @@ pub struct InspectedContainer {
     pub host_config: Option<InspectedHostConfig>,
     #[serde(default)]
     pub mounts: Option<Vec<InspectedMount>>,
+    #[serde(default)]
+    pub state: Option<InspectedState>,
+}
+
+/// A container's state, as inspected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectedState {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: i64,
 }
 
 /// One of a container's mounts, as inspected.

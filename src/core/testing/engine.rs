@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::pods::engine::{
-    ContainerInfo, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output, PodInfo, PublishedPort,
-    STDERR_KEPT,
+    ContainerInfo, ContainerState, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput, HelperRun, Output,
+    PodInfo, PublishedPort, STDERR_KEPT,
 };
 use crate::pods::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use crate::pods::{Engine, EngineError};
@@ -71,6 +71,10 @@ struct State {
     calls: Vec<String>,
     /// Containers whose process exits as soon as their pod starts.
     exit_on_start: BTreeSet<String>,
+    /// Containers whose process exited that way (exit code 1).
+    failed: BTreeSet<String>,
+    /// Containers whose process ends at once with 0 when started (a one-shot job).
+    finish_on_start: BTreeSet<String>,
     next_id: u32,
 }
 
@@ -159,6 +163,11 @@ impl FakeEngine {
     /// The container's process exits as soon as its pod starts (a broken entrypoint).
     pub fn exit_on_start(&self, container: &str) {
         self.state().exit_on_start.insert(container.to_owned());
+    }
+
+    /// The container's process ends with 0 as soon as it starts (a one-shot job that works).
+    pub fn finish_on_start(&self, container: &str) {
+        self.state().finish_on_start.insert(container.to_owned());
     }
 
     /// Failures asked for that no call has met yet.
@@ -443,6 +452,13 @@ impl Engine for FakeEngine {
         Ok(env)
     }
 
+    async fn container_state(&self, name: &str) -> Result<ContainerState, EngineError> {
+        let s = self.call("container_state", None)?;
+        let c = s.containers.get(name).ok_or_else(|| not_found(&format!("inspect container {name}"), "container"))?;
+        let code = if s.failed.contains(name) { 1 } else { 0 };
+        Ok(ContainerState { status: c.state.to_owned(), exit_code: (c.state == "exited").then_some(code) })
+    }
+
     async fn pod_exists(&self, name: &str) -> Result<bool, EngineError> {
         Ok(self.call("pod_exists", None)?.pods.contains_key(name))
     }
@@ -498,14 +514,21 @@ impl Engine for FakeEngine {
             status: 500,
             message: e.to_string(),
         })?;
+        // A new container of an old one's name has not failed yet.
+        s.failed.remove(&c.name);
         s.containers.insert(c.name.clone(), Container { pod: pod.to_owned(), plan: c.clone(), state: "created", root });
         Ok(())
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
         let mut s = self.call("start_container", None)?;
+        let exits = s.exit_on_start.remove(name);
+        let finishes = s.finish_on_start.remove(name);
         let c = s.containers.get_mut(name).ok_or_else(|| not_found(&format!("start container {name}"), "container"))?;
-        c.state = RUNNING;
+        c.state = if exits || finishes { "exited" } else { RUNNING };
+        if exits {
+            s.failed.insert(name.to_owned());
+        }
         Ok(())
     }
 
@@ -532,6 +555,7 @@ impl Engine for FakeEngine {
         for (n, c) in s.containers.iter_mut().filter(|(_, c)| c.pod == name) {
             c.state = if exits.contains(n) { "exited" } else { RUNNING };
         }
+        s.failed.extend(exits);
         Ok(())
     }
 

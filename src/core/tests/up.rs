@@ -237,3 +237,64 @@ async fn up_of_a_name_being_removed_waits_for_the_removal() {
     assert_eq!(w.core.removals_pending(), Vec::<String>::new());
     assert_eq!(w.engine.volumes().len(), 3, "the new workspace's");
 }
+
+/// A compose project: the services' images are built or pulled, their containers made and
+/// started before the workspace's in `depends_on` order (a healthy database — its health
+/// check run in its container —, a migration that must end with 0), and `delete` removes
+/// them with their volumes and built images. A migration that fails fails `up`, which then
+/// leaves nothing behind, the services' objects included.
+#[tokio::test]
+async fn compose_services_start_in_order_and_a_failed_one_leaves_nothing() {
+    let w = World::new().await;
+    std::fs::write(
+        w.source.join(".devcontainer/devcontainer.json"),
+        r#"{ "dockerComposeFile": "compose.yml", "service": "app" }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        w.source.join(".devcontainer/compose.yml"),
+        "services:\n  app:\n    image: localhost/app:1\n    depends_on:\n      migrate:\n        condition: service_completed_successfully\n  db:\n    build: .\n    volumes: [data:/data]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n  migrate:\n    image: localhost/app:1\n    command: [migrate]\n    depends_on:\n      db:\n        condition: service_healthy\nvolumes:\n  data:\n",
+    )
+    .unwrap();
+    std::fs::write(w.source.join(".devcontainer/Dockerfile"), "FROM scratch\n").unwrap();
+    git(&w.source, &["add", "-A"]);
+    git(&w.source, &["commit", "-q", "-m", "compose"]);
+    let db_image = crate::pods::plan::service_build_tag("default", &WorkspaceName::new(WS).unwrap(), "db");
+
+    // A migration that fails: up fails and removes everything it made.
+    w.engine.exit_on_start("devaipod-ws_migrate");
+    let steps = Steps::default();
+    let e = w.core.up(&w.request(), &steps).await.expect_err("the migration fails");
+    assert!(e.to_string().contains("service migrate exited with 1"), "{e}");
+    assert!(steps.all().iter().any(|s| s == "waiting for service db to be healthy"), "{:?}", steps.all());
+    assert_eq!(w.engine.pods(), Vec::<String>::new());
+    assert_eq!(w.engine.containers(), Vec::<String>::new());
+    assert_eq!(w.engine.volumes(), Vec::<String>::new());
+    assert_eq!(w.engine.secrets(), Vec::<String>::new());
+    // The service's built image is gone; the pulled one stays (it is not ours).
+    assert_eq!(w.engine.images(), ["localhost/app:1"]);
+
+    w.engine.finish_on_start("devaipod-ws_migrate");
+    let steps = Steps::default();
+    let created = match w.core.up(&w.request(), &steps).await {
+        Ok(UpOutcome::Created(created)) => created,
+        other => panic!("up: {:?}", other.err()),
+    };
+    // (podman calls a pod with a finished one-shot service "Degraded")
+    let ws = &created.workspace;
+    assert_eq!((ws.workspace.as_deref(), ws.agent.as_deref()), (Some("running"), Some("running")));
+    let all = steps.all();
+    let order: Vec<&str> = all.iter().filter_map(|s| s.strip_prefix("starting devaipod-")).collect();
+    assert_eq!(order, ["ws_db", "ws_migrate", "ws-workspace"]);
+    let mut containers = w.engine.containers();
+    containers.sort();
+    assert_eq!(containers, ["devaipod-ws-agent", "devaipod-ws-workspace", "devaipod-ws_db", "devaipod-ws_migrate"]);
+    assert!(w.engine.volumes().contains(&"devaipod-ws_data".to_owned()), "{:?}", w.engine.volumes());
+    assert!(w.engine.images().contains(&db_image));
+
+    w.core.delete(WS, false).await.unwrap();
+    until(|| w.core.removals_pending().is_empty()).await;
+    assert_eq!(w.engine.containers(), Vec::<String>::new());
+    assert_eq!(w.engine.volumes(), Vec::<String>::new());
+    assert!(!w.engine.images().contains(&db_image), "{:?}", w.engine.images());
+}

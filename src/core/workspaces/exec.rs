@@ -34,6 +34,7 @@ impl<E: Engine> Core<E> {
         let user = match role {
             Role::Agent => Some(plan::AGENT_USER.to_owned()),
             Role::Workspace => pod.labels.get(naming::LABEL_USER).cloned(),
+            Role::Service => None,
         };
         let workdir = pod.labels.get(naming::LABEL_FOLDER).cloned();
         let (mut env, mut post_attach) = (BTreeMap::new(), Vec::new());

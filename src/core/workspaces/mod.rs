@@ -6,6 +6,7 @@
 mod exec;
 mod listing;
 mod removal;
+mod services;
 mod up;
 
 use std::collections::BTreeMap;
@@ -412,6 +413,15 @@ impl<E: Engine> Core<E> {
         };
         let (pod, volumes, record) = tokio::join!(self.find(name), volumes, self.store.workspace(name));
         let (volumes, record) = (volumes?, record?);
+        // Images built for compose services, as the pod's label names them.
+        let service_images: Vec<String> = match &pod {
+            Ok(p) => p
+                .labels
+                .get(naming::LABEL_SERVICE_IMAGES)
+                .map(|l| l.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         let pod = match pod {
             Ok(p) => Some(p.name),
             Err(CoreError::NotFound(_)) if !self.being_removed(name) && (!volumes.is_empty() || record.is_some()) => {
@@ -433,7 +443,9 @@ impl<E: Engine> Core<E> {
             ),
             Err(_) => (Vec::new(), None),
         };
-        self.remove_later(removal::Removal { workspace: name.to_owned(), pod, volumes, secrets, image }).await?;
+        let removal =
+            removal::Removal { workspace: name.to_owned(), pod, volumes, secrets, image, images: service_images };
+        self.remove_later(removal).await?;
         self.changed().await;
         if let Some(endpoints) = self.endpoints() {
             endpoints.close(name);

@@ -36,6 +36,9 @@ pub(in crate::core) struct Removal {
     pub secrets: Vec<String>,
     /// The image built for the workspace, if any.
     pub image: Option<String>,
+    /// Images built for its compose services.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// The record of a pending removal: `<dir>/<workspace>.json`.
@@ -116,10 +119,10 @@ impl<E: Engine> Core<E> {
         for res in volumes.into_iter().chain(secrets) {
             gone(res)?;
         }
-        if let Some(image) = &r.image
-            && let Err(e) = gone(self.engine.remove_image(image).await)
-        {
-            tracing::warn!("cannot remove the built image of {}: {e}", r.workspace);
+        for image in r.image.iter().chain(&r.images) {
+            if let Err(e) = gone(self.engine.remove_image(image).await) {
+                tracing::warn!("cannot remove the built image {image} of {}: {e}", r.workspace);
+            }
         }
         Ok(())
     }
@@ -208,11 +211,16 @@ mod tests {
             volumes: vec!["devaipod-w-workspace".into()],
             secrets: vec!["devaipod-w-agent-password".into()],
             image: None,
+            images: vec!["localhost/devaipod-build/i-w_db:latest".into()],
         };
         write_record(dir.path(), &r).unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["w.json"], "no temporary file is left");
         let back: Removal = serde_json::from_slice(&std::fs::read(record_path(dir.path(), "w")).unwrap()).unwrap();
         assert_eq!(back, r);
+        // A record an earlier version wrote (no `images`) reads as none.
+        let old: Removal =
+            serde_json::from_str(r#"{"workspace":"w","pod":null,"volumes":[],"secrets":[],"image":null}"#).unwrap();
+        assert!(old.images.is_empty());
     }
 }

@@ -28,6 +28,8 @@ struct Made {
     volumes: Vec<String>,
     pod: Option<String>,
     image: Option<String>,
+    /// Images built for compose services.
+    images: Vec<String>,
     repo: Option<PathBuf>,
     /// The workspace whose gator endpoint was opened.
     endpoint: Option<String>,
@@ -152,6 +154,16 @@ impl<E: Engine> Core<E> {
                     ));
                 }
                 let mut loaded = devcontainer::load(&path, &host)?;
+                // The compose files (not with --image, which replaces the whole project).
+                if loaded.config.docker_compose_file.is_some() && req.image.is_none() {
+                    progress.step("reading the compose files");
+                    let (host, checkout) = (host.clone(), checkout.clone());
+                    loaded = tokio::task::spawn_blocking(move || {
+                        devcontainer::load_compose(&mut loaded, &host, &checkout).map(|()| loaded)
+                    })
+                    .await
+                    .map_err(|e| CoreError::Io(e.to_string()))??;
+                }
                 if !loaded.config.features.is_empty() {
                     progress.step(&format!("fetching {} feature(s)", loaded.config.features.len()));
                     let ctx = FetchContext {
@@ -443,6 +455,7 @@ impl<E: Engine> Core<E> {
         progress: &dyn Progress,
     ) -> Result<String, CoreError> {
         let image = self.ensure_image(plan, created, progress).await?;
+        self.ensure_service_images(plan, &mut created.images, progress).await?;
         let (mut workspace, mut agent) = (plan.workspace.clone(), plan.agent.clone());
         workspace.image = image.clone();
         agent.image = image.clone();
@@ -480,13 +493,21 @@ impl<E: Engine> Core<E> {
         }
         self.engine.create_pod(&plan.pod).await?;
         created.pod = Some(plan.pod.name.clone());
+        let services = plan.compose.iter().flat_map(|c| &c.services);
         tokio::try_join!(
             self.engine.create_container(&plan.pod.name, &workspace),
             self.engine.create_container(&plan.pod.name, &agent),
+            futures_util::future::try_join_all(
+                services.map(|s| self.engine.create_container(&plan.pod.name, &s.container))
+            ),
         )?;
 
+        match &plan.compose {
+            // Services first, in depends_on order, each after what it waits for.
+            Some(compose) => self.start_in_order(plan, compose, progress).await?,
+            None => self.engine.start_pod(&plan.pod.name).await?,
+        }
         progress.step("copying the repository into the workspace");
-        self.engine.start_pod(&plan.pod.name).await?;
         tokio::try_join!(
             self.engine.upload_archive(&plan.workspace.name, &plan.workspace_folder, payload.workspace_tar),
             self.engine.upload_archive(&plan.agent.name, &plan.workspace_folder, payload.agent_tar),
@@ -609,10 +630,10 @@ impl<E: Engine> Core<E> {
                 tracing::warn!("cleanup: cannot remove secret {s}: {e}");
             }
         }
-        if let Some(image) = &created.image
-            && let Err(e) = self.engine.remove_image(image).await
-        {
-            tracing::warn!("cleanup: cannot remove image {image}: {e}");
+        for image in created.image.iter().chain(&created.images) {
+            if let Err(e) = self.engine.remove_image(image).await {
+                tracing::warn!("cleanup: cannot remove image {image}: {e}");
+            }
         }
         if let Some(repo) = &created.repo {
             let _ = tokio::fs::remove_dir_all(repo).await;

@@ -5,6 +5,7 @@ use super::*;
 use crate::agent::config as agent_config;
 use crate::config;
 use crate::devcontainer::HostContext;
+use crate::devcontainer::compose::Condition;
 
 fn request() -> PlanRequest {
     PlanRequest {
@@ -40,7 +41,18 @@ fn loaded(json: &str) -> Loaded {
         local_workspace_folder: "/tmp/checkout/hello".into(),
         devcontainer_id: "id".into(),
     };
-    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path, features: Vec::new() }
+    Loaded { config: devcontainer::parse(json, &path, &host).unwrap(), path, features: Vec::new(), compose: None }
+}
+
+/// A devcontainer.json with its compose files read from `files` (path beside it, text).
+fn compose_loaded(json: &str, files: &[(&str, &str)]) -> Loaded {
+    let mut l = loaded(json);
+    let dir = l.dir().to_owned();
+    let texts: Vec<(PathBuf, String)> = files.iter().map(|(f, t)| (dir.join(f), t.to_string())).collect();
+    let env = BTreeMap::from([("DB_PASSWORD".to_owned(), "dev".to_owned())]);
+    let project = devcontainer::compose::parse_files(&texts, &env, Path::new("/tmp/checkout/hello")).unwrap();
+    l.compose = Some(project);
+    l
 }
 
 const TRUSTED: &str = r#"
@@ -246,14 +258,21 @@ fn build_ports_mounts_and_lifecycle_come_from_devcontainer_json() {
 }
 
 #[test]
-fn image_override_wins_and_compose_says_it_is_unsupported() {
-    let compose = loaded(r#"{"dockerComposeFile": "c.yml", "service": "app"}"#);
-    let e = plan(&Config::default(), Some(&compose), &request()).unwrap_err();
-    assert!(e.to_string().contains("dockerComposeFile is not supported yet"), "{e}");
+fn image_override_wins_over_compose_with_a_warning() {
+    let mut compose = compose_loaded(
+        r#"{"dockerComposeFile": "c.yml", "service": "app"}"#,
+        &[("c.yml", "services:\n  app:\n    image: x\n")],
+    );
     let mut req = request();
     req.image_override = Some("localhost/other:1".into());
     let p = plan(&Config::default(), Some(&compose), &req).unwrap();
     assert_eq!(p.image.reference(), "localhost/other:1");
+    assert!(p.compose.is_none());
+    assert!(p.warnings.iter().any(|w| w.contains("dockerComposeFile is ignored: --image")), "{:?}", p.warnings);
+    // Without the files read, planning says so rather than guessing.
+    compose.compose = None;
+    let e = plan(&Config::default(), Some(&compose), &request()).unwrap_err();
+    assert!(e.to_string().contains("the compose files were not read"), "{e}");
 }
 
 #[test]
@@ -270,10 +289,22 @@ fn every_conformance_file_plans_or_gives_a_clear_error() {
     for rel in crate::devcontainer::tests::conformance_files(&root) {
         let host =
             HostContext { env: BTreeMap::new(), local_workspace_folder: "/tmp/r".into(), devcontainer_id: "x".into() };
-        let l = devcontainer::load(&root.join(&rel), &host).unwrap();
+        let mut l = devcontainer::load(&root.join(&rel), &host).unwrap();
+        // The shared compose configs come without their compose files: reading them must
+        // fail naming the missing file, and nothing else.
+        let checkout = l.dir().parent().unwrap().to_owned();
+        if let Err(e) = devcontainer::load_compose(&mut l, &host, &checkout) {
+            let first = l.config.docker_compose_file.as_ref().unwrap().to_vec()[0].clone();
+            let missing = devcontainer::compose::normalize(&l.dir().join(first));
+            assert_eq!(
+                e.to_string(),
+                format!("cannot read {}: No such file or directory (os error 2)", missing.display()),
+                "{rel}"
+            );
+            continue;
+        }
         match plan(&Config::default(), Some(&l), &request()) {
             Ok(p) => assert!(!p.image.reference().is_empty(), "{rel}"),
-            Err(PlanError::ComposeUnsupported { path }) => assert_eq!(path, root.join(&rel)),
             Err(e) => panic!("{rel}: {e}"),
         }
     }
@@ -407,4 +438,279 @@ fn features_contribute_to_the_workspace_container_only_and_run_their_commands_fi
     l.features[0].meta.depends_on = BTreeMap::from([("./tools".into(), serde_json::json!({}))]);
     let e = plan(&Config::default(), Some(&l), &request()).unwrap_err();
     assert!(e.to_string().contains("features: features depend on each other in a circle"), "{e}");
+}
+
+/// The shape people write: the app built from the repository, a database from an image with
+/// a named volume and a health check, a one-shot migration, the app waiting for both.
+const APP_DB: &str = r#"
+services:
+  app:
+    build:
+      context: ..
+      dockerfile: .devcontainer/Dockerfile
+    volumes:
+      - ..:/workspaces/hello:cached
+      - cache:/home/dev/.cache
+    command: sleep infinity
+    environment:
+      DATABASE_URL: postgres://app:${DB_PASSWORD}@db:5432/app
+      FROM_COMPOSE: compose
+    cap_add: [SYS_PTRACE]
+    depends_on:
+      db:
+        condition: service_healthy
+      migrate:
+        condition: service_completed_successfully
+  db:
+    image: localhost/postgres:16
+    environment:
+      POSTGRES_PASSWORD: ${DB_PASSWORD}
+    volumes:
+      - pgdata:/var/lib/postgresql/data
+      - ../db/init.sql:/docker-entrypoint-initdb.d/init.sql:ro
+    ports:
+      - "5432:5432"
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -U app"]
+      interval: 2s
+  migrate:
+    build: ../db
+    command: ["./migrate", "up"]
+    depends_on: [db]
+  docs:
+    image: localhost/docs:1
+    profiles: [docs]
+volumes:
+  pgdata:
+  cache:
+"#;
+
+#[test]
+fn a_compose_project_becomes_containers_of_the_pod() {
+    let l = compose_loaded(
+        r#"{"dockerComposeFile": ["docker-compose.yml"], "service": "app", "containerEnv": {"FROM_COMPOSE": "json"}}"#,
+        &[("docker-compose.yml", APP_DB)],
+    );
+    let p = plan(&Config::default(), Some(&l), &request()).unwrap();
+    // The workspace container is the `app` service: its build, its repository mount's place,
+    // its environment (containerEnv wins), volumes and capabilities; devaipod's idle process.
+    let ImagePlan::Build(b) = &p.image else { panic!("{:?}", p.image) };
+    assert_eq!(b.tag, build_tag("t1", &request().name));
+    assert_eq!(b.context_dir, Path::new("/tmp/checkout/hello"));
+    assert_eq!(b.dockerfile, Path::new("/tmp/checkout/hello/.devcontainer/Dockerfile"));
+    assert_eq!(p.workspace_folder, "/workspaces/hello");
+    assert_eq!(p.workspace.env["DATABASE_URL"], "postgres://app:dev@db:5432/app");
+    assert_eq!(p.workspace.env["FROM_COMPOSE"], "json");
+    assert_eq!(p.workspace.command, IDLE_COMMAND);
+    assert!(p.workspace.cap_add.contains(&"SYS_PTRACE".to_owned()));
+    assert!(p.workspace.mounts.contains(&MountPlan::Volume {
+        name: "devaipod-hello_cache".into(),
+        target: "/home/dev/.cache".into(),
+        readonly: false
+    }));
+    // The agent is what it always is: the same image, no network but loopback.
+    assert_eq!(p.agent.network, ContainerNetwork::LoopbackOnly);
+    assert_eq!(p.agent.image, p.workspace.image);
+    assert!(p.agent.env.keys().all(|k| k != "DATABASE_URL" && k != "POSTGRES_PASSWORD"));
+
+    // The other services (not the profiled one), in start order, labelled as the pod's.
+    let c = p.compose.as_ref().unwrap();
+    let names: Vec<&str> = c.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["db", "migrate"]);
+    let db = &c.services[0];
+    assert_eq!(db.image, ImagePlan::Existing { reference: "localhost/postgres:16".into() });
+    assert_eq!(db.container.name, "devaipod-hello_db");
+    assert_eq!(db.container.image, "localhost/postgres:16");
+    assert_eq!(db.container.network, ContainerNetwork::Pod);
+    assert!(db.container.image_entrypoint && db.container.command.is_empty());
+    assert_eq!(db.container.workdir, "");
+    assert_eq!(db.container.env["POSTGRES_PASSWORD"], "dev");
+    assert_eq!(db.container.labels[naming::LABEL_ROLE], "service");
+    assert_eq!(db.container.labels[naming::LABEL_SERVICE], "db");
+    assert_eq!(db.container.labels[naming::LABEL_INSTANCE], "t1");
+    assert_eq!(db.container.labels[naming::LABEL_WORKSPACE], "hello");
+    assert_eq!(
+        db.container.mounts,
+        [
+            MountPlan::Volume {
+                name: "devaipod-hello_pgdata".into(),
+                target: "/var/lib/postgresql/data".into(),
+                readonly: false
+            },
+            MountPlan::Bind {
+                source: "/tmp/checkout/hello/db/init.sql".into(),
+                target: "/docker-entrypoint-initdb.d/init.sql".into(),
+                readonly: true
+            },
+        ]
+    );
+    assert_eq!(db.healthcheck.as_ref().unwrap().argv, ["/bin/sh", "-c", "pg_isready -U app"]);
+    let migrate = &c.services[1];
+    let ImagePlan::Build(mb) = &migrate.image else { panic!() };
+    assert_eq!(mb.tag, "localhost/devaipod-build/t1-hello_migrate:latest");
+    assert_eq!(mb.context_dir, Path::new("/tmp/checkout/hello/db"));
+    assert_eq!(migrate.container.image, mb.tag);
+    assert!(migrate.container.image_entrypoint);
+    assert_eq!(migrate.container.command, ["./migrate", "up"]);
+    assert_eq!(p.pod.labels[naming::LABEL_SERVICE_IMAGES], mb.tag);
+
+    // Started in order; the workspace waits for a healthy db and a finished migration.
+    let order: Vec<&str> = c.start.iter().map(|s| s.container.as_str()).collect();
+    assert_eq!(order, ["devaipod-hello_db", "devaipod-hello_migrate", "devaipod-hello-workspace"]);
+    let waits: Vec<(&str, Condition)> = c.start[2].waits.iter().map(|w| (w.container.as_str(), w.condition)).collect();
+    assert_eq!(
+        waits,
+        [
+            ("devaipod-hello_db", Condition::ServiceHealthy),
+            ("devaipod-hello_migrate", Condition::ServiceCompletedSuccessfully)
+        ]
+    );
+    assert_eq!(c.start[1].waits[0].condition, Condition::ServiceStarted);
+
+    // Names resolve to the pod's own address; ports are published like forwardPorts; the
+    // named volumes are the pod's, removed by delete.
+    for h in ["app:127.0.0.1", "db:127.0.0.1", "migrate:127.0.0.1"] {
+        assert!(p.pod.add_hosts.contains(&h.to_owned()), "{:?}", p.pod.add_hosts);
+    }
+    assert!(!p.pod.add_hosts.iter().any(|h| h.starts_with("docs:")));
+    assert_eq!(p.pod.ports, [5432]);
+    for v in ["devaipod-hello_pgdata", "devaipod-hello_cache"] {
+        let vol = p.volumes.iter().find(|x| x.name == v).unwrap_or_else(|| panic!("{v}: {:?}", p.volumes));
+        assert_eq!(vol.labels[naming::LABEL_WORKSPACE], "hello");
+    }
+    assert!(
+        p.warnings.iter().any(|w| w.contains("ports[0]`: published on 127.0.0.1 at a free port")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(!p.warnings.iter().any(|w| w.contains("command")), "sleep infinity needs no warning: {:?}", p.warnings);
+
+    // The service containers' libpod specs: the image's entrypoint kept, the command as CMD.
+    let spec =
+        serde_json::to_value(crate::pods::spec::container("devaipod-hello", &migrate.container).unwrap()).unwrap();
+    assert!(spec.get("entrypoint").is_none(), "{spec}");
+    assert_eq!(spec["command"], serde_json::json!(["./migrate", "up"]));
+    assert!(spec.get("work_dir").is_none(), "{spec}");
+    let spec = serde_json::to_value(crate::pods::spec::container("devaipod-hello", &db.container).unwrap()).unwrap();
+    assert!(spec.get("entrypoint").is_none() && spec.get("command").is_none(), "{spec}");
+}
+
+#[test]
+fn compose_conflicts_name_the_key_and_line() {
+    let two_on_one_port =
+        "services:\n  app:\n    image: x\n    ports: ['8080']\n  web:\n    image: y\n    ports:\n      - 8080\n";
+    let l = compose_loaded(r#"{"dockerComposeFile": "c.yml", "service": "app"}"#, &[("c.yml", two_on_one_port)]);
+    let e = plan(&Config::default(), Some(&l), &request()).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "/tmp/checkout/hello/.devcontainer/c.yml:8: `services.web.ports`: port 8080 is also published by service `app`: the services of a pod share one network, so two cannot listen on one port"
+    );
+    // A running command of the workspace's service is not run, and the user hears why.
+    let l = compose_loaded(
+        r#"{"dockerComposeFile": "c.yml", "service": "app"}"#,
+        &[(
+            "c.yml",
+            "services:\n  app:\n    image: x\n    command: npm start\n  db:\n    image: y\n  w:\n    image: z\n    depends_on:\n      db:\n        condition: service_healthy\n",
+        )],
+    );
+    let p = plan(&Config::default(), Some(&l), &request()).unwrap();
+    assert!(
+        p.warnings.iter().any(|w| w.contains("services.app: its command and entrypoint do not run")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        p.warnings.iter().any(|w| w.contains("services.w.depends_on.db: service_healthy, but `db` has no healthcheck")),
+        "{:?}",
+        p.warnings
+    );
+    assert_eq!(p.workspace_folder, "/workspaces/hello");
+}
+
+/// The compose fixtures of this repository (`tests/fixtures/compose/`), read from disk as
+/// `up` reads them (`.env`, `env_file`, several files), each planned or refused naming the
+/// file, the line and the key.
+#[test]
+fn compose_fixtures_plan_or_refuse_naming_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose");
+    let load = |name: &str| {
+        let repo = root.join(name);
+        let host = HostContext {
+            env: BTreeMap::new(),
+            local_workspace_folder: repo.to_string_lossy().into_owned(),
+            devcontainer_id: "x".into(),
+        };
+        let mut l = devcontainer::load(&repo.join(".devcontainer/devcontainer.json"), &host).unwrap();
+        devcontainer::load_compose(&mut l, &host, &repo).map(|()| l).map_err(|e| e.to_string())
+    };
+    let planned = |name: &str| {
+        let l = load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        plan(&Config::default(), Some(&l), &request()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let services = |p: &PodPlan| -> Vec<String> {
+        p.compose.as_ref().unwrap().services.iter().map(|s| s.service.clone()).collect()
+    };
+
+    let p = planned("node-mongo");
+    assert_eq!(services(&p), ["db"]);
+    assert_eq!(p.workspace_folder, "/workspaces/node-mongo");
+    assert!(matches!(&p.image, ImagePlan::Build(b) if b.dockerfile.ends_with("node-mongo/.devcontainer/Dockerfile")));
+    let db = &p.compose.as_ref().unwrap().services[0];
+    assert_eq!(
+        db.container.mounts[0],
+        MountPlan::Volume { name: "devaipod-hello_mongodb-data".into(), target: "/data/db".into(), readonly: false }
+    );
+    assert_eq!(p.pod.ports, [3000]);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("docker-compose.yml:17: `services.db.restart` is ignored")),
+        "{:?}",
+        p.warnings
+    );
+
+    let p = planned("python-postgres");
+    assert_eq!(services(&p), ["db"], "runServices leaves pgadmin (a profile) out");
+    let env = &p.workspace.env;
+    for (k, v) in [
+        ("DJANGO_SETTINGS_MODULE", "app.settings.dev"),
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_HOST", "db"),
+        ("DEBUG", "true"),
+        ("PYTHONUNBUFFERED", "1"),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}: {env:?}");
+    }
+    assert!(p.workspace.cap_add.contains(&"SYS_PTRACE".to_owned()));
+    assert_eq!(p.workspace.security_opt, ["seccomp=unconfined"]);
+    let c = p.compose.as_ref().unwrap();
+    let db = &c.services[0];
+    assert_eq!(db.container.env["POSTGRES_PASSWORD"], "postgres", "from .env");
+    assert_eq!(db.healthcheck.as_ref().unwrap().argv, ["/bin/sh", "-c", "pg_isready -U ${POSTGRES_USER}"]);
+    let initdb = root.join("python-postgres/.devcontainer/initdb");
+    assert!(db.container.mounts.contains(&MountPlan::Bind {
+        source: initdb,
+        target: "/docker-entrypoint-initdb.d".into(),
+        readonly: true
+    }));
+    assert_eq!(c.start[1].waits[0].condition, Condition::ServiceHealthy);
+    assert_eq!(p.pod.ports, [5432]);
+
+    let p = planned("rails-redis");
+    assert_eq!(services(&p), ["redis", "selenium", "sidekiq"]);
+    let c = p.compose.as_ref().unwrap();
+    let redis = &c.services[0];
+    assert!(redis.container.image_entrypoint);
+    assert_eq!(redis.container.command, ["redis-server", "--appendonly", "yes"]);
+    let ImagePlan::Build(sidekiq) = &c.services[2].image else { panic!() };
+    assert_eq!(sidekiq.args["RUBY_VERSION"], "3.3.0");
+    assert_eq!(c.services[2].container.env["REDIS_URL"], "redis://redis:6379/1");
+    assert_eq!(p.workspace.env["REDIS_URL"], "redis://redis:6379/1");
+    assert!(p.warnings.iter().any(|w| w.contains("`services.selenium.shm_size` is ignored")), "{:?}", p.warnings);
+
+    let e = load("docker-from-docker").unwrap_err();
+    assert!(
+        e.contains("docker-from-docker/.devcontainer/docker-compose.yml:7: `services.app.volumes[1]`: `/var/run/docker.sock` is outside the repository"),
+        "{e}"
+    );
+    let e = load("extends").unwrap_err();
+    assert!(e.contains("extends/.devcontainer/docker-compose.yml:5: `services.app.extends`: is not supported"), "{e}");
 }
