@@ -212,7 +212,7 @@ impl Client {
                 // instance's lock): that one is waited for. Any other exit: its log says why.
                 let written = std::fs::read(&log).unwrap_or_default();
                 let since = String::from_utf8_lossy(written.get(logged_at as usize..).unwrap_or_default()).into_owned();
-                if !since.contains(crate::daemon::ANOTHER_DAEMON) {
+                if !since.contains(crate::core::ANOTHER_DAEMON) {
                     break;
                 }
                 ours = false;

@@ -32,6 +32,10 @@ pub use error::CoreError;
 pub use fanout::{CandidateView, SetRejected, SetRequest, SetView};
 pub use gator::{PodEndpoints, ScopeView};
 
+/// How a daemon that finds the instance's lock taken begins its error (a client that
+/// started it waits for the other one instead).
+pub const ANOTHER_DAEMON: &str = "another devaipod daemon runs for instance";
+
 /// A random 256-bit token, hex.
 pub fn random_token() -> String {
     workspaces::random_hex(32)

@@ -15,16 +15,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::core::{Core, Paths};
+use crate::core::{ANOTHER_DAEMON, Core, Paths};
 use crate::pods::podman::default_socket;
 use crate::pods::{Engine, Podman};
 use crate::store::Store;
 use crate::web;
 use crate::web::process::DaemonProcess;
-
-/// How a daemon that finds the instance's lock taken begins its error (a client that
-/// started it waits for the other one instead).
-pub const ANOTHER_DAEMON: &str = "another devaipod daemon runs for instance";
 
 pub async fn run(config: Config, listen: &str) -> Result<()> {
     let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
