@@ -547,14 +547,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             let workspace = match (a.workspace, a.source) {
                 (Some(w), _) => w,
                 (None, Some(source)) => {
-                    let req = UpRequest {
-                        source: caller_source(&source)?,
-                        name: a.name,
-                        image: a.image,
-                        read_only: a.read_only,
-                        env: Some(CallerEnv::current()),
-                        ..Default::default()
-                    };
+                    let req = run_up(&source, a.name, a.image, a.read_only)?;
                     match up(c, &req).await? {
                         UpResult::Created(created) => created.workspace.name,
                         UpResult::Planned(_) => bail!("the daemon answered with a plan"),
@@ -577,15 +570,10 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 (Some(w), _) => c.run_task_with(&w, a.task.as_deref().unwrap_or_default(), a.workers).await?,
                 (None, Some(source)) => {
                     let req = UpRequest {
-                        source: caller_source(&source)?,
-                        name: a.name,
-                        image: a.image,
-                        read_only: a.read_only,
                         task: a.task,
                         require_task: true,
                         workers: a.workers,
-                        env: Some(CallerEnv::current()),
-                        ..Default::default()
+                        ..run_up(&source, a.name, a.image, a.read_only)?
                     };
                     match up(c, &req).await? {
                         UpResult::Created(created) => match (created.task, created.first_task_error) {
@@ -770,6 +758,18 @@ async fn gator(c: &Client, cmd: GatorCommand, json: bool) -> Result<()> {
 fn caller_source(source: &str) -> Result<String> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     Ok(crate::core::source::absolute(source, &cwd))
+}
+
+/// The `up` of `devaipod run <source>`.
+fn run_up(source: &str, name: Option<String>, image: Option<String>, read_only: bool) -> Result<UpRequest> {
+    Ok(UpRequest {
+        source: caller_source(source)?,
+        name,
+        image,
+        read_only,
+        env: Some(CallerEnv::current()),
+        ..Default::default()
+    })
 }
 
 /// Creates a workspace, printing the daemon's progress on stderr.

@@ -371,7 +371,12 @@ impl Client {
 
     /// The proposal's unified diff, as the agent's bytes (clean it before a terminal).
     pub async fn diff(&self, id: &str) -> Result<String, ClientError> {
-        let path = format!("/api/v1/proposals/{}/diff", enc(id));
+        self.text(&format!("/api/v1/proposals/{}/diff", enc(id))).await
+    }
+
+    /// A text answer (a diff), as the daemon's bytes.
+    async fn text(&self, path: &str) -> Result<String, ClientError> {
+        let path = path.to_owned();
         let fut = async {
             let resp = self.transport.send(Method::GET, &path, None).await?;
             let (status, bytes) = read(&path, resp).await?;
@@ -411,16 +416,7 @@ impl Client {
 
     /// The diff from candidate `a`'s proposal to candidate `b`'s.
     pub async fn diff_candidates(&self, id: &str, a: u32, b: u32) -> Result<String, ClientError> {
-        let path = format!("/api/v1/sets/{}/diff?a={a}&b={b}", enc(id));
-        let fut = async {
-            let resp = self.transport.send(Method::GET, &path, None).await?;
-            let (status, bytes) = read(&path, resp).await?;
-            ok(&path, status, &bytes)?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        };
-        tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .map_err(|_| ClientError::Timeout { path: path.clone(), secs: CALL_TIMEOUT.as_secs() })?
+        self.text(&format!("/api/v1/sets/{}/diff?a={a}&b={b}", enc(id))).await
     }
 
     pub async fn reject_set(

@@ -314,8 +314,8 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         let build = c.build.clone().unwrap_or_default();
         let context = build.context.or(c.context.clone()).unwrap_or_else(|| ".".into());
         ImagePlan::Build(BuildPlan {
-            context_dir: normalize(&dir.join(context)),
-            dockerfile: normalize(&dir.join(dockerfile)),
+            context_dir: devcontainer::compose::normalize(&dir.join(context)),
+            dockerfile: devcontainer::compose::normalize(&dir.join(dockerfile)),
             args: build.args,
             target: build.target,
             tag: build_tag(&req.instance, name),
@@ -780,21 +780,6 @@ fn phase(
 /// The tag of a workspace's built image (per instance, so that instances never share one).
 pub fn build_tag(instance: &str, name: &WorkspaceName) -> String {
     format!("localhost/devaipod-build/{instance}-{name}:latest")
-}
-
-/// Removes `.` and `..` components without touching the file system.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for comp in p.components() {
-        match comp {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 mod compose;
