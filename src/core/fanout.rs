@@ -633,6 +633,13 @@ impl<E: Engine> Core<E> {
                 _ => self.first_round(&set, &c).await?,
             };
             self.store.set_candidate_task(id, n, &t.id).await?;
+            // The set was decided while this candidate was being started: what it made goes
+            // too (the set's closing may have looked before its task or container existed).
+            if token.is_cancelled() {
+                let _ = self.cancel_task(&t.id).await;
+                self.remove_candidate(&ws, n).await;
+                return Ok(());
+            }
             t.id
         } else {
             c.task_id.clone().unwrap_or_default()
