@@ -464,17 +464,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SshConfig => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh_config(&client, &config, &paths, cli.json).await
         }
         Command::Ssh { workspace, agent, command } => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh(&client, &config, &paths, &workspace, agent, command).await
         }
         command => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
         }
+    }
+}
+
+/// The daemon this command talks to: the one at `[client] url`/`DEVAIPOD_URL` over TCP
+/// with its token, else this user's own on its unix socket (started when none answers).
+async fn connect(config: &Config, paths: &Paths, file: Option<&std::path::Path>) -> Result<Client> {
+    match crate::client::Remote::from_env(&config.client)? {
+        Some(remote) => Ok(Client::connect_remote(&remote).await?),
+        None => Ok(Client::connect(paths, file).await?),
     }
 }
 

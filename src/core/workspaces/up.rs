@@ -303,8 +303,12 @@ impl<E: Engine> Core<E> {
             let plan::MountPlan::Bind { source, .. } = m else { continue };
             let bridge =
                 matches!(m, plan::MountPlan::Bind { target, readonly: true, .. } if target == plan::GATOR_BRIDGE);
+            // The daemon in a container keeps opencode in its data directory (`daemon/exe.rs`).
+            let opencode = matches!(m, plan::MountPlan::Bind { source, target, readonly: true }
+                if target == plan::INJECT_DIR && *source == self.opencode_dir);
             let own_dir = *source == self.paths.pod_sockets(plan.name.as_str())
-                || *source == self.paths.agent_dir(plan.name.as_str());
+                || *source == self.paths.agent_dir(plan.name.as_str())
+                || opencode;
             if plan.agent.mounts.contains(m) && (own_dir || bridge) {
                 continue; // the agent's own socket directories and bridge, planned by devaipod
             }
