@@ -78,7 +78,16 @@ fn the_daemon_in_a_container_serves_the_host_cli() {
     eprintln!("image built in {:.1} s", t.elapsed().as_secs_f64());
     let version = podman(&["run", "--rm", "--network", "none", &d.image, "--version"]);
     assert_eq!(version.trim(), format!("devaipod {}", env!("CARGO_PKG_VERSION")));
-    let oc = podman(&["run", "--rm", "--network", "none", "--entrypoint", "/opt/devaipod/opencode/opencode", &d.image, "--version"]);
+    let oc = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/opt/devaipod/opencode/opencode",
+        &d.image,
+        "--version",
+    ]);
     assert!(!oc.trim().is_empty(), "the image's opencode runs");
 
     // The daemon container.
@@ -144,4 +153,35 @@ fn the_daemon_in_a_container_serves_the_host_cli() {
     }
     let out = script_cmd(&env, &d, &run_dir, &["rm"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `devaipod systemd`: the host unit passes `systemd-analyze verify` (systemd itself is not
+/// running on the test machines: the unit cannot be started there); the Quadlet files are
+/// written where asked, and `--json` gives both.
+#[test]
+fn systemd_units_verify() {
+    let env = TestEnv::new("");
+    let dir = env.dir.path().join("units");
+    let out = env.run(&["systemd", "--system", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let unit = dir.join("devaipod.service");
+    let content = std::fs::read_to_string(&unit).unwrap();
+    assert!(content.contains(&format!("ExecStart={} --config ", devaipod_exe().display())), "{content}");
+    match Command::new("systemd-analyze").arg("verify").arg(&unit).output() {
+        Ok(v) => assert!(v.status.success(), "systemd-analyze verify:\n{}{}", text(&v.stdout), text(&v.stderr)),
+        Err(e) => eprintln!("\n*** SKIPPED systemd-analyze verify: {e} ***\n"),
+    }
+    let files = env.json(&["systemd", "--quadlet", "--source", "/srv/src", "--image", "localhost/devaipod:1"]);
+    let names: Vec<&str> = files["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["devaipod.container", "devaipod-state.volume"]);
+    let container = files["files"][0]["content"].as_str().unwrap();
+    assert!(
+        container.contains("\nImage=localhost/devaipod:1\n") && container.contains("\nVolume=/srv/src:/srv/src:ro\n"),
+        "{container}"
+    );
+    assert!(container.contains(&format!("\nEnvironment=DEVAIPOD_INSTANCE={}\n", env.instance)), "{container}");
+    let e = env.fails(&["systemd", "--image", "x"]);
+    assert!(e.contains("--quadlet"), "{e}");
+    let e = env.fails(&["systemd", "--quadlet", "--graph-root", "storage"]);
+    assert!(e.contains("--graph-root storage is a relative path"), "{e}");
 }

@@ -207,8 +207,12 @@ pub(super) fn daemon_url_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
 /// The URL of a daemon's TCP API: `http://host:port` or `https://host:port`, nothing after
 /// the authority but an optional `/`. Returned without that slash.
 pub fn daemon_url(s: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("`{s}` is not a daemon URL ({why}): give http://host:port, e.g. http://127.0.0.1:8080");
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).ok_or_else(|| bad("not http:// or https://"))?;
+    let bad =
+        |why: &str| format!("`{s}` is not a daemon URL ({why}): give http://host:port, e.g. http://127.0.0.1:8080");
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| bad("not http:// or https://"))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() {
         return Err(bad("no host"));
