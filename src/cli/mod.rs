@@ -7,6 +7,7 @@ mod generate;
 mod init;
 mod interactive;
 mod output;
+mod systemd;
 #[cfg(test)]
 mod tests;
 
@@ -91,6 +92,10 @@ pub enum Command {
         #[arg(value_name = "PORT|LOCAL:PORT")]
         ports: Vec<String>,
     },
+    /// Print systemd unit files for the daemon: a service running this binary (--user, or
+    /// --system), or with --quadlet the Quadlet files (devaipod.container + devaipod-state.volume)
+    /// for the daemon in a container.
+    Systemd(SystemdArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page devaipod(1) (roff: `devaipod man | man -l -`).
@@ -312,6 +317,36 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SystemdArgs {
+    /// A user unit (`systemctl --user`; the default when not root).
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// A system unit (the default as root).
+    #[arg(long)]
+    pub system: bool,
+    /// Quadlet files for the daemon in a container (podman >= 4.4, rootful) instead.
+    #[arg(long, conflicts_with = "user")]
+    pub quadlet: bool,
+    /// With --quadlet: the daemon's image.
+    #[arg(long, default_value = "localhost/devaipod:latest", requires = "quadlet")]
+    pub image: String,
+    /// With --quadlet: a host directory of local repositories, mounted read-only at the
+    /// same path (repeatable; default: $HOME).
+    #[arg(long = "source", value_name = "DIR", requires = "quadlet")]
+    pub sources: Vec<PathBuf>,
+    /// With --quadlet: podman's storage root (`podman info --format '{{.Store.GraphRoot}}'`).
+    #[arg(long, default_value = "/var/lib/containers/storage", requires = "quadlet")]
+    pub graph_root: PathBuf,
+    /// The API's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Write the files into this directory (e.g. /etc/containers/systemd or
+    /// ~/.config/systemd/user) instead of printing them.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// A local git repository, a git URL, or a GitHub issue/PR URL (omit with -w).
     #[arg(required_unless_present = "workspace")]
@@ -439,6 +474,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(cli.config.as_deref())?;
     let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     match cli.command {
+        Command::Systemd(a) => systemd_files(a, &config, cli.config.as_deref(), cli.json),
         Command::Serve { listen } => {
             crate::daemon::run(config, &listen).await?;
             Ok(ExitCode::SUCCESS)
@@ -464,17 +500,91 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SshConfig => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh_config(&client, &config, &paths, cli.json).await
         }
         Command::Ssh { workspace, agent, command } => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh(&client, &config, &paths, &workspace, agent, command).await
         }
         command => {
-            let client = Client::connect(&paths, cli.config.as_deref()).await?;
+            let client = connect(&config, &paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
         }
+    }
+}
+
+/// `devaipod systemd`: the unit files, printed (`--json`: names and contents) or written.
+fn systemd_files(a: SystemdArgs, config: &Config, file: Option<&std::path::Path>, json: bool) -> Result<ExitCode> {
+    a.listen
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}: give host:port, e.g. 127.0.0.1:8080", a.listen))?;
+    let absolute = |p: &std::path::Path, what: &str| -> Result<PathBuf> {
+        if p.is_absolute() {
+            Ok(p.to_owned())
+        } else {
+            bail!("{what} {} is a relative path: give an absolute one", p.display())
+        }
+    };
+    let config_file = match file {
+        Some(f) => Some(std::path::absolute(f).with_context(|| format!("--config {}", f.display()))?),
+        None => None,
+    };
+    let files: Vec<(String, String)> = if a.quadlet {
+        let mut sources = Vec::new();
+        for s in &a.sources {
+            sources.push(absolute(s, "--source")?);
+        }
+        if a.sources.is_empty() {
+            sources.extend(std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from));
+        }
+        let q = systemd::Quadlet {
+            image: a.image,
+            instance: config.instance.as_str().to_owned(),
+            listen: a.listen,
+            graph_root: absolute(&a.graph_root, "--graph-root")?,
+            sources,
+            config: config_file.or_else(|| config.file.clone().filter(|f| f.is_file())),
+        };
+        q.files().into_iter().map(|(n, c)| (n.to_owned(), c)).collect()
+    } else {
+        let scope = if a.system || (!a.user && crate::pods::podman::is_root()) {
+            systemd::Scope::System
+        } else {
+            systemd::Scope::User
+        };
+        let exe = std::env::current_exe().context("cannot find the devaipod executable")?;
+        let unit = systemd::HostUnit { scope, exe, listen: a.listen, config: config_file };
+        vec![("devaipod.service".to_owned(), systemd::host_unit(&unit))]
+    };
+    if let Some(dir) = &a.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, content) in &files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if json {
+        let list: Vec<_> = files.iter().map(|(n, c)| json!({ "name": n, "content": c })).collect();
+        output::json(&json!({ "files": list }))?;
+    } else if a.dir.is_none() {
+        for (i, (name, content)) in files.iter().enumerate() {
+            if files.len() > 1 {
+                println!("{}# ==> {name} <==", if i > 0 { "\n" } else { "" });
+            }
+            print!("{content}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon this command talks to: the one at `[client] url`/`DEVAIPOD_URL` over TCP
+/// with its token, else this user's own on its unix socket (started when none answers).
+async fn connect(config: &Config, paths: &Paths, file: Option<&std::path::Path>) -> Result<Client> {
+    match crate::client::Remote::from_env(&config.client)? {
+        Some(remote) => Ok(Client::connect_remote(&remote).await?),
+        None => Ok(Client::connect(paths, file).await?),
     }
 }
 
@@ -492,6 +602,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
         | Command::Completions { .. }
         | Command::TcpRelay { .. }
         | Command::Man
+        | Command::Systemd(_)
         | Command::Ssh { .. }
         | Command::SshConfig
         | Command::Init(_) => {

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use restart::Restarted;
-pub use transport::{Transport, UnixSocket};
+pub use transport::{Tcp, Transport, UnixSocket};
 pub use version::{DaemonVersion, Supervisor};
 
 use crate::core::doctor::{DoctorReport, DoctorRequest};
@@ -102,7 +102,86 @@ pub async fn healthy(socket: &Path) -> bool {
     )
 }
 
+/// A daemon reached over TCP (`[client] url` or `DEVAIPOD_URL`) and its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub url: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).field("token", &"<redacted>").finish()
+    }
+}
+
+impl Remote {
+    /// The daemon to talk to over TCP, if any: `env_url` (`DEVAIPOD_URL`) else the
+    /// section's `url`; its token `env_token` (`DEVAIPOD_TOKEN`) else the section's
+    /// `token-file`. `None`: this user's own daemon on its unix socket.
+    pub fn resolve(
+        env_url: Option<&str>,
+        env_token: Option<&str>,
+        section: &crate::config::ClientSection,
+    ) -> Result<Option<Remote>, ClientError> {
+        let url = match env_url.filter(|u| !u.is_empty()) {
+            Some(u) => crate::config::daemon_url(u).map_err(|e| ClientError::Start(format!("DEVAIPOD_URL: {e}")))?,
+            None => match &section.url {
+                Some(u) => u.clone(),
+                None => return Ok(None),
+            },
+        };
+        let token = match (env_token.filter(|t| !t.trim().is_empty()), &section.token_file) {
+            (Some(t), _) => t.trim().to_owned(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| ClientError::Start(format!("cannot read [client] token-file {}: {e}", file.display())))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return Err(ClientError::Start(format!(
+                    "the daemon at {url} needs its token: set DEVAIPOD_TOKEN, or [client] token-file to a file holding it (`devaipod token` where the daemon runs prints it; for the daemon in a container: `podman exec devaipod devaipod token`)"
+                )));
+            }
+        };
+        if token.is_empty() {
+            return Err(ClientError::Start(format!("the token for the daemon at {url} is empty")));
+        }
+        Ok(Some(Remote { url, token }))
+    }
+
+    /// `Remote::resolve` with this process's environment.
+    pub fn from_env(section: &crate::config::ClientSection) -> Result<Option<Remote>, ClientError> {
+        let var = |k: &str| std::env::var(k).ok();
+        Remote::resolve(var("DEVAIPOD_URL").as_deref(), var("DEVAIPOD_TOKEN").as_deref(), section)
+    }
+}
+
 impl Client {
+    /// Connects to a daemon over TCP and meets it: it is never started or restarted from
+    /// here (it runs elsewhere: a container, a service, another machine), so a daemon older
+    /// than this client is only noted on stderr; differing APIs are refused.
+    pub async fn connect_remote(remote: &Remote) -> Result<Client, ClientError> {
+        let client = Client::new(Arc::new(Tcp::new(&remote.url, &remote.token)?));
+        let next = match client.meet(false).await {
+            Err(ClientError::Api { status: 401, .. }) => {
+                return Err(ClientError::Api {
+                    status: 401,
+                    message: format!(
+                        "the daemon at {} refused the token: set DEVAIPOD_TOKEN or [client] token-file to its current token (`devaipod token` where it runs)",
+                        remote.url
+                    ),
+                });
+            }
+            other => other?,
+        };
+        match next {
+            version::Next::Proceed | version::Next::Restart(_) => {}
+            version::Next::Note(note) => eprintln!("{note}"),
+            version::Next::Refuse(why) => return Err(ClientError::Incompatible(why)),
+        }
+        Ok(client)
+    }
+
     pub fn new(transport: Arc<dyn Transport>) -> Client {
         Client { transport }
     }
@@ -594,6 +673,31 @@ fn ok(path: &str, status: u16, bytes: &[u8]) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_daemon_comes_from_the_environment_or_the_config_with_its_token() {
+        use crate::config::ClientSection;
+        let none = ClientSection::default();
+        assert_eq!(Remote::resolve(None, Some("t"), &none).unwrap(), None, "no URL: the local daemon");
+        let r = Remote::resolve(Some("http://127.0.0.1:9/"), Some(" s3cr3t\n"), &none).unwrap().unwrap();
+        assert_eq!((r.url.as_str(), r.token.as_str()), ("http://127.0.0.1:9", "s3cr3t"));
+        assert!(!format!("{r:?}").contains("s3cr3t"), "the token is not printed");
+        let e = Remote::resolve(Some("http://127.0.0.1:9"), None, &none).unwrap_err().to_string();
+        assert!(e.contains("needs its token: set DEVAIPOD_TOKEN"), "{e}");
+        let e = Remote::resolve(Some("127.0.0.1:9"), Some("t"), &none).unwrap_err().to_string();
+        assert!(e.starts_with("DEVAIPOD_URL: `127.0.0.1:9` is not a daemon URL"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let section = ClientSection { url: Some("http://h:1".into()), token_file: Some(file.clone()) };
+        let r = Remote::resolve(None, None, &section).unwrap().unwrap();
+        assert_eq!((r.url.as_str(), r.token.as_str()), ("http://h:1", "from-file"));
+        let r = Remote::resolve(Some("http://other:2"), Some("env"), &section).unwrap().unwrap();
+        assert_eq!((r.url.as_str(), r.token.as_str()), ("http://other:2", "env"), "the environment wins");
+        std::fs::remove_file(&file).unwrap();
+        let e = Remote::resolve(None, None, &section).unwrap_err().to_string();
+        assert!(e.contains("cannot read [client] token-file"), "{e}");
+    }
 
     #[test]
     fn error_bodies_are_read_in_one_place() {

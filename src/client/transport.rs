@@ -1,6 +1,8 @@
 //! How the client reaches the daemon's JSON API: over the daemon's unix socket (the CLI,
-//! `devaipod mcp` on stdio), or in process through the daemon's own router (`/mcp` inside
-//! the daemon). Either way the same requests reach the same handlers.
+//! `devaipod mcp` on stdio), over its TCP API with the bearer token (`[client] url`,
+//! `DEVAIPOD_URL`: a daemon in a container or elsewhere), or in process through the
+//! daemon's own router (`/mcp` inside the daemon). Either way the same requests reach the
+//! same handlers.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +65,70 @@ impl Transport for UnixSocket {
                 Ok(Err(e)) => Err(unreachable(e.to_string())),
                 Err(_) => Err(ClientError::Timeout { path: path.to_owned(), secs: HEADERS_TIMEOUT.as_secs() }),
             }
+        })
+    }
+}
+
+/// The daemon's TCP API (`http://host:port`, or `https://`), every request with its bearer
+/// token. The token is never put in a URL or an error.
+pub struct Tcp {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Time to connect to a daemon's TCP API.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Tcp {
+    /// `base` as [`crate::config::daemon_url`] returns it.
+    pub fn new(base: &str, token: &str) -> Result<Tcp, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Unreachable { at: base.to_owned(), reason: e.to_string() })?;
+        Ok(Tcp { http, base: base.to_owned(), token: token.to_owned() })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Transport for Tcp {
+    fn send<'a>(
+        &'a self,
+        method: Method,
+        path: &'a str,
+        body: Option<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Response<Body>, ClientError>> {
+        Box::pin(async move {
+            let mut req = self
+                .http
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/json");
+            if let Some(b) = body {
+                req = req.body(b);
+            }
+            let resp = match tokio::time::timeout(HEADERS_TIMEOUT, req.send()).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => {
+                    // reqwest's own text names the URL, never the token.
+                    let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                    return Err(ClientError::Unreachable { at: self.base.clone(), reason });
+                }
+                Err(_) => {
+                    return Err(ClientError::Timeout { path: path.to_owned(), secs: HEADERS_TIMEOUT.as_secs() });
+                }
+            };
+            let mut out = Response::builder().status(resp.status().as_u16());
+            for (k, v) in resp.headers() {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+            out.body(Body::from_stream(resp.bytes_stream()))
+                .map_err(|e| ClientError::Protocol { path: path.to_owned(), reason: e.to_string() })
         })
     }
 }

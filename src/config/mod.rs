@@ -10,11 +10,11 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration,
-    RepoPermissions, ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
+    AgentConfig, ClientSection, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress,
+    Orchestration, RepoPermissions, ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
 };
 pub use values::{
-    EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, is_dns_label,
+    EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, daemon_url, is_dns_label,
 };
 
 /// The base image built by `scripts/setup.sh`, used when neither the request, the

@@ -26,6 +26,9 @@ pub struct Config {
     pub network: Network,
     /// The coding agent and its LLM provider.
     pub agent: AgentConfig,
+    /// How the CLI reaches a daemon that is not this user's local one (a daemon in a
+    /// container, on another machine).
+    pub client: ClientSection,
     /// The file this config was read from, or would be (the default location when it does
     /// not exist); set by whoever loads it, for messages that name where to change a key.
     /// Not a key of the file.
@@ -46,6 +49,7 @@ impl Default for Config {
             ssh: Ssh::default(),
             network: Network::default(),
             agent: AgentConfig::default(),
+            client: ClientSection::default(),
             file: None,
         }
     }
@@ -208,6 +212,19 @@ pub enum WorkerGator {
     #[default]
     Readonly,
     Inherit,
+}
+
+/// `[client]`: the daemon the CLI (and `devaipod mcp`) talks to. Unset, it is this user's
+/// own daemon on its unix socket, started when none answers. With `url`, the daemon's TCP
+/// API with its bearer token: never started, never restarted by the client.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientSection {
+    /// `http://host:port` (or `https://`) of the daemon's API. `DEVAIPOD_URL` overrides it.
+    #[serde(deserialize_with = "super::values::daemon_url_opt")]
+    pub url: Option<String>,
+    /// A file holding the daemon's token (keep it 0600). `DEVAIPOD_TOKEN` overrides it.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

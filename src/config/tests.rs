@@ -223,3 +223,32 @@ fn dns_labels_are_rfc_1123() {
         assert!(!is_dns_label(bad), "{bad}");
     }
 }
+
+#[test]
+fn client_urls_are_scheme_host_and_port_only() {
+    for (good, want) in [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ("https://devaipod.example.org:443", "https://devaipod.example.org:443"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+    ] {
+        assert_eq!(daemon_url(good).as_deref(), Ok(want), "{good}");
+    }
+    for (bad, why) in [
+        ("127.0.0.1:8080", "not http:// or https://"),
+        ("http://", "no host"),
+        ("http://localhost", "no port"),
+        ("http://localhost:0", "the host or the port is missing or wrong"),
+        ("http://localhost:99999", "the host or the port is missing or wrong"),
+        ("http://localhost:8080/api", "no path, query or user"),
+        ("http://me@localhost:8080", "no path, query or user"),
+    ] {
+        let e = daemon_url(bad).unwrap_err();
+        assert!(e.contains(why) && e.contains("http://host:port"), "{bad}: {e}");
+    }
+    let c = parse("[client]\nurl = \"http://127.0.0.1:8080/\"\ntoken-file = \"/t\"\n", Path::new("x.toml")).unwrap();
+    assert_eq!(c.client.url.as_deref(), Some("http://127.0.0.1:8080"));
+    assert_eq!(c.client.token_file.as_deref(), Some(Path::new("/t")));
+    let e = parse("[client]\nurl = \"localhost:8080\"\n", Path::new("x.toml")).unwrap_err().to_string();
+    assert!(e.contains("x.toml:2:7: client.url: `localhost:8080` is not a daemon URL"), "{e}");
+}

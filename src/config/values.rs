@@ -198,6 +198,35 @@ pub(super) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     if ok { Ok(s) } else { Err(serde::de::Error::custom(format!("`{s}` is not an http:// or https:// URL"))) }
 }
 
+/// `[client] url`: see [`daemon_url`].
+pub(super) fn daemon_url_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    daemon_url(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The URL of a daemon's TCP API: `http://host:port` or `https://host:port`, nothing after
+/// the authority but an optional `/`. Returned without that slash.
+pub fn daemon_url(s: &str) -> Result<String, String> {
+    let bad =
+        |why: &str| format!("`{s}` is not a daemon URL ({why}): give http://host:port, e.g. http://127.0.0.1:8080");
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| bad("not http:// or https://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    if authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad("only scheme, host and port: no path, query or user"));
+    }
+    let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad("the host or the port is missing or wrong"));
+    }
+    Ok(s.strip_suffix('/').unwrap_or(s).to_owned())
+}
+
 pub(super) fn repo_template<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if s.contains("{repo}") {

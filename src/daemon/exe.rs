@@ -44,27 +44,55 @@ pub fn install(exe: &Path, dir: &Path) -> Result<PathBuf, ExeError> {
     if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == len) {
         return Ok(dest);
     }
+    write_copy(exe, &dest, len).map_err(|e| err(&format!("write {}", dest.display()), e))?;
+    Ok(dest)
+}
+
+/// The daemon in a container (`DEVAIPOD_COPY_OPENCODE=1`, set by the image): the opencode
+/// binary of its image is not on the host, and podman bind-mounts host paths only. So it is
+/// copied into the data directory — mounted at the same path as on the host — as
+/// `<data>/opencode/<sha256 prefix>/opencode` (0555), and that directory is the one the
+/// agent containers mount. Returns that directory.
+pub fn install_opencode(opencode_dir: &Path, data: &Path) -> Result<PathBuf, ExeError> {
+    let src = opencode_dir.join("opencode");
+    let parent = data.join("opencode");
+    let err = |what: &str, source| ExeError { dir: parent.clone(), what: what.to_owned(), source };
+    let (hash, len) = digest(&src).map_err(|e| err(&format!("read {}", src.display()), e))?;
+    let dir = parent.join(&hash[..HASH_DIGITS]);
+    let dest = dir.join("opencode");
+    if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == len) {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| err("create the directory", e))?;
+    write_copy(&src, &dest, len).map_err(|e| err(&format!("write {}", dest.display()), e))?;
+    Ok(dir)
+}
+
+/// Copies `src` (of length `len`) to `dest` whole: written next to it, made read-only
+/// (0555), synced, renamed into place.
+fn write_copy(src: &Path, dest: &Path, len: u64) -> std::io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
     let written = (|| {
         // A running executable cannot be written to (ETXTBSY): what is copied is what was
         // hashed. (`fs::copy` copies in the kernel, or shares the blocks where it can.)
-        let copied = std::fs::copy(exe, &tmp)?;
+        let copied = std::fs::copy(src, &tmp)?;
         if copied != len {
-            return Err(std::io::Error::other("the executable changed while it was copied"));
+            return Err(std::io::Error::other("the file changed while it was copied"));
         }
         let out = std::fs::File::open(&tmp)?;
         use std::os::unix::fs::PermissionsExt;
         out.set_permissions(std::fs::Permissions::from_mode(0o555))?;
         out.sync_all()?;
-        std::fs::rename(&tmp, &dest)?;
+        std::fs::rename(&tmp, dest)?;
         // The rename is durable once the directory is.
         std::fs::File::open(dir)?.sync_all()
     })();
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(err(&format!("write {}", dest.display()), e));
     }
-    Ok(dest)
+    written
 }
 
 /// The SHA-256 (hex) and length of `path`.
@@ -144,6 +172,24 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(&bin).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn opencode_is_copied_into_the_data_directory_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        std::fs::create_dir(&image).unwrap();
+        std::fs::write(image.join("opencode"), b"opencode one").unwrap();
+        let data = dir.path().join("data");
+        let got = install_opencode(&image, &data).unwrap();
+        let sha = format!("{:x}", Sha256::digest(b"opencode one"));
+        assert_eq!(got, data.join("opencode").join(&sha[..16]));
+        assert_eq!(std::fs::read(got.join("opencode")).unwrap(), b"opencode one");
+        assert_eq!(std::fs::metadata(got.join("opencode")).unwrap().permissions().mode() & 0o777, 0o555);
+        assert_eq!(install_opencode(&image, &data).unwrap(), got, "reused");
+        assert_eq!(std::fs::read_dir(&got).unwrap().count(), 1, "no temporary file is left");
+        let e = install_opencode(&dir.path().join("none"), &data).unwrap_err().to_string();
+        assert!(e.contains("none/opencode"), "{e}");
     }
 
     #[test]

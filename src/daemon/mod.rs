@@ -50,7 +50,16 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     };
     collect_copies(&engine, config.instance.as_str(), &bin, &bridge).await;
     let process = DaemonProcess::new(Some(bridge.clone()));
-    let core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
+    let mut core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
+    if std::env::var("DEVAIPOD_COPY_OPENCODE").as_deref() == Ok("1") {
+        // In a container: its image's opencode, copied where podman (on the host) finds it.
+        let (from, data) = (core.opencode_dir.clone(), paths.data.clone());
+        let dir = tokio::task::spawn_blocking(move || exe::install_opencode(&from, &data)).await??;
+        match Arc::get_mut(&mut core) {
+            Some(c) => c.opencode_dir = dir,
+            None => bail!("the core is shared before the daemon set it up"),
+        }
+    }
     let gator_shutdown = tokio_util::sync::CancellationToken::new();
     let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone(), bridge);
     sockets.open_all().await?;

@@ -311,13 +311,20 @@ impl<E: Engine> Core<E> {
     /// gator sockets of every pod, the token, the database) into its workspace container.
     fn no_own_directories(&self, plan: &PodPlan) -> Result<(), CoreError> {
         let own = [&self.paths.runtime, &self.paths.data];
-        for m in plan.workspace.mounts.iter().chain(&plan.agent.mounts) {
+        let mounts =
+            plan.workspace.mounts.iter().map(|m| (false, m)).chain(plan.agent.mounts.iter().map(|m| (true, m)));
+        for (agents, m) in mounts {
             let plan::MountPlan::Bind { source, .. } = m else { continue };
             let bridge =
                 matches!(m, plan::MountPlan::Bind { target, readonly: true, .. } if target == plan::GATOR_BRIDGE);
+            // The daemon in a container keeps opencode in its data directory (`daemon/exe.rs`).
+            let opencode = matches!(m, plan::MountPlan::Bind { source, target, readonly: true }
+                if target == plan::INJECT_DIR && *source == self.opencode_dir);
             let own_dir = *source == self.paths.pod_sockets(plan.name.as_str())
-                || *source == self.paths.agent_dir(plan.name.as_str());
-            if plan.agent.mounts.contains(m) && (own_dir || bridge) {
+                || *source == self.paths.agent_dir(plan.name.as_str())
+                || opencode;
+            // Only the agent's own list: the same mount asked for the workspace container is refused.
+            if agents && (own_dir || bridge) {
                 continue; // the agent's own socket directories and bridge, planned by devaipod
             }
             let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
