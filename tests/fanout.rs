@@ -175,6 +175,10 @@ fn three_candidates_are_checked_compared_and_one_is_chosen() {
     assert!(between["diff"].as_str().unwrap().contains("-hello, world\n+bye"), "{between:#}");
     assert!(env.fails(&["compare", &id, "--diff", "1", "3"]).contains("candidate 3 of set"));
 
+    // An undecided set is decided before the next one starts.
+    let err = env.fails(&["run", "-w", "fo-main", "--agents", "1", "-c", "again"]);
+    assert!(err.contains(&format!("proposal set {id} in fo-main waits for a choice")), "{err}");
+
     // Choose the passing one: exactly its change reaches the human's repository; the other
     // is not chosen; every candidate container and volume is gone.
     let p1 = good["proposal"].as_str().unwrap();

@@ -174,16 +174,28 @@ impl<E: Engine> Core<E> {
         if self.store.workspace(ws).await?.is_none() {
             return Err(CoreError::NotFound(ws.to_owned()));
         }
+        // One set per workspace at a time: two calls at once never both pass the checks
+        // below (their candidates would share containers).
+        let lock = self.bring_out_locks.entry(format!("fanout:{ws}")).or_default().clone();
+        let _one = lock.lock().await;
         // The candidates start from the agent's state: not while its task changes it.
         let tasks = self.store.tasks(Some(ws)).await?;
         if let Some(busy) = tasks.iter().find(|t| !t.state.is_final() && t.set_id.is_none()) {
             return Err(CoreError::Busy { workspace: ws.to_owned(), task: busy.id.clone() });
         }
-        if let Some(running) = self.store.sets(Some(ws)).await?.into_iter().find(|s| s.state == SetState::Running) {
-            return Err(CoreError::Conflict(format!(
-                "proposal set {} is still running in {ws}: wait for it (`devaipod compare {}`) or cancel it",
-                running.id, running.id
-            )));
+        // Candidates' containers are numbered per workspace: an undecided set keeps its
+        // candidates' clones and sessions for a next round, which a new set would reuse.
+        if let Some(open) = self.store.sets(Some(ws)).await?.into_iter().find(|s| !s.state.is_closed()) {
+            return Err(CoreError::Conflict(match open.state {
+                SetState::Running => format!(
+                    "proposal set {} is still running in {ws}: wait for it (`devaipod compare {}`) or cancel it",
+                    open.id, open.id
+                ),
+                _ => format!(
+                    "proposal set {} in {ws} waits for a choice: approve one of its proposals, reject it (`devaipod reject {}`) or cancel it",
+                    open.id, open.id
+                ),
+            }));
         }
         let base = self.snapshot(ws).await?;
         let t = now();
