@@ -295,6 +295,26 @@ fn required(field: &str, v: &str) -> Result<(), String> {
     if v.trim().is_empty() { Err(format!("`{field}` is required")) } else { Ok(()) }
 }
 
+/// `diff_limit` as asked (default [`DIFF_PAGE`]), or what to give.
+fn diff_limit(asked: Option<usize>) -> Result<usize, String> {
+    match asked.unwrap_or(DIFF_PAGE) {
+        0 => Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}")),
+        n if n > DIFF_PAGE_MAX => Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}")),
+        n => Ok(n),
+    }
+}
+
+/// The page of `diff` from `offset` (characters): its text, the whole length, and where
+/// the next page starts.
+fn diff_page(diff: &str, offset: usize, limit: usize) -> Result<(String, usize, Option<usize>), String> {
+    let total = diff.chars().count();
+    if offset > total {
+        return Err(format!("diff_offset {offset} is past the diff's end ({total} characters)"));
+    }
+    let end = (offset + limit).min(total);
+    Ok((diff.chars().skip(offset).take(end - offset).collect(), total, (end < total).then_some(end)))
+}
+
 /// A tool's failure: the daemon's message (what to fix), as `isError`.
 fn fail(e: ClientError) -> String {
     e.to_string()
@@ -538,25 +558,12 @@ impl DevaipodMcp {
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
     async fn get_proposal(&self, Parameters(p): Parameters<GetProposal>) -> Result<Json<ProposalOut>, String> {
-        let limit = p.diff_limit.unwrap_or(DIFF_PAGE);
-        if limit == 0 || limit > DIFF_PAGE_MAX {
-            return Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}"));
-        }
+        let limit = diff_limit(p.diff_limit)?;
         required("id", &p.id)?;
         let proposal = self.client.proposal(&p.id).await.map_err(fail)?;
         let diff = self.client.diff(&p.id).await.map_err(fail)?;
-        let total = diff.chars().count();
-        if p.diff_offset > total {
-            return Err(format!("diff_offset {} is past the diff's end ({total} characters)", p.diff_offset));
-        }
-        let end = (p.diff_offset + limit).min(total);
-        Ok(Json(ProposalOut {
-            proposal,
-            diff: diff.chars().skip(p.diff_offset).take(end - p.diff_offset).collect(),
-            diff_offset: p.diff_offset,
-            diff_total: total,
-            next_diff_offset: (end < total).then_some(end),
-        }))
+        let (diff, diff_total, next_diff_offset) = diff_page(&diff, p.diff_offset, limit)?;
+        Ok(Json(ProposalOut { proposal, diff, diff_offset: p.diff_offset, diff_total, next_diff_offset }))
     }
 
     #[tool(
@@ -610,22 +617,10 @@ impl DevaipodMcp {
         Parameters(p): Parameters<DiffCandidates>,
     ) -> Result<Json<CandidatesDiffOut>, String> {
         required("id", &p.id)?;
-        let limit = p.diff_limit.unwrap_or(DIFF_PAGE);
-        if limit == 0 || limit > DIFF_PAGE_MAX {
-            return Err(format!("diff_limit must be 1 to {DIFF_PAGE_MAX}"));
-        }
+        let limit = diff_limit(p.diff_limit)?;
         let diff = self.client.diff_candidates(&p.id, p.a, p.b).await.map_err(fail)?;
-        let total = diff.chars().count();
-        if p.diff_offset > total {
-            return Err(format!("diff_offset {} is past the diff's end ({total} characters)", p.diff_offset));
-        }
-        let end = (p.diff_offset + limit).min(total);
-        Ok(Json(CandidatesDiffOut {
-            diff: diff.chars().skip(p.diff_offset).take(end - p.diff_offset).collect(),
-            diff_offset: p.diff_offset,
-            diff_total: total,
-            next_diff_offset: (end < total).then_some(end),
-        }))
+        let (diff, diff_total, next_diff_offset) = diff_page(&diff, p.diff_offset, limit)?;
+        Ok(Json(CandidatesDiffOut { diff, diff_offset: p.diff_offset, diff_total, next_diff_offset }))
     }
 
     #[tool(
