@@ -490,6 +490,38 @@ api-key-env = "LLM_KEY"
         assert_eq!(w["labels"]["io.devaipod.worker"], json!("2"));
     }
 
+    /// A fan-out candidate is made the same way as a worker: the agent's walls and
+    /// hardening, its own clone, HOME and sockets, named and labelled as a candidate.
+    #[test]
+    fn a_candidate_is_the_agent_with_its_own_volumes_and_sockets() {
+        let p = planned(Some(PRIVILEGED));
+        let sandbox = plan::SandboxMounts {
+            socket_dir: "/run/d/gator/hello.c3".into(),
+            api_dir: "/run/d/agent/hello.c3".into(),
+            bridge: "/usr/bin/devaipod".into(),
+            seccomp: None,
+        };
+        let c = plan::extra_agent(&p.agent, "t1", &p.name, crate::pods::naming::Extra::Candidate, 3, &sandbox);
+        let c = serde_json::to_value(container(&p.pod.name, &c).unwrap()).unwrap();
+        let a = agent();
+        for key in ["cap_drop", "cap_add", "privileged", "no_new_privileges", "user", "netns", "ipcns", "secret_env"] {
+            assert_eq!(c[key], a[key], "{key}: the candidate has the agent's");
+        }
+        assert_eq!(c["name"], json!("devaipod-hello-candidate-3"));
+        let volumes = c["volumes"].to_string();
+        assert!(
+            volumes.contains("devaipod-hello-candidate-3-workspace")
+                && volumes.contains("devaipod-hello-candidate-3-home")
+        );
+        assert!(!volumes.contains("devaipod-hello-agent-"), "none of the owner's: {volumes}");
+        let mounts = c["mounts"].to_string();
+        assert!(mounts.contains("/run/d/gator/hello.c3") && mounts.contains("/run/d/agent/hello.c3"), "{mounts}");
+        assert_eq!(
+            (&c["labels"]["io.devaipod.role"], &c["labels"]["io.devaipod.candidate"]),
+            (&json!("candidate"), &json!("3"))
+        );
+    }
+
     #[test]
     fn agent_secrets_are_podman_secrets_of_type_env_never_values() {
         let a = agent();
