@@ -15,6 +15,27 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+/// Reverses [`enc`]: `%XX` sequences become their bytes (a malformed one stays as it is).
+pub fn dec(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// base64url without padding (RFC 4648 §5), as opencode's web UI names a project
 /// directory in its paths.
 pub fn base64url(bytes: &[u8]) -> String {
@@ -48,6 +69,10 @@ mod tests {
         assert_eq!(enc("a b/c=d"), "a%20b%2Fc%3Dd");
         assert_eq!(enc("ws-1_x.y~"), "ws-1_x.y~");
         assert_eq!(enc("ü"), "%C3%BC");
+        for s in ["a b/c=d", "/workspaces/ü x", "", "100%"] {
+            assert_eq!(dec(&enc(s)), s);
+        }
+        assert_eq!(dec("%zz%4"), "%zz%4", "a malformed escape stays");
     }
 
     #[test]

@@ -41,6 +41,27 @@ pub fn unix(path: &Path) -> String {
     format!("{UNIX}{}", path.display())
 }
 
+/// What joins an endpoint and the project directory its requests are for.
+const DIRECTORY: &str = "#directory=";
+
+/// `endpoint` with the project directory the agent is to work in, when that is not the
+/// directory the agent was started in (a warm pool member's agent started before its
+/// workspace's repository was there).
+pub fn in_directory(endpoint: &str, directory: Option<&str>) -> String {
+    match directory {
+        Some(d) => format!("{endpoint}{DIRECTORY}{}", crate::encode::enc(d)),
+        None => endpoint.to_owned(),
+    }
+}
+
+/// The endpoint and the project directory [`in_directory`] joined (percent-decoded).
+pub fn split_directory(s: &str) -> (&str, Option<String>) {
+    match s.rsplit_once(DIRECTORY) {
+        Some((endpoint, dir)) => (endpoint, Some(crate::encode::dec(dir))),
+        None => (s, None),
+    }
+}
+
 /// A unix socket held open by its inode (never through a link).
 #[derive(Debug)]
 pub struct SocketRef {

@@ -181,14 +181,20 @@ impl Default for OpencodeConnector {
 impl AgentConnector for OpencodeConnector {
     fn connect(&self, endpoint: &str, password: &str) -> Arc<dyn DynAgent> {
         let password = password.to_owned();
-        Arc::new(match endpoint::Endpoint::parse(endpoint) {
-            endpoint::Endpoint::Http(base) => {
-                opencode::Opencode::with_http(base.to_owned(), password, self.http.clone())
+        let (endpoint, directory) = endpoint::split_directory(endpoint);
+        Arc::new(
+            match endpoint::Endpoint::parse(endpoint) {
+                endpoint::Endpoint::Http(base) => {
+                    opencode::Opencode::with_http(base.to_owned(), password, self.http.clone())
+                }
+                endpoint::Endpoint::Unix(path) => match self.unix_client(path) {
+                    Ok((socket, client)) => {
+                        opencode::Opencode::over_socket(endpoint.to_owned(), password, client, socket)
+                    }
+                    Err(e) => opencode::Opencode::unreachable_at(endpoint.to_owned(), e.to_string()),
+                },
             }
-            endpoint::Endpoint::Unix(path) => match self.unix_client(path) {
-                Ok((socket, client)) => opencode::Opencode::over_socket(endpoint.to_owned(), password, client, socket),
-                Err(e) => opencode::Opencode::unreachable_at(endpoint.to_owned(), e.to_string()),
-            },
-        })
+            .in_directory(directory),
+        )
     }
 }

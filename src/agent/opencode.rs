@@ -54,6 +54,9 @@ pub struct Opencode {
     _socket: Option<Arc<endpoint::SocketRef>>,
     /// Why the endpoint cannot be reached at all (every call fails with it).
     broken: Option<String>,
+    /// The project directory every request is for (`x-opencode-directory`), when it is not
+    /// the one opencode was started in.
+    directory: Option<String>,
 }
 
 impl Opencode {
@@ -65,7 +68,7 @@ impl Opencode {
     /// The same over a shared HTTP client ([`http_client`]): its connections are reused
     /// from one call to the next, and it is built once (building one costs milliseconds).
     pub fn with_http(base: String, password: String, http: reqwest::Client) -> Self {
-        Opencode { endpoint: base.clone(), base, password, http, _socket: None, broken: None }
+        Opencode { endpoint: base.clone(), base, password, http, _socket: None, broken: None, directory: None }
     }
 
     /// A client for the agent behind an API socket (`endpoint` is `unix:<path>`).
@@ -75,7 +78,15 @@ impl Opencode {
         http: reqwest::Client,
         socket: Arc<endpoint::SocketRef>,
     ) -> Self {
-        Opencode { base: endpoint::UNIX_BASE.into(), endpoint, password, http, _socket: Some(socket), broken: None }
+        Opencode {
+            base: endpoint::UNIX_BASE.into(),
+            endpoint,
+            password,
+            http,
+            _socket: Some(socket),
+            broken: None,
+            directory: None,
+        }
     }
 
     /// A client whose every call fails with `why` (its endpoint cannot be opened).
@@ -87,7 +98,14 @@ impl Opencode {
             http: reqwest::Client::new(),
             _socket: None,
             broken: Some(why),
+            directory: None,
         }
+    }
+
+    /// The same client, its requests for project `directory` (opencode serves every
+    /// project directory a request names; a warm pool member's was started elsewhere).
+    pub fn in_directory(self, directory: Option<String>) -> Self {
+        Opencode { directory, ..self }
     }
 
     /// The endpoint this client reaches (`unix:<path>` or an HTTP base URL).
@@ -100,7 +118,11 @@ impl Opencode {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).basic_auth("opencode", Some(&self.password))
+        let rb = self.http.request(method, format!("{}{path}", self.base)).basic_auth("opencode", Some(&self.password));
+        match &self.directory {
+            Some(d) => rb.header("x-opencode-directory", crate::encode::enc(d)),
+            None => rb,
+        }
     }
 
     async fn json(&self, what: &str, rb: reqwest::RequestBuilder) -> Result<Value, AgentError> {

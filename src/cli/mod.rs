@@ -141,6 +141,9 @@ pub enum Command {
     /// Cancel a running task (its agent session is aborted), or a proposal set (s-…: its
     /// candidates are cancelled and their containers removed).
     Cancel { id: String },
+    /// Show the warm pool (`[pool]` in devaipod.toml): per image, the pods kept started
+    /// for `up` to take, and those being started.
+    Pool,
     /// List proposal sets (fan-out: `devaipod run --agents N`), newest first.
     Sets {
         #[arg(short, long)]
@@ -637,11 +640,20 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 eprintln!("warning: {}", output::clean(e));
             }
             if json {
-                output::json(
-                    &json!({ "workspace": created.workspace, "task": created.task, "first_task_error": created.first_task_error }),
-                )?;
+                output::json(&json!({
+                    "workspace": created.workspace,
+                    "task": created.task,
+                    "first_task_error": created.first_task_error,
+                    "from_pool": created.from_pool,
+                    "pool": created.pool,
+                }))?;
             } else {
                 output::status(&serde_json::to_value(&created.workspace)?)?;
+                match (&created.from_pool, &created.pool) {
+                    (true, _) => println!("pool       a warm pod was taken"),
+                    (false, Some(why)) => println!("pool       made cold: {}", output::clean(why)),
+                    (false, None) => {}
+                }
                 if let Some(t) = &created.task {
                     println!("task       {} (follow with `devaipod task {}`)", t.id, t.id);
                 }
@@ -716,8 +728,10 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             if raw {
                 output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
             }
-            c.workspace(&workspace).await?; // exists in this instance
-            let name = crate::pods::naming::WorkspaceName::new(&workspace)?;
+            let status = c.workspace(&workspace).await?; // exists in this instance
+            // Its containers are named after its pod's objects (a former pool member's key).
+            let objects = status.pod.strip_prefix(crate::pods::naming::PREFIX).filter(|o| *o != workspace);
+            let name = crate::pods::naming::WorkspaceName::new(&workspace)?.in_pool_member(objects.map(str::to_owned));
             let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
             let engine = Podman::new(&default_socket())?;
             let mut stream = engine.logs(&name.container(role), follow, tail);
@@ -751,6 +765,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             let set = c.cancel_set(&id).await?;
             if json { output::json(&set)? } else { println!("proposal set {} {}", set.set.id, set.set.state.as_str()) }
         }
+        Command::Pool => output::pool(&c.pool().await?, json)?,
         Command::Sets { workspace } => {
             let sets = c.sets(workspace.as_deref()).await?;
             output::sets(&sets, json)?;

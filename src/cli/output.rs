@@ -451,6 +451,32 @@ pub fn sets(sets: &[crate::store::SetRecord], as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The warm pool: per image, its members.
+pub fn pool(v: &crate::core::PoolView, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(v);
+    }
+    let mut o = std::io::stdout().lock();
+    if v.size == 0 && v.images.is_empty() {
+        writeln!(o, "no pool: set [pool] size = N in devaipod.toml to keep N pods warm per image")?;
+        return Ok(());
+    }
+    writeln!(o, "size       {} per image", v.size)?;
+    for i in &v.images {
+        writeln!(o, "\nimage      {}", i.image)?;
+        writeln!(o, "warm       {} of {} ({} starting)", i.warm, v.size, i.starting)?;
+        if let Some(e) = &i.last_error {
+            writeln!(o, "failing    {}", clean(e))?;
+        }
+        for m in &i.members {
+            let who = m.workspace.as_deref().map(|w| format!(" by {w}")).unwrap_or_default();
+            let status = m.status.as_deref().unwrap_or("gone");
+            writeln!(o, "  {:<24} {:<8} {}{who}", m.pod, status, m.state)?;
+        }
+    }
+    Ok(())
+}
+
 /// A proposal set's comparison table, then each candidate's check output and reason.
 pub fn set(v: &crate::core::SetView) -> Result<()> {
     let mut o = std::io::stdout().lock();

@@ -488,6 +488,11 @@ impl Client {
         self.get(&format!("/api/v1/sets/{}", enc(id))).await
     }
 
+    /// The warm pool (`[pool]`): its members per image.
+    pub async fn pool(&self) -> Result<crate::core::PoolView, ClientError> {
+        self.get("/api/v1/pool").await
+    }
+
     pub async fn sets(&self, workspace: Option<&str>) -> Result<Vec<SetRecord>, ClientError> {
         let query = query(&[("workspace", workspace.map(str::to_owned))]);
         self.get(&format!("/api/v1/sets{query}")).await

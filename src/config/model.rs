@@ -22,6 +22,8 @@ pub struct Config {
     pub service_gator: ServiceGator,
     pub orchestration: Orchestration,
     pub fanout: Fanout,
+    /// Warm pods started ahead of `up`.
+    pub pool: PoolSection,
     pub ssh: Ssh,
     pub network: Network,
     /// The coding agent and its LLM provider.
@@ -46,6 +48,7 @@ impl Default for Config {
             service_gator: ServiceGator::default(),
             orchestration: Orchestration::default(),
             fanout: Fanout::default(),
+            pool: PoolSection::default(),
             ssh: Ssh::default(),
             network: Network::default(),
             agent: AgentConfig::default(),
@@ -201,6 +204,34 @@ pub struct Fanout {
 impl Default for Fanout {
     fn default() -> Self {
         Fanout { max_agents: 4, max_parallel: 4, check: None, check_timeout_secs: 600 }
+    }
+}
+
+/// `[pool]`: pods whose agent is already running, kept warm so that `up` takes one instead
+/// of starting a pod (see docs/pool.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolSection {
+    /// Members kept warm per image (0, the default: no pool; at most 16).
+    #[serde(deserialize_with = "super::values::pool_size")]
+    pub size: u8,
+    /// The images members are made of (empty: `default-image`).
+    pub images: Vec<String>,
+}
+
+impl PoolSection {
+    /// The images a member is kept warm for (none when the pool is off).
+    pub fn images<'a>(&'a self, default_image: &'a str) -> Vec<&'a str> {
+        if self.size == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<&str> = Vec::new();
+        for i in self.images.iter().map(String::as_str).chain(self.images.is_empty().then_some(default_image)) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
     }
 }
 

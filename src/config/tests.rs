@@ -56,6 +56,9 @@ worker-timeout-secs = 60
 max-agents = 3
 max-parallel = 2
 check = "cargo test -q"
+[pool]
+size = 2
+images = ["localhost/mine:1", "localhost/other:2", "localhost/mine:1"]
 [agent]
 models = ["small", "large"]
 [ssh]
@@ -89,6 +92,7 @@ hosts = { "git.internal" = "127.0.0.1" }
     assert_eq!((c.fanout.max_agents, c.fanout.max_parallel), (3, 2));
     assert_eq!(c.fanout.check.as_deref(), Some("cargo test -q"));
     assert_eq!(c.fanout.check_timeout_secs, 600);
+    assert_eq!(c.pool.images(&c.default_image), ["localhost/mine:1", "localhost/other:2"]);
     assert_eq!(c.agent.allowed_models(), ["qwen2.5-coder", "small", "large"]);
     assert!(!c.ssh.enabled);
     assert_eq!(c.ssh.authorized_keys_path(), Path::new("/etc/devaipod/keys"));
@@ -185,6 +189,8 @@ fn errors_name_file_line_and_key() {
             ":2:13: orchestration.max-depth: 2 is not supported: workers do not delegate further (use 1)",
         ),
         ("[fanout]\nmax-agents = 0\n", ":2:14: fanout.max-agents: 0 is out of range: use 1 to 16 candidates"),
+        ("[pool]\nsize = 17\n", ":2:8: pool.size: 17 is out of range: use 0 (no pool) to 16 members per image"),
+        ("[pool]\nsizes = 1\n", "pool.sizes: unknown field `sizes`, expected `size` or `images`"),
         ("[fanout]\nmax-parallel = 40\n", "fanout.max-parallel: 40 is out of range: use 1 to 16 containers at once"),
         ("[orchestration]\nworker-gator = \"all\"\n", "orchestration.worker-gator: unknown variant `all`"),
         ("[ssh]\nlisten = \"everywhere\"\n", "ssh.listen: `everywhere` is not an address"),

@@ -178,6 +178,14 @@ pub(super) fn max_parallel<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Err
     }
 }
 
+pub(super) fn pool_size<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u8::try_from(n) {
+        Ok(n @ 0..=16) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!("{n} is out of range: use 0 (no pool) to 16 members per image"))),
+    }
+}
+
 pub(super) fn max_depth<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     match i64::deserialize(d)? {
         1 => Ok(1),

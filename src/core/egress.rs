@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::{Core, CoreError};
 use crate::config::{HostPattern, NetworkEgress};
 use crate::pods::Engine;
-use crate::pods::naming::WorkspaceName;
 
 /// What a workspace's agent may reach, as `devaipod egress show` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -124,7 +123,7 @@ impl<E: Engine> Core<E> {
         if let Some(key) = self.llm_keys.get(ws) {
             return Ok(LlmUpstream { base_url, key: key.clone() });
         }
-        let own = WorkspaceName::new(ws).map(|n| format!("{}-llm-key", n.pod()))?;
+        let own = self.ws_name(ws).map(|n| format!("{}-llm-key", n.pod()))?;
         let secret =
             if self.engine.secret_exists(&own).await? { Some(own) } else { self.config.agent.api_key_secret.clone() };
         let Some(secret) = secret else {

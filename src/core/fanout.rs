@@ -23,7 +23,7 @@ use super::workspaces::random_hex;
 use super::{BusEvent, Core, CoreError, Seat};
 use crate::git::BareRepo;
 use crate::pods::engine::{ExecSpec, Output};
-use crate::pods::naming::{self, WorkspaceName};
+use crate::pods::naming;
 use crate::pods::{Engine, EngineError};
 use crate::store::{CandidateRecord, CheckResult, ProposalState, SetRecord, SetState, Task, TaskState, now};
 
@@ -389,7 +389,7 @@ impl<E: Engine> Core<E> {
 
     /// Removes candidate `n`'s container and volumes (what is not there is no error).
     async fn remove_candidate(&self, ws: &str, n: u32) {
-        let Ok(name) = WorkspaceName::new(ws) else { return };
+        let Ok(name) = self.ws_name(ws) else { return };
         let kind = naming::Extra::Candidate;
         self.agent_at.remove(&Seat::Candidate(n).key(ws));
         match self.engine.remove_container(&name.extra_container(kind, n)).await {
@@ -680,7 +680,7 @@ impl<E: Engine> Core<E> {
         // stay for a next round).
         if !token.is_cancelled() {
             self.agent_at.remove(&seat.key(&ws));
-            if let Ok(name) = WorkspaceName::new(&ws)
+            if let Ok(name) = self.ws_name(&ws)
                 && let Err(e) = self.engine.stop_container(&name.extra_container(naming::Extra::Candidate, n), 5).await
             {
                 tracing::debug!("fan-out: stopping candidate {n} of {ws}: {e}");

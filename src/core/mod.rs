@@ -11,6 +11,7 @@ mod error;
 mod fanout;
 mod gator;
 mod lifecycle;
+mod pool;
 mod proposals;
 pub mod source;
 mod tasks;
@@ -31,6 +32,7 @@ pub use egress::{EgressView, LlmUpstream, parse_host_patterns};
 pub use error::CoreError;
 pub use fanout::{CandidateView, SetRejected, SetRequest, SetView};
 pub use gator::{PodEndpoints, ScopeView};
+pub use pool::{PoolImage, PoolMemberView, PoolView};
 
 /// How a daemon that finds the instance's lock taken begins its error (a client that
 /// started it waits for the other one instead).
@@ -262,6 +264,8 @@ pub struct Core<E> {
     set_again: dashmap::DashSet<String>,
     /// `[fanout] max-parallel`: one permit per candidate container running.
     fanout_slots: Arc<tokio::sync::Semaphore>,
+    /// The warm pool: workspaces bound to former members, the keeper's progress.
+    pool: pool::PoolState,
 }
 
 impl<E: crate::pods::Engine> Core<E> {
@@ -306,6 +310,7 @@ impl<E: crate::pods::Engine> Core<E> {
             set_drivers: dashmap::DashMap::new(),
             set_again: dashmap::DashSet::new(),
             fanout_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            pool: pool::PoolState::default(),
         })
     }
 

@@ -515,7 +515,7 @@ impl<E: Engine> Core<E> {
         .await
         .map_err(|e| CoreError::Io(e.to_string()))?
         .map_err(|e| CoreError::Io(e.to_string()))?;
-        let container = naming::WorkspaceName::new(&p.workspace)?.container(naming::Role::Workspace);
+        let container = self.ws_name(&p.workspace)?.container(naming::Role::Workspace);
         self.engine.upload_archive(&container, "/tmp", tar).await?;
         let bundle = format!("/tmp/{file}");
         let refspec = format!("+refs/heads/{0}:refs/heads/{0}", p.branch);

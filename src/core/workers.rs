@@ -215,7 +215,7 @@ impl<E: Engine> Core<E> {
         if seat == Seat::Owner {
             return self.exec_target(ws, super::ExecTarget::Agent).await;
         }
-        let name = WorkspaceName::new(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
+        let name = self.ws_name(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
         let pod = self.find(ws).await?;
         let container = pod.containers.iter().find(|c| seat.is(c, &name));
         let Some(c) = container.filter(|c| c.state.eq_ignore_ascii_case("running")) else {
@@ -372,7 +372,7 @@ impl<E: Engine> Core<E> {
     /// An extra agent (a worker or a candidate) running and answering: made from the kept
     /// agent plan when it does not exist, started when stopped.
     pub(in crate::core) async fn ensure_extra(&self, ws: &str, seat: Seat) -> Result<(), CoreError> {
-        let name = WorkspaceName::new(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
+        let name = self.ws_name(ws).map_err(|_| CoreError::NotFound(ws.to_owned()))?;
         let Some((kind, n)) = seat.extra() else {
             return Err(CoreError::Invalid("the workspace's own agent is made by `up`".into()));
         };
@@ -716,9 +716,12 @@ impl<E: Engine> Core<E> {
         }
         let idle = self.config.orchestration.worker_idle_secs as i64;
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
-        for pod in pods {
+        for mut pod in pods {
+            if !self.overlay(&mut pod) {
+                continue; // a pool member
+            }
             let Some(ws) = pod.labels.get(naming::LABEL_WORKSPACE) else { continue };
-            let Ok(name) = WorkspaceName::new(ws) else { continue };
+            let Ok(name) = self.ws_name(ws) else { continue };
             for c in pod.containers.iter().filter(|c| c.state.eq_ignore_ascii_case("running")) {
                 let seat = match name.extra_of(&c.name) {
                     Some((naming::Extra::Worker, n)) => Seat::Worker(n),

@@ -62,6 +62,9 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     }
     let gator_shutdown = tokio_util::sync::CancellationToken::new();
     let sockets = crate::gator::PodSockets::new(&core, gator_shutdown.clone(), bridge);
+    // Workspaces in former pool members: their socket directories are links to the
+    // members' before gator opens their sockets.
+    core.load_pool().await?;
     sockets.open_all().await?;
     core.set_endpoints(sockets);
     let ssh = if core.config.ssh.enabled {
@@ -79,6 +82,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     let resumed = core.resume_tasks().await?;
     core.resume_sets().await?;
     core.spawn_worker_reaper(gator_shutdown.clone());
+    core.keep_pool(gator_shutdown.clone());
     match core.resume_removals().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("finishing the removal of {n} deleted workspace(s) an earlier daemon left"),

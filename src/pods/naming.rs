@@ -40,6 +40,10 @@ pub const ROLE_CANDIDATE: &str = "candidate";
 /// The number of a fan-out candidate, on its container and volumes.
 pub const LABEL_CANDIDATE: &str = "io.devaipod.candidate";
 
+/// On a warm pool member's objects: the image its agent runs. The member's workspace label
+/// is its key (`pool.<hex>`), and stays so after a workspace took it.
+pub const LABEL_POOL: &str = "io.devaipod.pool";
+
 /// The agents a workspace has beside its own, each in a container made from the agent's:
 /// workers (delegated to by the agent's task) and fan-out candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,9 +111,30 @@ impl Role {
 }
 
 /// A workspace name that is a valid DNS label of at most [`MAX_NAME_LEN`] characters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct WorkspaceName(String);
+///
+/// Its objects (pod, containers, volumes, secrets, their labels) are named after it, unless
+/// the workspace took a warm pool member ([`WorkspaceName::in_pool_member`]): podman cannot
+/// rename a pod, so that workspace's objects keep the member's key, and only devaipod's
+/// store ties the name to them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkspaceName(String, Option<String>);
+
+impl serde::Serialize for WorkspaceName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The prefix of warm pool members' keys: `pool.<hex>`. A workspace name has no `.`, so a
+/// member's objects (`devaipod-pool.<hex>-agent`, …) never collide with a workspace's.
+pub const POOL_KEY_PREFIX: &str = "pool.";
+
+/// Whether `key` is a pool member's key: `pool.` and 8 to 32 lowercase hex digits.
+pub fn is_pool_key(key: &str) -> bool {
+    key.strip_prefix(POOL_KEY_PREFIX).is_some_and(|h| {
+        (8..=32).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 
 /// Endings that would make a workspace's object names collide with another's.
 const RESERVED_SUFFIXES: [&str; 2] = ["-agent", "-workspace"];
@@ -130,7 +155,7 @@ impl WorkspaceName {
             && s.starts_with(|c: char| c.is_ascii_lowercase())
             && !RESERVED_SUFFIXES.iter().any(|r| s.ends_with(r))
             && !ends_like_a_worker(s);
-        if ok { Ok(WorkspaceName(s.to_owned())) } else { Err(InvalidName(s.to_owned())) }
+        if ok { Ok(WorkspaceName(s.to_owned(), None)) } else { Err(InvalidName(s.to_owned())) }
     }
 
     /// Derives a name from free text (a repository's directory or URL basename): lowercase,
@@ -156,7 +181,7 @@ impl WorkspaceName {
             out.truncate(MAX_NAME_LEN - 6);
             out.push_str("-ws");
         }
-        WorkspaceName(out)
+        WorkspaceName(out, None)
     }
 
     /// The `n`th alternative when the name is taken: `name-2`, `name-3`, …
@@ -167,47 +192,68 @@ impl WorkspaceName {
         while base.ends_with('-') {
             base.pop();
         }
-        WorkspaceName(base + &suffix)
+        WorkspaceName(base + &suffix, None)
+    }
+
+    /// A warm pool member, named by its key (see [`is_pool_key`]) until a workspace takes it.
+    pub fn pool_member(key: &str) -> Result<Self, InvalidName> {
+        if is_pool_key(key) { Ok(WorkspaceName(key.to_owned(), None)) } else { Err(InvalidName(key.to_owned())) }
+    }
+
+    /// The same workspace, whose objects are those of pool member `key` (it took that
+    /// member), or its own (`None`).
+    pub fn in_pool_member(self, key: Option<String>) -> Self {
+        WorkspaceName(self.0, key)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// What its objects are named after: the name, or the pool member's key it took.
+    pub fn objects(&self) -> &str {
+        self.1.as_deref().unwrap_or(&self.0)
+    }
+
+    /// The pool member's key, when the workspace took one.
+    pub fn pool_key(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
     pub fn pod(&self) -> String {
-        format!("{PREFIX}{}", self.0)
+        format!("{PREFIX}{}", self.objects())
     }
 
     pub fn container(&self, role: Role) -> String {
-        format!("{PREFIX}{}-{}", self.0, role.as_str())
+        format!("{PREFIX}{}-{}", self.objects(), role.as_str())
     }
 
     pub fn workspace_volume(&self) -> String {
-        format!("{PREFIX}{}-workspace", self.0)
+        format!("{PREFIX}{}-workspace", self.objects())
     }
 
     pub fn agent_workspace_volume(&self) -> String {
-        format!("{PREFIX}{}-agent-workspace", self.0)
+        format!("{PREFIX}{}-agent-workspace", self.objects())
     }
 
     pub fn agent_home_volume(&self) -> String {
-        format!("{PREFIX}{}-agent-home", self.0)
+        format!("{PREFIX}{}-agent-home", self.objects())
     }
 
     /// The container of compose service `service`: `devaipod-<name>_<service>`. A workspace
     /// name has no `_`, so no other workspace's object can have this name.
     pub fn service_container(&self, service: &str) -> String {
-        format!("{PREFIX}{}_{service}", self.0)
+        format!("{PREFIX}{}_{service}", self.objects())
     }
 
     /// A named volume of the compose project: `devaipod-<name>_<volume>`.
     pub fn compose_volume(&self, volume: &str) -> String {
-        format!("{PREFIX}{}_{volume}", self.0)
+        format!("{PREFIX}{}_{volume}", self.objects())
     }
 
     /// The `n`th anonymous volume of compose service `service`: `devaipod-<name>__<service>-<n>`.
     pub fn service_volume(&self, service: &str, n: usize) -> String {
-        format!("{PREFIX}{}__{service}-{n}", self.0)
+        format!("{PREFIX}{}__{service}-{n}", self.objects())
     }
 
     /// The container of worker agent `n` (1, 2, …).
@@ -227,7 +273,7 @@ impl WorkspaceName {
 
     /// The container of the workspace's extra agent `n` of its kind (1, 2, …).
     pub fn extra_container(&self, kind: Extra, n: u32) -> String {
-        format!("{PREFIX}{}-{}-{n}", self.0, kind.word())
+        format!("{PREFIX}{}-{}-{n}", self.objects(), kind.word())
     }
 
     /// The extra agent's clone.
@@ -242,7 +288,7 @@ impl WorkspaceName {
 
     /// The extra agent of a container name of this workspace's (`devaipod-<ws>-<word>-<n>`).
     pub fn extra_of(&self, container: &str) -> Option<(Extra, u32)> {
-        let rest = container.strip_prefix(PREFIX)?.strip_prefix(self.0.as_str())?.strip_prefix('-')?;
+        let rest = container.strip_prefix(PREFIX)?.strip_prefix(self.objects())?.strip_prefix('-')?;
         [Extra::Worker, Extra::Candidate].into_iter().find_map(|kind| {
             let n = rest.strip_prefix(kind.word())?.strip_prefix('-')?;
             (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -282,11 +328,13 @@ impl std::fmt::Display for WorkspaceName {
 }
 
 /// The labels every object of a workspace carries. `role` is `None` for the pod and
-/// volumes shared by the pod.
+/// volumes shared by the pod. The workspace label is what the objects are named after
+/// ([`WorkspaceName::objects`]): a pool member's key stays on everything made for the
+/// workspace that took it.
 pub fn labels(instance: &str, name: &WorkspaceName, role: Option<Role>) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_INSTANCE.to_owned(), instance.to_owned()),
-        (LABEL_WORKSPACE.to_owned(), name.as_str().to_owned()),
+        (LABEL_WORKSPACE.to_owned(), name.objects().to_owned()),
         (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
     ]);
     if let Some(role) = role {
@@ -337,6 +385,28 @@ mod tests {
             (l[LABEL_ROLE].as_str(), l[LABEL_WORKER].as_str(), l[LABEL_WORKSPACE].as_str()),
             ("worker", "2", "hello")
         );
+    }
+
+    #[test]
+    fn a_workspace_in_a_pool_member_names_its_objects_after_the_member() {
+        let n = WorkspaceName::new("hello").unwrap().in_pool_member(Some("pool.0123abcd".into()));
+        assert_eq!(n.as_str(), "hello");
+        assert_eq!(n.to_string(), "hello");
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"hello\"");
+        assert_eq!(n.pod(), "devaipod-pool.0123abcd");
+        assert_eq!(n.container(Role::Agent), "devaipod-pool.0123abcd-agent");
+        assert_eq!(n.workspace_volume(), "devaipod-pool.0123abcd-workspace");
+        assert_eq!(n.extra_container(Extra::Worker, 1), "devaipod-pool.0123abcd-worker-1");
+        assert_eq!(n.extra_of("devaipod-pool.0123abcd-worker-1"), Some((Extra::Worker, 1)));
+        assert_eq!(n.extra_of("devaipod-hello-worker-1"), None);
+        assert_eq!(labels("run-1", &n, None)[LABEL_WORKSPACE], "pool.0123abcd");
+        // A member's key is no workspace name, and no workspace name is a member's key.
+        let m = WorkspaceName::pool_member("pool.0123abcd").unwrap();
+        assert_eq!(m.pod(), "devaipod-pool.0123abcd");
+        for bad in ["pool.xyz12345", "pool.0123", "pool-0123abcd", "hello", "pool.0123ABCD"] {
+            assert!(WorkspaceName::pool_member(bad).is_err(), "{bad}");
+        }
+        assert!(WorkspaceName::new("pool.0123abcd").is_err());
     }
 
     #[test]

@@ -783,6 +783,7 @@ pub fn build_tag(instance: &str, name: &WorkspaceName) -> String {
 }
 
 mod compose;
+pub mod pool;
 pub use compose::{ComposePlan, ServicePlan, Start, Wait, service_build_tag};
 
 #[cfg(test)]

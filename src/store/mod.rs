@@ -5,6 +5,7 @@
 //! async runtime's threads.
 
 mod gator;
+mod pool;
 mod records;
 mod sessions;
 mod sets;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use gator::AuditEntry;
+pub use pool::{MemberState, PodBinding, PoolMember, warm_member};
 pub use records::{Approval, Proposal, ProposalFile, ProposalState, Task, TaskEvent, TaskState, WorkspaceRecord};
 pub use sessions::Sessions;
 pub use sets::{CandidateRecord, CheckResult, SetRecord, SetState};
@@ -29,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_egress.sql"),
     include_str!("migrations/005_workers.sql"),
     include_str!("migrations/006_fanout.sql"),
+    include_str!("migrations/007_pool.sql"),
 ];
 
 /// The schema version this build writes (a database's `user_version` after `open`).
@@ -169,6 +172,7 @@ impl Store {
         self.with(move |c| {
             c.execute("DELETE FROM gator_scopes WHERE workspace = ?1", [&name])?;
             c.execute("DELETE FROM egress_hosts WHERE workspace = ?1", [&name])?;
+            c.execute("DELETE FROM pod_bindings WHERE workspace = ?1", [&name])?;
             c.execute("DELETE FROM workspaces WHERE name = ?1", [&name])?;
             Ok(())
         })

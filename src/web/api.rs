@@ -160,6 +160,10 @@ pub async fn create_task<E: Engine>(
     Ok((StatusCode::CREATED, to_json(task)?))
 }
 
+pub async fn get_pool<E: Engine>(State(core): S<E>) -> R {
+    to_json(core.pool_view().await?)
+}
+
 #[derive(Deserialize)]
 pub struct SetsQuery {
     workspace: Option<String>,

@@ -61,6 +61,7 @@ pub fn api_routes<E: Engine>() -> Routes<Arc<Core<E>>> {
         .get("/api/v1/sets/{id}/diff", set_diff::<E>)
         .post("/api/v1/sets/{id}/reject", reject_set::<E>)
         .post("/api/v1/sets/{id}/cancel", cancel_set::<E>)
+        .get("/api/v1/pool", get_pool::<E>)
         .get("/api/v1/events", events::<E>)
         .get("/api/v1/audit", audit_log::<E>)
         .get("/api/v1/version", daemon_version)

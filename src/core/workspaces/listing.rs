@@ -29,7 +29,12 @@ impl<E: Engine> Core<E> {
         }
         let generation = self.list_generation.load(std::sync::atomic::Ordering::SeqCst);
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
-        let mut out: Vec<WorkspaceStatus> = pods.into_iter().filter_map(WorkspaceStatus::from_pod).collect();
+        // A pool member no workspace took is not a workspace.
+        let mut out: Vec<WorkspaceStatus> = pods
+            .into_iter()
+            .filter_map(|mut p| self.overlay(&mut p).then_some(p))
+            .filter_map(WorkspaceStatus::from_pod)
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         if let Ok(mut cache) = self.list_cache.lock()
             && self.list_generation.load(std::sync::atomic::Ordering::SeqCst) == generation

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{BusEvent, Core, CoreError, Seat};
 use crate::agent::DynAgent;
 use crate::pods::engine::{ExecSpec, Output, PodInfo, PublishedPort};
-use crate::pods::naming::{self, Role, WorkspaceName};
+use crate::pods::naming::{self, Role};
 use crate::pods::plan::{self, PodPlan};
 use crate::pods::{Engine, EngineError};
 use crate::store::Task;
@@ -128,6 +128,13 @@ pub struct Created {
     /// Why the first task did not start, when it did not (the workspace is made either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_task_error: Option<String>,
+    /// Whether the workspace took a warm pod from the pool (`[pool]`).
+    #[serde(default)]
+    pub from_pool: bool,
+    /// Why it did not, when a pool is kept (made cold: another image, a compose project, no
+    /// warm pod free, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// What a stop, start or delete did.
@@ -162,8 +169,11 @@ impl WorkspaceStatus {
         let name = p.labels.get(naming::LABEL_WORKSPACE)?.clone();
         let state = |role| p.containers.iter().find(|c| c.role == Some(role)).map(|c| c.state.to_lowercase());
         let running = |c: &crate::pods::engine::ContainerInfo| c.state.eq_ignore_ascii_case("running");
+        // Named after the pod's objects (a former pool member's key, or the name).
+        let objects = p.name.strip_prefix(naming::PREFIX).map(str::to_owned);
         let extra = |c: &crate::pods::engine::ContainerInfo| {
-            naming::WorkspaceName::new(&name).is_ok_and(|n| n.extra_of(&c.name).is_some())
+            naming::WorkspaceName::new(&name)
+                .is_ok_and(|n| n.in_pool_member(objects.clone()).extra_of(&c.name).is_some())
         };
         let only_extras_stopped = p.status.eq_ignore_ascii_case("degraded")
             && state(Role::Workspace).as_deref() == Some("running")
@@ -244,34 +254,37 @@ pub fn opencode_dir() -> PathBuf {
 impl<E: Engine> Core<E> {
     /// The pod of workspace `name` of this instance, or `NotFound`.
     pub(super) async fn find(&self, name: &str) -> Result<PodInfo, CoreError> {
-        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
-        if self.being_removed(name) {
+        let n = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        if self.being_removed(name) || naming::is_pool_key(name) {
             return Err(CoreError::NotFound(name.to_owned()));
         }
         let pods = self
             .engine
-            .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.as_str())])
+            .list_pods(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, n.objects())])
             .await?;
-        pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))
+        let mut pod = pods.into_iter().next().ok_or_else(|| CoreError::NotFound(name.to_owned()))?;
+        self.overlay(&mut pod);
+        Ok(pod)
     }
 
     /// The host port (on 127.0.0.1) the workspace's pod publishes `container_port` on.
     pub async fn published_port(&self, name: &str, container_port: u16) -> Result<Option<u16>, CoreError> {
-        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let n = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let info = self.engine.inspect_pod(&n.pod()).await?;
         Ok(info.ports.iter().find(|p| p.container_port == container_port).map(|p| p.host_port))
     }
 
     pub async fn status(&self, name: &str) -> Result<WorkspaceStatus, CoreError> {
         let pod = self.find(name).await?;
-        let pod = self.engine.inspect_pod(&pod.name).await?;
+        let mut pod = self.engine.inspect_pod(&pod.name).await?;
+        self.overlay(&mut pod);
         WorkspaceStatus::from_pod(pod).ok_or_else(|| CoreError::NotFound(name.to_owned()))
     }
 
     /// The last `lines` lines of a container's output (stdout and stderr), for a page.
     pub async fn logs_tail(&self, name: &str, target: ExecTarget, lines: u32) -> Result<String, CoreError> {
         use futures_util::StreamExt;
-        let container = WorkspaceName::new(name)?.container(target.role());
+        let container = self.ws_name(name)?.container(target.role());
         let mut stream = self.engine.logs(&container, false, Some(lines));
         let mut out = Vec::new();
         let collect = async {
@@ -292,7 +305,9 @@ impl<E: Engine> Core<E> {
     /// Where the workspace's agent serves (its UI and API) and its password: for the
     /// daemon's agent-UI proxy, which injects the password so the browser never sees it.
     pub async fn agent_ui_target(&self, name: &str) -> Result<(String, String), CoreError> {
-        self.agent_endpoint(name, Seat::Owner).await
+        let (url, password) = self.agent_endpoint(name, Seat::Owner).await?;
+        // The UI names its project directory itself.
+        Ok((crate::agent::endpoint::split_directory(&url).0.to_owned(), password))
     }
 
     /// A client for an agent of the workspace (its owner or a worker), made by the core's
@@ -319,6 +334,13 @@ impl<E: Engine> Core<E> {
         }
     }
 
+    /// The endpoint of an agent's API socket as the daemon reaches it (with the project
+    /// directory of an agent started elsewhere: see `pool.rs`).
+    pub(in crate::core) fn agent_url(&self, name: &str, seat: Seat) -> String {
+        let socket = crate::agent::endpoint::unix(&self.paths.agent_socket(&seat.key(name)));
+        crate::agent::endpoint::in_directory(&socket, self.agent_directory(name, seat).as_deref())
+    }
+
     /// Forgets the remembered endpoint of a workspace's agent (stopped, started, deleted,
     /// or not answering there), and of its workers.
     pub(in crate::core) fn forget_agent(&self, name: &str) {
@@ -329,7 +351,7 @@ impl<E: Engine> Core<E> {
     /// container runs: the record and the pod (inspected by its name, its labels checked:
     /// one engine call) are read at once. Remembered for [`Core::remembered_agent`].
     async fn agent_endpoint(&self, name: &str, seat: Seat) -> Result<(String, String), CoreError> {
-        let n = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let n = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let pod = n.pod();
         let key = seat.key(name);
         let (record, info) = tokio::join!(self.store.workspace(name), self.engine.inspect_pod(&pod));
@@ -338,6 +360,10 @@ impl<E: Engine> Core<E> {
             i.labels.get(naming::LABEL_INSTANCE).map(String::as_str) == Some(self.instance())
                 && i.labels.get(naming::LABEL_WORKSPACE).map(String::as_str) == Some(name)
         };
+        let info = info.map(|mut i| {
+            self.overlay(&mut i);
+            i
+        });
         let info = match info {
             Ok(i) if ours(&i) && !self.being_removed(name) => i,
             Ok(_) | Err(EngineError::NotFound { .. }) => {
@@ -347,7 +373,7 @@ impl<E: Engine> Core<E> {
             Err(e) => return Err(e.into()),
         };
         let running = info.containers.iter().any(|c| seat.is(c, &n) && c.state.eq_ignore_ascii_case("running"));
-        let Some(url) = Some(crate::agent::endpoint::unix(&self.paths.agent_socket(&key))).filter(|_| running) else {
+        let Some(url) = Some(self.agent_url(name, seat)).filter(|_| running) else {
             self.agent_at.remove(&key);
             return Err(CoreError::NotRunning {
                 name: name.to_owned(),
@@ -374,7 +400,7 @@ impl<E: Engine> Core<E> {
         self.ensure_agent_dir(name)?;
         // Its workers and candidates start with the pod: their mounts need their
         // directories too (gone after a reboot).
-        if let Ok(n) = WorkspaceName::new(name) {
+        if let Ok(n) = self.ws_name(name) {
             for c in &pod.containers {
                 if let Some((kind, w)) = n.extra_of(&c.name) {
                     let seat = match kind {
@@ -407,8 +433,9 @@ impl<E: Engine> Core<E> {
             if keep_volumes {
                 return Ok(Vec::new());
             }
+            let objects = self.ws_name(name).map(|n| n.objects().to_owned()).unwrap_or_else(|_| name.to_owned());
             self.engine
-                .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, name)])
+                .list_volumes(&[(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, &objects)])
                 .await
         };
         let (pod, volumes, record) = tokio::join!(self.find(name), volumes, self.store.workspace(name));
@@ -436,7 +463,7 @@ impl<E: Engine> Core<E> {
                 token.cancel();
             }
         }
-        let (secrets, image) = match WorkspaceName::new(name) {
+        let (secrets, image) = match self.ws_name(name) {
             Ok(n) => (
                 vec![format!("{}-agent-password", n.pod()), plan::llm_key_secret(&n)],
                 Some(plan::build_tag(self.instance(), &n)),
@@ -451,6 +478,13 @@ impl<E: Engine> Core<E> {
             endpoints.close(name);
         }
         self.close_agent_dir(name);
+        // A workspace in a former pool member: the member's directories go, and its binding.
+        if let Some(key) = self.unbind(name) {
+            for root in ["agent", "gator"] {
+                let _ = std::fs::remove_dir_all(self.paths.runtime.join(root).join(key.as_str()));
+            }
+            self.store.unbind(name).await?;
+        }
         let _ = tokio::fs::remove_file(self.paths.agent_plan(name)).await;
         if !keep_volumes {
             self.store.delete_workspace(name).await?;

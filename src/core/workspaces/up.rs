@@ -214,53 +214,100 @@ impl<E: Engine> Core<E> {
         }
 
         self.preflight(&plan, progress).await?;
+        // A warm pool member when one fits (see `pool.rs`); else the workspace is made cold.
+        let mut pool_note = None;
+        let mut taken = match self.take_member(&plan, dc.as_ref(), &plan_req).await {
+            Ok(t) => t,
+            Err(why) => {
+                progress.step(&format!("not from the pool: {why}"));
+                pool_note = Some(why);
+                None
+            }
+        };
         // The agent gets the committed state only: archive it before initializeCommand,
         // which may write host secrets into the checkout for the human's side.
-        let agent_tar = archive(&checkout).await?;
+        let agent_tar = archive(&checkout, None).await?;
+        // A member's agent clone volume holds the repository in a folder of its own.
+        let member_tar = match taken.as_ref().and_then(|t| plan::pool::folder_name(&t.plan.workspace_folder)) {
+            Some(folder) => Some(archive(&checkout, Some(folder)).await?),
+            None => None,
+        };
         if let Some(cmd) = &plan.lifecycle.initialize {
             run_on_host("initializeCommand", cmd, &checkout, progress).await?;
         }
         let workspace_tar =
-            if plan.lifecycle.initialize.is_some() { archive(&checkout).await? } else { agent_tar.clone() };
-        let mut created = Made::default();
+            if plan.lifecycle.initialize.is_some() { archive(&checkout, None).await? } else { agent_tar.clone() };
         self.agent_seccomp().await?;
-        created.endpoint = Some(name.to_string());
-        self.open_agent_dir(name.as_str())?;
-        if let Some(endpoints) = self.endpoints() {
-            endpoints.open(name.as_str())?;
+        let mut image = None;
+        if let (Some(t), Some(member_tar)) = (&taken, member_tar) {
+            progress.step(&format!("taking the warm pod {} from the pool", t.plan.pod.name));
+            let payload = Payload {
+                workspace_tar: workspace_tar.clone(),
+                agent_tar: member_tar,
+                password: t.member.password.clone(),
+            };
+            match self.create_in_member(t, &checkout, payload, progress).await {
+                Ok(i) => image = Some(i),
+                Err(e) => {
+                    progress.step(&format!(
+                        "the warm pod {} could not take the repository ({e}); making the workspace cold",
+                        t.plan.pod.name
+                    ));
+                    self.destroy_member(&t.member.key, Some(name.as_str())).await;
+                    pool_note = Some(format!("the warm pod failed: {e}"));
+                }
+            }
+            self.changed().await;
         }
-        let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
-        let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
-        self.changed().await;
-        let image = match result {
-            Ok(image) => image,
-            Err(e) => {
-                progress.step(&format!("up failed; removing what it created for `{name}`"));
-                self.rollback(&created).await;
+        if image.is_none() {
+            taken = None;
+        }
+        let image = match image {
+            Some(image) => image,
+            None => {
+                let mut created = Made { endpoint: Some(name.to_string()), ..Made::default() };
+                self.open_agent_dir(name.as_str())?;
+                if let Some(endpoints) = self.endpoints() {
+                    endpoints.open(name.as_str())?;
+                }
+                let payload = Payload { workspace_tar, agent_tar, password: plan_req.agent_password.0.clone() };
+                let result = self.create(&plan, &checkout, payload, &mut created, progress).await;
                 self.changed().await;
-                return Err(e);
+                match result {
+                    Ok(image) => image,
+                    Err(e) => {
+                        progress.step(&format!("up failed; removing what it created for `{name}`"));
+                        self.rollback(&created).await;
+                        self.changed().await;
+                        return Err(e);
+                    }
+                }
             }
         };
+        // The plan the workspace was made from: a member's key names its objects.
+        let made = taken.as_ref().map_or(&plan, |t| &t.plan);
         // Its workers are made from the agent container's plan (the image it runs: with
         // devcontainer features, the derived one).
-        let agent = plan::ContainerPlan { image, ..plan.agent.clone() };
+        let agent = plan::ContainerPlan { image, ..made.agent.clone() };
         if let Err(e) = self.keep_agent_plan(name.as_str(), &agent).await {
             progress.step(&format!("warning: {e}"));
         }
-        self.store
-            .put_workspace(WorkspaceRecord {
-                name: name.to_string(),
-                source: clone_from.clone(),
-                agent_password: plan_req.agent_password.0.clone(),
-                created_at: now(),
-                agent_head: source::head(&checkout).await,
-            })
-            .await?;
+        let record = WorkspaceRecord {
+            name: name.to_string(),
+            source: clone_from.clone(),
+            agent_password: taken.as_ref().map_or(&plan_req.agent_password.0, |t| &t.member.password).clone(),
+            created_at: now(),
+            agent_head: source::head(&checkout).await,
+        };
+        match &taken {
+            Some(t) => self.bind_taken(t, record).await?,
+            None => self.store.put_workspace(record).await?,
+        }
         if !allow_hosts.is_empty() {
             self.store.add_egress_hosts(name.as_str(), &allow_hosts).await?;
         }
         // The key from the caller's environment: the egress proxy needs no podman read for it.
-        if let Some(key) = plan.secrets.iter().find(|s| s.name == format!("{}-llm-key", name.pod())) {
+        if let Some(key) = made.secrets.iter().find(|s| s.name == plan::llm_key_secret(&made.name)) {
             self.remember_llm_key(name.as_str(), &key.value.0);
         }
         if let Some(g) = &github {
@@ -292,7 +339,13 @@ impl<E: Engine> Core<E> {
             }
             None => (None, None),
         };
-        Ok(UpOutcome::Created(Box::new(Created { workspace, task, first_task_error })))
+        Ok(UpOutcome::Created(Box::new(Created {
+            workspace,
+            task,
+            first_task_error,
+            from_pool: taken.is_some(),
+            pool: pool_note,
+        })))
     }
 
     /// The derived name, or `name-2`, `name-3`… when a pod of that name exists (of any
@@ -300,7 +353,10 @@ impl<E: Engine> Core<E> {
     async fn free_name(&self, base: WorkspaceName) -> Result<WorkspaceName, CoreError> {
         let taken: Vec<String> = self.engine.list_pods(&[]).await?.into_iter().map(|p| p.name).collect();
         // A deleted workspace's pod still being removed does not take its name: `up` waits.
-        let free = |n: &WorkspaceName| !taken.contains(&n.pod()) || self.being_removed(n.as_str());
+        // A workspace in a former pool member's pod has its name too.
+        let free = |n: &WorkspaceName| {
+            (!taken.contains(&n.pod()) || self.being_removed(n.as_str())) && !self.pool_bound(n.as_str())
+        };
         if free(&base) {
             return Ok(base);
         }
@@ -355,7 +411,7 @@ impl<E: Engine> Core<E> {
                 )));
             }
         }
-        if self.engine.pod_exists(&plan.pod.name).await? {
+        if self.pool_bound(name) || self.engine.pod_exists(&plan.pod.name).await? {
             return Err(CoreError::NameTaken(plan.name.to_string()));
         }
         let leftover = self.engine.list_volumes(&[(naming::LABEL_WORKSPACE, plan.name.as_str())]).await?;
@@ -522,7 +578,41 @@ impl<E: Engine> Core<E> {
         let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
         created.repo = Some(repo.path.clone());
         repo.fetch_source(checkout).await?;
+        self.run_lifecycle(plan, progress).await?;
+        progress.step("waiting for the agent's API");
+        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await?;
+        Ok(image)
+    }
 
+    /// Puts the workspace into the pool member it claimed (see `pool.rs`): the workspace
+    /// container, the repository in both containers (the agent's in its folder of the
+    /// member's clone volume), the lifecycle commands, and its agent answering for the
+    /// repository's folder. Returns the image. The caller destroys the member on failure.
+    async fn create_in_member(
+        &self,
+        taken: &crate::core::pool::Taken,
+        checkout: &Path,
+        payload: Payload,
+        progress: &dyn Progress,
+    ) -> Result<String, CoreError> {
+        let plan = &taken.plan;
+        self.fill_member(taken, progress).await?;
+        progress.step("copying the repository into the workspace");
+        tokio::try_join!(
+            self.engine.upload_archive(&plan.workspace.name, &plan.workspace_folder, payload.workspace_tar),
+            self.engine.upload_archive(&plan.agent.name, plan::pool::POOL_FOLDER, payload.agent_tar),
+        )?;
+        let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
+        repo.fetch_source(checkout).await?;
+        self.run_lifecycle(plan, progress).await?;
+        progress.step("pointing the agent at the repository");
+        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await?;
+        Ok(plan.image.reference().to_owned())
+    }
+
+    /// devcontainer.json's lifecycle commands after the repository is in (onCreate,
+    /// updateContent, postCreate, postStart), in the workspace container.
+    async fn run_lifecycle(&self, plan: &PodPlan, progress: &dyn Progress) -> Result<(), CoreError> {
         // remoteEnv's `${containerEnv:…}` resolves against the running container's env.
         let l = &plan.lifecycle;
         let container_env = self.engine.container_env(&plan.workspace.name).await?;
@@ -552,10 +642,7 @@ impl<E: Engine> Core<E> {
                 runner.run(phase, cmd, progress).await?;
             }
         }
-
-        progress.step("waiting for the agent's API");
-        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await?;
-        Ok(image)
+        Ok(())
     }
 
     /// Waits until the agent's HTTP API serves (not a TCP probe: opencode accepts
@@ -581,8 +668,8 @@ impl<E: Engine> Core<E> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The agent's API socket appears when its relay starts: each probe opens it anew.
         let key = seat.key(name);
-        let url = crate::agent::endpoint::unix(&self.paths.agent_socket(&key));
-        let workspace_name = WorkspaceName::new(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let url = self.agent_url(name, seat);
+        let workspace_name = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let mut seen_running = false;
         let mut checked: Option<tokio::time::Instant> = None;
         let mut tried = false;
@@ -686,7 +773,7 @@ impl<E: Engine> Core<E> {
 
     /// Writes the agent containers' seccomp profile (podman's default without user
     /// namespaces) when it is missing or podman's default changed.
-    async fn agent_seccomp(&self) -> Result<(), CoreError> {
+    pub(in crate::core) async fn agent_seccomp(&self) -> Result<(), CoreError> {
         let target = self.paths.agent_seccomp();
         let job = tokio::task::spawn_blocking(move || {
             let found = seccomp::DEFAULT_PROFILES.iter().find_map(|p| std::fs::read_to_string(p).ok());
@@ -719,13 +806,16 @@ fn devcontainer_id(instance: &str, name: &WorkspaceName) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A tar of the checkout (with its `.git`), paths relative to the repository root.
-async fn archive(dir: &Path) -> Result<Vec<u8>, CoreError> {
+/// A tar of the checkout (with its `.git`), paths relative to the repository root, or
+/// under `folder`.
+async fn archive(dir: &Path, folder: Option<&str>) -> Result<Vec<u8>, CoreError> {
     let dir = dir.to_owned();
+    let folder = folder.unwrap_or(".").to_owned();
     tokio::task::spawn_blocking(move || {
         let mut tar = tar::Builder::new(Vec::new());
         tar.follow_symlinks(false);
-        tar.append_dir_all(".", &dir).map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
+        tar.append_dir_all(&folder, &dir)
+            .map_err(|e| CoreError::Io(format!("cannot archive {}: {e}", dir.display())))?;
         tar.into_inner().map_err(|e| CoreError::Io(e.to_string()))
     })
     .await
