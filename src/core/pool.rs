@@ -275,14 +275,10 @@ impl<E: Engine> Core<E> {
         })
     }
 
-    /// Puts the workspace into the member it claimed: its name bound (in memory until
-    /// `up` records it), sockets, secrets, the workspace container, the repository in both
-    /// containers, and the agent pointed at it. Returns the image.
-    pub(in crate::core) async fn fill_member(
-        &self,
-        taken: &Taken,
-        progress: &dyn super::workspaces::Progress,
-    ) -> Result<(), CoreError> {
+    /// Gives the workspace the member it claimed: its name bound (in memory until `up`
+    /// records it), the member's socket directories linked under its name and gator's
+    /// sockets opened there, its secrets (the LLM key) made.
+    pub(in crate::core) async fn fill_member(&self, taken: &Taken) -> Result<(), CoreError> {
         let plan = &taken.plan;
         let (ws, key) = (plan.name.as_str(), taken.member.key.as_str());
         self.bind(ws, key, plan::pool::taker_labels(plan, &plan.name));
@@ -292,16 +288,15 @@ impl<E: Engine> Core<E> {
         }
         let password_secret = format!("{}-agent-password", plan.name.pod());
         for s in plan.secrets.iter().filter(|s| s.name != password_secret) {
-            if let Err(EngineError::AlreadyExists { .. }) = self.engine.create_secret(s).await {
-                self.engine.remove_secret(&s.name).await?;
-                self.engine.create_secret(s).await?;
+            match self.engine.create_secret(s).await {
+                // One a crash left (the member's secrets are its own): replaced.
+                Err(EngineError::AlreadyExists { .. }) => {
+                    self.engine.remove_secret(&s.name).await?;
+                    self.engine.create_secret(s).await?;
+                }
+                other => other?,
             }
         }
-        let mut workspace = plan.workspace.clone();
-        workspace.image = plan.image.reference().to_owned();
-        progress.step(&format!("making the workspace container in {}", plan.pod.name));
-        self.engine.create_container(&plan.pod.name, &workspace).await?;
-        self.engine.start_container(&workspace.name).await?;
         Ok(())
     }
 
@@ -396,6 +391,7 @@ impl<E: Engine> Core<E> {
                 .await
                 .map_err(|_| CoreError::AgentNotReady { name: key.clone(), secs: MEMBER_READY.as_secs() })??;
             self.agent_at.remove(&key);
+            self.warm_up(&key, &agent.name, &password).await;
             self.store.insert_member(crate::store::warm_member(&key, image, &password, &shape)).await?;
             Ok(())
         };
@@ -405,6 +401,33 @@ impl<E: Engine> Core<E> {
                 self.destroy_member(&key, None).await;
                 Err(e)
             }
+        }
+    }
+
+    /// opencode loads much of itself when it first opens a project: a member's opens a
+    /// throwaway repository in its container's `/tmp` (not in any volume), so that the
+    /// taker's repository opens quicker. Best effort: an image without git skips it.
+    async fn warm_up(&self, key: &str, container: &str, password: &str) {
+        const WARM: &str = "/tmp/devaipod-warm";
+        let place = super::workspaces::ExecPlace {
+            container: container.to_owned(),
+            user: Some(plan::AGENT_USER.to_owned()),
+            workdir: Some("/tmp".to_owned()),
+            env: BTreeMap::new(),
+            post_attach: Vec::new(),
+        };
+        let init = ["sh", "-c", "mkdir -p /tmp/devaipod-warm && git init -q /tmp/devaipod-warm"];
+        match self.capture_at(&place, "warming up the agent", &init, BTreeMap::new()).await {
+            Ok((0, _, _)) => {}
+            other => {
+                tracing::debug!("pool: member {key}: no warm-up repository: {other:?}");
+                return;
+            }
+        }
+        let url = crate::agent::endpoint::unix(&self.paths.agent_socket(key));
+        let agent = self.agents.connect(&crate::agent::endpoint::in_directory(&url, Some(WARM)), password);
+        if tokio::time::timeout(Duration::from_secs(10), agent.ready()).await != Ok(true) {
+            tracing::debug!("pool: member {key}: the warm-up project did not open");
         }
     }
 

@@ -231,6 +231,12 @@ pub struct WorkspaceOut {
     /// Why the first task did not start, when it did not (the workspace is made either way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_task_error: Option<String>,
+    /// Made by `create_workspace`: whether it took a warm pod from the pool (`[pool]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_pool: Option<bool>,
+    /// Made by `create_workspace` while a pool is kept: why no warm pod was taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -368,9 +374,13 @@ impl DevaipodMcp {
             .await
             .map_err(fail)?;
         match r {
-            UpResult::Created(c) => {
-                Ok(Json(WorkspaceOut { workspace: c.workspace, task: c.task, first_task_error: c.first_task_error }))
-            }
+            UpResult::Created(c) => Ok(Json(WorkspaceOut {
+                workspace: c.workspace,
+                task: c.task,
+                first_task_error: c.first_task_error,
+                from_pool: Some(c.from_pool),
+                pool: c.pool,
+            })),
             UpResult::Planned(_) => Err("the daemon answered with a plan where a workspace was asked for".into()),
         }
     }
@@ -390,7 +400,7 @@ impl DevaipodMcp {
     async fn get_workspace(&self, Parameters(p): Parameters<WorkspaceRef>) -> Result<Json<WorkspaceOut>, String> {
         required("name", &p.name)?;
         let workspace = self.client.workspace(&p.name).await.map_err(fail)?;
-        Ok(Json(WorkspaceOut { workspace, task: None, first_task_error: None }))
+        Ok(Json(WorkspaceOut { workspace, task: None, first_task_error: None, from_pool: None, pool: None }))
     }
 
     #[tool(
@@ -735,11 +745,15 @@ mod tests {
         type Row<'a> = (&'a str, &'a [&'a str], Option<(&'a str, &'a [&'a str])>);
         let set = ["candidates", "chosen", "id", "prompt", "round", "state", "workspace"];
         let table: [Row; 18] = [
-            ("create_workspace", &["first_task_error", "task", "workspace"], Some(("task", &task))),
+            (
+                "create_workspace",
+                &["first_task_error", "from_pool", "pool", "task", "workspace"],
+                Some(("task", &task)),
+            ),
             ("list_workspaces", &["workspaces"], None),
             (
                 "get_workspace",
-                &["first_task_error", "task", "workspace"],
+                &["first_task_error", "from_pool", "pool", "task", "workspace"],
                 Some(("workspace", &["agent", "name", "pod", "status"])),
             ),
             ("delete_workspace", &["result", "workspace"], None),

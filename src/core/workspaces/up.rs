@@ -584,10 +584,12 @@ impl<E: Engine> Core<E> {
         Ok(image)
     }
 
-    /// Puts the workspace into the pool member it claimed (see `pool.rs`): the workspace
-    /// container, the repository in both containers (the agent's in its folder of the
-    /// member's clone volume), the lifecycle commands, and its agent answering for the
-    /// repository's folder. Returns the image. The caller destroys the member on failure.
+    /// Puts the workspace into the pool member it claimed (see `pool.rs`): the repository
+    /// in the agent's clone (in its folder of the member's clone volume), then at once the
+    /// agent answering for that folder (opencode opens a project on its first request for
+    /// it) and the workspace side: its container made in the member's pod, the repository
+    /// copied in and fetched by the daemon, the lifecycle commands. Returns the image. The
+    /// caller destroys the member on failure.
     async fn create_in_member(
         &self,
         taken: &crate::core::pool::Taken,
@@ -596,17 +598,32 @@ impl<E: Engine> Core<E> {
         progress: &dyn Progress,
     ) -> Result<String, CoreError> {
         let plan = &taken.plan;
-        self.fill_member(taken, progress).await?;
-        progress.step("copying the repository into the workspace");
-        tokio::try_join!(
-            self.engine.upload_archive(&plan.workspace.name, &plan.workspace_folder, payload.workspace_tar),
-            self.engine.upload_archive(&plan.agent.name, plan::pool::POOL_FOLDER, payload.agent_tar),
-        )?;
-        let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
-        repo.fetch_source(checkout).await?;
-        self.run_lifecycle(plan, progress).await?;
+        self.fill_member(taken).await?;
+        // The agent's clone first: its agent (running already) then opens the repository's
+        // folder while the workspace side is made.
+        progress.step("copying the repository into the agent's clone");
+        self.engine.upload_archive(&plan.agent.name, plan::pool::POOL_FOLDER, payload.agent_tar).await?;
         progress.step("pointing the agent at the repository");
-        self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password).await?;
+        let agent = self.wait_for_agent(plan.name.as_str(), Seat::Owner, &plan.pod.name, &payload.password);
+        let workspace = async {
+            let mut workspace = plan.workspace.clone();
+            workspace.image = plan.image.reference().to_owned();
+            let container = async {
+                progress.step(&format!("making the workspace container in {}", plan.pod.name));
+                self.engine.create_container(&plan.pod.name, &workspace).await?;
+                self.engine.start_container(&workspace.name).await?;
+                self.engine.upload_archive(&workspace.name, &plan.workspace_folder, payload.workspace_tar).await?;
+                Ok::<_, CoreError>(())
+            };
+            let repo = async {
+                let repo = BareRepo::init(self.paths.repo(plan.name.as_str())).await?;
+                repo.fetch_source(checkout).await?;
+                Ok::<_, CoreError>(())
+            };
+            tokio::try_join!(container, repo)?;
+            self.run_lifecycle(plan, progress).await
+        };
+        tokio::try_join!(agent, workspace)?;
         Ok(plan.image.reference().to_owned())
     }
 
