@@ -1,0 +1,12 @@
+//! Kubernetes: a workspace's plan rendered as Kubernetes objects (`devaipod kube`).
+//!
+//! `render` is pure: the plan the daemon kept at `up` ([`KubePlan`]) in, the documents out.
+//! `yaml` prints them. Nothing here talks to a cluster.
+
+pub mod render;
+pub mod yaml;
+
+pub use render::{KubePlan, Manifest, RenderOptions, render};
+
+#[cfg(test)]
+mod tests;
