@@ -200,6 +200,10 @@ pub enum Command {
     /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// Print a workspace as Kubernetes YAML: PersistentVolumeClaims, the workspace's Pod,
+    /// the agent's Pod (hardened as in podman), a NetworkPolicy walling the agent in, and
+    /// Secrets (referenced; printed only with --show-secrets). See docs/kubernetes.md.
+    Kube(KubeArgs),
     /// (Run by the daemon through nsenter, inside a pod's namespaces) connect to
     /// 127.0.0.1:PORT and relay stdio to it: a rootless daemon's port forwards.
     #[command(hide = true)]
@@ -248,6 +252,21 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    pub workspace: String,
+    /// `metadata.namespace` of every object (default: none, kubectl's current one).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Size each PersistentVolumeClaim requests.
+    #[arg(long, value_name = "QUANTITY", default_value = "10Gi")]
+    pub volume_size: String,
+    /// Print the Secrets with their values (the agent's password, trusted variables)
+    /// instead of only referencing them. Treat the output as a secret.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -805,6 +824,23 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Gator(g) => gator(c, g, json).await?,
+        Command::Kube(a) => {
+            let req = crate::core::kube::KubeRequest {
+                namespace: a.namespace,
+                volume_size: Some(a.volume_size),
+                show_secrets: a.show_secrets,
+            };
+            let m = c.kube(&a.workspace, &req).await?;
+            if json {
+                output::json(&m)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                std::io::Write::write_all(
+                    &mut out,
+                    crate::pods::kube::yaml::to_yaml(&m.comments(), &m.documents).as_bytes(),
+                )?;
+            }
+        }
         Command::Egress(e) => {
             let view = match e {
                 EgressCommand::Show { workspace } => c.egress(&workspace).await?,

@@ -247,6 +247,10 @@ impl<E: Engine> Core<E> {
         if let Err(e) = self.keep_agent_plan(name.as_str(), &agent).await {
             progress.step(&format!("warning: {e}"));
         }
+        let kube = crate::pods::kube::KubePlan::of(&plan, &agent.image);
+        if let Err(e) = self.keep_kube_plan(name.as_str(), &kube).await {
+            progress.step(&format!("warning: {e}"));
+        }
         self.store
             .put_workspace(WorkspaceRecord {
                 name: name.to_string(),
