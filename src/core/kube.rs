@@ -65,8 +65,18 @@ impl<E: Engine> Core<E> {
             .map_err(|e| CoreError::Io(format!("the kept Kubernetes plan {}: {e}", path.display())))?;
         let secrets =
             if req.show_secrets { Some(self.kube_secrets(&plan, &record.agent_password).await?) } else { None };
-        let opts = RenderOptions { namespace: req.namespace.clone(), volume_size: req.volume_size.clone(), secrets };
-        Ok(render(&plan, &opts))
+        // PATH as the containers have it under podman (the image's or podman's default).
+        let path = self.engine.container_env(&plan.workspace.name).await.ok().and_then(|mut e| e.remove("PATH"));
+        let known = path.is_some();
+        let opts =
+            RenderOptions { namespace: req.namespace.clone(), volume_size: req.volume_size.clone(), secrets, path };
+        let mut m = render(&plan, &opts);
+        if !known {
+            m.warnings.push(format!(
+                "PATH is not set: it is read from the running workspace container (start it with `devaipod start {ws}`); an image without PATH in its config needs one"
+            ));
+        }
+        Ok(m)
     }
 
     /// The values of the Secrets the Pods reference: the agent's password (the store's)

@@ -112,6 +112,10 @@ pub struct RenderOptions {
     /// Secret name → key → value: these Secrets are printed with their data. Without,
     /// the Pods reference Secrets that must be created beside them.
     pub secrets: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// `PATH` as the containers run with it under podman (the image's, else podman's
+    /// default): set in both containers, since not every runtime adds a default to an
+    /// image without one.
+    pub path: Option<String>,
 }
 
 /// The rendered objects, in the order to apply them.
@@ -204,8 +208,8 @@ pub fn render(p: &KubePlan, opts: &RenderOptions) -> Manifest {
         }));
     }
 
-    documents.push(pod(p, &p.pod.name, &p.pod.labels, &p.workspace, ns, &mut warnings));
-    documents.push(pod(p, &p.agent_pod(), &p.agent.labels, &p.agent, ns, &mut warnings));
+    documents.push(pod(p, &p.pod.name, &p.pod.labels, &p.workspace, opts, &mut warnings));
+    documents.push(pod(p, &p.agent_pod(), &p.agent.labels, &p.agent, opts, &mut warnings));
 
     // The agent's walls: no ingress, no egress at all (its only ways out are the sockets
     // of its mounted directory, served on the node).
@@ -274,9 +278,10 @@ fn pod(
     name: &str,
     labels: &BTreeMap<String, String>,
     c: &ContainerPlan,
-    ns: Option<&str>,
+    opts: &RenderOptions,
     warnings: &mut Vec<String>,
 ) -> Value {
+    let ns = opts.namespace.as_deref();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     for (i, m) in c.mounts.iter().enumerate() {
@@ -286,9 +291,10 @@ fn pod(
                 (json!({"name": vname, "persistentVolumeClaim": {"claimName": name}}), *readonly)
             }
             MountPlan::Bind { source, target, readonly } => {
-                // The sockets' directories are the daemon's side on the node: made when missing.
+                // The sockets' directories are the daemon's side on the node, made by it
+                // (the API's writable by the agent's uid): they must be there.
                 let kind = match target.as_str() {
-                    plan::GATOR_SOCKET_DIR | plan::AGENT_API_DIR => "DirectoryOrCreate",
+                    plan::GATOR_SOCKET_DIR | plan::AGENT_API_DIR => "Directory",
                     plan::GATOR_BRIDGE => "File",
                     _ => "",
                 };
@@ -315,7 +321,7 @@ fn pod(
     let mut container = json!({
         "name": c.role.as_str(),
         "image": c.image,
-        "env": env(p, c),
+        "env": env(p, c, opts.path.as_deref()),
         "securityContext": security_context(c, warnings),
         "volumeMounts": mounts,
     });
@@ -379,8 +385,11 @@ fn pod(
     })
 }
 
-fn env(p: &KubePlan, c: &ContainerPlan) -> Vec<Value> {
+fn env(p: &KubePlan, c: &ContainerPlan, path: Option<&str>) -> Vec<Value> {
     let mut env: Vec<Value> = c.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    if let Some(path) = path.filter(|_| !c.env.contains_key("PATH")) {
+        env.insert(0, json!({"name": "PATH", "value": path}));
+    }
     for k in c.trusted_env.keys() {
         env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": p.trusted_env_secret(), "key": k}}}));
     }

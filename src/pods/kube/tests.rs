@@ -52,9 +52,11 @@ fn pod<'a>(m: &'a Manifest, name: &str) -> &'a Value {
 /// NET_BIND_SERVICE, no privilege escalation, uid/gid 1000, the seccomp profile.
 #[test]
 fn the_agent_pod_has_the_podman_plans_hardening() {
-    let m = render(&kube_plan(""), &RenderOptions::default());
+    let opts = RenderOptions { path: Some("/usr/bin:/bin".into()), ..Default::default() };
+    let m = render(&kube_plan(""), &opts);
     let agent = pod(&m, "devaipod-hello-agent");
     let c = &agent["spec"]["containers"][0];
+    assert_eq!(c["env"][0], json!({"name": "PATH", "value": "/usr/bin:/bin"}), "the PATH podman runs it with");
     assert_eq!(c["name"], "agent");
     assert_eq!(c["image"], "registry.example/img:1");
     let sc = &c["securityContext"];
@@ -116,7 +118,7 @@ fn volumes_become_claims_and_binds_host_paths() {
     assert_eq!(vol["persistentVolumeClaim"]["claimName"], "devaipod-hello-workspace");
     let (mount, vol) = at(plan::AGENT_API_DIR);
     assert!(mount.get("readOnly").is_none());
-    assert_eq!(vol["hostPath"], json!({"path": "/run/d/agent/hello", "type": "DirectoryOrCreate"}));
+    assert_eq!(vol["hostPath"], json!({"path": "/run/d/agent/hello", "type": "Directory"}));
     let (mount, vol) = at(plan::GATOR_BRIDGE);
     assert_eq!(mount["readOnly"], true);
     assert_eq!(vol["hostPath"]["type"], "File");
