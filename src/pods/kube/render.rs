@@ -262,7 +262,7 @@ fn metadata(name: &str, labels: &BTreeMap<String, String>, ns: Option<&str>) -> 
 }
 
 /// The labels that pick a Pod: instance, workspace, role (and an extra agent's number).
-fn selector(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn selector(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels
         .iter()
         .filter(|(k, v)| {
@@ -278,6 +278,25 @@ fn pod(
     name: &str,
     labels: &BTreeMap<String, String>,
     c: &ContainerPlan,
+    opts: &RenderOptions,
+    warnings: &mut Vec<String>,
+) -> Value {
+    let near = (c.role == Role::Agent).then(|| selector(&p.workspace.labels));
+    container_pod(&p.pod, c, name, labels, near.as_ref(), &p.trusted_env_secret(), opts, warnings)
+}
+
+/// One container as a Pod of its own, named `name`: its mounts as volumes (claims,
+/// hostPaths, memory), its hardening as its securityContext, the pod's hostname, ports
+/// (the workspace container's) and host aliases; `near`: the labels of a Pod it must run
+/// on the node of. The Kubernetes engine makes its Pods with this too.
+#[allow(clippy::too_many_arguments)]
+pub fn container_pod(
+    meta: &PodMeta,
+    c: &ContainerPlan,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    near: Option<&BTreeMap<String, String>>,
+    trusted_secret: &str,
     opts: &RenderOptions,
     warnings: &mut Vec<String>,
 ) -> Value {
@@ -321,7 +340,7 @@ fn pod(
     let mut container = json!({
         "name": c.role.as_str(),
         "image": c.image,
-        "env": env(p, c, opts.path.as_deref()),
+        "env": env(c, trusted_secret, opts.path.as_deref()),
         "securityContext": security_context(c, warnings),
         "volumeMounts": mounts,
     });
@@ -336,8 +355,8 @@ fn pod(
     if !c.workdir.is_empty() {
         container["workingDir"] = json!(c.workdir);
     }
-    if c.role == Role::Workspace && !p.pod.ports.is_empty() {
-        let ports: Vec<Value> = p.pod.ports.iter().map(|port| json!({"containerPort": port})).collect();
+    if c.role == Role::Workspace && !meta.ports.is_empty() {
+        let ports: Vec<Value> = meta.ports.iter().map(|port| json!({"containerPort": port})).collect();
         container["ports"] = json!(ports);
     }
     if !c.devices.is_empty() {
@@ -348,7 +367,7 @@ fn pod(
     }
 
     let mut spec = json!({
-        "hostname": p.pod.hostname,
+        "hostname": meta.hostname,
         "restartPolicy": "Always",
         // Neither container talks to the cluster's API.
         "automountServiceAccountToken": false,
@@ -360,8 +379,7 @@ fn pod(
         let s: Vec<Value> = c.sysctls.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
         spec["securityContext"] = json!({"sysctls": s});
     }
-    let aliases: Vec<Value> = p
-        .pod
+    let aliases: Vec<Value> = meta
         .add_hosts
         .iter()
         .filter_map(|h| h.rsplit_once(':').map(|(name, ip)| json!({"ip": ip, "hostnames": [name]})))
@@ -369,11 +387,11 @@ fn pod(
     if !aliases.is_empty() {
         spec["hostAliases"] = json!(aliases);
     }
-    if c.role == Role::Agent {
+    if let Some(near) = near {
         // On the workspace Pod's node: the volumes it shares (ReadWriteOnce) and the
         // daemon's sockets (hostPath) are there.
         spec["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-            "labelSelector": {"matchLabels": selector(&p.workspace.labels)},
+            "labelSelector": {"matchLabels": near},
             "topologyKey": "kubernetes.io/hostname",
         }]}});
     }
@@ -385,13 +403,13 @@ fn pod(
     })
 }
 
-fn env(p: &KubePlan, c: &ContainerPlan, path: Option<&str>) -> Vec<Value> {
+fn env(c: &ContainerPlan, trusted_secret: &str, path: Option<&str>) -> Vec<Value> {
     let mut env: Vec<Value> = c.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
     if let Some(path) = path.filter(|_| !c.env.contains_key("PATH")) {
         env.insert(0, json!({"name": "PATH", "value": path}));
     }
     for k in c.trusted_env.keys() {
-        env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": p.trusted_env_secret(), "key": k}}}));
+        env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": trusted_secret, "key": k}}}));
     }
     for (k, secret) in &c.secret_env {
         env.push(json!({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": SECRET_KEY}}}));

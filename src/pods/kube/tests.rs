@@ -32,7 +32,7 @@ const TRUSTED: &str = r#"
 allowlist = ["GH_TOKEN"]
 "#;
 
-fn kube_plan(config_text: &str) -> KubePlan {
+pub(crate) fn kube_plan(config_text: &str) -> KubePlan {
     let config = config::parse(config_text, Path::new("t.toml")).unwrap();
     let p = plan::plan(&config, None, &request()).unwrap();
     // Kept as JSON at `up` and read back by the daemon.
