@@ -508,6 +508,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RestartDaemon => {
+            local_only(
+                &config,
+                "restart-daemon",
+                "restart that daemon where it runs (`podman restart devaipod` for the container, `systemctl restart` for a unit), or unset DEVAIPOD_URL to restart this host's own",
+            )?;
             let r = Client::restart_daemon(&paths, cli.config.as_deref(), &|line| eprintln!("{line}")).await?;
             if cli.json {
                 let stopped =
@@ -519,18 +524,41 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SshConfig => {
+            local_only(&config, "ssh-config", SSH_REMOTE)?;
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh_config(&client, &config, &paths, cli.json).await
         }
         Command::Ssh { workspace, agent, command } => {
+            local_only(&config, "ssh", SSH_REMOTE)?;
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh(&client, &config, &paths, &workspace, agent, command).await
         }
         command => {
+            if matches!(command, Command::Forward { .. }) {
+                local_only(
+                    &config,
+                    "forward",
+                    "it connects into the pod through this host's podman; run it on the daemon's host, or unset DEVAIPOD_URL",
+                )?;
+            }
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
         }
     }
+}
+
+const SSH_REMOTE: &str = "its SSH server listens on the daemon's own loopback with a host key pinned in that daemon's data directory; run it on the daemon's host, or unset DEVAIPOD_URL";
+
+/// A command that works with this host's own daemon only refuses a daemon elsewhere
+/// (`[client] url`, `DEVAIPOD_URL`), saying what to do instead.
+fn local_only(config: &Config, command: &str, instead: &str) -> Result<()> {
+    if let Some(remote) = crate::client::Remote::from_env(&config.client)? {
+        bail!(
+            "`devaipod {command}` works with this host's own daemon only, and the CLI is pointed at {} ([client] url or DEVAIPOD_URL): {instead}",
+            remote.url
+        );
+    }
+    Ok(())
 }
 
 /// `devaipod systemd`: the unit files, printed (`--json`: names and contents) or written.
