@@ -68,12 +68,17 @@ pub async fn run(explicit: Option<&Path>, workspace: Option<String>, as_json: bo
 
     // The daemon as any command reaches it; with a broken config it would not start, so
     // only one that runs already is asked.
-    let client = match &broken {
-        None => Client::connect(&paths, explicit).await.map_err(|e| e.to_string()),
-        Some(_) if client::healthy(&paths.socket()).await => {
+    // A daemon elsewhere (`[client] url`, `DEVAIPOD_URL`) is asked over TCP: its report is
+    // of its host.
+    let remote = client::Remote::from_env(&config.client);
+    let client = match (&broken, remote) {
+        (_, Err(e)) => Err(e.to_string()),
+        (_, Ok(Some(remote))) => Client::connect_remote(&remote).await.map_err(|e| e.to_string()),
+        (None, Ok(None)) => Client::connect(&paths, explicit).await.map_err(|e| e.to_string()),
+        (Some(_), Ok(None)) if client::healthy(&paths.socket()).await => {
             Ok(Client::new(Arc::new(UnixSocket::new(&paths.socket()))))
         }
-        Some(_) => Err("not started: the config file has an error (see `config`)".to_owned()),
+        (Some(_), Ok(None)) => Err("not started: the config file has an error (see `config`)".to_owned()),
     };
     let report: Result<DoctorReport, String> = match client {
         Ok(c) => c.doctor(&req).await.map_err(|e| e.to_string()),

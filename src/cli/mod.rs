@@ -203,6 +203,10 @@ pub enum Command {
     /// Which hosts a workspace's agent may reach through the egress proxy (beyond the LLM).
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// Print a workspace as Kubernetes YAML: PersistentVolumeClaims, the workspace's Pod,
+    /// the agent's Pod (hardened as in podman), a NetworkPolicy walling the agent in, and
+    /// Secrets (referenced; printed only with --show-secrets). See docs/kubernetes.md.
+    Kube(KubeArgs),
     /// (Run by the daemon through nsenter, inside a pod's namespaces) connect to
     /// 127.0.0.1:PORT and relay stdio to it: a rootless daemon's port forwards.
     #[command(hide = true)]
@@ -251,6 +255,21 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    pub workspace: String,
+    /// `metadata.namespace` of every object (default: none, kubectl's current one).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Size each PersistentVolumeClaim requests.
+    #[arg(long, value_name = "QUANTITY", default_value = "10Gi")]
+    pub volume_size: String,
+    /// Print the Secrets with their values (the agent's password, trusted variables)
+    /// instead of only referencing them. Treat the output as a secret.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -492,6 +511,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RestartDaemon => {
+            local_only(
+                &config,
+                "restart-daemon",
+                "restart that daemon where it runs (`podman restart devaipod` for the container, `systemctl restart` for a unit), or unset DEVAIPOD_URL to restart this host's own",
+            )?;
             let r = Client::restart_daemon(&paths, cli.config.as_deref(), &|line| eprintln!("{line}")).await?;
             if cli.json {
                 let stopped =
@@ -503,18 +527,41 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SshConfig => {
+            local_only(&config, "ssh-config", SSH_REMOTE)?;
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh_config(&client, &config, &paths, cli.json).await
         }
         Command::Ssh { workspace, agent, command } => {
+            local_only(&config, "ssh", SSH_REMOTE)?;
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             interactive::ssh(&client, &config, &paths, &workspace, agent, command).await
         }
         command => {
+            if matches!(command, Command::Forward { .. }) {
+                local_only(
+                    &config,
+                    "forward",
+                    "it connects into the pod through this host's podman; run it on the daemon's host, or unset DEVAIPOD_URL",
+                )?;
+            }
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
             execute(command, &client, cli.json).await
         }
     }
+}
+
+const SSH_REMOTE: &str = "its SSH server listens on the daemon's own loopback with a host key pinned in that daemon's data directory; run it on the daemon's host, or unset DEVAIPOD_URL";
+
+/// A command that works with this host's own daemon only refuses a daemon elsewhere
+/// (`[client] url`, `DEVAIPOD_URL`), saying what to do instead.
+fn local_only(config: &Config, command: &str, instead: &str) -> Result<()> {
+    if let Some(remote) = crate::client::Remote::from_env(&config.client)? {
+        bail!(
+            "`devaipod {command}` works with this host's own daemon only, and the CLI is pointed at {} ([client] url or DEVAIPOD_URL): {instead}",
+            remote.url
+        );
+    }
+    Ok(())
 }
 
 /// `devaipod systemd`: the unit files, printed (`--json`: names and contents) or written.
@@ -820,6 +867,23 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             }
         }
         Command::Gator(g) => gator(c, g, json).await?,
+        Command::Kube(a) => {
+            let req = crate::core::kube::KubeRequest {
+                namespace: a.namespace,
+                volume_size: Some(a.volume_size),
+                show_secrets: a.show_secrets,
+            };
+            let m = c.kube(&a.workspace, &req).await?;
+            if json {
+                output::json(&m)?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                std::io::Write::write_all(
+                    &mut out,
+                    crate::pods::kube::yaml::to_yaml(&m.comments(), &m.documents).as_bytes(),
+                )?;
+            }
+        }
         Command::Egress(e) => {
             let view = match e {
                 EgressCommand::Show { workspace } => c.egress(&workspace).await?,

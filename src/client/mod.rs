@@ -531,6 +531,22 @@ impl Client {
         self.post(&format!("/api/v1/workspaces/{}/scopes/remove", enc(workspace)), &json!({ "scope": scope })).await
     }
 
+    // ---- kubernetes ----
+
+    /// The workspace as Kubernetes objects (`devaipod kube`).
+    pub async fn kube(
+        &self,
+        workspace: &str,
+        req: &crate::core::kube::KubeRequest,
+    ) -> Result<crate::pods::kube::Manifest, ClientError> {
+        let query = query(&[
+            ("namespace", req.namespace.clone()),
+            ("volume_size", req.volume_size.clone()),
+            ("show_secrets", req.show_secrets.then(|| "true".to_owned())),
+        ]);
+        self.get(&format!("/api/v1/workspaces/{}/kube{query}", enc(workspace))).await
+    }
+
     // ---- egress ----
 
     pub async fn egress(&self, workspace: &str) -> Result<EgressView, ClientError> {

@@ -31,6 +31,8 @@ pub struct Config {
     /// How the CLI reaches a daemon that is not this user's local one (a daemon in a
     /// container, on another machine).
     pub client: ClientSection,
+    /// The container engine the daemon runs pods on.
+    pub engine: EngineSection,
     /// The file this config was read from, or would be (the default location when it does
     /// not exist); set by whoever loads it, for messages that name where to change a key.
     /// Not a key of the file.
@@ -53,6 +55,7 @@ impl Default for Config {
             network: Network::default(),
             agent: AgentConfig::default(),
             client: ClientSection::default(),
+            engine: EngineSection::default(),
             file: None,
         }
     }
@@ -243,6 +246,28 @@ pub enum WorkerGator {
     #[default]
     Readonly,
     Inherit,
+}
+
+/// `[engine]`: where workspaces' pods run. The daemon runs on podman; `kubernetes` selects
+/// the Kubernetes engine (`pods::kube::Kube`), which the daemon does not run on yet: it
+/// refuses to start with it, saying so (docs/kubernetes.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineSection {
+    pub kind: EngineKind,
+    /// Kubernetes: the namespace of every object (default: the kubeconfig context's, or
+    /// the ServiceAccount's in a cluster).
+    pub namespace: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one; none in a cluster).
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Podman,
+    Kubernetes,
 }
 
 /// `[client]`: the daemon the CLI (and `devaipod mcp`) talks to. Unset, it is this user's

@@ -258,3 +258,19 @@ fn client_urls_are_scheme_host_and_port_only() {
     let e = parse("[client]\nurl = \"localhost:8080\"\n", Path::new("x.toml")).unwrap_err().to_string();
     assert!(e.contains("x.toml:2:7: client.url: `localhost:8080` is not a daemon URL"), "{e}");
 }
+
+#[test]
+fn the_engine_is_podman_unless_kubernetes_is_asked_for() {
+    let c = parse("", Path::new("x.toml")).unwrap();
+    assert_eq!(c.engine.kind, EngineKind::Podman);
+    let c =
+        parse("[engine]\nkind = \"kubernetes\"\nnamespace = \"dev\"\ncontext = \"kind-dev\"\n", Path::new("x.toml"))
+            .unwrap();
+    assert_eq!(c.engine.kind, EngineKind::Kubernetes);
+    assert_eq!(c.engine.namespace.as_deref(), Some("dev"));
+    assert_eq!(c.engine.context.as_deref(), Some("kind-dev"));
+    let e = parse("[engine]\nkind = \"docker\"\n", Path::new("x.toml")).unwrap_err().to_string();
+    assert!(e.contains("docker") && e.contains("podman") && e.contains("kubernetes"), "{e}");
+    let e = parse("[engine]\nsocket = \"/x\"\n", Path::new("x.toml")).unwrap_err().to_string();
+    assert!(e.contains("socket"), "{e}");
+}

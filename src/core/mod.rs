@@ -10,6 +10,7 @@ mod egress;
 mod error;
 mod fanout;
 mod gator;
+pub mod kube;
 mod lifecycle;
 mod pool;
 mod proposals;
@@ -161,6 +162,11 @@ impl Paths {
     /// The plan of a workspace's agent container, kept for making its workers.
     pub fn agent_plan(&self, workspace: &str) -> PathBuf {
         self.data.join("agents").join(format!("{workspace}.json"))
+    }
+
+    /// What `devaipod kube` renders of a workspace, kept at `up`.
+    pub fn kube_plan(&self, workspace: &str) -> PathBuf {
+        self.data.join("kube").join(format!("{workspace}.json"))
     }
 
     /// The seccomp profile of agent containers (podman's default without user namespaces).

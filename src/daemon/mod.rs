@@ -23,6 +23,11 @@ use crate::web;
 use crate::web::process::DaemonProcess;
 
 pub async fn run(config: Config, listen: &str) -> Result<()> {
+    if config.engine.kind == crate::config::EngineKind::Kubernetes {
+        bail!(
+            "[engine] kind = \"kubernetes\": the daemon runs workspaces on podman only in this version (the Kubernetes engine is a library backend, and `devaipod kube <workspace>` prints a workspace for `kubectl apply`): remove the [engine] kind line or set it to \"podman\"; see docs/kubernetes.md"
+        );
+    }
     let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     paths.create().map_err(anyhow::Error::msg)?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.lock_file())?;

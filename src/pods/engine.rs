@@ -47,6 +47,10 @@ pub enum EngineError {
     OutputTooLarge { command: String, limit: u64 },
     #[error("writing the output of `{command}`: {message}")]
     Output { command: String, message: String },
+    /// The Kubernetes engine's other failures (403, 401, 5xx, unreachable, unsupported);
+    /// `status` 0 when no HTTP status applies.
+    #[error("Kubernetes could not {op}: {message}")]
+    Kubernetes { op: String, status: u16, message: String },
 }
 
 /// A pod as the engine reports it.

@@ -6,6 +6,7 @@ pub mod cdi;
 pub mod engine;
 pub mod image;
 pub mod interactive;
+pub mod kube;
 pub mod libpod;
 pub mod naming;
 pub mod plan;

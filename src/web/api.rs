@@ -355,6 +355,15 @@ pub async fn remove_scope<E: Engine>(State(core): S<E>, Path(name): Path<String>
 
 // ---- egress ----
 
+/// The workspace as Kubernetes objects (`devaipod kube`); Secrets' values only when asked.
+pub async fn get_kube<E: Engine>(
+    State(core): S<E>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<crate::core::kube::KubeRequest>,
+) -> R {
+    to_json(core.kube_manifest(&name, &q).await?)
+}
+
 pub async fn get_egress<E: Engine>(State(core): S<E>, Path(name): Path<String>) -> R {
     to_json(core.egress_view(&name).await?)
 }

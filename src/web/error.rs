@@ -53,6 +53,8 @@ pub fn status_of(e: &CoreError) -> StatusCode {
             EngineError::Api { .. } | EngineError::Spec(_) | EngineError::Output { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            EngineError::Kubernetes { status: 501, .. } => StatusCode::NOT_IMPLEMENTED,
+            EngineError::Kubernetes { .. } => StatusCode::BAD_GATEWAY,
         },
         AgentNotReady { .. } | Agent(_) => StatusCode::SERVICE_UNAVAILABLE,
         Io(_) | Store(_) | Git(_) => StatusCode::INTERNAL_SERVER_ERROR,

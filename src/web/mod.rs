@@ -43,6 +43,7 @@ pub fn api_routes<E: Engine>() -> Routes<Arc<Core<E>>> {
         .post("/api/v1/workspaces/{name}/scopes", add_scope::<E>)
         .post("/api/v1/workspaces/{name}/scopes/remove", remove_scope::<E>)
         .get("/api/v1/workspaces/{name}/egress", get_egress::<E>)
+        .get("/api/v1/workspaces/{name}/kube", get_kube::<E>)
         .post("/api/v1/workspaces/{name}/egress", allow_egress::<E>)
         .put("/api/v1/workspaces/{name}/egress", set_egress::<E>)
         .delete("/api/v1/workspaces/{name}/egress", remove_egress::<E>)

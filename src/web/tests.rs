@@ -123,6 +123,21 @@ async fn the_right_token_reaches_the_handlers_and_every_route_exists() {
     }
 }
 
+/// `devaipod kube`'s route: behind the token (the sweep above), a workspace that is not
+/// there is 404, a query it does not know is 400.
+#[tokio::test]
+async fn the_kube_route_names_what_is_wrong() {
+    let (app, _) = app();
+    let get = |path: &str| {
+        req("GET", path).header(header::AUTHORIZATION, format!("Bearer {TOKEN}")).body(Body::empty()).unwrap()
+    };
+    let resp = send(&app, get("/api/v1/workspaces/none/kube?show_secrets=true")).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, get("/api/v1/workspaces/none/kube?secrets=1")).await.status(), StatusCode::BAD_REQUEST);
+    let unauth = send(&app, req("GET", "/api/v1/workspaces/none/kube").body(Body::empty()).unwrap()).await;
+    assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn login_makes_a_session_that_logout_ends() {
     let (app, _) = app();

@@ -486,6 +486,7 @@ impl<E: Engine> Core<E> {
             self.store.unbind(name).await?;
         }
         let _ = tokio::fs::remove_file(self.paths.agent_plan(name)).await;
+        let _ = tokio::fs::remove_file(self.paths.kube_plan(name)).await;
         if !keep_volumes {
             self.store.delete_workspace(name).await?;
         }

@@ -292,6 +292,10 @@ impl<E: Engine> Core<E> {
         if let Err(e) = self.keep_agent_plan(name.as_str(), &agent).await {
             progress.step(&format!("warning: {e}"));
         }
+        let kube = crate::pods::kube::KubePlan::of(made, &agent.image);
+        if let Err(e) = self.keep_kube_plan(name.as_str(), &kube).await {
+            progress.step(&format!("warning: {e}"));
+        }
         let record = WorkspaceRecord {
             name: name.to_string(),
             source: clone_from.clone(),
