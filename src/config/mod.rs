@@ -10,7 +10,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, ClientSection, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress,
+    AgentConfig, AgentKind, AgentPreset, BUILTIN_AGENTS, ClientSection, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress,
     Orchestration, RepoPermissions, ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
 };
 pub use values::{

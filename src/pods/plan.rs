@@ -528,7 +528,10 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     let gator_command =
         vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
     let llm = agent_config::through_proxy(&config.agent, EGRESS_PORT);
-    let opencode_config = agent_config::opencode_config(&llm, Some(&gator_command));
+    // An ACP agent is handed gator as an MCP server of its sessions (by the shim); opencode
+    // over ACP must not see it twice.
+    let acp = config.agent.kind == crate::config::AgentKind::Acp;
+    let opencode_config = agent_config::opencode_config(&llm, (!acp).then_some(&gator_command[..]));
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
     agent_env.insert(agent_config::API_KEY_ENV.into(), agent_config::PLACEHOLDER_KEY.into());
     let password_secret = format!("{}-agent-password", name.pod());
@@ -558,22 +561,31 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         "agent-shim".into(),
         "--api".into(),
         format!("{AGENT_API_DIR}/{AGENT_API_SOCKET}"),
-        "--to".into(),
-        format!("127.0.0.1:{}", agent_config::PORT),
+    ];
+    if !acp {
+        command.extend(["--to".into(), format!("127.0.0.1:{}", agent_config::PORT)]);
+    }
+    command.extend([
         "--egress-port".into(),
         EGRESS_PORT.to_string(),
         "--egress".into(),
         format!("{GATOR_SOCKET_DIR}/{EGRESS_SOCKET_NAME}"),
-        "--".into(),
-    ];
-    command.extend([
-        format!("{INJECT_DIR}/opencode"),
-        "serve".into(),
-        "--port".into(),
-        agent_config::PORT.to_string(),
-        "--hostname".into(),
-        "127.0.0.1".into(),
     ]);
+    if acp {
+        // The shim holds the ACP connection over the agent's stdio and serves its API.
+        command.extend(["--acp".into(), "--gator".into(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"), "--".into()]);
+        command.extend(agent_config::acp_argv(&config.agent.acp_command(), INJECT_DIR));
+    } else {
+        command.extend([
+            "--".into(),
+            format!("{INJECT_DIR}/opencode"),
+            "serve".into(),
+            "--port".into(),
+            agent_config::PORT.to_string(),
+            "--hostname".into(),
+            "127.0.0.1".into(),
+        ]);
+    }
     let agent = ContainerPlan {
         name: name.container(Role::Agent),
         role: Role::Agent,
