@@ -10,8 +10,9 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, AgentKind, AgentPreset, BUILTIN_AGENTS, ClientSection, Config, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress,
-    Orchestration, RepoPermissions, ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
+    AgentConfig, AgentKind, AgentPreset, BUILTIN_AGENTS, ClientSection, Config, EnvSection, Fanout,
+    HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, RepoPermissions, ServiceGator, ServiceGatorGh,
+    Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
 };
 pub use values::{
     EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, daemon_url, is_dns_label,

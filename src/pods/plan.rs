@@ -573,7 +573,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     ]);
     if acp {
         // The shim holds the ACP connection over the agent's stdio and serves its API.
-        command.extend(["--acp".into(), "--gator".into(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"), "--".into()]);
+        command.extend([
+            "--acp".into(),
+            "--gator".into(),
+            format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"),
+            "--".into(),
+        ]);
         command.extend(agent_config::acp_argv(&config.agent.acp_command(), INJECT_DIR));
     } else {
         command.extend([

@@ -199,7 +199,13 @@ impl Bridge {
                 if let Some(session) = params.get("sessionId").and_then(Value::as_str) {
                     let title = params.pointer("/toolCall/title").and_then(Value::as_str).unwrap_or_default();
                     let status = if allowed { "allowed" } else { "denied" };
-                    self.publish(vec![state::tool_event(session, &format!("permission-{n}"), "permission", status, title)]);
+                    self.publish(vec![state::tool_event(
+                        session,
+                        &format!("permission-{n}"),
+                        "permission",
+                        status,
+                        title,
+                    )]);
                 }
                 Ok(match option {
                     Some(option) => json!({ "outcome": { "outcome": "selected", "optionId": option } }),
@@ -306,7 +312,11 @@ async fn status(State(b): State<Arc<Bridge>>) -> Response {
     axum::Json(b.sessions().status_view()).into_response()
 }
 
-async fn prompt(State(b): State<Arc<Bridge>>, UrlPath(id): UrlPath<String>, axum::Json(body): axum::Json<Value>) -> Response {
+async fn prompt(
+    State(b): State<Arc<Bridge>>,
+    UrlPath(id): UrlPath<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if let Err(r) = initialized(&b) {
         return r;
     }

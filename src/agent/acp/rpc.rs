@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_bad_lines_are_named() {
-        let r = request(3, "session/prompt", &json!({ "sessionId": "s", "prompt": [{ "type": "text", "text": "a\nb" }] }));
+        let r =
+            request(3, "session/prompt", &json!({ "sessionId": "s", "prompt": [{ "type": "text", "text": "a\nb" }] }));
         assert!(r.ends_with('\n') && r.matches('\n').count() == 1, "{r:?}");
         assert_eq!(
             parse(&r).unwrap(),

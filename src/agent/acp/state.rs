@@ -178,7 +178,8 @@ impl Sessions {
             }
             "plan" if !s.loading => {
                 let entries = update.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
-                let done = entries.iter().filter(|e| e.get("status").and_then(Value::as_str) == Some("completed")).count();
+                let done =
+                    entries.iter().filter(|e| e.get("status").and_then(Value::as_str) == Some("completed")).count();
                 s.plans += 1;
                 let title = format!("{done} of {} steps done", entries.len());
                 events.push(tool_event(id, &format!("plan-{}", s.plans), "plan", "completed", &title));
@@ -211,7 +212,8 @@ impl Sessions {
         let mut out = Vec::new();
         for t in &s.turns {
             out.push(json!({ "info": { "role": "user" }, "parts": [{ "type": "text", "text": t.prompt }] }));
-            let mut info = json!({ "role": "assistant", "time": { "completed": if t.done { json!(1) } else { Value::Null } } });
+            let mut info =
+                json!({ "role": "assistant", "time": { "completed": if t.done { json!(1) } else { Value::Null } } });
             if let Some(e) = &t.error {
                 info["error"] = json!({ "name": "AcpError", "data": { "message": e } });
             }

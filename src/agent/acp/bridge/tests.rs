@@ -28,15 +28,27 @@ async fn fake_agent(
         seen.lock().unwrap().push(msg.clone());
         let send = |v: Value| format!("{v}\n");
         let mut out = String::new();
-        let update = |sid: &str, u: Value| send(json!({ "jsonrpc": "2.0", "method": "session/update", "params": { "sessionId": sid, "update": u } }));
+        let update = |sid: &str, u: Value| {
+            send(json!({ "jsonrpc": "2.0", "method": "session/update", "params": { "sessionId": sid, "update": u } }))
+        };
         match (msg.get("method").and_then(Value::as_str), msg.get("id").cloned()) {
-            (Some("initialize"), Some(id)) => out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": {
-                "protocolVersion": 1, "agentCapabilities": { "loadSession": load } } })),
-            (Some("session/new"), Some(id)) => out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": { "sessionId": "sess-1" } })),
+            (Some("initialize"), Some(id)) => {
+                out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": 1, "agentCapabilities": { "loadSession": load } } }))
+            }
+            (Some("session/new"), Some(id)) => {
+                out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": { "sessionId": "sess-1" } }))
+            }
             (Some("session/load"), Some(id)) => {
                 let sid = msg["params"]["sessionId"].as_str().unwrap().to_owned();
-                out += &update(&sid, json!({ "sessionUpdate": "user_message_chunk", "content": { "type": "text", "text": "old prompt" } }));
-                out += &update(&sid, json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": "old answer" } }));
+                out += &update(
+                    &sid,
+                    json!({ "sessionUpdate": "user_message_chunk", "content": { "type": "text", "text": "old prompt" } }),
+                );
+                out += &update(
+                    &sid,
+                    json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": "old answer" } }),
+                );
                 out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": null }));
             }
             (Some("session/prompt"), Some(id)) => {
@@ -45,11 +57,18 @@ async fn fake_agent(
                 if text == "wait" {
                     waiting_cancel = Some(id);
                 } else {
-                    out += &update(&sid, json!({ "sessionUpdate": "tool_call", "toolCallId": "t1", "title": "write", "kind": "edit", "status": "pending" }));
-                    out += &send(json!({ "jsonrpc": "2.0", "id": 900, "method": "session/request_permission", "params": {
+                    out += &update(
+                        &sid,
+                        json!({ "sessionUpdate": "tool_call", "toolCallId": "t1", "title": "write", "kind": "edit", "status": "pending" }),
+                    );
+                    out += &send(
+                        json!({ "jsonrpc": "2.0", "id": 900, "method": "session/request_permission", "params": {
                         "sessionId": sid, "toolCall": { "toolCallId": "t1", "title": text, "locations": [{ "path": text }] },
-                        "options": [{ "optionId": "yes", "kind": "allow_once" }, { "optionId": "no", "kind": "reject_once" }] } }));
-                    out += &send(json!({ "jsonrpc": "2.0", "id": 901, "method": "fs/read_text_file", "params": { "path": "/etc/passwd" } }));
+                        "options": [{ "optionId": "yes", "kind": "allow_once" }, { "optionId": "no", "kind": "reject_once" }] } }),
+                    );
+                    out += &send(
+                        json!({ "jsonrpc": "2.0", "id": 901, "method": "fs/read_text_file", "params": { "path": "/etc/passwd" } }),
+                    );
                     waiting_permission = Some((id, sid));
                 }
             }
@@ -57,8 +76,14 @@ async fn fake_agent(
                 let (id, sid) = waiting_permission.take().unwrap();
                 let allowed = msg["result"]["outcome"]["optionId"] == "yes";
                 let status = if allowed { "completed" } else { "failed" };
-                out += &update(&sid, json!({ "sessionUpdate": "tool_call_update", "toolCallId": "t1", "status": status, "title": "a.txt" }));
-                out += &update(&sid, json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": format!("done: {status}") } }));
+                out += &update(
+                    &sid,
+                    json!({ "sessionUpdate": "tool_call_update", "toolCallId": "t1", "status": status, "title": "a.txt" }),
+                );
+                out += &update(
+                    &sid,
+                    json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": format!("done: {status}") } }),
+                );
                 out += &send(json!({ "jsonrpc": "2.0", "id": id, "result": { "stopReason": "end_turn" } }));
             }
             (Some("session/cancel"), None) => {
@@ -157,10 +182,9 @@ async fn a_task_runs_through_the_bridge_as_through_opencode() {
     assert_eq!((o.delivered, o.answered, o.final_text.as_deref()), (true, true, Some("done: completed")));
     assert!(!s.agent.is_busy(&id).await.unwrap());
     // The agent's other requests are refused, with a reason.
-    let refused = until("the fs request's answer", async || {
-        s.seen.lock().unwrap().iter().find(|m| m["id"] == 901).cloned()
-    })
-    .await;
+    let refused =
+        until("the fs request's answer", async || s.seen.lock().unwrap().iter().find(|m| m["id"] == 901).cloned())
+            .await;
     assert_eq!(refused["error"]["code"], rpc::METHOD_NOT_FOUND);
 
     // A path outside the workspace is refused by policy.
