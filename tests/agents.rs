@@ -42,7 +42,11 @@ fn script(folder: &str) -> Value {
             { "text": "Wrote slow.txt" }
         ]},
         { "match": "take your time", "delay": 60, "steps": [{ "text": "too late" }] },
-        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] }
+        { "match": "nothing to change", "steps": [{ "text": "Nothing needed changing" }] },
+        { "match": "ask gator", "steps": [
+            { "tool": "gator_list_worker_tasks", "args": {} },
+            { "text": "Asked gator" }
+        ]}
     ]})
 }
 
@@ -148,6 +152,22 @@ fn task_proposal_approve_and_cancel(backend: Backend, ws: &str) {
         .filter(|r| r["last_user"] == "please write the greeting" && r["tool_results"] == 0 && r["tools"] == true)
         .count();
     assert_eq!(firsts, 1, "{:?}", llm.requests());
+
+    // gator is offered to the agent as an MCP server, and its calls are audited.
+    let out = env.run(&["--json", "run", "-w", ws, "-c", "ask gator"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reqs = llm.requests();
+    let turn = reqs.iter().find(|r| r["last_user"] == "ask gator" && r["tools"] == true).expect("an agent turn");
+    let names: Vec<&str> = turn["tool_names"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(names.contains(&"gator_list_worker_tasks"), "gator's tools offered: {names:?}");
+    let answered =
+        reqs.iter().find(|r| r["last_user"] == "ask gator" && r["tool_results"] == 1).expect("the tool's result");
+    assert!(answered["last_tool"].as_str().is_some_and(|t| !t.contains("rror")), "{answered}");
+    let log = env.json(&["gator", "log", ws]);
+    assert!(
+        log.as_array().unwrap().iter().any(|e| e["tool"] == "list_worker_tasks" && e["decision"] == "allow"),
+        "the call is audited: {log:#}"
+    );
 }
 
 /// The deadline, and the agent's container dying mid-task: the task fails with the reason.
