@@ -63,15 +63,26 @@ fn wait_task(env: &TestEnv, id: &str, secs: u64, done: impl Fn(&Value) -> bool) 
     }
 }
 
-/// Starts a task in `ws` without following it (a `run` in the background): its id, once
+/// A `run` following its task in the background; ended (and reaped) when dropped.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a task in `ws` without waiting for it (a `run` in the background): its id, once
 /// it runs.
-fn start_running(env: &TestEnv, ws: &str, prompt: &str) -> (String, std::process::Child) {
-    let follower = env
-        .cmd(&["--json", "run", "-w", ws, "-c", prompt])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+fn start_running(env: &TestEnv, ws: &str, prompt: &str) -> (String, Follower) {
+    let follower = Follower(
+        env.cmd(&["--json", "run", "-w", ws, "-c", prompt])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     loop {
         let running = env.json(&["tasks", "-w", ws, "--state", "running"]);
@@ -136,9 +147,9 @@ fn task_proposal_approve_and_cancel(backend: Backend, ws: &str) {
     assert!(msgs.iter().any(|m| m.starts_with("bash completed")), "{msgs:?}");
 
     // Cancel a running task; the agent then takes the next one.
-    let (slow, mut follower) = start_running(&env, ws, "take your time");
+    let (slow, follower) = start_running(&env, ws, "take your time");
     assert_eq!(env.json(&["cancel", &slow])["state"], "cancelled");
-    let _ = follower.wait();
+    drop(follower);
     let out = env.run(&["--json", "run", "-w", ws, "-c", "nothing to change"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
@@ -191,10 +202,10 @@ fn deadline_and_agent_crash(backend: Backend, ws: &str) {
     let ws = &format!("{ws}-2");
     let repo = fixture_repo(env.dir.path(), ws, &[]);
     env.ok(&["up", repo.to_str().unwrap(), "--name", ws]);
-    let (id, mut follower) = start_running(&env, ws, "take your time");
+    let (id, follower) = start_running(&env, ws, "take your time");
     podman(&["kill", &format!("devaipod-{ws}-agent")]);
     let t = wait_task(&env, &id, 60, ended);
-    let _ = follower.wait();
+    drop(follower);
     assert_eq!(t["task"]["state"], "failed", "{t:#}");
     let err = t["task"]["error"].as_str().unwrap();
     assert!(err.contains("the agent stopped") || err.contains("not running"), "{err}");

@@ -526,7 +526,7 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     }
     let sandbox = &req.sandbox;
     let gator_command =
-        vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
+        [GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
     let llm = agent_config::through_proxy(&config.agent, EGRESS_PORT);
     // An ACP agent is handed gator as an MCP server of its sessions (by the shim); opencode
     // over ACP must not see it twice.

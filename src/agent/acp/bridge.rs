@@ -159,17 +159,18 @@ impl Bridge {
     }
 
     /// Makes sure the session is known here: one this bridge made, or one the agent loads
-    /// from its own store (after the pod's agent restarted), when it can.
-    async fn known(&self, id: &str) -> Result<(), Response> {
+    /// from its own store (after the pod's agent restarted), when it can. `Some`: the
+    /// answer that says why not.
+    async fn unknown(&self, id: &str) -> Option<Response> {
         if self.sessions().contains(id) {
-            return Ok(());
+            return None;
         }
         let _one_at_a_time = self.loads.lock().await;
         if self.sessions().contains(id) {
-            return Ok(());
+            return None;
         }
         if !self.can_load.load(Ordering::SeqCst) {
-            return Err(fail(
+            return Some(fail(
                 StatusCode::NOT_FOUND,
                 format!(
                     "session {id} is not known to this ACP agent, and the agent cannot load sessions (it does not offer session/load): the session was lost when the agent restarted"
@@ -181,11 +182,11 @@ impl Bridge {
         match self.call("session/load", params, SESSION_TIMEOUT).await {
             Ok(_) => {
                 self.sessions().loaded(id);
-                Ok(())
+                None
             }
             Err(e) => {
                 self.sessions().remove(id);
-                Err(fail(StatusCode::NOT_FOUND, format!("session {id} could not be loaded: {e}")))
+                Some(fail(StatusCode::NOT_FOUND, format!("session {id} could not be loaded: {e}")))
             }
         }
     }
@@ -275,23 +276,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn initialized(b: &Bridge) -> Result<(), Response> {
-    if b.initialized.load(Ordering::SeqCst) {
-        Ok(())
-    } else {
-        Err(fail(StatusCode::SERVICE_UNAVAILABLE, "the ACP agent is starting".into()))
-    }
+/// `Some`: the answer while the agent is not initialized yet.
+fn starting(b: &Bridge) -> Option<Response> {
+    (!b.initialized.load(Ordering::SeqCst))
+        .then(|| fail(StatusCode::SERVICE_UNAVAILABLE, "the ACP agent is starting".into()))
 }
 
 async fn list(State(b): State<Arc<Bridge>>) -> Response {
-    if let Err(r) = initialized(&b) {
+    if let Some(r) = starting(&b) {
         return r;
     }
     axum::Json(b.sessions().list_view()).into_response()
 }
 
 async fn create(State(b): State<Arc<Bridge>>, body: Option<axum::Json<Value>>) -> Response {
-    if let Err(r) = initialized(&b) {
+    if let Some(r) = starting(&b) {
         return r;
     }
     let title = body.as_ref().and_then(|j| j.get("title")).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -317,7 +316,7 @@ async fn prompt(
     UrlPath(id): UrlPath<String>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(r) = initialized(&b) {
+    if let Some(r) = starting(&b) {
         return r;
     }
     if body.get("model").is_some_and(|m| !m.is_null()) {
@@ -334,7 +333,7 @@ async fn prompt(
         .filter_map(|p| p.get("text").and_then(Value::as_str))
         .collect();
     let text = text.join("\n");
-    if let Err(r) = b.known(&id).await {
+    if let Some(r) = b.unknown(&id).await {
         return r;
     }
     let started = b.sessions().start_turn(&id, &text);
@@ -353,7 +352,7 @@ async fn prompt(
 }
 
 async fn messages(State(b): State<Arc<Bridge>>, UrlPath(id): UrlPath<String>) -> Response {
-    if let Err(r) = b.known(&id).await {
+    if let Some(r) = b.unknown(&id).await {
         return r;
     }
     let view = b.sessions().messages_view(&id);
