@@ -267,3 +267,82 @@ table! {
     deadline_and_agent_crash: crash_over_http, crash_over_acp;
     daemon_killed_mid_task: kill9_over_http, kill9_over_acp;
 }
+
+/// Where `scripts/setup.sh` installs Codex's ACP adapter (a native binary).
+fn codex_acp_dir() -> std::path::PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"),
+        std::path::PathBuf::from,
+    );
+    cache.join("devaipod/codex-acp/node_modules/@zed-industries/codex-acp-linux-x64/bin")
+}
+
+/// A second ACP agent, Codex through its adapter, injected read-only from the host and
+/// driven offline by the scripted LLM's Responses API: task → proposal → approve, with
+/// gator offered to it.
+#[test]
+fn codex_over_acp() {
+    if !podman_available() {
+        return;
+    }
+    let dir = codex_acp_dir();
+    assert!(dir.join("codex-acp").is_file(), "{} is missing: run scripts/setup.sh", dir.display());
+    let ws = "codex-over-acp";
+    let llm = ScriptedLlm::start(&json!({ "rules": [
+        { "match": "codex, write the greeting", "steps": [
+            { "tool": "exec_command", "args": { "cmd": "echo 'hi from codex' > hello.txt" } },
+            { "text": "Wrote hello.txt with Codex" }
+        ]}
+    ]}));
+    // Codex reads its provider from `-c` overrides: the egress proxy's LLM route, the
+    // placeholder key, and no sandbox of its own (the container is the sandbox).
+    let command = [
+        "/opt/devaipod/agent/codex-acp",
+        "-c",
+        "model_provider=\"devaipod\"",
+        "-c",
+        "model_providers.devaipod={name=\"devaipod\", base_url=\"http://127.0.0.1:3128/llm\", env_key=\"DEVAIPOD_LLM_API_KEY\", wire_api=\"responses\"}",
+        "-c",
+        "model=\"scripted\"",
+        "-c",
+        "sandbox_mode=\"danger-full-access\"",
+        "-c",
+        "approval_policy=\"never\"",
+    ];
+    let preset = format!(
+        "\n[agents.codex]\nkind = \"acp\"\ninject-dir = {}\ncommand = {}\n",
+        json!(dir.display().to_string()),
+        json!(command)
+    );
+    let env = TestEnv::new(&format!("{}{preset}", Backend::OpencodeHttp.config(&llm, "")));
+    let repo = fixture_repo(env.dir.path(), ws, &[]);
+    env.ok(&["up", repo.to_str().unwrap(), "--name", ws, "--agent", "codex"]);
+    let cmd = podman(&["inspect", &format!("devaipod-{ws}-agent"), "--format", "{{json .Config.Cmd}}"]);
+    assert!(cmd.contains("--acp") && cmd.contains("/opt/devaipod/agent/codex-acp"), "{cmd}");
+
+    let out = env.run(&["--json", "run", "-w", ws, "-c", "codex, write the greeting"]);
+    assert!(out.status.success(), "run failed:\n{}", text(&out.stderr));
+    let done: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(done["task"]["state"], "completed", "{done:#}");
+    assert_eq!(done["task"]["summary"], "Wrote hello.txt with Codex");
+    let pid = done["proposal"].as_str().expect("a proposal").to_owned();
+    let p = env.json(&["proposal", &pid]);
+    assert_eq!(p["files"][0]["path"], "hello.txt", "{p:#}");
+    assert_eq!(env.json(&["approve", &pid, "--apply"])["state"], "applied");
+    let branch = format!("devaipod/{}", done["task"]["id"].as_str().unwrap());
+    assert_eq!(env.ok(&["exec", ws, "--", "git", "show", &format!("{branch}:hello.txt")]), "hi from codex\n");
+    let t = env.json(&["task", done["task"]["id"].as_str().unwrap()]);
+    let msgs: Vec<&str> = t["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(msgs.iter().any(|m| m.starts_with("execute completed")), "{msgs:?}");
+
+    // The prompt reached the LLM once, through the egress proxy, with gator's tools offered.
+    let reqs = llm.requests();
+    let firsts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["last_user"] == "codex, write the greeting" && r["tool_results"] == 0 && r["tools"] == true)
+        .collect();
+    assert_eq!(firsts.len(), 1, "{reqs:?}");
+    let names: Vec<&str> = firsts[0]["tool_names"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    // Codex offers an MCP server's tools as one namespace tool, `mcp__<server>`.
+    assert!(names.contains(&"mcp__gator"), "gator offered: {names:?}");
+}

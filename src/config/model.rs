@@ -319,6 +319,9 @@ pub struct AgentConfig {
     /// For `kind = "acp"`: the agent's argv inside the agent container (`opencode` as the
     /// first word is the injected opencode). Empty: `["opencode", "acp"]`.
     pub command: Vec<String>,
+    /// A host directory holding the agent, mounted read-only into the agent container at
+    /// `/opt/devaipod/agent` (the image need not contain it).
+    pub inject_dir: Option<std::path::PathBuf>,
     /// Base URL of an OpenAI-compatible API, as the agent container reaches it.
     #[serde(deserialize_with = "super::values::http_url")]
     pub base_url: String,
@@ -357,6 +360,8 @@ pub struct AgentPreset {
     pub kind: AgentKind,
     /// As `[agent] command`.
     pub command: Vec<String>,
+    /// As `[agent] inject-dir`.
+    pub inject_dir: Option<std::path::PathBuf>,
 }
 
 /// The agents every config knows, besides its `[agents.*]`.
@@ -378,8 +383,8 @@ impl Config {
         };
         let preset = match (self.agents.get(name), name) {
             (Some(p), _) => p.clone(),
-            (None, "opencode") => AgentPreset { kind: AgentKind::Opencode, command: Vec::new() },
-            (None, "opencode-acp") => AgentPreset { kind: AgentKind::Acp, command: Vec::new() },
+            (None, "opencode") => AgentPreset { kind: AgentKind::Opencode, ..AgentPreset::default() },
+            (None, "opencode-acp") => AgentPreset { kind: AgentKind::Acp, ..AgentPreset::default() },
             (None, _) => {
                 let mut known: Vec<&str> = BUILTIN_AGENTS.to_vec();
                 known.extend(self.agents.keys().map(String::as_str).filter(|k| !BUILTIN_AGENTS.contains(k)));
@@ -393,6 +398,7 @@ impl Config {
         let mut config = self.clone();
         config.agent.kind = preset.kind;
         config.agent.command = preset.command;
+        config.agent.inject_dir = preset.inject_dir;
         Ok(std::borrow::Cow::Owned(config))
     }
 }
@@ -411,6 +417,7 @@ impl Default for AgentConfig {
         AgentConfig {
             kind: AgentKind::Opencode,
             command: Vec::new(),
+            inject_dir: None,
             base_url: "http://host.containers.internal:11434/v1".into(),
             model: "qwen2.5-coder".into(),
             models: Vec::new(),

@@ -17,6 +17,8 @@ use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunA
 
 /// Where opencode and other injected tools appear inside the agent container.
 pub const INJECT_DIR: &str = "/opt/devaipod/bin";
+/// Where `[agent] inject-dir` (another agent than opencode) is mounted read-only.
+pub const AGENT_INJECT_DIR: &str = "/opt/devaipod/agent";
 /// Where the human's workspace appears, read-only, in the agent container.
 pub const MAIN_WORKSPACE: &str = "/mnt/main-workspace";
 pub const AGENT_HOME: &str = "/home/agent";
@@ -614,7 +616,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             MountPlan::Bind { source: sandbox.socket_dir.clone(), target: GATOR_SOCKET_DIR.into(), readonly: true },
             MountPlan::Bind { source: sandbox.api_dir.clone(), target: AGENT_API_DIR.into(), readonly: false },
             MountPlan::Bind { source: sandbox.bridge.clone(), target: GATOR_BRIDGE.into(), readonly: true },
-        ],
+        ]
+        .into_iter()
+        .chain(config.agent.inject_dir.iter().map(|dir| MountPlan::Bind {
+            source: dir.clone(),
+            target: AGENT_INJECT_DIR.into(),
+            readonly: true,
+        }))
+        .collect(),
         cap_drop: vec!["ALL".into()],
         cap_add: vec!["NET_BIND_SERVICE".into()],
         no_new_privileges: true,

@@ -754,6 +754,18 @@ fn an_acp_agent_runs_under_the_shims_bridge_with_the_same_walls() {
     // A workspace's choice.
     let codex = plan(&c.with_agent(Some("codex")).unwrap(), None, &request()).unwrap();
     assert_eq!(codex.agent.command.last().map(String::as_str), Some("/opt/agents/codex-acp"));
+    // An agent from the host is mounted read-only; the image need not contain it.
+    let injected =
+        config("[agents.x]\nkind = \"acp\"\ncommand = [\"/opt/devaipod/agent/x\"]\ninject-dir = \"/cache/x/bin\"\n");
+    let x = plan(&injected.with_agent(Some("x")).unwrap(), None, &request()).unwrap();
+    let extra: Vec<_> = x.agent.mounts.iter().filter(|m| !http.agent.mounts.contains(m)).collect();
+    assert_eq!(
+        extra,
+        [&MountPlan::Bind { source: "/cache/x/bin".into(), target: AGENT_INJECT_DIR.into(), readonly: true }]
+    );
+    assert!(
+        !x.workspace.mounts.iter().any(|m| matches!(m, MountPlan::Bind { target, .. } if target == AGENT_INJECT_DIR))
+    );
     let back = plan(&c.with_agent(Some("opencode")).unwrap(), None, &request()).unwrap();
     assert_eq!(back.agent.command, http.agent.command);
     let e = c.with_agent(Some("gemini")).unwrap_err();
