@@ -23,6 +23,8 @@ OPENCODE_VERSION="${DEVAIPOD_OPENCODE_VERSION:-1.18.33}"
 # MCP clients the tests drive devaipod with (clients no one here wrote).
 PY_MCP_VERSION=1.30.0
 INSPECTOR_VERSION=0.15.0
+# A second ACP agent for the tests (tests/agents.rs): Codex's ACP adapter, a native binary.
+CODEX_ACP_VERSION=0.16.0
 PLAYWRIGHT_VERSION=1.57.0
 BASE_IMAGE="${DEVAIPOD_BASE_IMAGE:-localhost/devaipod-base:latest}"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/devaipod"
@@ -135,6 +137,11 @@ if ! "$VENV/bin/python3" -c "import importlib.metadata as m, sys; sys.exit(m.ver
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION" >&2
 fi
 npm_pinned "$CACHE_DIR/inspector" @modelcontextprotocol/inspector "$INSPECTOR_VERSION"
+
+# 6b. Codex's ACP adapter for the agent-backend tests (devaipod never ships it; the tests
+# mount it read-only into the agent container as [agents.codex] inject-dir).
+CODEX_ACP_BIN="$CACHE_DIR/codex-acp/node_modules/@zed-industries/codex-acp-linux-x64/bin/codex-acp"
+npm_pinned "$CACHE_DIR/codex-acp" @zed-industries/codex-acp-linux-x64 "$CODEX_ACP_VERSION" "$CODEX_ACP_BIN"
 
 # 7. The browser tests' driver: playwright-core (no bundled browser; it drives Debian's chromium).
 npm_pinned "$CACHE_DIR/playwright" playwright-core "$PLAYWRIGHT_VERSION"

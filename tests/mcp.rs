@@ -116,6 +116,11 @@ async fn check_tools_and_errors(c: &Client) {
             "cannot clone file:///definitely/not/a/repo.git",
         ),
         ("create_workspace", json!({ "source": "https://github.com/o/r/issues/1" }), "no GitHub token"),
+        (
+            "create_workspace",
+            json!({ "source": "/tmp", "agent": "gpt-pilot" }),
+            "no agent named `gpt-pilot`: choose one of opencode, opencode-acp",
+        ),
         ("delete_workspace", json!({ "name": "nope" }), "no workspace named `nope`"),
         // Fan-out.
         ("run_task", json!({ "workspace": "nope", "prompt": "x", "agents": 2 }), "no workspace named `nope`"),

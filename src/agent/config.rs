@@ -53,6 +53,17 @@ pub fn opencode_config(agent: &AgentConfig, gator: Option<&[String]>) -> Value {
     config
 }
 
+/// An ACP agent's argv inside the agent container: `opencode` as the first word is the
+/// opencode injected read-only at `inject_dir`; anything else is run as written (from the
+/// image, or a path the user mounted).
+pub fn acp_argv(command: &[String], inject_dir: &str) -> Vec<String> {
+    let mut argv = command.to_vec();
+    if let Some(first) = argv.first_mut().filter(|f| f.as_str() == "opencode") {
+        *first = format!("{inject_dir}/opencode");
+    }
+    argv
+}
+
 /// The provider's base URL in an `OPENCODE_CONFIG_CONTENT` that [`opencode_config`] made:
 /// what a running agent actually uses (its workspace may predate a change of the config).
 pub fn base_url_of(config_content: &str) -> Option<String> {
@@ -88,5 +99,9 @@ mod tests {
         assert_eq!(base_url_of(&c.to_string()).as_deref(), Some("http://llm.test/v1"));
         assert_eq!(base_url_of("{}"), None);
         assert_eq!(base_url_of("not json"), None);
+        let argv = |c: &[&str]| acp_argv(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "/opt/x");
+        assert_eq!(argv(&["opencode", "acp"]), ["/opt/x/opencode", "acp"]);
+        assert_eq!(argv(&["/usr/bin/codex-acp", "--x"]), ["/usr/bin/codex-acp", "--x"]);
+        assert!(argv(&[]).is_empty());
     }
 }

@@ -1,9 +1,11 @@
-//! Agent backends. Nothing outside `agent` talks to an agent's API. opencode is the first
-//! backend: `opencode.rs` is its HTTP client and event parser, `config.rs` the
-//! configuration it is started with. `llm.rs` probes the LLM provider the way the agent
+//! Agent backends. Nothing outside `agent` talks to an agent's API. opencode's HTTP API is
+//! the first backend: `opencode.rs` is its HTTP client and event parser, `config.rs` the
+//! configuration it is started with. `acp` is the second: any Agent Client Protocol agent,
+//! bridged in the pod to the same API, so `opencode.rs` is the daemon's client of both. `llm.rs` probes the LLM provider the way the agent
 //! reaches it. `core` holds an [`AgentConnector`], which makes a
 //! client ([`DynAgent`]) for a workspace's agent; tests give it a fake.
 
+pub mod acp;
 pub mod config;
 pub mod endpoint;
 pub mod llm;

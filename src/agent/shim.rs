@@ -4,7 +4,8 @@
 //!
 //! - **in**: it serves the agent's API on a unix socket in the directory mounted from the
 //!   host (`<runtime>/agent/<workspace>/api.sock`), each connection piped to the agent's
-//!   port on loopback;
+//!   port on loopback; or, for an ACP agent (`--acp`), answered by the shim's ACP bridge
+//!   (`agent::acp::bridge`), which speaks JSON-RPC with the agent over its stdio;
 //! - **out**: it listens on the container's loopback (`127.0.0.1:<egress port>`, the
 //!   `HTTP(S)_PROXY` of the agent) and pipes each connection to the daemon's egress proxy
 //!   socket (`/run/devaipod/gator/egress.sock`), where the daemon decides.
@@ -19,13 +20,19 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use super::acp;
+
 /// What the shim is started with.
 #[derive(Debug, Clone)]
 pub struct Shim {
     /// The API socket to serve (in the directory the host shares).
     pub api: PathBuf,
-    /// The agent's own port on loopback, e.g. `127.0.0.1:4096`.
-    pub to: String,
+    /// The agent's own port on loopback, e.g. `127.0.0.1:4096` (an HTTP agent).
+    pub to: Option<String>,
+    /// The agent speaks ACP on its stdio: the shim bridges it to the API socket.
+    pub acp: bool,
+    /// The pod's gator socket, handed to an ACP agent's sessions as the MCP server `gator`.
+    pub gator: Option<PathBuf>,
     /// The loopback port the agent's traffic out is taken on.
     pub egress_port: u16,
     /// The daemon's egress proxy socket.
@@ -46,8 +53,37 @@ pub async fn run(shim: Shim) -> std::io::Result<ExitCode> {
     };
     let api = bind_api(&shim.api)?;
     let egress = TcpListener::bind(("127.0.0.1", shim.egress_port)).await?;
-    let mut child = tokio::process::Command::new(program).args(args).kill_on_drop(true).spawn()?;
-    tokio::spawn(serve_api(api, shim.to.clone()));
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).kill_on_drop(true);
+    let mut init_failed = None;
+    if shim.acp {
+        // The API password is the shim's to check, not the agent's to read.
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).env_remove(acp::PASSWORD_ENV);
+    }
+    let mut child = command.spawn()?;
+    match (&shim.to, child.stdin.take(), child.stdout.take()) {
+        (_, Some(stdin), Some(stdout)) if shim.acp => {
+            let config = acp::bridge::BridgeConfig {
+                password: std::env::var(acp::PASSWORD_ENV).unwrap_or_default(),
+                workspace: std::env::current_dir()?,
+                gator: match &shim.gator {
+                    Some(socket) => Some(vec![
+                        std::env::current_exe()?.display().to_string(),
+                        "gator-bridge".into(),
+                        socket.display().to_string(),
+                    ]),
+                    None => None,
+                },
+            };
+            let (bridge, failed) = acp::bridge::Bridge::start(config, stdin, stdout);
+            init_failed = Some(failed);
+            tokio::spawn(async move { axum::serve(api, acp::bridge::router(bridge)).await });
+        }
+        (Some(to), _, _) => {
+            tokio::spawn(serve_api(api, to.clone()));
+        }
+        _ => return Err(std::io::Error::other("agent-shim: give --to <agent address> or --acp")),
+    }
     tokio::spawn(serve_egress(egress, shim.egress.clone()));
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -56,6 +92,12 @@ pub async fn run(shim: Shim) -> std::io::Result<ExitCode> {
     let status = loop {
         tokio::select! {
             s = child.wait() => break s?,
+            Some(why) = init_failure(&mut init_failed) => {
+                eprintln!("agent-shim: {why}");
+                let _ = child.kill().await;
+                let _ = std::fs::remove_file(&shim.api);
+                return Ok(ExitCode::from(1));
+            }
             _ = term.recv() => forward(&child, rustix::process::Signal::TERM),
             _ = int.recv() => forward(&child, rustix::process::Signal::INT),
         }
@@ -64,6 +106,21 @@ pub async fn run(shim: Shim) -> std::io::Result<ExitCode> {
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Resolves when the ACP agent could not be initialized; never for an HTTP agent.
+async fn init_failure(failed: &mut Option<tokio::sync::oneshot::Receiver<String>>) -> Option<String> {
+    match failed {
+        Some(rx) => match rx.await {
+            Ok(why) => Some(why),
+            Err(_) => {
+                // Initialized: nothing more will come.
+                *failed = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 fn forward(child: &tokio::process::Child, signal: rustix::process::Signal) {
@@ -176,7 +233,9 @@ mod tests {
         std::fs::write(&api, "stale").unwrap();
         let shim = Shim {
             api: api.clone(),
-            to,
+            to: Some(to),
+            acp: false,
+            gator: None,
             egress_port: port,
             egress,
             command: vec!["sh".into(), "-c".into(), "sleep 1; exit 7".into()],

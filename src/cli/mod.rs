@@ -224,9 +224,15 @@ pub enum Command {
         /// The API socket to serve.
         #[arg(long)]
         api: PathBuf,
-        /// The agent's own address on loopback.
-        #[arg(long)]
-        to: String,
+        /// The agent's own address on loopback (an agent with an HTTP API).
+        #[arg(long, required_unless_present = "acp")]
+        to: Option<String>,
+        /// The agent speaks the Agent Client Protocol on its stdio: bridge it.
+        #[arg(long, conflicts_with = "to")]
+        acp: bool,
+        /// The pod's gator socket, given to an ACP agent as its MCP server `gator`.
+        #[arg(long, requires = "acp")]
+        gator: Option<PathBuf>,
         /// The loopback port the agent's traffic out is taken on.
         #[arg(long)]
         egress_port: u16,
@@ -336,6 +342,10 @@ pub struct UpArgs {
     /// host:port, *.domain or *.domain:port. Change later with `devaipod egress`.
     #[arg(long = "allow-host", value_name = "PATTERN")]
     pub allow_hosts: Vec<String>,
+    /// The agent to run instead of [agent]'s: opencode, opencode-acp, or an [agents.NAME]
+    /// of the config (see docs/agents.md).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -476,8 +486,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             crate::pods::interactive::tcp_relay(port).await.map_err(anyhow::Error::msg)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::AgentShim { api, to, egress_port, egress, command } => {
-            let shim = crate::agent::shim::Shim { api, to, egress_port, egress, command };
+        Command::AgentShim { api, to, acp, gator, egress_port, egress, command } => {
+            let shim = crate::agent::shim::Shim { api, to, acp, gator, egress_port, egress, command };
             return crate::agent::shim::run(shim).await.context("agent-shim");
         }
         // These read the config file themselves: doctor reports a broken one, init writes it.
@@ -674,6 +684,7 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
                 workers: 0,
                 env: Some(CallerEnv::current()),
                 allow_hosts: a.allow_hosts,
+                agent: a.agent,
             };
             let created = match up(c, &req).await? {
                 UpResult::Planned(plan) => {

@@ -10,9 +10,9 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AgentConfig, ClientSection, Config, EngineKind, EngineSection, EnvSection, Fanout, HOST_CONTAINERS_INTERNAL,
-    Network, NetworkEgress, Orchestration, PoolSection, RepoPermissions, ServiceGator, ServiceGatorGh, Ssh, Trusted,
-    WORKSPACE_HOST, WorkerGator,
+    AgentConfig, AgentKind, AgentPreset, BUILTIN_AGENTS, ClientSection, Config, EngineKind, EngineSection, EnvSection,
+    Fanout, HOST_CONTAINERS_INTERNAL, Network, NetworkEgress, Orchestration, PoolSection, RepoPermissions,
+    ServiceGator, ServiceGatorGh, Ssh, Trusted, WORKSPACE_HOST, WorkerGator,
 };
 pub use values::{
     EnvName, HOST_PATTERN_GRAMMAR, HostName, HostPattern, InstanceId, RepoPattern, SecretRef, daemon_url, is_dns_label,

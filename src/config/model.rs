@@ -28,6 +28,8 @@ pub struct Config {
     pub network: Network,
     /// The coding agent and its LLM provider.
     pub agent: AgentConfig,
+    /// `[agents.<name>]`: other agents a workspace may choose (`up --agent <name>`).
+    pub agents: BTreeMap<String, AgentPreset>,
     /// How the CLI reaches a daemon that is not this user's local one (a daemon in a
     /// container, on another machine).
     pub client: ClientSection,
@@ -54,6 +56,7 @@ impl Default for Config {
             ssh: Ssh::default(),
             network: Network::default(),
             agent: AgentConfig::default(),
+            agents: BTreeMap::new(),
             client: ClientSection::default(),
             engine: EngineSection::default(),
             file: None,
@@ -366,6 +369,15 @@ pub enum NetworkEgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentConfig {
+    /// The protocol devaipod speaks to the agent: opencode's HTTP API, or the Agent Client
+    /// Protocol over the agent's stdio (see docs/agents.md).
+    pub kind: AgentKind,
+    /// For `kind = "acp"`: the agent's argv inside the agent container (`opencode` as the
+    /// first word is the injected opencode). Empty: `["opencode", "acp"]`.
+    pub command: Vec<String>,
+    /// A host directory holding the agent, mounted read-only into the agent container at
+    /// `/opt/devaipod/agent` (the image need not contain it).
+    pub inject_dir: Option<std::path::PathBuf>,
     /// Base URL of an OpenAI-compatible API, as the agent container reaches it.
     #[serde(deserialize_with = "super::values::http_url")]
     pub base_url: String,
@@ -386,6 +398,67 @@ pub struct AgentConfig {
     pub max_proposal_mb: u64,
 }
 
+/// Which protocol devaipod speaks to a workspace's agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    /// opencode's HTTP API (`opencode serve`).
+    #[default]
+    Opencode,
+    /// The Agent Client Protocol: JSON-RPC over the agent process's stdio.
+    Acp,
+}
+
+/// `[agents.<name>]`: an agent a workspace may choose instead of `[agent]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentPreset {
+    pub kind: AgentKind,
+    /// As `[agent] command`.
+    pub command: Vec<String>,
+    /// As `[agent] inject-dir`.
+    pub inject_dir: Option<std::path::PathBuf>,
+}
+
+/// The agents every config knows, besides its `[agents.*]`.
+pub const BUILTIN_AGENTS: [&str; 2] = ["opencode", "opencode-acp"];
+
+impl AgentConfig {
+    /// The ACP agent's argv: `command`, or `opencode acp` when it is empty.
+    pub fn acp_command(&self) -> Vec<String> {
+        if self.command.is_empty() { vec!["opencode".into(), "acp".into()] } else { self.command.clone() }
+    }
+}
+
+impl Config {
+    /// This config with the agent a workspace chose (`up --agent <name>`): `opencode` (HTTP),
+    /// `opencode-acp`, or an `[agents.<name>]`; `None` keeps `[agent]`'s.
+    pub fn with_agent(&self, choice: Option<&str>) -> Result<std::borrow::Cow<'_, Config>, String> {
+        let Some(name) = choice.map(str::trim).filter(|n| !n.is_empty()) else {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        };
+        let preset = match (self.agents.get(name), name) {
+            (Some(p), _) => p.clone(),
+            (None, "opencode") => AgentPreset { kind: AgentKind::Opencode, ..AgentPreset::default() },
+            (None, "opencode-acp") => AgentPreset { kind: AgentKind::Acp, ..AgentPreset::default() },
+            (None, _) => {
+                let mut known: Vec<&str> = BUILTIN_AGENTS.to_vec();
+                known.extend(self.agents.keys().map(String::as_str).filter(|k| !BUILTIN_AGENTS.contains(k)));
+                return Err(format!(
+                    "no agent named `{name}`: choose one of {} (add others as [agents.{name}] in {})",
+                    known.join(", "),
+                    self.where_to_edit()
+                ));
+            }
+        };
+        let mut config = self.clone();
+        config.agent.kind = preset.kind;
+        config.agent.command = preset.command;
+        config.agent.inject_dir = preset.inject_dir;
+        Ok(std::borrow::Cow::Owned(config))
+    }
+}
+
 impl AgentConfig {
     /// Every model a task may name: `model`, then `models`.
     pub fn allowed_models(&self) -> Vec<String> {
@@ -398,6 +471,9 @@ impl AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            kind: AgentKind::Opencode,
+            command: Vec::new(),
+            inject_dir: None,
             base_url: "http://host.containers.internal:11434/v1".into(),
             model: "qwen2.5-coder".into(),
             models: Vec::new(),

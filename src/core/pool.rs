@@ -192,7 +192,12 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
+    /// The images members are kept for: none when the daemon's agent is an ACP agent
+    /// (members start opencode's HTTP API, and an ACP session opens its folder only once).
     fn pool_images(&self) -> Vec<&str> {
+        if self.config.agent.kind != crate::config::AgentKind::Opencode {
+            return Vec::new();
+        }
         self.config.pool.images(&self.config.default_image)
     }
 
@@ -228,16 +233,21 @@ impl<E: Engine> Core<E> {
         Ok(plan::pool::member_plan(plan::plan(&config, None, &req)?))
     }
 
-    /// Claims a warm member for the workspace of `cold` (its plan with its own name), or
-    /// says why it is made cold. `Ok(None)`: there is no pool.
+    /// Claims a warm member for the workspace of `cold` (its plan with its own name, from
+    /// `config`: the daemon's with the workspace's agent), or says why it is made cold.
+    /// `Ok(None)`: there is no pool.
     pub(in crate::core) async fn take_member(
         &self,
+        config: &crate::config::Config,
         cold: &PodPlan,
         dc: Option<&Loaded>,
         req: &PlanRequest,
     ) -> Result<Option<Taken>, String> {
         if self.config.pool.size == 0 {
             return Ok(None);
+        }
+        if config.agent.kind != crate::config::AgentKind::Opencode {
+            return Err("warm pods run opencode's HTTP API; this workspace's agent is an ACP agent".into());
         }
         if let Some(why) = plan::pool::unfit(cold, &self.pool_images()) {
             return Err(why);
@@ -253,7 +263,7 @@ impl<E: Engine> Core<E> {
                 sandbox,
                 ..req.clone()
             };
-            let taker = plan::plan(&self.config, dc, &taker_req).map_err(|e| e.to_string())?;
+            let taker = plan::plan(config, dc, &taker_req).map_err(|e| e.to_string())?;
             let theirs: serde_json::Value = serde_json::from_str(&m.plan).unwrap_or_default();
             let ours = plan::pool::shape(&taker);
             if ours != theirs {

@@ -64,6 +64,10 @@ pub struct CreateWorkspace {
     /// `host:port`, `*.domain` or `*.domain:port` (no port: 80 and 443).
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// The coding agent to run instead of the configured one: `opencode` (its HTTP API),
+    /// `opencode-acp` (opencode over the Agent Client Protocol), or a name the config
+    /// defines as `[agents.<name>]` (e.g. Codex or Claude Code through their ACP adapters).
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -358,6 +362,7 @@ impl DevaipodMcp {
             read_only: p.read_only,
             env: self.caller.env.clone(),
             allow_hosts: p.allow_hosts,
+            agent: p.agent,
             ..Default::default()
         };
         let progress = Progress::new(&ctx);

@@ -17,6 +17,8 @@ use crate::devcontainer::{self, LifecycleCommand, Loaded, Mount, MountKind, RunA
 
 /// Where opencode and other injected tools appear inside the agent container.
 pub const INJECT_DIR: &str = "/opt/devaipod/bin";
+/// Where `[agent] inject-dir` (another agent than opencode) is mounted read-only.
+pub const AGENT_INJECT_DIR: &str = "/opt/devaipod/agent";
 /// Where the human's workspace appears, read-only, in the agent container.
 pub const MAIN_WORKSPACE: &str = "/mnt/main-workspace";
 pub const AGENT_HOME: &str = "/home/agent";
@@ -526,9 +528,12 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
     }
     let sandbox = &req.sandbox;
     let gator_command =
-        vec![GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
+        [GATOR_BRIDGE.to_owned(), "gator-bridge".to_owned(), format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}")];
     let llm = agent_config::through_proxy(&config.agent, EGRESS_PORT);
-    let opencode_config = agent_config::opencode_config(&llm, Some(&gator_command));
+    // An ACP agent is handed gator as an MCP server of its sessions (by the shim); opencode
+    // over ACP must not see it twice.
+    let acp = config.agent.kind == crate::config::AgentKind::Acp;
+    let opencode_config = agent_config::opencode_config(&llm, (!acp).then_some(&gator_command[..]));
     agent_env.insert("OPENCODE_CONFIG_CONTENT".into(), opencode_config.to_string());
     agent_env.insert(agent_config::API_KEY_ENV.into(), agent_config::PLACEHOLDER_KEY.into());
     let password_secret = format!("{}-agent-password", name.pod());
@@ -558,22 +563,36 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
         "agent-shim".into(),
         "--api".into(),
         format!("{AGENT_API_DIR}/{AGENT_API_SOCKET}"),
-        "--to".into(),
-        format!("127.0.0.1:{}", agent_config::PORT),
+    ];
+    if !acp {
+        command.extend(["--to".into(), format!("127.0.0.1:{}", agent_config::PORT)]);
+    }
+    command.extend([
         "--egress-port".into(),
         EGRESS_PORT.to_string(),
         "--egress".into(),
         format!("{GATOR_SOCKET_DIR}/{EGRESS_SOCKET_NAME}"),
-        "--".into(),
-    ];
-    command.extend([
-        format!("{INJECT_DIR}/opencode"),
-        "serve".into(),
-        "--port".into(),
-        agent_config::PORT.to_string(),
-        "--hostname".into(),
-        "127.0.0.1".into(),
     ]);
+    if acp {
+        // The shim holds the ACP connection over the agent's stdio and serves its API.
+        command.extend([
+            "--acp".into(),
+            "--gator".into(),
+            format!("{GATOR_SOCKET_DIR}/{GATOR_SOCKET_NAME}"),
+            "--".into(),
+        ]);
+        command.extend(agent_config::acp_argv(&config.agent.acp_command(), INJECT_DIR));
+    } else {
+        command.extend([
+            "--".into(),
+            format!("{INJECT_DIR}/opencode"),
+            "serve".into(),
+            "--port".into(),
+            agent_config::PORT.to_string(),
+            "--hostname".into(),
+            "127.0.0.1".into(),
+        ]);
+    }
     let agent = ContainerPlan {
         name: name.container(Role::Agent),
         role: Role::Agent,
@@ -597,7 +616,14 @@ pub fn plan(config: &Config, dc: Option<&Loaded>, req: &PlanRequest) -> Result<P
             MountPlan::Bind { source: sandbox.socket_dir.clone(), target: GATOR_SOCKET_DIR.into(), readonly: true },
             MountPlan::Bind { source: sandbox.api_dir.clone(), target: AGENT_API_DIR.into(), readonly: false },
             MountPlan::Bind { source: sandbox.bridge.clone(), target: GATOR_BRIDGE.into(), readonly: true },
-        ],
+        ]
+        .into_iter()
+        .chain(config.agent.inject_dir.iter().map(|dir| MountPlan::Bind {
+            source: dir.clone(),
+            target: AGENT_INJECT_DIR.into(),
+            readonly: true,
+        }))
+        .collect(),
         cap_drop: vec!["ALL".into()],
         cap_add: vec!["NET_BIND_SERVICE".into()],
         no_new_privileges: true,

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
 """A scripted OpenAI-compatible chat-completions server, for running real opencode offline.
+It answers OpenAI's Responses API (`POST .../responses`, streamed `response.*` events) from
+the same script too, for agents that speak only that (Codex): there a step's "tool" is a
+function call of that name, and a tool result is a `function_call_output`.
 
     scripted_llm.py --script script.json [--port 0] [--host 0.0.0.0] [--log requests.jsonl]
 
@@ -94,6 +97,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("content-length", "0"))
         req = json.loads(self.rfile.read(length) or b"{}")
+        if self.path.rstrip("/").endswith("/responses"):
+            req = dict(req, messages=responses_to_messages(req.get("input", [])),
+                       tools=[{"function": {"name": t.get("name")}} for t in req.get("tools") or []])
+            self.stream = self.stream_responses
         messages = req.get("messages", [])
         last_user_idx = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         last_user = text_of(messages[last_user_idx].get("content")) if last_user_idx >= 0 else ""
@@ -170,6 +177,59 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def responses_to_messages(items):
+    """OpenAI's Responses API `input` as chat messages: user and assistant messages, and
+    one "tool" message per function_call_output (what the rules count)."""
+    out = []
+    for it in items if isinstance(items, list) else [{"role": "user", "content": items}]:
+        if not isinstance(it, dict):
+            continue
+        if it.get("type") == "function_call_output":
+            o = it.get("output")
+            out.append({"role": "tool", "content": o if isinstance(o, str) else json.dumps(o)})
+        elif it.get("role") in ("user", "assistant"):
+            c = it.get("content")
+            if isinstance(c, list):
+                c = "\n".join(p.get("text", "") for p in c if isinstance(p, dict))
+            # Agents send their environment and instructions as user messages too.
+            if it.get("role") == "user" and str(c).lstrip().startswith("<"):
+                continue
+            out.append({"role": it["role"], "content": c})
+    return out
+
+
+def responses_events(step, counter):
+    """The Responses API's streamed events for one step: a function call or a message."""
+    if "tool" in step:
+        item = {"type": "function_call", "id": "fc_%d" % counter, "call_id": "call_%d" % counter,
+                "name": step["tool"], "arguments": json.dumps(step.get("args", {}))}
+    else:
+        item = {"type": "message", "id": "msg_%d" % counter, "role": "assistant",
+                "content": [{"type": "output_text", "text": step.get("text", ""), "annotations": []}]}
+    rid = "resp_%d" % counter
+    usage = {"input_tokens": 10, "input_tokens_details": None, "output_tokens": 5,
+             "output_tokens_details": None, "total_tokens": 15}
+    return [{"type": "response.created", "response": {"id": rid}},
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {"id": rid, "usage": usage}}]
+
+
+def stream_responses(self, req, step):
+    Handler.counter += 1
+    body = "".join("event: %s\ndata: %s\n\n" % (e["type"], json.dumps(e))
+                   for e in responses_events(step, Handler.counter)).encode()
+    self.send_response(200)
+    self.send_header("content-type", "text/event-stream")
+    self.send_header("content-length", str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+    self.wfile.flush()
+
+
+Handler.stream_responses = stream_responses
 
 
 def main():

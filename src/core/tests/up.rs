@@ -298,3 +298,33 @@ async fn compose_services_start_in_order_and_a_failed_one_leaves_nothing() {
     assert_eq!(w.engine.volumes(), Vec::<String>::new());
     assert!(!w.engine.images().contains(&db_image), "{:?}", w.engine.images());
 }
+
+#[tokio::test]
+async fn a_workspace_chooses_its_agent_and_an_unknown_one_is_refused_before_anything_is_made() {
+    let w = World::new().await;
+    let req = UpRequest { agent: Some("gpt-pilot".into()), ..w.request() };
+    let e = w.core.up(&req, &Steps::default()).await.unwrap_err();
+    assert!(
+        matches!(&e, CoreError::Invalid(m) if m.starts_with("no agent named `gpt-pilot`: choose one of opencode, opencode-acp")),
+        "{e}"
+    );
+    assert_eq!(w.engine.calls(), Vec::<String>::new(), "the engine was not asked anything");
+
+    let req = UpRequest { agent: Some("opencode-acp".into()), dry_run: true, ..w.request() };
+    match w.core.up(&req, &Steps::default()).await.unwrap() {
+        UpOutcome::Planned(plan) => {
+            let c = &plan.agent.command;
+            assert!(
+                c.contains(&"--acp".to_owned()) && c.ends_with(&["/opt/devaipod/bin/opencode".into(), "acp".into()]),
+                "{c:?}"
+            );
+        }
+        UpOutcome::Created(_) => panic!("a dry run made a workspace"),
+    }
+    // Blank (a form's empty field) is the configured agent.
+    let req = UpRequest { agent: Some(" ".into()), dry_run: true, ..w.request() };
+    match w.core.up(&req, &Steps::default()).await.unwrap() {
+        UpOutcome::Planned(plan) => assert!(!plan.agent.command.contains(&"--acp".to_owned())),
+        UpOutcome::Created(_) => panic!("a dry run made a workspace"),
+    }
+}

@@ -71,6 +71,10 @@ pub struct UpRequest {
     /// `host:port`, `*.domain`, `*.domain:port`); changed later with `egress allow/remove`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_hosts: Vec<String>,
+    /// The agent to run instead of `[agent]`'s: `opencode`, `opencode-acp`, or an
+    /// `[agents.<name>]` of the config (docs/agents.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl UpRequest {
@@ -83,6 +87,7 @@ impl UpRequest {
             image: given(&self.image),
             devcontainer: given(&self.devcontainer),
             task: given(&self.task),
+            agent: given(&self.agent),
             ..self.clone()
         }
     }

@@ -66,6 +66,8 @@ impl<E: Engine> Core<E> {
         // Checked before anything is made: a bad host pattern names itself and the grammar.
         let allow_hosts: Vec<String> =
             crate::core::parse_host_patterns(&req.allow_hosts)?.iter().map(ToString::to_string).collect();
+        // The agent the workspace chose (`--agent`), checked before anything is made.
+        let config = self.config.with_agent(req.agent.as_deref()).map_err(CoreError::Invalid)?;
         // A GitHub URL (repository, issue or pull request) is cloned from the repository's
         // remote; an issue's or PR's title and body become the first task unless one is given.
         let kind = SourceKind::classify(&req.source, &self.config.service_gator.gh.host);
@@ -204,7 +206,7 @@ impl<E: Engine> Core<E> {
             agent_password: Redacted(random_hex(32)),
             sandbox,
         };
-        let plan = plan::plan(&self.config, dc.as_ref(), &plan_req)?;
+        let plan = plan::plan(&config, dc.as_ref(), &plan_req)?;
         self.no_own_directories(&plan)?;
         for w in &plan.warnings {
             progress.step(&format!("warning: {w}"));
@@ -216,7 +218,7 @@ impl<E: Engine> Core<E> {
         self.preflight(&plan, progress).await?;
         // A warm pool member when one fits (see `pool.rs`); else the workspace is made cold.
         let mut pool_note = None;
-        let mut taken = match self.take_member(&plan, dc.as_ref(), &plan_req).await {
+        let mut taken = match self.take_member(&config, &plan, dc.as_ref(), &plan_req).await {
             Ok(t) => t,
             Err(why) => {
                 progress.step(&format!("not from the pool: {why}"));

@@ -714,3 +714,63 @@ fn compose_fixtures_plan_or_refuse_naming_the_key() {
     let e = load("extends").unwrap_err();
     assert!(e.contains("extends/.devcontainer/docker-compose.yml:5: `services.app.extends`: is not supported"), "{e}");
 }
+
+#[test]
+fn an_acp_agent_runs_under_the_shims_bridge_with_the_same_walls() {
+    let http = plan(&Config::default(), None, &request()).unwrap();
+    let c = config("[agent]\nkind = \"acp\"\n[agents.codex]\nkind = \"acp\"\ncommand = [\"/opt/agents/codex-acp\"]\n");
+    let acp = plan(&c, None, &request()).unwrap();
+    assert_eq!(
+        acp.agent.command,
+        [
+            GATOR_BRIDGE,
+            "agent-shim",
+            "--api",
+            "/run/devaipod/agent/api.sock",
+            "--egress-port",
+            "3128",
+            "--egress",
+            "/run/devaipod/gator/egress.sock",
+            "--acp",
+            "--gator",
+            "/run/devaipod/gator/gator.sock",
+            "--",
+            "/opt/devaipod/bin/opencode",
+            "acp"
+        ],
+        "the default ACP agent is the injected opencode"
+    );
+    // The walls, mounts, user and secrets are the HTTP agent's.
+    assert_eq!(
+        (&acp.agent.mounts, &acp.agent.cap_drop, &acp.agent.network, &acp.agent.user, &acp.agent.secret_env),
+        (&http.agent.mounts, &http.agent.cap_drop, &http.agent.network, &http.agent.user, &http.agent.secret_env)
+    );
+    // gator is handed to the sessions by the bridge, not listed in opencode's config too.
+    let oc: serde_json::Value = serde_json::from_str(&acp.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+    assert!(oc.get("mcp").is_none(), "{oc}");
+    let oc: serde_json::Value = serde_json::from_str(&http.agent.env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+    assert!(oc["mcp"]["gator"].is_object());
+
+    // A workspace's choice.
+    let codex = plan(&c.with_agent(Some("codex")).unwrap(), None, &request()).unwrap();
+    assert_eq!(codex.agent.command.last().map(String::as_str), Some("/opt/agents/codex-acp"));
+    // An agent from the host is mounted read-only; the image need not contain it.
+    let injected =
+        config("[agents.x]\nkind = \"acp\"\ncommand = [\"/opt/devaipod/agent/x\"]\ninject-dir = \"/cache/x/bin\"\n");
+    let x = plan(&injected.with_agent(Some("x")).unwrap(), None, &request()).unwrap();
+    let extra: Vec<_> = x.agent.mounts.iter().filter(|m| !http.agent.mounts.contains(m)).collect();
+    assert_eq!(
+        extra,
+        [&MountPlan::Bind { source: "/cache/x/bin".into(), target: AGENT_INJECT_DIR.into(), readonly: true }]
+    );
+    assert!(
+        !x.workspace.mounts.iter().any(|m| matches!(m, MountPlan::Bind { target, .. } if target == AGENT_INJECT_DIR))
+    );
+    let back = plan(&c.with_agent(Some("opencode")).unwrap(), None, &request()).unwrap();
+    assert_eq!(back.agent.command, http.agent.command);
+    let e = c.with_agent(Some("gemini")).unwrap_err();
+    assert!(e.contains("no agent named `gemini`: choose one of opencode, opencode-acp, codex"), "{e}");
+    assert!(matches!(c.with_agent(Some(" ")).unwrap(), std::borrow::Cow::Borrowed(_)), "blank is the default");
+    let e = config::parse("[agent]\nkind = \"gemini\"\n", Path::new("t.toml")).unwrap_err().to_string();
+    assert!(e.contains("agent.kind") && e.contains("opencode") && e.contains("acp"), "{e}");
+}
