@@ -61,12 +61,30 @@ fn ups_take_warm_pods_that_are_walled_like_cold_ones_and_the_pool_refills() {
     // Members are not workspaces.
     assert_eq!(env.json(&["list"]), json!([]));
 
-    // Three `up`s at once: two take the warm pods, the third is made cold and says why.
+    // Three `up`s at once: two take the warm pods, the third is made cold and says why. A
+    // fourth of a name being made at the same time is refused, whichever comes first (a
+    // pooled workspace is no podman pod of its name, so the daemon itself keeps it).
     let names = ["pa", "pb", "pc"];
-    let results: Vec<Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = names.iter().map(|n| s.spawn(|| up(&env, n))).collect();
+    let repos: Vec<_> = names.iter().map(|n| fixture_repo(env.dir.path(), n, &[("greeting.txt", "helo\n")])).collect();
+    let env_ref = &env;
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = [&repos[0], &repos[1], &repos[2], &repos[0]]
+            .into_iter()
+            .zip(["pa", "pb", "pc", "pa"])
+            .map(|(r, n)| s.spawn(move || env_ref.run(&["--json", "up", r.to_str().unwrap(), "--name", n])))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let (pa, twin) = if outs[0].status.success() { (&outs[0], &outs[3]) } else { (&outs[3], &outs[0]) };
+    assert!(!twin.status.success(), "one of two `up --name pa` at once must fail");
+    assert!(text(&twin.stderr).contains("workspace `pa` already exists"), "{}", text(&twin.stderr));
+    let results: Vec<Value> = [pa, &outs[1], &outs[2]]
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "up: {}", text(&o.stderr));
+            serde_json::from_str(&text(&o.stdout)).unwrap()
+        })
+        .collect();
     let pooled: Vec<&str> =
         names.iter().zip(&results).filter(|(_, r)| r["from_pool"] == true).map(|(n, _)| *n).collect();
     assert_eq!(pooled.len(), 2, "{results:#?}");

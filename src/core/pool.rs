@@ -56,6 +56,21 @@ pub(crate) struct PoolState {
     errors: dashmap::DashMap<String, String>,
     /// One keeper pass at a time.
     pass: tokio::sync::Mutex<()>,
+    /// Workspace names an `up` is making now (a pooled workspace is no podman pod of its
+    /// name, so podman cannot refuse a second one).
+    names: dashmap::DashSet<String>,
+}
+
+/// A name reserved by an `up` until it is dropped ([`Core::reserve_name`]).
+pub(in crate::core) struct Reserved<'a> {
+    names: &'a dashmap::DashSet<String>,
+    name: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.names.remove(&self.name);
+    }
 }
 
 /// The pool as `devaipod pool` shows it.
@@ -132,6 +147,23 @@ impl<E: Engine> Core<E> {
             return None;
         }
         self.pool.bound.get(name).and_then(|b| b.1.get(naming::LABEL_FOLDER).cloned())
+    }
+
+    /// Reserves `name` for this `up` (another `up` of it meanwhile is refused).
+    pub(in crate::core) fn reserve_name(&self, name: &str) -> Result<Reserved<'_>, CoreError> {
+        if !self.pool.names.insert(name.to_owned()) {
+            return Err(CoreError::NameTaken(name.to_owned()));
+        }
+        Ok(Reserved { names: &self.pool.names, name: name.to_owned() })
+    }
+
+    pub(in crate::core) fn name_reserved(&self, name: &str) -> bool {
+        self.pool.names.contains(name)
+    }
+
+    /// Asks the keeper to look at the pool now (a member was taken or lost).
+    pub(in crate::core) fn wake_pool(&self) {
+        self.pool.wake.notify_one();
     }
 
     /// Whether workspace `ws` lives in a former member's pod (its name is taken).
@@ -291,7 +323,19 @@ impl<E: Engine> Core<E> {
     pub(in crate::core) async fn fill_member(&self, taken: &Taken) -> Result<(), CoreError> {
         let plan = &taken.plan;
         let (ws, key) = (plan.name.as_str(), taken.member.key.as_str());
+        if self.pool.bound.get(ws).is_some_and(|b| b.0 != key) {
+            return Err(CoreError::NameTaken(ws.to_owned()));
+        }
         self.bind(ws, key, plan::pool::taker_labels(plan, &plan.name));
+        // Volumes the workspace's plan has beyond the member's own (devcontainer.json's
+        // anonymous mounts), labelled like them.
+        let own = [plan.name.workspace_volume(), plan.name.agent_workspace_volume(), plan.name.agent_home_volume()];
+        for v in plan.volumes.iter().filter(|v| !own.contains(&v.name)) {
+            match self.engine.create_volume(v).await {
+                Ok(()) | Err(EngineError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.link_dirs(ws, key)?;
         if let Some(endpoints) = self.endpoints() {
             endpoints.open(ws)?;
@@ -310,30 +354,49 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    /// Destroys member `key` (its pod, volumes, secrets, directories and record); `ws`:
-    /// the workspace that had claimed it, whose links and sockets go too.
+    /// Destroys member `key` (its pod, volumes, secrets, directories and record). `ws`: the
+    /// workspace that had claimed it, whose binding, sockets and links go too — only those
+    /// that are the member's (another workspace of that name, made meanwhile, keeps its
+    /// own). The member's record stays when its pod cannot be removed (the keeper tries
+    /// again).
     pub(in crate::core) async fn destroy_member(&self, key: &str, ws: Option<&str>) {
         let Ok(name) = WorkspaceName::pool_member(key) else { return };
         if let Some(ws) = ws.filter(|w| WorkspaceName::new(w).is_ok()) {
-            if self.pool.by_key.get(key).is_some_and(|w| *w == ws) {
+            let root = |r: &str| self.paths.runtime.join(r);
+            let links_here = |r: &str| std::fs::read_link(root(r).join(ws)).is_ok_and(|t| t == Path::new(key));
+            if self.pool.bound.get(ws).is_some_and(|b| b.0 == key) {
                 self.unbind(ws);
+                self.forget_agent(ws);
+                if let Some(endpoints) = self.endpoints() {
+                    endpoints.close(ws);
+                }
+                self.close_agent_dir(ws);
+            } else {
+                for r in ["agent", "gator"] {
+                    if links_here(r) {
+                        let _ = std::fs::remove_file(root(r).join(ws));
+                    }
+                }
             }
-            if let Some(endpoints) = self.endpoints() {
-                endpoints.close(ws);
-            }
-            self.close_agent_dir(ws);
-            let _ = tokio::fs::remove_dir_all(self.paths.repo(ws)).await;
         }
         self.agent_at.remove(key);
         match self.engine.remove_pod(&name.pod()).await {
             Ok(()) | Err(EngineError::NotFound { .. }) => {}
-            Err(e) => tracing::warn!("pool: cannot remove pod {}: {e}", name.pod()),
+            Err(e) => {
+                tracing::warn!("pool: cannot remove pod {}: {e}", name.pod());
+                return;
+            }
         }
         let labels = [(naming::LABEL_INSTANCE, self.instance()), (naming::LABEL_WORKSPACE, key)];
-        for v in self.engine.list_volumes(&labels).await.unwrap_or_default() {
-            if let Err(e) = self.engine.remove_volume(&v).await {
-                tracing::warn!("pool: cannot remove volume {v}: {e}");
+        match self.engine.list_volumes(&labels).await {
+            Ok(volumes) => {
+                for v in volumes {
+                    if let Err(e) = self.engine.remove_volume(&v).await {
+                        tracing::warn!("pool: cannot remove volume {v}: {e}");
+                    }
+                }
             }
+            Err(e) => tracing::warn!("pool: cannot list member {key}'s volumes: {e}"),
         }
         for s in [format!("{}-agent-password", name.pod()), plan::llm_key_secret(&name)] {
             match self.engine.remove_secret(&s).await {
@@ -347,7 +410,6 @@ impl<E: Engine> Core<E> {
         if let Err(e) = self.store.remove_member(key).await {
             tracing::warn!("pool: cannot forget member {key}: {e}");
         }
-        self.pool.wake.notify_one();
     }
 
     /// Records that the workspace of `taken` lives in its member (one transaction with its
@@ -359,7 +421,7 @@ impl<E: Engine> Core<E> {
             PodBinding { workspace: plan.name.to_string(), pod_key: taken.member.key.clone(), labels: labels.clone() };
         self.store.bind_member(binding, record).await?;
         self.bind(plan.name.as_str(), &taken.member.key, labels);
-        self.pool.wake.notify_one();
+        self.wake_pool();
         Ok(())
     }
 
@@ -441,14 +503,11 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// Keeps the pool filled until `stop`: at once (after finishing what a crash left),
-    /// whenever a member is taken or lost, and every [`KEEP_EVERY`].
+    /// Keeps the pool filled until `stop`: at once, whenever a member is taken or lost,
+    /// and every [`KEEP_EVERY`]. (The daemon runs [`Core::recover_pool`] first.)
     pub fn keep_pool(self: &Arc<Self>, stop: CancellationToken) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.recover_pool().await {
-                tracing::warn!("pool: recovering after a restart: {e}");
-            }
             loop {
                 if let Err(e) = me.keep_pool_once().await {
                     tracing::warn!("pool: {e}");
@@ -469,19 +528,30 @@ impl<E: Engine> Core<E> {
         for m in &members {
             if let MemberState::Claimed(ws) = &m.state {
                 tracing::info!("pool: undoing the unfinished claim of {} by {ws:?}", m.key);
-                // The claimer's links and sockets go too (an empty name: the keeper's own
+                // The claimer's links to the member go too (an empty name: the keeper's own
                 // claim of a member it was destroying).
-                let linked = !ws.is_empty() && self.pool.bound.get(ws).is_none_or(|b| b.0 == m.key);
-                self.destroy_member(&m.key, linked.then_some(ws.as_str())).await;
+                self.destroy_member(&m.key, Some(ws.as_str()).filter(|w| !w.is_empty())).await;
             }
         }
         let known: Vec<String> = members.iter().map(|m| m.key.clone()).collect();
+        let unknown = |key: &str| !known.iter().any(|k| k == key) && !self.pool.by_key.contains_key(key);
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
+        let mut gone = Vec::new();
         for p in pods {
             let Some(key) = p.labels.get(naming::LABEL_WORKSPACE).filter(|k| naming::is_pool_key(k)) else { continue };
-            if !known.contains(key) && !self.pool.by_key.contains_key(key) {
+            if unknown(key) {
                 tracing::info!("pool: removing member {key}, made but never recorded");
                 self.destroy_member(key, None).await;
+                gone.push(key.clone());
+            }
+        }
+        // Volumes of a member whose making was cut short before its pod existed.
+        for v in self.engine.list_volumes(&[(naming::LABEL_INSTANCE, self.instance())]).await? {
+            let Some(key) = member_of_volume(&v) else { continue };
+            if unknown(key) && !gone.iter().any(|g| g == key) {
+                tracing::info!("pool: removing member {key}'s volumes, made but never recorded");
+                self.destroy_member(key, None).await;
+                gone.push(key.to_owned());
             }
         }
         Ok(())
@@ -492,6 +562,9 @@ impl<E: Engine> Core<E> {
     pub async fn keep_pool_once(&self) -> Result<(), CoreError> {
         let _one = self.pool.pass.lock().await;
         let images: Vec<String> = self.pool_images().into_iter().map(str::to_owned).collect();
+        if images.is_empty() && self.store.members().await?.is_empty() {
+            return Ok(()); // no pool, nothing to shrink
+        }
         let size = usize::from(self.config.pool.size);
         let pods = self.engine.list_pods(&[(naming::LABEL_INSTANCE, self.instance())]).await?;
         let running = |key: &str| {
@@ -596,5 +669,23 @@ impl<E: Engine> Core<E> {
             })
             .collect();
         Ok(PoolView { size: self.config.pool.size, images: view })
+    }
+}
+
+/// The member key of a member's volume name (`devaipod-pool.<hex>-…`).
+fn member_of_volume(volume: &str) -> Option<&str> {
+    let rest = volume.strip_prefix(naming::PREFIX)?;
+    let key = &rest[..rest.find('-')?];
+    naming::is_pool_key(key).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_members_volume_names_its_member() {
+        assert_eq!(super::member_of_volume("devaipod-pool.0123abcd-agent-home"), Some("pool.0123abcd"));
+        for not in ["devaipod-hello-agent-home", "devaipod-pool.xyz-agent", "other", "devaipod-pool.0123abcd"] {
+            assert_eq!(super::member_of_volume(not), None, "{not}");
+        }
     }
 }

@@ -87,6 +87,10 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     let resumed = core.resume_tasks().await?;
     core.resume_sets().await?;
     core.spawn_worker_reaper(gator_shutdown.clone());
+    // What a crash left of the pool is finished before anything is served.
+    if let Err(e) = core.recover_pool().await {
+        tracing::warn!("pool: recovering after a restart: {e}");
+    }
     core.keep_pool(gator_shutdown.clone());
     match core.resume_removals().await {
         Ok(0) => {}

@@ -272,9 +272,17 @@ impl<E: Engine> Core<E> {
         Ok(pod)
     }
 
+    /// A workspace's name as a caller gives it: a pool member's key names no workspace.
+    fn public_name(&self, name: &str) -> Result<naming::WorkspaceName, CoreError> {
+        if naming::is_pool_key(name) {
+            return Err(CoreError::NotFound(name.to_owned()));
+        }
+        self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))
+    }
+
     /// The host port (on 127.0.0.1) the workspace's pod publishes `container_port` on.
     pub async fn published_port(&self, name: &str, container_port: u16) -> Result<Option<u16>, CoreError> {
-        let n = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
+        let n = self.public_name(name)?;
         let info = self.engine.inspect_pod(&n.pod()).await?;
         Ok(info.ports.iter().find(|p| p.container_port == container_port).map(|p| p.host_port))
     }
@@ -289,7 +297,7 @@ impl<E: Engine> Core<E> {
     /// The last `lines` lines of a container's output (stdout and stderr), for a page.
     pub async fn logs_tail(&self, name: &str, target: ExecTarget, lines: u32) -> Result<String, CoreError> {
         use futures_util::StreamExt;
-        let container = self.ws_name(name)?.container(target.role());
+        let container = self.public_name(name)?.container(target.role());
         let mut stream = self.engine.logs(&container, false, Some(lines));
         let mut out = Vec::new();
         let collect = async {
@@ -434,6 +442,7 @@ impl<E: Engine> Core<E> {
     /// and this workspace are touched. The daemon's repository stays: the workspace's
     /// proposals remain readable.
     pub async fn delete(self: &Arc<Self>, name: &str, keep_volumes: bool) -> Result<(), CoreError> {
+        self.public_name(name)?;
         let volumes = async {
             if keep_volumes {
                 return Ok(Vec::new());
@@ -483,8 +492,9 @@ impl<E: Engine> Core<E> {
             endpoints.close(name);
         }
         self.close_agent_dir(name);
-        // A workspace in a former pool member: the member's directories go, and its binding.
-        if let Some(key) = self.unbind(name) {
+        // A workspace in a former pool member: the member's directories go, and its binding
+        // (kept with its volumes: they are named after the member).
+        if !keep_volumes && let Some(key) = self.unbind(name) {
             for root in ["agent", "gator"] {
                 let _ = std::fs::remove_dir_all(self.paths.runtime.join(root).join(key.as_str()));
             }

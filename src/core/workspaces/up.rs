@@ -131,6 +131,8 @@ impl<E: Engine> Core<E> {
             None if req.dry_run => WorkspaceName::derive(&source.basename()),
             None => self.free_name(WorkspaceName::derive(&source.basename())).await?,
         };
+        // No other `up` makes this name meanwhile (a pooled one is not a podman pod of it).
+        let _making = if req.dry_run { None } else { Some(self.reserve_name(name.as_str())?) };
         // `${localWorkspaceFolder}` is the user's folder for a local source (so that bind
         // mounts under it point at it), the checkout for a URL.
         let local_folder = match &source {
@@ -216,7 +218,22 @@ impl<E: Engine> Core<E> {
         }
 
         self.preflight(&plan, progress).await?;
+        // The agent gets the committed state only: archive it before initializeCommand,
+        // which may write host secrets into the checkout for the human's side.
+        let agent_tar = archive(&checkout, None).await?;
+        // A pool member's agent clone volume holds the repository in a folder of its own.
+        let member_tar = match plan::pool::folder_name(&plan.workspace_folder) {
+            Some(folder) if self.config.pool.size > 0 => Some(archive(&checkout, Some(folder)).await?),
+            _ => None,
+        };
+        if let Some(cmd) = &plan.lifecycle.initialize {
+            run_on_host("initializeCommand", cmd, &checkout, progress).await?;
+        }
+        let workspace_tar =
+            if plan.lifecycle.initialize.is_some() { archive(&checkout, None).await? } else { agent_tar.clone() };
+        self.agent_seccomp().await?;
         // A warm pool member when one fits (see `pool.rs`); else the workspace is made cold.
+        // From the claim on, a failure before the workspace is bound destroys the member.
         let mut pool_note = None;
         let mut taken = match self.take_member(&config, &plan, dc.as_ref(), &plan_req).await {
             Ok(t) => t,
@@ -226,21 +243,10 @@ impl<E: Engine> Core<E> {
                 None
             }
         };
-        // The agent gets the committed state only: archive it before initializeCommand,
-        // which may write host secrets into the checkout for the human's side.
-        let agent_tar = archive(&checkout, None).await?;
-        // A member's agent clone volume holds the repository in a folder of its own.
-        let member_tar = match taken.as_ref().and_then(|t| plan::pool::folder_name(&t.plan.workspace_folder)) {
-            Some(folder) => Some(archive(&checkout, Some(folder)).await?),
-            None => None,
-        };
-        if let Some(cmd) = &plan.lifecycle.initialize {
-            run_on_host("initializeCommand", cmd, &checkout, progress).await?;
-        }
-        let workspace_tar =
-            if plan.lifecycle.initialize.is_some() { archive(&checkout, None).await? } else { agent_tar.clone() };
-        self.agent_seccomp().await?;
         let mut image = None;
+        // A deleted workspace's repository stays (its proposals remain readable): only one
+        // this `up` made is removed when the member fails.
+        let repo_existed = self.paths.repo(name.as_str()).exists();
         if let (Some(t), Some(member_tar)) = (&taken, member_tar) {
             progress.step(&format!("taking the warm pod {} from the pool", t.plan.pod.name));
             let payload = Payload {
@@ -256,13 +262,21 @@ impl<E: Engine> Core<E> {
                         t.plan.pod.name
                     ));
                     self.destroy_member(&t.member.key, Some(name.as_str())).await;
+                    if !repo_existed {
+                        let _ = tokio::fs::remove_dir_all(self.paths.repo(name.as_str())).await;
+                    }
+                    self.wake_pool();
                     pool_note = Some(format!("the warm pod failed: {e}"));
                 }
             }
             self.changed().await;
         }
-        if image.is_none() {
-            taken = None;
+        if image.is_none()
+            && let Some(t) = taken.take()
+            && pool_note.is_none()
+        {
+            // Claimed, but no archive for its folder (not reached: `unfit` checks the folder).
+            self.destroy_member(&t.member.key, None).await;
         }
         let image = match image {
             Some(image) => image,
@@ -306,7 +320,12 @@ impl<E: Engine> Core<E> {
             agent_head: source::head(&checkout).await,
         };
         match &taken {
-            Some(t) => self.bind_taken(t, record).await?,
+            Some(t) => {
+                if let Err(e) = self.bind_taken(t, record).await {
+                    self.destroy_member(&t.member.key, Some(name.as_str())).await;
+                    return Err(e);
+                }
+            }
             None => self.store.put_workspace(record).await?,
         }
         if !allow_hosts.is_empty() {
@@ -361,7 +380,9 @@ impl<E: Engine> Core<E> {
         // A deleted workspace's pod still being removed does not take its name: `up` waits.
         // A workspace in a former pool member's pod has its name too.
         let free = |n: &WorkspaceName| {
-            (!taken.contains(&n.pod()) || self.being_removed(n.as_str())) && !self.pool_bound(n.as_str())
+            (!taken.contains(&n.pod()) || self.being_removed(n.as_str()))
+                && !self.pool_bound(n.as_str())
+                && !self.name_reserved(n.as_str())
         };
         if free(&base) {
             return Ok(base);
