@@ -43,9 +43,16 @@ fn main() {
         podman_floor_delete(&n);
 
         let name = format!("bc{i}");
+        for env in [&cold_env, &pooled_env] {
+            removals_done(&env.dir.path().join("data"), Duration::from_secs(120));
+        }
         cold.push(timed(&cold_env, &["up", repo, "--name", &name]).0);
         cold_env.ok(&["delete", &name]);
 
+        // Nothing else at work while it is timed: the pool full, no removal running.
+        for env in [&cold_env, &pooled_env] {
+            removals_done(&env.dir.path().join("data"), Duration::from_secs(120));
+        }
         wait_warm(&pooled_env, 2);
         let name = format!("bp{i}");
         let (d, out) = timed(&pooled_env, &["--json", "up", repo, "--name", &name]);

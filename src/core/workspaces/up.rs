@@ -716,6 +716,12 @@ impl<E: Engine> Core<E> {
         let workspace_name = self.ws_name(name).map_err(|_| CoreError::NotFound(name.to_owned()))?;
         let mut seen_running = false;
         let mut checked: Option<tokio::time::Instant> = None;
+        // An agent that runs already (a warm pool member's) answers the first probe: it
+        // goes out at once, beside the first look at the container.
+        let probe = |agent: Arc<dyn crate::agent::DynAgent>| async move {
+            tokio::time::timeout(PROBE_TIMEOUT, agent.ready()).await
+        };
+        probes.push(probe(self.agents.connect(&url, password)));
         let mut tried = false;
         loop {
             tokio::select! {
@@ -743,8 +749,7 @@ impl<E: Engine> Core<E> {
                         return Err(CoreError::AgentNotReady { name: name.into(), secs });
                     }
                     if seen_running && probes.len() < PROBES_IN_FLIGHT {
-                        let agent = self.agents.connect(&url, password);
-                        probes.push(async move { tokio::time::timeout(PROBE_TIMEOUT, agent.ready()).await });
+                        probes.push(probe(self.agents.connect(&url, password)));
                         tried = true;
                     }
                 }
