@@ -26,15 +26,7 @@ pub struct KubeRequest {
 impl<E: Engine> Core<E> {
     /// Keeps what `devaipod kube` renders of a workspace (secret names only).
     pub(in crate::core) async fn keep_kube_plan(&self, ws: &str, plan: &KubePlan) -> Result<(), CoreError> {
-        let path = self.paths.kube_plan(ws);
-        let io = |e: std::io::Error| CoreError::Io(format!("keeping the Kubernetes plan at {}: {e}", path.display()));
-        let json = serde_json::to_vec_pretty(plan).map_err(|e| CoreError::Io(e.to_string()))?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, json).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)
+        super::workers::keep_json(&self.paths.kube_plan(ws), "the Kubernetes plan", plan).await
     }
 
     /// The workspace as Kubernetes objects.

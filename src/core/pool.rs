@@ -202,14 +202,11 @@ impl<E: Engine> Core<E> {
     /// agent's API directory and gator's. Everything that serves a workspace by its name
     /// then reaches its agent.
     fn link_dirs(&self, ws: &str, key: &str) -> Result<(), CoreError> {
-        use std::os::unix::fs::PermissionsExt;
-        for (root, mode) in [(self.paths.runtime.join("agent"), 0o777), (self.paths.runtime.join("gator"), 0o755)] {
+        self.member_dirs(key)?;
+        for root in [self.paths.runtime.join("agent"), self.paths.runtime.join("gator")] {
             let io = |what: &str, e: std::io::Error| {
                 CoreError::Io(format!("the socket directory of {ws} ({}): {what}: {e}", root.display()))
             };
-            let target = root.join(key);
-            std::fs::create_dir_all(&target).map_err(|e| io("create", e))?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(|e| io("chmod", e))?;
             let link = root.join(ws);
             if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(key)) {
                 continue;
@@ -226,6 +223,19 @@ impl<E: Engine> Core<E> {
 
     /// The images members are kept for: none when the daemon's agent is an ACP agent
     /// (members start opencode's HTTP API, and an ACP session opens its folder only once).
+    /// Member `key`'s socket directories (what its agent container mounts): the agent's
+    /// API directory, open to the agent's user as a workspace's is, and gator's.
+    fn member_dirs(&self, key: &str) -> Result<(), CoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (root, mode) in [("agent", 0o777), ("gator", 0o755)] {
+            let dir = self.paths.runtime.join(root).join(key);
+            let io = |e: std::io::Error| CoreError::Io(format!("{}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        Ok(())
+    }
+
     fn pool_images(&self) -> Vec<&str> {
         if self.config.agent.kind != crate::config::AgentKind::Opencode {
             return Vec::new();
@@ -233,11 +243,12 @@ impl<E: Engine> Core<E> {
         self.config.pool.images(&self.config.default_image)
     }
 
-    /// The sandbox mounts of member `key`'s agent (its own directories).
-    fn member_sandbox(&self, key: &str) -> Result<SandboxMounts, CoreError> {
+    /// The sandbox mounts of the agent whose directories are named `dir` (a workspace's,
+    /// or a pool member's key).
+    pub(in crate::core) fn sandbox_mounts(&self, dir: &str) -> Result<SandboxMounts, CoreError> {
         Ok(SandboxMounts {
-            socket_dir: self.paths.pod_sockets(key),
-            api_dir: self.paths.agent_dir(key),
+            socket_dir: self.paths.pod_sockets(dir),
+            api_dir: self.paths.agent_dir(dir),
             bridge: match self.endpoints() {
                 Some(endpoints) => endpoints.bridge()?,
                 None => PathBuf::from(plan::GATOR_BRIDGE),
@@ -260,7 +271,7 @@ impl<E: Engine> Core<E> {
             opencode_dir: self.opencode_dir.clone(),
             checkout_dir: PathBuf::from("/nonexistent/pool"),
             agent_password: Redacted(password.to_owned()),
-            sandbox: self.member_sandbox(key)?,
+            sandbox: self.sandbox_mounts(key)?,
         };
         Ok(plan::pool::member_plan(plan::plan(&config, None, &req)?))
     }
@@ -288,7 +299,7 @@ impl<E: Engine> Core<E> {
         let members = self.store.members().await.map_err(|e| e.to_string())?;
         let mut mismatch = None;
         for m in members.into_iter().filter(|m| m.state == MemberState::Warm && m.image == image) {
-            let sandbox = self.member_sandbox(&m.key).map_err(|e| e.to_string())?;
+            let sandbox = self.sandbox_mounts(&m.key).map_err(|e| e.to_string())?;
             let taker_req = PlanRequest {
                 name: req.name.clone().in_pool_member(Some(m.key.clone())),
                 agent_password: Redacted(m.password.clone()),
@@ -440,14 +451,7 @@ impl<E: Engine> Core<E> {
                 });
             }
             self.agent_seccomp().await?;
-            for root in ["agent", "gator"] {
-                let dir = self.paths.runtime.join(root).join(&key);
-                let mode = if root == "agent" { 0o777 } else { 0o755 };
-                std::fs::create_dir_all(&dir).map_err(|e| CoreError::Io(format!("{}: {e}", dir.display())))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| CoreError::Io(format!("{}: {e}", dir.display())))?;
-            }
+            self.member_dirs(&key)?;
             for s in &plan.secrets {
                 self.engine.create_secret(s).await?;
             }
@@ -562,7 +566,8 @@ impl<E: Engine> Core<E> {
     pub async fn keep_pool_once(&self) -> Result<(), CoreError> {
         let _one = self.pool.pass.lock().await;
         let images: Vec<String> = self.pool_images().into_iter().map(str::to_owned).collect();
-        if images.is_empty() && self.store.members().await?.is_empty() {
+        let members = self.store.members().await?;
+        if images.is_empty() && members.is_empty() {
             return Ok(()); // no pool, nothing to shrink
         }
         let size = usize::from(self.config.pool.size);
@@ -576,7 +581,7 @@ impl<E: Engine> Core<E> {
             })
         };
         let mut warm: BTreeMap<String, usize> = BTreeMap::new();
-        for m in self.store.members().await? {
+        for m in members {
             if m.state != MemberState::Warm {
                 continue;
             }

@@ -232,15 +232,7 @@ impl<E: Engine> Core<E> {
 
     /// Keeps the plan of a workspace's agent container, which its workers are made from.
     pub(in crate::core) async fn keep_agent_plan(&self, ws: &str, agent: &ContainerPlan) -> Result<(), CoreError> {
-        let path = self.paths.agent_plan(ws);
-        let io = |e: std::io::Error| CoreError::Io(format!("keeping the agent's plan at {}: {e}", path.display()));
-        let json = serde_json::to_vec_pretty(agent).map_err(|e| CoreError::Io(e.to_string()))?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, json).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)
+        keep_json(&self.paths.agent_plan(ws), "the agent's plan", agent).await
     }
 
     async fn kept_agent_plan(&self, ws: &str) -> Result<ContainerPlan, CoreError> {
@@ -744,4 +736,21 @@ impl<E: Engine> Core<E> {
         }
         Ok(())
     }
+}
+
+/// Writes `value` as JSON to `path` whole (a temporary file renamed into place): the plans
+/// `up` keeps for later (the agent's, the Kubernetes one).
+pub(in crate::core) async fn keep_json(
+    path: &std::path::Path,
+    what: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), CoreError> {
+    let io = |e: std::io::Error| CoreError::Io(format!("keeping {what} at {}: {e}", path.display()));
+    let json = serde_json::to_vec_pretty(value).map_err(|e| CoreError::Io(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, json).await.map_err(io)?;
+    tokio::fs::rename(&tmp, path).await.map_err(io)
 }

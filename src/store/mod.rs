@@ -67,6 +67,15 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Writes a workspace's record (in a transaction or not: a `Transaction` is a `Connection`).
+fn insert_workspace(c: &Connection, w: &WorkspaceRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT OR REPLACE INTO workspaces (name, source, agent_password, created_at, agent_head) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![w.name, w.source, w.agent_password, w.created_at, w.agent_head],
+    )?;
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err =
@@ -127,14 +136,7 @@ impl Store {
     // ---- workspaces ----
 
     pub async fn put_workspace(&self, w: WorkspaceRecord) -> Result<(), StoreError> {
-        self.with(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO workspaces (name, source, agent_password, created_at, agent_head) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![w.name, w.source, w.agent_password, w.created_at, w.agent_head],
-            )?;
-            Ok(())
-        })
-        .await
+        self.with(move |c| insert_workspace(c, &w)).await
     }
 
     pub async fn workspace(&self, name: &str) -> Result<Option<WorkspaceRecord>, StoreError> {

@@ -119,10 +119,7 @@ impl Store {
         self.with(move |c| {
             let labels = serde_json::to_string(&b.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT OR REPLACE INTO workspaces (name, source, agent_password, created_at, agent_head) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![w.name, w.source, w.agent_password, w.created_at, w.agent_head],
-            )?;
+            super::insert_workspace(&tx, &w)?;
             tx.execute(
                 "INSERT OR REPLACE INTO pod_bindings (workspace, pod_key, labels) VALUES (?1, ?2, ?3)",
                 params![b.workspace, b.pod_key, labels],
@@ -147,40 +144,39 @@ impl Store {
     pub async fn bindings(&self) -> Result<Vec<PodBinding>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare("SELECT workspace, pod_key, labels FROM pod_bindings ORDER BY workspace")?;
-            let rows =
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (workspace, pod_key, labels) = row?;
-                let labels = serde_json::from_str(&labels)
-                    .map_err(|e| StoreError::Corrupt(format!("labels of {workspace}'s pod binding: {e}")))?;
-                out.push(PodBinding { workspace, pod_key, labels });
-            }
-            Ok(out)
+            let rows = st.query_map([], binding_row)?;
+            rows.map(|row| parse_binding(row?)).collect()
         })
         .await
     }
 
     pub async fn binding(&self, workspace: &str) -> Result<Option<PodBinding>, StoreError> {
         let workspace = workspace.to_owned();
-        let found = self
-            .with(move |c| {
-                Ok(c.query_row(
+        self.with(move |c| {
+            let row = c
+                .query_row(
                     "SELECT workspace, pod_key, labels FROM pod_bindings WHERE workspace = ?1",
                     [workspace],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+                    binding_row,
                 )
-                .optional()?)
-            })
-            .await?;
-        found
-            .map(|(workspace, pod_key, labels)| {
-                let labels = serde_json::from_str(&labels)
-                    .map_err(|e| StoreError::Corrupt(format!("labels of {workspace}'s pod binding: {e}")))?;
-                Ok(PodBinding { workspace, pod_key, labels })
-            })
-            .transpose()
+                .optional()?;
+            row.map(parse_binding).transpose()
+        })
+        .await
     }
+}
+
+type BindingRow = (String, String, String);
+
+fn binding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BindingRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+/// A binding from its row: its labels are JSON.
+fn parse_binding((workspace, pod_key, labels): BindingRow) -> Result<PodBinding, StoreError> {
+    let labels = serde_json::from_str(&labels)
+        .map_err(|e| StoreError::Corrupt(format!("labels of {workspace}'s pod binding: {e}")))?;
+    Ok(PodBinding { workspace, pod_key, labels })
 }
 
 /// A new member's record (warm, made now).

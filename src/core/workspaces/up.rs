@@ -16,7 +16,7 @@ use crate::devcontainer::{self, HostContext, Loaded, Vars};
 use crate::git::BareRepo;
 use crate::github::{self, GithubSource, ItemKind, Scope};
 use crate::pods::naming::{self, WorkspaceName};
-use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted, SandboxMounts};
+use crate::pods::plan::{self, ImagePlan, PlanRequest, PodPlan, Redacted};
 use crate::pods::seccomp;
 use crate::pods::{Engine, EngineError};
 use crate::store::{WorkspaceRecord, now};
@@ -188,15 +188,7 @@ impl<E: Engine> Core<E> {
             }
             None => None,
         };
-        let sandbox = SandboxMounts {
-            socket_dir: self.paths.pod_sockets(name.as_str()),
-            api_dir: self.paths.agent_dir(name.as_str()),
-            bridge: match self.endpoints() {
-                Some(endpoints) => endpoints.bridge()?,
-                None => PathBuf::from(plan::GATOR_BRIDGE),
-            },
-            seccomp: Some(self.paths.agent_seccomp()),
-        };
+        let sandbox = self.sandbox_mounts(name.as_str())?;
         let plan_req = PlanRequest {
             name: name.clone(),
             instance: self.instance().to_owned(),
