@@ -555,6 +555,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 )?;
             }
             let client = connect(&config, &paths, cli.config.as_deref()).await?;
+            if config.engine.kind == crate::config::EngineKind::Kubernetes
+                && let Some(code) = on_kubernetes(&command, &config, &client).await?
+            {
+                return Ok(code);
+            }
             execute(command, &client, cli.json).await
         }
     }
@@ -572,6 +577,85 @@ fn local_only(config: &Config, command: &str, instead: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `devaipod logs`, on the daemon's engine.
+async fn logs(
+    c: &Client,
+    engine: &impl Engine,
+    workspace: &str,
+    agent: bool,
+    follow: bool,
+    tail: Option<u32>,
+    raw: bool,
+) -> Result<()> {
+    if raw {
+        output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
+    }
+    let status = c.workspace(workspace).await?; // exists in this instance
+    // Its containers are named after its pod's objects (a former pool member's key).
+    let objects = status.pod.strip_prefix(crate::pods::naming::PREFIX).filter(|o| *o != workspace);
+    let name = crate::pods::naming::WorkspaceName::new(workspace)?.in_pool_member(objects.map(str::to_owned));
+    let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
+    let mut stream = engine.logs(&name.container(role), follow, tail);
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    // What the containers print is the agent's (or its tools'): cleaned unless --raw.
+    let (mut clean_out, mut clean_err) = (output::Cleaner::default(), output::Cleaner::default());
+    while let Some(chunk) = stream.next().await {
+        match chunk.context("reading logs")? {
+            Output::Stdout(b) if raw => out.write_all(&b).await?,
+            Output::Stderr(b) if raw => err.write_all(&b).await?,
+            Output::Stdout(b) => out.write_all(clean_out.push(&b).as_bytes()).await?,
+            Output::Stderr(b) => err.write_all(clean_err.push(&b).as_bytes()).await?,
+        }
+        out.flush().await?;
+    }
+    out.write_all(clean_out.finish().as_bytes()).await?;
+    err.write_all(clean_err.finish().as_bytes()).await?;
+    out.flush().await?;
+    Ok(())
+}
+
+/// The commands that reach into a workspace's containers themselves, when the daemon's
+/// workspaces run on Kubernetes: `exec` and `logs` through its API (this host's
+/// kubeconfig), the rest refused with what to use instead. `None`: not one of them.
+async fn on_kubernetes(command: &Command, config: &Config, c: &Client) -> Result<Option<ExitCode>> {
+    let instead = |what: &str| -> Result<Option<ExitCode>> {
+        bail!(
+            "`devaipod {what}` needs podman, and the workspaces run on Kubernetes ([engine] kind = \"kubernetes\"): use `kubectl exec -it` / `kubectl port-forward` on the workspace's Pod (`devaipod status <workspace>` names it)"
+        )
+    };
+    match command {
+        Command::Exec(a) if a.tty => instead("exec -t"),
+        Command::Attach { .. } => instead("attach"),
+        Command::Forward { .. } => instead("forward"),
+        Command::Exec(_) | Command::Logs { .. } => {
+            let (ctx, ns) = (config.engine.context.as_deref(), config.engine.namespace.as_deref());
+            let engine = crate::pods::kube::Kube::connect(ctx, ns).await?;
+            match command {
+                Command::Exec(a) => Ok(Some(
+                    exec(
+                        c,
+                        &engine,
+                        ExecArgs {
+                            workspace: a.workspace.clone(),
+                            agent: a.agent,
+                            interactive: a.interactive,
+                            tty: false,
+                            command: a.command.clone(),
+                        },
+                    )
+                    .await?,
+                )),
+                Command::Logs { workspace, agent, follow, tail, raw } => {
+                    logs(c, &engine, workspace, *agent, *follow, *tail, *raw).await?;
+                    Ok(Some(ExitCode::SUCCESS))
+                }
+                _ => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `devaipod systemd`: the unit files, printed (`--json`: names and contents) or written.
@@ -778,36 +862,20 @@ pub async fn execute(command: Command, c: &Client, json: bool) -> Result<ExitCod
             let v = serde_json::to_value(c.workspace(&workspace).await?)?;
             if json { output::json(&v)? } else { output::status(&v)? }
         }
-        Command::Exec(a) => return exec(c, a).await,
+        Command::Exec(a) => {
+            let engine = Podman::new(&default_socket())?;
+            if a.tty {
+                let place = c.exec_place(&a.workspace, ExecTarget::of(a.agent)).await?;
+                return Ok(interactive::exit_code(interactive::run_tty(&engine, &place, a.command).await?));
+            }
+            return exec(c, &engine, a).await;
+        }
         Command::Attach { workspace } => return interactive::attach(c, &workspace).await,
         Command::Ports { workspace } => return interactive::ports(c, &workspace, json).await,
         Command::Forward { workspace, ports } => return interactive::forward(c, &workspace, &ports).await,
         Command::Logs { workspace, agent, follow, tail, raw } => {
-            if raw {
-                output::refuse_raw_on_terminal(std::io::stdout().is_terminal())?;
-            }
-            let status = c.workspace(&workspace).await?; // exists in this instance
-            // Its containers are named after its pod's objects (a former pool member's key).
-            let objects = status.pod.strip_prefix(crate::pods::naming::PREFIX).filter(|o| *o != workspace);
-            let name = crate::pods::naming::WorkspaceName::new(&workspace)?.in_pool_member(objects.map(str::to_owned));
-            let role = if agent { crate::pods::naming::Role::Agent } else { crate::pods::naming::Role::Workspace };
             let engine = Podman::new(&default_socket())?;
-            let mut stream = engine.logs(&name.container(role), follow, tail);
-            let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
-            // What the containers print is the agent's (or its tools'): cleaned unless --raw.
-            let (mut clean_out, mut clean_err) = (output::Cleaner::default(), output::Cleaner::default());
-            while let Some(chunk) = stream.next().await {
-                match chunk.context("reading logs")? {
-                    Output::Stdout(b) if raw => out.write_all(&b).await?,
-                    Output::Stderr(b) if raw => err.write_all(&b).await?,
-                    Output::Stdout(b) => out.write_all(clean_out.push(&b).as_bytes()).await?,
-                    Output::Stderr(b) => err.write_all(clean_err.push(&b).as_bytes()).await?,
-                }
-                out.flush().await?;
-            }
-            out.write_all(clean_out.finish().as_bytes()).await?;
-            err.write_all(clean_err.finish().as_bytes()).await?;
-            out.flush().await?;
+            logs(c, &engine, &workspace, agent, follow, tail, raw).await?;
         }
         Command::Stop { workspace } => output::done(&serde_json::to_value(c.stop(&workspace).await?)?, json)?,
         Command::Start { workspace } => output::done(&serde_json::to_value(c.start(&workspace).await?)?, json)?,
@@ -1027,13 +1095,9 @@ async fn follow(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
     Ok(if completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn exec(c: &Client, a: ExecArgs) -> Result<ExitCode> {
-    let target = if a.agent { ExecTarget::Agent } else { ExecTarget::Workspace };
-    let place = c.exec_place(&a.workspace, target).await?;
-    let engine = Podman::new(&default_socket())?;
-    if a.tty {
-        return Ok(interactive::exit_code(interactive::run_tty(&engine, &place, a.command).await?));
-    }
+/// `devaipod exec` without a terminal, on the daemon's engine.
+async fn exec(c: &Client, engine: &impl Engine, a: ExecArgs) -> Result<ExitCode> {
+    let place = c.exec_place(&a.workspace, ExecTarget::of(a.agent)).await?;
     let attach_stdin = a.interactive || !std::io::stdin().is_terminal();
     let mut session = engine.exec(&place.container, &place.spec(a.command, attach_stdin)).await?;
     if attach_stdin {

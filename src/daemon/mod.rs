@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::core::{ANOTHER_DAEMON, Core, Paths};
+use crate::pods::kube::Kube;
 use crate::pods::podman::default_socket;
 use crate::pods::{Engine, Podman};
 use crate::store::Store;
@@ -23,11 +24,23 @@ use crate::web;
 use crate::web::process::DaemonProcess;
 
 pub async fn run(config: Config, listen: &str) -> Result<()> {
-    if config.engine.kind == crate::config::EngineKind::Kubernetes {
-        bail!(
-            "[engine] kind = \"kubernetes\": the daemon runs workspaces on podman only in this version (the Kubernetes engine is a library backend, and `devaipod kube <workspace>` prints a workspace for `kubectl apply`): remove the [engine] kind line or set it to \"podman\"; see docs/kubernetes.md"
-        );
+    match config.engine.kind {
+        EngineKind::Podman => {
+            let engine = Podman::new(&default_socket())?;
+            serve_on(config, listen, engine).await
+        }
+        EngineKind::Kubernetes => {
+            let (ctx, ns) = (config.engine.context.clone(), config.engine.namespace.clone());
+            let engine = Kube::connect(ctx.as_deref(), ns.as_deref()).await?;
+            engine.ping().await.context("the Kubernetes API does not answer")?;
+            tracing::info!("workspaces run on Kubernetes, namespace {}", engine.namespace());
+            serve_on(config, listen, engine).await
+        }
     }
+}
+
+/// The daemon on `engine`.
+async fn serve_on<E: Engine>(config: Config, listen: &str, engine: E) -> Result<()> {
     let paths = Paths::for_instance(config.instance.as_str()).map_err(anyhow::Error::msg)?;
     paths.create().map_err(anyhow::Error::msg)?;
     let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(paths.lock_file())?;
@@ -46,7 +59,6 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     std::fs::write(paths.runtime.join("listen"), bound.to_string())?;
     std::fs::write(paths.pid_file(), std::process::id().to_string())?;
 
-    let engine = Podman::new(&default_socket())?;
     sweep_helpers(&engine, config.instance.as_str()).await;
     let bin = paths.data.join("bin");
     let bridge = {
@@ -55,7 +67,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
     };
     collect_copies(&engine, config.instance.as_str(), &bin, &bridge).await;
     let process = DaemonProcess::new(Some(bridge.clone()));
-    let mut core: Arc<Core<Podman>> = Core::new(config, engine, store, paths.clone());
+    let mut core: Arc<Core<E>> = Core::new(config, engine, store, paths.clone());
     if std::env::var("DEVAIPOD_COPY_OPENCODE").as_deref() == Ok("1") {
         // In a container: its image's opencode, copied where podman (on the host) finds it.
         let (from, data) = (core.opencode_dir.clone(), paths.data.clone());
@@ -134,7 +146,7 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
 
 /// Removes the copies of devaipod's executable that no container of the instance mounts
 /// any more (`exe::collect`). When podman does not say which it mounts, nothing is removed.
-async fn collect_copies(engine: &Podman, instance: &str, bin: &Path, current: &Path) {
+async fn collect_copies(engine: &impl Engine, instance: &str, bin: &Path, current: &Path) {
     match tokio::time::timeout(SWEEP_TIMEOUT, engine.bind_sources(instance)).await {
         Ok(Ok(in_use)) => {
             let (bin, current) = (bin.to_owned(), current.to_owned());
@@ -147,7 +159,7 @@ async fn collect_copies(engine: &Podman, instance: &str, bin: &Path, current: &P
         }
         Ok(Err(e)) => tracing::warn!("cannot list the containers' mounts ({e}); older executables kept"),
         Err(_) => tracing::warn!(
-            "podman did not list the containers' mounts within {} s; older executables kept",
+            "the engine did not list the containers' mounts within {} s; older executables kept",
             SWEEP_TIMEOUT.as_secs()
         ),
     }
@@ -169,7 +181,7 @@ async fn sweep_helpers(engine: &impl Engine, instance: &str) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!("cannot remove helper containers left by an earlier daemon: {e}"),
         Err(_) => tracing::warn!(
-            "podman did not list helper containers within {} s; left for the next start",
+            "the engine did not list helper containers within {} s; left for the next start",
             SWEEP_TIMEOUT.as_secs()
         ),
     }

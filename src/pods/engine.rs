@@ -15,28 +15,34 @@ use super::naming::Role;
 use super::plan::{BuildPlan, ContainerPlan, MountPlan, PodSpec, SecretPlan, VolumePlan};
 use super::spec::SpecError;
 
+/// Who answered: [`PODMAN`] or [`KUBERNETES`], in the words of an [`EngineError`].
+pub const PODMAN: &str = "podman";
+pub const KUBERNETES: &str = "Kubernetes";
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach podman at {}: {reason}\n  {}", socket.display(), super::socket::start_hint(socket))]
     Unavailable { socket: PathBuf, reason: String },
-    /// HTTP 404: the object is not there. `message` is podman's own reason.
-    #[error("podman could not {op}: {message}")]
-    NotFound { op: String, message: String },
-    /// Podman said the object exists already (a pod, container, volume or secret of that
-    /// name): read from its words, whatever the status (409, or 500 for secrets).
-    #[error("podman could not {op}: {message}")]
-    AlreadyExists { op: String, message: String },
+    /// HTTP 404: the object is not there. `message` is the engine's own reason; `engine`
+    /// names it ([`PODMAN`], [`KUBERNETES`]).
+    #[error("{engine} could not {op}: {message}")]
+    NotFound { engine: &'static str, op: String, message: String },
+    /// The engine said the object exists already (a pod, container, volume or secret of
+    /// that name): read from its words, whatever the status (409, or podman's 500 for
+    /// secrets).
+    #[error("{engine} could not {op}: {message}")]
+    AlreadyExists { engine: &'static str, op: String, message: String },
     /// HTTP 409 for anything else: the object is in a state that forbids the call (a volume
     /// in use, a container that is running, a pod that failed to start); `message` is
-    /// podman's.
-    #[error("podman could not {op}: {message}")]
-    Conflict { op: String, message: String },
-    #[error("podman could not {op}: {message}")]
-    Api { op: String, status: u16, message: String },
+    /// the engine's.
+    #[error("{engine} could not {op}: {message}")]
+    Conflict { engine: &'static str, op: String, message: String },
+    #[error("{engine} could not {op}: {message}")]
+    Api { engine: &'static str, op: String, status: u16, message: String },
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("podman did not finish {op} within {secs} s")]
-    Timeout { op: String, secs: u64 },
+    #[error("{engine} did not finish {op} within {secs} s")]
+    Timeout { engine: &'static str, op: String, secs: u64 },
     #[error("image {image} is not here and could not be pulled: {message}")]
     Pull { image: String, message: String },
     #[error("building the image failed: {message}")]
@@ -303,6 +309,17 @@ pub trait Engine: Send + Sync + 'static {
     fn logs(&self, container: &str, follow: bool, tail: Option<u32>)
     -> BoxStream<'static, Result<Output, EngineError>>;
 
+    /// The host paths bind-mounted into `instance`'s containers, in any state (the daemon
+    /// keeps the copies of its executable that these still use). Engines that cannot say
+    /// fail, and the daemon then keeps every copy.
+    fn bind_sources(
+        &self,
+        instance: &str,
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<PathBuf>, EngineError>> + Send {
+        let _ = instance;
+        async { Err(unsupported("list the containers' mounts")) }
+    }
+
     /// Sets the terminal size of a running exec started with `tty` (SSH window changes,
     /// `exec -it`). Engines without terminals say so.
     fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> impl Future<Output = Result<(), EngineError>> + Send {
@@ -330,5 +347,5 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for 
 pub type PortStream = Box<dyn Duplex>;
 
 fn unsupported(op: &str) -> EngineError {
-    EngineError::Api { op: op.to_owned(), status: 501, message: "this engine cannot do that".into() }
+    EngineError::Api { engine: PODMAN, op: op.to_owned(), status: 501, message: "this engine cannot do that".into() }
 }

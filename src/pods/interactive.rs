@@ -229,11 +229,13 @@ fn connect_in(ns_path: &str, port: u16) -> Result<std::net::TcpStream, String> {
 }
 
 async fn timed<T>(op: &str, f: impl std::future::Future<Output = T>) -> Result<T, EngineError> {
-    tokio::time::timeout(CONNECT_TIMEOUT * 2, f)
-        .await
-        .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: (CONNECT_TIMEOUT * 2).as_secs() })
+    tokio::time::timeout(CONNECT_TIMEOUT * 2, f).await.map_err(|_| EngineError::Timeout {
+        engine: crate::pods::engine::PODMAN,
+        op: op.to_owned(),
+        secs: (CONNECT_TIMEOUT * 2).as_secs(),
+    })
 }
 
 fn api(op: &str, message: String) -> EngineError {
-    EngineError::Api { op: op.to_owned(), status: 0, message }
+    EngineError::Api { engine: crate::pods::engine::PODMAN, op: op.to_owned(), status: 0, message }
 }

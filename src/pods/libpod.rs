@@ -57,7 +57,12 @@ impl Libpod {
             Body::Tar(t) => builder.header("content-type", "application/x-tar").body(Full::new(Bytes::from(t))),
             Body::Raw(b) => builder.header("content-type", "application/octet-stream").body(Full::new(Bytes::from(b))),
         }
-        .map_err(|e| EngineError::Api { op: path.to_owned(), status: 0, message: e.to_string() })?;
+        .map_err(|e| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
+            op: path.to_owned(),
+            status: 0,
+            message: e.to_string(),
+        })?;
         self.client
             .request(req)
             .await
@@ -84,18 +89,26 @@ impl Libpod {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| EngineError::Api { op: op.to_owned(), status: status.as_u16(), message: e.to_string() })?
+                .map_err(|e| EngineError::Api {
+                    engine: crate::pods::engine::PODMAN,
+                    op: op.to_owned(),
+                    status: status.as_u16(),
+                    message: e.to_string(),
+                })?
                 .to_bytes();
             check(op, status, bytes)
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: timeout.as_secs() })?
+        tokio::time::timeout(timeout, fut).await.map_err(|_| EngineError::Timeout {
+            engine: crate::pods::engine::PODMAN,
+            op: op.to_owned(),
+            secs: timeout.as_secs(),
+        })?
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, op: &str, path: &str) -> Result<T, EngineError> {
         let bytes = self.call(op, Method::GET, path, Body::Empty).await?;
         serde_json::from_slice(&bytes).map_err(|e| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
             op: op.to_owned(),
             status: 200,
             message: format!("unexpected answer: {e}"),
@@ -112,9 +125,13 @@ impl Libpod {
         body: Body,
         idle: Duration,
     ) -> Result<impl Stream<Item = Result<Bytes, EngineError>> + Send + use<>, EngineError> {
-        let resp = tokio::time::timeout(CALL_TIMEOUT, self.send(method, path, body))
-            .await
-            .map_err(|_| EngineError::Timeout { op: op.to_owned(), secs: CALL_TIMEOUT.as_secs() })??;
+        let resp = tokio::time::timeout(CALL_TIMEOUT, self.send(method, path, body)).await.map_err(|_| {
+            EngineError::Timeout {
+                engine: crate::pods::engine::PODMAN,
+                op: op.to_owned(),
+                secs: CALL_TIMEOUT.as_secs(),
+            }
+        })??;
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
@@ -128,11 +145,20 @@ impl Libpod {
                 let mut frames = state?;
                 loop {
                     return match tokio::time::timeout(idle, frames.next()).await {
-                        Err(_) => Some((Err(EngineError::Timeout { op, secs: idle.as_secs() }), None)),
+                        Err(_) => Some((
+                            Err(EngineError::Timeout { engine: crate::pods::engine::PODMAN, op, secs: idle.as_secs() }),
+                            None,
+                        )),
                         Ok(None) => None,
-                        Ok(Some(Err(e))) => {
-                            Some((Err(EngineError::Api { op, status: 200, message: e.to_string() }), None))
-                        }
+                        Ok(Some(Err(e))) => Some((
+                            Err(EngineError::Api {
+                                engine: crate::pods::engine::PODMAN,
+                                op,
+                                status: 200,
+                                message: e.to_string(),
+                            }),
+                            None,
+                        )),
                         Ok(Some(Ok(frame))) => match frame.into_data() {
                             Ok(data) => Some((Ok(data), Some(frames))),
                             Err(_) => continue, // trailers
@@ -157,12 +183,12 @@ pub fn status_error(op: &str, status: StatusCode, body: &[u8]) -> EngineError {
     let message = ErrorBody::reason(body).unwrap_or_else(|| status.to_string());
     let op = op.to_owned();
     if (status.is_server_error() || status.is_client_error()) && ErrorBody::says_exists(body) {
-        return EngineError::AlreadyExists { op, message };
+        return EngineError::AlreadyExists { engine: crate::pods::engine::PODMAN, op, message };
     }
     match status {
-        StatusCode::NOT_FOUND => EngineError::NotFound { op, message },
-        StatusCode::CONFLICT => EngineError::Conflict { op, message },
-        _ => EngineError::Api { op, status: status.as_u16(), message },
+        StatusCode::NOT_FOUND => EngineError::NotFound { engine: crate::pods::engine::PODMAN, op, message },
+        StatusCode::CONFLICT => EngineError::Conflict { engine: crate::pods::engine::PODMAN, op, message },
+        _ => EngineError::Api { engine: crate::pods::engine::PODMAN, op, status: status.as_u16(), message },
     }
 }
 

@@ -137,10 +137,14 @@ impl Podman {
     }
 }
 
-impl Podman {
+fn api_err(op: &str, message: impl Into<String>) -> EngineError {
+    EngineError::Api { engine: crate::pods::engine::PODMAN, op: op.to_owned(), status: 0, message: message.into() }
+}
+
+impl Engine for Podman {
     /// The host paths bind-mounted into `instance`'s containers, in any state (the daemon
     /// keeps the copies of its executable that these still use).
-    pub async fn bind_sources(&self, instance: &str) -> Result<BTreeSet<PathBuf>, EngineError> {
+    async fn bind_sources(&self, instance: &str) -> Result<BTreeSet<PathBuf>, EngineError> {
         let labels = [(LABEL_INSTANCE, instance)];
         let path = format!("/containers/json?all=true&filters={}", label_filter(&labels));
         let listed: Vec<ListedContainer> = self.api.get_json("list containers", &path).await?;
@@ -155,13 +159,7 @@ impl Podman {
         }
         Ok(sources)
     }
-}
 
-fn api_err(op: &str, message: impl Into<String>) -> EngineError {
-    EngineError::Api { op: op.to_owned(), status: 0, message: message.into() }
-}
-
-impl Engine for Podman {
     async fn ping(&self) -> Result<(), EngineError> {
         // `_ping`, not `/version`: the latter asks the OCI runtime and conmon for their
         // versions and costs ~100 ms.
@@ -201,9 +199,11 @@ impl Engine for Podman {
                     }
                     Ok::<_, EngineError>(())
                 };
-                tokio::time::timeout(CALL_TIMEOUT, collect)
-                    .await
-                    .map_err(|_| EngineError::Timeout { op: op.clone(), secs: CALL_TIMEOUT.as_secs() })??;
+                tokio::time::timeout(CALL_TIMEOUT, collect).await.map_err(|_| EngineError::Timeout {
+                    engine: crate::pods::engine::PODMAN,
+                    op: op.clone(),
+                    secs: CALL_TIMEOUT.as_secs(),
+                })??;
                 Ok::<_, EngineError>(out)
             }
             .await;
@@ -316,9 +316,11 @@ impl Engine for Podman {
                     }
                     Ok::<_, EngineError>(())
                 };
-                tokio::time::timeout(SECRET_READ_TIMEOUT, collect)
-                    .await
-                    .map_err(|_| EngineError::Timeout { op: op.clone(), secs: SECRET_READ_TIMEOUT.as_secs() })??;
+                tokio::time::timeout(SECRET_READ_TIMEOUT, collect).await.map_err(|_| EngineError::Timeout {
+                    engine: crate::pods::engine::PODMAN,
+                    op: op.clone(),
+                    secs: SECRET_READ_TIMEOUT.as_secs(),
+                })??;
                 Ok::<_, EngineError>(String::from_utf8_lossy(&out).trim_end_matches('\n').to_owned())
             }
             .await;
@@ -574,6 +576,7 @@ impl Engine for Podman {
             }
         };
         tokio::time::timeout(EXIT_CODE_TIMEOUT, ask).await.map_err(|_| EngineError::Timeout {
+            engine: crate::pods::engine::PODMAN,
             op: "wait for the command's exit code".into(),
             secs: EXIT_CODE_TIMEOUT.as_secs(),
         })?
@@ -609,18 +612,18 @@ pub(super) fn docker_err(op: &str, e: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
     match e {
         E::DockerResponseServerError { status_code: 404, message } => {
-            EngineError::NotFound { op: op.to_owned(), message }
+            EngineError::NotFound { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message }
         }
         E::DockerResponseServerError { status_code: 400..=599, message }
             if ErrorBody::says_exists(message.as_bytes()) =>
         {
-            EngineError::AlreadyExists { op: op.to_owned(), message }
+            EngineError::AlreadyExists { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message }
         }
         E::DockerResponseServerError { status_code: 409, message } => {
-            EngineError::Conflict { op: op.to_owned(), message }
+            EngineError::Conflict { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message }
         }
         E::DockerResponseServerError { status_code, message } => {
-            EngineError::Api { op: op.to_owned(), status: status_code, message }
+            EngineError::Api { engine: crate::pods::engine::PODMAN, op: op.to_owned(), status: status_code, message }
         }
         other => api_err(op, other.to_string()),
     }

@@ -348,11 +348,19 @@ fn errors_map_to_statuses_a_client_can_act_on() {
         (CoreError::Invalid("bad".into()), StatusCode::BAD_REQUEST),
         (CoreError::TaskNotFound("t".into()), StatusCode::NOT_FOUND),
         (
-            CoreError::Engine(crate::pods::EngineError::Conflict { op: "remove".into(), message: "in use".into() }),
+            CoreError::Engine(crate::pods::EngineError::Conflict {
+                engine: crate::pods::engine::PODMAN,
+                op: "remove".into(),
+                message: "in use".into(),
+            }),
             StatusCode::CONFLICT,
         ),
         (
-            CoreError::Engine(crate::pods::EngineError::Timeout { op: "stop".into(), secs: 5 }),
+            CoreError::Engine(crate::pods::EngineError::Timeout {
+                engine: crate::pods::engine::PODMAN,
+                op: "stop".into(),
+                secs: 5,
+            }),
             StatusCode::SERVICE_UNAVAILABLE,
         ),
         (

@@ -93,22 +93,27 @@ struct Container {
 const RUNNING: &str = "running";
 
 fn injected(op: Op) -> EngineError {
-    EngineError::Api { op: format!("{op:?} (injected)"), status: 500, message: "injected failure".into() }
+    EngineError::Api {
+        engine: crate::pods::engine::PODMAN,
+        op: format!("{op:?} (injected)"),
+        status: 500,
+        message: "injected failure".into(),
+    }
 }
 
 /// Podman's 404: `op` could not be done, there is no such `what`.
 fn not_found(op: &str, what: &str) -> EngineError {
-    EngineError::NotFound { op: op.to_owned(), message: format!("no such {what}") }
+    EngineError::NotFound { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message: format!("no such {what}") }
 }
 
 /// Podman's 409: `op` could not be done, for `message`.
 fn conflict(op: &str, message: &str) -> EngineError {
-    EngineError::Conflict { op: op.to_owned(), message: message.to_owned() }
+    EngineError::Conflict { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message: message.to_owned() }
 }
 
 /// Podman saying the object exists already.
 fn exists(op: &str, message: &str) -> EngineError {
-    EngineError::AlreadyExists { op: op.to_owned(), message: message.to_owned() }
+    EngineError::AlreadyExists { engine: crate::pods::engine::PODMAN, op: op.to_owned(), message: message.to_owned() }
 }
 
 impl FakeEngine {
@@ -312,7 +317,12 @@ async fn run_below(
     env: &BTreeMap<String, String>,
 ) -> Result<(i64, Vec<u8>, Vec<u8>), EngineError> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(EngineError::Api { op: "exec".into(), status: 400, message: "no command".into() });
+        return Err(EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
+            op: "exec".into(),
+            status: 400,
+            message: "no command".into(),
+        });
     };
     let dir = below(root, workdir.unwrap_or("/"));
     let mut cmd = std::process::Command::new(map_arg(root, program));
@@ -328,7 +338,12 @@ async fn run_below(
         cmd.output()
     })
     .await
-    .map_err(|e| EngineError::Api { op: "exec".into(), status: 500, message: e.to_string() })?;
+    .map_err(|e| EngineError::Api {
+        engine: crate::pods::engine::PODMAN,
+        op: "exec".into(),
+        status: 500,
+        message: e.to_string(),
+    })?;
     Ok(match ran {
         Ok(out) => (i64::from(out.status.code().unwrap_or(137)), out.stdout, out.stderr),
         Err(e) => (127, Vec::new(), format!("{program}: {e}").into_bytes()),
@@ -510,6 +525,7 @@ impl Engine for FakeEngine {
         }
         let root = self.dir.path().join(&c.name);
         std::fs::create_dir_all(&root).map_err(|e| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
             op: "create a container".into(),
             status: 500,
             message: e.to_string(),
@@ -599,8 +615,18 @@ impl Engine for FakeEngine {
             tar::Archive::new(tar.as_slice()).unpack(&dest)
         })
         .await
-        .map_err(|e| EngineError::Api { op: op.clone(), status: 500, message: e.to_string() })?
-        .map_err(|e| EngineError::Api { op, status: 500, message: e.to_string() })
+        .map_err(|e| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
+            op: op.clone(),
+            status: 500,
+            message: e.to_string(),
+        })?
+        .map_err(|e| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
+            op,
+            status: 500,
+            message: e.to_string(),
+        })
     }
 
     async fn list_pods(&self, labels: &[(&str, &str)]) -> Result<Vec<PodInfo>, EngineError> {
@@ -680,7 +706,12 @@ impl Engine for FakeEngine {
         self.unless_held(Op::ExecTo).await;
         let root = self.running_root(container)?;
         let Some((program, args)) = spec.argv.split_first() else {
-            return Err(EngineError::Api { op: "exec".into(), status: 400, message: "no command".into() });
+            return Err(EngineError::Api {
+                engine: crate::pods::engine::PODMAN,
+                op: "exec".into(),
+                status: 400,
+                message: "no command".into(),
+            });
         };
         let dir = below(&root, spec.workdir.as_deref().unwrap_or("/"));
         let mut cmd = std::process::Command::new(map_arg(&root, program));
@@ -693,7 +724,12 @@ impl Engine for FakeEngine {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let api = |e: std::io::Error| EngineError::Api { op: "exec".into(), status: 500, message: e.to_string() };
+        let api = |e: std::io::Error| EngineError::Api {
+            engine: crate::pods::engine::PODMAN,
+            op: "exec".into(),
+            status: 500,
+            message: e.to_string(),
+        };
         let mut child = cmd.spawn().map_err(api)?;
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         // Killed when this future is dropped (a cancelled or abandoned run).

@@ -234,6 +234,11 @@ pub enum ExecTarget {
 }
 
 impl ExecTarget {
+    /// The agent's container when `agent`, else the workspace's.
+    pub fn of(agent: bool) -> ExecTarget {
+        if agent { ExecTarget::Agent } else { ExecTarget::Workspace }
+    }
+
     fn role(self) -> Role {
         match self {
             ExecTarget::Workspace => Role::Workspace,

@@ -3,12 +3,18 @@
 //! The mapping: a devaipod pod is the set of Kubernetes Pods labelled
 //! `io.devaipod.pod=<pod>`; each of its containers is a Pod of its own, named as the
 //! container (the agent needs a network namespace of its own: see `render`), made by
-//! [`render::container_pod`] when the container is created (Pods start when created);
-//! volumes are PersistentVolumeClaims, secrets are Secrets (key `value`). Commands run
-//! through the exec API (as the container's user), logs stream from the log API, lists
-//! select by label. What Kubernetes has no call for (building, pulling or removing
-//! images, stopping a Pod, throwaway helper containers) fails with a message saying so.
-//! Every call is bounded by the engine's timeout.
+//! [`render::container_pod`] when the container is created (Pods start when created;
+//! "start" waits until it runs). A container on a loopback-only network (an agent,
+//! a worker, a candidate) gets a NetworkPolicy selecting its Pod alone, made before the
+//! Pod, that denies it all ingress and egress. Volumes are PersistentVolumeClaims,
+//! secrets are Secrets (key `value`). Commands run through the exec API (as the
+//! container's user), logs stream from the log API, lists select by label. Images are the
+//! nodes' business (they pull when a Pod starts; a Pod whose image cannot be pulled fails
+//! its start with the kubelet's reason). Stopping a container deletes its Pod (its claims
+//! stay; devaipod makes a worker's or candidate's container again from its kept plan).
+//! What Kubernetes has no call for (building or inspecting images, stopping a whole
+//! workspace, throwaway helper containers, compose services) fails with a message saying
+//! so. Every call is bounded by the engine's timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,21 +23,39 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams};
 use serde_json::json;
 
-use super::render::{self, PodMeta, RenderOptions, SECRET_KEY};
+use super::render::{self, PodMeta, RenderOptions, SECRET_KEY, trusted_secret};
 use crate::pods::engine::{
     ContainerInfo, ContainerState, Engine, EngineError, EngineInfo, ExecRun, ExecSession, ExecSpec, HelperOutput,
-    HelperRun, ImageFacts, Output, PodInfo, pump_to,
+    HelperRun, ImageFacts, KUBERNETES, Output, PodInfo, pump_to,
 };
 use crate::pods::naming::{self, Role};
-use crate::pods::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
+use crate::pods::plan::{BuildPlan, ContainerNetwork, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 
 /// The label joining a devaipod pod's Kubernetes Pods.
 pub const LABEL_POD: &str = "io.devaipod.pod";
+/// The label naming the container a Pod runs: its NetworkPolicy selects it by that.
+pub const LABEL_CONTAINER: &str = "io.devaipod.container";
 /// Default bound of one API call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a Pod may take to run (scheduled, its image pulled, started) before its start
+/// fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a starting or a deleted Pod is looked at.
+const POLL: Duration = Duration::from_millis(250);
+/// The kubelet's reasons for a container that will not start without a change.
+const STUCK: [&str; 7] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+];
 
 type ExitStatus =
     futures_util::future::BoxFuture<'static, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>>;
@@ -40,6 +64,7 @@ pub struct Kube {
     client: kube::Client,
     namespace: String,
     timeout: Duration,
+    start_timeout: Duration,
     /// Pods created but whose containers are not all made yet (their hostname, ports).
     pods: Mutex<HashMap<String, PodSpec>>,
     /// Running execs' exit statuses, by id.
@@ -54,6 +79,7 @@ impl Kube {
             namespace: client.default_namespace().to_owned(),
             client,
             timeout: CALL_TIMEOUT,
+            start_timeout: START_TIMEOUT,
             pods: Mutex::new(HashMap::new()),
             execs: Arc::new(Mutex::new(HashMap::new())),
             volume_size: render::DEFAULT_VOLUME_SIZE.to_owned(),
@@ -89,6 +115,12 @@ impl Kube {
         self
     }
 
+    /// Gives a starting Pod `timeout` instead of [`START_TIMEOUT`].
+    pub fn with_start_timeout(mut self, timeout: Duration) -> Kube {
+        self.start_timeout = timeout;
+        self
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -102,12 +134,17 @@ impl Kube {
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
 
     /// One API call, bounded, its error in devaipod's words.
     async fn call<T>(&self, op: &str, f: impl Future<Output = Result<T, kube::Error>>) -> Result<T, EngineError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(r) => r.map_err(|e| map_error(op, &self.namespace, e)),
-            Err(_) => Err(EngineError::Timeout { op: op.to_owned(), secs: self.timeout.as_secs().max(1) }),
+            Err(_) => {
+                Err(EngineError::Timeout { engine: KUBERNETES, op: op.to_owned(), secs: self.timeout.as_secs().max(1) })
+            }
         }
     }
 
@@ -115,6 +152,182 @@ impl Kube {
         let lp = ListParams::default().labels(&format!("{LABEL_POD}={pod}"));
         Ok(self.call(&format!("list the Pods of {pod}"), self.pods_api().list(&lp)).await?.items)
     }
+
+    /// What a new container of `pod` runs with: the pod as created, or, for one created
+    /// before this daemon started (a worker made later), as its Pods carry it.
+    async fn pod_meta(&self, pod: &str, container: &str) -> Result<PodMeta, EngineError> {
+        let known = self.pods.lock().map_err(|_| poisoned())?.get(pod).cloned();
+        if let Some(spec) = known {
+            return Ok(PodMeta {
+                name: spec.name,
+                hostname: spec.hostname,
+                labels: spec.labels,
+                ports: spec.ports,
+                add_hosts: spec.add_hosts,
+            });
+        }
+        let existing = self.pods_of(pod).await?;
+        let Some(first) = existing.first() else {
+            return Err(EngineError::NotFound {
+                engine: KUBERNETES,
+                op: format!("create container {container}"),
+                message: format!("pod {pod} does not exist (no Pod is labelled {LABEL_POD}={pod})"),
+            });
+        };
+        let mut labels = first.metadata.labels.clone().unwrap_or_default();
+        labels.retain(|k, _| ![naming::LABEL_ROLE, LABEL_POD, LABEL_CONTAINER].contains(&k.as_str()));
+        let spec = first.spec.as_ref();
+        let add_hosts = spec
+            .and_then(|s| s.host_aliases.as_ref())
+            .map(|a| {
+                a.iter().flat_map(|h| h.hostnames.iter().flatten().map(move |n| format!("{n}:{}", h.ip))).collect()
+            })
+            .unwrap_or_default();
+        Ok(PodMeta {
+            name: pod.to_owned(),
+            hostname: spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| pod.to_owned()),
+            labels,
+            ports: Vec::new(),
+            add_hosts,
+        })
+    }
+
+    /// The NetworkPolicy that walls a loopback-only container's Pod in: it selects that Pod
+    /// alone and lists Ingress and Egress with no rule, so nothing reaches it and it reaches
+    /// nothing. Made before the Pod; one left by a stopped container is kept.
+    async fn wall(&self, pod: &str, container: &str, labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
+        let mut own = render::selector(labels);
+        own.insert(LABEL_POD.into(), pod.to_owned());
+        let policy: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": walls_of(container), "labels": own},
+            "spec": {
+                "podSelector": {"matchLabels": {LABEL_POD: pod, LABEL_CONTAINER: container}},
+                "policyTypes": ["Ingress", "Egress"],
+            },
+        }))
+        .map_err(|e| EngineError::Kubernetes {
+            op: "make a NetworkPolicy".into(),
+            status: 0,
+            message: e.to_string(),
+        })?;
+        let op = format!("wall in container {container}");
+        match self.call(&op, self.policies().create(&PostParams::default(), &policy)).await {
+            Ok(_) | Err(EngineError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until Pod `name` runs: every container running. A container the kubelet
+    /// will not start (its image cannot be pulled, its config is wrong, it crashes) or
+    /// that exited fails at once with the kubelet's reason; a Pod still pending after the
+    /// start timeout fails with what it waits for.
+    async fn wait_running(&self, name: &str) -> Result<(), EngineError> {
+        let op = format!("start container {name}");
+        let deadline = tokio::time::Instant::now() + self.start_timeout;
+        loop {
+            let p = self.call(&op, self.pods_api().get(name)).await?;
+            match starting(&p) {
+                Start::Running => return Ok(()),
+                Start::Failed(why) => {
+                    return Err(EngineError::Kubernetes { op, status: 0, message: why });
+                }
+                Start::Pending(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(EngineError::Kubernetes {
+                        op,
+                        status: 0,
+                        message: format!("not running after {} s: {why}", self.start_timeout.as_secs()),
+                    });
+                }
+                Start::Pending(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Deletes Pod `name` and waits until it is gone (so that one of the same name can be
+    /// made again). `NotFound` when there was none.
+    async fn delete_pod(&self, name: &str, grace_secs: u32, op: &str) -> Result<(), EngineError> {
+        let dp = DeleteParams { grace_period_seconds: Some(grace_secs), ..Default::default() };
+        self.call(op, self.pods_api().delete(name, &dp)).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout + Duration::from_secs(u64::from(grace_secs));
+        while self.call(op, self.pods_api().get_opt(name)).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Timeout {
+                    engine: KUBERNETES,
+                    op: format!("{op} (the Pod is still terminating)"),
+                    secs: (self.timeout.as_secs() + u64::from(grace_secs)).max(1),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+
+    async fn unwall(&self, container: &str) -> Result<(), EngineError> {
+        let op = format!("remove the walls of {container}");
+        match self.call(&op, self.policies().delete(&walls_of(container), &DeleteParams::default())).await {
+            Ok(_) | Err(EngineError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The NetworkPolicy of a loopback-only container.
+pub fn walls_of(container: &str) -> String {
+    format!("{container}-walls")
+}
+
+/// Where a starting Pod is.
+#[derive(Debug, PartialEq)]
+enum Start {
+    Running,
+    /// Not yet, and why (the kubelet's or the scheduler's words).
+    Pending(String),
+    /// It will not run without a change.
+    Failed(String),
+}
+
+fn starting(p: &Pod) -> Start {
+    let Some(status) = p.status.as_ref() else { return Start::Pending("not scheduled yet".into()) };
+    if status.phase.as_deref() == Some("Failed") {
+        let why = status.message.clone().or_else(|| status.reason.clone()).unwrap_or_else(|| "failed".into());
+        return Start::Failed(format!("the Pod failed: {why}"));
+    }
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    for c in containers {
+        let Some(state) = c.state.as_ref() else { continue };
+        if let Some(w) = &state.waiting {
+            let reason = w.reason.clone().unwrap_or_default();
+            let said = w.message.clone().map(|m| format!(": {m}")).unwrap_or_default();
+            if STUCK.contains(&reason.as_str()) {
+                return Start::Failed(format!("{reason}{said}"));
+            }
+        }
+        if let Some(t) = &state.terminated {
+            let said = t.message.clone().or_else(|| t.reason.clone()).map(|m| format!(" ({m})")).unwrap_or_default();
+            return Start::Failed(format!("its container exited with code {}{said}", t.exit_code));
+        }
+    }
+    if !containers.is_empty() && containers.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())) {
+        return Start::Running;
+    }
+    // Why it waits: a container's reason, else the scheduler's condition.
+    let waiting = containers.iter().find_map(|c| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        Some(format!(
+            "{}{}",
+            w.reason.clone().unwrap_or_default(),
+            w.message.clone().map(|m| format!(": {m}")).unwrap_or_default()
+        ))
+    });
+    let condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "False")
+        .map(|c| format!("{} ({})", c.type_, c.message.clone().or_else(|| c.reason.clone()).unwrap_or_default()));
+    Start::Pending(
+        waiting.or(condition).unwrap_or_else(|| format!("phase {}", status.phase.as_deref().unwrap_or("Pending"))),
+    )
 }
 
 /// A Kubernetes API error as the user should read it.
@@ -123,11 +336,11 @@ pub fn map_error(op: &str, namespace: &str, e: kube::Error) -> EngineError {
         kube::Error::Api(s) => {
             let message = if s.message.is_empty() { s.reason.clone() } else { s.message.clone() };
             match s.code {
-                404 => EngineError::NotFound { op: format!("{op} (Kubernetes)"), message },
+                404 => EngineError::NotFound { engine: KUBERNETES, op: op.to_owned(), message },
                 409 if s.reason == "AlreadyExists" => {
-                    EngineError::AlreadyExists { op: format!("{op} (Kubernetes)"), message }
+                    EngineError::AlreadyExists { engine: KUBERNETES, op: op.to_owned(), message }
                 }
-                409 => EngineError::Conflict { op: format!("{op} (Kubernetes)"), message },
+                409 => EngineError::Conflict { engine: KUBERNETES, op: op.to_owned(), message },
                 403 => EngineError::Kubernetes {
                     op: op.to_owned(),
                     status: 403,
@@ -245,16 +458,21 @@ impl Engine for Kube {
         Err(unsupported(&format!("run a {} helper", run.role), "there are no throwaway helper containers"))
     }
 
-    async fn image_exists(&self, reference: &str) -> Result<bool, EngineError> {
-        Err(unsupported(&format!("look for image {reference}"), "the nodes pull images; push it to a registry"))
+    /// Always: the node pulls the image when the Pod starts, and a Pod whose image cannot
+    /// be pulled fails its start with the kubelet's reason (`ErrImagePull`).
+    async fn image_exists(&self, _reference: &str) -> Result<bool, EngineError> {
+        Ok(true)
     }
 
-    async fn pull_image(&self, reference: &str) -> Result<(), EngineError> {
-        Err(unsupported(&format!("pull image {reference}"), "the nodes pull images when a Pod starts"))
+    async fn pull_image(&self, _reference: &str) -> Result<(), EngineError> {
+        Ok(())
     }
 
     async fn image_facts(&self, reference: &str) -> Result<ImageFacts, EngineError> {
-        Err(unsupported(&format!("read image {reference}"), "images are not inspected through the API"))
+        Err(unsupported(
+            &format!("read image {reference}"),
+            "images are not inspected through the API, and devcontainer features need a local build: build the image with its features elsewhere, push it, and name it in `image`",
+        ))
     }
 
     async fn build_image(
@@ -317,7 +535,12 @@ impl Engine for Kube {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
-        Err(unsupported(&format!("remove image {reference}"), "the nodes' image caches are the kubelet's"))
+        // Nothing was built here; the nodes' image caches are the kubelet's.
+        Err(EngineError::NotFound {
+            engine: KUBERNETES,
+            op: format!("remove image {reference}"),
+            message: "images are not kept by devaipod on Kubernetes".into(),
+        })
     }
 
     async fn container_env(&self, name: &str) -> Result<BTreeMap<String, String>, EngineError> {
@@ -354,7 +577,8 @@ impl Engine for Kube {
         // Kubernetes has no group of Pods to make: its containers' Pods carry its label.
         if self.pod_exists(&pod.name).await? {
             return Err(EngineError::AlreadyExists {
-                op: format!("create pod {} (Kubernetes)", pod.name),
+                engine: KUBERNETES,
+                op: format!("create pod {}", pod.name),
                 message: format!("Pods labelled {LABEL_POD}={} exist", pod.name),
             });
         }
@@ -363,25 +587,54 @@ impl Engine for Kube {
     }
 
     async fn create_container(&self, pod: &str, c: &ContainerPlan) -> Result<(), EngineError> {
-        let spec =
-            self.pods.lock().map_err(|_| poisoned())?.get(pod).cloned().ok_or_else(|| EngineError::NotFound {
-                op: format!("create container {} (Kubernetes)", c.name),
-                message: format!("pod {pod} was not created by this daemon"),
-            })?;
-        let meta = PodMeta {
-            name: spec.name.clone(),
-            hostname: spec.hostname.clone(),
-            labels: spec.labels.clone(),
-            ports: spec.ports.clone(),
-            add_hosts: spec.add_hosts.clone(),
-        };
+        let op = format!("create container {}", c.name);
+        if c.role == Role::Service {
+            return Err(unsupported(
+                &op,
+                "compose services would need the workspace container's network namespace, which a Pod of their own does not share: run compose projects on podman",
+            ));
+        }
+        if !render::is_label_value(&c.name) {
+            return Err(EngineError::Kubernetes {
+                op,
+                status: 0,
+                message: "the name is not a valid Kubernetes label value (at most 63 characters): choose a shorter workspace name".into(),
+            });
+        }
+        let meta = self.pod_meta(pod, &c.name).await?;
         let mut labels = c.labels.clone();
         labels.insert(LABEL_POD.into(), pod.to_owned());
+        labels.insert(LABEL_CONTAINER.into(), c.name.clone());
         let near = (c.role != Role::Workspace).then(|| {
             let mut l = render::selector(&labels);
             l.insert(naming::LABEL_ROLE.into(), Role::Workspace.as_str().into());
             l
         });
+        let trusted = trusted_secret(pod);
+        if !c.trusted_env.is_empty() {
+            let data: BTreeMap<&String, String> =
+                c.trusted_env.iter().map(|(k, v)| (k, crate::encode::base64(v.0.as_bytes()))).collect();
+            let mut own = render::selector(&labels);
+            own.insert(LABEL_POD.into(), pod.to_owned());
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": trusted, "labels": own},
+                "type": "Opaque",
+                "data": data,
+            }))
+            .map_err(|e| EngineError::Kubernetes {
+                op: "make a Secret".into(),
+                status: 0,
+                message: e.to_string(),
+            })?;
+            let sop = format!("create secret {trusted}");
+            match self.call(&sop, self.secrets().create(&PostParams::default(), &secret)).await {
+                Ok(_) => {}
+                Err(EngineError::AlreadyExists { .. }) => {
+                    self.call(&sop, self.secrets().replace(&trusted, &PostParams::default(), &secret)).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut warnings = Vec::new();
         let value = render::container_pod(
             &meta,
@@ -389,7 +642,7 @@ impl Engine for Kube {
             &c.name,
             &labels,
             near.as_ref(),
-            &format!("{pod}-trusted-env"),
+            &trusted,
             &RenderOptions::default(),
             &mut warnings,
         );
@@ -401,57 +654,88 @@ impl Engine for Kube {
         for w in warnings {
             tracing::warn!("{}: {w}", c.name);
         }
-        let op = format!("create container {}", c.name);
+        if c.network == ContainerNetwork::LoopbackOnly {
+            self.wall(pod, &c.name, &labels).await?;
+        }
         self.call(&op, self.pods_api().create(&PostParams::default(), &object)).await.map(|_| ())
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
-        // A Pod starts when it is created: it must be there.
-        self.call(&format!("start container {name}"), self.pods_api().get(name)).await.map(|_| ())
+        // A Pod starts when it is created: it must be there, and is waited for.
+        self.wait_running(name).await
     }
 
-    async fn stop_container(&self, name: &str, _grace_secs: u32) -> Result<(), EngineError> {
-        Err(unsupported(&format!("stop container {name}"), "a Pod is not stopped, only deleted"))
+    /// Deletes the container's Pod (its claims and walls stay): Kubernetes does not stop a
+    /// Pod. A worker's or candidate's container is made again from its kept plan when it is
+    /// next needed.
+    async fn stop_container(&self, name: &str, grace_secs: u32) -> Result<(), EngineError> {
+        match self.delete_pod(name, grace_secs, &format!("stop container {name}")).await {
+            Ok(()) | Err(EngineError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
-        let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
-        self.call(&format!("remove container {name}"), self.pods_api().delete(name, &dp)).await.map(|_| ())
+        self.delete_pod(name, 0, &format!("remove container {name}")).await?;
+        self.unwall(name).await
     }
 
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {
-        if self.pods_of(name).await?.is_empty() {
+        let pods = self.pods_of(name).await?;
+        if pods.is_empty() {
             return Err(EngineError::NotFound {
-                op: format!("start pod {name} (Kubernetes)"),
+                engine: KUBERNETES,
+                op: format!("start pod {name}"),
                 message: format!("no Pod is labelled {LABEL_POD}={name}"),
             });
         }
-        Ok(())
+        let names: Vec<String> = pods.into_iter().filter_map(|p| p.metadata.name).collect();
+        futures_util::future::try_join_all(names.iter().map(|n| self.wait_running(n))).await.map(|_| ())
     }
 
     async fn stop_pod(&self, name: &str, _grace_secs: u32) -> Result<(), EngineError> {
-        Err(unsupported(&format!("stop pod {name}"), "a Pod is not stopped, only deleted"))
+        Err(unsupported(
+            &format!("stop pod {name}"),
+            "a workspace's Pods are not stopped (Kubernetes only deletes a Pod): keep it running, or delete it",
+        ))
     }
 
     async fn remove_pod(&self, name: &str) -> Result<(), EngineError> {
         let pods = self.pods_of(name).await?;
-        if pods.is_empty() {
+        let known = self.pods.lock().map_err(|_| poisoned())?.remove(name).is_some();
+        if pods.is_empty() && !known {
             return Err(EngineError::NotFound {
-                op: format!("remove pod {name} (Kubernetes)"),
+                engine: KUBERNETES,
+                op: format!("remove pod {name}"),
                 message: format!("no Pod is labelled {LABEL_POD}={name}"),
             });
         }
-        for p in pods {
-            let Some(n) = p.metadata.name else { continue };
-            match self.remove_container(&n).await {
+        let names: Vec<String> = pods.into_iter().filter_map(|p| p.metadata.name).collect();
+        let removed = futures_util::future::join_all(names.iter().map(|n| self.remove_container(n))).await;
+        for r in removed {
+            match r {
                 Ok(()) | Err(EngineError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        if let Ok(mut pending) = self.pods.lock() {
-            pending.remove(name);
+        // The walls of stopped containers and the trusted variables' Secret go with it.
+        let lp = ListParams::default().labels(&format!("{LABEL_POD}={name}"));
+        let walls = self.call(&format!("list the walls of {name}"), self.policies().list(&lp)).await?.items;
+        for w in walls.into_iter().filter_map(|w| w.metadata.name) {
+            let op = format!("remove NetworkPolicy {w}");
+            match self.call(&op, self.policies().delete(&w, &DeleteParams::default())).await {
+                Ok(_) | Err(EngineError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        let trusted = trusted_secret(name);
+        match self
+            .call(&format!("remove secret {trusted}"), self.secrets().delete(&trusted, &DeleteParams::default()))
+            .await
+        {
+            Ok(_) | Err(EngineError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn upload_archive(&self, container: &str, dest_dir: &str, tar: Vec<u8>) -> Result<(), EngineError> {
@@ -521,7 +805,8 @@ impl Engine for Kube {
 
     async fn inspect_pod(&self, name: &str) -> Result<PodInfo, EngineError> {
         self.list_pods(&[(LABEL_POD, name)]).await?.into_iter().next().ok_or_else(|| EngineError::NotFound {
-            op: format!("inspect pod {name} (Kubernetes)"),
+            engine: KUBERNETES,
+            op: format!("inspect pod {name}"),
             message: format!("no Pod is labelled {LABEL_POD}={name}"),
         })
     }
@@ -588,16 +873,49 @@ impl Engine for Kube {
         let status = self.execs.lock().map_err(|_| poisoned())?.remove(id);
         let Some(status) = status else {
             return Err(EngineError::NotFound {
-                op: format!("read the exit code of {id} (Kubernetes)"),
+                engine: KUBERNETES,
+                op: format!("read the exit code of {id}"),
                 message: "no such exec (or its code was read already)".into(),
             });
         };
         match tokio::time::timeout(self.timeout, status).await {
             Ok(s) => Ok(exit_code(s)),
-            Err(_) => {
-                Err(EngineError::Timeout { op: format!("read the exit code of {id}"), secs: self.timeout.as_secs() })
-            }
+            Err(_) => Err(EngineError::Timeout {
+                engine: KUBERNETES,
+                op: format!("read the exit code of {id}"),
+                secs: self.timeout.as_secs(),
+            }),
         }
+    }
+
+    /// The hostPaths of the instance's Pods (the copies of devaipod's executable among them).
+    async fn bind_sources(
+        &self,
+        instance: &str,
+    ) -> Result<std::collections::BTreeSet<std::path::PathBuf>, EngineError> {
+        let lp = ListParams::default().labels(&format!("{}={instance}", naming::LABEL_INSTANCE));
+        let items = self.call("list Pods", self.pods_api().list(&lp)).await?.items;
+        Ok(items
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.volumes.as_ref())
+            .flatten()
+            .filter_map(|v| Some(std::path::PathBuf::from(&v.host_path.as_ref()?.path)))
+            .collect())
+    }
+
+    async fn resize_exec(&self, id: &str, _rows: u16, _cols: u16) -> Result<(), EngineError> {
+        Err(unsupported(&format!("resize the terminal of {id}"), "terminals are not resized through the exec API here"))
+    }
+
+    async fn signal_exec(&self, id: &str, _signal: i32) -> Result<(), EngineError> {
+        Err(unsupported(&format!("signal {id}"), "the exec API has no signals"))
+    }
+
+    async fn connect_port(&self, container: &str, port: u16) -> Result<crate::pods::engine::PortStream, EngineError> {
+        Err(unsupported(
+            &format!("connect to port {port} of {container}"),
+            "reach a Pod's ports with `kubectl port-forward` (SSH forwarding and `devaipod forward` need podman)",
+        ))
     }
 
     fn logs(
@@ -613,7 +931,8 @@ impl Engine for Kube {
             let op = format!("read the logs of {name}");
             let opened = tokio::time::timeout(timeout, api.log_stream(&name, &lp)).await;
             match opened {
-                Err(_) => stream::iter([Err(EngineError::Timeout { op, secs: timeout.as_secs() })]).boxed(),
+                Err(_) => stream::iter([Err(EngineError::Timeout { engine: KUBERNETES, op, secs: timeout.as_secs() })])
+                    .boxed(),
                 Ok(Err(e)) => stream::iter([Err(map_error(&op, &ns, e))]).boxed(),
                 Ok(Ok(r)) => read_stream(tokio_util::compat::FuturesAsyncReadCompatExt::compat(r), Output::Stdout),
             }

@@ -93,13 +93,19 @@ impl KubePlan {
 
     /// The Secret holding the workspace container's trusted variables (one key each).
     pub fn trusted_env_secret(&self) -> String {
-        format!("{}-trusted-env", self.pod.name)
+        trusted_secret(&self.pod.name)
     }
 
     /// The agent's Pod (beside the workspace's, which has the workspace's pod name).
     pub fn agent_pod(&self) -> String {
         self.agent.name.clone()
     }
+}
+
+/// The Secret holding pod `pod`'s trusted variables (its workspace container's, one key
+/// each).
+pub fn trusted_secret(pod: &str) -> String {
+    format!("{pod}-trusted-env")
 }
 
 /// How to render.
