@@ -251,9 +251,8 @@ pub enum WorkerGator {
     Inherit,
 }
 
-/// `[engine]`: where workspaces' pods run. The daemon runs on podman; `kubernetes` selects
-/// the Kubernetes engine (`pods::kube::Kube`), which the daemon does not run on yet: it
-/// refuses to start with it, saying so (docs/kubernetes.md).
+/// `[engine]`: where workspaces' pods run: podman (the default), or `kubernetes`, the
+/// Kubernetes engine (`pods::kube::Kube`; docs/kubernetes.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EngineSection {
@@ -263,6 +262,10 @@ pub struct EngineSection {
     pub namespace: Option<String>,
     /// Kubernetes: the kubeconfig context (default: the current one; none in a cluster).
     pub context: Option<String>,
+    /// Kubernetes: the node every workspace Pod goes to (its `kubernetes.io/hostname`):
+    /// the daemon's, where the agents' socket directories are. `DEVAIPOD_KUBE_NODE`
+    /// overrides it (a Deployment sets it from `spec.nodeName`).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -263,12 +263,15 @@ fn client_urls_are_scheme_host_and_port_only() {
 fn the_engine_is_podman_unless_kubernetes_is_asked_for() {
     let c = parse("", Path::new("x.toml")).unwrap();
     assert_eq!(c.engine.kind, EngineKind::Podman);
-    let c =
-        parse("[engine]\nkind = \"kubernetes\"\nnamespace = \"dev\"\ncontext = \"kind-dev\"\n", Path::new("x.toml"))
-            .unwrap();
+    let c = parse(
+        "[engine]\nkind = \"kubernetes\"\nnamespace = \"dev\"\ncontext = \"kind-dev\"\nnode = \"n1\"\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
     assert_eq!(c.engine.kind, EngineKind::Kubernetes);
     assert_eq!(c.engine.namespace.as_deref(), Some("dev"));
     assert_eq!(c.engine.context.as_deref(), Some("kind-dev"));
+    assert_eq!(c.engine.node.as_deref(), Some("n1"));
     let e = parse("[engine]\nkind = \"docker\"\n", Path::new("x.toml")).unwrap_err().to_string();
     assert!(e.contains("docker") && e.contains("podman") && e.contains("kubernetes"), "{e}");
     let e = parse("[engine]\nsocket = \"/x\"\n", Path::new("x.toml")).unwrap_err().to_string();

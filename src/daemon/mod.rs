@@ -31,7 +31,8 @@ pub async fn run(config: Config, listen: &str) -> Result<()> {
         }
         EngineKind::Kubernetes => {
             let (ctx, ns) = (config.engine.context.clone(), config.engine.namespace.clone());
-            let engine = Kube::connect(ctx.as_deref(), ns.as_deref()).await?;
+            let node = std::env::var("DEVAIPOD_KUBE_NODE").ok().or(config.engine.node.clone());
+            let engine = Kube::connect(ctx.as_deref(), ns.as_deref()).await?.with_node(node);
             engine.ping().await.context("the Kubernetes API does not answer")?;
             tracing::info!("workspaces run on Kubernetes, namespace {}", engine.namespace());
             serve_on(config, listen, engine).await

@@ -65,6 +65,8 @@ pub struct Kube {
     namespace: String,
     timeout: Duration,
     start_timeout: Duration,
+    /// The node every Pod goes to (the daemon's: its sockets' directories are there).
+    node: Option<String>,
     /// Pods created but whose containers are not all made yet (their hostname, ports).
     pods: Mutex<HashMap<String, PodSpec>>,
     /// Running execs' exit statuses, by id.
@@ -80,6 +82,7 @@ impl Kube {
             client,
             timeout: CALL_TIMEOUT,
             start_timeout: START_TIMEOUT,
+            node: None,
             pods: Mutex::new(HashMap::new()),
             execs: Arc::new(Mutex::new(HashMap::new())),
             volume_size: render::DEFAULT_VOLUME_SIZE.to_owned(),
@@ -112,6 +115,13 @@ impl Kube {
     /// Bounds every call by `timeout` instead of [`CALL_TIMEOUT`].
     pub fn with_timeout(mut self, timeout: Duration) -> Kube {
         self.timeout = timeout;
+        self
+    }
+
+    /// Puts every Pod on node `node` (its `kubernetes.io/hostname` label): the daemon's,
+    /// where the agents' socket directories are.
+    pub fn with_node(mut self, node: Option<String>) -> Kube {
+        self.node = node.filter(|n| !n.is_empty());
         self
     }
 
@@ -636,7 +646,7 @@ impl Engine for Kube {
             }
         }
         let mut warnings = Vec::new();
-        let value = render::container_pod(
+        let mut value = render::container_pod(
             &meta,
             c,
             &c.name,
@@ -646,6 +656,9 @@ impl Engine for Kube {
             &RenderOptions::default(),
             &mut warnings,
         );
+        if let Some(node) = &self.node {
+            value["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+        }
         let object: Pod = serde_json::from_value(value).map_err(|e| EngineError::Kubernetes {
             op: format!("make Pod {}", c.name),
             status: 0,

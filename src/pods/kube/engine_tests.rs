@@ -128,6 +128,7 @@ async fn stateful(mut api: Handle) -> Vec<(String, String, Value)> {
 #[tokio::test]
 async fn create_list_and_delete_go_to_the_api_in_order() {
     let (kube, api) = engine();
+    let kube = kube.with_node(Some("node-1".into()));
     let plan = kube_plan("");
     let spec = PodSpec {
         name: plan.pod.name.clone(),
@@ -169,6 +170,7 @@ async fn create_list_and_delete_go_to_the_api_in_order() {
     assert_eq!(sc["capabilities"], json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}));
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["runAsUser"], 1000);
+    assert_eq!(body["spec"]["nodeSelector"], json!({"kubernetes.io/hostname": "node-1"}), "on the daemon's node");
     assert_eq!(
         body["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["labelSelector"]["matchLabels"]
             ["io.devaipod.role"],
