@@ -174,3 +174,87 @@ fn podman_kube_play_of_the_yaml_runs_hardened_and_the_agent_answers() {
     }
     drop(played);
 }
+
+/// The daemon on the Kubernetes engine (`[engine] kind = "kubernetes"`) against the
+/// podman-backed fake API (`tests/support/fake_kube.py`): `up` makes every object through
+/// the API (the agent's walls before its Pod), the agent's Pod has loopback only and the
+/// podman plan's hardening, a task runs to a proposal that `approve --apply` delivers,
+/// `exec` and `logs` go through the API, `stop` says why not, and `delete` leaves nothing.
+#[test]
+fn the_daemon_runs_a_workspace_through_the_kubernetes_api() {
+    if !podman_available() {
+        return;
+    }
+    let ws = format!("kd{}", std::process::id());
+    let llm = ScriptedLlm::start(&serde_json::json!({"rules": [{"match": "please write the greeting", "steps": [
+        {"tool": "write", "args": {"filePath": format!("/workspaces/{ws}/hello.txt"), "content": "hi from kube\n"}},
+        {"text": "Wrote hello.txt"}
+    ]}]}));
+    let env = TestEnv::new(&format!("{}\n[engine]\nkind = \"kubernetes\"\n", llm.agent_config()));
+    let kube = FakeKube::start(&serde_json::json!({"io.devaipod.instance": env.instance}), "devaipod-test");
+    let env = env.with_env("KUBECONFIG", kube.kubeconfig.to_str().unwrap());
+    let repo = fixture_repo(env.dir.path(), &ws, &[("README.md", "kd\n")]);
+
+    let out = env.run(&["--json", "run", repo.to_str().unwrap(), "--name", &ws, "-c", "please write the greeting"]);
+    assert!(out.status.success(), "run on Kubernetes failed:\n{}", text(&out.stderr));
+    let done: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(done["task"]["state"], "completed", "{done:#}");
+    let task_id = done["task"]["id"].as_str().unwrap().to_owned();
+    let pid = done["proposal"].as_str().expect("a proposal").to_owned();
+
+    // Every object went through the API; the agent's walls before its Pod.
+    let reqs = kube.requests();
+    let at = |method: &str, part: &str, name: &str| {
+        reqs.iter().position(|r| {
+            r["method"] == method
+                && r["path"].as_str().unwrap_or_default().contains(part)
+                && r["body"]["metadata"]["name"] == name
+        })
+    };
+    let walls =
+        at("POST", "/networkpolicies", &format!("devaipod-{ws}-agent-walls")).expect("the agent's NetworkPolicy");
+    let agent_pod = at("POST", "/pods", &format!("devaipod-{ws}-agent")).expect("the agent's Pod");
+    assert!(walls < agent_pod, "the walls before the Pod");
+    assert!(at("POST", "/pods", &format!("devaipod-{ws}-workspace")).is_some());
+    assert!(
+        reqs.iter().any(|r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("/persistentvolumeclaims"))
+    );
+    let listed = env.json(&["list"]);
+    assert_eq!(listed[0]["name"], ws.as_str(), "{listed:#}");
+
+    // The agent: loopback only, NET_BIND_SERVICE only, no new privileges (read through the
+    // exec API).
+    let net = env.ok(&["exec", "--agent", &ws, "--", "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = net.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(ifaces, ["lo"], "{net}");
+    let status = env.ok(&["exec", "--agent", &ws, "--", "cat", "/proc/1/status"]);
+    assert!(status.lines().any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000400")), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{status}");
+    assert!(
+        kube.requests()
+            .iter()
+            .any(|r| r["path"].as_str().unwrap().ends_with(&format!("/pods/devaipod-{ws}-agent/exec"))),
+        "exec went through the API"
+    );
+
+    // Delivered only on approval, into the workspace's container.
+    let branch = format!("devaipod/{task_id}");
+    assert_eq!(env.json(&["approve", &pid, "--apply"])["state"], "applied");
+    assert_eq!(env.ok(&["exec", &ws, "--", "git", "show", &format!("{branch}:hello.txt")]), "hi from kube\n");
+    let logs = env.run(&["logs", &ws, "--agent", "--tail", "20"]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    let e = env.fails(&["stop", &ws]);
+    assert!(e.contains("keep it running, or delete it"), "{e}");
+
+    env.ok(&["delete", &ws]);
+    env.wait_for_removals();
+    let reqs = kube.requests();
+    assert!(
+        reqs.iter().any(|r| r["method"] == "DELETE"
+            && r["path"].as_str().unwrap().ends_with(&format!("/networkpolicies/devaipod-{ws}-agent-walls"))),
+        "the walls go with the workspace"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    let volumes = podman(&["volume", "ls", "-q", "--filter", &format!("label=io.devaipod.instance={}", env.instance)]);
+    assert!(volumes.trim().is_empty(), "{volumes}");
+}

@@ -184,7 +184,7 @@ impl Kube {
                 message: format!("pod {pod} does not exist (no Pod is labelled {LABEL_POD}={pod})"),
             });
         };
-        let mut labels = first.metadata.labels.clone().unwrap_or_default();
+        let mut labels = devaipod_labels(&first.metadata);
         labels.retain(|k, _| ![naming::LABEL_ROLE, LABEL_POD, LABEL_CONTAINER].contains(&k.as_str()));
         let spec = first.spec.as_ref();
         let add_hosts = spec
@@ -279,6 +279,18 @@ impl Kube {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A Pod's labels, with devaipod's labels whose values Kubernetes refuses as labels (the
+/// workspace folder, the source URL), which `render` made annotations, read back as labels.
+fn devaipod_labels(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> BTreeMap<String, String> {
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    for (k, v) in meta.annotations.iter().flatten() {
+        if k.starts_with("io.devaipod.") {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    labels
 }
 
 /// The NetworkPolicy of a loopback-only container.
@@ -612,7 +624,10 @@ impl Engine for Kube {
             });
         }
         let meta = self.pod_meta(pod, &c.name).await?;
-        let mut labels = c.labels.clone();
+        // The pod's labels (its folder, its source, …) on each of its Pods, as podman keeps
+        // them on the pod: the container's own over them.
+        let mut labels = meta.labels.clone();
+        labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         labels.insert(LABEL_POD.into(), pod.to_owned());
         labels.insert(LABEL_CONTAINER.into(), c.name.clone());
         let near = (c.role != Role::Workspace).then(|| {
@@ -780,7 +795,7 @@ impl Engine for Kube {
         let mut by_pod: BTreeMap<String, PodInfo> = BTreeMap::new();
         for p in items {
             let meta = &p.metadata;
-            let labels = meta.labels.clone().unwrap_or_default();
+            let labels = devaipod_labels(meta);
             let Some(pod) = labels.get(LABEL_POD).cloned() else { continue };
             let (state, _) = pod_state(&p);
             let info = by_pod.entry(pod.clone()).or_insert_with(|| PodInfo {
