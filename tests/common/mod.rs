@@ -433,3 +433,39 @@ impl FakeGithub {
         self.server.requests()
     }
 }
+
+/// The podman-backed fake Kubernetes API (`tests/support/fake_kube.py`) on 127.0.0.1, and a
+/// kubeconfig pointing at it (plain `http://`, no credentials) with `namespace`. Every
+/// podman object it makes also carries `labels`, so [`cleanup`] finds what a test leaves.
+pub struct FakeKube {
+    server: SupportServer,
+    pub port: u16,
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl FakeKube {
+    pub fn start(labels: &serde_json::Value, namespace: &str) -> FakeKube {
+        let server = SupportServer::start("fake_kube.py", &["--host", "127.0.0.1"], ("config", &json_labels(labels)));
+        let kubeconfig = server._dir.path().join("kubeconfig");
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": format!("http://127.0.0.1:{}", server.port)}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+            "current-context": "fake",
+        });
+        std::fs::write(&kubeconfig, config.to_string()).unwrap();
+        FakeKube { port: server.port, server, namespace: namespace.to_owned(), kubeconfig }
+    }
+
+    /// Every request the fake answered, in the order of its answers' status lines.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.server.requests()
+    }
+}
+
+fn json_labels(labels: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "labels": labels })
+}

@@ -4,7 +4,9 @@
 //! `io.devaipod.pod=<pod>`; each of its containers is a Pod of its own, named as the
 //! container (the agent needs a network namespace of its own: see `render`), made by
 //! [`render::container_pod`] when the container is created (Pods start when created);
-//! volumes are PersistentVolumeClaims, secrets are Secrets (key `value`). Commands run
+//! a container with a network of its own (the agent: loopback only under podman) gets a
+//! NetworkPolicy denying its Pod all ingress and egress, made before its Pod and deleted
+//! with it; volumes are PersistentVolumeClaims, secrets are Secrets (key `value`). Commands run
 //! through the exec API (as the container's user), logs stream from the log API, lists
 //! select by label. What Kubernetes has no call for (building, pulling or removing
 //! images, stopping a Pod, throwaway helper containers) fails with a message saying so.
@@ -17,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams};
 use serde_json::json;
 
@@ -26,7 +29,7 @@ use crate::pods::engine::{
     HelperRun, ImageFacts, Output, PodInfo, pump_to,
 };
 use crate::pods::naming::{self, Role};
-use crate::pods::plan::{BuildPlan, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
+use crate::pods::plan::{BuildPlan, ContainerNetwork, ContainerPlan, PodSpec, SecretPlan, VolumePlan};
 
 /// The label joining a devaipod pod's Kubernetes Pods.
 pub const LABEL_POD: &str = "io.devaipod.pod";
@@ -102,6 +105,9 @@ impl Kube {
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
 
     /// One API call, bounded, its error in devaipod's words.
     async fn call<T>(&self, op: &str, f: impl Future<Output = Result<T, kube::Error>>) -> Result<T, EngineError> {
@@ -164,6 +170,11 @@ fn unsupported(op: &str, instead: &str) -> EngineError {
 /// devaipod's labels on the Kubernetes object (those Kubernetes accepts as labels).
 fn labels_of(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels.iter().filter(|(_, v)| render::is_label_value(v)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The NetworkPolicy walling in the Pod of container `name`.
+pub fn walls_name(name: &str) -> String {
+    format!("{name}-walls")
 }
 
 fn selector(labels: &[(&str, &str)]) -> String {
@@ -401,8 +412,36 @@ impl Engine for Kube {
         for w in warnings {
             tracing::warn!("{}: {w}", c.name);
         }
+        if c.network == ContainerNetwork::LoopbackOnly {
+            // The network wall, before the Pod exists: nothing reaches it, it reaches nothing
+            // (as `devaipod kube` renders it; its sockets are its only ways out).
+            let mut select = render::selector(&labels);
+            select.insert(LABEL_POD.into(), pod.to_owned());
+            let policy: NetworkPolicy = serde_json::from_value(json!({
+                "metadata": {"name": walls_name(&c.name), "labels": labels_of(&labels)},
+                "spec": {"podSelector": {"matchLabels": select}, "policyTypes": ["Ingress", "Egress"]},
+            }))
+            .map_err(|e| EngineError::Kubernetes {
+                op: format!("make the NetworkPolicy of {}", c.name),
+                status: 0,
+                message: e.to_string(),
+            })?;
+            let op = format!("wall in container {}", c.name);
+            // One left by an earlier attempt walls the same Pod.
+            match self.call(&op, self.policies().create(&PostParams::default(), &policy)).await {
+                Ok(_) | Err(EngineError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let op = format!("create container {}", c.name);
-        self.call(&op, self.pods_api().create(&PostParams::default(), &object)).await.map(|_| ())
+        let created = self.call(&op, self.pods_api().create(&PostParams::default(), &object)).await.map(|_| ());
+        if c.network == ContainerNetwork::LoopbackOnly
+            && matches!(created, Err(ref e) if !matches!(e, EngineError::AlreadyExists { .. }))
+        {
+            // No Pod, no walls (best effort: the error to report is the Pod's).
+            let _ = self.call(&op, self.policies().delete(&walls_name(&c.name), &DeleteParams::default())).await;
+        }
+        created
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
@@ -416,7 +455,18 @@ impl Engine for Kube {
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
         let dp = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
-        self.call(&format!("remove container {name}"), self.pods_api().delete(name, &dp)).await.map(|_| ())
+        let removed = self.call(&format!("remove container {name}"), self.pods_api().delete(name, &dp)).await;
+        if let Ok(_) | Err(EngineError::NotFound { .. }) = removed {
+            // Its walls, if it had them (a workspace's Pod has none), even when the Pod went
+            // before them.
+            let walls = walls_name(name);
+            let op = format!("remove the NetworkPolicy {walls}");
+            match self.call(&op, self.policies().delete(&walls, &DeleteParams::default())).await {
+                Ok(_) | Err(EngineError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        removed.map(|_| ())
     }
 
     async fn start_pod(&self, name: &str) -> Result<(), EngineError> {

@@ -84,6 +84,7 @@ async fn create_list_and_delete_go_to_the_api_in_order() {
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         seen.push(next(&mut api, 200, pod_list(vec![])).await);
+        seen.push(next(&mut api, 201, json!({"metadata": {"name": "devaipod-hello-agent-walls"}})).await);
         seen.push(next(&mut api, 201, json!({"metadata": {"name": "devaipod-hello-agent"}})).await);
         let items = vec![
             running_pod("devaipod-hello-workspace", "workspace", "devaipod-hello"),
@@ -92,7 +93,11 @@ async fn create_list_and_delete_go_to_the_api_in_order() {
         seen.push(next(&mut api, 200, pod_list(items.clone())).await);
         seen.push(next(&mut api, 200, pod_list(items)).await);
         seen.push(next(&mut api, 200, json!({"metadata": {"name": "devaipod-hello-workspace"}})).await);
+        let none =
+            status(404, "NotFound", "networkpolicies.networking.k8s.io \"devaipod-hello-workspace-walls\" not found");
+        seen.push(next(&mut api, 404, none).await);
         seen.push(next(&mut api, 200, json!({"metadata": {"name": "devaipod-hello-agent"}})).await);
+        seen.push(next(&mut api, 200, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})).await);
         seen
     });
     kube.create_pod(&spec).await.unwrap();
@@ -103,7 +108,16 @@ async fn create_list_and_delete_go_to_the_api_in_order() {
 
     assert_eq!(seen[0].0, "GET");
     assert_eq!(seen[0].1, "/api/v1/namespaces/dev/pods?&labelSelector=io.devaipod.pod=devaipod-hello");
+    // The agent's network wall comes first: its Pod never runs without it.
     let (method, uri, body) = &seen[1];
+    assert_eq!((method.as_str(), uri.as_str()), ("POST", "/apis/networking.k8s.io/v1/namespaces/dev/networkpolicies?"));
+    assert_eq!(body["metadata"]["name"], "devaipod-hello-agent-walls");
+    assert_eq!(body["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(body["spec"].get("ingress").is_none() && body["spec"].get("egress").is_none(), "no rule: nothing allowed");
+    let select = &body["spec"]["podSelector"]["matchLabels"];
+    assert_eq!(select["io.devaipod.role"], "agent");
+    assert_eq!(select[LABEL_POD], "devaipod-hello");
+    let (method, uri, body) = &seen[2];
     assert_eq!((method.as_str(), uri.as_str()), ("POST", "/api/v1/namespaces/dev/pods?"));
     assert_eq!(body["metadata"]["name"], "devaipod-hello-agent");
     assert_eq!(body["metadata"]["labels"][LABEL_POD], "devaipod-hello");
@@ -117,16 +131,33 @@ async fn create_list_and_delete_go_to_the_api_in_order() {
         "workspace",
         "the agent's Pod goes to its workspace's node"
     );
-    assert_eq!(seen[2].1, "/api/v1/namespaces/dev/pods?&labelSelector=io.devaipod.instance=t1");
+    for (k, v) in select.as_object().unwrap() {
+        assert_eq!(&body["metadata"]["labels"][k], v, "the policy selects the agent's Pod ({k})");
+    }
+    assert_eq!(seen[3].1, "/api/v1/namespaces/dev/pods?&labelSelector=io.devaipod.instance=t1");
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].name, "devaipod-hello");
     assert_eq!(pods[0].status, "Running");
     let roles: Vec<Option<Role>> = pods[0].containers.iter().map(|c| c.role).collect();
     assert_eq!(roles, [Some(Role::Workspace), Some(Role::Agent)]);
-    assert_eq!(seen[4].0, "DELETE");
-    assert!(seen[4].1.starts_with("/api/v1/namespaces/dev/pods/devaipod-hello-workspace?"), "{}", seen[4].1);
-    assert_eq!(seen[4].2["gracePeriodSeconds"], 0);
-    assert!(seen[5].1.starts_with("/api/v1/namespaces/dev/pods/devaipod-hello-agent?"), "{}", seen[5].1);
+    assert_eq!(seen[5].0, "DELETE");
+    assert!(seen[5].1.starts_with("/api/v1/namespaces/dev/pods/devaipod-hello-workspace?"), "{}", seen[5].1);
+    assert_eq!(seen[5].2["gracePeriodSeconds"], 0);
+    // Each Pod's walls go with it; the workspace's has none (a 404 is fine).
+    assert!(
+        seen[6]
+            .1
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/dev/networkpolicies/devaipod-hello-workspace-walls?"),
+        "{}",
+        seen[6].1
+    );
+    assert!(seen[7].1.starts_with("/api/v1/namespaces/dev/pods/devaipod-hello-agent?"), "{}", seen[7].1);
+    assert_eq!(seen[8].0, "DELETE");
+    assert!(
+        seen[8].1.starts_with("/apis/networking.k8s.io/v1/namespaces/dev/networkpolicies/devaipod-hello-agent-walls?"),
+        "{}",
+        seen[8].1
+    );
 }
 
 /// Volumes are claims, secrets are Secrets whose value is base64 in `data.value`, both
