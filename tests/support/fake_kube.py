@@ -775,8 +775,8 @@ class Handler(BaseHTTPRequestHandler):
             final = {"metadata": {}, "status": "Success"}
         else:
             final = {"metadata": {}, "status": "Failure",
-                     "message": "command terminated with non-zero exit code: error executing command %s, exit code %d"
-                     % (command, code),
+                     "message": "command terminated with non-zero exit code: error executing command [%s], exit code %d"
+                     % (" ".join(command), code),
                      "reason": "NonZeroExitCode",
                      "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
         try:

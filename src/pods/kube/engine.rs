@@ -682,10 +682,20 @@ impl Engine for Kube {
         for w in warnings {
             tracing::warn!("{}: {w}", c.name);
         }
-        if c.network == ContainerNetwork::LoopbackOnly {
+        let walled = c.network == ContainerNetwork::LoopbackOnly;
+        if walled {
             self.wall(pod, &c.name, &labels).await?;
         }
-        self.call(&op, self.pods_api().create(&PostParams::default(), &object)).await.map(|_| ())
+        match self.call(&op, self.pods_api().create(&PostParams::default(), &object)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // No walls without their Pod (an earlier Pod of that name keeps its own).
+                if walled && !matches!(e, EngineError::AlreadyExists { .. }) {
+                    let _ = self.unwall(&c.name).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
